@@ -1,0 +1,33 @@
+//! The Lambda edge: turns API Gateway's authorizer context into [`AuthorizerClaims`]
+//! so that the router itself never sees Lambda types.
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+
+use crate::tenancy::AuthorizerClaims;
+use crate::AppState;
+
+/// The router as the `api` function serves it: [`crate::router`] plus the claims
+/// layer. Events from `events/` run through this in tests.
+pub fn router(state: AppState) -> Router {
+    crate::router(state).layer(middleware::from_fn(claims_from_context))
+}
+
+async fn claims_from_context(mut req: Request, next: Next) -> Response {
+    let claims = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| jwt.claims.clone()),
+        _ => None,
+    };
+    if let Some(claims) = claims {
+        req.extensions_mut().insert(AuthorizerClaims(claims));
+    }
+    next.run(req).await
+}

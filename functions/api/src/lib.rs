@@ -1,0 +1,427 @@
+//! Herald's Integrations API: one axum router, served by the `api` Lambda function
+//! (through `lambda_http`) and by the dev server (through `axum::serve`).
+//!
+//! The contract follows Elastic Path's Integrations API: JSON:API bodies, EP field
+//! names, masked secrets, `{"errors": [...]}` with a pointer per problem.
+
+pub mod error;
+pub mod lambda;
+pub mod settings;
+pub mod tenancy;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::Router;
+use herald_core::aws::dynamo::DynamoIntegrationStore;
+use herald_core::catalog;
+use herald_core::config::Backend;
+use herald_core::integrations::Integrations;
+use herald_core::memory::MemoryIntegrationStore;
+use herald_core::page::Page;
+use herald_core::ports::IntegrationStore;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::{ApiError, Source};
+use crate::settings::Settings;
+use crate::tenancy::{Tenancy, Tenant};
+
+/// Largest request body accepted (bytes); larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The OpenAPI document of this API, served at `GET /openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+/// What every handler shares: built once per process.
+#[derive(Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub integrations: Integrations,
+    /// How the caller's store is found.
+    pub tenancy: Tenancy,
+    /// Base of absolute links, when configured.
+    pub public_url: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// State over any store.
+    pub fn new(store: Arc<dyn IntegrationStore>, settings: &Settings) -> Self {
+        Self {
+            integrations: Integrations::new(store, settings.policy, settings.max_per_store),
+            tenancy: settings.tenancy.clone(),
+            public_url: settings.public_url.as_deref().map(Arc::from),
+        }
+    }
+
+    /// Builds the backend named by the settings. `check` verifies an AWS table
+    /// exists (the dev server does; the Lambda skips it to keep cold starts short).
+    pub async fn from_settings(settings: &Settings, check: bool) -> herald_core::Result<Self> {
+        let store: Arc<dyn IntegrationStore> = match settings.backend {
+            Backend::Memory => Arc::new(MemoryIntegrationStore::new()),
+            Backend::Aws => {
+                let sdk = herald_core::aws::load_config().await;
+                let table = settings.table.clone().unwrap_or_default();
+                let store = DynamoIntegrationStore::from_sdk(&sdk, table);
+                if check {
+                    store.check_table().await?;
+                }
+                Arc::new(store)
+            }
+        };
+        Ok(Self::new(store, settings))
+    }
+}
+
+/// One route of the API: what it is, and which statuses it can answer with (the
+/// OpenAPI test holds the document to this table).
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template, OpenAPI syntax (`/v2/integrations/{id}`).
+    pub path: &'static str,
+    /// Every status the route answers with.
+    pub statuses: &'static [u16],
+    handler: fn() -> MethodRouter<AppState>,
+}
+
+/// The API's routes.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: Method::POST,
+            path: "/v2/integrations",
+            statuses: &[201, 400, 403, 413, 415, 422, 500],
+            handler: || post(create_integration),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/integrations",
+            statuses: &[200, 400, 403, 500],
+            handler: || get(list_integrations),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/integrations/{id}",
+            statuses: &[200, 400, 403, 404, 500],
+            handler: || get(get_integration),
+        },
+        Route {
+            method: Method::PUT,
+            path: "/v2/integrations/{id}",
+            statuses: &[200, 400, 403, 404, 409, 413, 415, 422, 500],
+            handler: || put(update_integration),
+        },
+        Route {
+            method: Method::DELETE,
+            path: "/v2/integrations/{id}",
+            statuses: &[204, 400, 403, 404, 500],
+            handler: || delete(delete_integration),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/observable-events",
+            statuses: &[200],
+            handler: || get(observable_events),
+        },
+    ]
+}
+
+/// The router with every route, JSON:API fallbacks for unknown paths and methods,
+/// panic isolation and request logging.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for route in routes() {
+        router = router.route(route.path, (route.handler)());
+    }
+    router
+        .route("/openapi.yaml", get(openapi))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn(log_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "something went wrong on our side; try again later",
+        None,
+    )
+    .into_response()
+}
+
+/// Logs method, route, status and duration; never bodies, queries or headers.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".into());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route", None)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this method is not allowed on this route",
+        None,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+/// The base of absolute links: `HERALD_PUBLIC_URL`, else the request's own
+/// scheme and host (API Gateway sets `X-Forwarded-Proto`), else relative links.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+    let Some(host) = host else {
+        return String::new();
+    };
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| m == "application/json" || m == "application/vnd.api+json")
+}
+
+/// Reads and parses a JSON body: 415 for another content type, 413 past
+/// [`MAX_BODY_BYTES`], 400 for anything that is not JSON.
+async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON with Content-Type: application/json",
+            Some(Source::Header("Content-Type".into())),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            None,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "the body could not be read", None)
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+            Some(Source::Pointer(String::new())),
+        )
+    })
+}
+
+/// `{"data": <resource>}` with a status.
+fn document(status: StatusCode, data: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "data": data }).to_string(),
+    )
+        .into_response()
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found())
+}
+
+async fn create_integration(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let created = state.integrations.create(&store, &body).await??;
+    tracing::info!(store = %store, integration = %created.id, kind = created.target.kind().as_str(), "integration created");
+    Ok(document(
+        StatusCode::CREATED,
+        created.to_resource(&base_url(&state, &headers)),
+    ))
+}
+
+async fn get_integration(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let found = state.integrations.get(&store, id).await??;
+    Ok(document(
+        StatusCode::OK,
+        found.to_resource(&base_url(&state, &headers)),
+    ))
+}
+
+async fn update_integration(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let body = json_body(&headers, body).await?;
+    let updated = state.integrations.update(&store, id, &body).await??;
+    tracing::info!(store = %store, integration = %id, "integration updated");
+    Ok(document(
+        StatusCode::OK,
+        updated.to_resource(&base_url(&state, &headers)),
+    ))
+}
+
+async fn delete_integration(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    state.integrations.delete(&store, id).await??;
+    tracing::info!(store = %store, integration = %id, "integration deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_integrations(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let page = Page::parse(param("page[limit]"), param("page[offset]")).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.detail,
+            Some(Source::Parameter(e.parameter.into())),
+        )
+    })?;
+    let (items, total) = state.integrations.list(&store, page).await?;
+    let base = base_url(&state, &headers);
+    let nav = page.navigation(total);
+    let link = |offset: usize| {
+        format!(
+            "{base}/v2/integrations?page[limit]={}&page[offset]={offset}",
+            page.limit
+        )
+    };
+    let body = json!({
+        "data": items.iter().map(|i| i.to_resource(&base)).collect::<Vec<_>>(),
+        "links": {
+            "self": link(page.offset),
+            "first": link(nav.first),
+            "prev": nav.prev.map(link),
+            "next": nav.next.map(link),
+            "last": link(nav.last),
+        },
+        "meta": {
+            "page": { "limit": page.limit, "offset": page.offset, "current": nav.current, "total": nav.total_pages },
+            "results": { "total": total }
+        }
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+async fn observable_events() -> Response {
+    let data: Vec<Value> = catalog::all()
+        .iter()
+        .map(|e| {
+            json!({
+                "type": "observable-event",
+                "id": e.key,
+                "resource": e.resource,
+                "action": e.action,
+                "legacy": e.legacy,
+            })
+        })
+        .collect();
+    let total = data.len();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "data": data, "meta": { "results": { "total": total } } }).to_string(),
+    )
+        .into_response()
+}

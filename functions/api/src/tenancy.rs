@@ -1,0 +1,100 @@
+//! Which store a request acts for. Every integration route resolves the caller's
+//! store first; nothing below it can name another store.
+
+use std::collections::HashMap;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use herald_core::model::StoreId;
+
+use crate::error::{ApiError, Source};
+use crate::AppState;
+
+/// The header that names the store for trusted callers (dev server, IAM-signed calls).
+pub const STORE_HEADER: &str = "x-store-id";
+
+/// Claims of a validated JWT, put on the request by the Lambda edge
+/// ([`crate::lambda`]) from API Gateway's authorizer context.
+#[derive(Clone, Debug, Default)]
+pub struct AuthorizerClaims(pub HashMap<String, String>);
+
+/// How the store of a request is determined.
+#[derive(Clone, Debug)]
+pub enum Tenancy {
+    /// The dev server: `X-Store-Id`, or `default` when absent.
+    Header {
+        /// Store used when the header is absent.
+        default: StoreId,
+    },
+    /// JWT authorizer (the template's default): a claim of the validated token.
+    JwtClaim {
+        /// Claim name (`HERALD_STORE_CLAIM`, default `store_id`).
+        claim: String,
+    },
+    /// IAM authorizer: the caller is trusted (it holds `execute-api:Invoke`) and names
+    /// the store with `X-Store-Id`, which is then required.
+    IamHeader,
+}
+
+/// The caller's store, extracted per [`Tenancy`].
+#[derive(Clone, Debug)]
+pub struct Tenant(pub StoreId);
+
+fn from_header(parts: &Parts) -> Result<Option<StoreId>, ApiError> {
+    let Some(raw) = parts.headers.get(STORE_HEADER) else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .and_then(StoreId::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "X-Store-Id must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ -",
+                Some(Source::Header("X-Store-Id".into())),
+            )
+        })
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let store = match &state.tenancy {
+            Tenancy::Header { default } => from_header(parts)?.unwrap_or_else(|| default.clone()),
+            Tenancy::IamHeader => from_header(parts)?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "X-Store-Id is required: name the store this call acts for",
+                    Some(Source::Header("X-Store-Id".into())),
+                )
+            })?,
+            Tenancy::JwtClaim { claim } => {
+                let value = parts
+                    .extensions
+                    .get::<AuthorizerClaims>()
+                    .and_then(|c| c.0.get(claim));
+                let Some(value) = value else {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("the access token has no {claim} claim naming a store"),
+                        None,
+                    ));
+                };
+                StoreId::parse(value).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("the access token's {claim} claim is not a valid store id"),
+                        None,
+                    )
+                })?
+            }
+        };
+        Ok(Tenant(store))
+    }
+}

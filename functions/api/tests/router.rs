@@ -1,0 +1,653 @@
+//! The Integrations API through the router, with the embedded store: every route,
+//! status and error shape of the contract.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use herald_api::settings::Settings;
+use herald_api::tenancy::Tenancy;
+use herald_api::AppState;
+use herald_core::config::Backend;
+use herald_core::memory::MemoryIntegrationStore;
+use herald_core::model::StoreId;
+use herald_core::validate::Policy;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn settings(max_per_store: usize) -> Settings {
+    Settings {
+        backend: Backend::Memory,
+        table: None,
+        tenancy: Tenancy::Header {
+            default: StoreId::parse("default").expect("valid"),
+        },
+        max_per_store,
+        policy: Policy {
+            allow_http_webhooks: false,
+        },
+        public_url: None,
+    }
+}
+
+fn app_with(max_per_store: usize) -> Router {
+    let state = AppState::new(
+        Arc::new(MemoryIntegrationStore::new()),
+        &settings(max_per_store),
+    );
+    herald_api::router(state)
+}
+
+fn app() -> Router {
+    app_with(100)
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    raw: String,
+}
+
+async fn call(app: &Router, req: Request<Body>) -> Reply {
+    let res = app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("router is infallible");
+    let status = res.status();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let raw = String::from_utf8(bytes.to_vec()).expect("utf-8");
+    let body = if raw.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("not JSON ({e}): {raw}"))
+    };
+    Reply { status, body, raw }
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    store: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "herald.test");
+    if let Some(store) = store {
+        req = req.header("x-store-id", store);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    call(app, req).await
+}
+
+fn webhook(name: &str) -> Value {
+    json!({"data": {
+        "type": "integration",
+        "integration_type": "webhook",
+        "name": name,
+        "description": "Send a shipping notification via email with discount code.",
+        "enabled": true,
+        "observes": ["order.fulfilled"],
+        "configuration": {"url": "https://ilovelamp.now.sh/send-shipped-email", "secret_key": "SOME_SECRET_KEY"}
+    }})
+}
+
+async fn create(app: &Router, store: &str, name: &str) -> Value {
+    let r = send(
+        app,
+        "POST",
+        "/v2/integrations",
+        Some(store),
+        Some(webhook(name)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    r.body["data"].clone()
+}
+
+fn pointers(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .map(|e| {
+            e["source"]["pointer"]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn create_returns_201_with_the_integration_and_its_secret_masked() {
+    let app = app();
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        None,
+        Some(webhook("Order shipping notification")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let data = &r.body["data"];
+    let id = data["id"].as_str().expect("id");
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+    assert_eq!(data["type"], "integration");
+    assert_eq!(data["name"], "Order shipping notification");
+    assert_eq!(data["integration_type"], "webhook");
+    assert_eq!(data["enabled"], true);
+    assert_eq!(data["observes"], json!(["order.fulfilled"]));
+    assert_eq!(
+        data["configuration"]["url"],
+        "https://ilovelamp.now.sh/send-shipped-email"
+    );
+    assert_eq!(data["configuration"]["secret_key"], "***********_KEY");
+    assert_eq!(
+        data["links"]["self"],
+        format!("http://herald.test/v2/integrations/{id}")
+    );
+    let created = data["meta"]["timestamps"]["created_at"]
+        .as_str()
+        .expect("created_at");
+    assert_eq!(created.len(), "2021-08-27T08:41:23.621Z".len(), "{created}");
+    assert!(created.ends_with('Z'));
+    assert_eq!(data["meta"]["timestamps"]["updated_at"], created);
+    assert!(!r.raw.contains("SOME_SECRET_KEY"));
+}
+
+#[tokio::test]
+async fn links_use_https_behind_a_proxy_and_the_public_url_when_configured() {
+    let app = app();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v2/integrations")
+        .header(header::HOST, "abc.execute-api.eu-west-1.amazonaws.com")
+        .header("x-forwarded-proto", "https")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(webhook("a").to_string()))
+        .expect("request");
+    let r = call(&app, req).await;
+    let link = r.body["data"]["links"]["self"].as_str().expect("link");
+    assert!(
+        link.starts_with("https://abc.execute-api.eu-west-1.amazonaws.com/v2/integrations/"),
+        "{link}"
+    );
+
+    let mut s = settings(100);
+    s.public_url = Some("https://api.example.com".into());
+    let app = herald_api::router(AppState::new(Arc::new(MemoryIntegrationStore::new()), &s));
+    let r = send(&app, "POST", "/v2/integrations", None, Some(webhook("a"))).await;
+    let link = r.body["data"]["links"]["self"].as_str().expect("link");
+    assert!(
+        link.starts_with("https://api.example.com/v2/integrations/"),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn get_returns_the_integration_and_404_for_unknown_malformed_or_foreign_ids() {
+    let app = app();
+    let created = create(&app, "store-a", "mine").await;
+    let id = created["id"].as_str().expect("id");
+
+    let r = send(
+        &app,
+        "GET",
+        &format!("/v2/integrations/{id}"),
+        Some("store-a"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["data"], created);
+
+    for (path, store) in [
+        (
+            format!("/v2/integrations/{}", uuid::Uuid::now_v7()),
+            "store-a",
+        ),
+        ("/v2/integrations/not-a-uuid".to_owned(), "store-a"),
+        (format!("/v2/integrations/{id}"), "store-b"),
+    ] {
+        let r = send(&app, "GET", &path, Some(store), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path} as {store}");
+        assert_eq!(r.body["errors"][0]["status"], 404);
+        assert_eq!(r.body["errors"][0]["title"], "Not Found");
+    }
+}
+
+#[tokio::test]
+async fn no_route_can_read_or_change_another_stores_integration() {
+    let app = app();
+    let id = create(&app, "store-a", "mine").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/v2/integrations/{id}");
+    let put = send(
+        &app,
+        "PUT",
+        &path,
+        Some("store-b"),
+        Some(json!({"data": {"type": "integration", "name": "stolen"}})),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::NOT_FOUND);
+    let del = send(&app, "DELETE", &path, Some("store-b"), None).await;
+    assert_eq!(del.status, StatusCode::NOT_FOUND);
+    let list = send(&app, "GET", "/v2/integrations", Some("store-b"), None).await;
+    assert_eq!(list.body["data"], json!([]));
+    let mine = send(&app, "GET", &path, Some("store-a"), None).await;
+    assert_eq!(mine.body["data"]["name"], "mine");
+}
+
+#[tokio::test]
+async fn a_bad_store_header_is_a_400_pointing_at_the_header() {
+    let r = send(&app(), "GET", "/v2/integrations", Some("a b"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["errors"][0]["source"]["header"], "X-Store-Id");
+}
+
+#[tokio::test]
+async fn list_paginates_with_links_and_meta() {
+    let app = app();
+    for i in 0..5 {
+        create(&app, "s", &format!("integration {i}")).await;
+    }
+    let r = send(
+        &app,
+        "GET",
+        "/v2/integrations?page[limit]=2&page[offset]=2",
+        Some("s"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let names: Vec<_> = r.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("integration 2"), json!("integration 3")]);
+    assert_eq!(
+        r.body["meta"]["page"],
+        json!({"limit": 2, "offset": 2, "current": 2, "total": 3})
+    );
+    assert_eq!(r.body["meta"]["results"]["total"], 5);
+    let base = "http://herald.test/v2/integrations?page[limit]=2&page[offset]=";
+    assert_eq!(r.body["links"]["self"], format!("{base}2"));
+    assert_eq!(r.body["links"]["first"], format!("{base}0"));
+    assert_eq!(r.body["links"]["prev"], format!("{base}0"));
+    assert_eq!(r.body["links"]["next"], format!("{base}4"));
+    assert_eq!(r.body["links"]["last"], format!("{base}4"));
+
+    let r = send(&app, "GET", "/v2/integrations", Some("s"), None).await;
+    assert_eq!(r.body["data"].as_array().expect("data").len(), 5);
+    assert_eq!(r.body["meta"]["page"]["limit"], 100);
+    assert_eq!(r.body["links"]["next"], Value::Null);
+    assert_eq!(r.body["links"]["prev"], Value::Null);
+}
+
+#[tokio::test]
+async fn list_masks_every_secret() {
+    let app = app();
+    create(&app, "s", "one").await;
+    let r = send(&app, "GET", "/v2/integrations", Some("s"), None).await;
+    assert_eq!(
+        r.body["data"][0]["configuration"]["secret_key"],
+        "***********_KEY"
+    );
+    assert!(!r.raw.contains("SOME_SECRET_KEY"));
+}
+
+#[tokio::test]
+async fn bad_pagination_parameters_are_400_naming_the_parameter() {
+    let app = app();
+    for (query, param) in [
+        ("page[limit]=0", "page[limit]"),
+        ("page[limit]=101", "page[limit]"),
+        ("page[limit]=ten", "page[limit]"),
+        ("page[offset]=-3", "page[offset]"),
+    ] {
+        let r = send(
+            &app,
+            "GET",
+            &format!("/v2/integrations?{query}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(r.body["errors"][0]["source"]["parameter"], param, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn update_is_partial_and_keeps_a_secret_sent_back_masked() {
+    let app = app();
+    let created = create(&app, "s", "before").await;
+    let path = format!("/v2/integrations/{}", created["id"].as_str().expect("id"));
+    let r = send(
+        &app,
+        "PUT",
+        &path,
+        Some("s"),
+        Some(
+            json!({"data": {"type": "integration", "name": "after", "enabled": false,
+            "configuration": {"url": "https://example.com/new", "secret_key": "***********_KEY"}}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let data = &r.body["data"];
+    assert_eq!(data["name"], "after");
+    assert_eq!(data["enabled"], false);
+    assert_eq!(data["description"], created["description"]);
+    assert_eq!(data["observes"], created["observes"]);
+    assert_eq!(data["configuration"]["url"], "https://example.com/new");
+    assert_eq!(data["configuration"]["secret_key"], "***********_KEY");
+    assert_eq!(
+        data["meta"]["timestamps"]["created_at"],
+        created["meta"]["timestamps"]["created_at"]
+    );
+    assert!(
+        data["meta"]["timestamps"]["updated_at"].as_str()
+            >= created["meta"]["timestamps"]["updated_at"].as_str()
+    );
+
+    // A new secret replaces the old one: its last four characters show.
+    let r = send(
+        &app,
+        "PUT",
+        &path,
+        Some("s"),
+        Some(json!({"data": {"type": "integration", "configuration": {"secret_key": "a-new-secret-9876"}}})),
+    )
+    .await;
+    assert_eq!(
+        r.body["data"]["configuration"]["secret_key"],
+        "*************9876"
+    );
+}
+
+#[tokio::test]
+async fn update_can_change_the_type_only_with_a_full_configuration() {
+    let app = app();
+    let id = create(&app, "s", "x").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/v2/integrations/{id}");
+    let r = send(
+        &app,
+        "PUT",
+        &path,
+        Some("s"),
+        Some(json!({"data": {"type": "integration", "integration_type": "aws_sqs"}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(pointers(&r.body), vec!["/data/configuration"]);
+    let r = send(
+        &app,
+        "PUT",
+        &path,
+        Some("s"),
+        Some(
+            json!({"data": {"type": "integration", "integration_type": "aws_sqs", "configuration": {
+                "url": "https://sqs.eu-west-1.amazonaws.com/123456789/epcc-external-queue",
+                "aws_access_key_id": "ASIAJLVYNHUWCPKOPSYQ",
+                "aws_secret_access_key": "mgJteE7dZgSLC2eo2vKsAUWRSnchrWzCRnoDpUSJ",
+                "region": "eu-west-1"
+            }}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["data"]["integration_type"], "aws_sqs");
+    assert_eq!(
+        r.body["data"]["configuration"]["aws_access_key_id"],
+        "****************PSYQ"
+    );
+    assert!(r.body["data"]["configuration"].get("secret_key").is_none());
+}
+
+#[tokio::test]
+async fn delete_returns_204_then_404() {
+    let app = app();
+    let id = create(&app, "s", "x").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/v2/integrations/{id}");
+    let r = send(&app, "DELETE", &path, Some("s"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.raw.is_empty());
+    assert_eq!(
+        send(&app, "DELETE", &path, Some("s"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, "GET", &path, Some("s"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let put = send(
+        &app,
+        "PUT",
+        &path,
+        Some("s"),
+        Some(json!({"data": {"type": "integration", "name": "back"}})),
+    )
+    .await;
+    assert_eq!(
+        put.status,
+        StatusCode::NOT_FOUND,
+        "an update never resurrects a deleted integration"
+    );
+}
+
+#[tokio::test]
+async fn validation_errors_are_422_with_one_error_per_problem() {
+    let body = json!({"data": {"type": "integration", "integration_type": "webhook", "name": "",
+        "observes": ["order.paid", "nope"], "configuration": {"url": "ftp://x"}}});
+    let r = send(&app(), "POST", "/v2/integrations", None, Some(body)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        pointers(&r.body),
+        vec!["/data/name", "/data/observes/1", "/data/configuration/url"]
+    );
+    for e in r.body["errors"].as_array().expect("errors") {
+        assert_eq!(e["status"], 422);
+        assert_eq!(e["title"], "Failed Validation");
+        assert!(!e["detail"].as_str().expect("detail").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn plain_http_webhooks_are_refused_unless_the_deployment_allows_them() {
+    let mut body = webhook("x");
+    body["data"]["configuration"]["url"] = json!("http://example.com/hook");
+    let r = send(&app(), "POST", "/v2/integrations", None, Some(body)).await;
+    assert_eq!(pointers(&r.body), vec!["/data/configuration/url"]);
+}
+
+#[tokio::test]
+async fn the_store_limit_refuses_the_next_create_with_a_clear_detail() {
+    let app = app_with(3);
+    for i in 0..3 {
+        create(&app, "s", &format!("{i}")).await;
+    }
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("s"),
+        Some(webhook("one too many")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let detail = r.body["errors"][0]["detail"].as_str().expect("detail");
+    assert!(detail.contains("maximum of 3 integrations"), "{detail}");
+    // Another store is not affected, and deleting one frees a place.
+    create(&app, "other", "fine").await;
+    let list = send(&app, "GET", "/v2/integrations", Some("s"), None).await;
+    let id = list.body["data"][0]["id"].as_str().expect("id").to_owned();
+    send(
+        &app,
+        "DELETE",
+        &format!("/v2/integrations/{id}"),
+        Some("s"),
+        None,
+    )
+    .await;
+    create(&app, "s", "fits again").await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400() {
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v2/integrations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"data\": "))
+        .expect("request");
+    let r = call(&app(), req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["errors"][0]["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("not valid JSON"));
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_content_type_is_a_415() {
+    for ct in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        None,
+    ] {
+        let mut req = Request::builder().method("POST").uri("/v2/integrations");
+        if let Some(ct) = ct {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let r = call(
+            &app(),
+            req.body(Body::from(webhook("x").to_string()))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
+        assert_eq!(r.body["errors"][0]["source"]["header"], "Content-Type");
+    }
+    for ct in [
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+        "Application/JSON",
+    ] {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v2/integrations")
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(webhook("x").to_string()))
+            .expect("request");
+        assert_eq!(call(&app(), req).await.status, StatusCode::CREATED, "{ct}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_a_413_whether_or_not_its_length_is_declared() {
+    let big = format!(
+        "{{\"data\": {{\"name\": \"{}\"}}}}",
+        "x".repeat(herald_api::MAX_BODY_BYTES)
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v2/integrations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, big.len())
+        .body(Body::from(big.clone()))
+        .expect("request");
+    assert_eq!(
+        call(&app(), req).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    // Without a Content-Length header the limit applies while reading.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v2/integrations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(big))
+        .expect("request");
+    let r = call(&app(), req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.body["errors"][0]["status"], 413);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_api_errors() {
+    let app = app();
+    let r = send(&app, "GET", "/v2/nothing-here", None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["errors"][0]["status"], 404);
+    let r = send(&app, "PATCH", "/v2/integrations", None, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["errors"][0]["status"], 405);
+}
+
+#[tokio::test]
+async fn observable_events_lists_the_catalog() {
+    let r = send(&app(), "GET", "/v2/observable-events", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let data = r.body["data"].as_array().expect("data");
+    assert_eq!(data.len(), herald_core::catalog::all().len());
+    assert_eq!(r.body["meta"]["results"]["total"], data.len());
+    let paid = data
+        .iter()
+        .find(|e| e["id"] == "order.paid")
+        .expect("order.paid listed");
+    assert_eq!(
+        paid,
+        &json!({"type": "observable-event", "id": "order.paid", "resource": "order", "action": "paid", "legacy": false})
+    );
+}
+
+#[tokio::test]
+async fn the_seed_stomp_and_sqs_bodies_are_created_with_secrets_masked() {
+    let app = app();
+    let sqs = json!({"data": {
+    "type": "integration", "name": "Cart updated notifications",
+    "description": "Send an SQS message when a cart is updated", "enabled": true,
+    "observes": ["cart.updated"], "integration_type": "aws_sqs",
+    "configuration": {
+        "url": "https://sqs.eu-west-1.amazonaws.com/123456789/epcc-external-queue",
+        "aws_access_key_id": "ASIAJLVYNHUWCPKOPSYQ",
+        "aws_secret_access_key": "mgJteE7dZgSLC2eo2vKsAUWRSnchrWzCRnoDpUSJ",
+        "region": "eu-west-1"
+    }}});
+    let r = send(&app, "POST", "/v2/integrations", None, Some(sqs)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    assert_eq!(
+        r.body["data"]["configuration"],
+        json!({
+            "url": "https://sqs.eu-west-1.amazonaws.com/123456789/epcc-external-queue",
+            "aws_access_key_id": "****************PSYQ",
+            "aws_secret_access_key": "************************************pUSJ",
+            "region": "eu-west-1"
+        })
+    );
+}

@@ -1,0 +1,421 @@
+//! DynamoDB adapter for [`IntegrationStore`]: one table, generic keys.
+//!
+//! | item | `pk` | `sk` |
+//! |---|---|---|
+//! | integration | `STORE#<store>` | `INTEGRATION#<id>` |
+//! | store counter | `STORE#<store>` | `STORE` (attribute `integration_count`) |
+//!
+//! All integrations of a store share a partition, so listing is one `Query` and ids
+//! (UUIDv7) sort in creation order. Creating and deleting go through
+//! `TransactWriteItems` together with the store's counter, so the per-store limit
+//! holds under concurrent creates. Replacing is conditional on the version read, so a
+//! concurrent update is never lost and a deleted integration is never resurrected.
+//! See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html>.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::backend_error;
+use crate::error::{Error, Result};
+use crate::model::{format_timestamp, Integration, IntegrationType, StoreId};
+use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::validate::parse_stored_target;
+
+const SERVICE: &str = "DynamoDB";
+const COUNTER_SK: &str = "STORE";
+
+/// Integrations in a DynamoDB table (`HERALD_TABLE`).
+#[derive(Clone, Debug)]
+pub struct DynamoIntegrationStore {
+    client: Client,
+    table: String,
+}
+
+fn pk(store: &StoreId) -> String {
+    format!("STORE#{store}")
+}
+
+fn sk(id: Uuid) -> String {
+    format!("INTEGRATION#{id}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn key(store: &StoreId, id: Uuid) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(pk(store))),
+        ("sk".to_owned(), s(sk(id))),
+    ])
+}
+
+fn counter_key(store: &StoreId) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(pk(store))),
+        ("sk".to_owned(), s(COUNTER_SK)),
+    ])
+}
+
+impl DynamoIntegrationStore {
+    /// Uses `table` through `client` (built once per process).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Builds the client from the process-wide AWS configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    /// Creates the table as the template does (for tests and local moto setups).
+    pub async fn create_table(client: &Client, table: &str) -> Result<()> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(built_ok(attr("pk"))?)
+            .attribute_definitions(built_ok(attr("sk"))?)
+            .key_schema(built_ok(key("pk", KeyType::Hash))?)
+            .key_schema(built_ok(key("sk", KeyType::Range))?)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(())
+    }
+
+    /// Checks that the table exists, so a misconfigured process fails at start, not
+    /// on its first request.
+    pub async fn check_table(&self) -> Result<()> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(())
+    }
+}
+
+fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
+    let mut item = key(&i.store_id, i.id);
+    item.insert("entity".into(), s("integration"));
+    item.insert("id".into(), s(i.id.to_string()));
+    item.insert("store_id".into(), s(i.store_id.as_str()));
+    item.insert("name".into(), s(&i.name));
+    item.insert("description".into(), s(&i.description));
+    item.insert("enabled".into(), AttributeValue::Bool(i.enabled));
+    item.insert("integration_type".into(), s(i.target.kind().as_str()));
+    item.insert(
+        "observes".into(),
+        AttributeValue::L(i.observes.iter().map(s).collect()),
+    );
+    // Secrets are stored as given for now; encryption at rest with KMS is tracked
+    // separately (the table itself is encrypted by DynamoDB).
+    item.insert(
+        "configuration".into(),
+        s(i.target.configuration(true).to_string()),
+    );
+    item.insert("created_at".into(), s(format_timestamp(&i.created_at)));
+    item.insert("updated_at".into(), s(format_timestamp(&i.updated_at)));
+    item.insert("version".into(), AttributeValue::N(i.version.to_string()));
+    item
+}
+
+fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Integration> {
+    let item_key = item
+        .get("sk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_else(|| "<no sk>".into());
+    let corrupt = |reason: String| Error::Corrupt {
+        key: item_key.clone(),
+        reason,
+    };
+    let text = |name: &str| -> Result<&String> {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| corrupt(format!("{name} is missing or not a string")))
+    };
+    let time = |name: &str| -> Result<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| corrupt(format!("{name}: {e}")))
+    };
+    let id = Uuid::parse_str(text("id")?).map_err(|e| corrupt(format!("id: {e}")))?;
+    let store_id = StoreId::parse(text("store_id")?).ok_or_else(|| corrupt("store_id".into()))?;
+    let kind = IntegrationType::parse(text("integration_type")?)
+        .ok_or_else(|| corrupt("integration_type".into()))?;
+    let cfg: serde_json::Value = serde_json::from_str(text("configuration")?)
+        .map_err(|e| corrupt(format!("configuration is not JSON: {e}")))?;
+    let target = parse_stored_target(kind, &cfg).map_err(|errors| {
+        corrupt(format!(
+            "configuration: {}",
+            errors
+                .iter()
+                .map(|e| format!("{} {}", e.pointer, e.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    let observes = item
+        .get("observes")
+        .and_then(|v| v.as_l().ok())
+        .ok_or_else(|| corrupt("observes is missing".into()))?
+        .iter()
+        .map(|v| {
+            v.as_s()
+                .cloned()
+                .map_err(|_| corrupt("observes holds a non-string".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let version = item
+        .get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| corrupt("version".into()))?;
+    Ok(Integration {
+        id,
+        store_id,
+        name: text("name")?.clone(),
+        description: text("description")?.clone(),
+        enabled: *item
+            .get("enabled")
+            .and_then(|v| v.as_bool().ok())
+            .ok_or_else(|| corrupt("enabled".into()))?,
+        observes,
+        target,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        version,
+    })
+}
+
+fn built_ok<T>(r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T> {
+    r.map_err(|e| Error::Config(format!("building a DynamoDB request: {e}")))
+}
+
+/// The cancellation reasons of a cancelled transaction, when the service listed them.
+fn cancellation_reasons(
+    err: &aws_sdk_dynamodb::error::SdkError<
+        TransactWriteItemsError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
+) -> Option<&[aws_sdk_dynamodb::types::CancellationReason]> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(e) => Some(e.cancellation_reasons()),
+        _ => None,
+    }
+}
+
+/// Whether a transaction was cancelled because the condition of item `index` failed.
+fn condition_failed_at<E: ProvideErrorMetadata>(
+    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    reasons: Option<&[aws_sdk_dynamodb::types::CancellationReason]>,
+    index: usize,
+) -> bool {
+    if err.code() != Some("TransactionCanceledException") {
+        return false;
+    }
+    match reasons {
+        Some(reasons) if !reasons.is_empty() => reasons
+            .get(index)
+            .and_then(|r| r.code())
+            .is_some_and(|c| c == "ConditionalCheckFailed"),
+        // Some implementations list the reasons only in the message:
+        // "Transaction cancelled, please refer cancellation reasons for specific
+        // reasons [None, ConditionalCheckFailed]".
+        _ => err
+            .message()
+            .and_then(|m| {
+                m.rsplit_once('[')
+                    .map(|(_, list)| list.trim_end_matches(']').to_owned())
+            })
+            .and_then(|list| {
+                list.split(',')
+                    .nth(index)
+                    .map(|r| r.trim() == "ConditionalCheckFailed")
+            })
+            .unwrap_or(false),
+    }
+}
+
+#[async_trait]
+impl IntegrationStore for DynamoIntegrationStore {
+    async fn insert(
+        &self,
+        integration: &Integration,
+        max_per_store: usize,
+    ) -> Result<InsertOutcome> {
+        let put = built_ok(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(to_item(integration)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build(),
+        )?;
+        let count = built_ok(
+            Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(counter_key(&integration.store_id)))
+                .update_expression("ADD integration_count :one")
+                .condition_expression(
+                    "attribute_not_exists(integration_count) OR integration_count < :max",
+                )
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":max", AttributeValue::N(max_per_store.to_string()))
+                .build(),
+        )?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(InsertOutcome::Inserted),
+            Err(err) => {
+                let reasons = cancellation_reasons(&err);
+                if condition_failed_at(&err, reasons, 1) {
+                    Ok(InsertOutcome::LimitReached)
+                } else {
+                    Err(backend_error(SERVICE, err))
+                }
+            }
+        }
+    }
+
+    async fn get(&self, store: &StoreId, id: Uuid) -> Result<Option<Integration>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(store, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        out.item().map(from_item).transpose()
+    }
+
+    async fn list(&self, store: &StoreId) -> Result<Vec<Integration>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk(store)))
+                .expression_attribute_values(":prefix", s("INTEGRATION#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            for item in out.items() {
+                items.push(from_item(item)?);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    async fn replace(
+        &self,
+        integration: &Integration,
+        expected_version: u64,
+    ) -> Result<ReplaceOutcome> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(integration)))
+            .condition_expression("attribute_exists(pk) AND version = :expected")
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::N(expected_version.to_string()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ReplaceOutcome::Replaced),
+            Err(err) if err.code() == Some("ConditionalCheckFailedException") => {
+                // Tell "changed meanwhile" from "deleted meanwhile".
+                Ok(
+                    match self.get(&integration.store_id, integration.id).await? {
+                        Some(_) => ReplaceOutcome::VersionConflict,
+                        None => ReplaceOutcome::NotFound,
+                    },
+                )
+            }
+            Err(err) => Err(backend_error(SERVICE, err)),
+        }
+    }
+
+    async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool> {
+        let delete = built_ok(
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(store, id)))
+                .condition_expression("attribute_exists(pk)")
+                .build(),
+        )?;
+        let count = built_ok(
+            Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(counter_key(store)))
+                .update_expression("ADD integration_count :minus_one")
+                .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+                .build(),
+        )?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let reasons = cancellation_reasons(&err);
+                if condition_failed_at(&err, reasons, 0) {
+                    Ok(false)
+                } else {
+                    Err(backend_error(SERVICE, err))
+                }
+            }
+        }
+    }
+}

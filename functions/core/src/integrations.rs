@@ -1,0 +1,152 @@
+//! The integration use cases behind the API: create, read, list, update, delete.
+//! Transport-free: the router turns these outcomes into HTTP.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{Integration, StoreId};
+use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::validate::{self, Draft, FieldError, Policy};
+
+/// Why a request was refused (an expected outcome, not an error).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The body has these problems.
+    Invalid(Vec<FieldError>),
+    /// No such integration in this store.
+    NotFound,
+    /// The store holds its maximum number of integrations.
+    LimitReached {
+        /// The maximum.
+        max: usize,
+    },
+    /// Concurrent writers kept changing the integration; the caller may retry.
+    Conflict,
+}
+
+/// A use-case result: `Err` for infrastructure failures, `Ok(Err(_))` for refusals.
+pub type Outcome<T> = Result<std::result::Result<T, Rejection>>;
+
+/// How many times an update re-reads and re-applies itself after losing a race.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Manages the integrations of any store through an [`IntegrationStore`].
+#[derive(Clone)]
+pub struct Integrations {
+    store: Arc<dyn IntegrationStore>,
+    policy: Policy,
+    max_per_store: usize,
+}
+
+impl Integrations {
+    /// Elastic Path's limit of integrations per store.
+    pub const DEFAULT_MAX_PER_STORE: usize = 100;
+
+    /// Use cases over `store`, validating with `policy`, allowing `max_per_store`.
+    pub fn new(store: Arc<dyn IntegrationStore>, policy: Policy, max_per_store: usize) -> Self {
+        Self {
+            store,
+            policy,
+            max_per_store,
+        }
+    }
+
+    /// Creates an integration from a request body.
+    pub async fn create(&self, store_id: &StoreId, body: &Value) -> Outcome<Integration> {
+        let draft = match validate::parse_create(body, self.policy) {
+            Ok(d) => d,
+            Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
+        };
+        let now = Utc::now();
+        let integration = Integration {
+            id: Uuid::now_v7(),
+            store_id: store_id.clone(),
+            name: draft.name,
+            description: draft.description,
+            enabled: draft.enabled,
+            observes: draft.observes,
+            target: draft.target,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        Ok(
+            match self.store.insert(&integration, self.max_per_store).await? {
+                InsertOutcome::Inserted => Ok(integration),
+                InsertOutcome::LimitReached => Err(Rejection::LimitReached {
+                    max: self.max_per_store,
+                }),
+            },
+        )
+    }
+
+    /// One integration of the store.
+    pub async fn get(&self, store_id: &StoreId, id: Uuid) -> Outcome<Integration> {
+        Ok(self
+            .store
+            .get(store_id, id)
+            .await?
+            .ok_or(Rejection::NotFound))
+    }
+
+    /// A page of the store's integrations (oldest first) and the total count.
+    pub async fn list(
+        &self,
+        store_id: &StoreId,
+        page: crate::page::Page,
+    ) -> Result<(Vec<Integration>, usize)> {
+        let all = self.store.list(store_id).await?;
+        let total = all.len();
+        Ok((page.slice(all), total))
+    }
+
+    /// Applies a partial update; re-reads and re-applies it if a concurrent writer
+    /// got there first, so no write is lost and a deleted integration stays deleted.
+    pub async fn update(&self, store_id: &StoreId, id: Uuid, body: &Value) -> Outcome<Integration> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(current) = self.store.get(store_id, id).await? else {
+                return Ok(Err(Rejection::NotFound));
+            };
+            let draft = Draft {
+                name: current.name.clone(),
+                description: current.description.clone(),
+                enabled: current.enabled,
+                observes: current.observes.clone(),
+                target: current.target.clone(),
+            };
+            let next = match validate::apply_update(&draft, body, self.policy) {
+                Ok(d) => d,
+                Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
+            };
+            let updated = Integration {
+                name: next.name,
+                description: next.description,
+                enabled: next.enabled,
+                observes: next.observes,
+                target: next.target,
+                updated_at: Utc::now().max(current.updated_at),
+                version: current.version + 1,
+                ..current
+            };
+            match self.store.replace(&updated, current.version).await? {
+                ReplaceOutcome::Replaced => return Ok(Ok(updated)),
+                ReplaceOutcome::NotFound => return Ok(Err(Rejection::NotFound)),
+                ReplaceOutcome::VersionConflict => continue,
+            }
+        }
+        Ok(Err(Rejection::Conflict))
+    }
+
+    /// Deletes an integration.
+    pub async fn delete(&self, store_id: &StoreId, id: Uuid) -> Outcome<()> {
+        Ok(if self.store.delete(store_id, id).await? {
+            Ok(())
+        } else {
+            Err(Rejection::NotFound)
+        })
+    }
+}

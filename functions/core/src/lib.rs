@@ -1,0 +1,21 @@
+//! Herald's core: everything that is not Lambda wiring.
+//!
+//! - [`model`], [`catalog`], [`validate`], [`mask`]: integrations, the observable
+//!   events, request validation and secret masking;
+//! - [`ports`]: the traits handlers depend on; [`memory`] and [`aws`] implement them;
+//! - [`integrations`]: the API's use cases; [`page`]: pagination;
+//! - [`config`]: typed settings from the environment.
+
+pub mod aws;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod integrations;
+pub mod mask;
+pub mod memory;
+pub mod model;
+pub mod page;
+pub mod ports;
+pub mod validate;
+
+pub use error::{Error, Result};

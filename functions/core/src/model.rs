@@ -1,0 +1,325 @@
+//! The integration model: what a store owner registers, and the three kinds of target.
+//!
+//! Secrets live in [`Secret`], whose `Debug` is redacted, so that no `{:?}` of an
+//! integration can put a credential in a log line. Rendering for the API always goes
+//! through [`Integration::to_resource`], which masks every secret.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::mask::mask;
+
+/// The store (tenant) an integration belongs to.
+///
+/// Store ids come from the caller (a JWT claim, or a header for trusted callers), so
+/// they are checked before use: 1 to 128 characters from `[A-Za-z0-9._:@-]`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct StoreId(String);
+
+impl StoreId {
+    /// The longest store id accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks and wraps a store id; `None` when it is empty, too long or has a
+    /// character outside `[A-Za-z0-9._:@-]`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-')
+            });
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A credential or shared secret. `Debug` never shows it; [`Secret::masked`] is the
+/// only form that may leave the service.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the code that must use it (signing, authenticating).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The form shown in API responses: `*` for every character but the last four.
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The three kinds of integration, named as in Elastic Path's `integration_type`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IntegrationType {
+    /// An HTTP endpoint that receives a `POST` per event.
+    Webhook,
+    /// The store owner's own Amazon SQS queue.
+    AwsSqs,
+    /// A queue on a STOMP broker (ActiveMQ, Amazon MQ, RabbitMQ).
+    Stomp,
+}
+
+impl IntegrationType {
+    /// Every type, in the order the API documents them.
+    pub const ALL: [IntegrationType; 3] = [Self::Webhook, Self::AwsSqs, Self::Stomp];
+
+    /// The wire name (`webhook`, `aws_sqs`, `stomp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::AwsSqs => "aws_sqs",
+            Self::Stomp => "stomp",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+}
+
+/// Where and how an integration's events are delivered.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// `integration_type: webhook`.
+    Webhook(WebhookConfig),
+    /// `integration_type: aws_sqs`.
+    AwsSqs(SqsConfig),
+    /// `integration_type: stomp`.
+    Stomp(StompConfig),
+}
+
+/// Configuration of a webhook integration.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct WebhookConfig {
+    /// Absolute http(s) URL that receives the `POST`.
+    pub url: String,
+    /// Shared secret: sent as `X-Moltin-Secret-Key` and used to sign deliveries.
+    pub secret_key: Option<Secret>,
+}
+
+/// Configuration of an Amazon SQS integration.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SqsConfig {
+    /// The queue URL (`https://sqs.<region>.amazonaws.com/<account>/<queue>`).
+    pub url: String,
+    /// The queue's region.
+    pub region: String,
+    /// How Herald authenticates to the store owner's account.
+    pub auth: SqsAuth,
+}
+
+/// Credentials for a customer's SQS queue.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum SqsAuth {
+    /// Static access keys, as Elastic Path takes them.
+    Keys {
+        /// `aws_access_key_id`.
+        access_key_id: Secret,
+        /// `aws_secret_access_key`.
+        secret_access_key: Secret,
+    },
+    /// Keyless: Herald assumes this role (with the external id) at delivery time.
+    AssumeRole {
+        /// `role_arn`.
+        role_arn: String,
+        /// `external_id`, guarding against the confused-deputy problem.
+        external_id: String,
+    },
+}
+
+/// Configuration of a STOMP integration.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StompConfig {
+    /// Broker addresses, one per broker for failover (`stomp+ssl://host:61614`).
+    pub addresses: Vec<String>,
+    /// Destination, e.g. `/queue/orders`.
+    pub destination: String,
+    /// Broker login.
+    pub username: String,
+    /// Broker passcode.
+    pub password: Secret,
+}
+
+/// Names of the configuration fields that hold secrets, by integration type.
+pub fn secret_fields(kind: IntegrationType) -> &'static [&'static str] {
+    match kind {
+        IntegrationType::Webhook => &["secret_key"],
+        IntegrationType::AwsSqs => &["aws_access_key_id", "aws_secret_access_key"],
+        IntegrationType::Stomp => &["password"],
+    }
+}
+
+impl Target {
+    /// The `integration_type` of this target.
+    pub fn kind(&self) -> IntegrationType {
+        match self {
+            Self::Webhook(_) => IntegrationType::Webhook,
+            Self::AwsSqs(_) => IntegrationType::AwsSqs,
+            Self::Stomp(_) => IntegrationType::Stomp,
+        }
+    }
+
+    /// The `configuration` object. With `reveal` false every secret is masked (the
+    /// API form); with `reveal` true secrets are in clear (the storage form only).
+    pub fn configuration(&self, reveal: bool) -> Value {
+        let secret = |s: &Secret| {
+            if reveal {
+                Value::String(s.expose().to_owned())
+            } else {
+                Value::String(s.masked())
+            }
+        };
+        let mut map = Map::new();
+        match self {
+            Self::Webhook(c) => {
+                map.insert("url".into(), json!(c.url));
+                if let Some(s) = &c.secret_key {
+                    map.insert("secret_key".into(), secret(s));
+                }
+            }
+            Self::AwsSqs(c) => {
+                map.insert("url".into(), json!(c.url));
+                map.insert("region".into(), json!(c.region));
+                match &c.auth {
+                    SqsAuth::Keys {
+                        access_key_id,
+                        secret_access_key,
+                    } => {
+                        map.insert("aws_access_key_id".into(), secret(access_key_id));
+                        map.insert("aws_secret_access_key".into(), secret(secret_access_key));
+                    }
+                    SqsAuth::AssumeRole {
+                        role_arn,
+                        external_id,
+                    } => {
+                        map.insert("role_arn".into(), json!(role_arn));
+                        map.insert("external_id".into(), json!(external_id));
+                    }
+                }
+            }
+            Self::Stomp(c) => {
+                map.insert("addresses".into(), json!(c.addresses));
+                map.insert("destination".into(), json!(c.destination));
+                map.insert("username".into(), json!(c.username));
+                map.insert("password".into(), secret(&c.password));
+            }
+        }
+        Value::Object(map)
+    }
+}
+
+/// An integration as stored: who owns it, what it observes, where it delivers.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Integration {
+    /// Server-assigned id (UUIDv7, so ids sort in creation order).
+    pub id: Uuid,
+    /// The owning store.
+    pub store_id: StoreId,
+    /// Human name, required.
+    pub name: String,
+    /// Free text, may be empty.
+    pub description: String,
+    /// Only enabled integrations receive events. Defaults to `false`, as in Elastic Path.
+    pub enabled: bool,
+    /// Observable event keys (see [`crate::catalog`]), without duplicates.
+    pub observes: Vec<String>,
+    /// Where events go.
+    pub target: Target,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic-concurrency version; bumped on every write.
+    pub version: u64,
+}
+
+/// Formats a timestamp as the API does: RFC 3339, milliseconds, `Z`.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Integration {
+    /// The JSON:API resource object, secrets masked. `base_url` is prepended to
+    /// `links.self` (e.g. `https://api.example.com`); it may be empty.
+    pub fn to_resource(&self, base_url: &str) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "type": "integration",
+            "name": self.name,
+            "description": self.description,
+            "enabled": self.enabled,
+            "integration_type": self.target.kind().as_str(),
+            "observes": self.observes,
+            "configuration": self.target.configuration(false),
+            "links": { "self": format!("{base_url}/v2/integrations/{}", self.id) },
+            "meta": {
+                "timestamps": {
+                    "created_at": format_timestamp(&self.created_at),
+                    "updated_at": format_timestamp(&self.updated_at),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_secret_never_shows_it() {
+        let s = Secret::new("hunter2-very-secret");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        let cfg = WebhookConfig {
+            url: "https://example.com".into(),
+            secret_key: Some(s),
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn store_ids_are_limited_to_a_safe_alphabet() {
+        assert!(StoreId::parse("default").is_some());
+        assert!(StoreId::parse("store-1.eu_west:a@b").is_some());
+        assert!(StoreId::parse("").is_none());
+        assert!(StoreId::parse("a b").is_none());
+        assert!(StoreId::parse("a#b").is_none());
+        assert!(StoreId::parse(&"x".repeat(129)).is_none());
+        assert!(StoreId::parse(&"x".repeat(128)).is_some());
+    }
+
+    #[test]
+    fn integration_types_round_trip_through_their_wire_names() {
+        for t in IntegrationType::ALL {
+            assert_eq!(IntegrationType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(IntegrationType::parse("kafka"), None);
+    }
+}

@@ -1,0 +1,823 @@
+//! Validation of integration bodies: every problem found, each with a JSON pointer.
+//!
+//! Bodies are walked as `serde_json::Value` rather than deserialised into structs, so
+//! that one request gets one error per problem (not just the first serde failure),
+//! each pointing at its field (`/data/configuration/url`).
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::catalog;
+use crate::mask::mask;
+use crate::model::{
+    secret_fields, IntegrationType, Secret, SqsAuth, SqsConfig, StompConfig, Target, WebhookConfig,
+};
+
+/// One problem with one field of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON pointer into the request body (`/data/configuration/url`).
+    pub pointer: String,
+    /// What is wrong, for a person.
+    pub detail: String,
+}
+
+impl FieldError {
+    fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What the deployment allows.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Accept `http://` webhook URLs (the dev server does; AWS deployments should not).
+    pub allow_http_webhooks: bool,
+}
+
+impl Policy {
+    /// The policy used to read back what was stored: lenient, so that tightening the
+    /// deployment's policy never makes an existing integration unreadable.
+    pub const STORED: Policy = Policy {
+        allow_http_webhooks: true,
+    };
+}
+
+/// Longest `name`.
+pub const MAX_NAME: usize = 255;
+/// Longest `description`.
+pub const MAX_DESCRIPTION: usize = 1024;
+/// Longest URL.
+pub const MAX_URL: usize = 2048;
+/// Most STOMP broker addresses.
+pub const MAX_ADDRESSES: usize = 10;
+/// Longest secret of any kind.
+pub const MAX_SECRET: usize = 1024;
+
+/// The attributes of an integration that a request can set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draft {
+    /// `name`.
+    pub name: String,
+    /// `description`.
+    pub description: String,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `observes`, duplicates removed, order kept.
+    pub observes: Vec<String>,
+    /// `integration_type` + `configuration`.
+    pub target: Target,
+}
+
+const ATTRIBUTES: &[&str] = &[
+    "type",
+    "id",
+    "name",
+    "description",
+    "enabled",
+    "integration_type",
+    "observes",
+    "configuration",
+    // Elastic Path's own examples send these back; they are read-only and ignored.
+    "links",
+    "meta",
+];
+
+/// Validates a create body (`{"data": {...}}`).
+pub fn parse_create(body: &Value, policy: Policy) -> Result<Draft, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(data) = data_object(body, &mut errors) else {
+        return Err(errors);
+    };
+    check_envelope(data, &mut errors);
+
+    let name = match data.get("name") {
+        None => {
+            errors.push(FieldError::new("/data/name", "is required"));
+            None
+        }
+        Some(v) => name(v, &mut errors),
+    };
+    let description = description(data.get("description"), &mut errors).unwrap_or_default();
+    let enabled = enabled(data.get("enabled"), &mut errors).unwrap_or(false);
+    let observes = observes(data.get("observes"), &mut errors).unwrap_or_default();
+    let kind = match data.get("integration_type") {
+        None => {
+            errors.push(FieldError::new("/data/integration_type", "is required"));
+            None
+        }
+        Some(v) => integration_type(v, &mut errors),
+    };
+    let target = match (kind, data.get("configuration")) {
+        (_, None) => {
+            errors.push(FieldError::new("/data/configuration", "is required"));
+            None
+        }
+        (None, Some(_)) => None,
+        (Some(kind), Some(cfg)) => match cfg.as_object() {
+            Some(cfg) => parse_target(kind, cfg, policy, &mut errors),
+            None => {
+                errors.push(FieldError::new("/data/configuration", "must be an object"));
+                None
+            }
+        },
+    };
+
+    match (name, target) {
+        (Some(name), Some(target)) if errors.is_empty() => Ok(Draft {
+            name,
+            description,
+            enabled,
+            observes,
+            target,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Validates an update body against the stored draft and returns the new draft.
+///
+/// Omitted attributes keep their value. Within `configuration` of an unchanged
+/// `integration_type`, omitted fields keep their value, `null` removes an optional
+/// field, and a secret sent back exactly as the API masked it keeps the stored
+/// secret. Changing `integration_type` requires a complete configuration for the new
+/// type.
+pub fn apply_update(
+    current: &Draft,
+    body: &Value,
+    policy: Policy,
+) -> Result<Draft, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(data) = data_object(body, &mut errors) else {
+        return Err(errors);
+    };
+    check_envelope(data, &mut errors);
+
+    let mut next = current.clone();
+    if let Some(v) = data.get("name") {
+        if let Some(n) = name(v, &mut errors) {
+            next.name = n;
+        }
+    }
+    if let Some(d) = description(data.get("description"), &mut errors) {
+        next.description = d;
+    }
+    if let Some(e) = enabled(data.get("enabled"), &mut errors) {
+        next.enabled = e;
+    }
+    if let Some(o) = observes(data.get("observes"), &mut errors) {
+        next.observes = o;
+    }
+    let current_kind = current.target.kind();
+    let kind = match data.get("integration_type") {
+        None => Some(current_kind),
+        Some(v) => integration_type(v, &mut errors),
+    };
+    match (kind, data.get("configuration")) {
+        (None, _) => {}
+        (Some(kind), None) if kind == current_kind => {}
+        (Some(kind), None) => errors.push(FieldError::new(
+            "/data/configuration",
+            format!(
+                "is required when integration_type changes (from {} to {}): send the complete configuration for the new type",
+                current_kind.as_str(),
+                kind.as_str()
+            ),
+        )),
+        (Some(kind), Some(cfg)) => match cfg.as_object() {
+            None => errors.push(FieldError::new("/data/configuration", "must be an object")),
+            Some(cfg) if kind == current_kind => {
+                let merged = merge_configuration(&current.target, cfg);
+                if let Some(t) = parse_target(kind, &merged, policy, &mut errors) {
+                    next.target = t;
+                }
+            }
+            Some(cfg) => {
+                if let Some(t) = parse_target(kind, cfg, policy, &mut errors) {
+                    next.target = t;
+                }
+            }
+        },
+    }
+
+    if errors.is_empty() {
+        Ok(next)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads a stored configuration back. Stored data was validated on the way in, so a
+/// failure here means the item was damaged; the errors say where.
+pub fn parse_stored_target(kind: IntegrationType, cfg: &Value) -> Result<Target, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = cfg.as_object() else {
+        return Err(vec![FieldError::new("/configuration", "must be an object")]);
+    };
+    match parse_target(kind, obj, Policy::STORED, &mut errors) {
+        Some(t) if errors.is_empty() => Ok(t),
+        _ => Err(errors),
+    }
+}
+
+/// Overlays an update's configuration fields on the stored configuration.
+fn merge_configuration(current: &Target, update: &Map<String, Value>) -> Map<String, Value> {
+    let Value::Object(mut merged) = current.configuration(true) else {
+        unreachable!("a configuration is always an object")
+    };
+    let secrets = secret_fields(current.kind());
+    for (field, value) in update {
+        if value.is_null() {
+            merged.remove(field);
+            continue;
+        }
+        let masked_echo = secrets.contains(&field.as_str())
+            && matches!((value, merged.get(field)),
+                (Value::String(sent), Some(Value::String(stored))) if *sent == mask(stored));
+        if !masked_echo {
+            merged.insert(field.clone(), value.clone());
+        }
+    }
+    merged
+}
+
+fn data_object<'a>(
+    body: &'a Value,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a Map<String, Value>> {
+    let Some(top) = body.as_object() else {
+        errors.push(FieldError::new(
+            "",
+            "the body must be a JSON object: {\"data\": {...}}",
+        ));
+        return None;
+    };
+    match top.get("data") {
+        None => {
+            errors.push(FieldError::new("/data", "is required"));
+            None
+        }
+        Some(Value::Object(data)) => Some(data),
+        Some(_) => {
+            errors.push(FieldError::new("/data", "must be an object"));
+            None
+        }
+    }
+}
+
+fn check_envelope(data: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    match data.get("type") {
+        None => errors.push(FieldError::new(
+            "/data/type",
+            "is required and must be \"integration\"",
+        )),
+        Some(Value::String(t)) if t == "integration" => {}
+        Some(_) => errors.push(FieldError::new("/data/type", "must be \"integration\"")),
+    }
+    for key in data.keys() {
+        if !ATTRIBUTES.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                format!("/data/{}", escape_pointer(key)),
+                "is not an attribute of an integration",
+            ));
+        }
+    }
+}
+
+fn name(v: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => {
+            errors.push(FieldError::new("/data/name", "must not be empty"));
+            None
+        }
+        Value::String(s) if s.chars().count() > MAX_NAME => {
+            errors.push(FieldError::new(
+                "/data/name",
+                format!("must be at most {MAX_NAME} characters"),
+            ));
+            None
+        }
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            errors.push(FieldError::new("/data/name", "must be a string"));
+            None
+        }
+    }
+}
+
+fn description(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match v? {
+        Value::Null => Some(String::new()),
+        Value::String(s) if s.chars().count() > MAX_DESCRIPTION => {
+            errors.push(FieldError::new(
+                "/data/description",
+                format!("must be at most {MAX_DESCRIPTION} characters"),
+            ));
+            None
+        }
+        Value::String(s) => Some(s.clone()),
+        _ => {
+            errors.push(FieldError::new("/data/description", "must be a string"));
+            None
+        }
+    }
+}
+
+fn enabled(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            errors.push(FieldError::new("/data/enabled", "must be true or false"));
+            None
+        }
+    }
+}
+
+fn observes(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Vec<String>> {
+    let items = match v? {
+        Value::Array(items) => items,
+        _ => {
+            errors.push(FieldError::new(
+                "/data/observes",
+                "must be an array of event keys, e.g. [\"order.paid\"]",
+            ));
+            return None;
+        }
+    };
+    let before = errors.len();
+    let mut seen = HashSet::new();
+    let mut keys = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(key) if catalog::is_observable(key) => {
+                if seen.insert(key.as_str()) {
+                    keys.push(key.clone());
+                }
+            }
+            Value::String(key) => errors.push(FieldError::new(
+                format!("/data/observes/{i}"),
+                format!(
+                    "{} is not an observable event; GET /v2/observable-events lists them",
+                    quoted(key)
+                ),
+            )),
+            _ => errors.push(FieldError::new(
+                format!("/data/observes/{i}"),
+                "must be a string",
+            )),
+        }
+    }
+    (errors.len() == before).then_some(keys)
+}
+
+fn integration_type(v: &Value, errors: &mut Vec<FieldError>) -> Option<IntegrationType> {
+    let parsed = v.as_str().and_then(IntegrationType::parse);
+    if parsed.is_none() {
+        errors.push(FieldError::new(
+            "/data/integration_type",
+            "must be one of \"webhook\", \"aws_sqs\", \"stomp\"",
+        ));
+    }
+    parsed
+}
+
+/// Field reader for one configuration object.
+struct Config<'a> {
+    obj: &'a Map<String, Value>,
+    errors: &'a mut Vec<FieldError>,
+}
+
+impl Config<'_> {
+    fn pointer(field: &str) -> String {
+        format!("/data/configuration/{}", escape_pointer(field))
+    }
+
+    fn error(&mut self, field: &str, detail: impl Into<String>) {
+        self.errors
+            .push(FieldError::new(Self::pointer(field), detail));
+    }
+
+    fn only(&mut self, kind: IntegrationType, allowed: &[&str]) {
+        let unknown: Vec<String> = self
+            .obj
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for key in unknown {
+            self.error(
+                &key,
+                format!(
+                    "is not a configuration field of a {} integration (fields: {})",
+                    kind.as_str(),
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// A string field: `None` when absent or null; an error when not a string,
+    /// empty, too long or holding control characters.
+    fn optional_str(&mut self, field: &str, max: usize) -> Option<String> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                self.error(field, "must not be empty");
+                None
+            }
+            Some(Value::String(s)) if s.chars().count() > max => {
+                self.error(field, format!("must be at most {max} characters"));
+                None
+            }
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                self.error(field, "must not contain control characters");
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.error(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn required_str(&mut self, field: &str, max: usize) -> Option<String> {
+        if matches!(self.obj.get(field), None | Some(Value::Null)) {
+            self.error(field, "is required");
+            return None;
+        }
+        self.optional_str(field, max)
+    }
+
+    fn present(&self, field: &str) -> bool {
+        !matches!(self.obj.get(field), None | Some(Value::Null))
+    }
+}
+
+fn parse_target(
+    kind: IntegrationType,
+    obj: &Map<String, Value>,
+    policy: Policy,
+    errors: &mut Vec<FieldError>,
+) -> Option<Target> {
+    let before = errors.len();
+    let mut c = Config { obj, errors };
+    let target = match kind {
+        IntegrationType::Webhook => webhook(&mut c, policy).map(Target::Webhook),
+        IntegrationType::AwsSqs => sqs(&mut c).map(Target::AwsSqs),
+        IntegrationType::Stomp => stomp(&mut c).map(Target::Stomp),
+    };
+    if errors.len() == before {
+        target
+    } else {
+        None
+    }
+}
+
+fn webhook(c: &mut Config<'_>, policy: Policy) -> Option<WebhookConfig> {
+    c.only(IntegrationType::Webhook, &["url", "secret_key"]);
+    let url =
+        c.required_str("url", MAX_URL)
+            .and_then(|raw| match check_webhook_url(&raw, policy) {
+                Ok(()) => Some(raw),
+                Err(detail) => {
+                    c.error("url", detail);
+                    None
+                }
+            });
+    let secret_key = c.optional_str("secret_key", MAX_SECRET).map(Secret::new);
+    Some(WebhookConfig {
+        url: url?,
+        secret_key,
+    })
+}
+
+fn check_webhook_url(raw: &str, policy: Policy) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|e| format!("must be an absolute URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_http_webhooks => {}
+        "http" => return Err("must use https (this deployment does not allow plain http)".into()),
+        other => return Err(format!("must be an http(s) URL, not {other}:")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must have a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must not carry credentials; use configuration.secret_key to authenticate".into(),
+        );
+    }
+    Ok(())
+}
+
+fn sqs(c: &mut Config<'_>) -> Option<SqsConfig> {
+    c.only(
+        IntegrationType::AwsSqs,
+        &[
+            "url",
+            "region",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "role_arn",
+            "external_id",
+        ],
+    );
+    let region = c.required_str("region", 32).and_then(|r| {
+        if is_region(&r) {
+            Some(r)
+        } else {
+            c.error(
+                "region",
+                format!("{} is not an AWS region name (e.g. eu-west-1)", quoted(&r)),
+            );
+            None
+        }
+    });
+    let url = c
+        .required_str("url", MAX_URL)
+        .and_then(|raw| match sqs_url_region(&raw) {
+            Err(detail) => {
+                c.error("url", detail);
+                None
+            }
+            Ok(Some(url_region)) if region.as_deref().is_some_and(|r| r != url_region) => {
+                c.error(
+                    "region",
+                    format!("does not match the queue URL's region ({url_region})"),
+                );
+                None
+            }
+            Ok(_) => Some(raw),
+        });
+
+    let keys = c.present("aws_access_key_id") || c.present("aws_secret_access_key");
+    let role = c.present("role_arn") || c.present("external_id");
+    let auth = match (keys, role) {
+        (true, true) => {
+            c.error(
+                "role_arn",
+                "give either aws_access_key_id + aws_secret_access_key, or role_arn + external_id, not both (set the other pair to null to remove it)",
+            );
+            None
+        }
+        (false, false) => {
+            c.error(
+                "aws_access_key_id",
+                "is required, with aws_secret_access_key (or use role_arn + external_id for keyless access)",
+            );
+            None
+        }
+        (true, false) => {
+            let id = c.required_str("aws_access_key_id", 128).and_then(|id| {
+                let ok = id.len() >= 16
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                if ok {
+                    Some(id)
+                } else {
+                    c.error(
+                        "aws_access_key_id",
+                        "is not an AWS access key id (16 to 128 characters, A-Z and 0-9)",
+                    );
+                    None
+                }
+            });
+            let secret = c.required_str("aws_secret_access_key", 128);
+            match (id, secret) {
+                (Some(id), Some(secret)) => Some(SqsAuth::Keys {
+                    access_key_id: Secret::new(id),
+                    secret_access_key: Secret::new(secret),
+                }),
+                _ => None,
+            }
+        }
+        (false, true) => {
+            let arn = c.required_str("role_arn", 2048).and_then(|arn| {
+                if is_role_arn(&arn) {
+                    Some(arn)
+                } else {
+                    c.error(
+                        "role_arn",
+                        "is not an IAM role ARN (arn:aws:iam::123456789012:role/name)",
+                    );
+                    None
+                }
+            });
+            let external_id = c.required_str("external_id", 1224).and_then(|x| {
+                let ok = x.len() >= 2
+                    && x.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+                if ok {
+                    Some(x)
+                } else {
+                    c.error(
+                        "external_id",
+                        "must be 2 to 1224 characters from A-Z a-z 0-9 and +=,.@:/-_",
+                    );
+                    None
+                }
+            });
+            match (arn, external_id) {
+                (Some(role_arn), Some(external_id)) => Some(SqsAuth::AssumeRole {
+                    role_arn,
+                    external_id,
+                }),
+                _ => None,
+            }
+        }
+    };
+    Some(SqsConfig {
+        url: url?,
+        region: region?,
+        auth: auth?,
+    })
+}
+
+/// `eu-west-1`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-2`: two letters, one or
+/// more lowercase words, a number.
+pub fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|n| (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks an SQS queue URL and returns the region named in its host, if any.
+///
+/// Accepted: `https://sqs.<region>.amazonaws.com[.cn]/<account>/<queue>`, the legacy
+/// `https://<region>.queue.amazonaws.com/...` and `https://queue.amazonaws.com/...`.
+/// The account is digits (Elastic Path's own example has nine); the queue name is
+/// 1 to 80 of `[A-Za-z0-9_-]`, optionally ending in `.fifo`.
+pub fn sqs_url_region(raw: &str) -> Result<Option<String>, String> {
+    const SHAPE: &str =
+        "must be an SQS queue URL: https://sqs.<region>.amazonaws.com/<account-id>/<queue-name>";
+    let url = Url::parse(raw).map_err(|_| SHAPE.to_owned())?;
+    if url.scheme() != "https" || url.query().is_some() || !url.username().is_empty() {
+        return Err(SHAPE.into());
+    }
+    let host = url.host_str().unwrap_or_default();
+    let region = if let Some(rest) = host.strip_prefix("sqs.") {
+        let region = rest
+            .strip_suffix(".amazonaws.com")
+            .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))
+            .ok_or_else(|| SHAPE.to_owned())?;
+        Some(region.to_owned())
+    } else if host == "queue.amazonaws.com" {
+        None
+    } else if let Some(region) = host.strip_suffix(".queue.amazonaws.com") {
+        Some(region.to_owned())
+    } else {
+        return Err(SHAPE.into());
+    };
+    if let Some(r) = &region {
+        if !is_region(r) {
+            return Err(SHAPE.into());
+        }
+    }
+    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
+    let [account, queue] = segments.as_slice() else {
+        return Err(SHAPE.into());
+    };
+    let account_ok =
+        !account.is_empty() && account.len() <= 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let base = queue.strip_suffix(".fifo").unwrap_or(queue);
+    let queue_ok = !base.is_empty()
+        && queue.len() <= 80
+        && base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if account_ok && queue_ok {
+        Ok(region)
+    } else {
+        Err(SHAPE.into())
+    }
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [arn_lit, partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    *arn_lit == "arn"
+        && matches!(*partition, "aws" | "aws-cn" | "aws-us-gov")
+        && *service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.strip_prefix("role/").is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+        })
+}
+
+/// The STOMP schemes Herald accepts, and whether each uses TLS.
+pub const STOMP_SCHEMES: &[(&str, bool)] = &[
+    ("stomp", false),
+    ("tcp", false),
+    ("stomp+ssl", true),
+    ("ssl", true),
+];
+
+fn stomp(c: &mut Config<'_>) -> Option<StompConfig> {
+    c.only(
+        IntegrationType::Stomp,
+        &["addresses", "destination", "username", "password"],
+    );
+    let addresses = match c.obj.get("addresses") {
+        None | Some(Value::Null) => {
+            c.error("addresses", "is required: a list of broker URLs, e.g. [\"stomp+ssl://broker.example.com:61614\"]");
+            None
+        }
+        Some(Value::Array(items)) if items.is_empty() => {
+            c.error("addresses", "must list at least one broker");
+            None
+        }
+        Some(Value::Array(items)) if items.len() > MAX_ADDRESSES => {
+            c.error(
+                "addresses",
+                format!("must list at most {MAX_ADDRESSES} brokers"),
+            );
+            None
+        }
+        Some(Value::Array(items)) => {
+            let mut ok = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let pointer = format!("/data/configuration/addresses/{i}");
+                match item.as_str().map(check_stomp_address) {
+                    Some(Ok(())) => ok.push(item.as_str().unwrap_or_default().to_owned()),
+                    Some(Err(detail)) => c.errors.push(FieldError::new(pointer, detail)),
+                    None => c.errors.push(FieldError::new(pointer, "must be a string")),
+                }
+            }
+            (ok.len() == items.len()).then_some(ok)
+        }
+        Some(_) => {
+            c.error("addresses", "must be an array of broker URLs");
+            None
+        }
+    };
+    let destination = c.required_str("destination", 1024);
+    let username = c.required_str("username", 256);
+    let password = c.required_str("password", MAX_SECRET).map(Secret::new);
+    Some(StompConfig {
+        addresses: addresses?,
+        destination: destination?,
+        username: username?,
+        password: password?,
+    })
+}
+
+fn check_stomp_address(raw: &str) -> Result<(), String> {
+    const SHAPE: &str = "must be a broker URL: stomp://, stomp+ssl://, ssl:// or tcp:// with a host and an optional port";
+    if raw.len() > MAX_URL {
+        return Err(SHAPE.into());
+    }
+    let url = Url::parse(raw).map_err(|_| SHAPE.to_owned())?;
+    if !STOMP_SCHEMES.iter().any(|(s, _)| *s == url.scheme()) {
+        return Err(SHAPE.into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(SHAPE.into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use configuration.username and password".into());
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(SHAPE.into());
+    }
+    Ok(())
+}
+
+/// Escapes a key for use in a JSON pointer (RFC 6901).
+pub fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Quotes user text for an error detail, shortened so a huge value cannot bloat it.
+fn quoted(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() > MAX {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{:?}…", head)
+    } else {
+        format!("{s:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,352 @@
+//! The DynamoDB adapter against a real DynamoDB API: moto server on loopback.
+//!
+//! `make test` starts moto and sets `MOTO_ENDPOINT`. Run alone:
+//! `infra/moto.sh start && MOTO_ENDPOINT=http://127.0.0.1:5000 cargo test -p herald-core --test dynamo_store`.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::Client;
+use chrono::Utc;
+use herald_core::aws::dynamo::DynamoIntegrationStore;
+use herald_core::integrations::Integrations;
+use herald_core::model::{
+    Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
+};
+use herald_core::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use herald_core::validate::Policy;
+use serde_json::json;
+use uuid::Uuid;
+
+/// The moto endpoint; refuses anything but loopback so no test talks to real AWS.
+fn endpoint() -> String {
+    let url = std::env::var("MOTO_ENDPOINT")
+        .expect("MOTO_ENDPOINT is not set: run `make test`, or `infra/moto.sh start` and set MOTO_ENDPOINT=http://127.0.0.1:5000");
+    assert!(
+        url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:"),
+        "MOTO_ENDPOINT must be on loopback, not {url}"
+    );
+    url
+}
+
+fn client() -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// A fresh table per test, so tests run in parallel without seeing each other.
+async fn fresh_store() -> DynamoIntegrationStore {
+    let client = client();
+    let table = format!("herald-test-{}", Uuid::new_v4());
+    DynamoIntegrationStore::create_table(&client, &table)
+        .await
+        .expect("create table");
+    let store = DynamoIntegrationStore::new(client, table);
+    store.check_table().await.expect("table exists");
+    store
+}
+
+fn store_id(s: &str) -> StoreId {
+    StoreId::parse(s).expect("store id")
+}
+
+fn integration(store: &str, target: Target) -> Integration {
+    let now = Utc::now();
+    Integration {
+        id: Uuid::now_v7(),
+        store_id: store_id(store),
+        name: "An integration".into(),
+        description: "with a description".into(),
+        enabled: true,
+        observes: vec!["order.paid".into(), "cart.updated".into()],
+        target,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn webhook() -> Target {
+    Target::Webhook(WebhookConfig {
+        url: "https://example.com/hook".into(),
+        secret_key: Some(Secret::new("SOME_SECRET_KEY")),
+    })
+}
+
+/// Timestamps are stored with millisecond precision.
+fn at_ms(mut i: Integration) -> Integration {
+    use chrono::{DurationRound, TimeDelta};
+    let ms = TimeDelta::milliseconds(1);
+    i.created_at = i.created_at.duration_trunc(ms).expect("trunc");
+    i.updated_at = i.updated_at.duration_trunc(ms).expect("trunc");
+    i
+}
+
+#[tokio::test]
+async fn every_target_type_round_trips_through_dynamodb_exactly() {
+    let store = fresh_store().await;
+    let targets = [
+        webhook(),
+        Target::Webhook(WebhookConfig {
+            url: "http://127.0.0.1:9000/no-secret".into(),
+            secret_key: None,
+        }),
+        Target::AwsSqs(SqsConfig {
+            url: "https://sqs.eu-west-1.amazonaws.com/123456789/epcc-external-queue".into(),
+            region: "eu-west-1".into(),
+            auth: SqsAuth::Keys {
+                access_key_id: Secret::new("ASIAJLVYNHUWCPKOPSYQ"),
+                secret_access_key: Secret::new("mgJteE7dZgSLC2eo2vKsAUWRSnchrWzCRnoDpUSJ"),
+            },
+        }),
+        Target::AwsSqs(SqsConfig {
+            url: "https://sqs.us-east-1.amazonaws.com/123456789012/orders.fifo".into(),
+            region: "us-east-1".into(),
+            auth: SqsAuth::AssumeRole {
+                role_arn: "arn:aws:iam::123456789012:role/herald".into(),
+                external_id: "store-42".into(),
+            },
+        }),
+        Target::Stomp(StompConfig {
+            addresses: vec![
+                "stomp+ssl://b-1.mq.us-west-2.amazonaws.com:61614".into(),
+                "stomp://b-2".into(),
+            ],
+            destination: "/queue/orders".into(),
+            username: "user1".into(),
+            password: Secret::new("*******d123"),
+        }),
+    ];
+    for target in targets {
+        let original = at_ms(integration("s1", target));
+        assert_eq!(
+            store.insert(&original, 100).await.expect("insert"),
+            InsertOutcome::Inserted
+        );
+        let read = store
+            .get(&original.store_id, original.id)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(read, original);
+    }
+    let listed = store.list(&store_id("s1")).await.expect("list");
+    assert_eq!(listed.len(), 5);
+    let ids: Vec<_> = listed.iter().map(|i| i.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "listed oldest first");
+}
+
+#[tokio::test]
+async fn stores_are_isolated_from_each_other() {
+    let store = fresh_store().await;
+    let mine = integration("store-a", webhook());
+    store.insert(&mine, 100).await.expect("insert");
+    let other = store_id("store-b");
+    assert_eq!(store.get(&other, mine.id).await.expect("get"), None);
+    assert!(store.list(&other).await.expect("list").is_empty());
+    assert!(!store.delete(&other, mine.id).await.expect("delete"));
+    let mut foreign = mine.clone();
+    foreign.store_id = other;
+    foreign.version = 2;
+    assert_eq!(
+        store.replace(&foreign, 1).await.expect("replace"),
+        ReplaceOutcome::NotFound
+    );
+    assert!(store
+        .get(&store_id("store-a"), mine.id)
+        .await
+        .expect("get")
+        .is_some());
+}
+
+#[tokio::test]
+async fn the_store_limit_holds_under_concurrent_creates() {
+    let store = Arc::new(fresh_store().await);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert(&integration("busy", webhook()), 3)
+                .await
+                .expect("insert")
+        }));
+    }
+    let mut inserted = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            InsertOutcome::Inserted => inserted += 1,
+            InsertOutcome::LimitReached => refused += 1,
+        }
+    }
+    assert_eq!((inserted, refused), (3, 7));
+    assert_eq!(store.list(&store_id("busy")).await.expect("list").len(), 3);
+    // Another store has its own count.
+    assert_eq!(
+        store
+            .insert(&integration("quiet", webhook()), 3)
+            .await
+            .expect("insert"),
+        InsertOutcome::Inserted
+    );
+}
+
+#[tokio::test]
+async fn deleting_frees_a_place_under_the_limit_and_a_second_delete_finds_nothing() {
+    let store = fresh_store().await;
+    let first = integration("s", webhook());
+    store.insert(&first, 2).await.expect("insert");
+    store
+        .insert(&integration("s", webhook()), 2)
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .insert(&integration("s", webhook()), 2)
+            .await
+            .expect("insert"),
+        InsertOutcome::LimitReached
+    );
+    assert!(store
+        .delete(&first.store_id, first.id)
+        .await
+        .expect("delete"));
+    assert!(!store
+        .delete(&first.store_id, first.id)
+        .await
+        .expect("delete again"));
+    assert_eq!(
+        store
+            .insert(&integration("s", webhook()), 2)
+            .await
+            .expect("insert"),
+        InsertOutcome::Inserted
+    );
+}
+
+#[tokio::test]
+async fn a_replace_at_a_stale_version_is_a_conflict_and_never_resurrects() {
+    let store = fresh_store().await;
+    let original = integration("s", webhook());
+    store.insert(&original, 100).await.expect("insert");
+
+    let mut v2 = original.clone();
+    v2.name = "v2".into();
+    v2.version = 2;
+    assert_eq!(
+        store.replace(&v2, 1).await.expect("replace"),
+        ReplaceOutcome::Replaced
+    );
+
+    let mut stale = original.clone();
+    stale.name = "stale".into();
+    stale.version = 2;
+    assert_eq!(
+        store.replace(&stale, 1).await.expect("replace"),
+        ReplaceOutcome::VersionConflict
+    );
+    assert_eq!(
+        store
+            .get(&original.store_id, original.id)
+            .await
+            .expect("get")
+            .expect("found")
+            .name,
+        "v2"
+    );
+
+    assert!(store
+        .delete(&original.store_id, original.id)
+        .await
+        .expect("delete"));
+    let mut v3 = v2.clone();
+    v3.version = 3;
+    assert_eq!(
+        store.replace(&v3, 2).await.expect("replace"),
+        ReplaceOutcome::NotFound
+    );
+    assert_eq!(
+        store
+            .get(&original.store_id, original.id)
+            .await
+            .expect("get"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
+    let store: Arc<dyn IntegrationStore> = Arc::new(fresh_store().await);
+    let service = Integrations::new(
+        store.clone(),
+        Policy {
+            allow_http_webhooks: false,
+        },
+        100,
+    );
+    let owner = store_id("s");
+    let created = service
+        .create(
+            &owner,
+            &json!({"data": {"type": "integration", "integration_type": "webhook", "name": "n",
+                "configuration": {"url": "https://example.com/a", "secret_key": "SOME_SECRET_KEY"}}}),
+        )
+        .await
+        .expect("backend")
+        .expect("created");
+    let updates = [
+        json!({"data": {"type": "integration", "name": "renamed"}}),
+        json!({"data": {"type": "integration", "description": "described"}}),
+        json!({"data": {"type": "integration", "enabled": true}}),
+        json!({"data": {"type": "integration", "observes": ["order.paid"]}}),
+        json!({"data": {"type": "integration", "configuration": {"url": "https://example.com/b"}}}),
+    ];
+    let mut tasks = Vec::new();
+    for body in updates {
+        let service = service.clone();
+        let owner = owner.clone();
+        tasks.push(tokio::spawn(async move {
+            service.update(&owner, created.id, &body).await
+        }));
+    }
+    for t in tasks {
+        let outcome = t.await.expect("task").expect("backend");
+        // Each writer loses at most once to each of the other four, and re-applies
+        // itself on the fresh version, so all five land within the retry budget.
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    let last = store
+        .get(&owner, created.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(last.version, 1 + 5, "all five updates landed");
+    assert_eq!(last.name, "renamed");
+    assert_eq!(last.description, "described");
+    assert!(last.enabled);
+    assert_eq!(last.observes, vec!["order.paid"]);
+    let Target::Webhook(w) = last.target else {
+        panic!("webhook")
+    };
+    assert_eq!(w.url, "https://example.com/b");
+    assert_eq!(w.secret_key.expect("kept").expose(), "SOME_SECRET_KEY");
+}
+
+#[tokio::test]
+async fn a_missing_table_is_reported_at_start() {
+    let store = DynamoIntegrationStore::new(client(), format!("missing-{}", Uuid::new_v4()));
+    let err = store.check_table().await.expect_err("no such table");
+    assert!(
+        err.to_string().contains("ResourceNotFoundException"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+}
