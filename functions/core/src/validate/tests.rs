@@ -204,7 +204,7 @@ fn unknown_attributes_are_refused_but_links_and_meta_are_ignored() {
     b["data"]["a/b"] = json!(1);
     assert_eq!(
         pointers(parse_create(&b, STRICT)),
-        vec!["/data/a~1b", "/data/observe"]
+        vec!["/data/observe", "/data/a~1b"]
     );
     let mut b = webhook_body();
     b["data"]["links"] = json!({"self": "x"});

@@ -1,0 +1,93 @@
+# Herald: the one entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+CL        := $(VENV)/bin/cargo-lambda
+SAM       := $(VENV)/bin/sam
+CFN_LINT  := $(VENV)/bin/cfn-lint
+STAMP     := $(VENV)/.installed
+MOTO_PORT ?= 5055
+PORT      ?= 3000
+EVENT     ?= api-create-webhook.json
+ARCH      ?= arm64
+LAMBDA_PORT ?= 9061
+
+# Nothing here talks to real AWS: no telemetry, no instance metadata, fake
+# credentials and a region for the offline tools.
+export SAM_CLI_TELEMETRY := 0
+export AWS_EC2_METADATA_DISABLED := true
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help setup run test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy moto-up moto-down clean-venv
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): infra/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+	touch $@
+
+setup: $(STAMP) ## create the project virtualenv (moto, cfn-lint, aws-sam-cli, cargo-lambda, zig)
+
+run: ## start the dev server on http://127.0.0.1:3000 (PORT overrides) with the embedded backend
+	PORT=$(PORT) cargo run --locked --quiet -p herald-local --bin herald-local
+
+test: setup ## everything CI checks: format, lints, unit/integration/end-to-end tests on moto, template, Lambda smoke
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory validate
+	$(MAKE) --no-print-directory lambda-smoke
+
+unit: setup ## cargo test for the whole workspace, with moto started on 127.0.0.1 (MOTO_PORT, default 5055) and stopped after
+	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
+	MOTO_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) cargo test --locked --workspace; \
+	  rc=$$?; MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop; exit $$rc
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+validate: setup ## cfn-lint and sam validate --lint on template.yaml (offline)
+	AWS_DEFAULT_REGION=us-east-1 $(CFN_LINT) template.yaml
+	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline $(SAM) validate --lint
+
+watch: setup ## serve the Lambda functions locally (cargo lambda watch, embedded backend) on 127.0.0.1:9061
+	HERALD_BACKEND=memory HERALD_AUTH=jwt $(CL) lambda watch --invoke-address 127.0.0.1 --invoke-port $(LAMBDA_PORT)
+
+invoke: setup ## send events/EVENT (default api-create-webhook.json) to the api function served by `make watch`
+	$(CL) lambda invoke api --invoke-address 127.0.0.1 --invoke-port $(LAMBDA_PORT) --data-file events/$(EVENT)
+
+lambda-smoke: setup ## run every events/api-*.json through cargo lambda watch + invoke
+	LAMBDA_PORT=$(LAMBDA_PORT) infra/lambda-smoke.sh
+
+build: setup ## release build of the Lambda bootstraps for ARCH=arm64|x86_64 (cargo lambda + zig)
+	rustup target add $(if $(filter arm64,$(ARCH)),aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CL) lambda build --release --locked $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
+
+sam-build: setup ## sam build (cargo lambda + zig from the virtualenv)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build --beta-features --parameter-overrides Architecture=$(ARCH)
+
+deploy: sam-build ## sam deploy --guided the first time, sam deploy after
+	@# --guided writes region and parameters into samconfig.toml; after that, plain deploy.
+	@if grep -q '^region' samconfig.toml; then \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy; \
+	else \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy --guided; \
+	fi
+
+moto-up: setup ## start moto on 127.0.0.1 (MOTO_PORT) for HERALD_BACKEND=aws demos
+	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
+	@echo "moto on http://127.0.0.1:$(MOTO_PORT)"
+
+moto-down: ## stop moto
+	MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop
+
+clean-venv: ## remove the project virtualenv
+	rm -rf $(VENV)
