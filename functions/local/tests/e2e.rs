@@ -11,28 +11,43 @@ use herald_core::aws::dynamo::DynamoIntegrationStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// A running dev server, killed when dropped.
+/// A running dev server, killed when dropped. Its log goes to `log`.
 struct DevServer {
     child: Child,
     base: String,
+    log: std::path::PathBuf,
+}
+
+impl DevServer {
+    /// Stops the server and returns everything it logged.
+    fn stop_and_read_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).expect("log file")
+    }
 }
 
 impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
 fn start(env: &[(&str, &str)]) -> DevServer {
+    let log = std::env::temp_dir().join(format!("herald-local-{}.log", uuid_like()));
+    let log_file = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald-local"));
+    // The most verbose logging there is, so the secret check below sees everything.
     cmd.env("PORT", "0")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "trace,hyper=debug,h2=debug")
+        .env("NO_COLOR", "1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("HERALD_BACKEND")
         .env_remove("HERALD_AUTH")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::from(log_file));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -52,7 +67,7 @@ fn start(env: &[(&str, &str)]) -> DevServer {
         .find(|w| w.starts_with("http://127.0.0.1:"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
-    DevServer { child, base }
+    DevServer { child, base, log }
 }
 
 fn seed(name: &str) -> Value {
@@ -272,6 +287,29 @@ async fn a_curl_session_against_the_dev_server_with_the_embedded_store_behaves_a
 ) {
     let server = start(&[]);
     curl_session(&server).await;
+    assert_no_secret_was_logged(server.stop_and_read_log());
+}
+
+/// The secrets of the seed bodies, in clear.
+const SECRETS: &[&str] = &[
+    "SOME_SECRET_KEY",
+    "ASIAJLVYNHUWCPKOPSYQ",
+    "mgJteE7dZgSLC2eo2vKsAUWRSnchrWzCRnoDpUSJ",
+];
+
+fn assert_no_secret_was_logged(log: String) {
+    assert!(
+        log.contains("integration created"),
+        "the log has the session in it:\n{log}"
+    );
+    for secret in SECRETS {
+        if let Some(line) = log.lines().find(|l| l.contains(secret)) {
+            panic!(
+                "{secret} appears in the log: {}",
+                &line[..line.len().min(400)]
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -303,6 +341,7 @@ async fn the_same_session_works_with_dynamodb_on_moto() {
         ("AWS_REGION", "us-east-1"),
     ]);
     curl_session(&server).await;
+    assert_no_secret_was_logged(server.stop_and_read_log());
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use herald_api::AppState;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    herald_core::telemetry::init_lambda();
     let settings = Settings::from_env(Defaults::LAMBDA)?;
     let state = AppState::from_settings(&settings, false).await?;
     lambda_http::run(herald_api::lambda::router(state)).await
