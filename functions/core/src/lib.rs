@@ -9,13 +9,18 @@
 pub mod aws;
 pub mod catalog;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod integrations;
+pub mod job;
 pub mod mask;
 pub mod memory;
 pub mod model;
 pub mod page;
 pub mod ports;
+pub mod retry;
+pub mod signing;
+pub mod telemetry;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -1,0 +1,459 @@
+//! Events as the commerce backend sends them, and delivery jobs: one event for one
+//! integration, the unit that is queued, delivered, retried and logged.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::catalog;
+use crate::model::StoreId;
+use crate::validate::FieldError;
+
+/// Largest event accepted, in bytes of its JSON, so that a job carrying it fits in an
+/// SQS message (256 KiB) with room for the job's own fields.
+pub const MAX_EVENT_BYTES: usize = 240 * 1024;
+
+/// Longest event id.
+pub const MAX_EVENT_ID: usize = 128;
+
+/// A validated event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The event's id: the sender's, or one Herald assigned. Deduplication key.
+    pub id: String,
+    /// Observable event key (`order.paid`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it happened (the sender's clock), else when Herald received it.
+    pub occurred_at: DateTime<Utc>,
+    /// `{"data": {...}, "included"?: {...}}`.
+    pub payload: Value,
+}
+
+/// What to deliver: one event to one integration. Serialized as the internal queue's
+/// message body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    /// Format version of this message.
+    pub v: u8,
+    /// Stable across retries: derived from the event id and the integration id. The
+    /// receiver sees it as `webhook-id` and can deduplicate on it.
+    pub job_id: Uuid,
+    /// Owning store.
+    pub store_id: String,
+    /// Target integration.
+    pub integration_id: Uuid,
+    /// When ingest queued the job; the retry budget counts from here.
+    pub enqueued_at: DateTime<Utc>,
+    /// The event.
+    pub event: Event,
+}
+
+/// Namespace of job ids (UUIDv5 over `"<event id>/<integration id>"`).
+const JOB_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_2a7e_9d4b_4c61_8e3a_b0d2_71f4_c9e8);
+
+/// The job id of an (event, integration) pair: the same on every retry and on every
+/// re-ingestion of the same event.
+pub fn job_id(event_id: &str, integration_id: Uuid) -> Uuid {
+    Uuid::new_v5(
+        &JOB_NAMESPACE,
+        format!("{event_id}/{integration_id}").as_bytes(),
+    )
+}
+
+impl DeliveryJob {
+    /// A job for `event` to `integration_id`.
+    pub fn new(
+        store: &StoreId,
+        integration_id: Uuid,
+        event: Event,
+        enqueued_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            v: 1,
+            job_id: job_id(&event.id, integration_id),
+            store_id: store.as_str().to_owned(),
+            integration_id,
+            enqueued_at,
+            event,
+        }
+    }
+
+    /// Parses a queue message body; `Err` names what is wrong (the job is then
+    /// poison: logged and acknowledged, never retried).
+    pub fn parse(body: &str) -> Result<Self, String> {
+        let job: DeliveryJob =
+            serde_json::from_str(body).map_err(|e| format!("not a delivery job: {e}"))?;
+        if job.v != 1 {
+            return Err(format!("unknown job version {}", job.v));
+        }
+        if StoreId::parse(&job.store_id).is_none() {
+            return Err("job has an invalid store_id".into());
+        }
+        if job.job_id != job_id(&job.event.id, job.integration_id) {
+            return Err("job_id does not match its event and integration".into());
+        }
+        Ok(job)
+    }
+
+    /// The store, already checked by [`DeliveryJob::parse`] or [`DeliveryJob::new`].
+    pub fn store(&self) -> Option<StoreId> {
+        StoreId::parse(&self.store_id)
+    }
+
+    /// The message body.
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Formats a timestamp as RFC 3339 with milliseconds.
+pub fn rfc3339_ms(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Validates one incoming event. `store_from_caller` is the store named by the HTTP
+/// caller (then a `store_id` in the event must match it or be absent); on direct
+/// invoke it is `None` and the event must carry `store_id`. `pointer` prefixes every
+/// error (`/data/3`).
+pub fn parse_event(
+    raw: &Value,
+    store_from_caller: Option<&StoreId>,
+    pointer: &str,
+    now: DateTime<Utc>,
+) -> Result<(StoreId, Event), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let err = |errors: &mut Vec<FieldError>, field: &str, detail: &str| {
+        errors.push(FieldError {
+            pointer: format!("{pointer}{field}"),
+            detail: detail.to_owned(),
+        })
+    };
+    let Some(obj) = raw.as_object() else {
+        err(&mut errors, "", "an event must be a JSON object");
+        return Err(errors);
+    };
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "id" | "type" | "store_id" | "occurred_at" | "payload"
+        ) {
+            err(
+                &mut errors,
+                &format!("/{}", crate::validate::escape_pointer(key)),
+                "is not a field of an event (id, type, store_id, occurred_at, payload)",
+            );
+        }
+    }
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => Some(Uuid::now_v7().to_string()),
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.len() <= MAX_EVENT_ID
+                && s.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(s.clone())
+        }
+        Some(_) => {
+            err(
+                &mut errors,
+                "/id",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            );
+            None
+        }
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(t)) if catalog::is_observable(t) => Some(t.clone()),
+        Some(Value::String(_)) => {
+            err(
+                &mut errors,
+                "/type",
+                "is not an observable event; GET /v2/observable-events lists them",
+            );
+            None
+        }
+        None => {
+            err(&mut errors, "/type", "is required");
+            None
+        }
+        Some(_) => {
+            err(&mut errors, "/type", "must be a string");
+            None
+        }
+    };
+    let store = match (obj.get("store_id"), store_from_caller) {
+        (None | Some(Value::Null), Some(s)) => Some(s.clone()),
+        (None | Some(Value::Null), None) => {
+            err(
+                &mut errors,
+                "/store_id",
+                "is required when the event is sent by direct invocation",
+            );
+            None
+        }
+        (Some(Value::String(raw)), caller) => match StoreId::parse(raw) {
+            Some(s) if caller.is_none_or(|c| *c == s) => Some(s),
+            Some(_) => {
+                err(
+                    &mut errors,
+                    "/store_id",
+                    "does not match the store this request acts for",
+                );
+                None
+            }
+            None => {
+                err(
+                    &mut errors,
+                    "/store_id",
+                    "must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ -",
+                );
+                None
+            }
+        },
+        (Some(_), _) => {
+            err(&mut errors, "/store_id", "must be a string");
+            None
+        }
+    };
+    let occurred_at = match obj.get("occurred_at") {
+        None | Some(Value::Null) => Some(now),
+        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                err(&mut errors, "/occurred_at", "must be an RFC 3339 timestamp");
+                None
+            }
+        },
+        Some(_) => {
+            err(
+                &mut errors,
+                "/occurred_at",
+                "must be an RFC 3339 timestamp string",
+            );
+            None
+        }
+    };
+    let payload = match obj.get("payload") {
+        Some(Value::Object(p)) => check_payload(p, pointer, &mut errors),
+        None => {
+            err(&mut errors, "/payload", "is required: {\"data\": {...}}");
+            None
+        }
+        Some(_) => {
+            err(
+                &mut errors,
+                "/payload",
+                "must be an object: {\"data\": {...}}",
+            );
+            None
+        }
+    };
+    if raw.to_string().len() > MAX_EVENT_BYTES {
+        err(
+            &mut errors,
+            "",
+            &format!("the event is larger than {MAX_EVENT_BYTES} bytes, the most a queue message can carry"),
+        );
+    }
+    match (id, kind, store, occurred_at, payload) {
+        (Some(id), Some(kind), Some(store), Some(occurred_at), Some(payload))
+            if errors.is_empty() =>
+        {
+            Ok((
+                store,
+                Event {
+                    id,
+                    kind,
+                    occurred_at,
+                    payload,
+                },
+            ))
+        }
+        _ => Err(errors),
+    }
+}
+
+fn check_payload(
+    p: &Map<String, Value>,
+    pointer: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Value> {
+    let before = errors.len();
+    match p.get("data") {
+        Some(Value::Object(_)) => {}
+        Some(_) => errors.push(FieldError {
+            pointer: format!("{pointer}/payload/data"),
+            detail: "must be an object".into(),
+        }),
+        None => errors.push(FieldError {
+            pointer: format!("{pointer}/payload/data"),
+            detail: "is required".into(),
+        }),
+    }
+    match p.get("included") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => errors.push(FieldError {
+            pointer: format!("{pointer}/payload/included"),
+            detail: "must be an object".into(),
+        }),
+    }
+    for key in p.keys() {
+        if key != "data" && key != "included" {
+            errors.push(FieldError {
+                pointer: format!("{pointer}/payload/{}", crate::validate::escape_pointer(key)),
+                detail: "is not a field of a payload (data, included)".into(),
+            });
+        }
+    }
+    (errors.len() == before).then(|| Value::Object(p.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    fn store() -> StoreId {
+        StoreId::parse("s1").expect("store")
+    }
+
+    fn pointers(r: Result<(StoreId, Event), Vec<FieldError>>) -> Vec<String> {
+        r.expect_err("invalid")
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect()
+    }
+
+    #[test]
+    fn a_minimal_event_gets_an_id_and_the_receive_time() {
+        let (s, e) = parse_event(
+            &json!({"type": "order.paid", "payload": {"data": {"id": "o1"}}}),
+            Some(&store()),
+            "/data",
+            now(),
+        )
+        .expect("valid");
+        assert_eq!(s, store());
+        assert_eq!(e.kind, "order.paid");
+        assert_eq!(e.occurred_at, now());
+        assert!(Uuid::parse_str(&e.id).is_ok());
+    }
+
+    #[test]
+    fn an_event_keeps_its_own_id_and_time() {
+        let (_, e) = parse_event(
+            &json!({"id": "evt-1", "type": "cart.updated", "occurred_at": "2026-01-02T03:04:05.678Z",
+                    "payload": {"data": {"id": "c"}, "included": {"items": []}}}),
+            Some(&store()),
+            "/data",
+            now(),
+        )
+        .expect("valid");
+        assert_eq!(e.id, "evt-1");
+        assert_eq!(rfc3339_ms(&e.occurred_at), "2026-01-02T03:04:05.678Z");
+        assert_eq!(e.payload["included"], json!({"items": []}));
+    }
+
+    #[test]
+    fn every_problem_of_an_event_is_named_with_its_pointer() {
+        let bad = json!({"id": "has space", "type": "order.exploded", "occurred_at": "yesterday",
+                         "payload": {"data": [], "included": 3, "extra": 1}, "other": true});
+        assert_eq!(
+            pointers(parse_event(&bad, Some(&store()), "/data/2", now())),
+            vec![
+                "/data/2/other",
+                "/data/2/id",
+                "/data/2/type",
+                "/data/2/occurred_at",
+                "/data/2/payload/data",
+                "/data/2/payload/included",
+                "/data/2/payload/extra"
+            ]
+        );
+        assert_eq!(
+            pointers(parse_event(&json!("x"), Some(&store()), "/data", now())),
+            vec!["/data"]
+        );
+        assert_eq!(
+            pointers(parse_event(
+                &json!({"type": "order.paid"}),
+                Some(&store()),
+                "",
+                now()
+            )),
+            vec!["/payload"]
+        );
+    }
+
+    #[test]
+    fn direct_invocations_must_name_the_store_and_http_callers_may_not_name_another() {
+        let ev = json!({"type": "order.paid", "payload": {"data": {}}});
+        assert_eq!(
+            pointers(parse_event(&ev, None, "", now())),
+            vec!["/store_id"]
+        );
+        let mut named = ev.clone();
+        named["store_id"] = json!("s2");
+        assert_eq!(
+            parse_event(&named, None, "", now())
+                .expect("valid")
+                .0
+                .as_str(),
+            "s2"
+        );
+        assert_eq!(
+            pointers(parse_event(&named, Some(&store()), "", now())),
+            vec!["/store_id"]
+        );
+        named["store_id"] = json!("s1");
+        assert!(parse_event(&named, Some(&store()), "", now()).is_ok());
+    }
+
+    #[test]
+    fn an_event_too_large_for_a_queue_message_is_refused() {
+        let big = json!({"type": "order.paid", "payload": {"data": {"blob": "x".repeat(MAX_EVENT_BYTES)}}});
+        assert_eq!(
+            pointers(parse_event(&big, Some(&store()), "/data", now())),
+            vec!["/data"]
+        );
+    }
+
+    #[test]
+    fn job_ids_are_stable_per_event_and_integration() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        assert_eq!(job_id("e1", a), job_id("e1", a));
+        assert_ne!(job_id("e1", a), job_id("e1", b));
+        assert_ne!(job_id("e1", a), job_id("e2", a));
+    }
+
+    #[test]
+    fn a_job_round_trips_through_its_message_body_and_poison_is_named() {
+        let (s, e) = parse_event(
+            &json!({"id": "e", "type": "order.paid", "payload": {"data": {}}}),
+            Some(&store()),
+            "",
+            now(),
+        )
+        .expect("valid");
+        let job = DeliveryJob::new(&s, Uuid::now_v7(), e, now());
+        assert_eq!(DeliveryJob::parse(&job.to_body()).expect("parses"), job);
+        assert!(DeliveryJob::parse("not json").is_err());
+        let mut tampered: Value = serde_json::from_str(&job.to_body()).expect("json");
+        tampered["job_id"] = json!(Uuid::now_v7());
+        assert!(DeliveryJob::parse(&tampered.to_string())
+            .expect_err("tampered")
+            .contains("job_id"));
+        tampered["v"] = json!(9);
+        assert!(DeliveryJob::parse(&tampered.to_string()).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The retry schedule: pure functions of the attempt number, the time since the job
+//! was queued, the receiver's `Retry-After` and a random jitter.
+//!
+//! Attempt 1 is immediate; the next five follow after about 20 s, 1 min, 3 min, 6 min
+//! and 8 min (each ±20 %), so most blips are retried within a minute and the sixth and
+//! last attempt starts within 25 minutes of the first, leaving room for the attempts'
+//! own duration inside the 30-minute delivery promise. After the last attempt the queue
+//! moves the job to the DLQ (`maxReceiveCount` = [`RetryPolicy::max_attempts`]).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// When to retry, as data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay after attempt 1, 2, ...; its length + 1 is the number of attempts.
+    pub delays: Vec<Duration>,
+    /// No retry is scheduled later than this after the job was queued.
+    pub last_attempt_by: Duration,
+    /// Relative jitter (0.2 = ±20 %).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            delays: [20, 60, 180, 360, 480].map(Duration::from_secs).to_vec(),
+            last_attempt_by: Duration::from_secs(25 * 60),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// The delivery promise: every job is delivered or dead-lettered within this.
+pub const DELIVERY_BUDGET: Duration = Duration::from_secs(30 * 60);
+
+impl RetryPolicy {
+    /// The default schedule with every duration multiplied by `factor` (tests and
+    /// fault drills compress time this way; production uses 1).
+    pub fn scaled(factor: f64) -> Self {
+        let d = Self::default();
+        Self {
+            delays: d.delays.iter().map(|x| x.mul_f64(factor)).collect(),
+            last_attempt_by: d.last_attempt_by.mul_f64(factor),
+            jitter: d.jitter,
+        }
+    }
+
+    /// Total attempts, the first included. The DLQ redrive's `maxReceiveCount`.
+    pub fn max_attempts(&self) -> u32 {
+        self.delays.len() as u32 + 1
+    }
+
+    /// The delay before the next attempt after attempt `attempt` (1-based) failed, or
+    /// `None` when it was the last. `elapsed` is the time since the job was queued;
+    /// `retry_after` is the receiver's request; `random` is uniform in [0, 1).
+    ///
+    /// `Retry-After` can lengthen a delay, never shorten it, and never past the
+    /// budget: no retry is scheduled after `last_attempt_by`, and what is left of the
+    /// budget is shared among the attempts that are left.
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        elapsed: Duration,
+        retry_after: Option<Duration>,
+        random: f64,
+    ) -> Option<Duration> {
+        let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
+        let base = *self.delays.get(index)?;
+        let factor = 1.0 + self.jitter * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+        let jittered = base.mul_f64(factor);
+        let wanted = retry_after.map_or(jittered, |r| r.max(jittered));
+        // Spread what is left of the budget over the attempts that are left, so a long
+        // Retry-After does not bunch the remaining attempts at the deadline.
+        let retries_left = self.max_attempts().saturating_sub(attempt).max(1);
+        let share = self.last_attempt_by.saturating_sub(elapsed) / retries_left;
+        Some(wanted.min(share))
+    }
+}
+
+/// Parses a `Retry-After` header: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(24 * 3600)));
+    }
+    let when = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    (when - now).to_std().ok().or(Some(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: f64 = 0.0;
+    const MAX: f64 = 0.999_999;
+
+    #[test]
+    fn the_first_retry_comes_within_a_minute() {
+        let p = RetryPolicy::default();
+        let d = p.next_delay(1, Duration::ZERO, None, MAX).expect("retry");
+        assert!(d <= Duration::from_secs(60), "{d:?}");
+        assert!(d >= Duration::from_secs(16), "{d:?}");
+    }
+
+    #[test]
+    fn there_are_six_attempts_and_none_after_the_last() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.max_attempts(), 6);
+        assert!(p.next_delay(5, Duration::ZERO, None, 0.5).is_some());
+        assert_eq!(p.next_delay(6, Duration::ZERO, None, 0.5), None);
+        assert_eq!(p.next_delay(0, Duration::ZERO, None, 0.5), None);
+    }
+
+    #[test]
+    fn the_last_attempt_starts_within_the_budget_whatever_the_jitter_and_retry_after() {
+        let p = RetryPolicy::default();
+        // Each attempt may itself take up to 35 s (webhook timeout plus overhead).
+        let attempt_time = Duration::from_secs(35);
+        for random in [MIN, 0.5, MAX] {
+            for retry_after in [None, Some(Duration::from_secs(3600))] {
+                let mut elapsed = Duration::ZERO;
+                let mut attempt = 1;
+                while let Some(d) =
+                    p.next_delay(attempt, elapsed + attempt_time, retry_after, random)
+                {
+                    elapsed += attempt_time + d;
+                    attempt += 1;
+                }
+                assert_eq!(attempt, 6);
+                assert!(elapsed <= p.last_attempt_by + attempt_time, "{elapsed:?}");
+                assert!(elapsed + attempt_time < DELIVERY_BUDGET, "{elapsed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_delays_by_twenty_percent() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.next_delay(2, Duration::ZERO, None, 0.5),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            p.next_delay(2, Duration::ZERO, None, MIN),
+            Some(Duration::from_secs(48))
+        );
+        let high = p.next_delay(2, Duration::ZERO, None, MAX).expect("retry");
+        assert!(
+            high > Duration::from_secs(71) && high <= Duration::from_secs(72),
+            "{high:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_lengthens_but_never_shortens_a_delay() {
+        let p = RetryPolicy::default();
+        let long = p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(120)), 0.5);
+        assert_eq!(long, Some(Duration::from_secs(120)));
+        let short = p.next_delay(1, Duration::ZERO, Some(Duration::from_secs(1)), 0.5);
+        assert_eq!(short, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn no_retry_is_scheduled_past_the_budget() {
+        let p = RetryPolicy::default();
+        // Attempt 4 of 6 at minute 23: two retries share the two minutes left.
+        let d = p.next_delay(
+            4,
+            Duration::from_secs(23 * 60),
+            Some(Duration::from_secs(3600)),
+            0.5,
+        );
+        assert_eq!(d, Some(Duration::from_secs(60)));
+        let d = p.next_delay(4, Duration::from_secs(40 * 60), None, 0.5);
+        assert_eq!(d, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_scaled_policy_compresses_every_duration() {
+        let p = RetryPolicy::scaled(0.001);
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, None, 0.5),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(p.max_attempts(), 6);
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_an_http_date() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 5 ", now), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 08:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+}
