@@ -7,10 +7,13 @@
 //! - [`config`]: typed settings from the environment.
 
 pub mod aws;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod fanout;
+pub mod ingest;
 pub mod integrations;
 pub mod job;
 pub mod mask;
@@ -24,3 +27,6 @@ pub mod telemetry;
 pub mod validate;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod testkit;

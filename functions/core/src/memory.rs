@@ -90,3 +90,323 @@ impl IntegrationStore for MemoryIntegrationStore {
         Ok(self.with(|stores| stores.get_mut(store).and_then(|s| s.remove(&id)).is_some()))
     }
 }
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::delivery::{Attempt, JobRecord};
+use crate::page::Page;
+use crate::ports::{
+    DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob, QueuedJob, SendFailure,
+};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section below is a few field updates that cannot panic half-way,
+    // so a poisoned lock still guards consistent data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+struct Message {
+    id: String,
+    body: String,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt: Option<String>,
+    sent_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    messages: VecDeque<Message>,
+    dead: Vec<Message>,
+    failing_sends: usize,
+}
+
+/// An in-process queue with SQS semantics: a visibility timeout, a receive count per
+/// message, visibility changes, and a dead-letter queue that takes a message when it
+/// is received again after `max_receives` receives (SQS's `maxReceiveCount`).
+pub struct MemoryQueue {
+    state: Mutex<QueueState>,
+    arrived: tokio::sync::Notify,
+    visibility: Duration,
+    max_receives: u32,
+}
+
+impl MemoryQueue {
+    /// A queue whose received messages stay hidden for `visibility` unless changed,
+    /// and move to the DLQ after `max_receives` receives.
+    pub fn new(visibility: Duration, max_receives: u32) -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+            arrived: tokio::sync::Notify::new(),
+            visibility,
+            max_receives,
+        }
+    }
+
+    /// Messages in the queue (visible or in flight).
+    pub fn len(&self) -> usize {
+        lock(&self.state).messages.len()
+    }
+
+    /// Whether the queue holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bodies of the messages in the dead-letter queue.
+    pub fn dead_letters(&self) -> Vec<String> {
+        lock(&self.state)
+            .dead
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
+    /// Makes the next `n` entries sent fail as a throttled `SendMessageBatch` entry
+    /// would (fault injection for tests and drills).
+    pub fn fail_next_sends(&self, n: usize) {
+        lock(&self.state).failing_sends = n;
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        let mut failures = Vec::new();
+        {
+            let mut state = lock(&self.state);
+            for job in jobs {
+                if state.failing_sends > 0 {
+                    state.failing_sends -= 1;
+                    failures.push(SendFailure {
+                        entry_id: job.entry_id.clone(),
+                        reason: "ThrottlingException: injected".into(),
+                        retryable: true,
+                    });
+                    continue;
+                }
+                state.messages.push_back(Message {
+                    id: Uuid::new_v4().to_string(),
+                    body: job.body.clone(),
+                    receive_count: 0,
+                    visible_at: Instant::now(),
+                    receipt: None,
+                    sent_at: Utc::now(),
+                });
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(failures)
+    }
+
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<()> {
+        let mut state = lock(&self.state);
+        if let Some(m) = state
+            .messages
+            .iter_mut()
+            .find(|m| m.receipt.as_deref() == Some(receipt))
+        {
+            m.visible_at = Instant::now() + delay;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobSource for MemoryQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<QueuedJob>> {
+        let until = Instant::now() + wait;
+        loop {
+            let notified = self.arrived.notified();
+            let (batch, next_visible) = {
+                let mut state = lock(&self.state);
+                let now = Instant::now();
+                let max_receives = self.max_receives;
+                let mut kept = VecDeque::with_capacity(state.messages.len());
+                let mut dead = Vec::new();
+                for m in state.messages.drain(..) {
+                    if m.visible_at <= now && m.receive_count >= max_receives {
+                        dead.push(m);
+                    } else {
+                        kept.push_back(m);
+                    }
+                }
+                state.messages = kept;
+                state.dead.extend(dead);
+                let mut batch = Vec::new();
+                for m in state.messages.iter_mut() {
+                    if batch.len() >= max {
+                        break;
+                    }
+                    if m.visible_at <= now {
+                        m.receive_count += 1;
+                        m.visible_at = now + self.visibility;
+                        let receipt = Uuid::new_v4().to_string();
+                        m.receipt = Some(receipt.clone());
+                        batch.push(QueuedJob {
+                            message_id: m.id.clone(),
+                            receipt,
+                            body: m.body.clone(),
+                            receive_count: m.receive_count,
+                            sent_at: m.sent_at,
+                        });
+                    }
+                }
+                let next_visible = state.messages.iter().map(|m| m.visible_at).min();
+                (batch, next_visible)
+            };
+            let now = Instant::now();
+            if !batch.is_empty() || now >= until {
+                return Ok(batch);
+            }
+            let wake = next_visible
+                .map_or(until, |t| t.min(until))
+                .max(now + Duration::from_millis(1));
+            let _ = tokio::time::timeout_at(wake.into(), notified).await;
+        }
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        state
+            .messages
+            .retain(|m| m.receipt.as_deref() != Some(receipt));
+        Ok(())
+    }
+}
+
+/// Claimed event ids with their expiry.
+#[derive(Default)]
+pub struct MemoryIdempotency {
+    claims: Mutex<HashMap<(StoreId, String), Instant>>,
+}
+
+impl MemoryIdempotency {
+    /// No claims.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotency {
+    async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
+        let mut claims = lock(&self.claims);
+        let now = Instant::now();
+        claims.retain(|_, expiry| *expiry > now);
+        let key = (store.clone(), event_id.to_owned());
+        if claims.contains_key(&key) {
+            return Ok(false);
+        }
+        claims.insert(key, now + ttl);
+        Ok(true)
+    }
+
+    async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
+        lock(&self.claims).remove(&(store.clone(), event_id.to_owned()));
+        Ok(())
+    }
+}
+
+/// Attempts and jobs in memory; the oldest attempts are dropped past a cap so a
+/// long-running dev server does not grow without bound.
+pub struct MemoryDeliveryLog {
+    state: Mutex<(VecDeque<Attempt>, HashMap<Uuid, JobRecord>)>,
+    cap: usize,
+}
+
+impl Default for MemoryDeliveryLog {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl MemoryDeliveryLog {
+    /// Keeps at most `cap` attempts.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            state: Mutex::new((VecDeque::new(), HashMap::new())),
+            cap,
+        }
+    }
+
+    fn page_of<T: Clone>(items: Vec<T>, page: Page) -> (Vec<T>, usize) {
+        let total = items.len();
+        (page.slice(items), total)
+    }
+
+    fn attempts_where(&self, keep: impl Fn(&Attempt) -> bool, page: Page) -> (Vec<Attempt>, usize) {
+        let state = lock(&self.state);
+        let items: Vec<Attempt> = state.0.iter().rev().filter(|a| keep(a)).cloned().collect();
+        Self::page_of(items, page)
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for MemoryDeliveryLog {
+    async fn record(&self, attempts: &[Attempt], jobs: &[JobRecord]) -> Result<()> {
+        let mut state = lock(&self.state);
+        state.0.extend(attempts.iter().cloned());
+        while state.0.len() > self.cap {
+            state.0.pop_front();
+        }
+        for job in jobs {
+            state.1.insert(job.job_id, job.clone());
+        }
+        Ok(())
+    }
+
+    async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
+        Ok(self.attempts_where(|a| a.store_id == store.as_str(), page))
+    }
+
+    async fn integration_logs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        page: Page,
+    ) -> Result<(Vec<Attempt>, usize)> {
+        Ok(self.attempts_where(
+            |a| a.store_id == store.as_str() && a.integration_id == integration,
+            page,
+        ))
+    }
+
+    async fn integration_jobs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        page: Page,
+    ) -> Result<(Vec<JobRecord>, usize)> {
+        let state = lock(&self.state);
+        let mut jobs: Vec<JobRecord> = state
+            .1
+            .values()
+            .filter(|j| j.store_id == store.as_str() && j.integration_id == integration)
+            .cloned()
+            .collect();
+        jobs.sort_by(|a, b| {
+            b.enqueued_at
+                .cmp(&a.enqueued_at)
+                .then(b.job_id.cmp(&a.job_id))
+        });
+        Ok(Self::page_of(jobs, page))
+    }
+
+    async fn job_logs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        job: Uuid,
+        page: Page,
+    ) -> Result<(Vec<Attempt>, usize)> {
+        Ok(self.attempts_where(
+            |a| a.store_id == store.as_str() && a.integration_id == integration && a.job_id == job,
+            page,
+        ))
+    }
+}

@@ -56,3 +56,134 @@ pub trait IntegrationStore: Send + Sync {
     /// Deletes an integration; `false` when there was none.
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool>;
 }
+
+/// A delivery job as sent to the internal queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingJob {
+    /// Entry id within one batch (unique per batch).
+    pub entry_id: String,
+    /// The message body ([`crate::job::DeliveryJob::to_body`]).
+    pub body: String,
+}
+
+/// An entry of a batch send that was not queued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendFailure {
+    /// The entry id.
+    pub entry_id: String,
+    /// What the queue said.
+    pub reason: String,
+    /// Whether sending it again may succeed.
+    pub retryable: bool,
+}
+
+/// The internal queue, as ingest and fan-out use it.
+///
+/// `SendMessageBatch` can answer 200 and still fail some entries (`Failed[]`); the
+/// adapter reports those as [`SendFailure`]s, never silently.
+/// See <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends up to 10 jobs; returns the entries that were not queued.
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>>;
+
+    /// Hides a received message for `delay` (the backoff before its next attempt).
+    async fn change_visibility(&self, receipt: &str, delay: std::time::Duration) -> Result<()>;
+}
+
+/// A message received from the internal queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedJob {
+    /// The queue's message id (what a batch response names).
+    pub message_id: String,
+    /// Handle for visibility changes and deletion (differs per receive).
+    pub receipt: String,
+    /// The body.
+    pub body: String,
+    /// How many times it has been received, this time included (`ApproximateReceiveCount`).
+    pub receive_count: u32,
+    /// When it was first sent (`SentTimestamp`).
+    pub sent_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Receiving from the internal queue: what the dev server's poller does in place of
+/// Lambda's event-source mapping.
+#[async_trait]
+pub trait JobSource: Send + Sync {
+    /// Up to `max` visible messages, waiting up to `wait` for the first.
+    async fn receive(&self, max: usize, wait: std::time::Duration) -> Result<Vec<QueuedJob>>;
+
+    /// Acknowledges a message.
+    async fn delete(&self, receipt: &str) -> Result<()>;
+}
+
+/// Remembers which event ids a store has already sent, for a bounded time.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims an event id; `false` when it was claimed before (a duplicate). The claim
+    /// is one atomic conditional write, so concurrent duplicates get one `true`.
+    async fn claim(
+        &self,
+        store: &StoreId,
+        event_id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
+
+    /// Gives a claim back (the event could not be queued, so a resend must pass).
+    async fn release(&self, store: &StoreId, event_id: &str) -> Result<()>;
+}
+
+/// Where delivery attempts and job states are recorded and read back.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// Records the attempts and job states of one batch in as few writes as possible.
+    async fn record(
+        &self,
+        attempts: &[crate::delivery::Attempt],
+        jobs: &[crate::delivery::JobRecord],
+    ) -> Result<()>;
+
+    /// A page of a store's attempts, newest first, and their total.
+    async fn store_logs(
+        &self,
+        store: &StoreId,
+        page: crate::page::Page,
+    ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
+
+    /// A page of one integration's attempts, newest first, and their total.
+    async fn integration_logs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        page: crate::page::Page,
+    ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
+
+    /// A page of one integration's jobs, newest first, and their total.
+    async fn integration_jobs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        page: crate::page::Page,
+    ) -> Result<(Vec<crate::delivery::JobRecord>, usize)>;
+
+    /// A page of one job's attempts, newest first, and their total.
+    async fn job_logs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        job: Uuid,
+        page: crate::page::Page,
+    ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
+}
+
+/// Delivers one job to its integration's target.
+#[async_trait]
+pub trait Deliverer: Send + Sync {
+    /// One attempt; never panics on bad input, never returns early without an outcome.
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        job: &crate::job::DeliveryJob,
+        attempt: u32,
+    ) -> crate::delivery::DeliveryResult;
+}

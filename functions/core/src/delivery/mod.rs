@@ -1,3 +1,238 @@
-//! Delivery to targets: one module per target type behind [`crate::ports::Deliverer`].
+//! Delivery to targets: one module per target type behind [`crate::ports::Deliverer`],
+//! and the records every attempt leaves behind.
 
+pub mod envelope;
 pub mod guard;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::job::{rfc3339_ms, DeliveryJob};
+use crate::model::{Integration, Target};
+use crate::ports::Deliverer;
+
+/// How many bytes of a response body are kept in a log.
+pub const MAX_LOGGED_BODY: usize = 4096;
+
+/// What one attempt came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The target accepted it.
+    Delivered,
+    /// It failed; a later attempt may succeed (optionally not before `retry_after`).
+    Retryable {
+        /// The target's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// It failed in a way retrying cannot fix (refused address, unsupported target).
+    Permanent,
+}
+
+/// The result of one delivery attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryResult {
+    /// Success, retryable or permanent failure.
+    pub outcome: Outcome,
+    /// The target's status code, when it answered.
+    pub status_code: Option<u16>,
+    /// The first [`MAX_LOGGED_BODY`] bytes of the answer.
+    pub body: String,
+    /// Why it failed, for a person.
+    pub error_detail: Option<String>,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+impl DeliveryResult {
+    /// A failure without an answer from the target.
+    pub fn failed(outcome: Outcome, detail: impl Into<String>, duration: Duration) -> Self {
+        Self {
+            outcome,
+            status_code: None,
+            body: String::new(),
+            error_detail: Some(detail.into()),
+            duration,
+        }
+    }
+}
+
+/// One recorded attempt (Elastic Path's integration log).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    /// Log id (UUIDv7: sorts by time).
+    pub id: Uuid,
+    /// Owning store.
+    pub store_id: String,
+    /// The integration.
+    pub integration_id: Uuid,
+    /// The job.
+    pub job_id: Uuid,
+    /// The event.
+    pub event_id: String,
+    /// The event key.
+    pub event_type: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Whether it was delivered.
+    pub succeeded: bool,
+    /// The target's status code.
+    pub status_code: Option<u16>,
+    /// The start of the target's answer.
+    pub body: String,
+    /// Why it failed.
+    pub error_detail: Option<String>,
+    /// Seconds the attempt took.
+    pub processing_time: f64,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Delivered.
+    Delivered,
+    /// Failed, another attempt is scheduled.
+    Retrying,
+    /// Failed on its last attempt; the job is in the dead-letter queue.
+    Failed,
+    /// Not delivered and not retried (integration deleted or disabled, refused target).
+    Discarded,
+}
+
+impl JobStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Delivered,
+            Self::Retrying,
+            Self::Failed,
+            Self::Discarded,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+}
+
+/// The state of one job after its latest attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    /// The job id.
+    pub job_id: Uuid,
+    /// Owning store.
+    pub store_id: String,
+    /// The integration.
+    pub integration_id: Uuid,
+    /// The event.
+    pub event_id: String,
+    /// The event key.
+    pub event_type: String,
+    /// Status after the latest attempt.
+    pub status: JobStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Latest status code.
+    pub last_status_code: Option<u16>,
+    /// Latest failure.
+    pub last_error: Option<String>,
+    /// When ingest queued it.
+    pub enqueued_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+fn relationship(kind: &str, id: impl ToString) -> Value {
+    json!({ "data": { "type": kind, "id": id.to_string() } })
+}
+
+impl Attempt {
+    /// The API's log object.
+    pub fn to_resource(&self) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "type": "integration-log",
+            "succeeded": self.succeeded,
+            "attempt": self.attempt,
+            "processing_time": self.processing_time,
+            "status_code": self.status_code,
+            "body": self.body,
+            "error_detail": self.error_detail,
+            "event": { "id": self.event_id, "type": self.event_type },
+            "relationships": {
+                "integration": relationship("integration", self.integration_id),
+                "job": relationship("integration-job", self.job_id),
+            },
+            "meta": { "timestamps": { "created_at": rfc3339_ms(&self.created_at) } }
+        })
+    }
+}
+
+impl JobRecord {
+    /// The API's job object.
+    pub fn to_resource(&self) -> Value {
+        json!({
+            "id": self.job_id.to_string(),
+            "type": "integration-job",
+            "status": self.status.as_str(),
+            "attempts": self.attempts,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "event": { "id": self.event_id, "type": self.event_type },
+            "relationships": { "integration": relationship("integration", self.integration_id) },
+            "meta": { "timestamps": {
+                "created_at": rfc3339_ms(&self.enqueued_at),
+                "updated_at": rfc3339_ms(&self.updated_at),
+            } }
+        })
+    }
+}
+
+/// Chooses the deliverer for each integration's target type.
+pub struct TargetDeliverer {
+    webhook: Arc<dyn Deliverer>,
+}
+
+impl TargetDeliverer {
+    /// Dispatches webhooks to `webhook`.
+    pub fn new(webhook: Arc<dyn Deliverer>) -> Self {
+        Self { webhook }
+    }
+}
+
+#[async_trait]
+impl Deliverer for TargetDeliverer {
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        job: &DeliveryJob,
+        attempt: u32,
+    ) -> DeliveryResult {
+        match &integration.target {
+            Target::Webhook(_) => self.webhook.deliver(integration, job, attempt).await,
+            Target::AwsSqs(_) | Target::Stomp(_) => DeliveryResult::failed(
+                Outcome::Permanent,
+                format!(
+                    "delivery to {} targets is not available in this version of Herald",
+                    integration.target.kind().as_str()
+                ),
+                Duration::ZERO,
+            ),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The webhook target: an HTTP `POST` of Elastic Path's body, signed.
+//!
+//! One hardened client per process: rustls, a total timeout, no redirects, no proxy
+//! from the environment, and a DNS resolver that passes every resolved address through
+//! the [`AddressGuard`], so the connection only ever goes to a checked address. IP
+//! literals in URLs never reach a resolver, so they are checked before the request.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use url::{Host, Url};
+
+use super::guard::{AddressGuard, Refused};
+use super::{envelope, DeliveryResult, Outcome, MAX_LOGGED_BODY};
+use crate::job::DeliveryJob;
+use crate::model::{Integration, Target};
+use crate::ports::Deliverer;
+use crate::retry::parse_retry_after;
+use crate::signing;
+
+/// The longest a webhook may take to answer (Elastic Path's 30 s).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The error a refused address surfaces as, found again in reqwest's error chain.
+#[derive(Debug)]
+struct GuardRefusal(Refused);
+
+impl std::fmt::Display for GuardRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for GuardRefusal {}
+
+/// Resolves with the system resolver, then keeps only what the guard allows.
+struct GuardedResolver {
+    guard: AddressGuard,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed = guard.filter(&addrs).map_err(GuardRefusal)?;
+            if allowed.is_empty() {
+                return Err(format!("{host} resolved to no address").into());
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Delivers to webhooks.
+pub struct WebhookDeliverer {
+    client: reqwest::Client,
+    guard: AddressGuard,
+}
+
+impl WebhookDeliverer {
+    /// A deliverer whose client uses `guard` and gives up after `timeout` (at most
+    /// [`MAX_TIMEOUT`]). Build it once per process.
+    pub fn new(guard: AddressGuard, timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout.min(MAX_TIMEOUT))
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: guard.clone(),
+            }))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("building the webhook client: {e}"))?;
+        Ok(Self { client, guard })
+    }
+
+    /// Checks a URL's host before any connection: IP literals here, names at resolve
+    /// time. `Err` is the refusal to record.
+    pub fn check_literal_host(&self, url: &Url) -> Result<(), String> {
+        let ip: Option<IpAddr> = match url.host() {
+            Some(Host::Ipv4(v4)) => Some(v4.into()),
+            Some(Host::Ipv6(v6)) => Some(v6.into()),
+            Some(Host::Domain(_)) => None,
+            None => return Err("the URL has no host".into()),
+        };
+        match ip {
+            Some(ip) => self.guard.check(ip).map_err(|r| r.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<GuardRefusal>() {
+            return Some(r.to_string());
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Reads at most [`MAX_LOGGED_BODY`] bytes of a response body.
+async fn truncated_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_LOGGED_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_LOGGED_BODY);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[async_trait]
+impl Deliverer for WebhookDeliverer {
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        job: &DeliveryJob,
+        attempt: u32,
+    ) -> DeliveryResult {
+        let started = Instant::now();
+        let Target::Webhook(config) = &integration.target else {
+            return DeliveryResult::failed(
+                Outcome::Permanent,
+                "not a webhook integration",
+                started.elapsed(),
+            );
+        };
+        let url = match Url::parse(&config.url) {
+            Ok(u) => u,
+            Err(e) => {
+                return DeliveryResult::failed(
+                    Outcome::Permanent,
+                    format!("invalid URL: {e}"),
+                    started.elapsed(),
+                )
+            }
+        };
+        if let Err(refusal) = self.check_literal_host(&url) {
+            return DeliveryResult::failed(Outcome::Permanent, refusal, started.elapsed());
+        }
+
+        let body = envelope::webhook_body(job, integration, attempt);
+        let msg_id = job.job_id.to_string();
+        let timestamp = Utc::now().timestamp();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static("Herald-Webhooks/0.1"));
+        if let Ok(v) = HeaderValue::from_str(&job.event.kind) {
+            headers.insert("x-moltin-integration-trigger", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&msg_id) {
+            headers.insert("webhook-id", v);
+        }
+        headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+        if let Some(secret) = &config.secret_key {
+            if let Ok(mut v) = HeaderValue::from_str(secret.expose()) {
+                v.set_sensitive(true);
+                headers.insert("x-moltin-secret-key", v);
+            }
+            let signature = signing::sign(secret.expose(), &msg_id, timestamp, &body);
+            if let Ok(v) = HeaderValue::from_str(&signature) {
+                headers.insert("webhook-signature", v);
+            }
+        }
+
+        let sent = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let elapsed = started.elapsed();
+                if let Some(refusal) = refusal_in(&e) {
+                    return DeliveryResult::failed(Outcome::Permanent, refusal, elapsed);
+                }
+                let detail = if e.is_timeout() {
+                    format!("no answer within {:.0} s", elapsed.as_secs_f64().ceil())
+                } else if e.is_connect() {
+                    "could not connect to the webhook".to_owned()
+                } else {
+                    "the request to the webhook failed before an answer".to_owned()
+                };
+                return DeliveryResult::failed(
+                    Outcome::Retryable { retry_after: None },
+                    detail,
+                    elapsed,
+                );
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let body = truncated_body(response).await;
+        let duration = started.elapsed();
+        if status.is_success() {
+            return DeliveryResult {
+                outcome: Outcome::Delivered,
+                status_code: Some(status.as_u16()),
+                body,
+                error_detail: None,
+                duration,
+            };
+        }
+        let detail = if status.is_redirection() {
+            format!("the webhook answered {status}; redirects are not followed")
+        } else {
+            format!("the webhook answered {status}")
+        };
+        let retry_after = matches!(status.as_u16(), 429 | 503)
+            .then_some(retry_after)
+            .flatten();
+        DeliveryResult {
+            outcome: Outcome::Retryable { retry_after },
+            status_code: Some(status.as_u16()),
+            body,
+            error_detail: Some(detail),
+            duration,
+        }
+    }
+}

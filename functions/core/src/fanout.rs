@@ -1,0 +1,336 @@
+//! Fan-out: delivers a batch of jobs from the internal queue concurrently and names
+//! the records that must be retried (Lambda's partial batch response).
+//!
+//! - Each record runs in its own task: a panic or error fails that record only.
+//! - A malformed job, a deleted or disabled integration, or a refused target is a
+//!   permanent outcome: logged, recorded, acknowledged, never retried.
+//! - A retryable failure gets its backoff with a visibility change before it is
+//!   reported; after the last attempt the queue moves it to the DLQ.
+//! - Records still running shortly before the invocation deadline are reported as
+//!   failures instead of letting Lambda time out the whole batch.
+//! - Attempts are recorded once per batch, not once per record.
+//!
+//! See <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cache::IntegrationCache;
+use crate::delivery::{Attempt, DeliveryResult, JobRecord, JobStatus, Outcome};
+use crate::job::DeliveryJob;
+use crate::model::StoreId;
+use crate::ports::{Deliverer, DeliveryLog, JobQueue, QueuedJob};
+use crate::retry::RetryPolicy;
+
+/// Time kept back before the invocation deadline to answer and record.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The fan-out use case, shared by the Lambda handler and the dev server's poller.
+pub struct Fanout {
+    integrations: Arc<IntegrationCache>,
+    deliverer: Arc<dyn Deliverer>,
+    log: Arc<dyn DeliveryLog>,
+    queue: Arc<dyn JobQueue>,
+    retry: RetryPolicy,
+}
+
+/// What one record came to.
+struct RecordOutcome {
+    retry: bool,
+    attempt: Option<Attempt>,
+    job: Option<JobRecord>,
+}
+
+impl RecordOutcome {
+    fn ack() -> Self {
+        Self {
+            retry: false,
+            attempt: None,
+            job: None,
+        }
+    }
+}
+
+impl Fanout {
+    /// Fan-out over these ports.
+    pub fn new(
+        integrations: Arc<IntegrationCache>,
+        deliverer: Arc<dyn Deliverer>,
+        log: Arc<dyn DeliveryLog>,
+        queue: Arc<dyn JobQueue>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            integrations,
+            deliverer,
+            log,
+            queue,
+            retry,
+        }
+    }
+
+    /// The retry policy (its `max_attempts` is the queue's `maxReceiveCount`).
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Processes a batch; returns the message ids to retry. `deadline` is when the
+    /// invocation ends (Lambda's), if any.
+    pub async fn process(
+        self: &Arc<Self>,
+        records: Vec<QueuedJob>,
+        deadline: Option<Instant>,
+    ) -> Vec<String> {
+        // One store query per store in the batch, before the records run.
+        let stores: HashSet<StoreId> = records
+            .iter()
+            .filter_map(|r| DeliveryJob::parse(&r.body).ok().and_then(|j| j.store()))
+            .collect();
+        for store in &stores {
+            if let Err(e) = self.integrations.of_store(store).await {
+                tracing::error!(error = %e, store = %store, "reading integrations failed; the store's records will be retried");
+            }
+        }
+
+        let mut tasks = JoinSet::new();
+        let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
+        for record in records {
+            let message_id = record.message_id.clone();
+            let this = self.clone();
+            let handle = tasks.spawn(async move { this.process_one(record).await });
+            ids.insert(handle.id(), message_id);
+        }
+
+        let mut failed = Vec::new();
+        let mut attempts = Vec::new();
+        let mut jobs = Vec::new();
+        let cutoff = deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d));
+        loop {
+            let next = match cutoff {
+                Some(at) => {
+                    match tokio::time::timeout_at(at, tasks.join_next_with_id()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::warn!(in_flight = tasks.len(), "invocation deadline near: reporting unfinished records as failures");
+                            tasks.abort_all();
+                            failed.extend(ids.drain().map(|(_, m)| m));
+                            break;
+                        }
+                    }
+                }
+                None => tasks.join_next_with_id().await,
+            };
+            let Some(joined) = next else { break };
+            match joined {
+                Ok((task, outcome)) => {
+                    let message_id = ids.remove(&task).unwrap_or_default();
+                    if outcome.retry {
+                        failed.push(message_id);
+                    }
+                    attempts.extend(outcome.attempt);
+                    jobs.extend(outcome.job);
+                }
+                Err(e) => {
+                    let message_id = ids.remove(&e.id()).unwrap_or_default();
+                    tracing::error!(message_id = %message_id, panicked = e.is_panic(), "a record's task failed; it will be retried");
+                    failed.push(message_id);
+                }
+            }
+        }
+
+        if !attempts.is_empty() || !jobs.is_empty() {
+            if let Err(e) = self.log.record(&attempts, &jobs).await {
+                tracing::error!(error = %e, attempts = attempts.len(), "recording the batch's attempts failed");
+            }
+        }
+        failed
+    }
+
+    async fn process_one(&self, record: QueuedJob) -> RecordOutcome {
+        let job = match DeliveryJob::parse(&record.body) {
+            Ok(job) => job,
+            Err(reason) => {
+                tracing::error!(message_id = %record.message_id, %reason, "malformed job acknowledged without delivery");
+                return RecordOutcome::ack();
+            }
+        };
+        let Some(store) = job.store() else {
+            return RecordOutcome::ack();
+        };
+        let attempt = record.receive_count.max(1);
+        let integration = match self.integrations.find(&store, job.integration_id).await {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                tracing::warn!(job = %job.job_id, integration = %job.integration_id, "integration deleted; job discarded");
+                return self.discarded(&job, attempt, "the integration was deleted");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, job = %job.job_id, "reading the integration failed; will retry");
+                return RecordOutcome {
+                    retry: true,
+                    attempt: None,
+                    job: None,
+                };
+            }
+        };
+        if !integration.enabled {
+            return self.discarded(&job, attempt, "the integration is disabled");
+        }
+        if !integration.observes.contains(&job.event.kind) {
+            return self.discarded(
+                &job,
+                attempt,
+                "the integration no longer observes this event",
+            );
+        }
+
+        let result = self.deliverer.deliver(&integration, &job, attempt).await;
+        let (status, retry) = match &result.outcome {
+            Outcome::Delivered => (JobStatus::Delivered, false),
+            Outcome::Permanent => (JobStatus::Discarded, false),
+            Outcome::Retryable { retry_after } => {
+                let elapsed = (Utc::now() - record.sent_at).to_std().unwrap_or_default();
+                match self
+                    .retry
+                    .next_delay(attempt, elapsed, *retry_after, fastrand::f64())
+                {
+                    Some(delay) => {
+                        self.hide(&record, delay).await;
+                        (JobStatus::Retrying, true)
+                    }
+                    None => {
+                        // The last attempt: let the queue move it to the DLQ promptly.
+                        self.hide(&record, Duration::ZERO).await;
+                        (JobStatus::Failed, true)
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            job = %job.job_id,
+            integration = %integration.id,
+            attempt,
+            status = status.as_str(),
+            status_code = result.status_code,
+            elapsed_ms = result.duration.as_millis() as u64,
+            "delivery attempt"
+        );
+        let (attempt_rec, job_rec) = records(&job, attempt, status, &result);
+        RecordOutcome {
+            retry,
+            attempt: Some(attempt_rec),
+            job: Some(job_rec),
+        }
+    }
+
+    async fn hide(&self, record: &QueuedJob, delay: Duration) {
+        if let Err(e) = self.queue.change_visibility(&record.receipt, delay).await {
+            tracing::warn!(error = %e, message_id = %record.message_id, "visibility change failed; the queue's default applies");
+        }
+    }
+
+    fn discarded(&self, job: &DeliveryJob, attempt: u32, why: &str) -> RecordOutcome {
+        let result = DeliveryResult::failed(Outcome::Permanent, why, Duration::ZERO);
+        let (a, j) = records(job, attempt, JobStatus::Discarded, &result);
+        RecordOutcome {
+            retry: false,
+            attempt: Some(a),
+            job: Some(j),
+        }
+    }
+}
+
+fn records(
+    job: &DeliveryJob,
+    attempt: u32,
+    status: JobStatus,
+    result: &DeliveryResult,
+) -> (Attempt, JobRecord) {
+    let now = Utc::now();
+    let a = Attempt {
+        id: Uuid::now_v7(),
+        store_id: job.store_id.clone(),
+        integration_id: job.integration_id,
+        job_id: job.job_id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.clone(),
+        attempt,
+        succeeded: status == JobStatus::Delivered,
+        status_code: result.status_code,
+        body: result.body.clone(),
+        error_detail: result.error_detail.clone(),
+        processing_time: result.duration.as_secs_f64(),
+        created_at: now,
+    };
+    let j = JobRecord {
+        job_id: job.job_id,
+        store_id: job.store_id.clone(),
+        integration_id: job.integration_id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.clone(),
+        status,
+        attempts: attempt,
+        last_status_code: result.status_code,
+        last_error: result.error_detail.clone(),
+        enqueued_at: job.enqueued_at,
+        updated_at: now,
+    };
+    (a, j)
+}
+
+/// The dev server's stand-in for Lambda's event-source mapping: receives batches from
+/// a [`crate::ports::JobSource`], runs them through [`Fanout::process`] with a deadline,
+/// and deletes what succeeded. Runs until `shutdown` resolves.
+pub async fn poll(
+    source: Arc<dyn crate::ports::JobSource>,
+    fanout: Arc<Fanout>,
+    batch_deadline: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut shutdown = shutdown;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let received = tokio::select! {
+            r = source.receive(10, Duration::from_secs(1)) => r,
+            _ = shutdown.changed() => return,
+        };
+        let records = match received {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving from the queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if records.is_empty() {
+            continue;
+        }
+        let receipts: Vec<(String, String)> = records
+            .iter()
+            .map(|r| (r.message_id.clone(), r.receipt.clone()))
+            .collect();
+        let failed: HashSet<String> = fanout
+            .process(records, Some(Instant::now() + batch_deadline))
+            .await
+            .into_iter()
+            .collect();
+        for (message_id, receipt) in receipts {
+            if !failed.contains(&message_id) {
+                if let Err(e) = source.delete(&receipt).await {
+                    tracing::warn!(error = %e, "deleting a delivered message failed; it may be delivered again");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

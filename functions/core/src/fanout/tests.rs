@@ -1,0 +1,338 @@
+//! The partial-batch contract, with the embedded queue and a scripted deliverer
+//! (the webhook deliverer itself is tested against a real HTTP server elsewhere).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::*;
+use crate::memory::{MemoryDeliveryLog, MemoryQueue};
+use crate::model::Integration;
+use crate::page::Page;
+use crate::ports::{JobSource, OutgoingJob};
+use crate::testkit::{seeded, store, webhook};
+
+/// Behaves by the integration's name: `ok`, `fail` (500), `gone` (refused), `slow`
+/// (sleeps a minute), `boom` (panics).
+struct Scripted;
+
+#[async_trait]
+impl Deliverer for Scripted {
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        _job: &DeliveryJob,
+        _attempt: u32,
+    ) -> DeliveryResult {
+        let ok = DeliveryResult {
+            outcome: Outcome::Delivered,
+            status_code: Some(200),
+            body: "ok".into(),
+            error_detail: None,
+            duration: Duration::from_millis(1),
+        };
+        match integration.name.as_str() {
+            "ok" => ok,
+            "fail" => DeliveryResult {
+                outcome: Outcome::Retryable { retry_after: None },
+                status_code: Some(500),
+                body: "oops".into(),
+                error_detail: Some("the webhook answered 500".into()),
+                duration: Duration::from_millis(1),
+            },
+            "gone" => DeliveryResult::failed(Outcome::Permanent, "refused", Duration::ZERO),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                ok
+            }
+            _ => panic!("scripted panic"),
+        }
+    }
+}
+
+struct World {
+    fanout: Arc<Fanout>,
+    queue: Arc<MemoryQueue>,
+    log: Arc<MemoryDeliveryLog>,
+}
+
+async fn world(integrations: &[&Integration]) -> World {
+    let store = seeded(integrations).await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        Arc::new(Scripted),
+        log.clone(),
+        queue.clone(),
+        RetryPolicy::default(),
+    ));
+    World { fanout, queue, log }
+}
+
+fn job_for(i: &Integration) -> DeliveryJob {
+    let event = crate::job::Event {
+        id: format!("evt-{}", i.name),
+        kind: i.observes[0].clone(),
+        occurred_at: Utc::now(),
+        payload: serde_json::json!({"data": {"id": "1"}}),
+    };
+    DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
+}
+
+/// Queues the bodies and receives them back as one batch (message id per body).
+async fn batch(queue: &MemoryQueue, bodies: Vec<String>) -> Vec<QueuedJob> {
+    let entries: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| OutgoingJob {
+            entry_id: i.to_string(),
+            body,
+        })
+        .collect();
+    assert!(queue.send_batch(&entries).await.expect("send").is_empty());
+    queue.receive(10, Duration::ZERO).await.expect("receive")
+}
+
+fn id_of(records: &[QueuedJob], body: &str) -> String {
+    records
+        .iter()
+        .find(|r| r.body == body)
+        .expect("record")
+        .message_id
+        .clone()
+}
+
+#[tokio::test]
+async fn only_the_failed_records_are_reported_and_none_on_full_success() {
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let w = world(&[&ok, &fail]).await;
+    let (good, bad) = (job_for(&ok).to_body(), job_for(&fail).to_body());
+    let records = batch(&w.queue, vec![good.clone(), bad.clone()]).await;
+    let failed = w.fanout.process(records.clone(), None).await;
+    assert_eq!(failed, vec![id_of(&records, &bad)]);
+
+    let records = batch(&w.queue, vec![job_for(&ok).to_body()]).await;
+    assert!(w.fanout.process(records, None).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_panicking_record_fails_alone() {
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let boom = webhook("boom", "s", &["order.paid"], true);
+    let w = world(&[&ok, &boom]).await;
+    let bad = job_for(&boom).to_body();
+    let records = batch(&w.queue, vec![job_for(&ok).to_body(), bad.clone()]).await;
+    assert_eq!(
+        w.fanout.process(records.clone(), None).await,
+        vec![id_of(&records, &bad)]
+    );
+    let logs = w
+        .log
+        .store_logs(&store("s"), Page::default())
+        .await
+        .expect("logs")
+        .0;
+    assert_eq!(logs.len(), 1, "the delivered sibling is recorded");
+    assert!(logs[0].succeeded);
+}
+
+#[tokio::test]
+async fn malformed_deleted_disabled_and_refused_jobs_are_acknowledged_not_retried() {
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let disabled = webhook("ok", "s", &["order.paid"], false);
+    let refused = webhook("gone", "s", &["order.paid"], true);
+    let deleted = webhook("ok", "s", &["order.paid"], true);
+    let w = world(&[&ok, &disabled, &refused]).await;
+    let records = batch(
+        &w.queue,
+        vec![
+            "not json at all".into(),
+            "{\"v\":1}".into(),
+            job_for(&disabled).to_body(),
+            job_for(&refused).to_body(),
+            job_for(&deleted).to_body(),
+        ],
+    )
+    .await;
+    assert!(w.fanout.process(records, None).await.is_empty());
+    let (logs, total) = w
+        .log
+        .store_logs(&store("s"), Page::default())
+        .await
+        .expect("logs");
+    assert_eq!(total, 3, "disabled, refused and deleted are recorded");
+    let mut details: Vec<_> = logs
+        .iter()
+        .map(|l| l.error_detail.clone().unwrap_or_default())
+        .collect();
+    details.sort();
+    assert_eq!(
+        details,
+        vec![
+            "refused",
+            "the integration is disabled",
+            "the integration was deleted"
+        ]
+    );
+    assert!(logs.iter().all(|l| !l.succeeded));
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_hidden_for_its_backoff_before_it_is_reported() {
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let w = world(&[&fail]).await;
+    let records = batch(&w.queue, vec![job_for(&fail).to_body()]).await;
+    assert_eq!(w.fanout.process(records, None).await.len(), 1);
+    // Without the visibility change the message would be visible again at once
+    // (the poller has not deleted it); with it, it stays hidden for ~20 s.
+    w.queue
+        .change_visibility("no-such-receipt", Duration::ZERO)
+        .await
+        .expect("noop");
+    assert!(w
+        .queue
+        .receive(10, Duration::from_millis(50))
+        .await
+        .expect("receive")
+        .is_empty());
+    assert_eq!(w.queue.len(), 1);
+    let jobs = w
+        .log
+        .integration_jobs(&store("s"), fail.id, Page::default())
+        .await
+        .expect("jobs")
+        .0;
+    assert_eq!(jobs[0].status, JobStatus::Retrying);
+    assert_eq!(jobs[0].last_status_code, Some(500));
+}
+
+#[tokio::test]
+async fn the_last_attempt_is_marked_failed_and_the_queue_then_dead_letters_it() {
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let store_ = seeded(&[&fail]).await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 2));
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let retry = RetryPolicy {
+        delays: vec![Duration::ZERO],
+        last_attempt_by: Duration::from_secs(60),
+        jitter: 0.0,
+    };
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store_, Duration::ZERO)),
+        Arc::new(Scripted),
+        log.clone(),
+        queue.clone(),
+        retry,
+    ));
+    let body = job_for(&fail).to_body();
+    let first = batch(&queue, vec![body]).await;
+    assert_eq!(fanout.process(first, None).await.len(), 1);
+    let second = queue
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("receive");
+    assert_eq!(second[0].receive_count, 2);
+    assert_eq!(fanout.process(second, None).await.len(), 1);
+    assert!(queue
+        .receive(10, Duration::from_millis(100))
+        .await
+        .expect("receive")
+        .is_empty());
+    assert_eq!(queue.dead_letters().len(), 1);
+    let (logs, total) = log
+        .integration_logs(&store("s"), fail.id, Page::default())
+        .await
+        .expect("logs");
+    assert_eq!(total, 2, "one log per attempt");
+    assert_eq!((logs[0].attempt, logs[1].attempt), (2, 1), "newest first");
+    let jobs = log
+        .integration_jobs(&store("s"), fail.id, Page::default())
+        .await
+        .expect("jobs")
+        .0;
+    assert_eq!((jobs[0].status, jobs[0].attempts), (JobStatus::Failed, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_still_running_at_the_deadline_are_reported_as_failures() {
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let slow = webhook("slow", "s", &["order.paid"], true);
+    let w = world(&[&ok, &slow]).await;
+    let slow_body = job_for(&slow).to_body();
+    let records = batch(&w.queue, vec![job_for(&ok).to_body(), slow_body.clone()]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = w.fanout.process(records.clone(), Some(deadline)).await;
+    assert_eq!(failed, vec![id_of(&records, &slow_body)]);
+    assert!(Instant::now() < deadline, "answered before the deadline");
+    let logs = w
+        .log
+        .store_logs(&store("s"), Page::default())
+        .await
+        .expect("logs")
+        .0;
+    assert_eq!(logs.len(), 1, "the fast record was delivered and recorded");
+}
+
+#[tokio::test]
+async fn one_store_query_serves_the_whole_batch() {
+    use crate::ports::IntegrationStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(Arc<crate::memory::MemoryIntegrationStore>, AtomicUsize);
+    #[async_trait]
+    impl IntegrationStore for Counting {
+        async fn insert(
+            &self,
+            i: &Integration,
+            m: usize,
+        ) -> crate::Result<crate::ports::InsertOutcome> {
+            self.0.insert(i, m).await
+        }
+        async fn get(&self, s: &StoreId, id: Uuid) -> crate::Result<Option<Integration>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.get(s, id).await
+        }
+        async fn list(&self, s: &StoreId) -> crate::Result<Vec<Integration>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.list(s).await
+        }
+        async fn replace(
+            &self,
+            i: &Integration,
+            v: u64,
+        ) -> crate::Result<crate::ports::ReplaceOutcome> {
+            self.0.replace(i, v).await
+        }
+        async fn delete(&self, s: &StoreId, id: Uuid) -> crate::Result<bool> {
+            self.0.delete(s, id).await
+        }
+    }
+
+    let integrations: Vec<_> = (0..10)
+        .map(|_| webhook("ok", "s", &["order.paid"], true))
+        .collect();
+    let refs: Vec<_> = integrations.iter().collect();
+    let counting = Arc::new(Counting(seeded(&refs).await, AtomicUsize::new(0)));
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(
+            counting.clone(),
+            Duration::from_secs(5),
+        )),
+        Arc::new(Scripted),
+        Arc::new(MemoryDeliveryLog::default()),
+        queue.clone(),
+        RetryPolicy::default(),
+    ));
+    let records = batch(
+        &queue,
+        integrations.iter().map(|i| job_for(i).to_body()).collect(),
+    )
+    .await;
+    assert!(fanout.process(records, None).await.is_empty());
+    assert_eq!(counting.1.load(Ordering::SeqCst), 1);
+}

@@ -1,0 +1,311 @@
+//! Event intake: validate each event, claim its id once, find the store's enabled
+//! integrations that observe it, and queue one delivery job per (event, integration).
+//!
+//! Nothing is lost silently: an event whose jobs could not all be queued has its claim
+//! released and is reported as failed, so the sender can send it again (job ids are
+//! stable, so jobs that did get queued are deduplicated by receivers).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+use crate::cache::IntegrationCache;
+use crate::job::{parse_event, DeliveryJob, Event};
+use crate::model::StoreId;
+use crate::ports::{IdempotencyStore, JobQueue, OutgoingJob};
+use crate::validate::FieldError;
+
+/// Most events in one request.
+pub const MAX_EVENTS_PER_REQUEST: usize = 100;
+
+/// SQS's limit of entries per `SendMessageBatch`.
+const BATCH: usize = 10;
+
+/// How an ingest behaves.
+#[derive(Clone, Debug)]
+pub struct IngestSettings {
+    /// How long an event id is remembered (a resend within it is a duplicate).
+    pub idempotency_ttl: Duration,
+    /// Rounds of `SendMessageBatch` for entries that keep failing retryably.
+    pub send_rounds: u32,
+    /// Pause before the second round (doubled each round).
+    pub send_backoff: Duration,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            send_rounds: 4,
+            send_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What became of one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventStatus {
+    /// Queued: this many jobs (0 when no enabled integration observes it).
+    Accepted {
+        /// Jobs queued.
+        jobs: usize,
+    },
+    /// The id was seen before within the idempotency window; nothing was queued.
+    Duplicate,
+    /// The event is malformed; nothing was queued.
+    Invalid(Vec<FieldError>),
+    /// Queuing failed; nothing to rely on was queued and the sender should resend.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of one event of a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventResult {
+    /// Position in the request.
+    pub index: usize,
+    /// The event id (the sender's or the one assigned), when the event was valid.
+    pub id: Option<String>,
+    /// What happened.
+    pub status: EventStatus,
+}
+
+impl EventResult {
+    /// The JSON the callers see for this event.
+    pub fn to_json(&self) -> Value {
+        match &self.status {
+            EventStatus::Accepted { jobs } => {
+                json!({"id": self.id, "status": "accepted", "jobs": jobs})
+            }
+            EventStatus::Duplicate => json!({"id": self.id, "status": "duplicate", "jobs": 0}),
+            EventStatus::Invalid(errors) => json!({
+                "index": self.index,
+                "status": "invalid",
+                "errors": errors.iter().map(|e| json!({
+                    "status": 422, "title": "Failed Validation", "detail": e.detail,
+                    "source": {"pointer": e.pointer}
+                })).collect::<Vec<_>>()
+            }),
+            EventStatus::Failed { reason } => {
+                json!({"id": self.id, "status": "failed", "detail": reason})
+            }
+        }
+    }
+}
+
+/// The ingest use case.
+pub struct Ingest {
+    integrations: Arc<IntegrationCache>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    queue: Arc<dyn JobQueue>,
+    settings: IngestSettings,
+}
+
+impl Ingest {
+    /// Ingest over these ports.
+    pub fn new(
+        integrations: Arc<IntegrationCache>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        queue: Arc<dyn JobQueue>,
+        settings: IngestSettings,
+    ) -> Self {
+        Self {
+            integrations,
+            idempotency,
+            queue,
+            settings,
+        }
+    }
+
+    /// Ingests raw events. `caller_store` is the HTTP caller's store (`None` on direct
+    /// invoke); `pointer` gives each event's JSON pointer prefix.
+    pub async fn ingest(
+        &self,
+        raw: &[Value],
+        caller_store: Option<&StoreId>,
+        pointer: impl Fn(usize) -> String,
+    ) -> Vec<EventResult> {
+        let now = Utc::now();
+        let mut results: Vec<EventResult> = Vec::with_capacity(raw.len());
+        let mut valid: Vec<(usize, StoreId, Event)> = Vec::new();
+        for (index, value) in raw.iter().enumerate() {
+            match parse_event(value, caller_store, &pointer(index), now) {
+                Ok((store, event)) => {
+                    results.push(EventResult {
+                        index,
+                        id: Some(event.id.clone()),
+                        status: EventStatus::Accepted { jobs: 0 },
+                    });
+                    valid.push((index, store, event));
+                }
+                Err(errors) => results.push(EventResult {
+                    index,
+                    id: None,
+                    status: EventStatus::Invalid(errors),
+                }),
+            }
+        }
+
+        // The same id twice in one request is a duplicate too.
+        let mut seen = HashSet::new();
+        let mut unique = Vec::new();
+        for (index, store, event) in valid {
+            if seen.insert((store.clone(), event.id.clone())) {
+                unique.push((index, store, event));
+            } else {
+                results[index].status = EventStatus::Duplicate;
+            }
+        }
+
+        let ttl = self.settings.idempotency_ttl;
+        let claims = join_all(
+            unique
+                .iter()
+                .map(|(_, store, event)| self.idempotency.claim(store, &event.id, ttl)),
+        )
+        .await;
+        let mut claimed = Vec::new();
+        for ((index, store, event), claim) in unique.into_iter().zip(claims) {
+            match claim {
+                Ok(true) => claimed.push((index, store, event)),
+                Ok(false) => results[index].status = EventStatus::Duplicate,
+                Err(e) => {
+                    tracing::error!(error = %e, "idempotency claim failed");
+                    results[index].status = EventStatus::Failed {
+                        reason: "the event could not be recorded; send it again".into(),
+                    };
+                }
+            }
+        }
+
+        // One store query per store, not per event.
+        let stores: HashSet<StoreId> = claimed.iter().map(|(_, s, _)| s.clone()).collect();
+        let mut unavailable = HashSet::new();
+        for store in &stores {
+            if let Err(e) = self.integrations.of_store(store).await {
+                tracing::error!(error = %e, store = %store, "reading integrations failed");
+                unavailable.insert(store.clone());
+            }
+        }
+
+        let mut jobs: Vec<(usize, DeliveryJob)> = Vec::new();
+        let mut to_release = Vec::new();
+        for (index, store, event) in claimed {
+            if unavailable.contains(&store) {
+                results[index].status = EventStatus::Failed {
+                    reason: "integrations could not be read; send the event again".into(),
+                };
+                to_release.push((store, event.id));
+                continue;
+            }
+            let observers = self
+                .integrations
+                .observers(&store, &event.kind)
+                .await
+                .unwrap_or_default();
+            results[index].status = EventStatus::Accepted {
+                jobs: observers.len(),
+            };
+            for integration in observers {
+                jobs.push((
+                    index,
+                    DeliveryJob::new(&store, integration.id, event.clone(), now),
+                ));
+            }
+        }
+
+        let unqueued = self.send_all(&jobs).await;
+        let mut failed_events: HashMap<usize, String> = HashMap::new();
+        for (i, reason) in unqueued {
+            failed_events.entry(jobs[i].0).or_insert(reason);
+        }
+        for (index, reason) in failed_events {
+            let (store, id) = {
+                let job = jobs.iter().find(|(ix, _)| *ix == index).map(|(_, j)| j);
+                match job {
+                    Some(j) => (j.store(), j.event.id.clone()),
+                    None => continue,
+                }
+            };
+            tracing::error!(event = %id, reason = %reason, "event could not be queued");
+            results[index].status = EventStatus::Failed {
+                reason: "the event could not be queued; send it again".into(),
+            };
+            if let Some(store) = store {
+                to_release.push((store, id));
+            }
+        }
+        for (store, id) in to_release {
+            if let Err(e) = self.idempotency.release(&store, &id).await {
+                tracing::error!(error = %e, event = %id, "releasing an idempotency claim failed; a resend within the window will be taken for a duplicate");
+            }
+        }
+        results
+    }
+
+    /// Sends every job, retrying entries that fail retryably; returns the indexes
+    /// (into `jobs`) that could not be queued, with the reason.
+    async fn send_all(&self, jobs: &[(usize, DeliveryJob)]) -> Vec<(usize, String)> {
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        let mut given_up = Vec::new();
+        let mut pause = self.settings.send_backoff;
+        for round in 0..self.settings.send_rounds.max(1) {
+            if pending.is_empty() {
+                break;
+            }
+            if round > 0 {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            let mut retry = Vec::new();
+            for chunk in pending.chunks(BATCH) {
+                let entries: Vec<OutgoingJob> = chunk
+                    .iter()
+                    .map(|&i| OutgoingJob {
+                        entry_id: i.to_string(),
+                        body: jobs[i].1.to_body(),
+                    })
+                    .collect();
+                match self.queue.send_batch(&entries).await {
+                    Ok(failures) => {
+                        for f in failures {
+                            let Ok(i) = f.entry_id.parse::<usize>() else {
+                                continue;
+                            };
+                            if f.retryable {
+                                retry.push((i, f.reason));
+                            } else {
+                                given_up.push((i, f.reason));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let retryable = e.is_retryable();
+                        for &i in chunk {
+                            if retryable {
+                                retry.push((i, e.to_string()));
+                            } else {
+                                given_up.push((i, e.to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+            if round + 1 == self.settings.send_rounds.max(1) {
+                given_up.extend(retry);
+                break;
+            }
+            pending = retry.into_iter().map(|(i, _)| i).collect();
+        }
+        given_up
+    }
+}
+
+#[cfg(test)]
+mod tests;

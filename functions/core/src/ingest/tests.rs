@@ -1,0 +1,208 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::memory::{MemoryIdempotency, MemoryQueue};
+use crate::ports::JobSource;
+use crate::testkit::{seeded, store, webhook};
+
+struct World {
+    ingest: Arc<Ingest>,
+    queue: Arc<MemoryQueue>,
+}
+
+async fn world(integrations: &[&crate::model::Integration]) -> World {
+    let store = seeded(integrations).await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let ingest = Arc::new(Ingest::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        Arc::new(MemoryIdempotency::new()),
+        queue.clone(),
+        IngestSettings {
+            send_backoff: Duration::from_millis(1),
+            ..IngestSettings::default()
+        },
+    ));
+    World { ingest, queue }
+}
+
+fn event(id: &str, kind: &str) -> Value {
+    json!({"id": id, "type": kind, "payload": {"data": {"id": "r1", "type": "order"}}})
+}
+
+fn at(i: usize) -> String {
+    format!("/data/{i}")
+}
+
+async fn queued(queue: &MemoryQueue) -> Vec<DeliveryJob> {
+    let msgs = queue.receive(100, Duration::ZERO).await.expect("receive");
+    msgs.iter()
+        .map(|m| DeliveryJob::parse(&m.body).expect("job"))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_job_is_queued_per_enabled_observing_integration() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let b = webhook("b", "s", &["order.paid", "cart.updated"], true);
+    let disabled = webhook("c", "s", &["order.paid"], false);
+    let other_store = webhook("d", "t", &["order.paid"], true);
+    let w = world(&[&a, &b, &disabled, &other_store]).await;
+    let results = w
+        .ingest
+        .ingest(
+            &[event("e1", "order.paid"), event("e2", "address.updated")],
+            Some(&store("s")),
+            at,
+        )
+        .await;
+    assert_eq!(results[0].status, EventStatus::Accepted { jobs: 2 });
+    assert_eq!(results[1].status, EventStatus::Accepted { jobs: 0 });
+    let jobs = queued(&w.queue).await;
+    let mut targets: Vec<_> = jobs.iter().map(|j| j.integration_id).collect();
+    targets.sort();
+    let mut expected = vec![a.id, b.id];
+    expected.sort();
+    assert_eq!(targets, expected);
+    assert!(jobs.iter().all(|j| j.event.id == "e1" && j.store_id == "s"));
+}
+
+#[tokio::test]
+async fn an_invalid_event_is_reported_and_its_valid_siblings_are_queued() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    let results = w
+        .ingest
+        .ingest(
+            &[
+                json!({"type": "order.nope", "payload": {}}),
+                event("e1", "order.paid"),
+            ],
+            Some(&store("s")),
+            at,
+        )
+        .await;
+    let EventStatus::Invalid(errors) = &results[0].status else {
+        panic!("{:?}", results[0])
+    };
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| e.pointer.as_str())
+            .collect::<Vec<_>>(),
+        vec!["/data/0/type", "/data/0/payload/data"]
+    );
+    assert_eq!(results[1].status, EventStatus::Accepted { jobs: 1 });
+    assert_eq!(queued(&w.queue).await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_event_sent_twice_is_queued_once() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    let first = w
+        .ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+    let second = w
+        .ingest
+        .ingest(
+            &[event("e1", "order.paid"), event("e1", "order.paid")],
+            Some(&store("s")),
+            at,
+        )
+        .await;
+    assert_eq!(first[0].status, EventStatus::Accepted { jobs: 1 });
+    assert_eq!(second[0].status, EventStatus::Duplicate);
+    assert_eq!(second[1].status, EventStatus::Duplicate);
+    assert_eq!(queued(&w.queue).await.len(), 1);
+    // Another store may use the same id.
+    let b = webhook("b", "t", &["order.paid"], true);
+    let w2 = world(&[&a, &b]).await;
+    w2.ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+    let other = w2
+        .ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("t")), at)
+        .await;
+    assert_eq!(other[0].status, EventStatus::Accepted { jobs: 1 });
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_create_their_jobs_once() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let ingest = w.ingest.clone();
+        tasks.push(tokio::spawn(async move {
+            ingest
+                .ingest(&[event("same", "order.paid")], Some(&store("s")), at)
+                .await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        if t.await.expect("task")[0].status == (EventStatus::Accepted { jobs: 1 }) {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(queued(&w.queue).await.len(), 1);
+}
+
+#[tokio::test]
+async fn entries_the_queue_fails_are_sent_again() {
+    let integrations: Vec<_> = (0..12)
+        .map(|i| webhook(&format!("w{i}"), "s", &["order.paid"], true))
+        .collect();
+    let refs: Vec<_> = integrations.iter().collect();
+    let w = world(&refs).await;
+    w.queue.fail_next_sends(5);
+    let results = w
+        .ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+    assert_eq!(results[0].status, EventStatus::Accepted { jobs: 12 });
+    assert_eq!(queued(&w.queue).await.len(), 12);
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_queued_is_reported_failed_and_can_be_resent() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    w.queue.fail_next_sends(1_000);
+    let results = w
+        .ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+    assert!(
+        matches!(results[0].status, EventStatus::Failed { .. }),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(results[0].to_json()["status"], "failed");
+    w.queue.fail_next_sends(0);
+    let again = w
+        .ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+    assert_eq!(again[0].status, EventStatus::Accepted { jobs: 1 });
+    assert_eq!(queued(&w.queue).await.len(), 1);
+}
+
+#[tokio::test]
+async fn events_without_an_id_get_distinct_ids() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    let e = json!({"type": "order.paid", "payload": {"data": {}}});
+    let results = w
+        .ingest
+        .ingest(&[e.clone(), e], Some(&store("s")), at)
+        .await;
+    assert_ne!(results[0].id, results[1].id);
+    assert_eq!(queued(&w.queue).await.len(), 2);
+}

@@ -1,0 +1,585 @@
+//! The webhook target against a real HTTP server on 127.0.0.1, and the SSRF guard:
+//! decisions for internal address forms (checked without connecting) and refusal at
+//! connect time (a loopback canary that must see no connection).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use chrono::Utc;
+use herald_core::cache::IntegrationCache;
+use herald_core::delivery::guard::{AddressGuard, Cidr};
+use herald_core::delivery::webhook::WebhookDeliverer;
+use herald_core::delivery::{JobStatus, Outcome};
+use herald_core::fanout::Fanout;
+use herald_core::job::{DeliveryJob, Event};
+use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
+use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
+use herald_core::page::Page;
+use herald_core::ports::{
+    Deliverer, DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob,
+};
+use herald_core::retry::RetryPolicy;
+use herald_core::signing;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use url::Url;
+use uuid::Uuid;
+
+/// What the receiver saw.
+#[derive(Clone, Default)]
+struct Seen {
+    requests: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+/// How the receiver answers the n-th request (0-based).
+type Script = Arc<dyn Fn(usize) -> Response + Send + Sync>;
+
+#[derive(Clone)]
+struct Receiver {
+    seen: Seen,
+    script: Script,
+    delay: Option<Duration>,
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    let n = {
+        let mut seen = r.seen.requests.lock().expect("lock");
+        seen.push((headers, body));
+        seen.len() - 1
+    };
+    if let Some(d) = r.delay {
+        tokio::time::sleep(d).await;
+    }
+    (r.script)(n)
+}
+
+async fn start_receiver(script: Script, delay: Option<Duration>) -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(Receiver {
+            seen: seen.clone(),
+            script,
+            delay,
+        });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+fn always(status: u16) -> Script {
+    Arc::new(move |_| {
+        (StatusCode::from_u16(status).expect("status"), "answer body").into_response()
+    })
+}
+
+/// A TCP listener that only counts connections: any connection means a packet got
+/// through where the guard should have refused.
+async fn canary() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, count)
+}
+
+fn loopback_allowed() -> AddressGuard {
+    AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")])
+}
+
+fn deliverer(guard: AddressGuard, timeout: Duration) -> WebhookDeliverer {
+    WebhookDeliverer::new(guard, timeout).expect("client")
+}
+
+fn integration(url: &str, secret: Option<&str>) -> Integration {
+    let now = Utc::now();
+    Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: "Order hook".into(),
+        description: "notifies".into(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url: url.into(),
+            secret_key: secret.map(Secret::new),
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn job(i: &Integration) -> DeliveryJob {
+    let event = Event {
+        id: "evt-42".into(),
+        kind: "order.paid".into(),
+        occurred_at: Utc::now(),
+        payload: json!({"data": {"id": "o-1", "type": "order", "status": "paid"}}),
+    };
+    DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
+}
+
+#[tokio::test]
+async fn the_webhook_gets_the_exact_body_and_headers_and_the_signature_verifies() {
+    let (addr, seen) = start_receiver(always(200), None).await;
+    let i = integration(&format!("http://{addr}/hook"), Some("SOME_SECRET_KEY"));
+    let j = job(&i);
+    let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+        .deliver(&i, &j, 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    assert_eq!(result.status_code, Some(200));
+    assert_eq!(result.body, "answer body");
+
+    let requests = seen.requests.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 1);
+    let (headers, body) = &requests[0];
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(h("content-type"), "application/json");
+    assert_eq!(h("x-moltin-integration-trigger"), "order.paid");
+    assert_eq!(h("x-moltin-secret-key"), "SOME_SECRET_KEY");
+    assert_eq!(h("webhook-id"), j.job_id.to_string());
+    let ts: i64 = h("webhook-timestamp").parse().expect("timestamp");
+    assert!((Utc::now().timestamp() - ts).abs() < 60);
+    assert!(signing::verify(
+        "SOME_SECRET_KEY",
+        &h("webhook-id"),
+        ts,
+        body,
+        &h("webhook-signature")
+    ));
+    assert!(!signing::verify(
+        "another-secret",
+        &h("webhook-id"),
+        ts,
+        body,
+        &h("webhook-signature")
+    ));
+
+    let body: Value = serde_json::from_slice(body).expect("json");
+    let payload = json!({"data": {"id": "o-1", "type": "order", "status": "paid"}});
+    assert_eq!(
+        body,
+        json!({
+            "id": "evt-42",
+            "triggered_by": "order.paid",
+            "attempt": 1,
+            "integration": {"id": i.id.to_string(), "integration_type": "webhook", "name": "Order hook", "description": "notifies"},
+            "resources": payload.to_string(),
+            "payload": payload,
+        })
+    );
+}
+
+#[tokio::test]
+async fn without_a_secret_no_secret_or_signature_header_is_sent() {
+    let (addr, seen) = start_receiver(always(204), None).await;
+    let i = integration(&format!("http://{addr}/hook"), None);
+    let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Delivered);
+    let (headers, _) = seen.requests.lock().expect("lock")[0].clone();
+    assert!(headers.get("x-moltin-secret-key").is_none());
+    assert!(headers.get("webhook-signature").is_none());
+    assert!(headers.get("webhook-id").is_some());
+}
+
+#[tokio::test]
+async fn a_non_2xx_answer_is_a_retryable_failure_with_status_and_truncated_body() {
+    let big = "x".repeat(100_000);
+    let (addr, _) = start_receiver(
+        Arc::new(move |_| (StatusCode::INTERNAL_SERVER_ERROR, big.clone()).into_response()),
+        None,
+    )
+    .await;
+    let i = integration(&format!("http://{addr}/hook"), None);
+    let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Retryable { retry_after: None });
+    assert_eq!(result.status_code, Some(500));
+    assert_eq!(result.body.len(), herald_core::delivery::MAX_LOGGED_BODY);
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_passed_on() {
+    let (addr, _) = start_receiver(
+        Arc::new(|_| {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "120")],
+                "slow down",
+            )
+                .into_response()
+        }),
+        None,
+    )
+    .await;
+    let i = integration(&format!("http://{addr}/hook"), None);
+    let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Retryable {
+            retry_after: Some(Duration::from_secs(120))
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_slower_than_the_timeout_is_a_failure() {
+    let (addr, _) = start_receiver(always(200), Some(Duration::from_secs(5))).await;
+    let i = integration(&format!("http://{addr}/hook"), None);
+    let result = deliverer(loopback_allowed(), Duration::from_millis(300))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Retryable { retry_after: None });
+    assert_eq!(result.status_code, None);
+    assert!(result
+        .error_detail
+        .expect("detail")
+        .contains("no answer within"));
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed_even_to_loopback() {
+    let (canary_addr, canary_hits) = canary().await;
+    for status in [301u16, 302, 307] {
+        let location = format!("http://{canary_addr}/");
+        let (addr, _) = start_receiver(
+            Arc::new(move |_| {
+                (
+                    StatusCode::from_u16(status).expect("s"),
+                    [("location", location.clone())],
+                    "",
+                )
+                    .into_response()
+            }),
+            None,
+        )
+        .await;
+        let i = integration(&format!("http://{addr}/hook"), None);
+        let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+            .deliver(&i, &job(&i), 1)
+            .await;
+        assert_eq!(result.status_code, Some(status));
+        assert!(matches!(result.outcome, Outcome::Retryable { .. }));
+        assert!(result
+            .error_detail
+            .expect("detail")
+            .contains("redirects are not followed"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(canary_hits.load(Ordering::SeqCst), 0);
+}
+
+/// Internal address forms whose refusal is checked without any connection.
+const REFUSED_URLS: &[&str] = &[
+    "http://127.0.0.1/",
+    "http://127.0.0.1:8080/x",
+    "http://127.1/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://0x7f.0x0.0x0.0x1/",
+    "http://0177.0.0.1/",
+    "http://017700000001/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[0:0:0:0:0:ffff:7f00:1]/",
+    "http://[::127.0.0.1]/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.170.2/v2/credentials",
+    "http://[fd00:ec2::254]/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://0.0.0.0/",
+    "http://0/",
+    "http://[::]/",
+    "http://10.0.0.1/",
+    "http://10.255.255.255/",
+    "http://172.16.0.1/",
+    "http://172.31.0.1/",
+    "http://192.168.0.1/",
+    "http://100.64.0.1/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://224.0.0.1/",
+    "http://255.255.255.255/",
+    "http://[ff02::1]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[2002:a9fe:a9fe::1]/",
+    "http://198.18.0.1/",
+    "https://10.0.0.1:8443/",
+];
+
+#[tokio::test]
+async fn internal_address_literals_in_every_form_are_refused_before_any_connection() {
+    let d = deliverer(AddressGuard::strict(), Duration::from_secs(1));
+    for raw in REFUSED_URLS {
+        let url = Url::parse(raw).expect("url");
+        assert!(
+            d.check_literal_host(&url).is_err(),
+            "{raw} should be refused"
+        );
+    }
+    assert!(REFUSED_URLS.len() >= 30);
+    for ok in [
+        "https://example.com/hook",
+        "http://93.184.216.34/",
+        "http://[2606:4700::1111]/",
+    ] {
+        assert_eq!(
+            d.check_literal_host(&Url::parse(ok).expect("url")),
+            Ok(()),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn names_resolving_to_internal_addresses_are_refused() {
+    // The resolver's decision for what a name resolved to (no lookup, no connection).
+    let guard = AddressGuard::strict();
+    for resolved in [
+        ["10.0.0.5:443"],
+        ["169.254.169.254:80"],
+        ["[fd00:ec2::254]:80"],
+        ["[::ffff:192.168.1.1]:443"],
+    ] {
+        let addrs: Vec<SocketAddr> = resolved.iter().map(|a| a.parse().expect("addr")).collect();
+        assert!(guard.filter(&addrs).is_err(), "{resolved:?}");
+    }
+    let mixed: Vec<SocketAddr> = vec![
+        "93.184.216.34:443".parse().expect("a"),
+        "10.1.2.3:443".parse().expect("b"),
+    ];
+    assert!(guard.filter(&mixed).is_err());
+}
+
+#[tokio::test]
+async fn loopback_is_refused_at_connect_time_when_not_allowed() {
+    let (addr, hits) = canary().await;
+    let port = addr.port();
+    let d = deliverer(AddressGuard::strict(), Duration::from_secs(2));
+    for url in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+    ] {
+        let i = integration(&url, None);
+        let result = d.deliver(&i, &job(&i), 1).await;
+        assert_eq!(result.outcome, Outcome::Permanent, "{url}: {result:?}");
+        let detail = result.error_detail.expect("detail");
+        assert!(detail.contains("loopback"), "{url}: {detail}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a refused address was connected to"
+    );
+    // The same canary is reachable once loopback is on the allow-list: the refusal
+    // above was the guard's doing.
+    let i = integration(&format!("http://127.0.0.1:{port}/hook"), None);
+    let _ = deliverer(loopback_allowed(), Duration::from_millis(300))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+struct Pipeline {
+    fanout: Arc<Fanout>,
+    queue: Arc<MemoryQueue>,
+    log: Arc<MemoryDeliveryLog>,
+}
+
+async fn pipeline(integrations: &[&Integration], timeout: Duration) -> Pipeline {
+    let store = Arc::new(MemoryIntegrationStore::new());
+    for i in integrations {
+        store.insert(i, 100).await.expect("insert");
+    }
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        Arc::new(deliverer(loopback_allowed(), timeout)),
+        log.clone(),
+        queue.clone(),
+        RetryPolicy::scaled(0.0),
+    ));
+    Pipeline { fanout, queue, log }
+}
+
+async fn enqueue(queue: &MemoryQueue, jobs: &[DeliveryJob]) {
+    let entries: Vec<_> = jobs
+        .iter()
+        .enumerate()
+        .map(|(n, j)| OutgoingJob {
+            entry_id: n.to_string(),
+            body: j.to_body(),
+        })
+        .collect();
+    assert!(queue.send_batch(&entries).await.expect("send").is_empty());
+}
+
+#[tokio::test]
+async fn a_500_then_a_200_is_delivered_on_the_second_attempt_with_one_log_per_attempt() {
+    let (addr, seen) = start_receiver(
+        Arc::new(|n| {
+            if n == 0 {
+                (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response()
+            } else {
+                (StatusCode::OK, "fine").into_response()
+            }
+        }),
+        None,
+    )
+    .await;
+    let i = integration(&format!("http://{addr}/hook"), Some("SOME_SECRET_KEY"));
+    let p = pipeline(&[&i], Duration::from_secs(5)).await;
+    let j = job(&i);
+    enqueue(&p.queue, std::slice::from_ref(&j)).await;
+    for _ in 0..2 {
+        let batch = p
+            .queue
+            .receive(10, Duration::from_secs(2))
+            .await
+            .expect("receive");
+        assert_eq!(batch.len(), 1);
+        let receipt = batch[0].receipt.clone();
+        if p.fanout.process(batch, None).await.is_empty() {
+            p.queue.delete(&receipt).await.expect("delete");
+        }
+    }
+    assert!(p.queue.is_empty());
+    let store = StoreId::parse("s").expect("store");
+    let (logs, total) = p
+        .log
+        .job_logs(&store, i.id, j.job_id, Page::default())
+        .await
+        .expect("logs");
+    assert_eq!(total, 2);
+    assert_eq!(
+        (logs[0].attempt, logs[0].succeeded, logs[0].status_code),
+        (2, true, Some(200))
+    );
+    assert_eq!(
+        (logs[1].attempt, logs[1].succeeded, logs[1].status_code),
+        (1, false, Some(500))
+    );
+    assert_eq!(logs[1].body, "down");
+    let jobs = p
+        .log
+        .integration_jobs(&store, i.id, Page::default())
+        .await
+        .expect("jobs")
+        .0;
+    assert_eq!(
+        (jobs[0].status, jobs[0].attempts),
+        (JobStatus::Delivered, 2)
+    );
+    // Both attempts carried the same webhook-id, so the receiver can deduplicate.
+    let requests = seen.requests.lock().expect("lock").clone();
+    let ids: Vec<_> = requests
+        .iter()
+        .map(|(h, _)| h.get("webhook-id").cloned())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    let attempts: Vec<i64> = requests
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<Value>(b).expect("json")["attempt"]
+                .as_i64()
+                .expect("n")
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_hold_back_the_rest_of_the_batch() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let seen_fast = Seen::default();
+    let fast_seen = seen_fast.clone();
+    let hang = Router::new().route(
+        "/hook",
+        post(move || {
+            let mut rx = release_rx.clone();
+            async move {
+                let _ = rx.wait_for(|released| *released).await;
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hang_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, hang).await });
+    let fast = Router::new()
+        .route("/hook", post(receive))
+        .with_state(Receiver {
+            seen: fast_seen,
+            script: always(200),
+            delay: None,
+        });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let fast_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, fast).await });
+
+    let slow_i = integration(&format!("http://{hang_addr}/hook"), None);
+    let fast_is: Vec<_> = (0..5)
+        .map(|_| integration(&format!("http://{fast_addr}/hook"), None))
+        .collect();
+    let mut all: Vec<&Integration> = vec![&slow_i];
+    all.extend(fast_is.iter());
+    let p = pipeline(&all, Duration::from_secs(20)).await;
+    let mut jobs = vec![job(&slow_i)];
+    jobs.extend(fast_is.iter().map(job));
+    enqueue(&p.queue, &jobs).await;
+    let batch = p
+        .queue
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("receive");
+    assert_eq!(batch.len(), 6);
+    let fanout = p.fanout.clone();
+    let run = tokio::spawn(async move { fanout.process(batch, None).await });
+    // All five fast deliveries arrive while the slow receiver is still holding its
+    // request (bounded wait: 100 polls of 50 ms).
+    let mut arrived = 0;
+    for _ in 0..100 {
+        arrived = seen_fast.requests.lock().expect("lock").len();
+        if arrived == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(arrived, 5, "fast deliveries waited for the slow one");
+    assert!(!run.is_finished());
+    release_tx.send(true).expect("release");
+    let failed = run.await.expect("task");
+    assert!(failed.is_empty());
+}
