@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every events/api-*.json through the real Lambda runtime emulator:
-# `cargo lambda watch` serves the api function on loopback, `cargo lambda invoke`
-# sends each event, and each answer must be an API Gateway response below 500.
+# Runs every events/*.json through the real Lambda runtime emulator: `cargo lambda
+# watch` serves the functions on loopback (embedded backend), `cargo lambda invoke`
+# sends each file to the function its name starts with (api-, ingest-, fanout-), and
+# each answer must be a function result, not an error, and, for HTTP events, an API
+# Gateway response below 500.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -30,15 +32,22 @@ answers || { echo "lambda-smoke: cargo lambda watch did not listen within 30 s" 
 
 passed=0
 failed=0
-for event in events/api-*.json; do
-  out=$(timeout 300 "$cl" lambda invoke api --invoke-address 127.0.0.1 --invoke-port "$port" --data-file "$event" 2>&1) || true
+for event in events/*.json; do
+  function=$(basename "$event" | cut -d- -f1)
+  out=$(timeout 300 "$cl" lambda invoke "$function" --invoke-address 127.0.0.1 --invoke-port "$port" --data-file "$event" 2>&1) || true
   status=$(printf '%s' "$out" | python3 -c 'import json,sys
 try:
-    print(json.load(sys.stdin)["statusCode"])
+    r = json.load(sys.stdin)
+    if "errorType" in r or "errorMessage" in r:
+        print("error")
+    elif "statusCode" in r:
+        print(r["statusCode"] if int(r["statusCode"]) < 500 else "error")
+    else:
+        print("result")
 except Exception:
-    print("none")')
-  if [ "$status" != none ] && [ "$status" -lt 500 ]; then
-    echo "ok   $event -> $status"
+    print("error")')
+  if [ "$status" != error ]; then
+    echo "ok   $function $event -> $status"
     passed=$((passed + 1))
   else
     echo "FAIL $event -> $out"

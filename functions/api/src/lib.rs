@@ -18,13 +18,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
-use herald_core::aws::dynamo::DynamoIntegrationStore;
 use herald_core::catalog;
-use herald_core::config::Backend;
+use herald_core::ingest::{EventStatus, Ingest, MAX_EVENTS_PER_REQUEST};
 use herald_core::integrations::Integrations;
-use herald_core::memory::MemoryIntegrationStore;
+use herald_core::memory::MemoryDeliveryLog;
+use herald_core::model::StoreId;
 use herald_core::page::Page;
-use herald_core::ports::IntegrationStore;
+use herald_core::ports::{DeliveryLog, IntegrationStore};
+use herald_core::validate::FieldError;
+use herald_core::wiring::Components;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -42,8 +44,12 @@ pub const OPENAPI: &str = include_str!("../openapi.yaml");
 /// What every handler shares: built once per process.
 #[derive(Clone)]
 pub struct AppState {
-    /// The use cases.
+    /// The integration use cases.
     pub integrations: Integrations,
+    /// Attempts and jobs, for the logs and jobs routes.
+    pub log: Arc<dyn DeliveryLog>,
+    /// Event intake, where this process accepts events (`POST /v2/events`).
+    pub ingest: Option<Arc<Ingest>>,
     /// How the caller's store is found.
     pub tenancy: Tenancy,
     /// Base of absolute links, when configured.
@@ -51,31 +57,35 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over any store.
+    /// State over any integration store, with an embedded delivery log and no event
+    /// intake (unit tests).
     pub fn new(store: Arc<dyn IntegrationStore>, settings: &Settings) -> Self {
         Self {
             integrations: Integrations::new(store, settings.policy, settings.max_per_store),
+            log: Arc::new(MemoryDeliveryLog::default()),
+            ingest: None,
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
         }
     }
 
-    /// Builds the backend named by the settings. `check` verifies an AWS table
-    /// exists (the dev server does; the Lambda skips it to keep cold starts short).
-    pub async fn from_settings(settings: &Settings, check: bool) -> herald_core::Result<Self> {
-        let store: Arc<dyn IntegrationStore> = match settings.backend {
-            Backend::Memory => Arc::new(MemoryIntegrationStore::new()),
-            Backend::Aws => {
-                let sdk = herald_core::aws::load_config().await;
-                let table = settings.table.clone().unwrap_or_default();
-                let store = DynamoIntegrationStore::from_sdk(&sdk, table);
-                if check {
-                    store.check_table().await?;
-                }
-                Arc::new(store)
-            }
-        };
-        Ok(Self::new(store, settings))
+    /// State over the process's adapters; `ingest` where this process takes events.
+    pub fn from_components(
+        components: &Components,
+        settings: &Settings,
+        ingest: Option<Arc<Ingest>>,
+    ) -> Self {
+        Self {
+            integrations: Integrations::new(
+                components.integrations.clone(),
+                settings.policy,
+                settings.max_per_store,
+            ),
+            log: components.log.clone(),
+            ingest,
+            tenancy: settings.tenancy.clone(),
+            public_url: settings.public_url.as_deref().map(Arc::from),
+        }
     }
 }
 
@@ -129,6 +139,36 @@ pub fn routes() -> Vec<Route> {
             path: "/v2/observable-events",
             statuses: &[200],
             handler: || get(observable_events),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/integrations/logs",
+            statuses: &[200, 400, 403, 500],
+            handler: || get(store_logs),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/integrations/{id}/logs",
+            statuses: &[200, 400, 403, 404, 500],
+            handler: || get(integration_logs),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/integrations/{id}/jobs",
+            statuses: &[200, 400, 403, 404, 500],
+            handler: || get(integration_jobs),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/integrations/{id}/jobs/{job_id}/logs",
+            statuses: &[200, 400, 403, 404, 500],
+            handler: || get(job_logs),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v2/events",
+            statuses: &[202, 400, 403, 404, 413, 415, 422, 503],
+            handler: || post(ingest_events),
         },
     ]
 }
@@ -242,6 +282,15 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Reads and parses a JSON body: 415 for another content type, 413 past
 /// [`MAX_BODY_BYTES`], 400 for anything that is not JSON.
 async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    json_body_within(headers, body, MAX_BODY_BYTES).await
+}
+
+/// [`json_body`] with another size limit.
+async fn json_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Value, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -252,7 +301,7 @@ async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            format!("the body must be at most {limit} bytes"),
             None,
         )
     };
@@ -260,10 +309,10 @@ async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = Limited::new(body, MAX_BODY_BYTES)
+    let bytes = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
@@ -354,36 +403,34 @@ async fn delete_integration(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_integrations(
-    State(state): State<AppState>,
-    Tenant(store): Tenant,
-    Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+/// Parses `page[limit]` and `page[offset]`.
+fn page_of(params: &[(String, String)]) -> Result<Page, ApiError> {
     let param = |name: &str| {
         params
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let page = Page::parse(param("page[limit]"), param("page[offset]")).map_err(|e| {
+    Page::parse(param("page[limit]"), param("page[offset]")).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             e.detail,
             Some(Source::Parameter(e.parameter.into())),
         )
-    })?;
-    let (items, total) = state.integrations.list(&store, page).await?;
-    let base = base_url(&state, &headers);
+    })
+}
+
+/// A list document: `data`, `links` (self/first/prev/next/last) and `meta`.
+fn list_document(base: &str, path: &str, page: Page, total: usize, data: Vec<Value>) -> Response {
     let nav = page.navigation(total);
     let link = |offset: usize| {
         format!(
-            "{base}/v2/integrations?page[limit]={}&page[offset]={offset}",
+            "{base}{path}?page[limit]={}&page[offset]={offset}",
             page.limit
         )
     };
     let body = json!({
-        "data": items.iter().map(|i| i.to_resource(&base)).collect::<Vec<_>>(),
+        "data": data,
         "links": {
             "self": link(page.offset),
             "first": link(nav.first),
@@ -396,10 +443,203 @@ async fn list_integrations(
             "results": { "total": total }
         }
     });
-    Ok((
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
+    )
+        .into_response()
+}
+
+async fn list_integrations(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = page_of(&params)?;
+    let (items, total) = state.integrations.list(&store, page).await?;
+    let base = base_url(&state, &headers);
+    let data = items.iter().map(|i| i.to_resource(&base)).collect();
+    Ok(list_document(&base, "/v2/integrations", page, total, data))
+}
+
+async fn store_logs(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = page_of(&params)?;
+    let (items, total) = state.log.store_logs(&store, page).await?;
+    let data = items.iter().map(|a| a.to_resource()).collect();
+    Ok(list_document(
+        &base_url(&state, &headers),
+        "/v2/integrations/logs",
+        page,
+        total,
+        data,
+    ))
+}
+
+/// The integration named in the path, or 404 (unknown, malformed, another store's).
+async fn owned_integration(state: &AppState, store: &StoreId, id: &str) -> Result<Uuid, ApiError> {
+    let id = parse_id(id)?;
+    state.integrations.get(store, id).await??;
+    Ok(id)
+}
+
+async fn integration_logs(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = page_of(&params)?;
+    let id = owned_integration(&state, &store, &id).await?;
+    let (items, total) = state.log.integration_logs(&store, id, page).await?;
+    let data = items.iter().map(|a| a.to_resource()).collect();
+    let path = format!("/v2/integrations/{id}/logs");
+    Ok(list_document(
+        &base_url(&state, &headers),
+        &path,
+        page,
+        total,
+        data,
+    ))
+}
+
+async fn integration_jobs(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = page_of(&params)?;
+    let id = owned_integration(&state, &store, &id).await?;
+    let (items, total) = state.log.integration_jobs(&store, id, page).await?;
+    let data = items.iter().map(|j| j.to_resource()).collect();
+    let path = format!("/v2/integrations/{id}/jobs");
+    Ok(list_document(
+        &base_url(&state, &headers),
+        &path,
+        page,
+        total,
+        data,
+    ))
+}
+
+async fn job_logs(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path((id, job_id)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = page_of(&params)?;
+    let id = owned_integration(&state, &store, &id).await?;
+    let job_not_found = || ApiError::new(StatusCode::NOT_FOUND, "job not found", None);
+    let job_id = Uuid::parse_str(&job_id).map_err(|_| job_not_found())?;
+    let (items, total) = state.log.job_logs(&store, id, job_id, page).await?;
+    if total == 0 {
+        return Err(job_not_found());
+    }
+    let data = items.iter().map(|a| a.to_resource()).collect();
+    let path = format!("/v2/integrations/{id}/jobs/{job_id}/logs");
+    Ok(list_document(
+        &base_url(&state, &headers),
+        &path,
+        page,
+        total,
+        data,
+    ))
+}
+
+/// Largest `POST /v2/events` body (a Lambda invocation carries at most 6 MB).
+pub const MAX_EVENTS_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// `POST /v2/events`: `{"data": <event>}` or `{"data": [<event>, ...]}`. 202 with each
+/// event's id, status and job count; 422 when every event is invalid; 503 when some
+/// could not be queued (the body says which: send those again).
+async fn ingest_events(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(ingest) = state.ingest.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "events are not accepted by this function",
+            None,
+        ));
+    };
+    let body = json_body_within(&headers, body, MAX_EVENTS_BODY_BYTES).await?;
+    let invalid = |detail: String| {
+        ApiError::invalid(vec![FieldError {
+            pointer: "/data".into(),
+            detail,
+        }])
+    };
+    let (events, single) = match body.get("data") {
+        Some(Value::Object(_)) => (vec![body["data"].clone()], true),
+        Some(Value::Array(list)) if list.is_empty() => {
+            return Err(invalid("must list at least one event".into()))
+        }
+        Some(Value::Array(list)) if list.len() > MAX_EVENTS_PER_REQUEST => {
+            return Err(invalid(format!(
+                "must list at most {MAX_EVENTS_PER_REQUEST} events"
+            )))
+        }
+        Some(Value::Array(list)) => (list.clone(), false),
+        _ => {
+            return Err(invalid(
+                "is required: an event object or a list of events".into(),
+            ))
+        }
+    };
+    let results = ingest
+        .ingest(&events, Some(&store), |i| {
+            if single {
+                "/data".to_owned()
+            } else {
+                format!("/data/{i}")
+            }
+        })
+        .await;
+    if results
+        .iter()
+        .all(|r| matches!(r.status, EventStatus::Invalid(_)))
+    {
+        let errors = results
+            .into_iter()
+            .flat_map(|r| match r.status {
+                EventStatus::Invalid(errors) => errors,
+                _ => Vec::new(),
+            })
+            .collect();
+        return Err(ApiError::invalid(errors));
+    }
+    let failed = results
+        .iter()
+        .any(|r| matches!(r.status, EventStatus::Failed { .. }));
+    let status = if failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut data: Vec<Value> = results.iter().map(|r| r.to_json()).collect();
+    let data = if single {
+        data.swap_remove(0)
+    } else {
+        Value::Array(data)
+    };
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "data": data }).to_string(),
     )
         .into_response())
 }

@@ -1,6 +1,6 @@
 //! The API's settings, read once from the environment at start.
 
-use herald_core::config::{self, Backend};
+use herald_core::config::{self, PipelineDefaults, PipelineSettings};
 use herald_core::integrations::Integrations;
 use herald_core::model::StoreId;
 use herald_core::validate::Policy;
@@ -11,10 +11,8 @@ use crate::tenancy::Tenancy;
 /// Everything the router needs to know about its deployment.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `HERALD_BACKEND`: memory or aws.
-    pub backend: Backend,
-    /// `HERALD_TABLE`: the DynamoDB table (aws backend).
-    pub table: Option<String>,
+    /// Backend, table, queue and delivery settings.
+    pub pipeline: PipelineSettings,
     /// `HERALD_AUTH` (+ `HERALD_STORE_CLAIM`, `HERALD_DEFAULT_STORE`).
     pub tenancy: Tenancy,
     /// `HERALD_MAX_INTEGRATIONS_PER_STORE` (default 100).
@@ -28,8 +26,8 @@ pub struct Settings {
 /// Per-binary defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct Defaults {
-    /// Backend when `HERALD_BACKEND` is unset.
-    pub backend: Backend,
+    /// Pipeline defaults (backend, cache, allow-list).
+    pub pipeline: PipelineDefaults,
     /// Tenancy mode name when `HERALD_AUTH` is unset.
     pub auth: &'static str,
     /// Whether plain-http webhooks are allowed when unset.
@@ -39,28 +37,35 @@ pub struct Defaults {
 impl Defaults {
     /// The Lambda function: DynamoDB, JWT claims, https only.
     pub const LAMBDA: Defaults = Defaults {
-        backend: Backend::Aws,
+        pipeline: PipelineDefaults::LAMBDA,
         auth: "jwt",
         allow_http_webhooks: false,
     };
     /// The dev server: embedded store, `X-Store-Id` header, plain http allowed.
     pub const LOCAL: Defaults = Defaults {
-        backend: Backend::Memory,
+        pipeline: PipelineDefaults::LOCAL,
         auth: "header",
         allow_http_webhooks: true,
     };
 }
 
 impl Settings {
+    /// The dev server's settings with the embedded backend, for tests.
+    pub fn memory(tenancy: Tenancy) -> Self {
+        Self {
+            pipeline: PipelineSettings::memory(),
+            tenancy,
+            max_per_store: Integrations::DEFAULT_MAX_PER_STORE,
+            policy: Policy {
+                allow_http_webhooks: false,
+            },
+            public_url: None,
+        }
+    }
+
     /// Reads the settings, failing with the name of the first bad variable.
     pub fn from_env(defaults: Defaults) -> Result<Self> {
-        let backend = config::backend(defaults.backend)?;
-        let table = config::var("HERALD_TABLE");
-        if backend == Backend::Aws && table.is_none() {
-            return Err(Error::Config(
-                "HERALD_TABLE must be set when HERALD_BACKEND=aws".into(),
-            ));
-        }
+        let pipeline = PipelineSettings::from_env(defaults.pipeline)?;
         let auth = config::var("HERALD_AUTH").unwrap_or_else(|| defaults.auth.to_owned());
         let tenancy = match auth.as_str() {
             "jwt" => Tenancy::JwtClaim {
@@ -86,8 +91,7 @@ impl Settings {
         let public_url =
             config::var("HERALD_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
         Ok(Self {
-            backend,
-            table,
+            pipeline,
             tenancy,
             max_per_store: config::number(
                 "HERALD_MAX_INTEGRATIONS_PER_STORE",

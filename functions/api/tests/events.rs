@@ -9,7 +9,6 @@ use chrono::Utc;
 use herald_api::settings::Settings;
 use herald_api::tenancy::Tenancy;
 use herald_api::AppState;
-use herald_core::config::Backend;
 use herald_core::memory::MemoryIntegrationStore;
 use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
 use herald_core::ports::IntegrationStore;
@@ -62,8 +61,7 @@ async fn lambda_app() -> axum::Router {
     };
     store.insert(&seeded, 100).await.expect("seed");
     let settings = Settings {
-        backend: Backend::Memory,
-        table: None,
+        pipeline: herald_core::config::PipelineSettings::memory(),
         tenancy: Tenancy::JwtClaim {
             claim: "store_id".into(),
         },

@@ -9,7 +9,6 @@ use axum::Router;
 use herald_api::settings::Settings;
 use herald_api::tenancy::Tenancy;
 use herald_api::AppState;
-use herald_core::config::Backend;
 use herald_core::memory::MemoryIntegrationStore;
 use herald_core::model::StoreId;
 use herald_core::validate::Policy;
@@ -19,8 +18,7 @@ use tower::ServiceExt;
 
 fn settings(max_per_store: usize) -> Settings {
     Settings {
-        backend: Backend::Memory,
-        table: None,
+        pipeline: herald_core::config::PipelineSettings::memory(),
         tenancy: Tenancy::Header {
             default: StoreId::parse("default").expect("valid"),
         },

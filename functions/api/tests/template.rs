@@ -31,18 +31,6 @@ fn every_parameter_has_a_description_and_a_default() {
 }
 
 #[test]
-fn the_api_function_is_built_with_cargo_lambda_from_its_own_binary() {
-    let t = template();
-    let f = &t["Resources"]["ApiFunction"];
-    assert_eq!(f["Type"], "AWS::Serverless::Function");
-    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
-    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "api");
-    assert_eq!(f["Properties"]["CodeUri"], ".");
-    assert_eq!(f["Properties"]["Runtime"], "provided.al2023");
-    assert_eq!(f["Properties"]["Handler"], "bootstrap");
-}
-
-#[test]
 fn no_policy_grants_a_wildcard_action_or_resource() {
     let t = template();
     for (name, r) in t["Resources"].as_mapping().expect("resources") {
@@ -102,4 +90,165 @@ fn every_route_requires_an_authorizer() {
         }
     }
     assert!(routes > 0);
+}
+
+fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
+    let r = &t["Resources"][name];
+    assert!(r.is_mapping(), "no resource {name}");
+    r
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+#[test]
+fn every_function_is_built_from_its_own_binary() {
+    let t = template();
+    for (name, binary) in [
+        ("ApiFunction", "api"),
+        ("IngestFunction", "ingest"),
+        ("FanoutFunction", "fanout"),
+    ] {
+        let f = resource(&t, name);
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}");
+        assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], binary, "{name}");
+        assert_eq!(f["Properties"]["CodeUri"], ".", "{name}");
+        assert_eq!(f["Properties"]["Runtime"], "provided.al2023", "{name}");
+    }
+}
+
+#[test]
+fn the_fanout_reports_batch_item_failures_from_the_internal_queue() {
+    let t = template();
+    let events = resource(&t, "FanoutFunction")["Properties"]["Events"]
+        .as_mapping()
+        .expect("events")
+        .clone();
+    let sqs: Vec<_> = events.values().filter(|e| e["Type"] == "SQS").collect();
+    assert_eq!(sqs.len(), 1);
+    let props = &sqs[0]["Properties"];
+    let types = props["FunctionResponseTypes"]
+        .as_sequence()
+        .expect("FunctionResponseTypes");
+    assert!(types.iter().any(|v| v == "ReportBatchItemFailures"));
+    let mut queue = Vec::new();
+    strings(&props["Queue"], &mut queue);
+    assert!(
+        queue.iter().any(|q| q.starts_with("InternalQueue")),
+        "{queue:?}"
+    );
+    assert!(!props["ScalingConfig"]["MaximumConcurrency"].is_null());
+}
+
+#[test]
+fn the_queue_visibility_is_at_least_six_times_the_fanout_timeout() {
+    let t = template();
+    let timeout = number(&resource(&t, "FanoutFunction")["Properties"]["Timeout"]);
+    let visibility = number(&resource(&t, "InternalQueue")["Properties"]["VisibilityTimeout"]);
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} < 6 x {timeout}"
+    );
+}
+
+#[test]
+fn the_fanout_outlasts_the_longest_webhook() {
+    let t = template();
+    let timeout = number(&resource(&t, "FanoutFunction")["Properties"]["Timeout"]);
+    let webhook_max = number(&t["Parameters"]["WebhookTimeoutSeconds"]["MaxValue"]);
+    assert!(
+        timeout as f64
+            >= webhook_max as f64 + herald_core::fanout::DEADLINE_MARGIN.as_secs_f64() + 5.0,
+        "fan-out timeout {timeout} s leaves no room after a {webhook_max} s webhook"
+    );
+}
+
+#[test]
+fn every_queue_has_a_dlq_and_max_receive_count_matches_the_retry_schedule() {
+    let t = template();
+    let attempts = herald_core::retry::RetryPolicy::default().max_attempts() as u64;
+    let queues: Vec<_> = t["Resources"]
+        .as_mapping()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::SQS::Queue")
+        .map(|(n, r)| (n.as_str().expect("name").to_owned(), r.clone()))
+        .collect();
+    let dlqs: Vec<_> = queues
+        .iter()
+        .filter_map(|(_, r)| {
+            let mut target = Vec::new();
+            strings(
+                &r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"],
+                &mut target,
+            );
+            target
+                .first()
+                .map(|t| t.split('.').next().unwrap_or_default().to_owned())
+        })
+        .collect();
+    for (name, r) in &queues {
+        let redrive = &r["Properties"]["RedrivePolicy"];
+        if dlqs.contains(name) {
+            assert!(
+                redrive.is_null(),
+                "{name} is a DLQ and has no DLQ of its own"
+            );
+            continue;
+        }
+        assert!(!redrive.is_null(), "{name} has no DLQ");
+        assert_eq!(number(&redrive["maxReceiveCount"]), attempts, "{name}");
+        assert_eq!(
+            r["Properties"]["SqsManagedSseEnabled"], true,
+            "{name} is not encrypted"
+        );
+    }
+    assert!(!dlqs.is_empty());
+}
+
+#[test]
+fn events_are_iam_authorized_and_go_to_the_ingest_function() {
+    let t = template();
+    let route = resource(&t, "EventsRoute");
+    assert_eq!(route["Properties"]["RouteKey"], "POST /v2/events");
+    assert_eq!(route["Properties"]["AuthorizationType"], "AWS_IAM");
+    let mut target = Vec::new();
+    strings(&route["Properties"]["Target"], &mut target);
+    assert!(
+        target.iter().any(|t| t.contains("IngestIntegration")),
+        "{target:?}"
+    );
+}
+
+#[test]
+fn no_function_holds_another_functions_permissions() {
+    let t = template();
+    let actions = |name: &str| {
+        let mut out = Vec::new();
+        for policy in resource(&t, name)["Properties"]["Policies"]
+            .as_sequence()
+            .expect("policies")
+        {
+            for st in policy["Statement"].as_sequence().expect("statements") {
+                strings(&st["Action"], &mut out);
+            }
+        }
+        out
+    };
+    let api = actions("ApiFunction");
+    let ingest = actions("IngestFunction");
+    let fanout = actions("FanoutFunction");
+    assert!(
+        !api.iter().any(|a| a.starts_with("sqs:")),
+        "the api function needs no queue"
+    );
+    assert!(!ingest
+        .iter()
+        .any(|a| a == "dynamodb:UpdateItem" || a == "sqs:ChangeMessageVisibility"));
+    assert!(!fanout
+        .iter()
+        .any(|a| a == "sqs:SendMessage" || a == "dynamodb:PutItem" || a == "dynamodb:DeleteItem"));
 }

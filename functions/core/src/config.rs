@@ -74,3 +74,114 @@ pub fn number(name: &str, default: usize, range: std::ops::RangeInclusive<usize>
         },
     }
 }
+
+/// Settings of the delivery pipeline shared by every binary (`HERALD_*`).
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// `HERALD_BACKEND`.
+    pub backend: Backend,
+    /// `HERALD_TABLE` (aws).
+    pub table: Option<String>,
+    /// `HERALD_QUEUE_URL`: the internal queue (aws; ingest, fan-out, dev server).
+    pub queue_url: Option<String>,
+    /// `HERALD_LOG_RETENTION_DAYS` (default 30).
+    pub log_retention: std::time::Duration,
+    /// `HERALD_INTEGRATION_CACHE_MS`: how long a store's integrations are cached.
+    pub integration_cache: std::time::Duration,
+    /// `HERALD_WEBHOOK_TIMEOUT_SECONDS` (1 to 30, default 30).
+    pub webhook_timeout: std::time::Duration,
+    /// `HERALD_ALLOW_PRIVATE_CIDRS`: internal networks deliveries may reach anyway.
+    pub allow_private_cidrs: String,
+    /// `HERALD_RETRY_SCALE`: multiplies every retry delay (1 in production; tests and
+    /// drills compress time with it).
+    pub retry_scale: f64,
+}
+
+/// Per-binary defaults of [`PipelineSettings`].
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineDefaults {
+    /// Backend when `HERALD_BACKEND` is unset.
+    pub backend: Backend,
+    /// Integration cache lifetime in milliseconds.
+    pub integration_cache_ms: usize,
+    /// Allow-list when `HERALD_ALLOW_PRIVATE_CIDRS` is unset.
+    pub allow_private_cidrs: &'static str,
+}
+
+impl PipelineDefaults {
+    /// Lambda functions: AWS, 5 s cache, no internal network reachable.
+    pub const LAMBDA: Self = Self {
+        backend: Backend::Aws,
+        integration_cache_ms: 5_000,
+        allow_private_cidrs: "",
+    };
+    /// The dev server: embedded, no cache (one process, changes visible at once),
+    /// loopback reachable (local receivers) through the allow-list.
+    pub const LOCAL: Self = Self {
+        backend: Backend::Memory,
+        integration_cache_ms: 0,
+        allow_private_cidrs: "127.0.0.0/8,::1/128",
+    };
+}
+
+impl PipelineSettings {
+    /// Reads the settings, failing with the name of the first bad variable.
+    pub fn from_env(defaults: PipelineDefaults) -> Result<Self> {
+        let backend = backend(defaults.backend)?;
+        let table = var("HERALD_TABLE");
+        if backend == Backend::Aws && table.is_none() {
+            return Err(Error::Config(
+                "HERALD_TABLE must be set when HERALD_BACKEND=aws".into(),
+            ));
+        }
+        let retry_scale = match var("HERALD_RETRY_SCALE") {
+            None => 1.0,
+            Some(raw) => match raw.parse::<f64>() {
+                Ok(f) if (0.0..=1.0).contains(&f) => f,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "HERALD_RETRY_SCALE must be a number from 0 to 1, not {raw:?}"
+                    )))
+                }
+            },
+        };
+        let allow_private_cidrs = var("HERALD_ALLOW_PRIVATE_CIDRS")
+            .unwrap_or_else(|| defaults.allow_private_cidrs.to_owned());
+        crate::delivery::guard::AddressGuard::from_list(&allow_private_cidrs)
+            .map_err(|e| Error::Config(format!("HERALD_ALLOW_PRIVATE_CIDRS: {e}")))?;
+        Ok(Self {
+            backend,
+            table,
+            queue_url: var("HERALD_QUEUE_URL"),
+            log_retention: std::time::Duration::from_secs(
+                86_400 * number("HERALD_LOG_RETENTION_DAYS", 30, 1..=3650)? as u64,
+            ),
+            integration_cache: std::time::Duration::from_millis(number(
+                "HERALD_INTEGRATION_CACHE_MS",
+                defaults.integration_cache_ms,
+                0..=600_000,
+            )? as u64),
+            webhook_timeout: std::time::Duration::from_secs(number(
+                "HERALD_WEBHOOK_TIMEOUT_SECONDS",
+                30,
+                1..=30,
+            )? as u64),
+            allow_private_cidrs,
+            retry_scale,
+        })
+    }
+
+    /// Embedded backend with the dev server's defaults, for tests.
+    pub fn memory() -> Self {
+        Self {
+            backend: Backend::Memory,
+            table: None,
+            queue_url: None,
+            log_retention: std::time::Duration::from_secs(30 * 86_400),
+            integration_cache: std::time::Duration::ZERO,
+            webhook_timeout: std::time::Duration::from_secs(30),
+            allow_private_cidrs: PipelineDefaults::LOCAL.allow_private_cidrs.to_owned(),
+            retry_scale: 1.0,
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub mod retry;
 pub mod signing;
 pub mod telemetry;
 pub mod validate;
+pub mod wiring;
 
 pub use error::{Error, Result};
 

@@ -350,3 +350,214 @@ async fn a_missing_table_is_reported_at_start() {
     );
     assert!(!err.is_retryable());
 }
+
+mod delivery_log {
+    use std::time::Duration;
+
+    use chrono::{DurationRound, TimeDelta, Utc};
+    use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::aws::records::DynamoDeliveryLog;
+    use herald_core::delivery::{Attempt, JobRecord, JobStatus};
+    use herald_core::page::Page;
+    use herald_core::ports::DeliveryLog;
+    use uuid::Uuid;
+
+    use super::{client, store_id};
+
+    async fn fresh_log(retention: Duration) -> DynamoDeliveryLog {
+        let client = client();
+        let table = format!("herald-log-{}", Uuid::new_v4());
+        DynamoIntegrationStore::create_table(&client, &table)
+            .await
+            .expect("table");
+        DynamoDeliveryLog::new(client, table, retention)
+    }
+
+    fn attempt(store: &str, integration: Uuid, job: Uuid, n: u32, ok: bool) -> Attempt {
+        Attempt {
+            id: Uuid::now_v7(),
+            store_id: store.into(),
+            integration_id: integration,
+            job_id: job,
+            event_id: "evt".into(),
+            event_type: "order.paid".into(),
+            attempt: n,
+            succeeded: ok,
+            status_code: Some(if ok { 200 } else { 500 }),
+            body: if ok { String::new() } else { "nope".into() },
+            error_detail: (!ok).then(|| "the webhook answered 500".to_owned()),
+            processing_time: 0.25,
+            // Stored with millisecond precision.
+            created_at: Utc::now()
+                .duration_trunc(TimeDelta::milliseconds(1))
+                .expect("trunc"),
+        }
+    }
+
+    fn job(
+        store: &str,
+        integration: Uuid,
+        job_id: Uuid,
+        status: JobStatus,
+        attempts: u32,
+        minutes_ago: i64,
+    ) -> JobRecord {
+        JobRecord {
+            job_id,
+            store_id: store.into(),
+            integration_id: integration,
+            event_id: "evt".into(),
+            event_type: "order.paid".into(),
+            status,
+            attempts,
+            last_status_code: Some(200),
+            last_error: None,
+            enqueued_at: Utc::now() - TimeDelta::minutes(minutes_ago),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn attempts_and_jobs_read_back_newest_first_per_store_integration_and_job() {
+        let log = fresh_log(Duration::from_secs(3600)).await;
+        let (i1, i2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (j1, j2) = (Uuid::now_v7(), Uuid::now_v7());
+        let a1 = attempt("s", i1, j1, 1, false);
+        let a2 = attempt("s", i1, j1, 2, true);
+        let a3 = attempt("s", i2, j2, 1, true);
+        let foreign = attempt("t", i1, j1, 1, true);
+        log.record(
+            &[a1.clone(), a2.clone(), a3.clone(), foreign],
+            &[
+                job("s", i1, j1, JobStatus::Delivered, 2, 5),
+                job("s", i1, j2, JobStatus::Retrying, 1, 1),
+            ],
+        )
+        .await
+        .expect("record");
+
+        let (all, total) = log
+            .store_logs(&store_id("s"), Page::default())
+            .await
+            .expect("store logs");
+        assert_eq!(total, 3);
+        assert_eq!(all, vec![a3.clone(), a2.clone(), a1.clone()]);
+        let (page, total) = log
+            .store_logs(
+                &store_id("s"),
+                Page {
+                    limit: 1,
+                    offset: 1,
+                },
+            )
+            .await
+            .expect("page");
+        assert_eq!((page, total), (vec![a2.clone()], 3));
+
+        let (mine, total) = log
+            .integration_logs(&store_id("s"), i1, Page::default())
+            .await
+            .expect("integration logs");
+        assert_eq!((mine, total), (vec![a2.clone(), a1.clone()], 2));
+        let (job_logs, total) = log
+            .job_logs(&store_id("s"), i1, j1, Page::default())
+            .await
+            .expect("job logs");
+        assert_eq!((job_logs, total), (vec![a2, a1], 2));
+        let (none, total) = log
+            .job_logs(&store_id("s"), i2, j1, Page::default())
+            .await
+            .expect("job logs");
+        assert_eq!(
+            (none.len(), total),
+            (0, 0),
+            "a job is only readable through its own integration"
+        );
+
+        let (jobs, total) = log
+            .integration_jobs(&store_id("s"), i1, Page::default())
+            .await
+            .expect("jobs");
+        assert_eq!(total, 2);
+        assert_eq!(
+            jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+            vec![j2, j1],
+            "newest first"
+        );
+        assert_eq!(
+            (jobs[1].status, jobs[1].attempts),
+            (JobStatus::Delivered, 2)
+        );
+        assert_eq!(
+            log.store_logs(&store_id("t"), Page::default())
+                .await
+                .expect("t")
+                .1,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_attempt_replaces_the_jobs_state() {
+        let log = fresh_log(Duration::from_secs(3600)).await;
+        let (i, j) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut record = job("s", i, j, JobStatus::Retrying, 1, 0);
+        log.record(&[], std::slice::from_ref(&record))
+            .await
+            .expect("record");
+        record.status = JobStatus::Delivered;
+        record.attempts = 2;
+        log.record(&[], std::slice::from_ref(&record))
+            .await
+            .expect("record");
+        let (jobs, total) = log
+            .integration_jobs(&store_id("s"), i, Page::default())
+            .await
+            .expect("jobs");
+        assert_eq!(total, 1);
+        assert_eq!(
+            (jobs[0].status, jobs[0].attempts),
+            (JobStatus::Delivered, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_records_are_not_read_although_ttl_deletes_them_late() {
+        let log = fresh_log(Duration::ZERO).await;
+        let i = Uuid::now_v7();
+        log.record(&[attempt("s", i, Uuid::now_v7(), 1, true)], &[])
+            .await
+            .expect("record");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(
+            log.integration_logs(&store_id("s"), i, Page::default())
+                .await
+                .expect("logs")
+                .1,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_twenty_five_items_is_written_whole() {
+        let log = fresh_log(Duration::from_secs(3600)).await;
+        let i = Uuid::now_v7();
+        let attempts: Vec<_> = (0..60)
+            .map(|n| attempt("s", i, Uuid::now_v7(), n + 1, true))
+            .collect();
+        log.record(&attempts, &[]).await.expect("record");
+        assert_eq!(
+            log.integration_logs(
+                &store_id("s"),
+                i,
+                Page {
+                    limit: 10,
+                    offset: 55
+                }
+            )
+            .await
+            .expect("logs"),
+            (attempts[..5].iter().rev().cloned().collect(), 60)
+        );
+    }
+}

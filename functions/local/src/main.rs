@@ -1,14 +1,20 @@
-//! `herald-local`: Herald's dev server. Serves the same router as the `api` Lambda
-//! function on loopback, with the embedded backend by default (`HERALD_BACKEND=aws`
-//! uses DynamoDB through the standard AWS environment, e.g. moto).
+//! `herald-local`: Herald's whole pipeline in one process on loopback. The same
+//! router as the `api` and `ingest` functions (integrations, logs, `POST /v2/events`),
+//! and pollers that feed the internal queue to the same fan-out handler the `fanout`
+//! function runs. The embedded backend by default; `HERALD_BACKEND=aws` uses
+//! DynamoDB and SQS through the standard AWS environment (e.g. moto).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use herald_api::settings::{Defaults, Settings};
 use herald_api::tenancy::Tenancy;
 use herald_api::AppState;
 use herald_core::config;
+use herald_core::fanout;
+use herald_core::wiring::Components;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -31,24 +37,46 @@ async fn run() -> Result<(), String> {
         );
     }
     let port = config::number("PORT", 3000, 0..=65_535).map_err(|e| e.to_string())?;
-    let state = AppState::from_settings(&settings, true)
+    let backend = settings.pipeline.backend.as_str();
+    let components = Components::build(&settings.pipeline, true)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot reach the {} backend: {e}",
-                settings.backend.as_str()
-            )
-        })?;
+        .map_err(|e| format!("cannot reach the {backend} backend: {e}"))?;
+    let ingest = Arc::new(components.ingest().map_err(|e| e.to_string())?);
+    let fanout = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+    let source = components
+        .source
+        .clone()
+        .ok_or("the internal queue is not configured (HERALD_QUEUE_URL)")?;
+    let state = AppState::from_components(&components, &settings, Some(ingest));
+
+    // Lambda runs several fan-out invocations at once; so does the dev server.
+    let pollers = config::number("HERALD_POLLERS", 4, 1..=64).map_err(|e| e.to_string())?;
+    let batch_deadline = settings.pipeline.webhook_timeout + Duration::from_secs(15);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut poller_tasks = Vec::new();
+    for _ in 0..pollers {
+        poller_tasks.push(tokio::spawn(fanout::poll(
+            source.clone(),
+            fanout.clone(),
+            batch_deadline,
+            stopped.clone(),
+        )));
+    }
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT to use another port)"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    announce(bound, settings.backend.as_str());
-    axum::serve(listener, herald_api::router(state))
+    announce(bound, backend);
+    let served = axum::serve(listener, herald_api::router(state))
         .with_graceful_shutdown(shutdown())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    let _ = stop.send(true);
+    for task in poller_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    served
 }
 
 /// The one line people (and the end-to-end tests) read to find the server.

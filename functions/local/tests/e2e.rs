@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
@@ -332,9 +333,11 @@ async fn the_same_session_works_with_dynamodb_on_moto() {
     DynamoIntegrationStore::create_table(&client, &table)
         .await
         .expect("table");
+    let queue_url = moto_queue(&endpoint, &format!("{table}-jobs"), 6).await;
     let server = start(&[
         ("HERALD_BACKEND", "aws"),
         ("HERALD_TABLE", &table),
+        ("HERALD_QUEUE_URL", &queue_url),
         ("AWS_ENDPOINT_URL", &endpoint),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -392,4 +395,310 @@ fn the_dev_server_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A webhook receiver on 127.0.0.1 that answers 500 to the first `failures` requests
+/// and 200 after, and keeps every request.
+struct Receiver {
+    url: String,
+    requests: Arc<Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>,
+}
+
+async fn receiver(failures: usize) -> Receiver {
+    let requests: Arc<Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>> = Arc::default();
+    let seen = requests.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let n = {
+                        let mut s = seen.lock().expect("lock");
+                        s.push((headers, body));
+                        s.len()
+                    };
+                    if n <= failures {
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "not now")
+                    } else {
+                        (axum::http::StatusCode::OK, "thanks")
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        requests,
+    }
+}
+
+/// Waits (100 polls of 100 ms at most) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The pipeline as a user drives it with curl: create a webhook integration, post an
+/// observed and an unobserved event, see one signed delivery after one retry, and both
+/// attempts in the logs and jobs routes.
+async fn pipeline_session(server: &DevServer) {
+    use reqwest::Method;
+    let api = Api::new(server);
+    let store = "pipeline-store";
+    let hook = receiver(1).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (status, created) = api
+        .send(
+            Method::POST,
+            "/v2/integrations",
+            store,
+            Some(&json!({"data": {"type": "integration", "integration_type": "webhook", "name": "Paid orders",
+                "enabled": true, "observes": ["order.paid"],
+                "configuration": {"url": hook.url, "secret_key": secret}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+
+    let events = json!({"data": [
+        {"id": "evt-paid-1", "type": "order.paid", "payload": {"data": {"id": "o-1", "type": "order", "status": "paid"}}},
+        {"id": "evt-cart-1", "type": "cart.updated", "payload": {"data": {"id": "c-1", "type": "cart"}}}
+    ]});
+    let (status, accepted) = api
+        .send(Method::POST, "/v2/events", store, Some(&events))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(
+        accepted["data"][0],
+        json!({"id": "evt-paid-1", "status": "accepted", "jobs": 1})
+    );
+    assert_eq!(
+        accepted["data"][1],
+        json!({"id": "evt-cart-1", "status": "accepted", "jobs": 0})
+    );
+
+    let requests = hook.requests.clone();
+    eventually("a failed and a successful attempt", || {
+        requests.lock().expect("lock").len() >= 2
+    })
+    .await;
+    // Give a wrongly duplicated delivery the chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = hook.requests.lock().expect("lock").clone();
+    assert_eq!(
+        got.len(),
+        2,
+        "one failed attempt, one delivery, nothing for the unobserved event"
+    );
+    let (headers, body) = &got[1];
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ts: i64 = h("webhook-timestamp").parse().expect("timestamp");
+    assert!(herald_core::signing::verify(
+        secret,
+        &h("webhook-id"),
+        ts,
+        body,
+        &h("webhook-signature")
+    ));
+    assert_eq!(h("x-moltin-integration-trigger"), "order.paid");
+    let delivered: Value = serde_json::from_slice(body).expect("json");
+    assert_eq!(delivered["id"], "evt-paid-1");
+    assert_eq!(delivered["attempt"], 2);
+
+    // The logs are written after each batch; wait for the second attempt's.
+    let logs_path = format!("/v2/integrations/{id}/logs");
+    let mut logs = Value::Null;
+    for _ in 0..50 {
+        let (_, l) = api.send(Method::GET, &logs_path, store, None).await;
+        logs = l;
+        if logs["meta"]["results"]["total"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs["meta"]["results"]["total"], 2, "{logs}");
+    assert_eq!(logs["data"][0]["attempt"], 2);
+    assert_eq!(logs["data"][0]["succeeded"], true);
+    assert_eq!(logs["data"][0]["status_code"], 200);
+    assert_eq!(logs["data"][1]["attempt"], 1);
+    assert_eq!(logs["data"][1]["succeeded"], false);
+    assert_eq!(logs["data"][1]["status_code"], 500);
+    assert_eq!(logs["data"][1]["body"], "not now");
+    assert_eq!(logs["data"][0]["type"], "integration-log");
+
+    let (status, jobs) = api
+        .send(
+            Method::GET,
+            &format!("/v2/integrations/{id}/jobs"),
+            store,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(jobs["meta"]["results"]["total"], 1);
+    assert_eq!(jobs["data"][0]["status"], "delivered");
+    assert_eq!(jobs["data"][0]["attempts"], 2);
+    let job_id = jobs["data"][0]["id"].as_str().expect("job id").to_owned();
+    assert_eq!(
+        job_id,
+        h("webhook-id"),
+        "the job id is the webhook-id receivers see"
+    );
+
+    let (status, job_logs) = api
+        .send(
+            Method::GET,
+            &format!("/v2/integrations/{id}/jobs/{job_id}/logs"),
+            store,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job_logs["meta"]["results"]["total"], 2);
+
+    let (_, all) = api
+        .send(Method::GET, "/v2/integrations/logs", store, None)
+        .await;
+    assert_eq!(all["meta"]["results"]["total"], 2);
+    let (_, other) = api
+        .send(Method::GET, "/v2/integrations/logs", "another-store", None)
+        .await;
+    assert_eq!(
+        other["meta"]["results"]["total"], 0,
+        "logs are store-isolated"
+    );
+    let (status, _) = api
+        .send(Method::GET, &logs_path, "another-store", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The same event again is a duplicate: nothing more is delivered.
+    let (status, dup) = api
+        .send(
+            Method::POST,
+            "/v2/events",
+            store,
+            Some(&json!({"data": events["data"][0]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(dup["data"]["status"], "duplicate");
+    let (status, bad) = api
+        .send(
+            Method::POST,
+            "/v2/events",
+            store,
+            Some(&json!({"data": {"type": "order.nope", "payload": {"data": {}}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad["errors"][0]["source"]["pointer"], "/data/type");
+}
+
+#[tokio::test]
+async fn the_dev_server_delivers_an_observed_event_with_one_retry_and_shows_both_attempts() {
+    let server = start(&[("HERALD_RETRY_SCALE", "0.001")]);
+    pipeline_session(&server).await;
+    assert_no_secret_was_logged(server.stop_and_read_log());
+}
+
+/// Creates the internal queue and its DLQ on moto, as the template does.
+async fn moto_queue(endpoint: &str, name: &str, max_receives: u32) -> String {
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .build(),
+    );
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .expect("dlq");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(dlq.queue_url().expect("url"))
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attrs")
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("arn");
+    let q = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "60",
+        )
+        .send()
+        .await
+        .expect("queue");
+    q.queue_url().expect("url").to_owned()
+}
+
+#[tokio::test]
+async fn the_same_pipeline_runs_on_dynamodb_and_sqs_in_moto() {
+    let endpoint =
+        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "moto must be on loopback"
+    );
+    let suffix = uuid_like();
+    let table = format!("herald-pipe-{suffix}");
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .build(),
+    );
+    DynamoIntegrationStore::create_table(&client, &table)
+        .await
+        .expect("table");
+    let queue_url = moto_queue(&endpoint, &format!("herald-jobs-{suffix}"), 6).await;
+    let server = start(&[
+        ("HERALD_BACKEND", "aws"),
+        ("HERALD_TABLE", &table),
+        ("HERALD_QUEUE_URL", &queue_url),
+        ("HERALD_RETRY_SCALE", "0"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    pipeline_session(&server).await;
+    assert_no_secret_was_logged(server.stop_and_read_log());
 }

@@ -3,11 +3,13 @@
 
 use herald_api::settings::{Defaults, Settings};
 use herald_api::AppState;
+use herald_core::wiring::Components;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     herald_core::telemetry::init_lambda();
     let settings = Settings::from_env(Defaults::LAMBDA)?;
-    let state = AppState::from_settings(&settings, false).await?;
+    let components = Components::build(&settings.pipeline, false).await?;
+    let state = AppState::from_components(&components, &settings, None);
     lambda_http::run(herald_api::lambda::router(state)).await
 }

@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -81,7 +82,8 @@ impl DynamoIntegrationStore {
         Self::new(Client::new(sdk), table)
     }
 
-    /// Creates the table as the template does (for tests and local moto setups).
+    /// Creates the table as the template does (for tests and local moto setups):
+    /// `pk`/`sk`, and the two log indexes `gsi1` and `gsi2`.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         let attr = |name: &str| {
             AttributeDefinition::builder()
@@ -95,14 +97,30 @@ impl DynamoIntegrationStore {
                 .key_type(kind)
                 .build()
         };
-        client
+        let mut request = client
             .create_table()
             .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(built_ok(attr("pk"))?)
-            .attribute_definitions(built_ok(attr("sk"))?)
+            .billing_mode(BillingMode::PayPerRequest);
+        for name in ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"] {
+            request = request.attribute_definitions(built_ok(attr(name))?);
+        }
+        request = request
             .key_schema(built_ok(key("pk", KeyType::Hash))?)
-            .key_schema(built_ok(key("sk", KeyType::Range))?)
+            .key_schema(built_ok(key("sk", KeyType::Range))?);
+        for index in ["gsi1", "gsi2"] {
+            let gsi = GlobalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(built_ok(key(&format!("{index}pk"), KeyType::Hash))?)
+                .key_schema(built_ok(key(&format!("{index}sk"), KeyType::Range))?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build();
+            request = request.global_secondary_indexes(built_ok(gsi)?);
+        }
+        request
             .send()
             .await
             .map_err(|e| backend_error(SERVICE, e))?;

@@ -2,6 +2,9 @@
 //! and from the core model at the boundary.
 
 pub mod dynamo;
+pub mod local;
+pub mod records;
+pub mod sqs;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 

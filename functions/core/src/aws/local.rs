@@ -1,0 +1,87 @@
+//! Local AWS peers (moto) for tests, demos and the dev server: a configuration that
+//! can only reach a loopback endpoint, and the resources the template would create.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::json;
+
+use super::backend_error;
+use super::dynamo::DynamoIntegrationStore;
+use crate::error::{Error, Result};
+
+/// An AWS configuration for a moto server at `endpoint`, with moto's test
+/// credentials. Refuses any endpoint that is not on loopback, so a test or demo can
+/// never reach a real account.
+pub fn moto_config(endpoint: &str) -> Result<SdkConfig> {
+    let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"];
+    if !loopback.iter().any(|p| endpoint.starts_with(p)) {
+        return Err(Error::Config(format!(
+            "{endpoint} is not a loopback endpoint"
+        )));
+    }
+    Ok(SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "moto",
+        )))
+        .build())
+}
+
+/// The internal queue and its dead-letter queue, with the redrive policy the template
+/// sets (`maxReceiveCount` = the retry schedule's attempts). Returns both URLs.
+pub async fn create_queues(
+    sdk: &SdkConfig,
+    name: &str,
+    max_receives: u32,
+    visibility_secs: u32,
+) -> Result<(String, String)> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .map_err(|e| backend_error("SQS", e))?;
+    let dlq_url = dlq.queue_url().unwrap_or_default().to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| backend_error("SQS", e))?;
+    let dlq_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    let queue = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| backend_error("SQS", e))?;
+    Ok((queue.queue_url().unwrap_or_default().to_owned(), dlq_url))
+}
+
+/// Creates the table and the queues (for `make run-aws` and tests).
+pub async fn bootstrap(
+    sdk: &SdkConfig,
+    table: &str,
+    queue: &str,
+    max_receives: u32,
+) -> Result<(String, String)> {
+    DynamoIntegrationStore::create_table(&aws_sdk_dynamodb::Client::new(sdk), table).await?;
+    create_queues(sdk, queue, max_receives, 180).await
+}

@@ -1,0 +1,457 @@
+//! DynamoDB adapters for event idempotency and the delivery log, in the same table
+//! as the integrations.
+//!
+//! | item | `pk` | `sk` | GSI1 (`gsi1pk`/`gsi1sk`) | GSI2 (`gsi2pk`/`gsi2sk`) |
+//! |---|---|---|---|---|
+//! | event claim | `STORE#<store>` | `EVENT#<event id>` | | |
+//! | attempt log | `LOGS#<store>#<integration>` | log id (UUIDv7) | `LOGS#<store>`, log id | `JOBLOGS#<store>#<job>`, log id |
+//! | job state | `JOBS#<store>#<integration>` | `<enqueued at>#<job id>` | | |
+//!
+//! Every item carries `expires_at` (epoch seconds) for DynamoDB TTL. TTL deletion is
+//! lazy (up to days late), so reads filter expired items and a claim whose
+//! `expires_at` has passed may be taken again.
+//! See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/howitworks-ttl.html>.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::backend_error;
+use crate::delivery::{Attempt, JobRecord, JobStatus};
+use crate::error::{Error, Result};
+use crate::job::rfc3339_ms;
+use crate::model::StoreId;
+use crate::page::Page;
+use crate::ports::{DeliveryLog, IdempotencyStore};
+
+const SERVICE: &str = "DynamoDB";
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn epoch(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// Event claims in DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoIdempotency {
+    client: Client,
+    table: String,
+}
+
+impl DynamoIdempotency {
+    /// Claims in `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Builds the client from the process-wide AWS configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    fn key(store: &StoreId, event_id: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_owned(), s(format!("STORE#{store}"))),
+            ("sk".to_owned(), s(format!("EVENT#{event_id}"))),
+        ])
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoIdempotency {
+    async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
+        let now = Utc::now();
+        let mut item = Self::key(store, event_id);
+        item.insert("entity".into(), s("event-claim"));
+        item.insert("expires_at".into(), n(epoch(now) + ttl.as_secs() as i64));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(epoch(now)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(backend_error(SERVICE, e)),
+        }
+    }
+
+    async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(store, event_id)))
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(())
+    }
+}
+
+/// Attempts and job states in DynamoDB, kept for `retention`.
+#[derive(Clone, Debug)]
+pub struct DynamoDeliveryLog {
+    client: Client,
+    table: String,
+    retention: Duration,
+}
+
+impl DynamoDeliveryLog {
+    /// The log in `table`, items expiring after `retention`.
+    pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            retention,
+        }
+    }
+
+    /// Builds the client from the process-wide AWS configuration.
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        table: impl Into<String>,
+        retention: Duration,
+    ) -> Self {
+        Self::new(Client::new(sdk), table, retention)
+    }
+
+    fn expires_at(&self, from: DateTime<Utc>) -> AttributeValue {
+        n(epoch(from) + self.retention.as_secs() as i64)
+    }
+
+    /// One page (newest first) of the items under a partition key, and the total.
+    async fn page(
+        &self,
+        index: Option<&str>,
+        key_attr: &str,
+        key: String,
+        page: Page,
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, usize)> {
+        let now = n(epoch(Utc::now()));
+        let query = |select: Option<Select>| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(index.map(str::to_owned))
+                .key_condition_expression("#k = :k")
+                .filter_expression("expires_at > :now")
+                .expression_attribute_names("#k", key_attr)
+                .expression_attribute_values(":k", s(key.clone()))
+                .expression_attribute_values(":now", now.clone())
+                .scan_index_forward(false)
+                .set_select(select)
+        };
+        let mut total = 0usize;
+        let mut start = None;
+        loop {
+            let out = query(Some(Select::Count))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            total += out.count().max(0) as usize;
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let want = page.offset + page.limit;
+        let mut items = Vec::new();
+        let mut start = None;
+        while items.len() < want {
+            let out = query(None)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok((page.slice(items), total))
+    }
+
+    async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
+        // BatchWriteItem takes 25 requests and may hand some back as unprocessed.
+        for round in 0..5u32 {
+            if requests.is_empty() {
+                return Ok(());
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << round)).await;
+            }
+            let mut unprocessed = Vec::new();
+            for chunk in requests.chunks(25) {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, chunk.to_vec())
+                    .send()
+                    .await
+                    .map_err(|e| backend_error(SERVICE, e))?;
+                if let Some(left) = out.unprocessed_items().and_then(|m| m.get(&self.table)) {
+                    unprocessed.extend(left.iter().cloned());
+                }
+            }
+            requests = unprocessed;
+        }
+        if requests.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Backend {
+                service: SERVICE,
+                message: format!("{} log items were left unprocessed", requests.len()),
+                retryable: true,
+            })
+        }
+    }
+}
+
+fn put(item: HashMap<String, AttributeValue>) -> Result<WriteRequest> {
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| Error::Config(format!("building a log write: {e}")))?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+struct Item<'a>(&'a HashMap<String, AttributeValue>);
+
+impl Item<'_> {
+    fn text(&self, name: &str) -> Result<String> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| self.corrupt(name))
+    }
+    fn opt_text(&self, name: &str) -> Option<String> {
+        self.0.get(name).and_then(|v| v.as_s().ok()).cloned()
+    }
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<T> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.corrupt(name))
+    }
+    fn opt_number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+    }
+    fn uuid(&self, name: &str) -> Result<Uuid> {
+        Uuid::parse_str(&self.text(name)?).map_err(|_| self.corrupt(name))
+    }
+    fn time(&self, name: &str) -> Result<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.text(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| self.corrupt(name))
+    }
+    fn corrupt(&self, name: &str) -> Error {
+        Error::Corrupt {
+            key: self.opt_text("pk").unwrap_or_default(),
+            reason: format!("{name} is missing or malformed"),
+        }
+    }
+}
+
+fn attempt_from(item: &HashMap<String, AttributeValue>) -> Result<Attempt> {
+    let i = Item(item);
+    Ok(Attempt {
+        id: i.uuid("id")?,
+        store_id: i.text("store_id")?,
+        integration_id: i.uuid("integration_id")?,
+        job_id: i.uuid("job_id")?,
+        event_id: i.text("event_id")?,
+        event_type: i.text("event_type")?,
+        attempt: i.number("attempt")?,
+        succeeded: *item
+            .get("succeeded")
+            .and_then(|v| v.as_bool().ok())
+            .ok_or_else(|| i.corrupt("succeeded"))?,
+        status_code: i.opt_number("status_code"),
+        body: i.opt_text("body").unwrap_or_default(),
+        error_detail: i.opt_text("error_detail"),
+        processing_time: i.number("processing_time")?,
+        created_at: i.time("created_at")?,
+    })
+}
+
+fn job_from(item: &HashMap<String, AttributeValue>) -> Result<JobRecord> {
+    let i = Item(item);
+    Ok(JobRecord {
+        job_id: i.uuid("job_id")?,
+        store_id: i.text("store_id")?,
+        integration_id: i.uuid("integration_id")?,
+        event_id: i.text("event_id")?,
+        event_type: i.text("event_type")?,
+        status: JobStatus::parse(&i.text("status")?).ok_or_else(|| i.corrupt("status"))?,
+        attempts: i.number("attempts")?,
+        last_status_code: i.opt_number("last_status_code"),
+        last_error: i.opt_text("last_error"),
+        enqueued_at: i.time("enqueued_at")?,
+        updated_at: i.time("updated_at")?,
+    })
+}
+
+#[async_trait]
+impl DeliveryLog for DynamoDeliveryLog {
+    async fn record(&self, attempts: &[Attempt], jobs: &[JobRecord]) -> Result<()> {
+        let mut requests = Vec::with_capacity(attempts.len() + jobs.len());
+        for a in attempts {
+            let log_id = a.id.to_string();
+            let mut item = HashMap::from([
+                (
+                    "pk".to_owned(),
+                    s(format!("LOGS#{}#{}", a.store_id, a.integration_id)),
+                ),
+                ("sk".to_owned(), s(&log_id)),
+                ("gsi1pk".to_owned(), s(format!("LOGS#{}", a.store_id))),
+                ("gsi1sk".to_owned(), s(&log_id)),
+                (
+                    "gsi2pk".to_owned(),
+                    s(format!("JOBLOGS#{}#{}", a.store_id, a.job_id)),
+                ),
+                ("gsi2sk".to_owned(), s(&log_id)),
+                ("entity".to_owned(), s("attempt")),
+                ("id".to_owned(), s(&log_id)),
+                ("store_id".to_owned(), s(&a.store_id)),
+                ("integration_id".to_owned(), s(a.integration_id.to_string())),
+                ("job_id".to_owned(), s(a.job_id.to_string())),
+                ("event_id".to_owned(), s(&a.event_id)),
+                ("event_type".to_owned(), s(&a.event_type)),
+                ("attempt".to_owned(), n(a.attempt)),
+                ("succeeded".to_owned(), AttributeValue::Bool(a.succeeded)),
+                ("processing_time".to_owned(), n(a.processing_time)),
+                ("created_at".to_owned(), s(rfc3339_ms(&a.created_at))),
+                ("expires_at".to_owned(), self.expires_at(a.created_at)),
+            ]);
+            if let Some(code) = a.status_code {
+                item.insert("status_code".into(), n(code));
+            }
+            if !a.body.is_empty() {
+                item.insert("body".into(), s(&a.body));
+            }
+            if let Some(detail) = &a.error_detail {
+                item.insert("error_detail".into(), s(detail));
+            }
+            requests.push(put(item)?);
+        }
+        for j in jobs {
+            let mut item = HashMap::from([
+                (
+                    "pk".to_owned(),
+                    s(format!("JOBS#{}#{}", j.store_id, j.integration_id)),
+                ),
+                (
+                    "sk".to_owned(),
+                    s(format!("{}#{}", rfc3339_ms(&j.enqueued_at), j.job_id)),
+                ),
+                ("entity".to_owned(), s("job")),
+                ("job_id".to_owned(), s(j.job_id.to_string())),
+                ("store_id".to_owned(), s(&j.store_id)),
+                ("integration_id".to_owned(), s(j.integration_id.to_string())),
+                ("event_id".to_owned(), s(&j.event_id)),
+                ("event_type".to_owned(), s(&j.event_type)),
+                ("status".to_owned(), s(j.status.as_str())),
+                ("attempts".to_owned(), n(j.attempts)),
+                ("enqueued_at".to_owned(), s(rfc3339_ms(&j.enqueued_at))),
+                ("updated_at".to_owned(), s(rfc3339_ms(&j.updated_at))),
+                ("expires_at".to_owned(), self.expires_at(j.updated_at)),
+            ]);
+            if let Some(code) = j.last_status_code {
+                item.insert("last_status_code".into(), n(code));
+            }
+            if let Some(e) = &j.last_error {
+                item.insert("last_error".into(), s(e));
+            }
+            requests.push(put(item)?);
+        }
+        self.write_all(requests).await
+    }
+
+    async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
+        let (items, total) = self
+            .page(Some("gsi1"), "gsi1pk", format!("LOGS#{store}"), page)
+            .await?;
+        Ok((
+            items.iter().map(attempt_from).collect::<Result<_>>()?,
+            total,
+        ))
+    }
+
+    async fn integration_logs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        page: Page,
+    ) -> Result<(Vec<Attempt>, usize)> {
+        let (items, total) = self
+            .page(None, "pk", format!("LOGS#{store}#{integration}"), page)
+            .await?;
+        Ok((
+            items.iter().map(attempt_from).collect::<Result<_>>()?,
+            total,
+        ))
+    }
+
+    async fn integration_jobs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        page: Page,
+    ) -> Result<(Vec<JobRecord>, usize)> {
+        let (items, total) = self
+            .page(None, "pk", format!("JOBS#{store}#{integration}"), page)
+            .await?;
+        Ok((items.iter().map(job_from).collect::<Result<_>>()?, total))
+    }
+
+    async fn job_logs(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        job: Uuid,
+        page: Page,
+    ) -> Result<(Vec<Attempt>, usize)> {
+        // The job id is derived from the integration id, so the job's partition holds
+        // only this integration's attempts; the filter below is a second lock.
+        let (items, total) = self
+            .page(
+                Some("gsi2"),
+                "gsi2pk",
+                format!("JOBLOGS#{store}#{job}"),
+                page,
+            )
+            .await?;
+        let attempts: Vec<Attempt> = items.iter().map(attempt_from).collect::<Result<_>>()?;
+        if attempts.iter().any(|a| a.integration_id != integration) {
+            return Ok((Vec::new(), 0));
+        }
+        Ok((attempts, total))
+    }
+}

@@ -1,0 +1,149 @@
+//! The internal queue on Amazon SQS: [`JobQueue`] for ingest and fan-out, and
+//! [`JobSource`] for the dev server's poller (`HERALD_BACKEND=aws`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use chrono::{DateTime, Utc};
+
+use super::backend_error;
+use crate::error::{Error, Result};
+use crate::ports::{JobQueue, JobSource, OutgoingJob, QueuedJob, SendFailure};
+
+const SERVICE: &str = "SQS";
+
+/// Error codes of `SendMessageBatch` entries worth sending again.
+const RETRYABLE_ENTRY_CODES: &[&str] = &[
+    "ThrottlingException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "KmsThrottled",
+];
+
+/// The internal queue (`HERALD_QUEUE_URL`).
+#[derive(Clone, Debug)]
+pub struct SqsJobQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsJobQueue {
+    /// Uses the queue at `url` through `client` (built once per process).
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// Builds the client from the process-wide AWS configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), url)
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsJobQueue {
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = jobs
+            .iter()
+            .map(|j| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(&j.entry_id)
+                    .message_body(&j.body)
+                    .build()
+                    .map_err(|e| Error::Config(format!("building an SQS entry: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        // A 200 can still carry failed entries.
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| SendFailure {
+                entry_id: f.id().to_owned(),
+                reason: format!("{}: {}", f.code(), f.message().unwrap_or("no message")),
+                retryable: !f.sender_fault() || RETRYABLE_ENTRY_CODES.contains(&f.code()),
+            })
+            .collect())
+    }
+
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<()> {
+        // SQS allows at most 12 hours.
+        let secs = delay.as_secs().min(43_200) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobSource for SqsJobQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<QueuedJob>> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(out
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                let attrs = m.attributes();
+                let count = attrs
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                let sent_at = attrs
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .and_then(DateTime::<Utc>::from_timestamp_millis)
+                    .unwrap_or_else(Utc::now);
+                Some(QueuedJob {
+                    message_id: m.message_id()?.to_owned(),
+                    receipt: m.receipt_handle()?.to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    receive_count: count,
+                    sent_at,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Builds the adapters a process needs from its settings, once, at start. Binaries
+//! call this and hand the result to their handlers; nothing here runs per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws::dynamo::DynamoIntegrationStore;
+use crate::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
+use crate::aws::sqs::SqsJobQueue;
+use crate::cache::IntegrationCache;
+use crate::config::{Backend, PipelineSettings};
+use crate::delivery::guard::AddressGuard;
+use crate::delivery::webhook::WebhookDeliverer;
+use crate::delivery::TargetDeliverer;
+use crate::error::{Error, Result};
+use crate::fanout::Fanout;
+use crate::ingest::{Ingest, IngestSettings};
+use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
+use crate::ports::{DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource};
+use crate::retry::RetryPolicy;
+
+/// The embedded queue's visibility timeout (the dev server's stand-in for the
+/// template's 6 × fan-out timeout).
+pub const LOCAL_VISIBILITY: Duration = Duration::from_secs(180);
+
+/// Every adapter, built for one backend.
+#[derive(Clone)]
+pub struct Components {
+    /// Integrations.
+    pub integrations: Arc<dyn IntegrationStore>,
+    /// Their short-lived per-process cache.
+    pub cache: Arc<IntegrationCache>,
+    /// Attempts and jobs.
+    pub log: Arc<dyn DeliveryLog>,
+    /// Event claims.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The internal queue, when this process has one.
+    pub queue: Option<Arc<dyn JobQueue>>,
+    /// Receiving from the internal queue (the dev server's poller).
+    pub source: Option<Arc<dyn JobSource>>,
+    /// The embedded queue itself, for inspection (memory backend only).
+    pub memory_queue: Option<Arc<MemoryQueue>>,
+    settings: PipelineSettings,
+}
+
+impl Components {
+    /// Builds the adapters. With the AWS backend this loads the AWS configuration
+    /// once; `check` verifies the table exists (the dev server does, Lambdas skip it).
+    pub async fn build(settings: &PipelineSettings, check: bool) -> Result<Self> {
+        let retry = RetryPolicy::scaled(settings.retry_scale);
+        let cache = |store: &Arc<dyn IntegrationStore>| {
+            Arc::new(IntegrationCache::new(
+                store.clone(),
+                settings.integration_cache,
+            ))
+        };
+        Ok(match settings.backend {
+            Backend::Memory => {
+                let q = Arc::new(MemoryQueue::new(LOCAL_VISIBILITY, retry.max_attempts()));
+                let integrations: Arc<dyn IntegrationStore> =
+                    Arc::new(MemoryIntegrationStore::new());
+                Self {
+                    cache: cache(&integrations),
+                    integrations,
+                    log: Arc::new(MemoryDeliveryLog::default()),
+                    idempotency: Arc::new(MemoryIdempotency::new()),
+                    queue: Some(q.clone()),
+                    source: Some(q.clone()),
+                    memory_queue: Some(q),
+                    settings: settings.clone(),
+                }
+            }
+            Backend::Aws => {
+                let sdk = crate::aws::load_config().await;
+                let table = settings.table.clone().unwrap_or_default();
+                let store = DynamoIntegrationStore::from_sdk(&sdk, table.clone());
+                if check {
+                    store.check_table().await?;
+                }
+                let sqs = settings
+                    .queue_url
+                    .as_ref()
+                    .map(|url| Arc::new(SqsJobQueue::from_sdk(&sdk, url.clone())));
+                let integrations: Arc<dyn IntegrationStore> = Arc::new(store);
+                Self {
+                    cache: cache(&integrations),
+                    integrations,
+                    log: Arc::new(DynamoDeliveryLog::from_sdk(
+                        &sdk,
+                        table.clone(),
+                        settings.log_retention,
+                    )),
+                    idempotency: Arc::new(DynamoIdempotency::from_sdk(&sdk, table)),
+                    queue: sqs.clone().map(|q| q as Arc<dyn JobQueue>),
+                    source: sqs.map(|q| q as Arc<dyn JobSource>),
+                    memory_queue: None,
+                    settings: settings.clone(),
+                }
+            }
+        })
+    }
+
+    fn queue(&self) -> Result<Arc<dyn JobQueue>> {
+        self.queue.clone().ok_or_else(|| {
+            Error::Config("HERALD_QUEUE_URL must be set (the internal queue)".into())
+        })
+    }
+
+    /// The ingest use case.
+    pub fn ingest(&self) -> Result<Ingest> {
+        Ok(Ingest::new(
+            self.cache.clone(),
+            self.idempotency.clone(),
+            self.queue()?,
+            IngestSettings::default(),
+        ))
+    }
+
+    /// The fan-out use case, with its webhook client (built here, once).
+    pub fn fanout(&self) -> Result<Fanout> {
+        let guard =
+            AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
+        let webhook =
+            WebhookDeliverer::new(guard, self.settings.webhook_timeout).map_err(Error::Config)?;
+        Ok(Fanout::new(
+            self.cache.clone(),
+            Arc::new(TargetDeliverer::new(Arc::new(webhook))),
+            self.log.clone(),
+            self.queue()?,
+            RetryPolicy::scaled(self.settings.retry_scale),
+        ))
+    }
+}

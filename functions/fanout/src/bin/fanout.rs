@@ -1,0 +1,21 @@
+//! The `fanout` Lambda function: wiring only. The webhook client, AWS clients and
+//! integration cache are built once per container and reused across invocations.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use herald_core::config::{PipelineDefaults, PipelineSettings};
+use herald_core::wiring::Components;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    herald_core::telemetry::init_lambda();
+    let settings = PipelineSettings::from_env(PipelineDefaults::LAMBDA)?;
+    let components = Components::build(&settings, false).await?;
+    let fanout = Arc::new(components.fanout()?);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        herald_fanout::handle(&fanout, event)
+    }))
+    .await
+}

@@ -1,0 +1,131 @@
+//! `events/fanout-*.json` through the fan-out handler: an SQS batch with one good,
+//! one retryable and one malformed record. Only the retryable one is reported.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use chrono::Utc;
+use herald_core::config::PipelineSettings;
+use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::page::Page;
+use herald_core::wiring::Components;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+const GOOD: &str = "0192f6e4-0000-7000-8000-000000000001";
+const RETRY: &str = "0192f6e4-0000-7000-8000-000000000002";
+
+async fn receiver(status: StatusCode) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/hook", post(move || async move { status }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+fn integration(id: &str, url: String) -> Integration {
+    let now = Utc::now();
+    Integration {
+        id: Uuid::parse_str(id).expect("uuid"),
+        store_id: StoreId::parse("default").expect("store"),
+        name: id.into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url,
+            secret_key: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+#[tokio::test]
+async fn the_fanout_batch_file_reports_exactly_its_retryable_record() {
+    let components = Components::build(&PipelineSettings::memory(), false)
+        .await
+        .expect("components");
+    components
+        .integrations
+        .insert(&integration(GOOD, receiver(StatusCode::OK).await), 100)
+        .await
+        .expect("seed");
+    components
+        .integrations
+        .insert(
+            &integration(RETRY, receiver(StatusCode::INTERNAL_SERVER_ERROR).await),
+            100,
+        )
+        .await
+        .expect("seed");
+    let fanout = Arc::new(components.fanout().expect("fanout"));
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/fanout-batch.json");
+    let batch: SqsEvent =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("SQS event");
+    assert_eq!(batch.records.len(), 3);
+    let retryable_id = batch.records[1].message_id.clone().expect("id");
+
+    let response = herald_fanout::process(&fanout, batch, None).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec![retryable_id]);
+
+    let store = StoreId::parse("default").expect("store");
+    let (logs, total) = components
+        .log
+        .store_logs(&store, Page::default())
+        .await
+        .expect("logs");
+    assert_eq!(
+        total, 2,
+        "the good and the retryable record were attempted and recorded"
+    );
+    let retry_log = logs
+        .iter()
+        .find(|l| l.integration_id.to_string() == RETRY)
+        .expect("retry log");
+    assert_eq!(
+        (
+            retry_log.attempt,
+            retry_log.status_code,
+            retry_log.succeeded
+        ),
+        (2, Some(500), false)
+    );
+    let good_log = logs
+        .iter()
+        .find(|l| l.integration_id.to_string() == GOOD)
+        .expect("good log");
+    assert!(good_log.succeeded);
+}
+
+#[tokio::test]
+async fn a_full_success_reports_no_failures() {
+    let components = Components::build(&PipelineSettings::memory(), false)
+        .await
+        .expect("components");
+    components
+        .integrations
+        .insert(&integration(GOOD, receiver(StatusCode::OK).await), 100)
+        .await
+        .expect("seed");
+    let fanout = Arc::new(components.fanout().expect("fanout"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/fanout-batch.json");
+    let mut batch: SqsEvent =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("SQS event");
+    batch.records.truncate(1);
+    let response = herald_fanout::process(&fanout, batch, None).await;
+    assert!(response.batch_item_failures.is_empty());
+    let json = serde_json::to_value(&response).expect("json");
+    assert_eq!(json, serde_json::json!({"batchItemFailures": []}));
+}

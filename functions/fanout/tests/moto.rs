@@ -1,0 +1,141 @@
+//! Fan-out against SQS and DynamoDB on moto (loopback): retries with visibility
+//! changes, and the redrive to the DLQ after the last attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use chrono::Utc;
+use herald_core::aws::dynamo::DynamoIntegrationStore;
+use herald_core::aws::local::{bootstrap, moto_config};
+use herald_core::aws::records::DynamoDeliveryLog;
+use herald_core::aws::sqs::SqsJobQueue;
+use herald_core::cache::IntegrationCache;
+use herald_core::delivery::guard::{AddressGuard, Cidr};
+use herald_core::delivery::webhook::WebhookDeliverer;
+use herald_core::delivery::{JobStatus, TargetDeliverer};
+use herald_core::fanout::Fanout;
+use herald_core::job::{DeliveryJob, Event};
+use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::page::Page;
+use herald_core::ports::{DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob};
+use herald_core::retry::RetryPolicy;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
+    let endpoint =
+        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
+    let sdk = moto_config(&endpoint).expect("moto");
+    let suffix = Uuid::new_v4().simple().to_string();
+    let table = format!("fanout-{suffix}");
+    // Two attempts in all: maxReceiveCount 2, one retry after 0 s.
+    let retry = RetryPolicy {
+        delays: vec![Duration::ZERO],
+        last_attempt_by: Duration::from_secs(60),
+        jitter: 0.0,
+    };
+    let (queue_url, dlq_url) = bootstrap(
+        &sdk,
+        &table,
+        &format!("jobs-{suffix}"),
+        retry.max_attempts(),
+    )
+    .await
+    .expect("bootstrap");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/hook", post(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let now = Utc::now();
+    let integration = Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: "down".into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url: format!("http://{addr}/hook"),
+            secret_key: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
+    store.insert(&integration, 100).await.expect("seed");
+    let queue = Arc::new(SqsJobQueue::from_sdk(&sdk, queue_url));
+    let log = Arc::new(DynamoDeliveryLog::from_sdk(
+        &sdk,
+        table,
+        Duration::from_secs(3600),
+    ));
+    let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
+    let webhook = WebhookDeliverer::new(guard, Duration::from_secs(5)).expect("client");
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        Arc::new(TargetDeliverer::new(Arc::new(webhook))),
+        log.clone(),
+        queue.clone(),
+        retry,
+    ));
+
+    let event = Event {
+        id: "evt-dlq".into(),
+        kind: "order.paid".into(),
+        occurred_at: now,
+        payload: serde_json::json!({"data": {}}),
+    };
+    let job = DeliveryJob::new(&integration.store_id, integration.id, event, now);
+    let failures = queue
+        .send_batch(&[OutgoingJob {
+            entry_id: "0".into(),
+            body: job.to_body(),
+        }])
+        .await
+        .expect("send");
+    assert!(failures.is_empty());
+
+    // Receive and process until the queue is empty (bounded: 10 rounds).
+    let mut attempts_seen = Vec::new();
+    for _ in 0..10 {
+        let batch = queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        attempts_seen.extend(batch.iter().map(|m| m.receive_count));
+        let failed = fanout.process(batch, None).await;
+        assert_eq!(failed.len(), 1);
+    }
+    assert_eq!(attempts_seen, vec![1, 2]);
+
+    let dlq = SqsJobQueue::from_sdk(&sdk, dlq_url);
+    let dead = dlq
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("receive dlq");
+    assert_eq!(dead.len(), 1, "the job is in the DLQ");
+    assert_eq!(DeliveryJob::parse(&dead[0].body).expect("job"), job);
+
+    let store_id = StoreId::parse("s").expect("store");
+    let (jobs, _) = log
+        .integration_jobs(&store_id, integration.id, Page::default())
+        .await
+        .expect("jobs");
+    assert_eq!((jobs[0].status, jobs[0].attempts), (JobStatus::Failed, 2));
+    let (logs, total) = log
+        .job_logs(&store_id, integration.id, job.job_id, Page::default())
+        .await
+        .expect("logs");
+    assert_eq!(total, 2);
+    assert!(logs.iter().all(|l| l.status_code == Some(503)));
+}

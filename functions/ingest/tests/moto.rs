@@ -1,0 +1,186 @@
+//! Ingest against real AWS APIs on moto (loopback): DynamoDB for integrations and
+//! event claims, SQS for the internal queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_core::aws::dynamo::DynamoIntegrationStore;
+use herald_core::aws::local::{bootstrap, moto_config};
+use herald_core::aws::records::DynamoIdempotency;
+use herald_core::aws::sqs::SqsJobQueue;
+use herald_core::cache::IntegrationCache;
+use herald_core::ingest::{EventStatus, Ingest, IngestSettings};
+use herald_core::job::DeliveryJob;
+use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::ports::{IdempotencyStore, IntegrationStore, JobSource};
+use serde_json::json;
+use uuid::Uuid;
+
+fn endpoint() -> String {
+    std::env::var("MOTO_ENDPOINT")
+        .expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)")
+}
+
+fn hook(observes: &[&str]) -> Integration {
+    let now = Utc::now();
+    Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: "hook".into(),
+        description: String::new(),
+        enabled: true,
+        observes: observes.iter().map(|s| s.to_string()).collect(),
+        target: Target::Webhook(WebhookConfig {
+            url: "https://example.com/hook".into(),
+            secret_key: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+struct World {
+    ingest: Arc<Ingest>,
+    queue: SqsJobQueue,
+    idempotency: DynamoIdempotency,
+}
+
+async fn world(integrations: &[Integration]) -> World {
+    let sdk = moto_config(&endpoint()).expect("moto config");
+    let suffix = Uuid::new_v4().simple().to_string();
+    let table = format!("ingest-{suffix}");
+    let (queue_url, _) = bootstrap(&sdk, &table, &format!("jobs-{suffix}"), 6)
+        .await
+        .expect("bootstrap");
+    let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
+    for i in integrations {
+        store.insert(i, 100).await.expect("seed");
+    }
+    let queue = SqsJobQueue::from_sdk(&sdk, queue_url);
+    let idempotency = DynamoIdempotency::from_sdk(&sdk, table);
+    let ingest = Arc::new(Ingest::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        Arc::new(idempotency.clone()),
+        Arc::new(queue.clone()),
+        IngestSettings::default(),
+    ));
+    World {
+        ingest,
+        queue,
+        idempotency,
+    }
+}
+
+/// Drains the queue (bounded: 20 receives).
+async fn drain(queue: &SqsJobQueue) -> Vec<DeliveryJob> {
+    let mut jobs = Vec::new();
+    for _ in 0..20 {
+        let batch = queue.receive(10, Duration::ZERO).await.expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            jobs.push(DeliveryJob::parse(&m.body).expect("job"));
+            queue.delete(&m.receipt).await.expect("delete");
+        }
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_queue_exactly_one_set_of_jobs() {
+    let a = hook(&["order.paid"]);
+    let b = hook(&["order.paid"]);
+    let w = world(&[a.clone(), b.clone()]).await;
+    let store = StoreId::parse("s").expect("store");
+    let event =
+        json!({"id": "evt-concurrent", "type": "order.paid", "payload": {"data": {"id": "o1"}}});
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let ingest = w.ingest.clone();
+        let event = event.clone();
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            ingest
+                .ingest(&[event], Some(&store), |_| "/data".into())
+                .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task").remove(0).status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == EventStatus::Accepted { jobs: 2 })
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == EventStatus::Duplicate)
+            .count(),
+        7,
+        "{statuses:?}"
+    );
+    let jobs = drain(&w.queue).await;
+    let mut targets: Vec<_> = jobs.iter().map(|j| j.integration_id).collect();
+    targets.sort();
+    let mut expected = vec![a.id, b.id];
+    expected.sort();
+    assert_eq!(targets, expected);
+}
+
+#[tokio::test]
+async fn a_batch_of_events_is_queued_in_batches_of_ten() {
+    let integrations: Vec<_> = (0..3).map(|_| hook(&["cart.updated"])).collect();
+    let w = world(&integrations).await;
+    let store = StoreId::parse("s").expect("store");
+    let events: Vec<_> = (0..9)
+        .map(|i| json!({"id": format!("evt-{i}"), "type": "cart.updated", "payload": {"data": {"id": i.to_string()}}}))
+        .collect();
+    let results = w
+        .ingest
+        .ingest(&events, Some(&store), |i| format!("/data/{i}"))
+        .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == EventStatus::Accepted { jobs: 3 }),
+        "{results:?}"
+    );
+    assert_eq!(drain(&w.queue).await.len(), 27);
+}
+
+#[tokio::test]
+async fn an_expired_claim_can_be_taken_again_although_ttl_has_not_deleted_it() {
+    let w = world(&[]).await;
+    let store = StoreId::parse("s").expect("store");
+    assert!(w
+        .idempotency
+        .claim(&store, "e1", Duration::ZERO)
+        .await
+        .expect("claim"));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(w
+        .idempotency
+        .claim(&store, "e1", Duration::from_secs(60))
+        .await
+        .expect("claim"));
+    assert!(!w
+        .idempotency
+        .claim(&store, "e1", Duration::from_secs(60))
+        .await
+        .expect("claim"));
+    w.idempotency.release(&store, "e1").await.expect("release");
+    assert!(w
+        .idempotency
+        .claim(&store, "e1", Duration::from_secs(60))
+        .await
+        .expect("claim"));
+}
