@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy moto-up moto-down clean-venv
+.PHONY: help setup run run-aws test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,6 +34,14 @@ setup: $(STAMP) ## create the project virtualenv (moto, cfn-lint, aws-sam-cli, c
 
 run: ## start the dev server on http://127.0.0.1:3000 (PORT overrides) with the embedded backend
 	PORT=$(PORT) cargo run --locked --quiet -p herald-local --bin herald-local
+
+run-aws: setup ## the dev server on DynamoDB and SQS in moto (started on 127.0.0.1:$(MOTO_PORT), resources created)
+	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
+	HERALD_BACKEND=aws HERALD_TABLE=herald HERALD_CREATE_LOCAL_RESOURCES=true \
+	  HERALD_QUEUE_URL=http://127.0.0.1:$(MOTO_PORT)/123456789012/herald-jobs \
+	  AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_REGION=us-east-1 \
+	  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+	  PORT=$(PORT) cargo run --locked --quiet -p herald-local --bin herald-local
 
 test: setup ## everything CI checks: format, lints, unit/integration/end-to-end tests on moto, template, Lambda smoke
 	cargo fmt --all -- --check
@@ -61,8 +69,8 @@ validate: setup ## cfn-lint and sam validate --lint on template.yaml (offline)
 watch: setup ## serve the Lambda functions locally (cargo lambda watch, embedded backend) on 127.0.0.1:9061
 	HERALD_BACKEND=memory HERALD_AUTH=jwt $(CL) lambda watch --invoke-address 127.0.0.1 --invoke-port $(LAMBDA_PORT)
 
-invoke: setup ## send events/EVENT (default api-create-webhook.json) to the api function served by `make watch`
-	$(CL) lambda invoke api --invoke-address 127.0.0.1 --invoke-port $(LAMBDA_PORT) --data-file events/$(EVENT)
+invoke: setup ## send events/EVENT (default api-create-webhook.json) to its function (the name's prefix) served by `make watch`
+	$(CL) lambda invoke $(firstword $(subst -, ,$(EVENT))) --invoke-address 127.0.0.1 --invoke-port $(LAMBDA_PORT) --data-file events/$(EVENT)
 
 lambda-smoke: setup ## run every events/api-*.json through cargo lambda watch + invoke
 	LAMBDA_PORT=$(LAMBDA_PORT) infra/lambda-smoke.sh

@@ -38,6 +38,9 @@ async fn run() -> Result<(), String> {
     }
     let port = config::number("PORT", 3000, 0..=65_535).map_err(|e| e.to_string())?;
     let backend = settings.pipeline.backend.as_str();
+    if config::flag("HERALD_CREATE_LOCAL_RESOURCES", false).map_err(|e| e.to_string())? {
+        create_local_resources(&settings.pipeline).await?;
+    }
     let components = Components::build(&settings.pipeline, true)
         .await
         .map_err(|e| format!("cannot reach the {backend} backend: {e}"))?;
@@ -77,6 +80,39 @@ async fn run() -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     served
+}
+
+/// `make run-aws`: creates the table and the queues on the moto server named by
+/// `AWS_ENDPOINT_URL` (which must be on loopback), unless they exist already.
+async fn create_local_resources(
+    pipeline: &herald_core::config::PipelineSettings,
+) -> Result<(), String> {
+    let endpoint = config::required("AWS_ENDPOINT_URL").map_err(|e| e.to_string())?;
+    let sdk = herald_core::aws::local::moto_config(&endpoint).map_err(|e| e.to_string())?;
+    let table = pipeline.table.clone().ok_or("HERALD_TABLE must be set")?;
+    let queue_url = pipeline
+        .queue_url
+        .clone()
+        .ok_or("HERALD_QUEUE_URL must be set")?;
+    let queue_name = queue_url
+        .rsplit('/')
+        .next()
+        .unwrap_or("herald-jobs")
+        .to_owned();
+    let attempts = herald_core::retry::RetryPolicy::scaled(pipeline.retry_scale).max_attempts();
+    match herald_core::aws::local::bootstrap(&sdk, &table, &queue_name, attempts).await {
+        Ok(_) => {
+            tracing::info!(%table, queue = %queue_name, "created the table and queues on moto")
+        }
+        Err(e)
+            if e.to_string().contains("ResourceInUse")
+                || e.to_string().contains("AlreadyExists") =>
+        {
+            tracing::info!("the table and queues exist already")
+        }
+        Err(e) => return Err(format!("creating the local resources: {e}")),
+    }
+    Ok(())
 }
 
 /// The one line people (and the end-to-end tests) read to find the server.
