@@ -7,8 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use herald_core::aws::dynamo::DynamoIntegrationStore;
+use herald_core::aws::local::{bootstrap, moto_config};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -315,42 +314,14 @@ fn assert_no_secret_was_logged(log: String) {
 
 #[tokio::test]
 async fn the_same_session_works_with_dynamodb_on_moto() {
-    let endpoint = std::env::var("MOTO_ENDPOINT")
-        .expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)");
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "moto must be on loopback"
-    );
-    let table = format!("herald-e2e-{}", uuid_like());
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-            .build(),
-    );
-    DynamoIntegrationStore::create_table(&client, &table)
-        .await
-        .expect("table");
-    let queue_url = moto_queue(&endpoint, &format!("{table}-jobs"), 6).await;
-    let server = start(&[
-        ("HERALD_BACKEND", "aws"),
-        ("HERALD_TABLE", &table),
-        ("HERALD_QUEUE_URL", &queue_url),
-        ("AWS_ENDPOINT_URL", &endpoint),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ]);
+    let server = start_on_moto(&[]).await;
     curl_session(&server).await;
     assert_no_secret_was_logged(server.stop_and_read_log());
 }
 
 #[tokio::test]
 async fn the_dev_server_refuses_to_start_without_its_table() {
-    let endpoint =
-        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
+    let endpoint = moto_endpoint();
     let out = Command::new(env!("CARGO_BIN_EXE_herald-local"))
         .env("PORT", "0")
         .env("HERALD_BACKEND", "aws")
@@ -365,6 +336,39 @@ async fn the_dev_server_refuses_to_start_without_its_table() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach the aws backend"), "{stderr}");
+}
+
+/// moto's endpoint, from `make test`.
+fn moto_endpoint() -> String {
+    let endpoint = std::env::var("MOTO_ENDPOINT")
+        .expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "moto must be on loopback"
+    );
+    endpoint
+}
+
+/// The dev server on DynamoDB and SQS in moto, with a fresh table and queues.
+async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
+    let endpoint = moto_endpoint();
+    let sdk = moto_config(&endpoint).expect("loopback endpoint");
+    let suffix = uuid_like();
+    let table = format!("herald-e2e-{suffix}");
+    let (queue_url, _) = bootstrap(&sdk, &table, &format!("herald-jobs-{suffix}"), 6)
+        .await
+        .expect("table and queues");
+    let mut env = vec![
+        ("HERALD_BACKEND", "aws"),
+        ("HERALD_TABLE", table.as_str()),
+        ("HERALD_QUEUE_URL", queue_url.as_str()),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    env.extend_from_slice(extra);
+    start(&env)
 }
 
 fn uuid_like() -> String {
@@ -619,86 +623,9 @@ async fn the_dev_server_delivers_an_observed_event_with_one_retry_and_shows_both
     assert_no_secret_was_logged(server.stop_and_read_log());
 }
 
-/// Creates the internal queue and its DLQ on moto, as the template does.
-async fn moto_queue(endpoint: &str, name: &str, max_receives: u32) -> String {
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
-            .build(),
-    );
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .expect("dlq");
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(dlq.queue_url().expect("url"))
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attrs")
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("arn");
-    let q = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
-        )
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "60",
-        )
-        .send()
-        .await
-        .expect("queue");
-    q.queue_url().expect("url").to_owned()
-}
-
 #[tokio::test]
 async fn the_same_pipeline_runs_on_dynamodb_and_sqs_in_moto() {
-    let endpoint =
-        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
-    assert!(
-        endpoint.starts_with("http://127.0.0.1:"),
-        "moto must be on loopback"
-    );
-    let suffix = uuid_like();
-    let table = format!("herald-pipe-{suffix}");
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-            .build(),
-    );
-    DynamoIntegrationStore::create_table(&client, &table)
-        .await
-        .expect("table");
-    let queue_url = moto_queue(&endpoint, &format!("herald-jobs-{suffix}"), 6).await;
-    let server = start(&[
-        ("HERALD_BACKEND", "aws"),
-        ("HERALD_TABLE", &table),
-        ("HERALD_QUEUE_URL", &queue_url),
-        ("HERALD_RETRY_SCALE", "0"),
-        ("AWS_ENDPOINT_URL", &endpoint),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ]);
+    let server = start_on_moto(&[("HERALD_RETRY_SCALE", "0")]).await;
     pipeline_session(&server).await;
     assert_no_secret_was_logged(server.stop_and_read_log());
 }
