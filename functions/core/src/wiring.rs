@@ -10,13 +10,14 @@ use crate::aws::sqs::SqsJobQueue;
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
 use crate::delivery::guard::AddressGuard;
+use crate::delivery::sqs::SqsDeliverer;
 use crate::delivery::webhook::WebhookDeliverer;
 use crate::delivery::TargetDeliverer;
 use crate::error::{Error, Result};
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
-use crate::ports::{DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource};
+use crate::ports::{Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource};
 use crate::retry::RetryPolicy;
 
 /// The embedded queue's visibility timeout (the dev server's stand-in for the
@@ -40,6 +41,8 @@ pub struct Components {
     pub source: Option<Arc<dyn JobSource>>,
     /// The embedded queue itself, for inspection (memory backend only).
     pub memory_queue: Option<Arc<MemoryQueue>>,
+    /// The AWS configuration customer-queue clients derive from.
+    aws: aws_config::SdkConfig,
     settings: PipelineSettings,
 }
 
@@ -56,6 +59,12 @@ impl Components {
         };
         Ok(match settings.backend {
             Backend::Memory => {
+                // Only customer queues use AWS here; a fixed region keeps loading from
+                // looking anything up (each integration names its own region).
+                let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new("us-east-1"))
+                    .load()
+                    .await;
                 let q = Arc::new(MemoryQueue::new(LOCAL_VISIBILITY, retry.max_attempts()));
                 let integrations: Arc<dyn IntegrationStore> =
                     Arc::new(MemoryIntegrationStore::new());
@@ -67,6 +76,7 @@ impl Components {
                     queue: Some(q.clone()),
                     source: Some(q.clone()),
                     memory_queue: Some(q),
+                    aws,
                     settings: settings.clone(),
                 }
             }
@@ -94,6 +104,7 @@ impl Components {
                     queue: sqs.clone().map(|q| q as Arc<dyn JobQueue>),
                     source: sqs.map(|q| q as Arc<dyn JobSource>),
                     memory_queue: None,
+                    aws: sdk,
                     settings: settings.clone(),
                 }
             }
@@ -116,15 +127,19 @@ impl Components {
         ))
     }
 
-    /// The fan-out use case, with its webhook client (built here, once).
+    /// Every target's deliverer, with its clients (built here, once).
+    pub fn deliverer(&self) -> Result<Arc<dyn Deliverer>> {
+        let guard = AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
+        let webhook = WebhookDeliverer::new(guard, self.settings.webhook_timeout).map_err(Error::Config)?;
+        let sqs = SqsDeliverer::new(self.aws.clone());
+        Ok(Arc::new(TargetDeliverer::new(Arc::new(webhook)).with_sqs(Arc::new(sqs))))
+    }
+
+    /// The fan-out use case.
     pub fn fanout(&self) -> Result<Fanout> {
-        let guard =
-            AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
-        let webhook =
-            WebhookDeliverer::new(guard, self.settings.webhook_timeout).map_err(Error::Config)?;
         Ok(Fanout::new(
             self.cache.clone(),
-            Arc::new(TargetDeliverer::new(Arc::new(webhook))),
+            self.deliverer()?,
             self.log.clone(),
             self.queue()?,
             RetryPolicy::scaled(self.settings.retry_scale),

@@ -29,7 +29,7 @@ use uuid::Uuid;
 async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
     let endpoint =
         std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
-    let sdk = moto_config(&endpoint).expect("moto");
+    let sdk = moto_config(&endpoint).await.expect("moto");
     let suffix = Uuid::new_v4().simple().to_string();
     let table = format!("fanout-{suffix}");
     // Two attempts in all: maxReceiveCount 2, one retry after 0 s.

@@ -48,7 +48,7 @@ struct World {
 }
 
 async fn world(integrations: &[Integration]) -> World {
-    let sdk = moto_config(&endpoint()).expect("moto config");
+    let sdk = moto_config(&endpoint()).await.expect("moto config");
     let suffix = Uuid::new_v4().simple().to_string();
     let table = format!("ingest-{suffix}");
     let (queue_url, _) = bootstrap(&sdk, &table, &format!("jobs-{suffix}"), 6)

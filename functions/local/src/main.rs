@@ -88,7 +88,7 @@ async fn create_local_resources(
     pipeline: &herald_core::config::PipelineSettings,
 ) -> Result<(), String> {
     let endpoint = config::required("AWS_ENDPOINT_URL").map_err(|e| e.to_string())?;
-    let sdk = herald_core::aws::local::moto_config(&endpoint).map_err(|e| e.to_string())?;
+    let sdk = herald_core::aws::local::moto_config(&endpoint).await.map_err(|e| e.to_string())?;
     let table = pipeline.table.clone().ok_or("HERALD_TABLE must be set")?;
     let queue_url = pipeline
         .queue_url

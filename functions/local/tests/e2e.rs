@@ -352,7 +352,7 @@ fn moto_endpoint() -> String {
 /// The dev server on DynamoDB and SQS in moto, with a fresh table and queues.
 async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
     let endpoint = moto_endpoint();
-    let sdk = moto_config(&endpoint).expect("loopback endpoint");
+    let sdk = moto_config(&endpoint).await.expect("loopback endpoint");
     let suffix = uuid_like();
     let table = format!("herald-e2e-{suffix}");
     let (queue_url, _) = bootstrap(&sdk, &table, &format!("herald-jobs-{suffix}"), 6)

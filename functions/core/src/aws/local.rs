@@ -13,21 +13,21 @@ use crate::error::{Error, Result};
 /// An AWS configuration for a moto server at `endpoint`, with moto's test
 /// credentials. Refuses any endpoint that is not on loopback, so a test or demo can
 /// never reach a real account.
-pub fn moto_config(endpoint: &str) -> Result<SdkConfig> {
+pub async fn moto_config(endpoint: &str) -> Result<SdkConfig> {
     let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"];
     if !loopback.iter().any(|p| endpoint.starts_with(p)) {
         return Err(Error::Config(format!(
             "{endpoint} is not a loopback endpoint"
         )));
     }
-    Ok(SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
+    Ok(aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "testing", "testing", None, None, "moto",
         )))
-        .build())
+        .load()
+        .await)
 }
 
 /// The internal queue and its dead-letter queue, with the redrive policy the template

@@ -44,6 +44,47 @@ pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) 
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// The queue message: a CloudEvents 1.0 JSON document. `id` is the event id (as in
+/// the webhook body), `jobid` the job id (stable across retries), `data` the payload.
+pub fn cloud_event(job: &DeliveryJob, integration: &Integration) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": job.event.id,
+        "type": job.event.kind,
+        "source": format!("herald/stores/{}", job.store_id),
+        "time": crate::job::rfc3339_ms(&job.event.occurred_at),
+        "datacontenttype": "application/json",
+        "integrationid": integration.id.to_string(),
+        "storeid": job.store_id,
+        "jobid": job.job_id.to_string(),
+        "data": delivered_payload(job),
+    })
+}
+
+/// Serializes a CloudEvent within `limit` bytes: when too large, `data.included` is
+/// dropped and `data.meta.includes_elided` set; when still too large, `Err` says so
+/// (the attempt fails permanently; `data` is never cut).
+pub fn fit_message(mut event: Value, limit: usize) -> Result<String, String> {
+    let whole = event.to_string();
+    if whole.len() <= limit {
+        return Ok(whole);
+    }
+    if let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) {
+        if data.remove("included").is_some() {
+            data.insert("meta".into(), json!({ "includes_elided": true }));
+        }
+    }
+    let slim = event.to_string();
+    if slim.len() <= limit {
+        Ok(slim)
+    } else {
+        Err(format!(
+            "the event is {} bytes without its included resources, more than the target's limit of {limit}",
+            slim.len()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -104,6 +145,36 @@ mod tests {
             !String::from_utf8_lossy(&webhook_body(&job, &integration, 1))
                 .contains("top-secret-value")
         );
+    }
+
+    #[test]
+    fn the_queue_message_is_a_cloud_event() {
+        let payload = json!({"data": {"id": "c1", "type": "cart"}});
+        let (job, integration) = job("cart.updated", payload.clone());
+        let ce = cloud_event(&job, &integration);
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["id"], "evt-1");
+        assert_eq!(ce["type"], "cart.updated");
+        assert_eq!(ce["source"], "herald/stores/s");
+        assert_eq!(ce["datacontenttype"], "application/json");
+        assert_eq!(ce["integrationid"], integration.id.to_string());
+        assert_eq!(ce["storeid"], "s");
+        assert_eq!(ce["jobid"], job.job_id.to_string());
+        assert_eq!(ce["data"], payload);
+        assert!(chrono::DateTime::parse_from_rfc3339(ce["time"].as_str().expect("time")).is_ok());
+    }
+
+    #[test]
+    fn an_oversized_message_drops_included_and_says_so() {
+        let payload = json!({"data": {"id": "o1"}, "included": {"blob": "x".repeat(5000)}});
+        let (job, integration) = job("order.paid", payload);
+        let ce = cloud_event(&job, &integration);
+        let whole = fit_message(ce.clone(), 100_000).expect("fits");
+        assert!(whole.contains("blob"));
+        let slim: Value = serde_json::from_str(&fit_message(ce.clone(), 2_000).expect("fits slim")).expect("json");
+        assert_eq!(slim["data"], json!({"data": {"id": "o1"}, "meta": {"includes_elided": true}}));
+        let err = fit_message(ce, 100).expect_err("too large even slim");
+        assert!(err.contains("limit of 100"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod envelope;
 pub mod guard;
+pub mod sqs;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -206,12 +207,19 @@ impl JobRecord {
 /// Chooses the deliverer for each integration's target type.
 pub struct TargetDeliverer {
     webhook: Arc<dyn Deliverer>,
+    sqs: Option<Arc<dyn Deliverer>>,
 }
 
 impl TargetDeliverer {
-    /// Dispatches webhooks to `webhook`.
+    /// Dispatches webhooks to `webhook`; other targets are refused.
     pub fn new(webhook: Arc<dyn Deliverer>) -> Self {
-        Self { webhook }
+        Self { webhook, sqs: None }
+    }
+
+    /// Dispatches `aws_sqs` integrations to `sqs`.
+    pub fn with_sqs(mut self, sqs: Arc<dyn Deliverer>) -> Self {
+        self.sqs = Some(sqs);
+        self
     }
 }
 
@@ -223,9 +231,10 @@ impl Deliverer for TargetDeliverer {
         job: &DeliveryJob,
         attempt: u32,
     ) -> DeliveryResult {
-        match &integration.target {
-            Target::Webhook(_) => self.webhook.deliver(integration, job, attempt).await,
-            Target::AwsSqs(_) | Target::Stomp(_) => DeliveryResult::failed(
+        match (&integration.target, &self.sqs) {
+            (Target::Webhook(_), _) => self.webhook.deliver(integration, job, attempt).await,
+            (Target::AwsSqs(_), Some(sqs)) => sqs.deliver(integration, job, attempt).await,
+            _ => DeliveryResult::failed(
                 Outcome::Permanent,
                 format!(
                     "delivery to {} targets is not available in this version of Herald",

@@ -1,0 +1,241 @@
+//! The customer SQS target against moto (loopback). Integrations keep real
+//! `https://sqs.<region>.amazonaws.com/...` URLs; the endpoint override sends the
+//! calls to moto, as `AWS_ENDPOINT_URL` does in the dev server.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use chrono::Utc;
+use herald_core::aws::local::moto_config;
+use herald_core::delivery::sqs::SqsDeliverer;
+use herald_core::delivery::Outcome;
+use herald_core::job::{DeliveryJob, Event};
+use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Target};
+use herald_core::ports::Deliverer;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn endpoint() -> String {
+    std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)")
+}
+
+fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
+    let now = Utc::now();
+    Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: "queue".into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::AwsSqs(SqsConfig { url: queue_url.into(), region: "us-east-1".into(), auth }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn keys(id: &str, secret: &str) -> SqsAuth {
+    SqsAuth::Keys { access_key_id: Secret::new(id), secret_access_key: Secret::new(secret) }
+}
+
+fn job(i: &Integration, order_id: &str) -> DeliveryJob {
+    let event = Event {
+        id: format!("evt-{order_id}"),
+        kind: "order.paid".into(),
+        occurred_at: Utc::now(),
+        payload: json!({"data": {"id": order_id, "type": "order"}, "included": {"items": [1]}}),
+    };
+    DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
+}
+
+/// A queue on moto; returns (real-looking URL for the integration, moto client).
+async fn queue(sdk: &aws_config::SdkConfig, fifo: bool) -> (String, aws_sdk_sqs::Client) {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let name = format!("customer-{}{}", Uuid::new_v4().simple(), if fifo { ".fifo" } else { "" });
+    let mut create = sqs.create_queue().queue_name(&name);
+    if fifo {
+        create = create.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    create.send().await.expect("create queue");
+    (format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}"), sqs)
+}
+
+async fn read_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive");
+    out.messages().to_vec()
+}
+
+#[tokio::test]
+async fn a_message_lands_in_the_customer_queue_as_a_cloud_event_with_attributes() {
+    let sdk = moto_config(&endpoint()).await.expect("moto");
+    let (url, sqs) = queue(&sdk, false).await;
+    let i = integration(&url, keys("AKIAIOSFODNN7TESTKEY", "test-secret-for-moto"));
+    let j = job(&i, "o-1");
+    let result = SqsDeliverer::new(sdk.clone()).deliver(&i, &j, 1).await;
+    assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    assert!(result.body.starts_with("MessageId "));
+
+    let messages = read_all(&sqs, &url).await;
+    assert_eq!(messages.len(), 1);
+    let body: Value = serde_json::from_str(messages[0].body().expect("body")).expect("json");
+    assert_eq!(body["specversion"], "1.0");
+    assert_eq!(body["id"], "evt-o-1");
+    assert_eq!(body["type"], "order.paid");
+    assert_eq!(body["integrationid"], i.id.to_string());
+    assert_eq!(body["storeid"], "s");
+    assert_eq!(body["data"], json!({"data": {"id": "o-1", "type": "order"}, "included": {"items": [1]}}));
+    let attrs = messages[0].message_attributes().expect("attributes");
+    assert_eq!(attrs["type"].string_value(), Some("order.paid"));
+    assert_eq!(attrs["jobid"].string_value(), Some(j.job_id.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn fifo_queues_get_a_group_and_a_deduplication_id_so_retries_do_not_duplicate() {
+    let sdk = moto_config(&endpoint()).await.expect("moto");
+    let (url, sqs) = queue(&sdk, true).await;
+    let i = integration(&url, keys("AKIAIOSFODNN7TESTKEY", "test-secret-for-moto"));
+    let j = job(&i, "o-42");
+    let deliverer = SqsDeliverer::new(sdk.clone());
+    for attempt in 1..=2 {
+        assert_eq!(deliverer.deliver(&i, &j, attempt).await.outcome, Outcome::Delivered);
+    }
+    let messages = read_all(&sqs, &url).await;
+    assert_eq!(messages.len(), 1, "the retry was deduplicated");
+    let system = messages[0].attributes().expect("system attributes");
+    assert_eq!(system.get(&MessageSystemAttributeName::MessageGroupId).map(String::as_str), Some("o-42"));
+    assert_eq!(
+        system.get(&MessageSystemAttributeName::MessageDeduplicationId).map(String::as_str),
+        Some(j.job_id.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_missing_queue_is_a_classified_failure() {
+    let sdk = moto_config(&endpoint()).await.expect("moto");
+    let i = integration(
+        "https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue",
+        keys("AKIAIOSFODNN7TESTKEY", "test-secret-for-moto"),
+    );
+    let result = SqsDeliverer::new(sdk).deliver(&i, &job(&i, "o"), 1).await;
+    assert!(matches!(result.outcome, Outcome::Retryable { .. }), "{result:?}");
+    assert_eq!(result.error_detail.as_deref(), Some("the queue does not exist"));
+}
+
+#[tokio::test]
+async fn a_role_is_assumed_through_sts_for_keyless_delivery() {
+    let sdk = moto_config(&endpoint()).await.expect("moto");
+    let (url, sqs) = queue(&sdk, false).await;
+    let i = integration(
+        &url,
+        SqsAuth::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/herald-delivery".into(),
+            external_id: "store-s".into(),
+        },
+    );
+    let deliverer = SqsDeliverer::new(sdk);
+    for n in 0..2 {
+        let result = deliverer.deliver(&i, &job(&i, &format!("o-{n}")), 1).await;
+        assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    }
+    assert_eq!(read_all(&sqs, &url).await.len(), 2);
+}
+
+/// A moto server of the test's own with authentication on: the first `setup`
+/// requests are allowed unauthenticated, every later one must be signed by a known
+/// IAM user with permission.
+struct AuthMoto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for AuthMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn auth_moto(setup: u32) -> AuthMoto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let moto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/moto_server");
+    let child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", setup.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server from .venv (run `make setup`)");
+    // Owned by the guard from here on, so it is killed whatever happens next.
+    let moto = AuthMoto { child, endpoint: format!("http://127.0.0.1:{port}") };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return moto;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("moto with auth did not start within 10 s");
+}
+
+#[tokio::test]
+async fn bad_credentials_and_missing_permissions_are_classified() {
+    // Setup: create queue, create user, create access key (3 unauthenticated calls).
+    let moto = auth_moto(3).await;
+    let sdk = moto_config(&moto.endpoint).await.expect("moto");
+    let (url, _) = queue(&sdk, false).await;
+    let iam = aws_sdk_iam_free::create_user_with_key(&moto.endpoint).await;
+
+    let deliverer = SqsDeliverer::new(sdk);
+    let unknown = integration(&url, keys("AKIAUNKNOWNUNKNOWN00", "not-a-real-secret-key"));
+    let result = deliverer.deliver(&unknown, &job(&unknown, "o"), 1).await;
+    let detail = result.error_detail.expect("detail");
+    assert!(detail.starts_with("invalid credentials"), "{detail}");
+
+    let no_permission = integration(&url, keys(&iam.0, &iam.1));
+    let result = deliverer.deliver(&no_permission, &job(&no_permission, "o"), 1).await;
+    let detail = result.error_detail.expect("detail");
+    assert!(detail.starts_with("access denied"), "{detail}");
+}
+
+mod aws_sdk_iam_free {
+    //! Creates an IAM user and access key on moto through its query API, without an
+    //! IAM SDK dependency: two signed-by-nobody form posts (moto's setup allowance).
+
+    pub async fn create_user_with_key(endpoint: &str) -> (String, String) {
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let post = |form: Vec<(&'static str, &'static str)>| {
+            let body = form.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+            client
+                .post(format!("{endpoint}/"))
+                .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0")
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        post(vec![("Action", "CreateUser"), ("UserName", "no-permissions"), ("Version", "2010-05-08")])
+            .await
+            .expect("create user");
+        let xml = post(vec![("Action", "CreateAccessKey"), ("UserName", "no-permissions"), ("Version", "2010-05-08")])
+            .await
+            .expect("create key")
+            .text()
+            .await
+            .expect("body");
+        let field = |name: &str| {
+            let open = format!("<{name}>");
+            let start = xml.find(&open).unwrap_or_else(|| panic!("no {name} in {xml}")) + open.len();
+            let end = xml[start..].find('<').expect("close") + start;
+            xml[start..end].to_owned()
+        };
+        (field("AccessKeyId"), field("SecretAccessKey"))
+    }
+}
