@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ run-aws: setup ## the dev server on DynamoDB and SQS in moto (started on 127.0.0
 	  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	  PORT=$(PORT) cargo run --locked --quiet -p herald-local --bin herald-local
 
+demo: setup ## the product tour: one order.paid event to a webhook, an SQS queue (moto) and an ActiveMQ queue, and a test delivery to each
+	infra/demo.sh
+
 test: setup ## everything CI checks: format, lints, unit/integration/end-to-end tests on moto, template, Lambda smoke
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
@@ -50,10 +53,8 @@ test: setup ## everything CI checks: format, lints, unit/integration/end-to-end 
 	$(MAKE) --no-print-directory validate
 	$(MAKE) --no-print-directory lambda-smoke
 
-unit: setup ## cargo test for the whole workspace, with moto started on 127.0.0.1 (MOTO_PORT, default 5055) and stopped after
-	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
-	MOTO_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) cargo test --locked --workspace; \
-	  rc=$$?; MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop; exit $$rc
+unit: setup ## cargo test for the whole workspace, with moto (127.0.0.1:5055) and ActiveMQ (127.0.0.1:61613/61614) started and stopped after
+	MOTO_PORT=$(MOTO_PORT) infra/with-peers.sh cargo test --locked --workspace
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check
@@ -96,6 +97,12 @@ moto-up: setup ## start moto on 127.0.0.1 (MOTO_PORT) for HERALD_BACKEND=aws dem
 
 moto-down: ## stop moto
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop
+
+activemq-up: ## install (Debian package, first time) and start ActiveMQ on 127.0.0.1:61613 (STOMP) and :61614 (STOMP+TLS)
+	infra/activemq.sh start
+
+activemq-down: ## stop ActiveMQ
+	infra/activemq.sh stop
 
 clean-venv: ## remove the project virtualenv
 	rm -rf $(VENV)

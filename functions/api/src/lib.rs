@@ -24,7 +24,7 @@ use herald_core::integrations::Integrations;
 use herald_core::memory::MemoryDeliveryLog;
 use herald_core::model::StoreId;
 use herald_core::page::Page;
-use herald_core::ports::{DeliveryLog, IntegrationStore};
+use herald_core::ports::{Deliverer, DeliveryLog, IntegrationStore};
 use herald_core::validate::FieldError;
 use herald_core::wiring::Components;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -50,6 +50,8 @@ pub struct AppState {
     pub log: Arc<dyn DeliveryLog>,
     /// Event intake, where this process accepts events (`POST /v2/events`).
     pub ingest: Option<Arc<Ingest>>,
+    /// Target deliverers, for `POST /v2/integrations/{id}/test`.
+    pub deliverer: Option<Arc<dyn Deliverer>>,
     /// How the caller's store is found.
     pub tenancy: Tenancy,
     /// Base of absolute links, when configured.
@@ -64,6 +66,7 @@ impl AppState {
             integrations: Integrations::new(store, settings.policy, settings.max_per_store),
             log: Arc::new(MemoryDeliveryLog::default()),
             ingest: None,
+            deliverer: None,
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
         }
@@ -74,8 +77,8 @@ impl AppState {
         components: &Components,
         settings: &Settings,
         ingest: Option<Arc<Ingest>>,
-    ) -> Self {
-        Self {
+    ) -> herald_core::Result<Self> {
+        Ok(Self {
             integrations: Integrations::new(
                 components.integrations.clone(),
                 settings.policy,
@@ -83,9 +86,10 @@ impl AppState {
             ),
             log: components.log.clone(),
             ingest,
+            deliverer: Some(components.deliverer()?),
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
-        }
+        })
     }
 }
 
@@ -163,6 +167,12 @@ pub fn routes() -> Vec<Route> {
             path: "/v2/integrations/{id}/jobs/{job_id}/logs",
             statuses: &[200, 400, 403, 404, 500],
             handler: || get(job_logs),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v2/integrations/{id}/test",
+            statuses: &[200, 400, 403, 404, 413, 415, 422, 500],
+            handler: || post(test_integration),
         },
         Route {
             method: Method::POST,
@@ -555,6 +565,87 @@ async fn job_logs(
         total,
         data,
     ))
+}
+
+/// `POST /v2/integrations/{id}/test`: delivers a sample event now (enabled or not)
+/// and answers with the recorded attempt. Body optional:
+/// `{"data": {"type": "test", "triggered_by": "<event key>"}}`; the default event is
+/// the first the integration observes.
+async fn test_integration(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let integration = state.integrations.get(&store, id).await??;
+    let Some(deliverer) = state.deliverer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "test deliveries are not available here",
+            None,
+        ));
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = if declared == Some(0) || (declared.is_none() && !is_json(&headers)) {
+        Value::Null
+    } else {
+        json_body(&headers, body).await?
+    };
+    let mut errors = Vec::new();
+    let mut triggered_by = integration
+        .observes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "order.paid".to_owned());
+    match &body {
+        Value::Null => {}
+        Value::Object(top) => {
+            match top.get("data") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(data)) => {
+                    if data.get("type").is_some_and(|t| t != "test") {
+                        errors.push(FieldError {
+                            pointer: "/data/type".into(),
+                            detail: "must be \"test\"".into(),
+                        });
+                    }
+                    match data.get("triggered_by") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(k)) if catalog::is_observable(k) => triggered_by = k.clone(),
+                    Some(_) => errors.push(FieldError {
+                        pointer: "/data/triggered_by".into(),
+                        detail: "must be an observable event key; GET /v2/observable-events lists them".into(),
+                    }),
+                }
+                }
+                Some(_) => errors.push(FieldError {
+                    pointer: "/data".into(),
+                    detail: "must be an object".into(),
+                }),
+            }
+        }
+        _ => errors.push(FieldError {
+            pointer: String::new(),
+            detail: "the body must be a JSON object".into(),
+        }),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let attempt = herald_core::delivery::send_test(
+        &integration,
+        &triggered_by,
+        deliverer.as_ref(),
+        state.log.as_ref(),
+    )
+    .await?;
+    tracing::info!(store = %store, integration = %id, succeeded = attempt.succeeded, "test delivery");
+    Ok(document(StatusCode::OK, attempt.to_resource()))
 }
 
 /// Largest `POST /v2/events` body (a Lambda invocation carries at most 6 MB).

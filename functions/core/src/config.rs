@@ -95,6 +95,9 @@ pub struct PipelineSettings {
     /// `HERALD_RETRY_SCALE`: multiplies every retry delay (1 in production; tests and
     /// drills compress time with it).
     pub retry_scale: f64,
+    /// `HERALD_STOMP_EXTRA_CA`: a PEM file of CA certificates trusted, besides the
+    /// public roots, for `stomp+ssl://` brokers (private brokers, tests).
+    pub stomp_extra_ca: Option<String>,
 }
 
 /// Per-binary defaults of [`PipelineSettings`].
@@ -168,6 +171,7 @@ impl PipelineSettings {
             )? as u64),
             allow_private_cidrs,
             retry_scale,
+            stomp_extra_ca: var("HERALD_STOMP_EXTRA_CA"),
         })
     }
 
@@ -182,6 +186,7 @@ impl PipelineSettings {
             webhook_timeout: std::time::Duration::from_secs(30),
             allow_private_cidrs: PipelineDefaults::LOCAL.allow_private_cidrs.to_owned(),
             retry_scale: 1.0,
+            stomp_extra_ca: None,
         }
     }
 }

@@ -165,6 +165,8 @@ pub struct StompConfig {
     pub username: String,
     /// Broker passcode.
     pub password: Secret,
+    /// The CONNECT frame's `host` (RabbitMQ's virtual host); default the broker's host.
+    pub virtual_host: Option<String>,
 }
 
 /// Names of the configuration fields that hold secrets, by integration type.
@@ -229,6 +231,9 @@ impl Target {
                 map.insert("destination".into(), json!(c.destination));
                 map.insert("username".into(), json!(c.username));
                 map.insert("password".into(), secret(&c.password));
+                if let Some(h) = &c.virtual_host {
+                    map.insert("host".into(), json!(h));
+                }
             }
         }
         Value::Object(map)

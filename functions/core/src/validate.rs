@@ -736,7 +736,7 @@ pub const STOMP_SCHEMES: &[(&str, bool)] = &[
 fn stomp(c: &mut Config<'_>) -> Option<StompConfig> {
     c.only(
         IntegrationType::Stomp,
-        &["addresses", "destination", "username", "password"],
+        &["addresses", "destination", "username", "password", "host"],
     );
     let addresses = match c.obj.get("addresses") {
         None | Some(Value::Null) => {
@@ -774,11 +774,13 @@ fn stomp(c: &mut Config<'_>) -> Option<StompConfig> {
     let destination = c.required_str("destination", 1024);
     let username = c.required_str("username", 256);
     let password = c.required_str("password", MAX_SECRET).map(Secret::new);
+    let virtual_host = c.optional_str("host", 255);
     Some(StompConfig {
         addresses: addresses?,
         destination: destination?,
         username: username?,
         password: password?,
+        virtual_host,
     })
 }
 

@@ -11,18 +11,24 @@ use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
 use crate::delivery::guard::AddressGuard;
 use crate::delivery::sqs::SqsDeliverer;
+use crate::delivery::stomp::StompDeliverer;
 use crate::delivery::webhook::WebhookDeliverer;
 use crate::delivery::TargetDeliverer;
 use crate::error::{Error, Result};
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
-use crate::ports::{Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource};
+use crate::ports::{
+    Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
+};
 use crate::retry::RetryPolicy;
 
 /// The embedded queue's visibility timeout (the dev server's stand-in for the
 /// template's 6 × fan-out timeout).
 pub const LOCAL_VISIBILITY: Duration = Duration::from_secs(180);
+
+/// How long a broker may take to answer a CONNECT or a SEND.
+pub const STOMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every adapter, built for one backend.
 #[derive(Clone)]
@@ -129,10 +135,22 @@ impl Components {
 
     /// Every target's deliverer, with its clients (built here, once).
     pub fn deliverer(&self) -> Result<Arc<dyn Deliverer>> {
-        let guard = AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
-        let webhook = WebhookDeliverer::new(guard, self.settings.webhook_timeout).map_err(Error::Config)?;
+        let guard =
+            AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
+        let webhook = WebhookDeliverer::new(guard.clone(), self.settings.webhook_timeout)
+            .map_err(Error::Config)?;
         let sqs = SqsDeliverer::new(self.aws.clone());
-        Ok(Arc::new(TargetDeliverer::new(Arc::new(webhook)).with_sqs(Arc::new(sqs))))
+        let extra_ca = match &self.settings.stomp_extra_ca {
+            Some(path) => StompDeliverer::read_pem(path)
+                .map_err(|e| Error::Config(format!("HERALD_STOMP_EXTRA_CA: {e}")))?,
+            None => Vec::new(),
+        };
+        let stomp = StompDeliverer::new(guard, &extra_ca, STOMP_TIMEOUT).map_err(Error::Config)?;
+        Ok(Arc::new(
+            TargetDeliverer::new(Arc::new(webhook))
+                .with_sqs(Arc::new(sqs))
+                .with_stomp(Arc::new(stomp)),
+        ))
     }
 
     /// The fan-out use case.

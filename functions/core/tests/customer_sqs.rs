@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn endpoint() -> String {
-    std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)")
+    std::env::var("MOTO_ENDPOINT")
+        .expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)")
 }
 
 fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
@@ -29,7 +30,11 @@ fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
         description: String::new(),
         enabled: true,
         observes: vec!["order.paid".into()],
-        target: Target::AwsSqs(SqsConfig { url: queue_url.into(), region: "us-east-1".into(), auth }),
+        target: Target::AwsSqs(SqsConfig {
+            url: queue_url.into(),
+            region: "us-east-1".into(),
+            auth,
+        }),
         created_at: now,
         updated_at: now,
         version: 1,
@@ -37,7 +42,10 @@ fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
 }
 
 fn keys(id: &str, secret: &str) -> SqsAuth {
-    SqsAuth::Keys { access_key_id: Secret::new(id), secret_access_key: Secret::new(secret) }
+    SqsAuth::Keys {
+        access_key_id: Secret::new(id),
+        secret_access_key: Secret::new(secret),
+    }
 }
 
 fn job(i: &Integration, order_id: &str) -> DeliveryJob {
@@ -53,13 +61,20 @@ fn job(i: &Integration, order_id: &str) -> DeliveryJob {
 /// A queue on moto; returns (real-looking URL for the integration, moto client).
 async fn queue(sdk: &aws_config::SdkConfig, fifo: bool) -> (String, aws_sdk_sqs::Client) {
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let name = format!("customer-{}{}", Uuid::new_v4().simple(), if fifo { ".fifo" } else { "" });
+    let name = format!(
+        "customer-{}{}",
+        Uuid::new_v4().simple(),
+        if fifo { ".fifo" } else { "" }
+    );
     let mut create = sqs.create_queue().queue_name(&name);
     if fifo {
         create = create.attributes(QueueAttributeName::FifoQueue, "true");
     }
     create.send().await.expect("create queue");
-    (format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}"), sqs)
+    (
+        format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}"),
+        sqs,
+    )
 }
 
 async fn read_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
@@ -93,10 +108,16 @@ async fn a_message_lands_in_the_customer_queue_as_a_cloud_event_with_attributes(
     assert_eq!(body["type"], "order.paid");
     assert_eq!(body["integrationid"], i.id.to_string());
     assert_eq!(body["storeid"], "s");
-    assert_eq!(body["data"], json!({"data": {"id": "o-1", "type": "order"}, "included": {"items": [1]}}));
+    assert_eq!(
+        body["data"],
+        json!({"data": {"id": "o-1", "type": "order"}, "included": {"items": [1]}})
+    );
     let attrs = messages[0].message_attributes().expect("attributes");
     assert_eq!(attrs["type"].string_value(), Some("order.paid"));
-    assert_eq!(attrs["jobid"].string_value(), Some(j.job_id.to_string().as_str()));
+    assert_eq!(
+        attrs["jobid"].string_value(),
+        Some(j.job_id.to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -107,14 +128,24 @@ async fn fifo_queues_get_a_group_and_a_deduplication_id_so_retries_do_not_duplic
     let j = job(&i, "o-42");
     let deliverer = SqsDeliverer::new(sdk.clone());
     for attempt in 1..=2 {
-        assert_eq!(deliverer.deliver(&i, &j, attempt).await.outcome, Outcome::Delivered);
+        assert_eq!(
+            deliverer.deliver(&i, &j, attempt).await.outcome,
+            Outcome::Delivered
+        );
     }
     let messages = read_all(&sqs, &url).await;
     assert_eq!(messages.len(), 1, "the retry was deduplicated");
     let system = messages[0].attributes().expect("system attributes");
-    assert_eq!(system.get(&MessageSystemAttributeName::MessageGroupId).map(String::as_str), Some("o-42"));
     assert_eq!(
-        system.get(&MessageSystemAttributeName::MessageDeduplicationId).map(String::as_str),
+        system
+            .get(&MessageSystemAttributeName::MessageGroupId)
+            .map(String::as_str),
+        Some("o-42")
+    );
+    assert_eq!(
+        system
+            .get(&MessageSystemAttributeName::MessageDeduplicationId)
+            .map(String::as_str),
         Some(j.job_id.to_string().as_str())
     );
 }
@@ -127,8 +158,14 @@ async fn a_missing_queue_is_a_classified_failure() {
         keys("AKIAIOSFODNN7TESTKEY", "test-secret-for-moto"),
     );
     let result = SqsDeliverer::new(sdk).deliver(&i, &job(&i, "o"), 1).await;
-    assert!(matches!(result.outcome, Outcome::Retryable { .. }), "{result:?}");
-    assert_eq!(result.error_detail.as_deref(), Some("the queue does not exist"));
+    assert!(
+        matches!(result.outcome, Outcome::Retryable { .. }),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.error_detail.as_deref(),
+        Some("the queue does not exist")
+    );
 }
 
 #[tokio::test]
@@ -166,7 +203,11 @@ impl Drop for AuthMoto {
 }
 
 async fn auth_moto(setup: u32) -> AuthMoto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let moto = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/moto_server");
     let child = Command::new(moto)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -176,9 +217,15 @@ async fn auth_moto(setup: u32) -> AuthMoto {
         .spawn()
         .expect("moto_server from .venv (run `make setup`)");
     // Owned by the guard from here on, so it is killed whatever happens next.
-    let moto = AuthMoto { child, endpoint: format!("http://127.0.0.1:{port}") };
+    let moto = AuthMoto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return moto;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -201,7 +248,9 @@ async fn bad_credentials_and_missing_permissions_are_classified() {
     assert!(detail.starts_with("invalid credentials"), "{detail}");
 
     let no_permission = integration(&url, keys(&iam.0, &iam.1));
-    let result = deliverer.deliver(&no_permission, &job(&no_permission, "o"), 1).await;
+    let result = deliverer
+        .deliver(&no_permission, &job(&no_permission, "o"), 1)
+        .await;
     let detail = result.error_detail.expect("detail");
     assert!(detail.starts_with("access denied"), "{detail}");
 }
@@ -211,9 +260,16 @@ mod aws_sdk_iam_free {
     //! IAM SDK dependency: two signed-by-nobody form posts (moto's setup allowance).
 
     pub async fn create_user_with_key(endpoint: &str) -> (String, String) {
-        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
         let post = |form: Vec<(&'static str, &'static str)>| {
-            let body = form.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+            let body = form
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&");
             client
                 .post(format!("{endpoint}/"))
                 .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0")
@@ -221,18 +277,29 @@ mod aws_sdk_iam_free {
                 .body(body)
                 .send()
         };
-        post(vec![("Action", "CreateUser"), ("UserName", "no-permissions"), ("Version", "2010-05-08")])
-            .await
-            .expect("create user");
-        let xml = post(vec![("Action", "CreateAccessKey"), ("UserName", "no-permissions"), ("Version", "2010-05-08")])
-            .await
-            .expect("create key")
-            .text()
-            .await
-            .expect("body");
+        post(vec![
+            ("Action", "CreateUser"),
+            ("UserName", "no-permissions"),
+            ("Version", "2010-05-08"),
+        ])
+        .await
+        .expect("create user");
+        let xml = post(vec![
+            ("Action", "CreateAccessKey"),
+            ("UserName", "no-permissions"),
+            ("Version", "2010-05-08"),
+        ])
+        .await
+        .expect("create key")
+        .text()
+        .await
+        .expect("body");
         let field = |name: &str| {
             let open = format!("<{name}>");
-            let start = xml.find(&open).unwrap_or_else(|| panic!("no {name} in {xml}")) + open.len();
+            let start = xml
+                .find(&open)
+                .unwrap_or_else(|| panic!("no {name} in {xml}"))
+                + open.len();
             let end = xml[start..].find('<').expect("close") + start;
             xml[start..end].to_owned()
         };

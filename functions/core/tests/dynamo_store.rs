@@ -120,6 +120,7 @@ async fn every_target_type_round_trips_through_dynamodb_exactly() {
             destination: "/queue/orders".into(),
             username: "user1".into(),
             password: Secret::new("*******d123"),
+            virtual_host: Some("orders".into()),
         }),
     ];
     for target in targets {

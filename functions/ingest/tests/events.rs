@@ -56,11 +56,9 @@ async fn world() -> World {
         .expect("seed");
     let ingest = Arc::new(components.ingest().expect("ingest"));
     let settings = Settings::memory(Tenancy::IamHeader);
-    let router = herald_api::lambda::router(AppState::from_components(
-        &components,
-        &settings,
-        Some(ingest.clone()),
-    ));
+    let router = herald_api::lambda::router(
+        AppState::from_components(&components, &settings, Some(ingest.clone())).expect("state"),
+    );
     World {
         deps: Deps { ingest, router },
         components,

@@ -50,7 +50,8 @@ async fn run() -> Result<(), String> {
         .source
         .clone()
         .ok_or("the internal queue is not configured (HERALD_QUEUE_URL)")?;
-    let state = AppState::from_components(&components, &settings, Some(ingest));
+    let state = AppState::from_components(&components, &settings, Some(ingest))
+        .map_err(|e| e.to_string())?;
 
     // Lambda runs several fan-out invocations at once; so does the dev server.
     let pollers = config::number("HERALD_POLLERS", 4, 1..=64).map_err(|e| e.to_string())?;
@@ -88,7 +89,9 @@ async fn create_local_resources(
     pipeline: &herald_core::config::PipelineSettings,
 ) -> Result<(), String> {
     let endpoint = config::required("AWS_ENDPOINT_URL").map_err(|e| e.to_string())?;
-    let sdk = herald_core::aws::local::moto_config(&endpoint).await.map_err(|e| e.to_string())?;
+    let sdk = herald_core::aws::local::moto_config(&endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
     let table = pipeline.table.clone().ok_or("HERALD_TABLE must be set")?;
     let queue_url = pipeline
         .queue_url

@@ -629,3 +629,130 @@ async fn the_same_pipeline_runs_on_dynamodb_and_sqs_in_moto() {
     pipeline_session(&server).await;
     assert_no_secret_was_logged(server.stop_and_read_log());
 }
+
+/// The "done when" of the queue targets: with the dev server and the local peers up,
+/// one order.paid event reaches a webhook, a customer SQS queue (moto) and an
+/// ActiveMQ queue, each in its documented format, and the test route works for each.
+#[tokio::test]
+async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can_be_tested() {
+    let endpoint = moto_endpoint();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let ca = format!("{root}/.run/activemq/broker-ca.pem");
+    let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
+        .expect("ActiveMQ is not set up: run `make test`");
+    let server = start(&[
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("HERALD_STOMP_EXTRA_CA", ca.as_str()),
+    ]);
+    let peers = herald_local::tour::Peers {
+        server: server.base.clone(),
+        moto: endpoint,
+        broker_password: password.trim().to_owned(),
+        store: "tour".into(),
+    };
+    let report = herald_local::tour::run(&peers).await.expect("the tour");
+
+    let (headers, body) = &report.webhook;
+    assert_eq!(body["triggered_by"], "order.paid");
+    assert_eq!(body["payload"]["data"]["id"], "order-1001");
+    assert_eq!(headers["x-moltin-integration-trigger"], "order.paid");
+    assert!(headers["webhook-signature"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("v1,")));
+
+    for (target, ce) in [("sqs", &report.sqs), ("stomp", &report.stomp.1)] {
+        assert_eq!(ce["specversion"], "1.0", "{target}");
+        assert_eq!(ce["type"], "order.paid", "{target}");
+        assert_eq!(ce["storeid"], "tour", "{target}");
+        assert_eq!(ce["datacontenttype"], "application/json", "{target}");
+        assert_eq!(ce["data"]["data"]["id"], "order-1001", "{target}");
+        assert!(ce["jobid"].is_string(), "{target}");
+    }
+    assert_eq!(report.stomp.0["content-type"], "application/json");
+    assert_eq!(report.stomp.0["herald-job-id"], report.stomp.1["jobid"]);
+
+    assert_eq!(report.tests.len(), 3);
+    for (kind, log) in &report.tests {
+        assert_eq!(log["type"], "integration-log", "{kind}");
+        assert_eq!(log["succeeded"], true, "{kind}: {log}");
+        assert_eq!(log["event"]["type"], "order.paid", "{kind}");
+    }
+    let api = Api::new(&server);
+    for id in &report.integrations {
+        let (status, logs) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("/v2/integrations/{id}/logs"),
+                "tour",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            logs["meta"]["results"]["total"], 2,
+            "the event and the test delivery: {logs}"
+        );
+    }
+    assert_no_secret_was_logged(server.stop_and_read_log());
+}
+
+#[tokio::test]
+async fn the_test_route_works_for_a_disabled_integration_and_names_bad_input() {
+    let server = start(&[]);
+    let api = Api::new(&server);
+    let hook = receiver(0).await;
+    let (_, created) = api
+        .send(
+            reqwest::Method::POST,
+            "/v2/integrations",
+            "t",
+            Some(&json!({"data": {"type": "integration", "integration_type": "webhook", "name": "off",
+                "observes": ["cart.updated"], "configuration": {"url": hook.url}}})),
+        )
+        .await;
+    assert_eq!(created["data"]["enabled"], false);
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let path = format!("/v2/integrations/{id}/test");
+    let res = api
+        .http
+        .post(format!("{}{path}", api.base))
+        .header("X-Store-Id", "t")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::OK);
+    let log: Value = res.json().await.expect("json");
+    assert_eq!(log["data"]["succeeded"], true);
+    assert_eq!(
+        log["data"]["event"]["type"], "cart.updated",
+        "defaults to the first observed event"
+    );
+    assert_eq!(hook.requests.lock().expect("lock").len(), 1);
+
+    let (status, bad) = api
+        .send(
+            reqwest::Method::POST,
+            &path,
+            "t",
+            Some(&json!({"data": {"type": "nope", "triggered_by": "x.y"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let pointers: Vec<_> = bad["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["source"]["pointer"].clone())
+        .collect();
+    assert_eq!(
+        pointers,
+        vec![json!("/data/type"), json!("/data/triggered_by")]
+    );
+    let (status, _) = api
+        .send(reqwest::Method::POST, &path, "another-store", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -171,8 +171,12 @@ mod tests {
         let ce = cloud_event(&job, &integration);
         let whole = fit_message(ce.clone(), 100_000).expect("fits");
         assert!(whole.contains("blob"));
-        let slim: Value = serde_json::from_str(&fit_message(ce.clone(), 2_000).expect("fits slim")).expect("json");
-        assert_eq!(slim["data"], json!({"data": {"id": "o1"}, "meta": {"includes_elided": true}}));
+        let slim: Value = serde_json::from_str(&fit_message(ce.clone(), 2_000).expect("fits slim"))
+            .expect("json");
+        assert_eq!(
+            slim["data"],
+            json!({"data": {"id": "o1"}, "meta": {"includes_elided": true}})
+        );
         let err = fit_message(ce, 100).expect_err("too large even slim");
         assert!(err.contains("limit of 100"), "{err}");
     }

@@ -4,6 +4,7 @@
 pub mod envelope;
 pub mod guard;
 pub mod sqs;
+pub mod stomp;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -208,12 +209,23 @@ impl JobRecord {
 pub struct TargetDeliverer {
     webhook: Arc<dyn Deliverer>,
     sqs: Option<Arc<dyn Deliverer>>,
+    stomp: Option<Arc<dyn Deliverer>>,
 }
 
 impl TargetDeliverer {
     /// Dispatches webhooks to `webhook`; other targets are refused.
     pub fn new(webhook: Arc<dyn Deliverer>) -> Self {
-        Self { webhook, sqs: None }
+        Self {
+            webhook,
+            sqs: None,
+            stomp: None,
+        }
+    }
+
+    /// Dispatches `stomp` integrations to `stomp`.
+    pub fn with_stomp(mut self, stomp: Arc<dyn Deliverer>) -> Self {
+        self.stomp = Some(stomp);
+        self
     }
 
     /// Dispatches `aws_sqs` integrations to `sqs`.
@@ -231,9 +243,10 @@ impl Deliverer for TargetDeliverer {
         job: &DeliveryJob,
         attempt: u32,
     ) -> DeliveryResult {
-        match (&integration.target, &self.sqs) {
-            (Target::Webhook(_), _) => self.webhook.deliver(integration, job, attempt).await,
-            (Target::AwsSqs(_), Some(sqs)) => sqs.deliver(integration, job, attempt).await,
+        match (&integration.target, &self.sqs, &self.stomp) {
+            (Target::Webhook(_), _, _) => self.webhook.deliver(integration, job, attempt).await,
+            (Target::AwsSqs(_), Some(sqs), _) => sqs.deliver(integration, job, attempt).await,
+            (Target::Stomp(_), _, Some(stomp)) => stomp.deliver(integration, job, attempt).await,
             _ => DeliveryResult::failed(
                 Outcome::Permanent,
                 format!(
@@ -244,4 +257,62 @@ impl Deliverer for TargetDeliverer {
             ),
         }
     }
+}
+
+/// Delivers a sample event of type `triggered_by` to an integration now, whatever its
+/// `enabled` flag (testing is what people do before enabling), and records the attempt
+/// like any other. Returns the recorded attempt.
+pub async fn send_test(
+    integration: &Integration,
+    triggered_by: &str,
+    deliverer: &dyn Deliverer,
+    log: &dyn crate::ports::DeliveryLog,
+) -> crate::error::Result<Attempt> {
+    let now = Utc::now();
+    let resource = triggered_by.split('.').next().unwrap_or("test");
+    let sample_id = format!("test-{}", Uuid::new_v4().simple());
+    let event = crate::job::Event {
+        id: sample_id.clone(),
+        kind: triggered_by.to_owned(),
+        occurred_at: now,
+        payload: json!({ "data": { "id": sample_id, "type": resource, "test": true } }),
+    };
+    let job = DeliveryJob::new(&integration.store_id, integration.id, event, now);
+    let result = deliverer.deliver(integration, &job, 1).await;
+    let succeeded = result.outcome == Outcome::Delivered;
+    let attempt = Attempt {
+        id: Uuid::now_v7(),
+        store_id: job.store_id.clone(),
+        integration_id: integration.id,
+        job_id: job.job_id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.clone(),
+        attempt: 1,
+        succeeded,
+        status_code: result.status_code,
+        body: result.body.clone(),
+        error_detail: result.error_detail.clone(),
+        processing_time: result.duration.as_secs_f64(),
+        created_at: Utc::now(),
+    };
+    let record = JobRecord {
+        job_id: job.job_id,
+        store_id: job.store_id.clone(),
+        integration_id: integration.id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.clone(),
+        status: if succeeded {
+            JobStatus::Delivered
+        } else {
+            JobStatus::Discarded
+        },
+        attempts: 1,
+        last_status_code: result.status_code,
+        last_error: result.error_detail,
+        enqueued_at: now,
+        updated_at: Utc::now(),
+    };
+    log.record(std::slice::from_ref(&attempt), &[record])
+        .await?;
+    Ok(attempt)
 }

@@ -81,7 +81,12 @@ impl SqsDeliverer {
 
     async fn client(&self, integration: Uuid, config: &SqsConfig) -> Client {
         let key = (integration, Self::fingerprint(config));
-        if let Some(c) = self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return c.clone();
         }
         let region = Region::new(config.region.clone());
@@ -125,7 +130,9 @@ impl SqsDeliverer {
 
 /// The error code: from the parsed error, else from an XML `<Code>` in the raw body
 /// (some SQS-compatible endpoints answer JSON-protocol requests with XML errors).
-fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_sqs::config::http::HttpResponse>) -> Option<String> {
+fn error_code<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> Option<String> {
     if let Some(code) = err.code() {
         return Some(code.to_owned());
     }
@@ -142,7 +149,9 @@ fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_sqs::config::ht
     from_xml.or_else(|| (raw.status().as_u16() == 403).then(|| "AccessDenied".to_owned()))
 }
 
-fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_sqs::config::http::HttpResponse>) -> (Outcome, String) {
+fn classify<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> (Outcome, String) {
     let retry = Outcome::Retryable { retry_after: None };
     match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
@@ -158,12 +167,20 @@ fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_sqs::config::http
                 "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => {
                     "the queue does not exist".to_owned()
                 }
-                "InvalidClientTokenId" | "UnrecognizedClientException" | "SignatureDoesNotMatch"
-                | "InvalidAccessKeyId" | "ExpiredToken" | "InvalidSecurity" => {
+                "InvalidClientTokenId"
+                | "UnrecognizedClientException"
+                | "SignatureDoesNotMatch"
+                | "InvalidAccessKeyId"
+                | "ExpiredToken"
+                | "InvalidSecurity" => {
                     format!("invalid credentials ({code})")
                 }
-                c if c.starts_with("KMS.") => format!("the queue's KMS key refused the message ({code})"),
-                c if THROTTLED_OR_DOWN.contains(&c) => format!("the queue is throttling or unavailable ({code})"),
+                c if c.starts_with("KMS.") => {
+                    format!("the queue's KMS key refused the message ({code})")
+                }
+                c if THROTTLED_OR_DOWN.contains(&c) => {
+                    format!("the queue is throttling or unavailable ({code})")
+                }
                 _ => format!("the queue refused the message ({code})"),
             };
             // Configuration problems (access, credentials, a missing queue) can be
@@ -176,14 +193,25 @@ fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_sqs::config::http
 
 #[async_trait]
 impl Deliverer for SqsDeliverer {
-    async fn deliver(&self, integration: &Integration, job: &DeliveryJob, _attempt: u32) -> DeliveryResult {
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        job: &DeliveryJob,
+        _attempt: u32,
+    ) -> DeliveryResult {
         let started = Instant::now();
         let Target::AwsSqs(config) = &integration.target else {
-            return DeliveryResult::failed(Outcome::Permanent, "not an aws_sqs integration", started.elapsed());
+            return DeliveryResult::failed(
+                Outcome::Permanent,
+                "not an aws_sqs integration",
+                started.elapsed(),
+            );
         };
         let body = match fit_message(cloud_event(job, integration), MAX_SQS_MESSAGE) {
             Ok(body) => body,
-            Err(detail) => return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed()),
+            Err(detail) => {
+                return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())
+            }
         };
         let client = self.client(integration.id, config).await;
         let attr = |v: &str| {
@@ -198,10 +226,13 @@ impl Deliverer for SqsDeliverer {
             .queue_url(&config.url)
             .message_body(body)
             .set_message_attributes(Some(
-                [("type", attr(&job.event.kind)), ("jobid", attr(&job.job_id.to_string()))]
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
-                    .collect(),
+                [
+                    ("type", attr(&job.event.kind)),
+                    ("jobid", attr(&job.job_id.to_string())),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                .collect(),
             ));
         if config.url.ends_with(".fifo") {
             let group = job.event.payload["data"]["id"]

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
         &components,
         &settings,
         Some(ingest.clone()),
-    ));
+    )?);
     let deps = Deps { ingest, router };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handle(&deps, event))).await
 }

@@ -1,0 +1,684 @@
+//! The STOMP target: a small STOMP 1.2 SEND-only client over tokio, plain or TLS
+//! (rustls: public roots plus an optional extra CA for private brokers).
+//!
+//! Why our own client: of the STOMP crates on crates.io only async-stomp has TLS, its
+//! built-in TLS trusts public roots only (no private CA), and its licence (EUPL-1.2)
+//! differs from ours; the others have no TLS. SEND with receipts is a small protocol.
+//!
+//! - `CONNECT` with `accept-version:1.2`, `host` (the broker host, or the
+//!   integration's `host`: RabbitMQ's virtual host), `login`/`passcode`, heart-beats off.
+//! - `SEND` with `destination`, `content-type`, `content-length`, `persistent:true`,
+//!   the job id and a `receipt`: success only when the matching `RECEIPT` arrives in
+//!   time; an `ERROR` frame fails the attempt with the broker's message.
+//! - Header values are escaped as STOMP 1.2 requires (`\\`, `\n`, `\r`, `\c`).
+//! - Addresses are tried in order until one accepts (failover); every resolved address
+//!   passes the [`AddressGuard`] before a connection is made.
+//! - One connection per integration, reused across invocations, dropped after any
+//!   I/O or protocol error; a send that fails on a reused connection is tried once more
+//!   on a fresh one (no receipt came, so the broker did not take it).
+//!
+//! Spec: <https://stomp.github.io/stomp-specification-1.2.html>.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use url::{Host, Url};
+use uuid::Uuid;
+
+use super::envelope::{cloud_event, fit_message};
+use super::guard::AddressGuard;
+use super::{DeliveryResult, Outcome};
+use crate::job::DeliveryJob;
+use crate::model::{Integration, StompConfig, Target};
+use crate::ports::Deliverer;
+use crate::validate::STOMP_SCHEMES;
+
+/// Largest message sent to a broker.
+pub const MAX_STOMP_MESSAGE: usize = 1024 * 1024;
+
+/// Largest frame accepted from a broker (receipts and errors are small).
+const MAX_FRAME: usize = 64 * 1024;
+
+/// A byte stream, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One frame read from the broker.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// `CONNECTED`, `RECEIPT`, `ERROR`, ...
+    pub command: String,
+    /// Headers, unescaped, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Frame {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn error_text(&self) -> String {
+        let message = self.header("message").unwrap_or("no message");
+        let body = String::from_utf8_lossy(&self.body);
+        let body = body.trim();
+        if body.is_empty() {
+            message.to_owned()
+        } else {
+            format!("{message}: {}", body.chars().take(300).collect::<String>())
+        }
+    }
+}
+
+/// Escapes a header value (STOMP 1.2; not used in CONNECT frames).
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            ':' => out.push_str("\\c"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Undoes [`escape`]; an undefined escape is a protocol error.
+pub fn unescape(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('c') => out.push(':'),
+            other => {
+                return Err(format!(
+                    "undefined escape \\{}",
+                    other.map(String::from).unwrap_or_default()
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes a frame. `escape_headers` is false only for CONNECT.
+pub fn encode(
+    command: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    escape_headers: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 256);
+    out.extend_from_slice(command.as_bytes());
+    out.push(b'\n');
+    for (k, v) in headers {
+        if escape_headers {
+            out.extend_from_slice(escape(k).as_bytes());
+            out.push(b':');
+            out.extend_from_slice(escape(v).as_bytes());
+        } else {
+            out.extend_from_slice(k.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out.push(0);
+    out
+}
+
+/// Parses one frame from the front of `buf`; `Ok(None)` when more bytes are needed.
+/// Returns the frame and how many bytes it used (heart-beat EOLs before it included).
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
+    let mut start = 0;
+    while start < buf.len() && (buf[start] == b'\n' || buf[start] == b'\r') {
+        start += 1;
+    }
+    let rest = &buf[start..];
+    let Some(head_end) = rest
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| (p, p + 2))
+        .or_else(|| {
+            rest.windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| (p, p + 4))
+        })
+    else {
+        if rest.len() > MAX_FRAME {
+            return Err("frame header too large".into());
+        }
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&rest[..head_end.0])
+        .map_err(|_| "frame header is not UTF-8".to_owned())?;
+    let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
+    let command = lines.next().unwrap_or_default().to_owned();
+    let escaped = command != "CONNECTED";
+    let mut headers = Vec::new();
+    for line in lines {
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| format!("malformed header line {line:?}"))?;
+        let (k, v) = if escaped {
+            (unescape(k)?, unescape(v)?)
+        } else {
+            (k.to_owned(), v.to_owned())
+        };
+        headers.push((k, v));
+    }
+    let body_start = head_end.1;
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| {
+            v.parse::<usize>()
+                .map_err(|_| "bad content-length".to_owned())
+        })
+        .transpose()?;
+    let (body, used) = match length {
+        Some(n) => {
+            if n > MAX_FRAME {
+                return Err("frame body too large".into());
+            }
+            if rest.len() < body_start + n + 1 {
+                return Ok(None);
+            }
+            if rest[body_start + n] != 0 {
+                return Err("frame not terminated by NUL".into());
+            }
+            (
+                rest[body_start..body_start + n].to_vec(),
+                body_start + n + 1,
+            )
+        }
+        None => match rest[body_start..].iter().position(|b| *b == 0) {
+            Some(p) => (
+                rest[body_start..body_start + p].to_vec(),
+                body_start + p + 1,
+            ),
+            None if rest.len() > MAX_FRAME => return Err("frame body too large".into()),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some((
+        Frame {
+            command,
+            headers,
+            body,
+        },
+        start + used,
+    )))
+}
+
+/// An open, logged-in connection.
+struct Connection {
+    stream: Box<dyn Stream>,
+    buf: Vec<u8>,
+    address: String,
+}
+
+impl Connection {
+    async fn read_frame(&mut self, timeout: Duration) -> Result<Frame, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some((frame, used)) = decode(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no answer from {} within {} s",
+                        self.address,
+                        timeout.as_secs()
+                    )
+                })?
+                .map_err(|e| format!("reading from {}: {e}", self.address))?;
+            if n == 0 {
+                return Err(format!("{} closed the connection", self.address));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("writing to {}: {e}", self.address))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| format!("writing to {}: {e}", self.address))
+    }
+}
+
+/// One integration's connection, used by one send at a time.
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+/// How a failed attempt failed: whether the connection must go.
+struct SendError {
+    detail: String,
+    /// The broker answered `ERROR` to the SEND (the connection is closed by it).
+    refused: bool,
+}
+
+/// Delivers to STOMP brokers.
+pub struct StompDeliverer {
+    guard: AddressGuard,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    connections: Mutex<HashMap<(Uuid, u64), Slot>>,
+}
+
+impl StompDeliverer {
+    /// A deliverer that checks addresses with `guard`, trusts the public roots plus
+    /// `extra_ca` (PEM certificates) for TLS, and waits `timeout` for each answer.
+    pub fn new(
+        guard: AddressGuard,
+        extra_ca: &[CertificateDer<'static>],
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for ca in extra_ca {
+            roots
+                .add(ca.clone())
+                .map_err(|e| format!("the extra CA is not usable: {e}"))?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS configuration: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            guard,
+            tls: Arc::new(tls),
+            timeout,
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads PEM certificates (for `HERALD_STOMP_EXTRA_CA`).
+    pub fn read_pem(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{path}: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{path}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{path} holds no certificate"));
+        }
+        Ok(certs)
+    }
+
+    fn slot(
+        &self,
+        integration: Uuid,
+        config: &StompConfig,
+    ) -> Arc<tokio::sync::Mutex<Option<Connection>>> {
+        let mut h = DefaultHasher::new();
+        config.addresses.hash(&mut h);
+        config.username.hash(&mut h);
+        config.password.expose().hash(&mut h);
+        config.virtual_host.hash(&mut h);
+        let key = (integration, h.finish());
+        let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = conns.get(&key) {
+            return slot.clone();
+        }
+        conns.retain(|(id, _), _| *id != integration);
+        let slot = Arc::new(tokio::sync::Mutex::new(None));
+        conns.insert(key, slot.clone());
+        slot
+    }
+
+    /// Resolves and checks one broker address, connects (TLS when the scheme says
+    /// so), and logs in.
+    async fn connect_one(&self, raw: &str, config: &StompConfig) -> Result<Connection, String> {
+        let url = Url::parse(raw).map_err(|e| format!("{raw}: {e}"))?;
+        let tls = STOMP_SCHEMES
+            .iter()
+            .find(|(s, _)| *s == url.scheme())
+            .map(|(_, t)| *t)
+            .unwrap_or(false);
+        let port = url.port().unwrap_or(if tls { 61614 } else { 61613 });
+        let host = match url.host() {
+            Some(Host::Domain(d)) => d.to_owned(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("{raw} has no host")),
+        };
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => {
+                tokio::time::timeout(self.timeout, tokio::net::lookup_host((host.as_str(), port)))
+                    .await
+                    .map_err(|_| format!("resolving {host} timed out"))?
+                    .map_err(|e| format!("resolving {host}: {e}"))?
+                    .collect()
+            }
+        };
+        let addrs = self.guard.filter(&addrs).map_err(|r| r.to_string())?;
+        let mut last = format!("{host} resolved to no address");
+        let mut tcp = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = format!("connecting to {raw}: {e}"),
+                Err(_) => last = format!("connecting to {raw} timed out"),
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if tls {
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| format!("{host} is not a TLS server name"))?;
+            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+            let s = tokio::time::timeout(self.timeout, connector.connect(name, tcp))
+                .await
+                .map_err(|_| format!("TLS handshake with {raw} timed out"))?
+                .map_err(|e| format!("TLS handshake with {raw}: {e}"))?;
+            Box::new(s)
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = Connection {
+            stream,
+            buf: Vec::new(),
+            address: raw.to_owned(),
+        };
+        let vhost = config.virtual_host.clone().unwrap_or_else(|| host.clone());
+        let connect = encode(
+            "CONNECT",
+            &[
+                ("accept-version", "1.2"),
+                ("host", &vhost),
+                ("login", &config.username),
+                ("passcode", config.password.expose()),
+                ("heart-beat", "0,0"),
+            ],
+            b"",
+            false,
+        );
+        conn.write(&connect).await?;
+        let answer = conn.read_frame(self.timeout).await?;
+        match answer.command.as_str() {
+            "CONNECTED" => Ok(conn),
+            "ERROR" => Err(format!("{raw} refused the login: {}", answer.error_text())),
+            other => Err(format!("{raw} answered {other} to CONNECT")),
+        }
+    }
+
+    /// Tries the addresses in order until one accepts.
+    async fn connect(&self, config: &StompConfig) -> Result<Connection, String> {
+        let mut failures = Vec::new();
+        for raw in &config.addresses {
+            match self.connect_one(raw, config).await {
+                Ok(c) => return Ok(c),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    async fn send(
+        &self,
+        conn: &mut Connection,
+        config: &StompConfig,
+        job: &DeliveryJob,
+        body: &str,
+    ) -> Result<String, SendError> {
+        let receipt = format!("{}-{}", job.job_id, Uuid::new_v4().simple());
+        let length = body.len().to_string();
+        let job_id = job.job_id.to_string();
+        let frame = encode(
+            "SEND",
+            &[
+                ("destination", &config.destination),
+                ("content-type", "application/json"),
+                ("content-length", &length),
+                ("persistent", "true"),
+                ("herald-job-id", &job_id),
+                ("herald-event-type", &job.event.kind),
+                ("receipt", &receipt),
+            ],
+            body.as_bytes(),
+            true,
+        );
+        let io = |detail: String| SendError {
+            detail,
+            refused: false,
+        };
+        conn.write(&frame).await.map_err(io)?;
+        loop {
+            let frame = conn.read_frame(self.timeout).await.map_err(io)?;
+            match frame.command.as_str() {
+                "RECEIPT" if frame.header("receipt-id") == Some(receipt.as_str()) => {
+                    return Ok(conn.address.clone())
+                }
+                "RECEIPT" => continue,
+                "ERROR" => {
+                    return Err(SendError {
+                        detail: format!("the broker refused the message: {}", frame.error_text()),
+                        refused: true,
+                    })
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Deliverer for StompDeliverer {
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        job: &DeliveryJob,
+        _attempt: u32,
+    ) -> DeliveryResult {
+        let started = Instant::now();
+        let Target::Stomp(config) = &integration.target else {
+            return DeliveryResult::failed(
+                Outcome::Permanent,
+                "not a stomp integration",
+                started.elapsed(),
+            );
+        };
+        let body = match fit_message(cloud_event(job, integration), MAX_STOMP_MESSAGE) {
+            Ok(b) => b,
+            Err(detail) => {
+                return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())
+            }
+        };
+        let slot = self.slot(integration.id, config);
+        let mut guard = slot.lock().await;
+        // A reused connection may have died since (broker restart): one retry on a
+        // fresh connection, since no receipt means the broker did not take the message.
+        for fresh_try in [false, true] {
+            let reused = guard.is_some();
+            if guard.is_none() {
+                match self.connect(config).await {
+                    Ok(c) => *guard = Some(c),
+                    Err(detail) => {
+                        return DeliveryResult::failed(
+                            Outcome::Retryable { retry_after: None },
+                            detail,
+                            started.elapsed(),
+                        )
+                    }
+                }
+            }
+            let Some(conn) = guard.as_mut() else { continue };
+            match self.send(conn, config, job, &body).await {
+                Ok(address) => {
+                    return DeliveryResult {
+                        outcome: Outcome::Delivered,
+                        status_code: None,
+                        body: format!("RECEIPT from {address}"),
+                        error_detail: None,
+                        duration: started.elapsed(),
+                    }
+                }
+                Err(e) => {
+                    *guard = None;
+                    if e.refused || !reused || fresh_try {
+                        return DeliveryResult::failed(
+                            Outcome::Retryable { retry_after: None },
+                            e.detail,
+                            started.elapsed(),
+                        );
+                    }
+                }
+            }
+        }
+        DeliveryResult::failed(
+            Outcome::Retryable { retry_after: None },
+            "the broker did not take the message",
+            started.elapsed(),
+        )
+    }
+}
+
+/// Reads `n` messages from `destination` on a plain-TCP broker (`host:port`), for
+/// tests and the demo: subscribes with auto-acknowledgement and gives up after
+/// `timeout`.
+pub async fn receive(
+    address: &str,
+    login: &str,
+    passcode: &str,
+    destination: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Frame>, String> {
+    let work = async {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        let mut conn = Connection {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+            address: address.to_owned(),
+        };
+        let connect = encode(
+            "CONNECT",
+            &[
+                ("accept-version", "1.2"),
+                ("host", "localhost"),
+                ("login", login),
+                ("passcode", passcode),
+            ],
+            b"",
+            false,
+        );
+        conn.write(&connect).await?;
+        let subscribe = encode(
+            "SUBSCRIBE",
+            &[("id", "0"), ("destination", destination), ("ack", "auto")],
+            b"",
+            true,
+        );
+        conn.write(&subscribe).await?;
+        let mut messages = Vec::new();
+        while messages.len() < n {
+            let frame = conn.read_frame(timeout).await?;
+            match frame.command.as_str() {
+                "MESSAGE" => messages.push(frame),
+                "ERROR" => return Err(frame.error_text()),
+                _ => {}
+            }
+        }
+        Ok(messages)
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| {
+        format!(
+            "fewer than {n} messages on {destination} within {} s",
+            timeout.as_secs()
+        )
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_escaped_and_unescaped_per_stomp_1_2() {
+        let raw = "a:b\\c\nd\re";
+        let escaped = escape(raw);
+        assert_eq!(escaped, "a\\cb\\\\c\\nd\\re");
+        assert_eq!(unescape(&escaped).expect("valid"), raw);
+        assert!(unescape("bad\\t").is_err());
+    }
+
+    #[test]
+    fn a_send_frame_is_encoded_with_escaped_headers_and_a_nul() {
+        let f = encode("SEND", &[("destination", "/queue/a:b")], b"{}", true);
+        assert_eq!(f, b"SEND\ndestination:/queue/a\\cb\n\n{}\0".to_vec());
+        let c = encode("CONNECT", &[("passcode", "p:w")], b"", false);
+        assert_eq!(c, b"CONNECT\npasscode:p:w\n\n\0".to_vec());
+    }
+
+    #[test]
+    fn frames_are_decoded_across_heartbeats_partial_reads_and_lengths() {
+        let bytes =
+            b"\n\nRECEIPT\nreceipt-id:r\\c1\n\n\0ERROR\ncontent-length:3\nmessage:bad\n\na\0b\0";
+        let (first, used) = decode(bytes).expect("ok").expect("frame");
+        assert_eq!(first.command, "RECEIPT");
+        assert_eq!(first.header("receipt-id"), Some("r:1"));
+        let (second, used2) = decode(&bytes[used..]).expect("ok").expect("frame");
+        assert_eq!(second.command, "ERROR");
+        assert_eq!(second.body, b"a\0b");
+        assert_eq!(used + used2, bytes.len());
+        assert_eq!(decode(b"RECEIPT\nreceipt-id:1\n").expect("ok"), None);
+        assert_eq!(decode(b"RECEIPT\n\nno-nul-yet").expect("ok"), None);
+        let crlf = b"CONNECTED\r\nversion:1.2\r\n\r\n\0";
+        assert_eq!(
+            decode(crlf)
+                .expect("ok")
+                .expect("frame")
+                .0
+                .header("version"),
+            Some("1.2")
+        );
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_not_buffered_forever() {
+        let huge = vec![b'a'; MAX_FRAME + 10];
+        assert!(decode(&huge).is_err());
+        assert!(decode(b"RECEIPT\nbroken-header\n\n\0").is_err());
+        assert!(decode(b"ERROR\ncontent-length:2\n\nabc").is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! A broker restart between two deliveries is survived: the pooled connection is
+//! found dead and the message goes out on a fresh one. In its own test binary, since
+//! it restarts the broker the other STOMP tests use (binaries run one at a time).
+
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_core::delivery::guard::{AddressGuard, Cidr};
+use herald_core::delivery::stomp::StompDeliverer;
+use herald_core::delivery::Outcome;
+use herald_core::job::{DeliveryJob, Event};
+use herald_core::model::{Integration, Secret, StompConfig, StoreId, Target};
+use herald_core::ports::Deliverer;
+use serde_json::json;
+use uuid::Uuid;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+#[tokio::test]
+async fn a_broker_restart_between_two_deliveries_is_survived() {
+    let password = std::fs::read_to_string(format!("{ROOT}/.run/activemq/password"))
+        .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`");
+    let now = Utc::now();
+    let integration = Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: "broker".into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Stomp(StompConfig {
+            addresses: vec!["stomp://127.0.0.1:61613".into()],
+            destination: format!("/queue/herald.restart.{}", Uuid::new_v4().simple()),
+            username: "herald".into(),
+            password: Secret::new(password.trim()),
+            virtual_host: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    let job = |n: u32| {
+        let event = Event {
+            id: format!("evt-{n}"),
+            kind: "order.paid".into(),
+            occurred_at: Utc::now(),
+            payload: json!({"data": {"id": n.to_string()}}),
+        };
+        DeliveryJob::new(&integration.store_id, integration.id, event, Utc::now())
+    };
+    let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
+    let d = StompDeliverer::new(guard, &[], Duration::from_secs(10)).expect("deliverer");
+
+    assert_eq!(
+        d.deliver(&integration, &job(1), 1).await.outcome,
+        Outcome::Delivered
+    );
+    let restarted = Command::new(format!("{ROOT}/infra/activemq.sh"))
+        .arg("restart")
+        .status()
+        .expect("run infra/activemq.sh");
+    assert!(restarted.success(), "the broker did not restart");
+    let second = d.deliver(&integration, &job(2), 1).await;
+    assert_eq!(second.outcome, Outcome::Delivered, "{second:?}");
+}
