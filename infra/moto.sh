@@ -2,7 +2,8 @@
 # Starts or stops a moto server (DynamoDB + SQS) on loopback for tests and demos.
 #   infra/moto.sh start   # prints nothing on success; waits until moto answers
 #   infra/moto.sh stop
-# MOTO_PORT (default 5000) picks the port. State lives under .run/ in the repo.
+# MOTO_PORT (default 5000) picks the port; MOTO_SERIAL=1 serves one request at a time
+# (infra/moto_serial.py, for the concurrency tests). State lives under .run/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 port=${MOTO_PORT:-5000}
@@ -22,7 +23,11 @@ case "${1:-}" in
       echo "moto: port $port already answers (another moto?); using it" >&2
       exit 0
     fi
-    "$here/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/moto-$port.log" 2>&1 &
+    if [ "${MOTO_SERIAL:-0}" = 1 ]; then
+      "$here/.venv/bin/python" "$here/infra/moto_serial.py" 127.0.0.1 "$port" >"$run/moto-$port.log" 2>&1 &
+    else
+      "$here/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/moto-$port.log" 2>&1 &
+    fi
     echo $! >"$pidfile"
     for _ in $(seq 1 100); do
       if answers; then

@@ -252,3 +252,44 @@ fn no_function_holds_another_functions_permissions() {
         .iter()
         .any(|a| a == "sqs:SendMessage" || a == "dynamodb:PutItem" || a == "dynamodb:DeleteItem"));
 }
+
+#[test]
+fn alarms_watch_the_dlq_the_backlog_and_fanout_errors_and_the_dashboard_is_json() {
+    let t = template();
+    let alarms: Vec<String> = t["Resources"]
+        .as_mapping()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(_, r)| {
+            r["Properties"]["MetricName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    for metric in [
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "Errors",
+    ] {
+        assert!(
+            alarms.iter().any(|m| m == metric),
+            "no alarm on {metric}: {alarms:?}"
+        );
+    }
+    let mut body = Vec::new();
+    strings(
+        &resource(&t, "Dashboard")["Properties"]["DashboardBody"],
+        &mut body,
+    );
+    let mut text = body.concat();
+    // Replace the ${...} substitutions with a placeholder before parsing.
+    while let Some(start) = text.find("${") {
+        let end = text[start..].find('}').expect("closing brace") + start;
+        text.replace_range(start..=end, "X");
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_str(&text).expect("the dashboard body is JSON");
+    assert!(parsed["widgets"].as_array().is_some_and(|w| !w.is_empty()));
+}

@@ -98,6 +98,8 @@ pub struct PipelineSettings {
     /// `HERALD_STOMP_EXTRA_CA`: a PEM file of CA certificates trusted, besides the
     /// public roots, for `stomp+ssl://` brokers (private brokers, tests).
     pub stomp_extra_ca: Option<String>,
+    /// `HERALD_EMF_METRICS`: print CloudWatch EMF records (default: on in Lambda).
+    pub emf_metrics: bool,
 }
 
 /// Per-binary defaults of [`PipelineSettings`].
@@ -172,6 +174,10 @@ impl PipelineSettings {
             allow_private_cidrs,
             retry_scale,
             stomp_extra_ca: var("HERALD_STOMP_EXTRA_CA"),
+            emf_metrics: flag(
+                "HERALD_EMF_METRICS",
+                std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+            )?,
         })
     }
 
@@ -187,6 +193,7 @@ impl PipelineSettings {
             allow_private_cidrs: PipelineDefaults::LOCAL.allow_private_cidrs.to_owned(),
             retry_scale: 1.0,
             stomp_extra_ca: None,
+            emf_metrics: false,
         }
     }
 }

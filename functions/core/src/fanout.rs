@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::cache::IntegrationCache;
 use crate::delivery::{Attempt, DeliveryResult, JobRecord, JobStatus, Outcome};
 use crate::job::DeliveryJob;
+use crate::metrics::Sample;
 use crate::model::StoreId;
 use crate::ports::{Deliverer, DeliveryLog, JobQueue, QueuedJob};
 use crate::retry::RetryPolicy;
@@ -38,6 +39,7 @@ pub struct Fanout {
     log: Arc<dyn DeliveryLog>,
     queue: Arc<dyn JobQueue>,
     retry: RetryPolicy,
+    metrics: bool,
 }
 
 /// What one record came to.
@@ -45,6 +47,7 @@ struct RecordOutcome {
     retry: bool,
     attempt: Option<Attempt>,
     job: Option<JobRecord>,
+    sample: Option<Sample>,
 }
 
 impl RecordOutcome {
@@ -53,6 +56,7 @@ impl RecordOutcome {
             retry: false,
             attempt: None,
             job: None,
+            sample: None,
         }
     }
 }
@@ -72,7 +76,14 @@ impl Fanout {
             log,
             queue,
             retry,
+            metrics: false,
         }
+    }
+
+    /// Emits CloudWatch EMF records per batch (on in Lambda).
+    pub fn with_metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
     }
 
     /// The retry policy (its `max_attempts` is the queue's `maxReceiveCount`).
@@ -110,6 +121,7 @@ impl Fanout {
         let mut failed = Vec::new();
         let mut attempts = Vec::new();
         let mut jobs = Vec::new();
+        let mut samples = Vec::new();
         let cutoff = deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d));
         loop {
             let next = match cutoff {
@@ -135,6 +147,7 @@ impl Fanout {
                     }
                     attempts.extend(outcome.attempt);
                     jobs.extend(outcome.job);
+                    samples.extend(outcome.sample);
                 }
                 Err(e) => {
                     let message_id = ids.remove(&e.id()).unwrap_or_default();
@@ -144,6 +157,12 @@ impl Fanout {
             }
         }
 
+        if self.metrics && !samples.is_empty() {
+            crate::metrics::emit(&crate::metrics::records(
+                &samples,
+                Utc::now().timestamp_millis(),
+            ));
+        }
         if !attempts.is_empty() || !jobs.is_empty() {
             if let Err(e) = self.log.record(&attempts, &jobs).await {
                 tracing::error!(error = %e, attempts = attempts.len(), "recording the batch's attempts failed");
@@ -176,6 +195,7 @@ impl Fanout {
                     retry: true,
                     attempt: None,
                     job: None,
+                    sample: None,
                 };
             }
         };
@@ -222,10 +242,20 @@ impl Fanout {
             "delivery attempt"
         );
         let (attempt_rec, job_rec) = records(&job, attempt, status, &result);
+        let lag_ms = (status == JobStatus::Delivered).then(|| {
+            (Utc::now() - job.event.occurred_at)
+                .num_milliseconds()
+                .max(0) as f64
+        });
         RecordOutcome {
             retry,
             attempt: Some(attempt_rec),
             job: Some(job_rec),
+            sample: Some(Sample {
+                target: integration.target.kind().as_str(),
+                outcome: status.as_str(),
+                lag_ms,
+            }),
         }
     }
 
@@ -242,6 +272,11 @@ impl Fanout {
             retry: false,
             attempt: Some(a),
             job: Some(j),
+            sample: Some(Sample {
+                target: "unknown",
+                outcome: JobStatus::Discarded.as_str(),
+                lag_ms: None,
+            }),
         }
     }
 }

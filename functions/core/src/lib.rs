@@ -18,6 +18,7 @@ pub mod integrations;
 pub mod job;
 pub mod mask;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod ports;

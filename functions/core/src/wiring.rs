@@ -161,6 +161,7 @@ impl Components {
             self.log.clone(),
             self.queue()?,
             RetryPolicy::scaled(self.settings.retry_scale),
-        ))
+        )
+        .with_metrics(self.settings.emf_metrics))
     }
 }

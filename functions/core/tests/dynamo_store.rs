@@ -30,9 +30,26 @@ fn endpoint() -> String {
 }
 
 fn client() -> Client {
+    client_at(endpoint())
+}
+
+/// moto serving one request at a time (`MOTO_SERIAL_ENDPOINT`): DynamoDB isolates
+/// conditional writes and transactions, moto's threaded server does not, so tests
+/// that race writers on purpose run here.
+fn serial_client() -> Client {
+    let url = std::env::var("MOTO_SERIAL_ENDPOINT")
+        .expect("MOTO_SERIAL_ENDPOINT is not set: run `make test`");
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "moto must be on loopback"
+    );
+    client_at(url)
+}
+
+fn client_at(url: String) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+        .endpoint_url(url)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .build();
@@ -41,7 +58,10 @@ fn client() -> Client {
 
 /// A fresh table per test, so tests run in parallel without seeing each other.
 async fn fresh_store() -> DynamoIntegrationStore {
-    let client = client();
+    fresh_store_on(client()).await
+}
+
+async fn fresh_store_on(client: Client) -> DynamoIntegrationStore {
     let table = format!("herald-test-{}", Uuid::new_v4());
     DynamoIntegrationStore::create_table(&client, &table)
         .await
@@ -169,7 +189,7 @@ async fn stores_are_isolated_from_each_other() {
 
 #[tokio::test]
 async fn the_store_limit_holds_under_concurrent_creates() {
-    let store = Arc::new(fresh_store().await);
+    let store = Arc::new(fresh_store_on(serial_client()).await);
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let store = store.clone();
@@ -285,7 +305,7 @@ async fn a_replace_at_a_stale_version_is_a_conflict_and_never_resurrects() {
 
 #[tokio::test]
 async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
-    let store: Arc<dyn IntegrationStore> = Arc::new(fresh_store().await);
+    let store: Arc<dyn IntegrationStore> = Arc::new(fresh_store_on(serial_client()).await);
     let service = Integrations::new(
         store.clone(),
         Policy {

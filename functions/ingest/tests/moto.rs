@@ -48,7 +48,11 @@ struct World {
 }
 
 async fn world(integrations: &[Integration]) -> World {
-    let sdk = moto_config(&endpoint()).await.expect("moto config");
+    world_at(&endpoint(), integrations).await
+}
+
+async fn world_at(endpoint: &str, integrations: &[Integration]) -> World {
+    let sdk = moto_config(endpoint).await.expect("moto config");
     let suffix = Uuid::new_v4().simple().to_string();
     let table = format!("ingest-{suffix}");
     let (queue_url, _) = bootstrap(&sdk, &table, &format!("jobs-{suffix}"), 6)
@@ -93,7 +97,10 @@ async fn drain(queue: &SqsJobQueue) -> Vec<DeliveryJob> {
 async fn concurrent_duplicates_queue_exactly_one_set_of_jobs() {
     let a = hook(&["order.paid"]);
     let b = hook(&["order.paid"]);
-    let w = world(&[a.clone(), b.clone()]).await;
+    // Racing claims need DynamoDB's isolation of conditional writes: the serial moto.
+    let serial = std::env::var("MOTO_SERIAL_ENDPOINT")
+        .expect("MOTO_SERIAL_ENDPOINT is not set: run `make test`");
+    let w = world_at(&serial, &[a.clone(), b.clone()]).await;
     let store = StoreId::parse("s").expect("store");
     let event =
         json!({"id": "evt-concurrent", "type": "order.paid", "payload": {"data": {"id": "o1"}}});

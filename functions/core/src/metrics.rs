@@ -1,0 +1,136 @@
+//! CloudWatch Embedded Metric Format (EMF) records for deliveries: one JSON log line
+//! per (target type, outcome) per batch, which CloudWatch turns into metrics without
+//! any API call from the function.
+//! See <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+/// The metrics namespace.
+pub const NAMESPACE: &str = "Herald";
+
+/// One delivery attempt, as the metrics see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// `webhook`, `aws_sqs`, `stomp` (or `unknown` when the integration was gone).
+    pub target: &'static str,
+    /// `delivered`, `retrying`, `failed`, `discarded`.
+    pub outcome: &'static str,
+    /// Milliseconds from the event's time to the target's acknowledgement (delivered only).
+    pub lag_ms: Option<f64>,
+}
+
+/// The EMF records of a batch: `Attempts` (count) for every (target, outcome), and
+/// `DeliveryLag` (milliseconds, one value per delivery) where something was delivered.
+pub fn records(samples: &[Sample], timestamp_ms: i64) -> Vec<Value> {
+    let mut groups: BTreeMap<(&str, &str), Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        groups.entry((s.target, s.outcome)).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .map(|((target, outcome), group)| {
+            let lags: Vec<f64> = group.iter().filter_map(|s| s.lag_ms).collect();
+            let mut metrics = vec![json!({"Name": "Attempts", "Unit": "Count"})];
+            let mut record = json!({
+                "TargetType": target,
+                "Outcome": outcome,
+                "Attempts": group.len(),
+            });
+            if !lags.is_empty() {
+                metrics.push(json!({"Name": "DeliveryLag", "Unit": "Milliseconds"}));
+                record["DeliveryLag"] = json!(lags);
+            }
+            record["_aws"] = json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["TargetType", "Outcome"]],
+                    "Metrics": metrics,
+                }]
+            });
+            record
+        })
+        .collect()
+}
+
+/// Writes the records to stdout, where the Lambda runtime sends them to CloudWatch.
+#[allow(clippy::print_stdout)]
+pub fn emit(records: &[Value]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for r in records {
+        let _ = writeln!(out, "{r}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_follow_the_embedded_metric_format() {
+        let samples = [
+            Sample {
+                target: "webhook",
+                outcome: "delivered",
+                lag_ms: Some(120.0),
+            },
+            Sample {
+                target: "webhook",
+                outcome: "delivered",
+                lag_ms: Some(80.5),
+            },
+            Sample {
+                target: "webhook",
+                outcome: "retrying",
+                lag_ms: None,
+            },
+            Sample {
+                target: "stomp",
+                outcome: "delivered",
+                lag_ms: Some(30.0),
+            },
+        ];
+        let r = records(&samples, 1_795_330_800_000);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r[1],
+            json!({
+                "TargetType": "webhook", "Outcome": "delivered", "Attempts": 2, "DeliveryLag": [120.0, 80.5],
+                "_aws": {"Timestamp": 1_795_330_800_000_i64, "CloudWatchMetrics": [{
+                    "Namespace": "Herald", "Dimensions": [["TargetType", "Outcome"]],
+                    "Metrics": [{"Name": "Attempts", "Unit": "Count"}, {"Name": "DeliveryLag", "Unit": "Milliseconds"}]}]}
+            })
+        );
+        let retrying = &r[2];
+        assert_eq!(retrying["Outcome"], "retrying");
+        assert!(retrying.get("DeliveryLag").is_none());
+        assert_eq!(
+            retrying["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{"Name": "Attempts", "Unit": "Count"}])
+        );
+        // Every metric named in the directive has a value of that name at the root.
+        for record in &r {
+            for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .expect("metrics")
+            {
+                let name = m["Name"].as_str().expect("name");
+                assert!(!record[name].is_null(), "{name} missing in {record}");
+            }
+            for d in record["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+                .as_array()
+                .expect("dims")
+            {
+                assert!(record[d.as_str().expect("dim")].is_string());
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_records() {
+        assert!(records(&[], 0).is_empty());
+    }
+}
