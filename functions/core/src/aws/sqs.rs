@@ -14,8 +14,9 @@ use crate::ports::{JobQueue, JobSource, OutgoingJob, QueuedJob, SendFailure};
 
 const SERVICE: &str = "SQS";
 
-/// Error codes of `SendMessageBatch` entries worth sending again.
-const RETRYABLE_ENTRY_CODES: &[&str] = &[
+/// SQS error codes that mean "try again later" (throttling, service trouble), for
+/// the internal queue and for customer queues alike.
+pub const RETRYABLE_CODES: &[&str] = &[
     "ThrottlingException",
     "RequestThrottled",
     "ServiceUnavailable",
@@ -77,7 +78,7 @@ impl JobQueue for SqsJobQueue {
             .map(|f| SendFailure {
                 entry_id: f.id().to_owned(),
                 reason: format!("{}: {}", f.code(), f.message().unwrap_or("no message")),
-                retryable: !f.sender_fault() || RETRYABLE_ENTRY_CODES.contains(&f.code()),
+                retryable: !f.sender_fault() || RETRYABLE_CODES.contains(&f.code()),
             })
             .collect())
     }

@@ -85,6 +85,16 @@ pub fn fit_message(mut event: Value, limit: usize) -> Result<String, String> {
     }
 }
 
+/// The queue message for a job, or the permanent failure to record when it cannot fit
+/// in `limit` bytes.
+pub fn queue_message(
+    job: &DeliveryJob,
+    integration: &Integration,
+    limit: usize,
+) -> Result<String, String> {
+    fit_message(cloud_event(job, integration), limit)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;

@@ -22,7 +22,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use aws_sdk_sqs::Client;
 use uuid::Uuid;
 
-use super::envelope::{cloud_event, fit_message};
+use super::envelope::queue_message;
 use super::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, SqsAuth, SqsConfig, Target};
@@ -30,16 +30,6 @@ use crate::ports::Deliverer;
 
 /// SQS's message size limit (the classic 256 KiB; queues may allow more, never less).
 pub const MAX_SQS_MESSAGE: usize = 256 * 1024;
-
-/// Error codes that mean "try again later".
-const THROTTLED_OR_DOWN: &[&str] = &[
-    "ThrottlingException",
-    "RequestThrottled",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "KmsThrottled",
-];
 
 /// Delivers to customer queues.
 pub struct SqsDeliverer {
@@ -178,7 +168,7 @@ fn classify<E: ProvideErrorMetadata>(
                 c if c.starts_with("KMS.") => {
                     format!("the queue's KMS key refused the message ({code})")
                 }
-                c if THROTTLED_OR_DOWN.contains(&c) => {
+                c if crate::aws::sqs::RETRYABLE_CODES.contains(&c) => {
                     format!("the queue is throttling or unavailable ({code})")
                 }
                 _ => format!("the queue refused the message ({code})"),
@@ -207,7 +197,7 @@ impl Deliverer for SqsDeliverer {
                 started.elapsed(),
             );
         };
-        let body = match fit_message(cloud_event(job, integration), MAX_SQS_MESSAGE) {
+        let body = match queue_message(job, integration, MAX_SQS_MESSAGE) {
             Ok(body) => body,
             Err(detail) => {
                 return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use url::{Host, Url};
 use uuid::Uuid;
 
-use super::envelope::{cloud_event, fit_message};
+use super::envelope::queue_message;
 use super::guard::AddressGuard;
 use super::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
@@ -516,7 +516,7 @@ impl Deliverer for StompDeliverer {
                 started.elapsed(),
             );
         };
-        let body = match fit_message(cloud_event(job, integration), MAX_STOMP_MESSAGE) {
+        let body = match queue_message(job, integration, MAX_STOMP_MESSAGE) {
             Ok(b) => b,
             Err(detail) => {
                 return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())
