@@ -123,24 +123,30 @@ fn every_function_is_built_from_its_own_binary() {
 #[test]
 fn the_fanout_reports_batch_item_failures_from_the_internal_queue() {
     let t = template();
-    let events = resource(&t, "FanoutFunction")["Properties"]["Events"]
+    let mappings: Vec<_> = t["Resources"]
         .as_mapping()
-        .expect("events")
-        .clone();
-    let sqs: Vec<_> = events.values().filter(|e| e["Type"] == "SQS").collect();
-    assert_eq!(sqs.len(), 1);
-    let props = &sqs[0]["Properties"];
+        .expect("resources")
+        .values()
+        .filter(|r| r["Type"] == "AWS::Lambda::EventSourceMapping")
+        .collect();
+    assert_eq!(mappings.len(), 1);
+    let props = &mappings[0]["Properties"];
     let types = props["FunctionResponseTypes"]
         .as_sequence()
         .expect("FunctionResponseTypes");
     assert!(types.iter().any(|v| v == "ReportBatchItemFailures"));
-    let mut queue = Vec::new();
-    strings(&props["Queue"], &mut queue);
+    let mut source = Vec::new();
+    strings(&props["EventSourceArn"], &mut source);
     assert!(
-        queue.iter().any(|q| q.starts_with("InternalQueue")),
-        "{queue:?}"
+        source.iter().any(|q| q.starts_with("InternalQueue")),
+        "{source:?}"
     );
+    let mut function = Vec::new();
+    strings(&props["FunctionName"], &mut function);
+    assert_eq!(function, vec!["FanoutFunction"]);
     assert!(!props["ScalingConfig"]["MaximumConcurrency"].is_null());
+    // No SAM SQS event: it would attach a managed policy with Resource "*".
+    assert!(resource(&t, "FanoutFunction")["Properties"]["Events"].is_null());
 }
 
 #[test]
