@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
-
 use crate::error::Result;
 use crate::model::{Integration, StoreId};
 use crate::ports::IntegrationStore;
@@ -52,24 +50,28 @@ impl IntegrationCache {
         Ok(list)
     }
 
-    /// The enabled integrations of a store that observe `event_type`.
-    pub async fn observers(&self, store: &StoreId, event_type: &str) -> Result<Vec<Integration>> {
-        Ok(self
-            .of_store(store)
-            .await?
-            .iter()
-            .filter(|i| i.enabled && i.observes.iter().any(|o| o == event_type))
-            .cloned()
-            .collect())
+    /// Every store's list, read once for a whole batch: `Err` for a store that could
+    /// not be read. Callers look integrations up in this snapshot, so a batch makes
+    /// one query per store even when the cache is off (TTL 0).
+    pub async fn snapshot(
+        &self,
+        stores: &[StoreId],
+    ) -> HashMap<StoreId, Result<Arc<Vec<Integration>>>> {
+        let mut out = HashMap::new();
+        for store in stores {
+            if !out.contains_key(store) {
+                let list = self.of_store(store).await;
+                out.insert(store.clone(), list);
+            }
+        }
+        out
     }
+}
 
-    /// One integration of a store, as of the cached list.
-    pub async fn find(&self, store: &StoreId, id: Uuid) -> Result<Option<Integration>> {
-        Ok(self
-            .of_store(store)
-            .await?
-            .iter()
-            .find(|i| i.id == id)
-            .cloned())
-    }
+/// The enabled integrations of a list that observe `event_type`.
+pub fn observers(list: &[Integration], event_type: &str) -> Vec<Integration> {
+    list.iter()
+        .filter(|i| i.enabled && i.observes.iter().any(|o| o == event_type))
+        .cloned()
+        .collect()
 }

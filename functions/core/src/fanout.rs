@@ -19,13 +19,12 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::cache::IntegrationCache;
-use crate::delivery::{Attempt, DeliveryResult, JobRecord, JobStatus, Outcome};
+use crate::delivery::{attempt_records, Attempt, DeliveryResult, JobRecord, JobStatus, Outcome};
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
-use crate::model::StoreId;
+use crate::model::{Integration, StoreId};
 use crate::ports::{Deliverer, DeliveryLog, JobQueue, QueuedJob};
 use crate::retry::RetryPolicy;
 
@@ -98,23 +97,38 @@ impl Fanout {
         records: Vec<QueuedJob>,
         deadline: Option<Instant>,
     ) -> Vec<String> {
-        // One store query per store in the batch, before the records run.
-        let stores: HashSet<StoreId> = records
-            .iter()
-            .filter_map(|r| DeliveryJob::parse(&r.body).ok().and_then(|j| j.store()))
+        // Each body is parsed once, and each store's integrations are read once for the
+        // whole batch, before the records run.
+        let parsed: Vec<(QueuedJob, Result<DeliveryJob, String>)> = records
+            .into_iter()
+            .map(|r| {
+                let job = DeliveryJob::parse(&r.body);
+                (r, job)
+            })
             .collect();
-        for store in &stores {
-            if let Err(e) = self.integrations.of_store(store).await {
+        let stores: Vec<StoreId> = parsed
+            .iter()
+            .filter_map(|(_, j)| j.as_ref().ok()?.store())
+            .collect();
+        let lists = self.integrations.snapshot(&stores).await;
+        for (store, list) in &lists {
+            if let Err(e) = list {
                 tracing::error!(error = %e, store = %store, "reading integrations failed; the store's records will be retried");
             }
         }
 
         let mut tasks = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
-        for record in records {
+        for (record, job) in parsed {
             let message_id = record.message_id.clone();
+            let list = job
+                .as_ref()
+                .ok()
+                .and_then(|j| j.store())
+                .and_then(|s| lists.get(&s))
+                .and_then(|l| l.as_ref().ok().cloned());
             let this = self.clone();
-            let handle = tasks.spawn(async move { this.process_one(record).await });
+            let handle = tasks.spawn(async move { this.process_one(record, job, list).await });
             ids.insert(handle.id(), message_id);
         }
 
@@ -171,33 +185,34 @@ impl Fanout {
         failed
     }
 
-    async fn process_one(&self, record: QueuedJob) -> RecordOutcome {
-        let job = match DeliveryJob::parse(&record.body) {
+    /// One record: `job` is its parsed body; `list` its store's integrations (`None`
+    /// when they could not be read, so the record is retried).
+    async fn process_one(
+        &self,
+        record: QueuedJob,
+        job: Result<DeliveryJob, String>,
+        list: Option<Arc<Vec<Integration>>>,
+    ) -> RecordOutcome {
+        let job = match job {
             Ok(job) => job,
             Err(reason) => {
                 tracing::error!(message_id = %record.message_id, %reason, "malformed job acknowledged without delivery");
                 return RecordOutcome::ack();
             }
         };
-        let Some(store) = job.store() else {
-            return RecordOutcome::ack();
-        };
         let attempt = record.receive_count.max(1);
-        let integration = match self.integrations.find(&store, job.integration_id).await {
-            Ok(Some(i)) => i,
-            Ok(None) => {
-                tracing::warn!(job = %job.job_id, integration = %job.integration_id, "integration deleted; job discarded");
-                return self.discarded(&job, attempt, "the integration was deleted");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, job = %job.job_id, "reading the integration failed; will retry");
-                return RecordOutcome {
-                    retry: true,
-                    attempt: None,
-                    job: None,
-                    sample: None,
-                };
-            }
+        let Some(list) = list else {
+            tracing::error!(job = %job.job_id, "the store's integrations could not be read; will retry");
+            return RecordOutcome {
+                retry: true,
+                attempt: None,
+                job: None,
+                sample: None,
+            };
+        };
+        let Some(integration) = list.iter().find(|i| i.id == job.integration_id).cloned() else {
+            tracing::warn!(job = %job.job_id, integration = %job.integration_id, "integration deleted; job discarded");
+            return self.discarded(&job, attempt, "the integration was deleted");
         };
         if !integration.enabled {
             return self.discarded(&job, attempt, "the integration is disabled");
@@ -241,7 +256,7 @@ impl Fanout {
             elapsed_ms = result.duration.as_millis() as u64,
             "delivery attempt"
         );
-        let (attempt_rec, job_rec) = records(&job, attempt, status, &result);
+        let (attempt_rec, job_rec) = attempt_records(&job, attempt, status, &result);
         let lag_ms = (status == JobStatus::Delivered).then(|| {
             (Utc::now() - job.event.occurred_at)
                 .num_milliseconds()
@@ -267,7 +282,7 @@ impl Fanout {
 
     fn discarded(&self, job: &DeliveryJob, attempt: u32, why: &str) -> RecordOutcome {
         let result = DeliveryResult::failed(Outcome::Permanent, why, Duration::ZERO);
-        let (a, j) = records(job, attempt, JobStatus::Discarded, &result);
+        let (a, j) = attempt_records(job, attempt, JobStatus::Discarded, &result);
         RecordOutcome {
             retry: false,
             attempt: Some(a),
@@ -279,44 +294,6 @@ impl Fanout {
             }),
         }
     }
-}
-
-fn records(
-    job: &DeliveryJob,
-    attempt: u32,
-    status: JobStatus,
-    result: &DeliveryResult,
-) -> (Attempt, JobRecord) {
-    let now = Utc::now();
-    let a = Attempt {
-        id: Uuid::now_v7(),
-        store_id: job.store_id.clone(),
-        integration_id: job.integration_id,
-        job_id: job.job_id,
-        event_id: job.event.id.clone(),
-        event_type: job.event.kind.clone(),
-        attempt,
-        succeeded: status == JobStatus::Delivered,
-        status_code: result.status_code,
-        body: result.body.clone(),
-        error_detail: result.error_detail.clone(),
-        processing_time: result.duration.as_secs_f64(),
-        created_at: now,
-    };
-    let j = JobRecord {
-        job_id: job.job_id,
-        store_id: job.store_id.clone(),
-        integration_id: job.integration_id,
-        event_id: job.event.id.clone(),
-        event_type: job.event.kind.clone(),
-        status,
-        attempts: attempt,
-        last_status_code: result.status_code,
-        last_error: result.error_detail.clone(),
-        enqueued_at: job.enqueued_at,
-        updated_at: now,
-    };
-    (a, j)
 }
 
 /// The dev server's stand-in for Lambda's event-source mapping: receives batches from

@@ -13,7 +13,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::cache::IntegrationCache;
+use crate::cache::{observers, IntegrationCache};
 use crate::job::{parse_event, DeliveryJob, Event};
 use crate::model::StoreId;
 use crate::ports::{IdempotencyStore, JobQueue, OutgoingJob};
@@ -185,39 +185,37 @@ impl Ingest {
         }
 
         // One store query per store, not per event.
-        let stores: HashSet<StoreId> = claimed.iter().map(|(_, s, _)| s.clone()).collect();
-        let mut unavailable = HashSet::new();
-        for store in &stores {
-            if let Err(e) = self.integrations.of_store(store).await {
-                tracing::error!(error = %e, store = %store, "reading integrations failed");
-                unavailable.insert(store.clone());
-            }
-        }
+        let stores: Vec<StoreId> = claimed.iter().map(|(_, s, _)| s.clone()).collect();
+        let lists = self.integrations.snapshot(&stores).await;
 
         let mut jobs: Vec<(usize, DeliveryJob)> = Vec::new();
+        let mut queued_events: HashMap<usize, (StoreId, String)> = HashMap::new();
         let mut to_release = Vec::new();
         for (index, store, event) in claimed {
-            if unavailable.contains(&store) {
-                results[index].status = EventStatus::Failed {
-                    reason: "integrations could not be read; send the event again".into(),
-                };
-                to_release.push((store, event.id));
-                continue;
-            }
-            let observers = self
-                .integrations
-                .observers(&store, &event.kind)
-                .await
-                .unwrap_or_default();
-            results[index].status = EventStatus::Accepted {
-                jobs: observers.len(),
+            let list = match lists.get(&store) {
+                Some(Ok(list)) => list,
+                other => {
+                    if let Some(Err(e)) = other {
+                        tracing::error!(error = %e, store = %store, "reading integrations failed");
+                    }
+                    results[index].status = EventStatus::Failed {
+                        reason: "integrations could not be read; send the event again".into(),
+                    };
+                    to_release.push((store, event.id));
+                    continue;
+                }
             };
-            for integration in observers {
+            let targets = observers(list, &event.kind);
+            results[index].status = EventStatus::Accepted {
+                jobs: targets.len(),
+            };
+            for integration in targets {
                 jobs.push((
                     index,
                     DeliveryJob::new(&store, integration.id, event.clone(), now),
                 ));
             }
+            queued_events.insert(index, (store, event.id));
         }
 
         let unqueued = self.send_all(&jobs).await;
@@ -226,20 +224,14 @@ impl Ingest {
             failed_events.entry(jobs[i].0).or_insert(reason);
         }
         for (index, reason) in failed_events {
-            let (store, id) = {
-                let job = jobs.iter().find(|(ix, _)| *ix == index).map(|(_, j)| j);
-                match job {
-                    Some(j) => (j.store(), j.event.id.clone()),
-                    None => continue,
-                }
+            let Some((store, id)) = queued_events.remove(&index) else {
+                continue;
             };
             tracing::error!(event = %id, reason = %reason, "event could not be queued");
             results[index].status = EventStatus::Failed {
                 reason: "the event could not be queued; send it again".into(),
             };
-            if let Some(store) = store {
-                to_release.push((store, id));
-            }
+            to_release.push((store, id));
         }
         for (store, id) in to_release {
             if let Err(e) = self.idempotency.release(&store, &id).await {

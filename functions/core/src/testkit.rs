@@ -39,3 +39,55 @@ pub async fn seeded(integrations: &[&Integration]) -> Arc<MemoryIntegrationStore
     }
     store
 }
+
+/// An integration store that counts reads (`get` and `list`).
+pub struct Counting {
+    inner: Arc<MemoryIntegrationStore>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<MemoryIntegrationStore>) -> Self {
+        Self {
+            inner,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn read(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl IntegrationStore for Counting {
+    async fn insert(
+        &self,
+        i: &Integration,
+        m: usize,
+    ) -> crate::Result<crate::ports::InsertOutcome> {
+        self.inner.insert(i, m).await
+    }
+    async fn get(&self, s: &StoreId, id: Uuid) -> crate::Result<Option<Integration>> {
+        self.read();
+        self.inner.get(s, id).await
+    }
+    async fn list(&self, s: &StoreId) -> crate::Result<Vec<Integration>> {
+        self.read();
+        self.inner.list(s).await
+    }
+    async fn replace(
+        &self,
+        i: &Integration,
+        v: u64,
+    ) -> crate::Result<crate::ports::ReplaceOutcome> {
+        self.inner.replace(i, v).await
+    }
+    async fn delete(&self, s: &StoreId, id: Uuid) -> crate::Result<bool> {
+        self.inner.delete(s, id).await
+    }
+}

@@ -259,6 +259,45 @@ impl Deliverer for TargetDeliverer {
     }
 }
 
+/// The log entry and the job state one attempt leaves behind.
+pub fn attempt_records(
+    job: &DeliveryJob,
+    attempt: u32,
+    status: JobStatus,
+    result: &DeliveryResult,
+) -> (Attempt, JobRecord) {
+    let now = Utc::now();
+    let log = Attempt {
+        id: Uuid::now_v7(),
+        store_id: job.store_id.clone(),
+        integration_id: job.integration_id,
+        job_id: job.job_id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.clone(),
+        attempt,
+        succeeded: status == JobStatus::Delivered,
+        status_code: result.status_code,
+        body: result.body.clone(),
+        error_detail: result.error_detail.clone(),
+        processing_time: result.duration.as_secs_f64(),
+        created_at: now,
+    };
+    let state = JobRecord {
+        job_id: job.job_id,
+        store_id: job.store_id.clone(),
+        integration_id: job.integration_id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.clone(),
+        status,
+        attempts: attempt,
+        last_status_code: result.status_code,
+        last_error: result.error_detail.clone(),
+        enqueued_at: job.enqueued_at,
+        updated_at: now,
+    };
+    (log, state)
+}
+
 /// Delivers a sample event of type `triggered_by` to an integration now, whatever its
 /// `enabled` flag (testing is what people do before enabling), and records the attempt
 /// like any other. Returns the recorded attempt.
@@ -279,39 +318,12 @@ pub async fn send_test(
     };
     let job = DeliveryJob::new(&integration.store_id, integration.id, event, now);
     let result = deliverer.deliver(integration, &job, 1).await;
-    let succeeded = result.outcome == Outcome::Delivered;
-    let attempt = Attempt {
-        id: Uuid::now_v7(),
-        store_id: job.store_id.clone(),
-        integration_id: integration.id,
-        job_id: job.job_id,
-        event_id: job.event.id.clone(),
-        event_type: job.event.kind.clone(),
-        attempt: 1,
-        succeeded,
-        status_code: result.status_code,
-        body: result.body.clone(),
-        error_detail: result.error_detail.clone(),
-        processing_time: result.duration.as_secs_f64(),
-        created_at: Utc::now(),
+    let status = if result.outcome == Outcome::Delivered {
+        JobStatus::Delivered
+    } else {
+        JobStatus::Discarded
     };
-    let record = JobRecord {
-        job_id: job.job_id,
-        store_id: job.store_id.clone(),
-        integration_id: integration.id,
-        event_id: job.event.id.clone(),
-        event_type: job.event.kind.clone(),
-        status: if succeeded {
-            JobStatus::Delivered
-        } else {
-            JobStatus::Discarded
-        },
-        attempts: 1,
-        last_status_code: result.status_code,
-        last_error: result.error_detail,
-        enqueued_at: now,
-        updated_at: Utc::now(),
-    };
+    let (attempt, record) = attempt_records(&job, 1, status, &result);
     log.record(std::slice::from_ref(&attempt), &[record])
         .await?;
     Ok(attempt)

@@ -12,7 +12,7 @@ use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;
 use crate::ports::{JobSource, OutgoingJob};
-use crate::testkit::{seeded, store, webhook};
+use crate::testkit::{seeded, store, webhook, Counting};
 
 /// Behaves by the integration's name: `ok`, `fail` (500), `gone` (refused), `slow`
 /// (sleeps a minute), `boom` (panics).
@@ -279,49 +279,17 @@ async fn records_still_running_at_the_deadline_are_reported_as_failures() {
 
 #[tokio::test]
 async fn one_store_query_serves_the_whole_batch() {
-    use crate::ports::IntegrationStore;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct Counting(Arc<crate::memory::MemoryIntegrationStore>, AtomicUsize);
-    #[async_trait]
-    impl IntegrationStore for Counting {
-        async fn insert(
-            &self,
-            i: &Integration,
-            m: usize,
-        ) -> crate::Result<crate::ports::InsertOutcome> {
-            self.0.insert(i, m).await
-        }
-        async fn get(&self, s: &StoreId, id: Uuid) -> crate::Result<Option<Integration>> {
-            self.1.fetch_add(1, Ordering::SeqCst);
-            self.0.get(s, id).await
-        }
-        async fn list(&self, s: &StoreId) -> crate::Result<Vec<Integration>> {
-            self.1.fetch_add(1, Ordering::SeqCst);
-            self.0.list(s).await
-        }
-        async fn replace(
-            &self,
-            i: &Integration,
-            v: u64,
-        ) -> crate::Result<crate::ports::ReplaceOutcome> {
-            self.0.replace(i, v).await
-        }
-        async fn delete(&self, s: &StoreId, id: Uuid) -> crate::Result<bool> {
-            self.0.delete(s, id).await
-        }
-    }
-
     let integrations: Vec<_> = (0..10)
         .map(|_| webhook("ok", "s", &["order.paid"], true))
         .collect();
     let refs: Vec<_> = integrations.iter().collect();
-    let counting = Arc::new(Counting(seeded(&refs).await, AtomicUsize::new(0)));
+    let counting = Arc::new(Counting::new(seeded(&refs).await));
     let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
     let fanout = Arc::new(Fanout::new(
         Arc::new(IntegrationCache::new(
             counting.clone(),
-            Duration::from_secs(5),
+            // With the cache off, the batch's snapshot is still read once.
+            Duration::ZERO,
         )),
         Arc::new(Scripted),
         Arc::new(MemoryDeliveryLog::default()),
@@ -334,5 +302,5 @@ async fn one_store_query_serves_the_whole_batch() {
     )
     .await;
     assert!(fanout.process(records, None).await.is_empty());
-    assert_eq!(counting.1.load(Ordering::SeqCst), 1);
+    assert_eq!(counting.reads(), 1);
 }

@@ -206,3 +206,28 @@ async fn events_without_an_id_get_distinct_ids() {
     assert_ne!(results[0].id, results[1].id);
     assert_eq!(queued(&w.queue).await.len(), 2);
 }
+
+#[tokio::test]
+async fn one_store_query_serves_a_whole_request_even_with_the_cache_off() {
+    let integrations: Vec<_> = (0..3)
+        .map(|i| webhook(&format!("w{i}"), "s", &["order.paid"], true))
+        .collect();
+    let refs: Vec<_> = integrations.iter().collect();
+    let counting = Arc::new(crate::testkit::Counting::new(seeded(&refs).await));
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(counting.clone(), Duration::ZERO)),
+        Arc::new(MemoryIdempotency::new()),
+        queue.clone(),
+        IngestSettings::default(),
+    );
+    let events: Vec<_> = (0..20)
+        .map(|i| event(&format!("e{i}"), "order.paid"))
+        .collect();
+    let results = ingest.ingest(&events, Some(&store("s")), at).await;
+    assert!(results
+        .iter()
+        .all(|r| r.status == EventStatus::Accepted { jobs: 3 }));
+    assert_eq!(counting.reads(), 1);
+    assert_eq!(queued(&queue).await.len(), 60);
+}
