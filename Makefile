@@ -35,9 +35,9 @@ setup: $(STAMP) ## create the project virtualenv (moto, cfn-lint, aws-sam-cli, c
 run: ## start the dev server on http://127.0.0.1:3000 (PORT overrides) with the embedded backend
 	PORT=$(PORT) cargo run --locked --quiet -p herald-local --bin herald-local
 
-run-aws: setup ## the dev server on DynamoDB and SQS in moto (started on 127.0.0.1:$(MOTO_PORT), resources created)
+run-aws: setup ## the dev server on DynamoDB, SQS and KMS in moto (started on 127.0.0.1:$(MOTO_PORT), resources created)
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
-	HERALD_BACKEND=aws HERALD_TABLE=herald HERALD_CREATE_LOCAL_RESOURCES=true \
+	HERALD_BACKEND=aws HERALD_TABLE=herald HERALD_CREATE_LOCAL_RESOURCES=true HERALD_KMS_KEY_ID=alias/herald-secrets \
 	  HERALD_QUEUE_URL=http://127.0.0.1:$(MOTO_PORT)/123456789012/herald-jobs \
 	  AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_REGION=us-east-1 \
 	  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \

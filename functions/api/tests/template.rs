@@ -73,6 +73,62 @@ fn the_table_has_point_in_time_recovery_encryption_and_on_demand_billing() {
         true
     );
     assert_eq!(table["SSESpecification"]["SSEEnabled"], true);
+    assert_eq!(table["SSESpecification"]["SSEType"], "KMS");
+}
+
+/// The KMS actions a function's policies grant, with the resources they name.
+fn kms_grants(t: &Value, function: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for policy in resource(t, function)["Properties"]["Policies"]
+        .as_sequence()
+        .expect("policies")
+    {
+        for st in policy["Statement"].as_sequence().expect("statements") {
+            let mut actions = Vec::new();
+            strings(&st["Action"], &mut actions);
+            let mut resources = Vec::new();
+            strings(&st["Resource"], &mut resources);
+            for a in actions.into_iter().filter(|a| a.starts_with("kms:")) {
+                out.push((a, resources.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_are_sealed_by_the_api_opened_by_the_fanout_and_never_seen_by_ingest() {
+    let t = template();
+    let key = resource(&t, "SecretsKey");
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    assert_eq!(
+        key["DeletionPolicy"], "Retain",
+        "losing the key loses every secret"
+    );
+    let on_key_only = |grants: &[(String, Vec<String>)]| {
+        grants
+            .iter()
+            .all(|(_, r)| r.iter().all(|r| r.starts_with("SecretsKey")))
+    };
+    let api = kms_grants(&t, "ApiFunction");
+    let mut api_actions: Vec<&str> = api.iter().map(|(a, _)| a.as_str()).collect();
+    api_actions.sort_unstable();
+    assert_eq!(api_actions, ["kms:Decrypt", "kms:GenerateDataKey"]);
+    assert!(on_key_only(&api), "{api:?}");
+    let fanout = kms_grants(&t, "FanoutFunction");
+    let fanout_actions: Vec<&str> = fanout.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(fanout_actions, ["kms:Decrypt"]);
+    assert!(on_key_only(&fanout), "{fanout:?}");
+    assert!(kms_grants(&t, "IngestFunction").is_empty());
+    for function in ["ApiFunction", "FanoutFunction"] {
+        let env = &resource(&t, function)["Properties"]["Environment"]["Variables"];
+        let mut named = Vec::new();
+        strings(&env["HERALD_KMS_KEY_ID"], &mut named);
+        assert_eq!(named, ["SecretsKey.Arn"], "{function} names the key");
+    }
+    let ingest_env = &resource(&t, "IngestFunction")["Properties"]["Environment"]["Variables"];
+    assert!(ingest_env["HERALD_KMS_KEY_ID"].is_null());
 }
 
 #[test]

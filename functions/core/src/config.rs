@@ -100,6 +100,9 @@ pub struct PipelineSettings {
     pub stomp_extra_ca: Option<String>,
     /// `HERALD_EMF_METRICS`: print CloudWatch EMF records (default: on in Lambda).
     pub emf_metrics: bool,
+    /// `HERALD_KMS_KEY_ID`: the KMS key (id, ARN or alias) that seals integration
+    /// secrets (aws). Processes without it (ingest) read secrets only as masks.
+    pub kms_key_id: Option<String>,
 }
 
 /// Per-binary defaults of [`PipelineSettings`].
@@ -178,6 +181,7 @@ impl PipelineSettings {
                 "HERALD_EMF_METRICS",
                 std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
             )?,
+            kms_key_id: var("HERALD_KMS_KEY_ID"),
         })
     }
 
@@ -194,6 +198,7 @@ impl PipelineSettings {
             retry_scale: 1.0,
             stomp_extra_ca: None,
             emf_metrics: false,
+            kms_key_id: None,
         }
     }
 }

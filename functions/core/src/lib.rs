@@ -23,6 +23,7 @@ pub mod model;
 pub mod page;
 pub mod ports;
 pub mod retry;
+pub mod secrets;
 pub mod signing;
 pub mod telemetry;
 pub mod validate;

@@ -3,7 +3,7 @@
 //! atomicity guarantees as the AWS adapters.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -11,27 +11,64 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::model::{Integration, StoreId};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::secrets::Vault;
 
 /// Integrations in memory, per store, ordered by id (UUIDv7: creation order).
+///
+/// With a [`Vault`] (the embedded default) secrets are held sealed, as in DynamoDB,
+/// and opened on every read; without one (unit tests) integrations are kept as given.
 #[derive(Default)]
 pub struct MemoryIntegrationStore {
-    stores: Mutex<HashMap<StoreId, BTreeMap<Uuid, Integration>>>,
+    stores: Mutex<HashMap<StoreId, BTreeMap<Uuid, Stored>>>,
+    vault: Option<Arc<Vault>>,
+}
+
+/// An integration as held: secrets masked and sealed into `blob` when there is a vault.
+#[derive(Clone)]
+struct Stored {
+    integration: Integration,
+    blob: Option<Vec<u8>>,
 }
 
 impl MemoryIntegrationStore {
-    /// An empty store.
+    /// An empty store that keeps integrations as given.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<StoreId, BTreeMap<Uuid, Integration>>) -> T,
-    ) -> T {
+    /// An empty store that seals secrets with `vault`.
+    pub fn sealed(vault: Arc<Vault>) -> Self {
+        Self {
+            stores: Mutex::default(),
+            vault: Some(vault),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<StoreId, BTreeMap<Uuid, Stored>>) -> T) -> T {
         // A panic while holding the lock cannot leave a half-written map behind
         // (every mutation is a single insert/remove), so a poisoned lock is safe to use.
         let mut guard = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+
+    async fn stored(&self, integration: &Integration) -> Result<Stored> {
+        Ok(match &self.vault {
+            Some(vault) => {
+                let (integration, blob) = vault.seal_integration(integration).await?;
+                Stored { integration, blob }
+            }
+            None => Stored {
+                integration: integration.clone(),
+                blob: None,
+            },
+        })
+    }
+
+    async fn open(&self, stored: Stored) -> Result<Integration> {
+        match (&self.vault, stored.blob) {
+            (Some(vault), Some(blob)) => vault.open_integration(stored.integration, &blob).await,
+            _ => Ok(stored.integration),
+        }
     }
 }
 
@@ -42,28 +79,38 @@ impl IntegrationStore for MemoryIntegrationStore {
         integration: &Integration,
         max_per_store: usize,
     ) -> Result<InsertOutcome> {
+        let stored = self.stored(integration).await?;
         Ok(self.with(|stores| {
             let store = stores.entry(integration.store_id.clone()).or_default();
             if store.len() >= max_per_store {
                 InsertOutcome::LimitReached
             } else {
-                store.insert(integration.id, integration.clone());
+                store.insert(integration.id, stored);
                 InsertOutcome::Inserted
             }
         }))
     }
 
     async fn get(&self, store: &StoreId, id: Uuid) -> Result<Option<Integration>> {
-        Ok(self.with(|stores| stores.get(store).and_then(|s| s.get(&id)).cloned()))
+        let stored = self.with(|stores| stores.get(store).and_then(|s| s.get(&id)).cloned());
+        match stored {
+            Some(stored) => Ok(Some(self.open(stored).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn list(&self, store: &StoreId) -> Result<Vec<Integration>> {
-        Ok(self.with(|stores| {
+        let stored: Vec<Stored> = self.with(|stores| {
             stores
                 .get(store)
                 .map(|s| s.values().cloned().collect())
                 .unwrap_or_default()
-        }))
+        });
+        let mut out = Vec::with_capacity(stored.len());
+        for s in stored {
+            out.push(self.open(s).await?);
+        }
+        Ok(out)
     }
 
     async fn replace(
@@ -71,6 +118,7 @@ impl IntegrationStore for MemoryIntegrationStore {
         integration: &Integration,
         expected_version: u64,
     ) -> Result<ReplaceOutcome> {
+        let stored = self.stored(integration).await?;
         Ok(self.with(|stores| {
             let Some(slot) = stores
                 .get_mut(&integration.store_id)
@@ -78,10 +126,10 @@ impl IntegrationStore for MemoryIntegrationStore {
             else {
                 return ReplaceOutcome::NotFound;
             };
-            if slot.version != expected_version {
+            if slot.integration.version != expected_version {
                 return ReplaceOutcome::VersionConflict;
             }
-            *slot = integration.clone();
+            *slot = stored;
             ReplaceOutcome::Replaced
         }))
     }

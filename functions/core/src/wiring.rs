@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::dynamo::DynamoIntegrationStore;
+use crate::aws::kms::KmsKeys;
 use crate::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
 use crate::aws::sqs::SqsJobQueue;
 use crate::cache::IntegrationCache;
@@ -22,6 +23,7 @@ use crate::ports::{
     Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
 };
 use crate::retry::RetryPolicy;
+use crate::secrets::Vault;
 
 /// The embedded queue's visibility timeout (the dev server's stand-in for the
 /// template's 6 × fan-out timeout).
@@ -73,7 +75,7 @@ impl Components {
                     .await;
                 let q = Arc::new(MemoryQueue::new(LOCAL_VISIBILITY, retry.max_attempts()));
                 let integrations: Arc<dyn IntegrationStore> =
-                    Arc::new(MemoryIntegrationStore::new());
+                    Arc::new(MemoryIntegrationStore::sealed(Arc::new(Vault::local()?)));
                 Self {
                     cache: cache(&integrations),
                     integrations,
@@ -89,7 +91,13 @@ impl Components {
             Backend::Aws => {
                 let sdk = crate::aws::load_config().await;
                 let table = settings.table.clone().unwrap_or_default();
-                let store = DynamoIntegrationStore::from_sdk(&sdk, table.clone());
+                let mut store = DynamoIntegrationStore::from_sdk(&sdk, table.clone());
+                if let Some(key) = &settings.kms_key_id {
+                    store = store.with_vault(Arc::new(Vault::new(Arc::new(KmsKeys::from_sdk(
+                        &sdk,
+                        key.clone(),
+                    )))));
+                }
                 if check {
                     store.check_table().await?;
                 }
@@ -115,6 +123,19 @@ impl Components {
                 }
             }
         })
+    }
+
+    /// Fails unless this process can open integration secrets: with the AWS backend,
+    /// `HERALD_KMS_KEY_ID` must be set (the api re-masks and tests, the fan-out
+    /// delivers; ingest routes on masks and needs no key).
+    pub fn require_secrets(&self) -> Result<()> {
+        if self.settings.backend == Backend::Aws && self.settings.kms_key_id.is_none() {
+            return Err(Error::Config(
+                "HERALD_KMS_KEY_ID must be set: this function seals or opens integration secrets"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     fn queue(&self) -> Result<Arc<dyn JobQueue>> {
@@ -155,6 +176,7 @@ impl Components {
 
     /// The fan-out use case.
     pub fn fanout(&self) -> Result<Fanout> {
+        self.require_secrets()?;
         Ok(Fanout::new(
             self.cache.clone(),
             self.deliverer()?,

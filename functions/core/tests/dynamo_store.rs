@@ -6,14 +6,18 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use herald_core::aws::dynamo::DynamoIntegrationStore;
+use herald_core::aws::kms::{ensure_local_key, KmsKeys};
+use herald_core::aws::local::moto_config;
 use herald_core::integrations::Integrations;
 use herald_core::model::{
     Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
 };
 use herald_core::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use herald_core::secrets::Vault;
 use herald_core::validate::Policy;
 use serde_json::json;
 use uuid::Uuid;
@@ -36,14 +40,14 @@ fn client() -> Client {
 /// moto serving one request at a time (`MOTO_SERIAL_ENDPOINT`): DynamoDB isolates
 /// conditional writes and transactions, moto's threaded server does not, so tests
 /// that race writers on purpose run here.
-fn serial_client() -> Client {
+fn serial_endpoint() -> String {
     let url = std::env::var("MOTO_SERIAL_ENDPOINT")
         .expect("MOTO_SERIAL_ENDPOINT is not set: run `make test`");
     assert!(
         url.starts_with("http://127.0.0.1:"),
         "moto must be on loopback"
     );
-    client_at(url)
+    url
 }
 
 fn client_at(url: String) -> Client {
@@ -57,18 +61,30 @@ fn client_at(url: String) -> Client {
 }
 
 /// A fresh table per test, so tests run in parallel without seeing each other.
+/// Secrets are sealed with a KMS key of its own on the same moto server.
 async fn fresh_store() -> DynamoIntegrationStore {
-    fresh_store_on(client()).await
+    fresh_store_on(endpoint()).await
 }
 
-async fn fresh_store_on(client: Client) -> DynamoIntegrationStore {
+async fn fresh_store_on(url: String) -> DynamoIntegrationStore {
+    fresh_table_on(url).await.0
+}
+
+/// The store, and the table's name for scanning it.
+async fn fresh_table_on(url: String) -> (DynamoIntegrationStore, String) {
+    let client = client_at(url.clone());
     let table = format!("herald-test-{}", Uuid::new_v4());
     DynamoIntegrationStore::create_table(&client, &table)
         .await
         .expect("create table");
-    let store = DynamoIntegrationStore::new(client, table);
+    let sdk = moto_config(&url).await.expect("moto config");
+    let alias = ensure_local_key(&sdk, &format!("alias/herald-test-{}", Uuid::new_v4()))
+        .await
+        .expect("KMS key on moto");
+    let vault = Vault::new(Arc::new(KmsKeys::from_sdk(&sdk, alias)));
+    let store = DynamoIntegrationStore::new(client, table.clone()).with_vault(Arc::new(vault));
     store.check_table().await.expect("table exists");
-    store
+    (store, table)
 }
 
 fn store_id(s: &str) -> StoreId {
@@ -164,6 +180,138 @@ async fn every_target_type_round_trips_through_dynamodb_exactly() {
     assert_eq!(ids, sorted, "listed oldest first");
 }
 
+/// Every secret of every target type, as given.
+const PLAINTEXT_SECRETS: [&str; 4] = [
+    "SOME_SECRET_KEY",
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "broker-passcode-1234",
+];
+
+fn targets_with_every_secret() -> Vec<Target> {
+    vec![
+        webhook(),
+        Target::AwsSqs(SqsConfig {
+            url: "https://sqs.us-east-1.amazonaws.com/123456789012/orders".into(),
+            region: "us-east-1".into(),
+            auth: SqsAuth::Keys {
+                access_key_id: Secret::new(PLAINTEXT_SECRETS[1]),
+                secret_access_key: Secret::new(PLAINTEXT_SECRETS[2]),
+            },
+        }),
+        Target::Stomp(StompConfig {
+            addresses: vec!["stomp+ssl://broker.example.com:61614".into()],
+            destination: "/queue/orders".into(),
+            username: "herald".into(),
+            password: Secret::new(PLAINTEXT_SECRETS[3]),
+            virtual_host: None,
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn a_scan_of_the_table_finds_no_plaintext_secret_only_masks_and_ciphertext() {
+    let (store, table) = fresh_table_on(endpoint()).await;
+    let mut written = Vec::new();
+    for target in targets_with_every_secret() {
+        let i = integration("store-secrets", target);
+        store.insert(&i, 10).await.expect("insert");
+        // An update writes the item again: it must be sealed again.
+        let mut updated = i.clone();
+        updated.version = 2;
+        updated.name = "renamed".into();
+        assert_eq!(
+            store.replace(&updated, 1).await.expect("replace"),
+            ReplaceOutcome::Replaced
+        );
+        written.push(updated);
+    }
+    let scan = client()
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("scan");
+    let dump = format!("{:?}", scan.items());
+    for secret in PLAINTEXT_SECRETS {
+        assert!(!dump.contains(secret), "{secret} is in the table in clear");
+        let tail = &secret[secret.len() - 4..];
+        assert!(
+            dump.contains(&herald_core::mask::mask(secret)),
+            "the mask ending {tail} is stored"
+        );
+    }
+    let sealed = scan
+        .items()
+        .iter()
+        .filter(|item| item.get("secrets").is_some_and(|v| v.as_b().is_ok()))
+        .count();
+    assert_eq!(sealed, 3, "each integration's secrets are sealed beside it");
+    // And they open back, exactly.
+    for i in written {
+        let got = store.get(&i.store_id, i.id).await.expect("get");
+        assert_eq!(got, Some(at_ms(i)));
+    }
+}
+
+#[tokio::test]
+async fn without_the_key_a_store_reads_masks_and_refuses_to_write_secrets() {
+    let (store, table) = fresh_table_on(endpoint()).await;
+    let i = integration("store-masks", targets_with_every_secret().remove(1));
+    store.insert(&i, 10).await.expect("insert");
+    let keyless = DynamoIntegrationStore::new(client(), table);
+    let read = keyless
+        .get(&i.store_id, i.id)
+        .await
+        .expect("get")
+        .expect("found");
+    let cfg = read.target.configuration(true).to_string();
+    assert!(
+        !cfg.contains(PLAINTEXT_SECRETS[1]) && !cfg.contains(PLAINTEXT_SECRETS[2]),
+        "{cfg}"
+    );
+    assert_eq!(read.observes, i.observes);
+    let err = keyless
+        .insert(&integration("store-masks", webhook()), 10)
+        .await
+        .expect_err("no key, no write of a secret");
+    assert!(err.to_string().contains("HERALD_KMS_KEY_ID"), "{err}");
+}
+
+#[tokio::test]
+async fn a_sealed_item_copied_to_another_integration_does_not_open() {
+    let (store, table) = fresh_table_on(endpoint()).await;
+    let i = integration("store-copy", webhook());
+    store.insert(&i, 10).await.expect("insert");
+    let raw = client()
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("STORE#store-copy".into()))
+        .key("sk", AttributeValue::S(format!("INTEGRATION#{}", i.id)))
+        .send()
+        .await
+        .expect("get item");
+    let mut item = raw.item().cloned().expect("item");
+    let other = Uuid::now_v7();
+    item.insert(
+        "sk".into(),
+        AttributeValue::S(format!("INTEGRATION#{other}")),
+    );
+    item.insert("id".into(), AttributeValue::S(other.to_string()));
+    client()
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put copy");
+    let err = store
+        .get(&i.store_id, other)
+        .await
+        .expect_err("the envelope is bound to its integration");
+    assert!(!err.to_string().contains("SOME_SECRET_KEY"), "{err}");
+}
+
 #[tokio::test]
 async fn stores_are_isolated_from_each_other() {
     let store = fresh_store().await;
@@ -189,7 +337,7 @@ async fn stores_are_isolated_from_each_other() {
 
 #[tokio::test]
 async fn the_store_limit_holds_under_concurrent_creates() {
-    let store = Arc::new(fresh_store_on(serial_client()).await);
+    let store = Arc::new(fresh_store_on(serial_endpoint()).await);
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let store = store.clone();
@@ -305,7 +453,7 @@ async fn a_replace_at_a_stale_version_is_a_conflict_and_never_resurrects() {
 
 #[tokio::test]
 async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
-    let store: Arc<dyn IntegrationStore> = Arc::new(fresh_store_on(serial_client()).await);
+    let store: Arc<dyn IntegrationStore> = Arc::new(fresh_store_on(serial_endpoint()).await);
     let service = Integrations::new(
         store.clone(),
         Policy {

@@ -83,8 +83,9 @@ async fn run() -> Result<(), String> {
     served
 }
 
-/// `make run-aws`: creates the table and the queues on the moto server named by
-/// `AWS_ENDPOINT_URL` (which must be on loopback), unless they exist already.
+/// `make run-aws`: creates the table, the queues and the KMS key (when
+/// `HERALD_KMS_KEY_ID` is an alias) on the moto server named by `AWS_ENDPOINT_URL`
+/// (which must be on loopback), unless they exist already.
 async fn create_local_resources(
     pipeline: &herald_core::config::PipelineSettings,
 ) -> Result<(), String> {
@@ -114,6 +115,16 @@ async fn create_local_resources(
             tracing::info!("the table and queues exist already")
         }
         Err(e) => return Err(format!("creating the local resources: {e}")),
+    }
+    if let Some(alias) = pipeline
+        .kms_key_id
+        .as_deref()
+        .filter(|k| k.starts_with("alias/"))
+    {
+        herald_core::aws::kms::ensure_local_key(&sdk, alias)
+            .await
+            .map_err(|e| format!("creating the KMS key {alias}: {e}"))?;
+        tracing::info!(%alias, "the KMS key for integration secrets is ready on moto");
     }
     Ok(())
 }

@@ -349,7 +349,7 @@ fn moto_endpoint() -> String {
     endpoint
 }
 
-/// The dev server on DynamoDB and SQS in moto, with a fresh table and queues.
+/// The dev server on DynamoDB, SQS and KMS in moto, with a fresh table, queues and key.
 async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
     let endpoint = moto_endpoint();
     let sdk = moto_config(&endpoint).await.expect("loopback endpoint");
@@ -358,9 +358,13 @@ async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
     let (queue_url, _) = bootstrap(&sdk, &table, &format!("herald-jobs-{suffix}"), 6)
         .await
         .expect("table and queues");
+    let key = herald_core::aws::kms::ensure_local_key(&sdk, &format!("alias/herald-e2e-{suffix}"))
+        .await
+        .expect("KMS key");
     let mut env = vec![
         ("HERALD_BACKEND", "aws"),
         ("HERALD_TABLE", table.as_str()),
+        ("HERALD_KMS_KEY_ID", key.as_str()),
         ("HERALD_QUEUE_URL", queue_url.as_str()),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "testing"),

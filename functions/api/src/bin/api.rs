@@ -10,6 +10,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     herald_core::telemetry::init_lambda();
     let settings = Settings::from_env(Defaults::LAMBDA)?;
     let components = Components::build(&settings.pipeline, false).await?;
+    components.require_secrets()?;
     let state = AppState::from_components(&components, &settings, None)?;
     lambda_http::run(herald_api::lambda::router(state)).await
 }

@@ -13,10 +13,12 @@
 //! See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html>.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
@@ -30,16 +32,23 @@ use super::backend_error;
 use crate::error::{Error, Result};
 use crate::model::{format_timestamp, Integration, IntegrationType, StoreId};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::secrets::{masked_target, Vault};
 use crate::validate::parse_stored_target;
 
 const SERVICE: &str = "DynamoDB";
 const COUNTER_SK: &str = "STORE";
 
 /// Integrations in a DynamoDB table (`HERALD_TABLE`).
+///
+/// Secrets never reach the table in clear: `configuration` holds their masks and
+/// the `secrets` binary attribute their envelope ([`crate::secrets`]). A store
+/// without a [`Vault`] (ingest, which only routes) reads the masks and cannot write
+/// an integration that has secrets.
 #[derive(Clone, Debug)]
 pub struct DynamoIntegrationStore {
     client: Client,
     table: String,
+    vault: Option<Arc<Vault>>,
 }
 
 fn pk(store: &StoreId) -> String {
@@ -74,6 +83,43 @@ impl DynamoIntegrationStore {
         Self {
             client,
             table: table.into(),
+            vault: None,
+        }
+    }
+
+    /// Seals and opens secrets with `vault` (the api and fan-out functions).
+    pub fn with_vault(mut self, vault: Arc<Vault>) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// The item for `i`, its secrets sealed.
+    async fn write_item(&self, i: &Integration) -> Result<HashMap<String, AttributeValue>> {
+        let (stored, blob) = match &self.vault {
+            Some(vault) => vault.seal_integration(i).await?,
+            None if i.target.configuration(true) == i.target.configuration(false) => {
+                (i.clone(), None)
+            }
+            None => {
+                return Err(Error::Config(
+                    "this process holds no key for integration secrets (HERALD_KMS_KEY_ID)".into(),
+                ))
+            }
+        };
+        let mut item = to_item(&stored);
+        if let Some(blob) = blob {
+            item.insert("secrets".into(), AttributeValue::B(Blob::new(blob)));
+        }
+        Ok(item)
+    }
+
+    /// The integration in `item`, its secrets opened when this process holds the key.
+    async fn read_item(&self, item: &HashMap<String, AttributeValue>) -> Result<Integration> {
+        let blob = item.get("secrets").and_then(|v| v.as_b().ok());
+        let integration = from_item(item, blob.is_some())?;
+        match (&self.vault, blob) {
+            (Some(vault), Some(blob)) => vault.open_integration(integration, blob.as_ref()).await,
+            _ => Ok(integration),
         }
     }
 
@@ -153,8 +199,7 @@ fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
         "observes".into(),
         AttributeValue::L(i.observes.iter().map(s).collect()),
     );
-    // Secrets are stored as given for now; encryption at rest with KMS is tracked
-    // separately (the table itself is encrypted by DynamoDB).
+    // Masked by the caller when the integration has secrets (see `Self::write_item`).
     item.insert(
         "configuration".into(),
         s(i.target.configuration(true).to_string()),
@@ -165,7 +210,10 @@ fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
     item
 }
 
-fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Integration> {
+/// `sealed`: the configuration's secrets are masks (their envelope is beside it).
+/// Items written before secrets were sealed hold them in clear and read as such
+/// (they are sealed on their next write).
+fn from_item(item: &HashMap<String, AttributeValue>, sealed: bool) -> Result<Integration> {
     let item_key = item
         .get("sk")
         .and_then(|v| v.as_s().ok())
@@ -191,16 +239,20 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Integration> {
         .ok_or_else(|| corrupt("integration_type".into()))?;
     let cfg: serde_json::Value = serde_json::from_str(text("configuration")?)
         .map_err(|e| corrupt(format!("configuration is not JSON: {e}")))?;
-    let target = parse_stored_target(kind, &cfg).map_err(|errors| {
-        corrupt(format!(
-            "configuration: {}",
-            errors
-                .iter()
-                .map(|e| format!("{} {}", e.pointer, e.detail))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })?;
+    let target = if sealed {
+        masked_target(kind, &cfg).map_err(|e| corrupt(format!("configuration: {e}")))?
+    } else {
+        parse_stored_target(kind, &cfg).map_err(|errors| {
+            corrupt(format!(
+                "configuration: {}",
+                errors
+                    .iter()
+                    .map(|e| format!("{} {}", e.pointer, e.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?
+    };
     let observes = item
         .get("observes")
         .and_then(|v| v.as_l().ok())
@@ -293,7 +345,7 @@ impl IntegrationStore for DynamoIntegrationStore {
         let put = built_ok(
             Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(to_item(integration)))
+                .set_item(Some(self.write_item(integration).await?))
                 .condition_expression("attribute_not_exists(pk)")
                 .build(),
         )?;
@@ -339,7 +391,10 @@ impl IntegrationStore for DynamoIntegrationStore {
             .send()
             .await
             .map_err(|e| backend_error(SERVICE, e))?;
-        out.item().map(from_item).transpose()
+        match out.item() {
+            Some(item) => Ok(Some(self.read_item(item).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn list(&self, store: &StoreId) -> Result<Vec<Integration>> {
@@ -359,7 +414,7 @@ impl IntegrationStore for DynamoIntegrationStore {
                 .await
                 .map_err(|e| backend_error(SERVICE, e))?;
             for item in out.items() {
-                items.push(from_item(item)?);
+                items.push(self.read_item(item).await?);
             }
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
@@ -378,7 +433,7 @@ impl IntegrationStore for DynamoIntegrationStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(integration)))
+            .set_item(Some(self.write_item(integration).await?))
             .condition_expression("attribute_exists(pk) AND version = :expected")
             .expression_attribute_values(
                 ":expected",

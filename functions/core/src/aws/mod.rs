@@ -2,6 +2,7 @@
 //! and from the core model at the boundary.
 
 pub mod dynamo;
+pub mod kms;
 pub mod local;
 pub mod records;
 pub mod sqs;
