@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ deploy: sam-build ## sam deploy --guided the first time, sam deploy after
 	else \
 	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy --guided; \
 	fi
+
+reliability: ## the fault-injection suite at full size (100,000 events to a flaky loopback receiver, ...): prints the table, writes .run/reliability.md
+	RUST_LOG=$${RUST_LOG:-error} cargo run --locked --quiet --profile reliability -p herald-reliability --bin herald-reliability -- --out .run/reliability.md
 
 moto-up: setup ## start moto on 127.0.0.1 (MOTO_PORT) for HERALD_BACKEND=aws demos
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start

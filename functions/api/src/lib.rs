@@ -24,7 +24,7 @@ use herald_core::integrations::Integrations;
 use herald_core::memory::MemoryDeliveryLog;
 use herald_core::model::StoreId;
 use herald_core::page::Page;
-use herald_core::ports::{Deliverer, DeliveryLog, IntegrationStore};
+use herald_core::ports::{DeadLetters, Deliverer, DeliveryLog, IntegrationStore};
 use herald_core::validate::FieldError;
 use herald_core::wiring::Components;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -52,6 +52,8 @@ pub struct AppState {
     pub ingest: Option<Arc<Ingest>>,
     /// Target deliverers, for `POST /v2/integrations/{id}/test`.
     pub deliverer: Option<Arc<dyn Deliverer>>,
+    /// The internal queue's DLQ, for `POST /v2/integrations/{id}/replay`.
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// How the caller's store is found.
     pub tenancy: Tenancy,
     /// Base of absolute links, when configured.
@@ -67,6 +69,7 @@ impl AppState {
             log: Arc::new(MemoryDeliveryLog::default()),
             ingest: None,
             deliverer: None,
+            dead_letters: None,
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
         }
@@ -87,6 +90,7 @@ impl AppState {
             log: components.log.clone(),
             ingest,
             deliverer: Some(components.deliverer()?),
+            dead_letters: components.dead_letters.clone(),
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
         })
@@ -173,6 +177,12 @@ pub fn routes() -> Vec<Route> {
             path: "/v2/integrations/{id}/test",
             statuses: &[200, 400, 403, 404, 413, 415, 422, 500],
             handler: || post(test_integration),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v2/integrations/{id}/replay",
+            statuses: &[200, 400, 403, 404, 409, 500, 503],
+            handler: || post(replay_integration),
         },
         Route {
             method: Method::POST,
@@ -565,6 +575,54 @@ async fn job_logs(
         total,
         data,
     ))
+}
+
+/// How long one replay call scans the DLQ (API Gateway answers within 30 s).
+pub const REPLAY_TIME: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `POST /v2/integrations/{id}/replay`: moves the integration's dead-lettered jobs
+/// back to the internal queue, with a fresh retry budget. Only this store's
+/// integration's jobs move; `complete: false` means the DLQ was not scanned to its
+/// end within the call: call again.
+async fn replay_integration(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let integration = state.integrations.get(&store, id).await??;
+    if !integration.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the integration is disabled: enable it first, or its replayed jobs would be discarded",
+            Some(Source::Pointer("/data/enabled".into())),
+        ));
+    }
+    let Some(dead_letters) = state.dead_letters.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replay is not configured here (HERALD_DLQ_URL)",
+            None,
+        ));
+    };
+    let done = dead_letters
+        .redrive(&store, id, REPLAY_TIME)
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(integration = %id, store = %store, moved = done.moved, scanned = done.scanned, complete = done.complete, "replayed dead-lettered jobs");
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({
+            "data": {
+                "type": "replay",
+                "integration_id": id.to_string(),
+                "replayed": done.moved,
+                "scanned": done.scanned,
+                "complete": done.complete,
+            }
+        })),
+    )
+        .into_response())
 }
 
 /// `POST /v2/integrations/{id}/test`: delivers a sample event now (enabled or not)

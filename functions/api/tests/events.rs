@@ -58,6 +58,7 @@ async fn lambda_app() -> axum::Router {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     };
     store.insert(&seeded, 100).await.expect("seed");
     let settings = Settings {

@@ -246,6 +246,25 @@ async fn no_route_can_read_or_change_another_stores_integration() {
     assert_eq!(put.status, StatusCode::NOT_FOUND);
     let del = send(&app, "DELETE", &path, Some("store-b"), None).await;
     assert_eq!(del.status, StatusCode::NOT_FOUND);
+    // Every route that names an integration, with store-b's header.
+    let job = uuid::Uuid::new_v4();
+    for (method, uri, body) in [
+        ("GET", path.clone(), None),
+        ("GET", format!("{path}/logs"), None),
+        ("GET", format!("{path}/jobs"), None),
+        ("GET", format!("{path}/jobs/{job}/logs"), None),
+        (
+            "POST",
+            format!("{path}/test"),
+            Some(json!({"data": {"type": "test"}})),
+        ),
+        ("POST", format!("{path}/replay"), None),
+    ] {
+        let r = send(&app, method, &uri, Some("store-b"), body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}: {}", r.raw);
+    }
+    let logs = send(&app, "GET", "/v2/integrations/logs", Some("store-b"), None).await;
+    assert_eq!(logs.body["data"], json!([]));
     let list = send(&app, "GET", "/v2/integrations", Some("store-b"), None).await;
     assert_eq!(list.body["data"], json!([]));
     let mine = send(&app, "GET", &path, Some("store-a"), None).await;
@@ -648,4 +667,150 @@ async fn the_seed_stomp_and_sqs_bodies_are_created_with_secrets_masked() {
             "region": "eu-west-1"
         })
     );
+}
+
+#[tokio::test]
+async fn replay_moves_only_this_integrations_dead_jobs_back_to_the_queue() {
+    use herald_core::job::{DeliveryJob, Event};
+    use herald_core::memory::MemoryQueue;
+    use herald_core::ports::{JobQueue, JobSource, OutgoingJob};
+
+    let store = Arc::new(MemoryIntegrationStore::new());
+    // One receive, then the DLQ: jobs are dead after being received twice.
+    let queue = Arc::new(MemoryQueue::new(std::time::Duration::ZERO, 1));
+    let mut state = AppState::new(store, &settings(100));
+    state.dead_letters = Some(queue.clone());
+    let app = herald_api::router(state);
+    let x = create(&app, "store-a", "x").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let y = create(&app, "store-a", "y").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let a = StoreId::parse("store-a").expect("store");
+    let body = |integration: &str, n: usize| {
+        DeliveryJob::new(
+            &a,
+            integration.parse().expect("uuid"),
+            Event {
+                id: format!("evt-{n}"),
+                kind: "order.fulfilled".into(),
+                occurred_at: chrono::Utc::now(),
+                payload: json!({"data": {}}),
+            },
+            chrono::Utc::now(),
+        )
+        .to_body()
+    };
+    let bodies = [body(&x, 1), body(&x, 2), body(&y, 3)];
+    let entries: Vec<OutgoingJob> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| OutgoingJob {
+            entry_id: i.to_string(),
+            body: b.clone(),
+        })
+        .collect();
+    assert!(queue.send_batch(&entries).await.expect("send").is_empty());
+    // Received once (visibility 0: visible again at once), then moved to the DLQ.
+    assert_eq!(
+        queue
+            .receive(10, std::time::Duration::ZERO)
+            .await
+            .expect("r")
+            .len(),
+        3
+    );
+    assert!(queue
+        .receive(10, std::time::Duration::ZERO)
+        .await
+        .expect("r")
+        .is_empty());
+    assert_eq!(queue.dead_letters().len(), 3);
+
+    let r = send(
+        &app,
+        "POST",
+        &format!("/v2/integrations/{x}/replay"),
+        Some("store-b"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another store cannot replay it"
+    );
+    let r = send(
+        &app,
+        "POST",
+        &format!("/v2/integrations/{x}/replay"),
+        Some("store-a"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["data"]["replayed"], 2);
+    assert_eq!(r.body["data"]["complete"], true);
+    assert_eq!(
+        queue.dead_letters(),
+        vec![bodies[2].clone()],
+        "y's job stays"
+    );
+    let mut back: Vec<String> = queue
+        .receive(10, std::time::Duration::ZERO)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|m| {
+            assert_eq!(m.receive_count, 1, "a fresh retry budget");
+            m.body
+        })
+        .collect();
+    back.sort();
+    let mut expected = vec![bodies[0].clone(), bodies[1].clone()];
+    expected.sort();
+    assert_eq!(back, expected);
+
+    // A disabled integration is not replayed into a discard.
+    let off = send(
+        &app,
+        "PUT",
+        &format!("/v2/integrations/{y}"),
+        Some("store-a"),
+        Some(json!({"data": {"type": "integration", "enabled": false}})),
+    )
+    .await;
+    assert_eq!(off.status, StatusCode::OK);
+    let r = send(
+        &app,
+        "POST",
+        &format!("/v2/integrations/{y}/replay"),
+        Some("store-a"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
+    assert_eq!(r.body["errors"][0]["source"]["pointer"], "/data/enabled");
+}
+
+#[tokio::test]
+async fn replay_without_a_dead_letter_queue_is_a_clear_503() {
+    let app = app();
+    let id = create(&app, "store-a", "x").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = send(
+        &app,
+        "POST",
+        &format!("/v2/integrations/{id}/replay"),
+        Some("store-a"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.raw);
+    assert!(r.raw.contains("HERALD_DLQ_URL"));
 }

@@ -29,6 +29,11 @@ impl IntegrationCache {
         }
     }
 
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn IntegrationStore> {
+        &self.store
+    }
+
     fn fresh(&self, store: &StoreId) -> Option<Arc<Vec<Integration>>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries

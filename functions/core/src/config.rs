@@ -84,6 +84,8 @@ pub struct PipelineSettings {
     pub table: Option<String>,
     /// `HERALD_QUEUE_URL`: the internal queue (aws; ingest, fan-out, dev server).
     pub queue_url: Option<String>,
+    /// `HERALD_DLQ_URL`: its dead-letter queue (aws; the api replays from it).
+    pub dlq_url: Option<String>,
     /// `HERALD_LOG_RETENTION_DAYS` (default 30).
     pub log_retention: std::time::Duration,
     /// `HERALD_INTEGRATION_CACHE_MS`: how long a store's integrations are cached.
@@ -103,6 +105,9 @@ pub struct PipelineSettings {
     /// `HERALD_KMS_KEY_ID`: the KMS key (id, ARN or alias) that seals integration
     /// secrets (aws). Processes without it (ingest) read secrets only as masks.
     pub kms_key_id: Option<String>,
+    /// `HERALD_AUTO_DISABLE_AFTER`: consecutive failed jobs after which the fan-out
+    /// disables an integration (default 20; 0: never).
+    pub auto_disable_after: u32,
 }
 
 /// Per-binary defaults of [`PipelineSettings`].
@@ -161,6 +166,7 @@ impl PipelineSettings {
             backend,
             table,
             queue_url: var("HERALD_QUEUE_URL"),
+            dlq_url: var("HERALD_DLQ_URL"),
             log_retention: std::time::Duration::from_secs(
                 86_400 * number("HERALD_LOG_RETENTION_DAYS", 30, 1..=3650)? as u64,
             ),
@@ -182,6 +188,11 @@ impl PipelineSettings {
                 std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
             )?,
             kms_key_id: var("HERALD_KMS_KEY_ID"),
+            auto_disable_after: number(
+                "HERALD_AUTO_DISABLE_AFTER",
+                crate::fanout::AUTO_DISABLE_AFTER as usize,
+                0..=100_000,
+            )? as u32,
         })
     }
 
@@ -191,6 +202,7 @@ impl PipelineSettings {
             backend: Backend::Memory,
             table: None,
             queue_url: None,
+            dlq_url: None,
             log_retention: std::time::Duration::from_secs(30 * 86_400),
             integration_cache: std::time::Duration::ZERO,
             webhook_timeout: std::time::Duration::from_secs(30),
@@ -199,6 +211,7 @@ impl PipelineSettings {
             stomp_extra_ca: None,
             emf_metrics: false,
             kms_key_id: None,
+            auto_disable_after: crate::fanout::AUTO_DISABLE_AFTER,
         }
     }
 }

@@ -19,12 +19,13 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::cache::IntegrationCache;
 use crate::delivery::{attempt_records, Attempt, DeliveryResult, JobRecord, JobStatus, Outcome};
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
-use crate::model::{Integration, StoreId};
+use crate::model::{HealthReport, Integration, StoreId};
 use crate::ports::{Deliverer, DeliveryLog, JobQueue, QueuedJob};
 use crate::retry::RetryPolicy;
 
@@ -39,7 +40,16 @@ pub struct Fanout {
     queue: Arc<dyn JobQueue>,
     retry: RetryPolicy,
     metrics: bool,
+    auto_disable_after: u32,
+    /// When this process last recorded a success per integration.
+    successes: std::sync::Mutex<HashMap<Uuid, Instant>>,
 }
+
+/// How often a process records an integration's successes while it is healthy.
+pub const SUCCESS_RECORD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Default of `HERALD_AUTO_DISABLE_AFTER`.
+pub const AUTO_DISABLE_AFTER: u32 = 20;
 
 /// What one record came to.
 struct RecordOutcome {
@@ -76,6 +86,86 @@ impl Fanout {
             queue,
             retry,
             metrics: false,
+            auto_disable_after: AUTO_DISABLE_AFTER,
+            successes: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Disables an integration after `n` consecutive failed jobs (0: never).
+    pub fn with_auto_disable(mut self, n: u32) -> Self {
+        self.auto_disable_after = n;
+        self
+    }
+
+    /// The health report a delivery calls for, if any: every job that failed for
+    /// good, a `410 Gone`, and successes (after failures, else once a minute).
+    fn health_report(
+        &self,
+        integration: &Integration,
+        status: JobStatus,
+        result: &DeliveryResult,
+    ) -> Option<HealthReport> {
+        let at = Utc::now();
+        let reason = || {
+            result
+                .error_detail
+                .clone()
+                .or_else(|| result.status_code.map(|c| format!("HTTP {c}")))
+                .unwrap_or_else(|| status.as_str().to_owned())
+        };
+        match status {
+            JobStatus::Delivered => {
+                let mut marks = self.successes.lock().unwrap_or_else(|p| p.into_inner());
+                let recent = marks
+                    .get(&integration.id)
+                    .is_some_and(|t| t.elapsed() < SUCCESS_RECORD_INTERVAL);
+                let stale = integration.health.last_success_at.is_none_or(|t| {
+                    (at - t).to_std().unwrap_or_default() >= SUCCESS_RECORD_INTERVAL
+                });
+                let after_failures = integration.health.consecutive_failures > 0;
+                if (after_failures || stale) && !recent {
+                    marks.insert(integration.id, Instant::now());
+                    Some(HealthReport::Succeeded { at })
+                } else {
+                    None
+                }
+            }
+            JobStatus::Discarded if result.status_code == Some(410) => Some(HealthReport::Gone {
+                at,
+                reason: reason(),
+            }),
+            JobStatus::Discarded | JobStatus::Failed => {
+                self.successes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&integration.id);
+                Some(HealthReport::JobFailed {
+                    at,
+                    disable_after: self.auto_disable_after,
+                    reason: reason(),
+                })
+            }
+            JobStatus::Retrying => None,
+        }
+    }
+
+    async fn record_health(&self, integration: &Integration, report: HealthReport) {
+        match self
+            .integrations
+            .store()
+            .record_health(&integration.store_id, integration.id, &report)
+            .await
+        {
+            Ok(Some((health, true))) => tracing::warn!(
+                integration = %integration.id,
+                store = %integration.store_id,
+                reason = health.disabled_reason.as_deref().unwrap_or_default(),
+                "integration disabled"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, integration = %integration.id, "recording the integration's health failed")
+            }
         }
     }
 
@@ -256,6 +346,9 @@ impl Fanout {
             elapsed_ms = result.duration.as_millis() as u64,
             "delivery attempt"
         );
+        if let Some(report) = self.health_report(&integration, status, &result) {
+            self.record_health(&integration, report).await;
+        }
         let (attempt_rec, job_rec) = attempt_records(&job, attempt, status, &result);
         let lag_ms = (status == JobStatus::Delivered).then(|| {
             (Utc::now() - job.event.occurred_at)

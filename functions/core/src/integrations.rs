@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Integration, StoreId};
+use crate::model::{Health, Integration, StoreId};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::validate::{self, Draft, FieldError, Policy};
 
@@ -73,6 +73,7 @@ impl Integrations {
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
         };
         Ok(
             match self.store.insert(&integration, self.max_per_store).await? {
@@ -122,7 +123,17 @@ impl Integrations {
                 Ok(d) => d,
                 Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
             };
+            // Re-enabling starts the health count afresh (the last success is kept).
+            let health = if !current.enabled && next.enabled {
+                Health {
+                    last_success_at: current.health.last_success_at,
+                    ..Health::default()
+                }
+            } else {
+                current.health.clone()
+            };
             let updated = Integration {
+                health,
                 name: next.name,
                 description: next.description,
                 enabled: next.enabled,

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Integration, StoreId};
+use crate::model::{Health, HealthReport, Integration, StoreId};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::secrets::Vault;
 
@@ -137,6 +137,25 @@ impl IntegrationStore for MemoryIntegrationStore {
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool> {
         Ok(self.with(|stores| stores.get_mut(store).and_then(|s| s.remove(&id)).is_some()))
     }
+
+    async fn record_health(
+        &self,
+        store: &StoreId,
+        id: Uuid,
+        report: &HealthReport,
+    ) -> Result<Option<(Health, bool)>> {
+        Ok(self.with(|stores| {
+            let slot = stores.get_mut(store).and_then(|s| s.get_mut(&id))?;
+            let i = &mut slot.integration;
+            let disable = report.apply(&mut i.health, i.enabled);
+            if disable {
+                i.enabled = false;
+                i.version += 1;
+                i.updated_at = chrono::Utc::now().max(i.updated_at);
+            }
+            Some((i.health.clone(), disable))
+        }))
+    }
 }
 
 use std::collections::VecDeque;
@@ -147,7 +166,8 @@ use chrono::{DateTime, Utc};
 use crate::delivery::{Attempt, JobRecord};
 use crate::page::Page;
 use crate::ports::{
-    DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob, QueuedJob, SendFailure,
+    is_job_of, DeadLetters, DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob,
+    QueuedJob, Redrive, SendFailure,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -218,6 +238,43 @@ impl MemoryQueue {
     /// would (fault injection for tests and drills).
     pub fn fail_next_sends(&self, n: usize) {
         lock(&self.state).failing_sends = n;
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MemoryQueue {
+    async fn redrive(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        _time: Duration,
+    ) -> Result<Redrive> {
+        let moved = {
+            let mut state = lock(&self.state);
+            let scanned = state.dead.len();
+            let (mine, rest): (Vec<Message>, Vec<Message>) = std::mem::take(&mut state.dead)
+                .into_iter()
+                .partition(|m| is_job_of(&m.body, store, integration));
+            state.dead = rest;
+            let moved = mine.len();
+            for m in mine {
+                state.messages.push_back(Message {
+                    id: Uuid::new_v4().to_string(),
+                    body: m.body,
+                    receive_count: 0,
+                    visible_at: Instant::now(),
+                    receipt: None,
+                    sent_at: Utc::now(),
+                });
+            }
+            Redrive {
+                moved,
+                scanned,
+                complete: true,
+            }
+        };
+        self.arrived.notify_waiters();
+        Ok(moved)
     }
 }
 

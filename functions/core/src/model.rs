@@ -263,6 +263,115 @@ pub struct Integration {
     pub updated_at: DateTime<Utc>,
     /// Optimistic-concurrency version; bumped on every write.
     pub version: u64,
+    /// How its deliveries have been going (written by the fan-out).
+    pub health: Health,
+}
+
+/// How an integration's deliveries have been going. The fan-out records a success
+/// (at most once a minute per integration and process, and always after failures),
+/// every job that failed for good, and disables the integration after
+/// `HERALD_AUTO_DISABLE_AFTER` consecutive failed jobs or at once on a webhook's
+/// `410 Gone`. Re-enabling it through the API resets the count.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Health {
+    /// Jobs in a row that failed for good (retries exhausted or refused).
+    pub consecutive_failures: u32,
+    /// The last delivery that succeeded.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last job that failed for good.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Why Herald disabled the integration, when it did.
+    pub disabled_reason: Option<String>,
+}
+
+impl Health {
+    /// `healthy`, `failing` or `disabled`, given whether the integration is enabled.
+    pub fn status(&self, enabled: bool) -> &'static str {
+        if !enabled {
+            "disabled"
+        } else if self.consecutive_failures > 0 {
+            "failing"
+        } else {
+            "healthy"
+        }
+    }
+
+    /// The `meta.health` object of the API.
+    pub fn to_json(&self, enabled: bool) -> Value {
+        json!({
+            "status": self.status(enabled),
+            "consecutive_failures": self.consecutive_failures,
+            "last_success_at": self.last_success_at.as_ref().map(format_timestamp),
+            "last_failure_at": self.last_failure_at.as_ref().map(format_timestamp),
+            "disabled_reason": if enabled { None } else { self.disabled_reason.clone() },
+        })
+    }
+}
+
+/// What the fan-out reports about an integration's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthReport {
+    /// A delivery succeeded.
+    Succeeded {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A job failed for good; disable after `disable_after` in a row (0: never).
+    JobFailed {
+        /// When.
+        at: DateTime<Utc>,
+        /// The threshold.
+        disable_after: u32,
+        /// What the last attempt said.
+        reason: String,
+    },
+    /// The target said it is gone for good (`410 Gone`): disable now.
+    Gone {
+        /// When.
+        at: DateTime<Utc>,
+        /// What it said.
+        reason: String,
+    },
+}
+
+impl HealthReport {
+    /// Applies the report to `health`; `true` when the integration must now be
+    /// disabled (it was enabled and crossed the threshold, or is gone).
+    pub fn apply(&self, health: &mut Health, enabled: bool) -> bool {
+        match self {
+            Self::Succeeded { at } => {
+                health.consecutive_failures = 0;
+                health.last_success_at = Some(*at);
+                false
+            }
+            Self::JobFailed {
+                at,
+                disable_after,
+                reason,
+            } => {
+                health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+                health.last_failure_at = Some(*at);
+                let disable =
+                    enabled && *disable_after > 0 && health.consecutive_failures >= *disable_after;
+                if disable {
+                    health.disabled_reason = Some(format!(
+                        "disabled by Herald after {} consecutive failed jobs; last: {reason}",
+                        health.consecutive_failures
+                    ));
+                }
+                disable
+            }
+            Self::Gone { at, reason } => {
+                health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+                health.last_failure_at = Some(*at);
+                if enabled {
+                    health.disabled_reason =
+                        Some(format!("disabled by Herald: the target is gone ({reason})"));
+                }
+                enabled
+            }
+        }
+    }
 }
 
 /// Formats a timestamp as the API does: RFC 3339, milliseconds, `Z`.
@@ -288,7 +397,8 @@ impl Integration {
                 "timestamps": {
                     "created_at": format_timestamp(&self.created_at),
                     "updated_at": format_timestamp(&self.updated_at),
-                }
+                },
+                "health": self.health.to_json(self.enabled),
             }
         })
     }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Integration, StoreId};
+use crate::model::{Health, HealthReport, Integration, StoreId};
 
 /// The outcome of inserting a new integration.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,6 +55,16 @@ pub trait IntegrationStore: Send + Sync {
 
     /// Deletes an integration; `false` when there was none.
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool>;
+
+    /// Records what the fan-out saw of an integration's deliveries, and disables it
+    /// (a new version) when the report says so. Returns its health afterwards and
+    /// whether this call disabled it; `None` when the integration is gone.
+    async fn record_health(
+        &self,
+        store: &StoreId,
+        id: Uuid,
+        report: &HealthReport,
+    ) -> Result<Option<(Health, bool)>>;
 }
 
 /// A delivery job as sent to the internal queue.
@@ -115,6 +125,37 @@ pub trait JobSource: Send + Sync {
 
     /// Acknowledges a message.
     async fn delete(&self, receipt: &str) -> Result<()>;
+}
+
+/// What a redrive of dead-lettered jobs did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Redrive {
+    /// Jobs moved back to the internal queue.
+    pub moved: usize,
+    /// Dead-lettered messages looked at.
+    pub scanned: usize,
+    /// Whether the whole DLQ was looked at (else: call again).
+    pub complete: bool,
+}
+
+/// The internal queue's dead-letter queue, as replay uses it.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Moves the dead-lettered jobs of one store's integration back to the internal
+    /// queue as new messages (a fresh retry budget), and only those: every other
+    /// message stays in the DLQ. Works for at most `time` (an API call's budget).
+    async fn redrive(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        time: std::time::Duration,
+    ) -> Result<Redrive>;
+}
+
+/// Whether a dead-lettered body is a job of `integration` in `store`.
+pub fn is_job_of(body: &str, store: &StoreId, integration: Uuid) -> bool {
+    crate::job::DeliveryJob::parse(body)
+        .is_ok_and(|j| j.integration_id == integration && j.store_id == store.as_str())
 }
 
 /// Remembers which event ids a store has already sent, for a bounded time.

@@ -29,6 +29,7 @@ pub fn webhook(name: &str, store_id: &str, observes: &[&str], enabled: bool) -> 
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 
@@ -89,5 +90,13 @@ impl IntegrationStore for Counting {
     }
     async fn delete(&self, s: &StoreId, id: Uuid) -> crate::Result<bool> {
         self.inner.delete(s, id).await
+    }
+    async fn record_health(
+        &self,
+        s: &StoreId,
+        id: Uuid,
+        r: &crate::model::HealthReport,
+    ) -> crate::Result<Option<(crate::model::Health, bool)>> {
+        self.inner.record_health(s, id, r).await
     }
 }

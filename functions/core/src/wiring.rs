@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::aws::dynamo::DynamoIntegrationStore;
 use crate::aws::kms::KmsKeys;
 use crate::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
-use crate::aws::sqs::SqsJobQueue;
+use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
 use crate::delivery::guard::AddressGuard;
@@ -20,7 +20,7 @@ use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
 use crate::ports::{
-    Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
+    DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
 };
 use crate::retry::RetryPolicy;
 use crate::secrets::Vault;
@@ -49,6 +49,8 @@ pub struct Components {
     pub source: Option<Arc<dyn JobSource>>,
     /// The embedded queue itself, for inspection (memory backend only).
     pub memory_queue: Option<Arc<MemoryQueue>>,
+    /// The internal queue's DLQ, for replay (where configured).
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// The AWS configuration customer-queue clients derive from.
     aws: aws_config::SdkConfig,
     settings: PipelineSettings,
@@ -83,6 +85,7 @@ impl Components {
                     idempotency: Arc::new(MemoryIdempotency::new()),
                     queue: Some(q.clone()),
                     source: Some(q.clone()),
+                    dead_letters: Some(q.clone()),
                     memory_queue: Some(q),
                     aws,
                     settings: settings.clone(),
@@ -106,7 +109,16 @@ impl Components {
                     .as_ref()
                     .map(|url| Arc::new(SqsJobQueue::from_sdk(&sdk, url.clone())));
                 let integrations: Arc<dyn IntegrationStore> = Arc::new(store);
+                let dead_letters = match (&sqs, &settings.dlq_url) {
+                    (Some(q), Some(dlq)) => Some(Arc::new(SqsDeadLetters::from_sdk(
+                        &sdk,
+                        dlq.clone(),
+                        q.as_ref().clone(),
+                    )) as Arc<dyn DeadLetters>),
+                    _ => None,
+                };
                 Self {
+                    dead_letters,
                     cache: cache(&integrations),
                     integrations,
                     log: Arc::new(DynamoDeliveryLog::from_sdk(
@@ -184,6 +196,7 @@ impl Components {
             self.queue()?,
             RetryPolicy::scaled(self.settings.retry_scale),
         )
-        .with_metrics(self.settings.emf_metrics))
+        .with_metrics(self.settings.emf_metrics)
+        .with_auto_disable(self.settings.auto_disable_after))
     }
 }

@@ -38,6 +38,7 @@ fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 

@@ -104,6 +104,7 @@ fn integration(store: &str, target: Target) -> Integration {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 
@@ -310,6 +311,63 @@ async fn a_sealed_item_copied_to_another_integration_does_not_open() {
         .await
         .expect_err("the envelope is bound to its integration");
     assert!(!err.to_string().contains("SOME_SECRET_KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn health_reports_count_failed_jobs_disable_at_the_threshold_and_keep_the_secrets() {
+    use herald_core::model::HealthReport;
+    let store = fresh_store().await;
+    let i = integration("store-health", webhook());
+    store.insert(&i, 10).await.expect("insert");
+    let failed = |n: u32| HealthReport::JobFailed {
+        at: Utc::now(),
+        disable_after: 2,
+        reason: format!("HTTP 500 #{n}"),
+    };
+    let (h, disabled) = store
+        .record_health(&i.store_id, i.id, &failed(1))
+        .await
+        .expect("record")
+        .expect("exists");
+    assert_eq!((h.consecutive_failures, disabled), (1, false));
+    let (h, disabled) = store
+        .record_health(&i.store_id, i.id, &failed(2))
+        .await
+        .expect("record")
+        .expect("exists");
+    assert_eq!((h.consecutive_failures, disabled), (2, true));
+    let now = store
+        .get(&i.store_id, i.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(!now.enabled);
+    assert_eq!(now.version, 2, "disabling is a new version");
+    assert!(now
+        .health
+        .disabled_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("HTTP 500 #2")));
+    assert_eq!(now.target, i.target, "the sealed secrets are untouched");
+    // A success resets the count; an unknown integration is reported as gone.
+    let (h, _) = store
+        .record_health(
+            &i.store_id,
+            i.id,
+            &HealthReport::Succeeded { at: Utc::now() },
+        )
+        .await
+        .expect("record")
+        .expect("exists");
+    assert_eq!(h.consecutive_failures, 0);
+    assert!(h.last_success_at.is_some());
+    assert_eq!(
+        store
+            .record_health(&i.store_id, Uuid::now_v7(), &failed(3))
+            .await
+            .expect("record"),
+        None
+    );
 }
 
 #[tokio::test]

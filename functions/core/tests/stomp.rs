@@ -56,6 +56,7 @@ fn integration(addresses: &[&str], destination: &str, password: &str) -> Integra
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 

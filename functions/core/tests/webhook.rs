@@ -121,6 +121,7 @@ fn integration(url: &str, secret: Option<&str>) -> Integration {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 
@@ -221,6 +222,22 @@ async fn a_non_2xx_answer_is_a_retryable_failure_with_status_and_truncated_body(
     assert_eq!(result.outcome, Outcome::Retryable { retry_after: None });
     assert_eq!(result.status_code, Some(500));
     assert_eq!(result.body.len(), herald_core::delivery::MAX_LOGGED_BODY);
+}
+
+#[tokio::test]
+async fn a_410_gone_is_a_permanent_failure_not_retried() {
+    let (addr, seen) = start_receiver(
+        Arc::new(|_| (StatusCode::GONE, "gone").into_response()),
+        None,
+    )
+    .await;
+    let i = integration(&format!("http://{addr}/hook"), None);
+    let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Permanent);
+    assert_eq!(result.status_code, Some(410));
+    assert_eq!(seen.requests.lock().expect("lock").len(), 1);
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ fn integration(id: &str, url: String) -> Integration {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 

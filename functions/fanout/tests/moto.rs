@@ -67,6 +67,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     };
     let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
     store.insert(&integration, 100).await.expect("seed");
@@ -138,4 +139,111 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
         .expect("logs");
     assert_eq!(total, 2);
     assert!(logs.iter().all(|l| l.status_code == Some(503)));
+}
+
+#[tokio::test]
+async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use herald_core::aws::sqs::SqsDeadLetters;
+    use herald_core::ports::DeadLetters;
+
+    let endpoint =
+        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
+    let sdk = moto_config(&endpoint).await.expect("moto");
+    let suffix = Uuid::new_v4().simple().to_string();
+    let (queue_url, dlq_url) =
+        herald_core::aws::local::create_queues(&sdk, &format!("replay-{suffix}"), 6, 30)
+            .await
+            .expect("queues");
+    let (s, t) = (
+        StoreId::parse("s").expect("store"),
+        StoreId::parse("t").expect("store"),
+    );
+    let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+    let job = |store: &StoreId, integration: Uuid, n: usize| {
+        DeliveryJob::new(
+            store,
+            integration,
+            Event {
+                id: format!("evt-{n}"),
+                kind: "order.paid".into(),
+                occurred_at: Utc::now(),
+                payload: serde_json::json!({"data": {}}),
+            },
+            Utc::now(),
+        )
+        .to_body()
+    };
+    let mine: Vec<String> = (0..3).map(|n| job(&s, x, n)).collect();
+    let others = vec![
+        job(&s, y, 10),
+        job(&s, y, 11),
+        job(&t, x, 12), // the same integration id under another store: never moved
+        "not a job".to_owned(),
+    ];
+    let dlq = SqsJobQueue::from_sdk(&sdk, dlq_url.clone());
+    let entries: Vec<OutgoingJob> = mine
+        .iter()
+        .chain(&others)
+        .enumerate()
+        .map(|(i, body)| OutgoingJob {
+            entry_id: i.to_string(),
+            body: body.clone(),
+        })
+        .collect();
+    assert!(dlq.send_batch(&entries).await.expect("seed dlq").is_empty());
+
+    let replay = SqsDeadLetters::from_sdk(
+        &sdk,
+        dlq_url.clone(),
+        SqsJobQueue::from_sdk(&sdk, queue_url.clone()),
+    );
+    let done = replay
+        .redrive(&s, x, Duration::from_secs(20))
+        .await
+        .expect("redrive");
+    assert_eq!((done.moved, done.scanned, done.complete), (3, 7, true));
+
+    let queue = SqsJobQueue::from_sdk(&sdk, queue_url);
+    let mut back = Vec::new();
+    for _ in 0..5 {
+        let got = queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            assert_eq!(m.receive_count, 1, "a fresh message, a fresh retry budget");
+            back.push(m.body.clone());
+            queue.delete(&m.receipt).await.expect("delete");
+        }
+    }
+    back.sort();
+    let mut expected = mine.clone();
+    expected.sort();
+    assert_eq!(back, expected);
+
+    let attrs = aws_sdk_sqs::Client::new(&sdk)
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("attributes");
+    let count = |name: QueueAttributeName| -> usize {
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        others.len(),
+        "everything else stays in the DLQ"
+    );
 }

@@ -33,6 +33,7 @@ fn integration(id: &str, target: Target) -> Integration {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 

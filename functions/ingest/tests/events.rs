@@ -48,6 +48,7 @@ async fn world() -> World {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     };
     components
         .integrations

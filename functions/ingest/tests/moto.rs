@@ -38,6 +38,7 @@ fn hook(observes: &[&str]) -> Integration {
         created_at: now,
         updated_at: now,
         version: 1,
+        health: Default::default(),
     }
 }
 

@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::backend_error;
 use crate::error::{Error, Result};
-use crate::model::{format_timestamp, Integration, IntegrationType, StoreId};
+use crate::model::{format_timestamp, Health, HealthReport, Integration, IntegrationType, StoreId};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::secrets::{masked_target, Vault};
 use crate::validate::parse_stored_target;
@@ -207,7 +207,48 @@ fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
     item.insert("created_at".into(), s(format_timestamp(&i.created_at)));
     item.insert("updated_at".into(), s(format_timestamp(&i.updated_at)));
     item.insert("version".into(), AttributeValue::N(i.version.to_string()));
+    health_attributes(&i.health, &mut item);
     item
+}
+
+/// The health attributes (`health_*`) of an item; absent ones are left out.
+fn health_attributes(h: &Health, item: &mut HashMap<String, AttributeValue>) {
+    item.insert(
+        "health_failures".into(),
+        AttributeValue::N(h.consecutive_failures.to_string()),
+    );
+    if let Some(t) = &h.last_success_at {
+        item.insert("health_last_success".into(), s(format_timestamp(t)));
+    }
+    if let Some(t) = &h.last_failure_at {
+        item.insert("health_last_failure".into(), s(format_timestamp(t)));
+    }
+    if let Some(r) = &h.disabled_reason {
+        item.insert("health_reason".into(), s(r));
+    }
+}
+
+/// The health in an item (items written before health was tracked read as healthy).
+fn health_of(item: &HashMap<String, AttributeValue>) -> Health {
+    let time = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Health {
+        consecutive_failures: item
+            .get("health_failures")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        last_success_at: time("health_last_success"),
+        last_failure_at: time("health_last_failure"),
+        disabled_reason: item
+            .get("health_reason")
+            .and_then(|v| v.as_s().ok())
+            .cloned(),
+    }
 }
 
 /// `sealed`: the configuration's secrets are masks (their envelope is beside it).
@@ -283,6 +324,7 @@ fn from_item(item: &HashMap<String, AttributeValue>, sealed: bool) -> Result<Int
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,
         version,
+        health: health_of(item),
     })
 }
 
@@ -454,6 +496,85 @@ impl IntegrationStore for DynamoIntegrationStore {
             }
             Err(err) => Err(backend_error(SERVICE, err)),
         }
+    }
+
+    async fn record_health(
+        &self,
+        store: &StoreId,
+        id: Uuid,
+        report: &HealthReport,
+    ) -> Result<Option<(Health, bool)>> {
+        // Read the health, enabled flag and version (never the secrets), apply the
+        // report, and write it back conditional on the version read: a concurrent
+        // API update or report makes us read again.
+        for _ in 0..5 {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(store, id)))
+                .consistent_read(true)
+                .projection_expression(
+                    "enabled, version, health_failures, health_last_success, health_last_failure, health_reason",
+                )
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            let Some(item) = out.item() else {
+                return Ok(None);
+            };
+            let enabled = item
+                .get("enabled")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false);
+            let version: u64 = item
+                .get("version")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut health = health_of(item);
+            let disable = report.apply(&mut health, enabled);
+            let mut attrs = HashMap::new();
+            health_attributes(&health, &mut attrs);
+            let mut sets = Vec::new();
+            let mut values = HashMap::from([(
+                ":expected".to_owned(),
+                AttributeValue::N(version.to_string()),
+            )]);
+            for (name, value) in attrs {
+                sets.push(format!("{name} = :{name}"));
+                values.insert(format!(":{name}"), value);
+            }
+            if disable {
+                sets.push("enabled = :false".into());
+                sets.push("version = :next".into());
+                sets.push("updated_at = :now".into());
+                values.insert(":false".into(), AttributeValue::Bool(false));
+                values.insert(":next".into(), AttributeValue::N((version + 1).to_string()));
+                values.insert(":now".into(), s(format_timestamp(&Utc::now())));
+            }
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(store, id)))
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .condition_expression("attribute_exists(pk) AND version = :expected")
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(Some((health, disable))),
+                Err(err) if err.code() == Some("ConditionalCheckFailedException") => continue,
+                Err(err) => return Err(backend_error(SERVICE, err)),
+            }
+        }
+        Err(Error::Backend {
+            service: SERVICE,
+            message: "the integration kept changing while its health was recorded".into(),
+            retryable: true,
+        })
     }
 
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool> {

@@ -1,5 +1,6 @@
-//! The internal queue on Amazon SQS: [`JobQueue`] for ingest and fan-out, and
-//! [`JobSource`] for the dev server's poller (`HERALD_BACKEND=aws`).
+//! The internal queue on Amazon SQS: [`JobQueue`] for ingest and fan-out,
+//! [`JobSource`] for the dev server's poller (`HERALD_BACKEND=aws`), and its
+//! dead-letter queue for replay ([`SqsDeadLetters`]).
 
 use std::time::Duration;
 
@@ -146,5 +147,116 @@ impl JobSource for SqsJobQueue {
             .await
             .map_err(|e| backend_error(SERVICE, e))?;
         Ok(())
+    }
+}
+
+/// The internal queue's dead-letter queue (`HERALD_DLQ_URL`), for replay.
+///
+/// SQS cannot select messages, so a redrive scans: it receives batches of the DLQ,
+/// hiding what it received for [`SCAN_HIDE`]; the jobs of the integration being
+/// replayed are sent to the internal queue and then deleted from the DLQ, every
+/// other message is left hidden until the scan is over (so one scan sees each message
+/// once) and then reappears untouched. `complete` means a receive came back empty.
+#[derive(Clone, Debug)]
+pub struct SqsDeadLetters {
+    client: Client,
+    dlq_url: String,
+    queue: SqsJobQueue,
+}
+
+/// How long a scan hides the DLQ messages it has looked at.
+pub const SCAN_HIDE: Duration = Duration::from_secs(60);
+
+impl SqsDeadLetters {
+    /// Replays from `dlq_url` into `queue`.
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        dlq_url: impl Into<String>,
+        queue: SqsJobQueue,
+    ) -> Self {
+        Self {
+            client: Client::new(sdk),
+            dlq_url: dlq_url.into(),
+            queue,
+        }
+    }
+}
+
+#[async_trait]
+impl crate::ports::DeadLetters for SqsDeadLetters {
+    async fn redrive(
+        &self,
+        store: &crate::model::StoreId,
+        integration: uuid::Uuid,
+        time: Duration,
+    ) -> Result<crate::ports::Redrive> {
+        let started = std::time::Instant::now();
+        let mut done = crate::ports::Redrive::default();
+        while started.elapsed() < time {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .visibility_timeout(SCAN_HIDE.as_secs() as i32)
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            if out.messages().is_empty() {
+                done.complete = true;
+                break;
+            }
+            done.scanned += out.messages().len();
+            let mine: Vec<(String, String)> = out
+                .messages()
+                .iter()
+                .filter_map(|m| Some((m.receipt_handle()?.to_owned(), m.body()?.to_owned())))
+                .filter(|(_, body)| crate::ports::is_job_of(body, store, integration))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let jobs: Vec<OutgoingJob> = mine
+                .iter()
+                .enumerate()
+                .map(|(i, (_, body))| OutgoingJob {
+                    entry_id: i.to_string(),
+                    body: body.clone(),
+                })
+                .collect();
+            let failed: Vec<String> = self
+                .queue
+                .send_batch(&jobs)
+                .await?
+                .into_iter()
+                .map(|f| f.entry_id)
+                .collect();
+            for (i, (receipt, _)) in mine.iter().enumerate() {
+                if failed.contains(&i.to_string()) {
+                    // Not re-queued: make it visible again in the DLQ at once.
+                    self.client
+                        .change_message_visibility()
+                        .queue_url(&self.dlq_url)
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .send()
+                        .await
+                        .map_err(|e| backend_error(SERVICE, e))?;
+                    continue;
+                }
+                // Re-queued: remove it from the DLQ. Should this fail, the job is in
+                // both queues, and a later replay may deliver it once more (at least once).
+                self.client
+                    .delete_message()
+                    .queue_url(&self.dlq_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .map_err(|e| backend_error(SERVICE, e))?;
+                done.moved += 1;
+            }
+        }
+        Ok(done)
     }
 }

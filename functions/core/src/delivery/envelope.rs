@@ -121,6 +121,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             version: 1,
+            health: Default::default(),
         };
         let event = Event {
             id: "evt-1".into(),

@@ -231,8 +231,15 @@ impl Deliverer for WebhookDeliverer {
         let retry_after = matches!(status.as_u16(), 429 | 503)
             .then_some(retry_after)
             .flatten();
+        // Every other answer is retried, as Elastic Path does, except 410 Gone: the
+        // endpoint says it is gone for good (the fan-out then disables the integration).
+        let outcome = if status == reqwest::StatusCode::GONE {
+            Outcome::Permanent
+        } else {
+            Outcome::Retryable { retry_after }
+        };
         DeliveryResult {
-            outcome: Outcome::Retryable { retry_after },
+            outcome,
             status_code: Some(status.as_u16()),
             body,
             error_detail: Some(detail),

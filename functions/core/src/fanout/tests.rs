@@ -11,7 +11,7 @@ use super::*;
 use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;
-use crate::ports::{JobSource, OutgoingJob};
+use crate::ports::{IntegrationStore, JobSource, OutgoingJob};
 use crate::testkit::{seeded, store, webhook, Counting};
 
 /// Behaves by the integration's name: `ok`, `fail` (500), `gone` (refused), `slow`
@@ -43,6 +43,13 @@ impl Deliverer for Scripted {
                 duration: Duration::from_millis(1),
             },
             "gone" => DeliveryResult::failed(Outcome::Permanent, "refused", Duration::ZERO),
+            "gone410" => DeliveryResult {
+                outcome: Outcome::Permanent,
+                status_code: Some(410),
+                body: String::new(),
+                error_detail: Some("the webhook answered 410 Gone".into()),
+                duration: Duration::from_millis(1),
+            },
             "slow" => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 ok
@@ -303,4 +310,152 @@ async fn one_store_query_serves_the_whole_batch() {
     .await;
     assert!(fanout.process(records, None).await.is_empty());
     assert_eq!(counting.reads(), 1);
+}
+
+/// Health: the fan-out over a store it can inspect, with no integration cache (each
+/// batch sees the previous one's health).
+async fn health_world(
+    integrations: &[&Integration],
+    disable_after: u32,
+) -> (Arc<Fanout>, Arc<MemoryQueue>, Arc<dyn IntegrationStore>) {
+    let store: Arc<dyn IntegrationStore> = seeded(integrations).await;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let fanout = Arc::new(
+        Fanout::new(
+            Arc::new(IntegrationCache::new(store.clone(), Duration::ZERO)),
+            Arc::new(Scripted),
+            Arc::new(MemoryDeliveryLog::default()),
+            queue.clone(),
+            RetryPolicy::default(),
+        )
+        .with_auto_disable(disable_after),
+    );
+    (fanout, queue, store)
+}
+
+/// One job of a new event for `i`, on its last attempt.
+async fn last_attempt(queue: &MemoryQueue, i: &Integration, n: usize) -> Vec<QueuedJob> {
+    let mut job = job_for(i);
+    job.event.id = format!("evt-{n}");
+    job.job_id = crate::job::job_id(&job.event.id, i.id);
+    let body = job.to_body();
+    let mut records = Vec::new();
+    for mut r in batch(queue, vec![body.clone()]).await {
+        if r.body == body {
+            r.receive_count = 6;
+            records.push(r);
+        } else {
+            // An earlier job made visible again for the DLQ: out of this test's way.
+            queue.delete(&r.receipt).await.expect("delete");
+        }
+    }
+    records
+}
+
+#[tokio::test]
+async fn an_integration_is_disabled_after_the_configured_run_of_failed_jobs_and_says_why() {
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let (fanout, queue, store) = health_world(&[&fail], 3).await;
+    for n in 0..2 {
+        fanout
+            .process(last_attempt(&queue, &fail, n).await, None)
+            .await;
+        let now = store
+            .get(&fail.store_id, fail.id)
+            .await
+            .expect("get")
+            .expect("found");
+        assert!(now.enabled, "not yet: {n}");
+        assert_eq!(now.health.consecutive_failures, n as u32 + 1);
+        assert_eq!(now.health.status(now.enabled), "failing");
+    }
+    fanout
+        .process(last_attempt(&queue, &fail, 2).await, None)
+        .await;
+    let now = store
+        .get(&fail.store_id, fail.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(!now.enabled);
+    assert_eq!(now.version, fail.version + 1, "disabling is a new version");
+    let meta = &now.to_resource("")["meta"]["health"];
+    assert_eq!(meta["status"], "disabled");
+    assert_eq!(meta["consecutive_failures"], 3);
+    let reason = meta["disabled_reason"].as_str().expect("a reason");
+    assert!(reason.contains("3 consecutive failed jobs"), "{reason}");
+    assert!(reason.contains("500"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_retry_that_is_not_the_last_attempt_does_not_count_as_a_failed_job() {
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let (fanout, queue, store) = health_world(&[&fail], 1).await;
+    let records = batch(&queue, vec![job_for(&fail).to_body()]).await;
+    assert_eq!(records[0].receive_count, 1);
+    fanout.process(records, None).await;
+    let now = store
+        .get(&fail.store_id, fail.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(now.enabled);
+    assert_eq!(now.health.consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn a_410_gone_disables_the_integration_at_once() {
+    let gone = webhook("gone410", "s", &["order.paid"], true);
+    let (fanout, queue, store) = health_world(&[&gone], 20).await;
+    let records = batch(&queue, vec![job_for(&gone).to_body()]).await;
+    assert!(
+        fanout.process(records, None).await.is_empty(),
+        "not retried"
+    );
+    let now = store
+        .get(&gone.store_id, gone.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(!now.enabled);
+    let reason = now.health.disabled_reason.expect("a reason");
+    assert!(reason.contains("gone"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_success_after_failures_resets_the_count_and_records_when() {
+    let mut ok = webhook("ok", "s", &["order.paid"], true);
+    ok.health.consecutive_failures = 4;
+    let (fanout, queue, store) = health_world(&[&ok], 20).await;
+    let records = batch(&queue, vec![job_for(&ok).to_body()]).await;
+    fanout.process(records, None).await;
+    let now = store
+        .get(&ok.store_id, ok.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(now.health.consecutive_failures, 0);
+    assert!(now.health.last_success_at.is_some());
+    assert_eq!(now.health.status(now.enabled), "healthy");
+}
+
+#[tokio::test]
+async fn re_enabling_through_the_api_resets_the_health() {
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let (fanout, queue, store) = health_world(&[&fail], 1).await;
+    fanout
+        .process(last_attempt(&queue, &fail, 0).await, None)
+        .await;
+    let api =
+        crate::integrations::Integrations::new(store.clone(), crate::validate::Policy::STORED, 100);
+    let body = serde_json::json!({"data": {"type": "integration", "enabled": true}});
+    let updated = api
+        .update(&fail.store_id, fail.id, &body)
+        .await
+        .expect("store")
+        .expect("valid");
+    assert!(updated.enabled);
+    assert_eq!(updated.health.consecutive_failures, 0);
+    assert_eq!(updated.health.disabled_reason, None);
+    assert!(updated.health.last_failure_at.is_none());
 }

@@ -1,0 +1,741 @@
+//! The scenarios. Each builds its own pipeline and receiver, so they are independent
+//! and run in any order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use herald_core::ingest::EventStatus;
+use herald_core::job::{DeliveryJob, Event};
+use herald_core::model::StoreId;
+use herald_core::ports::{JobQueue, OutgoingJob};
+use uuid::Uuid;
+
+use crate::receiver::{Behaviour, Fault, Receiver};
+use crate::{event, panics, wait_until, Pipeline, Report, Size};
+
+type Pair = (String, String);
+
+fn store(name: &str) -> StoreId {
+    StoreId::parse(name).unwrap_or_else(|| unreachable!("a valid literal store id"))
+}
+
+/// Waits for every expected delivery to be accepted or dead-lettered and the queue
+/// to drain, then counts.
+async fn account(
+    scenario: &str,
+    size: &Size,
+    pipeline: &Pipeline,
+    receiver: &Receiver,
+    expected: &HashSet<Pair>,
+    sent_at: &HashMap<String, Instant>,
+    limit: Duration,
+) -> Report {
+    let drained = wait_until(limit, || {
+        if !pipeline.queue.is_empty() {
+            return false;
+        }
+        let counts = receiver.counts();
+        let dead = pipeline.dead_letters();
+        expected
+            .iter()
+            .all(|p| counts.contains_key(p) || dead.contains(p))
+    })
+    .await;
+    // Anything still in flight after the limit counts as lost.
+    let accepted = receiver.accepted();
+    let counts = receiver.counts();
+    let dead = pipeline.dead_letters();
+    let mut first: HashMap<Pair, Instant> = HashMap::new();
+    for a in &accepted {
+        let key = (a.event_id.clone(), a.integration_id.clone());
+        let at = first.entry(key).or_insert(a.answered);
+        if a.answered < *at {
+            *at = a.answered;
+        }
+    }
+    let budget = size.budget();
+    let lost = expected
+        .iter()
+        .filter(|p| !counts.contains_key(*p) && !dead.contains(*p))
+        .count();
+    let duplicates = counts.values().map(|c| c.saturating_sub(1)).sum();
+    let within_budget = expected
+        .iter()
+        .filter(|p| match (first.get(*p), sent_at.get(&p.0)) {
+            (Some(at), Some(sent)) => at.saturating_duration_since(*sent) <= budget,
+            _ => false,
+        })
+        .count();
+    let unexpected = counts.keys().filter(|p| !expected.contains(*p)).count();
+    Report {
+        scenario: scenario.to_owned(),
+        events: sent_at.len(),
+        expected: expected.len(),
+        lost,
+        duplicates,
+        within_budget,
+        dead_lettered: pipeline.queue.dead_letters().len(),
+        checks: vec![
+            ("drained in time".into(), drained),
+            (
+                "nothing delivered that was not sent".into(),
+                unexpected == 0,
+            ),
+        ],
+        notes: String::new(),
+    }
+}
+
+fn injected_note(r: &Receiver) -> String {
+    let i = &r.injected;
+    format!(
+        "{} requests: {} × 503, {} hangs after accept, {} resets",
+        i.requests.load(Ordering::Relaxed),
+        i.unavailable.load(Ordering::Relaxed),
+        i.hangs.load(Ordering::Relaxed),
+        i.resets.load(Ordering::Relaxed)
+    )
+}
+
+/// Sends `n` events named `prefix-i` to `store`; returns when each was sent. Events
+/// arrive as a steady stream: a group of 1,000 is sent when fewer than four rounds
+/// of the pollers' batches wait in the queue (a burst of 100,000 at once would
+/// measure queueing, not delivery).
+async fn send_events(
+    pipeline: &Arc<Pipeline>,
+    store: &StoreId,
+    prefix: &str,
+    n: usize,
+) -> Result<HashMap<String, Instant>, String> {
+    let mut sent_at = HashMap::new();
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let backlog = pipeline.poller_count * 10 * 4;
+    for group in ids.chunks(1000) {
+        wait_until(Duration::from_secs(120), || pipeline.queue.len() < backlog).await;
+        let at = Instant::now();
+        let events = group.iter().map(|id| event(id)).collect();
+        let results = pipeline.send(store, events, 8).await;
+        for r in &results {
+            if !matches!(r.status, EventStatus::Accepted { .. }) {
+                return Err(format!("event {:?} was not accepted: {:?}", r.id, r.status));
+            }
+        }
+        for id in group {
+            sent_at.insert(id.clone(), at);
+        }
+    }
+    Ok(sent_at)
+}
+
+fn pairs(sent_at: &HashMap<String, Instant>, integrations: &[Uuid]) -> HashSet<Pair> {
+    sent_at
+        .keys()
+        .flat_map(|e| integrations.iter().map(move |i| (e.clone(), i.to_string())))
+        .collect()
+}
+
+/// The drain limit: the budget, plus time to push the events through.
+fn limit(size: &Size, deliveries: usize) -> Duration {
+    size.budget() * 2 + Duration::from_millis(deliveries as u64 * 2) + Duration::from_secs(30)
+}
+
+/// 1. A receiver that answers 10 % 503, hangs past the timeout after accepting on
+///    2 %, and closes 1 % of connections without answering.
+pub async fn flaky_receiver(size: &Size) -> Result<Report, String> {
+    let hang = size.webhook_timeout + Duration::from_millis(300);
+    let behaviour: Behaviour = Arc::new(move |_| match fastrand::u32(..1000) {
+        0..=99 => Fault::Unavailable,
+        100..=119 => Fault::HangAfterAccept(hang),
+        120..=129 => Fault::Reset,
+        _ => Fault::Accept,
+    });
+    let receiver = Receiver::start(behaviour)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let s = store("flaky");
+    let id = pipeline.add_webhook(&s, receiver.url("/hook")).await?;
+    let sent_at = send_events(&pipeline, &s, "flaky", size.flaky_events).await?;
+    let expected = pairs(&sent_at, &[id]);
+    let mut report = account(
+        "flaky receiver (10% 503, 2% hang, 1% reset)",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()),
+    )
+    .await;
+    let hangs = receiver.injected.hangs.load(Ordering::Relaxed) as usize;
+    report.checks.push((
+        "duplicates ≤ post-accept faults".into(),
+        report.duplicates <= hangs,
+    ));
+    report.notes = injected_note(&receiver);
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 2. The receiver is down (503) for `window`, then answers again.
+pub async fn receiver_down(size: &Size, longer_than_budget: bool) -> Result<Report, String> {
+    // The schedule's attempts land at 0, d1, d1+d2, ...; a window shorter than the
+    // sum of the delays ends before the last attempt; one longer than the budget
+    // outlasts them all.
+    let delays: Duration = herald_core::retry::RetryPolicy::scaled(size.retry_scale)
+        .delays
+        .iter()
+        .sum();
+    let window = if longer_than_budget {
+        size.budget()
+    } else {
+        delays / 3
+    };
+    let started = Instant::now();
+    let behaviour: Behaviour = Arc::new(move |_| {
+        if started.elapsed() < window {
+            Fault::Unavailable
+        } else {
+            Fault::Accept
+        }
+    });
+    let receiver = Receiver::start(behaviour)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let s = store("down");
+    let id = pipeline.add_webhook(&s, receiver.url("/hook")).await?;
+    let sent_at = send_events(&pipeline, &s, "down", size.events).await?;
+    let expected = pairs(&sent_at, &[id]);
+    let name = if longer_than_budget {
+        format!("receiver down {:.1}s (> budget)", window.as_secs_f64())
+    } else {
+        format!(
+            "receiver down {:.1}s (< budget), then back",
+            window.as_secs_f64()
+        )
+    };
+    let mut report = account(
+        &name,
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()) + window,
+    )
+    .await;
+    if longer_than_budget {
+        report.checks.push((
+            "every job in the DLQ".into(),
+            report.dead_lettered == expected.len(),
+        ));
+    } else {
+        report
+            .checks
+            .push(("none in the DLQ".into(), report.dead_lettered == 0));
+        report.checks.push((
+            "all delivered".into(),
+            receiver.counts().len() == expected.len(),
+        ));
+    }
+    report.notes = injected_note(&receiver);
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 2b + 7. The receiver is down past the whole retry budget: every job lands in the
+///    DLQ. Then it is back, and the integration is replayed; another store's
+///    integration, still down, keeps its dead jobs.
+pub async fn dead_lettered_then_replayed(size: &Size) -> Result<Report, String> {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = up.clone();
+    let behaviour: Behaviour = Arc::new(move |r| {
+        if r.path == "/hook" && flag.load(Ordering::SeqCst) {
+            Fault::Accept
+        } else {
+            Fault::Unavailable
+        }
+    });
+    let receiver = Receiver::start(behaviour)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let (s, other_store) = (store("replay"), store("replay-other"));
+    let id = pipeline.add_webhook(&s, receiver.url("/hook")).await?;
+    let other = pipeline
+        .add_webhook(&other_store, receiver.url("/other"))
+        .await?;
+    let n = size.events / 2;
+    let sent_at = send_events(&pipeline, &s, "replay", n).await?;
+    let other_sent = send_events(&pipeline, &other_store, "replay-other", n / 10).await?;
+    let dead_target = n + n / 10;
+    let all_dead = wait_until(limit(size, dead_target), || {
+        pipeline.queue.is_empty() && pipeline.queue.dead_letters().len() == dead_target
+    })
+    .await;
+    let dead_before = pipeline.queue.dead_letters().len();
+    up.store(true, Ordering::SeqCst);
+    let dead_letters = pipeline
+        .components
+        .dead_letters
+        .clone()
+        .ok_or("the embedded backend replays from its DLQ")?;
+    let replayed = dead_letters
+        .redrive(&s, id, Duration::from_secs(20))
+        .await
+        .map_err(|e| e.to_string())?;
+    let expected = pairs(&sent_at, &[id]);
+    let mut report = account(
+        "receiver down past the budget: DLQ, then replay",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()),
+    )
+    .await;
+    let other_dead = pipeline
+        .dead_letters()
+        .iter()
+        .filter(|(_, i)| *i == other.to_string())
+        .count();
+    report.checks.push((
+        "all jobs dead-lettered before the replay".into(),
+        all_dead && dead_before == dead_target,
+    ));
+    report.checks.push((
+        "replay moved exactly this integration's jobs".into(),
+        replayed.moved == n && replayed.complete,
+    ));
+    report.checks.push((
+        "all delivered after the replay, once".into(),
+        receiver.counts().len() == n && report.duplicates == 0,
+    ));
+    report.checks.push((
+        "the other store's dead jobs stay put".into(),
+        other_dead == other_sent.len() && report.dead_lettered == other_sent.len(),
+    ));
+    report.notes = format!(
+        "{dead_before} jobs dead-lettered; replay moved {} of {} scanned; {} × 503 before (deliveries come after the replay, so outside the events' own budget)",
+        replayed.moved,
+        replayed.scanned,
+        receiver.injected.unavailable.load(Ordering::Relaxed)
+    );
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 3. One integration whose receiver takes just under the timeout, beside nine fast
+///    ones observing the same events (so in the same batches).
+pub async fn slow_target_isolation(size: &Size) -> Result<Report, String> {
+    let slow = size.webhook_timeout.mul_f64(0.7);
+    let behaviour: Behaviour = Arc::new(move |r| {
+        if r.path == "/slow" {
+            Fault::AcceptAfter(slow)
+        } else {
+            Fault::Accept
+        }
+    });
+    let receiver = Receiver::start(behaviour)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let s = store("isolation");
+    let slow_id = pipeline.add_webhook(&s, receiver.url("/slow")).await?;
+    let mut ids = vec![slow_id];
+    for _ in 0..9 {
+        ids.push(pipeline.add_webhook(&s, receiver.url("/fast")).await?);
+    }
+    let n = (size.events / 5).max(10);
+    let sent_at = send_events(&pipeline, &s, "iso", n).await?;
+    let expected = pairs(&sent_at, &ids);
+    let mut report = account(
+        "slow target beside nine fast ones",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()) + slow * n as u32,
+    )
+    .await;
+    // Fast deliveries of an event finish before its slow delivery answers: the slow
+    // record does not hold its batch's other records back.
+    let accepted = receiver.accepted();
+    let slow_key = slow_id.to_string();
+    let slow_done: HashMap<&str, Instant> = accepted
+        .iter()
+        .filter(|a| a.integration_id == slow_key)
+        .map(|a| (a.event_id.as_str(), a.answered))
+        .collect();
+    let fast: Vec<_> = accepted
+        .iter()
+        .filter(|a| a.integration_id != slow_key)
+        .collect();
+    let held_back = fast
+        .iter()
+        .filter(|a| {
+            slow_done
+                .get(a.event_id.as_str())
+                .is_some_and(|done| a.answered > *done)
+        })
+        .count();
+    let mut fast_latency: Vec<Duration> = fast
+        .iter()
+        .filter_map(|a| {
+            sent_at
+                .get(&a.event_id)
+                .map(|s| a.answered.saturating_duration_since(*s))
+        })
+        .collect();
+    fast_latency.sort_unstable();
+    let p99 = fast_latency
+        .get(fast_latency.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    report.checks.push((
+        "fast deliveries not behind the slow one".into(),
+        held_back == 0,
+    ));
+    report.checks.push((
+        "no batch failed".into(),
+        report.dead_lettered == 0 && report.duplicates == 0,
+    ));
+    report.notes = format!(
+        "slow answers after {} ms; fast deliveries answered after their event's slow one: {held_back}; fast p99 from ingest {} ms",
+        slow.as_millis(),
+        p99.as_millis()
+    );
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 5. The internal queue rejects some entries of a batch send (SQS's 200 with
+///    `Failed[]`): ingest resends exactly those.
+pub async fn internal_queue_partial_failures(size: &Size) -> Result<Report, String> {
+    let receiver = Receiver::start(Arc::new(|_| Fault::Accept))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let s = store("partial");
+    let id = pipeline.add_webhook(&s, receiver.url("/hook")).await?;
+    let failing = size.events / 10;
+    pipeline.queue.fail_next_sends(failing);
+    let sent_at = send_events(&pipeline, &s, "partial", size.events).await?;
+    let expected = pairs(&sent_at, &[id]);
+    let mut report = account(
+        "internal queue rejects some batch entries",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()),
+    )
+    .await;
+    report.checks.push((
+        "only the failed entries resent".into(),
+        report.duplicates == 0,
+    ));
+    report.notes = format!("{failing} entries rejected once by the queue");
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 6. Poison in the internal queue beside valid jobs.
+pub async fn poison_messages(size: &Size) -> Result<Report, String> {
+    let receiver = Receiver::start(Arc::new(|_| Fault::Accept))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let s = store("poison");
+    let id = pipeline.add_webhook(&s, receiver.url("/hook")).await?;
+    let panics_before = panics();
+    let job = |event_id: &str, integration: Uuid| {
+        DeliveryJob::new(
+            &s,
+            integration,
+            Event {
+                id: event_id.to_owned(),
+                kind: "order.paid".into(),
+                occurred_at: Utc::now(),
+                payload: serde_json::json!({"data": {"id": event_id}}),
+            },
+            Utc::now(),
+        )
+    };
+    let mut bodies = Vec::new();
+    let mut sent_at = HashMap::new();
+    let valid = size.events / 2;
+    for i in 0..valid {
+        let event_id = format!("valid-{i}");
+        bodies.push(job(&event_id, id).to_body());
+        sent_at.insert(event_id, Instant::now());
+    }
+    let mut tampered: serde_json::Value =
+        serde_json::from_str(&job("tampered", id).to_body()).unwrap_or_default();
+    tampered["job_id"] = serde_json::json!(Uuid::new_v4().to_string());
+    let mut wrong_version: serde_json::Value =
+        serde_json::from_str(&job("v9", id).to_body()).unwrap_or_default();
+    wrong_version["v"] = serde_json::json!(9);
+    let poison = vec![
+        "not json at all".to_owned(),
+        "{}".to_owned(),
+        "[]".to_owned(),
+        "null".to_owned(),
+        "{\"v\":1}".to_owned(),
+        format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(300 * 1024)),
+        tampered.to_string(),
+        wrong_version.to_string(),
+        job("unknown-integration", Uuid::now_v7()).to_body(),
+        "\u{0}\u{1}\u{2}".to_owned(),
+    ];
+    let poison_count = poison.len();
+    bodies.extend(poison);
+    fastrand::shuffle(&mut bodies);
+    for (n, chunk) in bodies.chunks(10).enumerate() {
+        let jobs: Vec<OutgoingJob> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| OutgoingJob {
+                entry_id: format!("{n}-{i}"),
+                body: body.clone(),
+            })
+            .collect();
+        let failures = pipeline
+            .queue
+            .send_batch(&jobs)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !failures.is_empty() {
+            return Err(format!("the embedded queue refused {failures:?}"));
+        }
+    }
+    let expected = pairs(&sent_at, &[id]);
+    let mut report = account(
+        "poison and malformed jobs beside valid ones",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()),
+    )
+    .await;
+    report
+        .checks
+        .push(("valid jobs delivered once".into(), report.duplicates == 0));
+    report
+        .checks
+        .push(("0 panics".into(), panics() == panics_before));
+    report.notes = format!(
+        "{poison_count} poison messages: acknowledged with an error log or dead-lettered, never delivered"
+    );
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 13. The same event posted concurrently many times: one set of jobs.
+pub async fn idempotent_ingest(size: &Size) -> Result<Report, String> {
+    let receiver = Receiver::start(Arc::new(|_| Fault::Accept))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let s = store("idempotent");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(pipeline.add_webhook(&s, receiver.url("/hook")).await?);
+    }
+    let posts = size.same_event_posts;
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for _ in 0..posts {
+        let (p, s) = (pipeline.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            p.ingest
+                .ingest(&[event("same-event")], Some(&s), |i| format!("/data/{i}"))
+                .await
+        }));
+    }
+    let mut jobs = 0;
+    let mut duplicates_reported = 0;
+    for t in tasks {
+        for r in t.await.map_err(|e| e.to_string())? {
+            match r.status {
+                EventStatus::Accepted { jobs: n } => jobs += n,
+                EventStatus::Duplicate => duplicates_reported += 1,
+                other => return Err(format!("unexpected status {other:?}")),
+            }
+        }
+    }
+    let sent_at = HashMap::from([("same-event".to_owned(), start)]);
+    let expected = pairs(&sent_at, &ids);
+    let mut report = account(
+        "same event posted concurrently",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()),
+    )
+    .await;
+    report.events = posts;
+    report
+        .checks
+        .push(("exactly one set of jobs".into(), jobs == ids.len()));
+    report.checks.push((
+        "every other post reported duplicate".into(),
+        duplicates_reported == posts - 1,
+    ));
+    report.checks.push((
+        "each integration delivered once".into(),
+        report.duplicates == 0,
+    ));
+    report.notes = format!("{posts} concurrent posts, {jobs} jobs queued");
+    finish(pipeline).await;
+    Ok(report)
+}
+
+/// 8. Health and auto-disable: one webhook answers 410 Gone, another always 500.
+pub async fn health_and_auto_disable(size: &Size) -> Result<Report, String> {
+    let threshold = 3;
+    let size = Size {
+        auto_disable_after: threshold,
+        ..*size
+    };
+    let behaviour: Behaviour = Arc::new(|r| {
+        if r.path == "/gone" {
+            Fault::Gone
+        } else if r.path == "/broken" {
+            Fault::Unavailable
+        } else {
+            Fault::Accept
+        }
+    });
+    let receiver = Receiver::start(behaviour)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(&size).await?);
+    let s = store("health");
+    let gone = pipeline.add_webhook(&s, receiver.url("/gone")).await?;
+    let broken = pipeline.add_webhook(&s, receiver.url("/broken")).await?;
+    let fine = pipeline.add_webhook(&s, receiver.url("/fine")).await?;
+    // Events one at a time, so each job's outcome is known before the next is queued.
+    let n = 6;
+    let mut sent_at = HashMap::new();
+    let mut jobs_per_event = Vec::new();
+    for i in 0..n {
+        let id = format!("health-{i}");
+        let results = pipeline.send(&s, vec![event(&id)], 1).await;
+        let jobs = match results.first().map(|r| &r.status) {
+            Some(EventStatus::Accepted { jobs }) => *jobs,
+            other => return Err(format!("event {id}: {other:?}")),
+        };
+        jobs_per_event.push(jobs);
+        sent_at.insert(id.clone(), Instant::now());
+        // Wait until this event's jobs are settled (delivered, discarded or dead).
+        wait_until(limit(&size, 3), || pipeline.queue.is_empty()).await;
+    }
+    let integrations = pipeline.components.integrations.clone();
+    let get = |id: Uuid| {
+        let (integrations, s) = (integrations.clone(), s.clone());
+        async move { integrations.get(&s, id).await.ok().flatten() }
+    };
+    let (g, b, f) = (get(gone).await, get(broken).await, get(fine).await);
+    let expected: HashSet<Pair> = sent_at
+        .keys()
+        .map(|e| (e.clone(), fine.to_string()))
+        .collect();
+    let mut report = account(
+        "health and auto-disable (410 Gone; always 503)",
+        &size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(&size, expected.len()),
+    )
+    .await;
+    let disabled_gone = g.as_ref().is_some_and(|i| {
+        !i.enabled
+            && i.health
+                .disabled_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("gone"))
+    });
+    let disabled_broken = b
+        .as_ref()
+        .is_some_and(|i| !i.enabled && i.health.consecutive_failures == threshold);
+    let fine_healthy = f
+        .as_ref()
+        .is_some_and(|i| i.enabled && i.health.status(i.enabled) == "healthy");
+    report.checks.push((
+        "410 disables at once, with the reason".into(),
+        disabled_gone,
+    ));
+    report.checks.push((
+        format!("{threshold} failed jobs in a row disable"),
+        disabled_broken,
+    ));
+    report
+        .checks
+        .push(("the healthy sibling stays enabled".into(), fine_healthy));
+    report.checks.push((
+        "disabled integrations get no new jobs".into(),
+        jobs_per_event.last() == Some(&1),
+    ));
+    report.notes = format!(
+        "jobs per event: {jobs_per_event:?}; {} failed jobs dead-lettered",
+        report.dead_lettered
+    );
+    finish(pipeline).await;
+    Ok(report)
+}
+
+async fn finish(pipeline: Arc<Pipeline>) {
+    if let Ok(p) = Arc::try_unwrap(pipeline) {
+        p.stop().await;
+    }
+}
+
+/// Every scenario, in the table's order.
+pub async fn all(size: &Size) -> Vec<Report> {
+    let mut out = Vec::new();
+    let runs: Vec<(&str, Result<Report, String>)> = vec![
+        ("flaky receiver", flaky_receiver(size).await),
+        ("receiver down", receiver_down(size, false).await),
+        ("receiver down past budget", receiver_down(size, true).await),
+        (
+            "dead-lettered, then replayed",
+            dead_lettered_then_replayed(size).await,
+        ),
+        ("slow target", slow_target_isolation(size).await),
+        (
+            "partial queue failures",
+            internal_queue_partial_failures(size).await,
+        ),
+        ("poison", poison_messages(size).await),
+        ("health", health_and_auto_disable(size).await),
+        ("idempotent ingest", idempotent_ingest(size).await),
+    ];
+    for (name, run) in runs {
+        out.push(run.unwrap_or_else(|e| Report {
+            scenario: name.to_owned(),
+            events: 0,
+            expected: 0,
+            lost: 0,
+            duplicates: 0,
+            within_budget: 0,
+            dead_lettered: 0,
+            checks: vec![(format!("ran: {e}"), false)],
+            notes: String::new(),
+        }));
+    }
+    out
+}
