@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability fuzz api-fuzz moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,7 @@ run-aws: setup ## the dev server on DynamoDB, SQS and KMS in moto (started on 12
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
 	HERALD_BACKEND=aws HERALD_TABLE=herald HERALD_CREATE_LOCAL_RESOURCES=true HERALD_KMS_KEY_ID=alias/herald-secrets \
 	  HERALD_QUEUE_URL=http://127.0.0.1:$(MOTO_PORT)/123456789012/herald-jobs \
+	  HERALD_DLQ_URL=http://127.0.0.1:$(MOTO_PORT)/123456789012/herald-jobs-dlq \
 	  AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_REGION=us-east-1 \
 	  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	  PORT=$(PORT) cargo run --locked --quiet -p herald-local --bin herald-local
@@ -94,6 +95,21 @@ deploy: sam-build ## sam deploy --guided the first time, sam deploy after
 
 reliability: ## the fault-injection suite at full size (100,000 events to a flaky loopback receiver, ...): prints the table, writes .run/reliability.md
 	RUST_LOG=$${RUST_LOG:-error} cargo run --locked --quiet --profile reliability -p herald-reliability --bin herald-reliability -- --out .run/reliability.md
+
+fuzz: ## hostile-input properties at 1,000,000 cases each (event and job parsers, SSRF decisions), time-boxed to FUZZ_SECONDS (600) each; not in CI
+	cargo test --locked --profile reliability -p herald-core --lib --no-run
+	for t in job::properties delivery::guard::properties; do \
+	  PROPTEST_CASES=$${PROPTEST_CASES:-1000000} timeout $${FUZZ_SECONDS:-600} \
+	    cargo test --locked --profile reliability -p herald-core --lib $$t; rc=$$?; \
+	  if [ $$rc = 124 ]; then echo "$$t: no failure within the time box"; elif [ $$rc != 0 ]; then exit $$rc; fi; \
+	done
+
+$(VENV)/.fuzz-installed: infra/requirements-fuzz.txt $(STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-fuzz.txt
+	touch $@
+
+api-fuzz: $(VENV)/.fuzz-installed ## schemathesis against the dev server's OpenAPI document for FUZZ_SECONDS (120): fails on any 5xx; not in CI
+	infra/api-fuzz.sh
 
 moto-up: setup ## start moto on 127.0.0.1 (MOTO_PORT) for HERALD_BACKEND=aws demos
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh start

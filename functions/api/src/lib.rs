@@ -65,7 +65,8 @@ impl AppState {
     /// intake (unit tests).
     pub fn new(store: Arc<dyn IntegrationStore>, settings: &Settings) -> Self {
         Self {
-            integrations: Integrations::new(store, settings.policy, settings.max_per_store),
+            integrations: Integrations::new(store, settings.policy, settings.max_per_store)
+                .with_guard(registration_guard(settings)),
             log: Arc::new(MemoryDeliveryLog::default()),
             ingest: None,
             deliverer: None,
@@ -86,7 +87,8 @@ impl AppState {
                 components.integrations.clone(),
                 settings.policy,
                 settings.max_per_store,
-            ),
+            )
+            .with_guard(registration_guard(settings)),
             log: components.log.clone(),
             ingest,
             deliverer: Some(components.deliverer()?),
@@ -95,6 +97,13 @@ impl AppState {
             public_url: settings.public_url.as_deref().map(Arc::from),
         })
     }
+}
+
+/// The deployment's SSRF guard, for registration (its allow-list was checked when
+/// the settings were read; an unreadable one admits nothing).
+fn registration_guard(settings: &Settings) -> herald_core::delivery::guard::AddressGuard {
+    herald_core::delivery::guard::AddressGuard::from_list(&settings.pipeline.allow_private_cidrs)
+        .unwrap_or_else(|_| herald_core::delivery::guard::AddressGuard::strict())
 }
 
 /// One route of the API: what it is, and which statuses it can answer with (the

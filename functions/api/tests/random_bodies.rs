@@ -160,7 +160,7 @@ fn status_of(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
     #[test]
     fn random_create_bodies_never_produce_a_5xx(body in any_body()) {

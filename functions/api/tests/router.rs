@@ -814,3 +814,97 @@ async fn replay_without_a_dead_letter_queue_is_a_clear_503() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.raw);
     assert!(r.raw.contains("HERALD_DLQ_URL"));
 }
+
+#[tokio::test]
+async fn internal_address_literals_are_refused_at_registration_with_a_pointer() {
+    let mut s = settings(100);
+    s.pipeline.allow_private_cidrs = String::new();
+    let app = herald_api::router(AppState::new(Arc::new(MemoryIntegrationStore::new()), &s));
+    let hooks = [
+        "https://127.0.0.1/hook",
+        "https://127.1/hook",
+        "https://2130706433/hook",
+        "https://0x7f000001/hook",
+        "https://0177.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[fd00:ec2::254]/latest/meta-data/",
+        "https://[64:ff9b::a9fe:a9fe]/",
+        "https://10.0.0.1/hook",
+        "https://192.168.1.1/hook",
+        "https://[fe80::1]/hook",
+        "https://0.0.0.0/hook",
+    ];
+    for url in hooks {
+        let mut body = webhook("ssrf");
+        body["data"]["configuration"]["url"] = json!(url);
+        let r = send(
+            &app,
+            "POST",
+            "/v2/integrations",
+            Some("store-a"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{url}: {}",
+            r.raw
+        );
+        assert_eq!(pointers(&r.body), ["/data/configuration/url"], "{url}");
+    }
+    // A zone id is not a URL host at all.
+    let mut body = webhook("zone");
+    body["data"]["configuration"]["url"] = json!("https://[fe80::1%25eth0]/hook");
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("store-a"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    // STOMP brokers too, each address with its own pointer.
+    let stomp = json!({"data": {
+        "type": "integration", "integration_type": "stomp", "name": "broker",
+        "observes": ["order.paid"],
+        "configuration": {
+            "addresses": ["stomp+ssl://broker.example.com:61614", "stomp://10.0.0.7:61613", "stomp://2130706433:61613"],
+            "destination": "/queue/orders", "username": "u", "password": "p4ssw0rd-long"
+        }
+    }});
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("store-a"),
+        Some(stomp),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    assert_eq!(
+        pointers(&r.body),
+        [
+            "/data/configuration/addresses/1",
+            "/data/configuration/addresses/2"
+        ]
+    );
+    // An update cannot move a webhook onto an internal address either.
+    let id = create(&app, "store-a", "public").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = send(
+        &app,
+        "PUT",
+        &format!("/v2/integrations/{id}"),
+        Some("store-a"),
+        Some(json!({"data": {"type": "integration", "configuration": {"url": "https://169.254.169.254/"}}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    assert_eq!(pointers(&r.body), ["/data/configuration/url"]);
+}

@@ -7,8 +7,9 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::delivery::guard::AddressGuard;
 use crate::error::Result;
-use crate::model::{Health, Integration, StoreId};
+use crate::model::{Health, Integration, StoreId, Target};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::validate::{self, Draft, FieldError, Policy};
 
@@ -40,6 +41,7 @@ pub struct Integrations {
     store: Arc<dyn IntegrationStore>,
     policy: Policy,
     max_per_store: usize,
+    guard: AddressGuard,
 }
 
 impl Integrations {
@@ -52,6 +54,48 @@ impl Integrations {
             store,
             policy,
             max_per_store,
+            guard: AddressGuard::strict(),
+        }
+    }
+
+    /// Refuses, at registration, targets whose host is an internal IP literal that
+    /// `guard` (the deployment's `HERALD_ALLOW_PRIVATE_CIDRS`) does not admit. Names
+    /// are checked when they are resolved, at every delivery.
+    pub fn with_guard(mut self, guard: AddressGuard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// The registration-time SSRF check of a target's hosts.
+    fn internal_hosts(&self, target: &Target) -> Vec<FieldError> {
+        let check = |raw: &str, pointer: String| -> Option<FieldError> {
+            // STOMP schemes are not "special" URL schemes, so their hosts are not
+            // parsed as addresses: read the host again as an http URL's, which
+            // normalises every IPv4 form (127.1, 2130706433, 0x7f.1, ...).
+            let host = url::Url::parse(raw).ok()?.host_str()?.to_owned();
+            let url = url::Url::parse(&format!("http://{host}/")).ok()?;
+            let ip: std::net::IpAddr = match url.host()? {
+                url::Host::Ipv4(v4) => v4.into(),
+                url::Host::Ipv6(v6) => v6.into(),
+                url::Host::Domain(_) => return None,
+            };
+            let refused = self.guard.check(ip).err()?;
+            Some(FieldError {
+                pointer,
+                detail: refused.to_string(),
+            })
+        };
+        match target {
+            Target::Webhook(c) => check(&c.url, "/data/configuration/url".into())
+                .into_iter()
+                .collect(),
+            Target::Stomp(c) => c
+                .addresses
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| check(a, format!("/data/configuration/addresses/{i}")))
+                .collect(),
+            Target::AwsSqs(_) => Vec::new(),
         }
     }
 
@@ -61,6 +105,10 @@ impl Integrations {
             Ok(d) => d,
             Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
         };
+        let refused = self.internal_hosts(&draft.target);
+        if !refused.is_empty() {
+            return Ok(Err(Rejection::Invalid(refused)));
+        }
         let now = Utc::now();
         let integration = Integration {
             id: Uuid::now_v7(),
@@ -123,6 +171,10 @@ impl Integrations {
                 Ok(d) => d,
                 Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
             };
+            let refused = self.internal_hosts(&next.target);
+            if !refused.is_empty() {
+                return Ok(Err(Rejection::Invalid(refused)));
+            }
             // Re-enabling starts the health count afresh (the last success is kept).
             let health = if !current.enabled && next.enabled {
                 Health {

@@ -457,3 +457,139 @@ mod tests {
         assert!(DeliveryJob::parse(&tampered.to_string()).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Hostile input: whatever an event or a queue message holds, the parsers answer
+    //! with a value or errors that point into it, never a panic (10,000 cases each).
+
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "id",
+                "type",
+                "store_id",
+                "occurred_at",
+                "payload",
+                "data",
+                "included",
+                "v",
+                "job_id",
+                "integration_id",
+                "enqueued_at",
+                "event",
+            ])
+            .prop_map(str::to_owned),
+            "\\PC{0,12}",
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,40}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "order.paid",
+                "cart.updated",
+                "2026-11-22T08:00:00Z",
+                "s1",
+                "",
+                " ",
+                "00000000-0000-0000-0000-000000000000",
+                "1",
+            ])
+            .prop_map(Value::from),
+        ]
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..8)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn valid_job() -> Value {
+        let store = StoreId::parse("s1").expect("store");
+        let event = Event {
+            id: "evt-1".into(),
+            kind: "order.paid".into(),
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({"data": {"id": "o-1"}}),
+        };
+        serde_json::from_str(&DeliveryJob::new(&store, Uuid::now_v7(), event, Utc::now()).to_body())
+            .expect("json")
+    }
+
+    /// 10,000 cases, or `PROPTEST_CASES` (`make fuzz`).
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_event_is_parsed_or_refused_with_pointers_into_it(
+            value in any_json(),
+            direct in any::<bool>(),
+        ) {
+            let store = StoreId::parse("s1").expect("store");
+            let caller = (!direct).then_some(&store);
+            match parse_event(&value, caller, "/data/3", Utc::now()) {
+                Ok((_, event)) => {
+                    prop_assert!(crate::catalog::is_observable(&event.kind));
+                    prop_assert!(!event.id.is_empty() && event.id.len() <= MAX_EVENT_ID);
+                }
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    for e in errors {
+                        prop_assert!(e.pointer.starts_with("/data/3"), "{}", e.pointer);
+                        prop_assert!(!e.detail.is_empty());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn any_queue_message_is_a_checked_job_or_refused(raw in "\\PC{0,200}", value in any_json()) {
+            for body in [raw, value.to_string()] {
+                if let Ok(job) = DeliveryJob::parse(&body) {
+                    prop_assert_eq!(job.job_id, job_id(&job.event.id, job.integration_id));
+                }
+            }
+        }
+
+        #[test]
+        fn a_valid_job_with_any_field_replaced_is_never_mistaken(
+            field in prop::sample::select(vec![
+                "v", "job_id", "store_id", "integration_id", "enqueued_at", "event",
+            ]),
+            replacement in any_json(),
+        ) {
+            let mut job = valid_job();
+            job[field] = replacement;
+            if let Ok(parsed) = DeliveryJob::parse(&job.to_string()) {
+                prop_assert_eq!(parsed.job_id, job_id(&parsed.event.id, parsed.integration_id));
+                prop_assert!(StoreId::parse(&parsed.store_id).is_some());
+                prop_assert_eq!(parsed.v, 1);
+            }
+        }
+    }
+}

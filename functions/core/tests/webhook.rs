@@ -349,6 +349,21 @@ const REFUSED_URLS: &[&str] = &[
     "http://[2002:a9fe:a9fe::1]/",
     "http://198.18.0.1/",
     "https://10.0.0.1:8443/",
+    "http://0x7f.1/",
+    "http://127.0.0.255/",
+    "http://[::ffff:10.0.0.1]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[64:ff9b::10.0.0.1]/",
+    "http://100.127.255.254/",
+    "http://192.0.0.1/",
+    "http://192.0.2.1/",
+    "http://[2001:db8::1]/",
+    "http://[fe80::a9fe:a9fe]/",
+    "http://[fec0::1]/",
+    "http://0251.0376.0251.0376/",
+    "http://0xa9fea9fe/",
+    "http://2852039166/",
 ];
 
 #[tokio::test]
@@ -361,7 +376,11 @@ async fn internal_address_literals_in_every_form_are_refused_before_any_connecti
             "{raw} should be refused"
         );
     }
-    assert!(REFUSED_URLS.len() >= 30);
+    assert!(
+        REFUSED_URLS.len() >= 40,
+        "the vector set has {}",
+        REFUSED_URLS.len()
+    );
     for ok in [
         "https://example.com/hook",
         "http://93.184.216.34/",

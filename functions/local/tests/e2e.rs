@@ -355,7 +355,7 @@ async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
     let sdk = moto_config(&endpoint).await.expect("loopback endpoint");
     let suffix = uuid_like();
     let table = format!("herald-e2e-{suffix}");
-    let (queue_url, _) = bootstrap(&sdk, &table, &format!("herald-jobs-{suffix}"), 6)
+    let (queue_url, dlq_url) = bootstrap(&sdk, &table, &format!("herald-jobs-{suffix}"), 6)
         .await
         .expect("table and queues");
     let key = herald_core::aws::kms::ensure_local_key(&sdk, &format!("alias/herald-e2e-{suffix}"))
@@ -366,6 +366,7 @@ async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
         ("HERALD_TABLE", table.as_str()),
         ("HERALD_KMS_KEY_ID", key.as_str()),
         ("HERALD_QUEUE_URL", queue_url.as_str()),
+        ("HERALD_DLQ_URL", dlq_url.as_str()),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -618,6 +619,28 @@ async fn pipeline_session(server: &DevServer) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad["errors"][0]["source"]["pointer"], "/data/type");
+
+    // Nothing was dead-lettered, so a replay scans the DLQ and moves nothing.
+    let (status, replay) = api
+        .send(
+            Method::POST,
+            &format!("/v2/integrations/{id}/replay"),
+            store,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(replay["data"]["replayed"], 0);
+    assert_eq!(replay["data"]["complete"], true);
+    // The integration is healthy, and its last success is recorded.
+    let (_, now) = api
+        .send(Method::GET, &format!("/v2/integrations/{id}"), store, None)
+        .await;
+    assert_eq!(now["data"]["meta"]["health"]["status"], "healthy", "{now}");
+    assert!(
+        now["data"]["meta"]["health"]["last_success_at"].is_string(),
+        "{now}"
+    );
 }
 
 #[tokio::test]

@@ -321,7 +321,7 @@ pub async fn dead_lettered_then_replayed(size: &Size) -> Result<Report, String> 
         other_dead == other_sent.len() && report.dead_lettered == other_sent.len(),
     ));
     report.notes = format!(
-        "{dead_before} jobs dead-lettered; replay moved {} of {} scanned; {} × 503 before (deliveries come after the replay, so outside the events' own budget)",
+        "{dead_before} jobs dead-lettered; replay moved {} of {} scanned; {} × 503 before the receiver came back",
         replayed.moved,
         replayed.scanned,
         receiver.injected.unavailable.load(Ordering::Relaxed)

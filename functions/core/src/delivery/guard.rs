@@ -316,3 +316,94 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! The SSRF decision under every spelling of an address: however an IPv4 address
+    //! is written in a URL (dotted, decimal, hex, octal, IPv4-mapped or NAT64 IPv6),
+    //! an internal one is refused. Checks decisions only: nothing connects.
+    //! `PROPTEST_CASES` raises the case count (`make fuzz`).
+
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
+    }
+
+    /// The host of `http://{host}/` as the URL parser (and so the client) sees it.
+    fn host_ip(host: &str) -> Option<IpAddr> {
+        match url::Url::parse(&format!("http://{host}/")).ok()?.host()? {
+            url::Host::Ipv4(v4) => Some(v4.into()),
+            url::Host::Ipv6(v6) => Some(v6.into()),
+            url::Host::Domain(_) => None,
+        }
+    }
+
+    /// Interesting addresses more often than uniform sampling would give them.
+    fn v4() -> impl Strategy<Value = Ipv4Addr> {
+        prop_oneof![
+            any::<u32>().prop_map(Ipv4Addr::from),
+            (
+                prop::sample::select(vec![0u8, 10, 100, 127, 169, 172, 192, 198, 224, 255]),
+                any::<[u8; 3]>()
+            )
+                .prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_spelling_of_an_internal_ipv4_address_is_refused(v4 in v4()) {
+            let guard = AddressGuard::strict();
+            let n = u32::from(v4);
+            let [a, b, c, d] = v4.octets();
+            let internal = internal_range(v4.into()).is_some();
+            for form in [
+                v4.to_string(),
+                n.to_string(),
+                format!("0x{n:x}"),
+                format!("0{a:o}.0{b:o}.0{c:o}.0{d:o}"),
+                format!("0x{a:x}.0x{b:x}.0x{c:x}.0x{d:x}"),
+                format!("{a}.{}", (u32::from(b) << 16) | (u32::from(c) << 8) | u32::from(d)),
+            ] {
+                let ip = host_ip(&form);
+                prop_assert_eq!(ip, Some(IpAddr::V4(v4)), "{}", form);
+                prop_assert_eq!(guard.check(IpAddr::V4(v4)).is_err(), internal, "{}", form);
+            }
+            if internal {
+                let mapped = Ipv6Addr::from(0xffff_0000_0000u128 | u128::from(n));
+                let nat64 = Ipv6Addr::from((0x64_ff9bu128 << 96) | u128::from(n));
+                for v6 in [mapped, nat64] {
+                    let ip = host_ip(&format!("[{v6}]"));
+                    prop_assert_eq!(ip, Some(IpAddr::V6(v6)));
+                    prop_assert!(guard.check(IpAddr::V6(v6)).is_err(), "{}", v6);
+                }
+            }
+        }
+
+        #[test]
+        fn a_resolved_set_with_any_internal_address_is_refused_whole(
+            addrs in prop::collection::vec(v4(), 1..6),
+        ) {
+            let guard = AddressGuard::strict();
+            let sockets: Vec<SocketAddr> = addrs.iter().map(|a| SocketAddr::new((*a).into(), 443)).collect();
+            let any_internal = addrs.iter().any(|a| internal_range((*a).into()).is_some());
+            match guard.filter(&sockets) {
+                Err(_) => prop_assert!(any_internal),
+                Ok(kept) => {
+                    prop_assert!(!any_internal);
+                    prop_assert_eq!(kept, sockets);
+                }
+            }
+        }
+    }
+}
