@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability fuzz api-fuzz moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability bench fuzz api-fuzz moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,8 +64,8 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	cargo fmt --all
 
-validate: setup ## cfn-lint and sam validate --lint on template.yaml (offline)
-	AWS_DEFAULT_REGION=us-east-1 $(CFN_LINT) template.yaml
+validate: setup ## cfn-lint on template.yaml and infra/customer/sqs-queue.yaml, sam validate --lint (offline)
+	AWS_DEFAULT_REGION=us-east-1 $(CFN_LINT) template.yaml infra/customer/sqs-queue.yaml
 	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline $(SAM) validate --lint
 
 watch: setup ## serve the Lambda functions locally (cargo lambda watch, embedded backend) on 127.0.0.1:9061
@@ -93,14 +93,19 @@ deploy: sam-build ## sam deploy --guided the first time, sam deploy after
 	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy --guided; \
 	fi
 
-reliability: ## the fault-injection suite at full size (100,000 events to a flaky loopback receiver, ...): prints the table, writes .run/reliability.md
-	RUST_LOG=$${RUST_LOG:-error} cargo run --locked --quiet --profile reliability -p herald-reliability --bin herald-reliability -- --out .run/reliability.md
+reliability: setup ## the fault-injection suite at full size (optimised build; ActiveMQ started for the broker restart): prints the table, writes .run/reliability.md and the captured log beside it
+	cargo build --locked --quiet --profile harness -p herald-reliability --bin herald-reliability
+	RUST_LOG=$${RUST_LOG:-info} infra/with-peers.sh target/harness/herald-reliability --out .run/reliability.md
+
+bench: ## fan-out handler vs a raw reqwest loop to the same loopback receiver (1 and 16 KiB, concurrency 10 and 64, signed and not): ratios, CPU per event; writes .run/bench.md
+	cargo build --locked --quiet --profile harness -p herald-bench --bin herald-bench
+	target/harness/herald-bench --out .run/bench.md
 
 fuzz: ## hostile-input properties at 1,000,000 cases each (event and job parsers, SSRF decisions), time-boxed to FUZZ_SECONDS (600) each; not in CI
-	cargo test --locked --profile reliability -p herald-core --lib --no-run
+	cargo test --locked --profile harness -p herald-core --lib --no-run
 	for t in job::properties delivery::guard::properties; do \
 	  PROPTEST_CASES=$${PROPTEST_CASES:-1000000} timeout $${FUZZ_SECONDS:-600} \
-	    cargo test --locked --profile reliability -p herald-core --lib $$t; rc=$$?; \
+	    cargo test --locked --profile harness -p herald-core --lib $$t; rc=$$?; \
 	  if [ $$rc = 124 ]; then echo "$$t: no failure within the time box"; elif [ $$rc != 0 ]; then exit $$rc; fi; \
 	done
 

@@ -371,3 +371,68 @@ fn alarms_watch_the_dlq_the_backlog_and_fanout_errors_and_the_dashboard_is_json(
         serde_json::from_str(&text).expect("the dashboard body is JSON");
     assert!(parsed["widgets"].as_array().is_some_and(|w| !w.is_empty()));
 }
+
+fn customer_template() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/customer/sqs-queue.yaml"
+    );
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("sqs-queue.yaml")).expect("YAML")
+}
+
+#[test]
+fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a_secret() {
+    let t = customer_template();
+    // The role: assumable only by the Herald roles named, only with the external id.
+    let trust =
+        &resource(&t, "DeliveryRole")["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+    for st in trust.as_sequence().expect("statements") {
+        assert_eq!(st["Action"], "sts:AssumeRole");
+        let mut principals = Vec::new();
+        strings(&st["Principal"]["AWS"], &mut principals);
+        assert!(
+            principals.iter().any(|p| p == "HeraldFanoutRoleArn"),
+            "{principals:?}"
+        );
+        assert!(principals
+            .iter()
+            .all(|p| p.starts_with("Herald") || p == "HasApiRole"));
+        assert!(!st["Condition"]["StringEquals"]["sts:ExternalId"].is_null());
+    }
+    // The role and the user may do one thing: SendMessage on this queue.
+    for who in ["DeliveryRole", "DeliveryUser"] {
+        for policy in resource(&t, who)["Properties"]["Policies"]
+            .as_sequence()
+            .expect("policies")
+        {
+            for st in policy["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .expect("statements")
+            {
+                let (mut actions, mut resources) = (Vec::new(), Vec::new());
+                strings(&st["Action"], &mut actions);
+                strings(&st["Resource"], &mut resources);
+                assert_eq!(actions, ["sqs:SendMessage"], "{who}");
+                assert_eq!(resources, ["Queue.Arn"], "{who}");
+            }
+        }
+    }
+    // Both queues encrypted, the queue redrives to its DLQ.
+    for q in ["Queue", "DeadLetterQueue"] {
+        assert_eq!(resource(&t, q)["Properties"]["SqsManagedSseEnabled"], true);
+    }
+    let mut redrive = Vec::new();
+    strings(
+        &resource(&t, "Queue")["Properties"]["RedrivePolicy"],
+        &mut redrive,
+    );
+    assert!(redrive.iter().any(|s| s == "DeadLetterQueue.Arn"));
+    // No output carries the secret half of the key.
+    let mut outputs = Vec::new();
+    strings(&t["Outputs"], &mut outputs);
+    assert!(
+        !outputs.iter().any(|o| o.contains("SecretAccessKey")),
+        "{outputs:?}"
+    );
+    assert!(t["Parameters"]["ExternalId"]["NoEcho"] == true);
+}

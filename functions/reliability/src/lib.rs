@@ -35,6 +35,32 @@ use uuid::Uuid;
 pub const BUDGET: Duration = Duration::from_secs(30 * 60);
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Every secret the scenarios gave an integration (for the log scan).
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Remembers a secret handed to an integration.
+fn remember_secret(secret: &str) {
+    SECRETS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(secret.to_owned());
+}
+
+/// The secrets handed out so far.
+pub fn secrets() -> Vec<String> {
+    SECRETS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// A fresh Standard Webhooks secret (`whsec_` + 24 random bytes, base64).
+fn webhook_secret() -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..24).map(|_| fastrand::u8(..)).collect();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
 static HOOK: Once = Once::new();
 
 /// Counts every panic in the process from now on (the default hook still prints it).
@@ -140,6 +166,41 @@ impl Report {
     }
 }
 
+/// Scans captured log output for every secret handed out, and for credentials in
+/// headers: the "secrets" row of the table.
+pub fn secrets_report(log: &str) -> Report {
+    let secrets = secrets();
+    let lower = log.to_ascii_lowercase();
+    let leaked: usize = secrets
+        .iter()
+        .map(|s| log.matches(s.as_str()).count())
+        .sum();
+    let headers = ["authorization:", "x-moltin-secret-key", "passcode:"]
+        .iter()
+        .map(|h| lower.matches(h).count())
+        .sum::<usize>();
+    let lines = log.lines().count();
+    Report {
+        scenario: "secrets in the captured logs of every scenario".into(),
+        events: lines,
+        expected: 0,
+        lost: 0,
+        duplicates: 0,
+        within_budget: 0,
+        dead_lettered: 0,
+        checks: vec![
+            ("secrets were handed out".into(), !secrets.is_empty()),
+            ("logs were captured".into(), lines > 0),
+            ("0 secrets in the logs".into(), leaked == 0),
+            ("0 credential headers in the logs".into(), headers == 0),
+        ],
+        notes: format!(
+            "{lines} log lines scanned for {} secrets (webhook keys, broker passwords): {leaked} found; credential headers: {headers}",
+            secrets.len()
+        ),
+    }
+}
+
 /// The table `make reliability` prints (Markdown).
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
@@ -224,8 +285,12 @@ impl Pipeline {
         })
     }
 
-    /// Registers an enabled webhook integration observing `order.paid`.
+    /// Registers an enabled webhook integration observing `order.paid`, with a
+    /// signing secret of its own (so deliveries are signed, and the log scan has
+    /// something to look for).
     pub async fn add_webhook(&self, store: &StoreId, url: String) -> Result<Uuid, String> {
+        let secret = webhook_secret();
+        remember_secret(&secret);
         let now = Utc::now();
         let integration = Integration {
             id: Uuid::now_v7(),
@@ -236,7 +301,47 @@ impl Pipeline {
             observes: vec!["order.paid".into()],
             target: Target::Webhook(WebhookConfig {
                 url,
-                secret_key: None,
+                secret_key: Some(herald_core::model::Secret::new(secret)),
+            }),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            health: Default::default(),
+        };
+        match self
+            .components
+            .integrations
+            .insert(&integration, 1000)
+            .await
+        {
+            Ok(InsertOutcome::Inserted) => Ok(integration.id),
+            other => Err(format!("inserting an integration: {other:?}")),
+        }
+    }
+
+    /// Registers an enabled STOMP integration observing `order.paid`.
+    pub async fn add_stomp(
+        &self,
+        store: &StoreId,
+        address: &str,
+        destination: &str,
+        password: &str,
+    ) -> Result<Uuid, String> {
+        remember_secret(password);
+        let now = Utc::now();
+        let integration = Integration {
+            id: Uuid::now_v7(),
+            store_id: store.clone(),
+            name: "reliability-stomp".into(),
+            description: String::new(),
+            enabled: true,
+            observes: vec!["order.paid".into()],
+            target: Target::Stomp(herald_core::model::StompConfig {
+                addresses: vec![address.to_owned()],
+                destination: destination.to_owned(),
+                username: "herald".into(),
+                password: herald_core::model::Secret::new(password),
+                virtual_host: None,
             }),
             created_at: now,
             updated_at: now,

@@ -1,16 +1,45 @@
 //! `herald-reliability`: runs every fault-injection scenario at full size (or
 //! `--fast`, the `make test` sizes), prints the table and writes it to the file
-//! named by `--out` (default `.run/reliability.md`). Exits non-zero when a scenario
-//! fails. Everything runs on 127.0.0.1.
+//! named by `--out` (default `.run/reliability.md`; the captured log beside it,
+//! `.log`). Exits non-zero when a scenario fails. Everything runs on 127.0.0.1.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use herald_reliability::{count_panics, scenarios, table, Size};
+use std::sync::{Arc, Mutex};
+
+use herald_reliability::{count_panics, scenarios, secrets_report, table, Size};
+
+/// Appends log output to the shared buffer.
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    herald_core::telemetry::init_local();
+    // Every log line of every scenario is captured (and scanned for secrets at the
+    // end); RUST_LOG sets the level as usual (default info).
+    let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(herald_core::telemetry::filter(
+            &std::env::var("RUST_LOG").unwrap_or_default(),
+        ))
+        .with_ansi(false)
+        .with_writer(move || Capture(sink.clone()))
+        .init();
     count_panics();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let size = if args.iter().any(|a| a == "--fast") {
@@ -25,7 +54,14 @@ async fn main() -> ExitCode {
         .cloned()
         .unwrap_or_else(|| ".run/reliability.md".into());
     let started = std::time::Instant::now();
-    let reports = scenarios::all(&size).await;
+    let mut reports = scenarios::all(&size).await;
+    let log =
+        String::from_utf8_lossy(&captured.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    reports.push(secrets_report(&log));
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(format!("{out}.log"), log.as_bytes());
     let text = format!(
         "{}\nretry schedule × {}, budget {:.1} s, webhook timeout {} ms, {} pollers; ran in {:.0} s\n",
         table(&reports),

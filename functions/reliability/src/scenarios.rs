@@ -698,6 +698,129 @@ pub async fn health_and_auto_disable(size: &Size) -> Result<Report, String> {
     Ok(report)
 }
 
+/// The repository's ActiveMQ script and the broker password it generated.
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// 4. ActiveMQ stopped and restarted in the middle of STOMP deliveries. Needs the
+///    broker of `infra/activemq.sh` (`make reliability` starts it).
+pub async fn broker_restart(size: &Size) -> Result<Report, String> {
+    let password = std::fs::read_to_string(format!("{ROOT}/.run/activemq/password"))
+        .map_err(|_| "ActiveMQ is not set up: run infra/activemq.sh start".to_owned())?;
+    let password = password.trim().to_owned();
+    // A slower schedule: the broker takes seconds to come back, and the point is
+    // that nothing is lost while it does, not that the budget is short.
+    let size = Size {
+        retry_scale: size.retry_scale.max(0.05),
+        ..*size
+    };
+    let pipeline = Arc::new(Pipeline::start(&size).await?);
+    let s = store("broker");
+    let destination = format!("/queue/herald.reliability.{}", Uuid::new_v4().simple());
+    let address = "127.0.0.1:61613";
+    let id = pipeline
+        .add_stomp(&s, &format!("stomp://{address}"), &destination, &password)
+        .await?;
+    let n = size.events / 2;
+    let (base_instant, base_wall) = (Instant::now(), chrono::Utc::now());
+    let sender = {
+        let (p, s) = (pipeline.clone(), s.clone());
+        tokio::spawn(async move { send_events(&p, &s, "broker", n).await })
+    };
+    // Restart once about a third of the jobs have gone out.
+    wait_until(Duration::from_secs(60), || {
+        let queued = pipeline.queue.len();
+        queued > 0 && queued < n * 2 / 3
+    })
+    .await;
+    let in_flight = pipeline.queue.len();
+    let restarted = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(format!("{ROOT}/infra/activemq.sh"))
+            .arg("restart")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
+    let sent_at = sender.await.map_err(|e| e.to_string())??;
+    let drained = wait_until(limit(&size, n) + Duration::from_secs(60), || {
+        pipeline.queue.is_empty()
+    })
+    .await;
+    let frames = herald_core::delivery::stomp::drain(
+        address,
+        "herald",
+        &password,
+        &destination,
+        Duration::from_secs(5),
+        n * 3,
+    )
+    .await?;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    // The broker stamps each message when it takes it (`timestamp`, ms): that is the
+    // acknowledgement the budget is about.
+    let mut first_taken: HashMap<String, i64> = HashMap::new();
+    for f in &frames {
+        let body: serde_json::Value = serde_json::from_slice(&f.body).unwrap_or_default();
+        if let Some(e) = body["id"].as_str() {
+            *counts.entry(e.to_owned()).or_insert(0) += 1;
+            let taken = f
+                .headers
+                .iter()
+                .find(|(k, _)| k == "timestamp")
+                .and_then(|(_, v)| v.parse::<i64>().ok())
+                .unwrap_or(i64::MAX);
+            let at = first_taken.entry(e.to_owned()).or_insert(taken);
+            *at = (*at).min(taken);
+        }
+    }
+    let budget_ms = size.budget().as_millis() as i64;
+    let within_budget = sent_at
+        .iter()
+        .filter(|(e, sent)| {
+            let sent_ms = (base_wall
+                + chrono::Duration::from_std(sent.saturating_duration_since(base_instant))
+                    .unwrap_or_default())
+            .timestamp_millis();
+            first_taken
+                .get(*e)
+                .is_some_and(|taken| taken - sent_ms <= budget_ms)
+        })
+        .count();
+    let dead = pipeline.dead_letters();
+    let id_s = id.to_string();
+    let lost = sent_at
+        .keys()
+        .filter(|e| !counts.contains_key(*e) && !dead.contains(&((*e).clone(), id_s.clone())))
+        .count();
+    let duplicates: usize = counts.values().map(|c| c.saturating_sub(1)).sum();
+    let report = Report {
+        scenario: "ActiveMQ restarted mid-stream (STOMP)".into(),
+        events: n,
+        expected: n,
+        lost,
+        duplicates,
+        within_budget,
+        dead_lettered: pipeline.queue.dead_letters().len(),
+        checks: vec![
+            ("the broker restarted".into(), restarted),
+            ("drained in time".into(), drained),
+            (
+                "duplicates ≤ the in-flight window".into(),
+                duplicates <= size.pollers * 10,
+            ),
+        ],
+        notes: format!(
+            "restarted with {in_flight} jobs queued; {} messages read back for {} events",
+            frames.len(),
+            counts.len()
+        ),
+    };
+    finish(pipeline).await;
+    Ok(report)
+}
+
 async fn finish(pipeline: Arc<Pipeline>) {
     if let Ok(p) = Arc::try_unwrap(pipeline) {
         p.stop().await;
@@ -716,6 +839,7 @@ pub async fn all(size: &Size) -> Vec<Report> {
             dead_lettered_then_replayed(size).await,
         ),
         ("slow target", slow_target_isolation(size).await),
+        ("broker restart", broker_restart(size).await),
         (
             "partial queue failures",
             internal_queue_partial_failures(size).await,

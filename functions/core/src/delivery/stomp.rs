@@ -629,6 +629,59 @@ pub async fn receive(
     })?
 }
 
+/// Reads every message from `destination` on a plain-TCP broker until none has come
+/// for `quiet` (for drills that count what arrived, duplicates included). Stops at
+/// `max` messages.
+pub async fn drain(
+    address: &str,
+    login: &str,
+    passcode: &str,
+    destination: &str,
+    quiet: Duration,
+    max: usize,
+) -> Result<Vec<Frame>, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let mut conn = Connection {
+        stream: Box::new(stream),
+        buf: Vec::new(),
+        address: address.to_owned(),
+    };
+    let connect = encode(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("host", "localhost"),
+            ("login", login),
+            ("passcode", passcode),
+        ],
+        b"",
+        false,
+    );
+    conn.write(&connect).await?;
+    let subscribe = encode(
+        "SUBSCRIBE",
+        &[("id", "0"), ("destination", destination), ("ack", "auto")],
+        b"",
+        true,
+    );
+    conn.write(&subscribe).await?;
+    let mut messages = Vec::new();
+    while messages.len() < max {
+        match tokio::time::timeout(quiet, conn.read_frame(quiet)).await {
+            Ok(Ok(frame)) => match frame.command.as_str() {
+                "MESSAGE" => messages.push(frame),
+                "ERROR" => return Err(frame.error_text()),
+                _ => {}
+            },
+            // Quiet for `quiet`: everything there was has been read.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(messages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
