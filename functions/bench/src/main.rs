@@ -199,13 +199,13 @@ async fn raw_loop(
 /// each delivering its records concurrently), `n` records in all.
 async fn fanout_run(
     fanout: &Arc<Fanout>,
-    batches: &[SqsEvent],
+    batches: Vec<SqsEvent>,
     n: usize,
 ) -> Result<Sample, String> {
     let cpu0 = cpu_time();
     let started = Instant::now();
     for batch in batches {
-        let response = herald_fanout::process(fanout, batch.clone(), None).await;
+        let response = herald_fanout::process(fanout, batch, None).await;
         if !response.batch_item_failures.is_empty() {
             return Err(format!(
                 "{} records failed",
@@ -340,7 +340,7 @@ async fn bench(url: &str, runs: usize) -> Result<String, String> {
     );
     for size in [1024usize, 16 * 1024] {
         for concurrency in [10usize, 64] {
-            let n = if size > 4096 { 2_000 } else { 4_000 };
+            let n = if size > 4096 { 10_000 } else { 20_000 };
             // The raw loop posts the very body the fan-out sends.
             let sample_job = DeliveryJob::new(
                 &unsigned.store_id,
@@ -363,10 +363,10 @@ async fn bench(url: &str, runs: usize) -> Result<String, String> {
             for run in 0..=runs {
                 let r = raw_loop(&client, url, &body, n, concurrency).await?;
                 let f =
-                    fanout_run(&fanout, &batches(&unsigned, size, n, concurrency, run), n).await?;
+                    fanout_run(&fanout, batches(&unsigned, size, n, concurrency, run), n).await?;
                 let s = fanout_run(
                     &fanout,
-                    &batches(&signed, size, n, concurrency, run + 1000),
+                    batches(&signed, size, n, concurrency, run + 1000),
                     n,
                 )
                 .await?;

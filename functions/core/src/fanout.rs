@@ -300,7 +300,7 @@ impl Fanout {
                 sample: None,
             };
         };
-        let Some(integration) = list.iter().find(|i| i.id == job.integration_id).cloned() else {
+        let Some(integration) = list.iter().find(|i| i.id == job.integration_id) else {
             tracing::warn!(job = %job.job_id, integration = %job.integration_id, "integration deleted; job discarded");
             return self.discarded(&job, attempt, "the integration was deleted");
         };
@@ -315,7 +315,7 @@ impl Fanout {
             );
         }
 
-        let result = self.deliverer.deliver(&integration, &job, attempt).await;
+        let result = self.deliverer.deliver(integration, &job, attempt).await;
         let (status, retry) = match &result.outcome {
             Outcome::Delivered => (JobStatus::Delivered, false),
             Outcome::Permanent => (JobStatus::Discarded, false),
@@ -346,8 +346,8 @@ impl Fanout {
             elapsed_ms = result.duration.as_millis() as u64,
             "delivery attempt"
         );
-        if let Some(report) = self.health_report(&integration, status, &result) {
-            self.record_health(&integration, report).await;
+        if let Some(report) = self.health_report(integration, status, &result) {
+            self.record_health(integration, report).await;
         }
         let (attempt_rec, job_rec) = attempt_records(&job, attempt, status, &result);
         let lag_ms = (status == JobStatus::Delivered).then(|| {
