@@ -3,6 +3,9 @@
 //! fan-out handler as the dev server — against a [`receiver::Receiver`] on 127.0.0.1
 //! that fails on purpose, and accounts for every event: delivered, or in the DLQ.
 //!
+//! The customer-queue scenario delivers to a real SQS queue in moto through
+//! [`sqs_proxy::SqsProxy`], which throttles the sends it is told to.
+//!
 //! The retry schedule is compressed with `retry_scale` (the 30-minute budget becomes
 //! `30 min × scale`); everything else is the production code path. `make reliability`
 //! runs the full sizes and prints the table; `make test` runs the same scenarios at
@@ -10,6 +13,7 @@
 
 pub mod receiver;
 pub mod scenarios;
+pub mod sqs_proxy;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +22,15 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use herald_core::config::PipelineSettings;
-use herald_core::fanout;
+use herald_core::delivery::guard::AddressGuard;
+use herald_core::delivery::sqs::SqsDeliverer;
+use herald_core::delivery::webhook::WebhookDeliverer;
+use herald_core::delivery::TargetDeliverer;
+use herald_core::fanout::{self, Fanout};
 use herald_core::ingest::{EventResult, Ingest};
 use herald_core::job::DeliveryJob;
 use herald_core::memory::MemoryQueue;
-use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, SqsAuth, SqsConfig, StoreId, Target, WebhookConfig};
 use herald_core::ports::InsertOutcome;
 use herald_core::retry::RetryPolicy;
 use herald_core::wiring::Components;
@@ -248,6 +256,18 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds the embedded pipeline for `size` and starts its pollers.
     pub async fn start(size: &Size) -> Result<Self, String> {
+        Self::start_with(size, None).await
+    }
+
+    /// The embedded pipeline with `sqs` delivering to customer queues in place of the
+    /// process's default SQS client: the wiring of `Components::deliverer`, with an
+    /// [`SqsDeliverer`] built on another AWS configuration (e.g. `moto_config` of a
+    /// proxy in front of moto). Webhooks are delivered as usual; STOMP is not wired.
+    pub async fn start_with_customer_sqs(size: &Size, sqs: SqsDeliverer) -> Result<Self, String> {
+        Self::start_with(size, Some(sqs)).await
+    }
+
+    async fn start_with(size: &Size, customer_sqs: Option<SqsDeliverer>) -> Result<Self, String> {
         let mut settings = PipelineSettings::memory();
         settings.retry_scale = size.retry_scale;
         settings.webhook_timeout = size.webhook_timeout;
@@ -256,7 +276,22 @@ impl Pipeline {
             .await
             .map_err(|e| e.to_string())?;
         let ingest = components.ingest().map_err(|e| e.to_string())?;
-        let fanout = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+        let fanout = Arc::new(match customer_sqs {
+            None => components.fanout().map_err(|e| e.to_string())?,
+            Some(sqs) => {
+                let guard = AddressGuard::from_list(&settings.allow_private_cidrs)?;
+                let webhook = WebhookDeliverer::new(guard, settings.webhook_timeout)?;
+                let deliverer = TargetDeliverer::new(Arc::new(webhook)).with_sqs(Arc::new(sqs));
+                Fanout::new(
+                    components.cache.clone(),
+                    Arc::new(deliverer),
+                    components.log.clone(),
+                    components.queue.clone().ok_or("no job queue")?,
+                    RetryPolicy::scaled(settings.retry_scale),
+                )
+                .with_auto_disable(settings.auto_disable_after)
+            }
+        });
         let queue = components
             .memory_queue
             .clone()
@@ -342,6 +377,43 @@ impl Pipeline {
                 username: "herald".into(),
                 password: herald_core::model::Secret::new(password),
                 virtual_host: None,
+            }),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            health: Default::default(),
+        };
+        match self
+            .components
+            .integrations
+            .insert(&integration, 1000)
+            .await
+        {
+            Ok(InsertOutcome::Inserted) => Ok(integration.id),
+            other => Err(format!("inserting an integration: {other:?}")),
+        }
+    }
+
+    /// Registers an enabled customer-SQS integration observing `order.paid`, sending
+    /// to `queue_url` with static keys (the secret key goes to the log scan).
+    pub async fn add_sqs(&self, store: &StoreId, queue_url: &str) -> Result<Uuid, String> {
+        let secret = webhook_secret();
+        remember_secret(&secret);
+        let now = Utc::now();
+        let integration = Integration {
+            id: Uuid::now_v7(),
+            store_id: store.clone(),
+            name: "reliability-sqs".into(),
+            description: String::new(),
+            enabled: true,
+            observes: vec!["order.paid".into()],
+            target: Target::AwsSqs(SqsConfig {
+                url: queue_url.to_owned(),
+                region: "us-east-1".into(),
+                auth: SqsAuth::Keys {
+                    access_key_id: herald_core::model::Secret::new("AKIAIOSFODNN7RELIABLE"),
+                    secret_access_key: herald_core::model::Secret::new(secret),
+                },
             }),
             created_at: now,
             updated_at: now,

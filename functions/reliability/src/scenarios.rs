@@ -7,13 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use herald_core::aws::local::{create_queues, moto_config};
+use herald_core::aws::sqs::SqsJobQueue;
+use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::ingest::EventStatus;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::StoreId;
-use herald_core::ports::{JobQueue, OutgoingJob};
+use herald_core::page::Page;
+use herald_core::ports::{JobQueue, JobSource, OutgoingJob};
 use uuid::Uuid;
 
 use crate::receiver::{Behaviour, Fault, Receiver};
+use crate::sqs_proxy::{self, SqsProxy};
 use crate::{event, panics, wait_until, Pipeline, Report, Size};
 
 type Pair = (String, String);
@@ -447,6 +452,226 @@ pub async fn internal_queue_partial_failures(size: &Size) -> Result<Report, Stri
     Ok(report)
 }
 
+/// Seed of the customer-queue scenario's choice of sends to reject (fixed, so a
+/// failure can be rerun exactly).
+const CUSTOMER_QUEUE_SEED: u64 = 0x5e4d_6e55_a6e5;
+
+/// How many attempts the customer-SQS client's SDK makes per delivery attempt (the
+/// standard retry mode's default, which `moto_config` and production both use).
+const SDK_ATTEMPTS: u32 = 3;
+
+/// 5. A customer queue (SQS in moto, behind [`SqsProxy`]) that throttles the sends
+///    of a seeded ~10 % of the events: most once (the SDK's own retry sends them
+///    again within the attempt), every fourth of them [`SDK_ATTEMPTS`] times in a row
+///    (the attempt fails and Herald's schedule retries the job). Exactly the rejected
+///    sends are made again, none twice, and nothing reaches the queue twice. Needs
+///    moto (`infra/with-peers.sh`).
+pub async fn customer_queue_partial_failures(size: &Size) -> Result<Report, String> {
+    let (moto_endpoint, moto_addr) = sqs_proxy::moto().await?;
+    let sdk = moto_config(&moto_endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = format!("reliability-{}", Uuid::new_v4().simple());
+    // A long visibility timeout: reading the queue back sees each message once.
+    let (moto_url, _dlq) = create_queues(&sdk, &name, 6, 600)
+        .await
+        .map_err(|e| format!("creating the customer queue in moto: {e}"))?;
+    let n = size.events;
+    let prefix = "customer-sqs";
+    let mut rng = fastrand::Rng::with_seed(CUSTOMER_QUEUE_SEED);
+    let chosen: Vec<String> = (0..n)
+        .filter(|_| rng.u32(..10) == 0)
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
+    let plan: HashMap<String, u32> = chosen
+        .iter()
+        .enumerate()
+        .map(|(k, e)| (e.clone(), if k % 4 == 3 { SDK_ATTEMPTS } else { 1 }))
+        .collect();
+    let persistent: HashSet<String> = plan
+        .iter()
+        .filter(|(_, r)| **r == SDK_ATTEMPTS)
+        .map(|(e, _)| e.clone())
+        .collect();
+    let planned: usize = plan.values().map(|r| *r as usize).sum();
+    // A chosen event's first sends are rejected as planned; later ones (and
+    // everything else) go through.
+    let pending = Arc::new(std::sync::Mutex::new(plan.clone()));
+    let proxy = SqsProxy::start(
+        moto_addr,
+        Arc::new(move |event: &str| {
+            let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get_mut(event) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    true
+                }
+                _ => false,
+            }
+        }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let through_proxy = moto_config(&proxy.endpoint())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline =
+        Arc::new(Pipeline::start_with_customer_sqs(size, SqsDeliverer::new(through_proxy)).await?);
+    let s = store("customer-queue");
+    // The integration keeps a real-looking queue URL, as a customer's would.
+    let id = pipeline
+        .add_sqs(
+            &s,
+            &format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}"),
+        )
+        .await?;
+    let sent_at = send_events(&pipeline, &s, prefix, n).await?;
+    let drained = wait_until(limit(size, n), || {
+        pipeline.queue.is_empty()
+            && proxy.sends().iter().filter(|x| x.stored).count()
+                + pipeline.queue.dead_letters().len()
+                >= n
+    })
+    .await;
+
+    // Read the queue back from moto directly.
+    let reader = SqsJobQueue::from_sdk(&sdk, moto_url);
+    let mut in_queue: HashMap<String, usize> = HashMap::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let batch = reader
+            .receive(10, Duration::ZERO)
+            .await
+            .map_err(|e| format!("reading the customer queue back: {e}"))?;
+        if batch.is_empty() {
+            empty += 1;
+        }
+        for m in batch {
+            let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
+            *in_queue
+                .entry(body["id"].as_str().unwrap_or_default().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    let dead = pipeline.dead_letters();
+    let id_s = id.to_string();
+    let lost = sent_at
+        .keys()
+        .filter(|e| !in_queue.contains_key(*e) && !dead.contains(&((*e).clone(), id_s.clone())))
+        .count();
+    let duplicates: usize = in_queue.values().map(|c| c.saturating_sub(1)).sum();
+    let unexpected = in_queue
+        .keys()
+        .filter(|e| !sent_at.contains_key(*e))
+        .count();
+    let sends = proxy.sends();
+    let per_event = proxy.sends_per_event();
+    let rejected: HashSet<&str> = sends
+        .iter()
+        .filter(|x| x.rejected)
+        .map(|x| x.event_id.as_str())
+        .collect();
+    let resent: HashSet<&str> = per_event
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(e, _)| e.as_str())
+        .collect();
+    let rejections = proxy.counts.rejected.load(Ordering::Relaxed) as usize;
+    let send_requests = proxy.counts.sends.load(Ordering::Relaxed) as usize;
+    let retried = send_requests.saturating_sub(per_event.len());
+    // First stored send per event: the queue's acknowledgement the budget is about.
+    let mut stored_at: HashMap<&str, Instant> = HashMap::new();
+    for x in sends.iter().filter(|x| x.stored) {
+        let at = stored_at.entry(x.event_id.as_str()).or_insert(x.answered);
+        *at = (*at).min(x.answered);
+    }
+    let budget = size.budget();
+    let within_budget = sent_at
+        .iter()
+        .filter(|(e, sent)| {
+            stored_at
+                .get(e.as_str())
+                .is_some_and(|at| at.saturating_duration_since(**sent) <= budget)
+        })
+        .count();
+    // Herald's own attempts (the SDK's in-call retries are not attempts of Herald's).
+    let mut attempts = Vec::new();
+    loop {
+        let page = Page {
+            limit: herald_core::page::MAX_LIMIT,
+            offset: attempts.len(),
+        };
+        let (batch, total) = pipeline
+            .components
+            .log
+            .integration_logs(&s, id, page)
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = batch.is_empty() || attempts.len() + batch.len() >= total;
+        attempts.extend(batch);
+        if done {
+            break;
+        }
+    }
+    let failed: Vec<_> = attempts.iter().filter(|a| !a.succeeded).collect();
+    let by_herald = attempts.len().saturating_sub(n);
+    let throttled_detail = "the queue is throttling or unavailable (RequestThrottled)";
+    let report = Report {
+        scenario: "customer queue (SQS) throttles some sends".into(),
+        events: n,
+        expected: n,
+        lost,
+        duplicates,
+        within_budget,
+        dead_lettered: pipeline.queue.dead_letters().len(),
+        checks: vec![
+            ("drained in time".into(), drained),
+            (
+                "every planned rejection was made".into(),
+                rejections > 0 && rejections == planned,
+            ),
+            (
+                "retried sends = rejected sends".into(),
+                retried == rejections,
+            ),
+            (
+                "exactly the rejected events were sent again".into(),
+                resent.len() == rejected.len() && resent.iter().all(|e| rejected.contains(e)),
+            ),
+            (
+                "Herald retried exactly the attempts whose sends all failed".into(),
+                by_herald == failed.len()
+                    && persistent
+                        .iter()
+                        .all(|e| failed.iter().any(|a| &a.event_id == e))
+                    && failed.iter().all(|a| {
+                        plan.contains_key(&a.event_id)
+                            && a.error_detail.as_deref() == Some(throttled_detail)
+                    }),
+            ),
+            ("0 duplicates in the queue".into(), duplicates == 0),
+            (
+                "nothing in the queue that was not sent".into(),
+                unexpected == 0,
+            ),
+            (
+                "moto was reachable through the proxy".into(),
+                proxy.counts.upstream_errors.load(Ordering::Relaxed) == 0,
+            ),
+        ],
+        notes: format!(
+            "{send_requests} SendMessage calls for {} events ({} of them throttled once, {} {SDK_ATTEMPTS} times): {rejections} answered RequestThrottled, {retried} resent ({} by the SDK within an attempt, {by_herald} as Herald retries of failed attempts); {} messages read back from moto",
+            n,
+            plan.len() - persistent.len(),
+            persistent.len(),
+            retried.saturating_sub(by_herald),
+            in_queue.values().sum::<usize>()
+        ),
+    };
+    finish(pipeline).await;
+    Ok(report)
+}
+
 /// 6. Poison in the internal queue beside valid jobs.
 pub async fn poison_messages(size: &Size) -> Result<Report, String> {
     let receiver = Receiver::start(Arc::new(|_| Fault::Accept))
@@ -843,6 +1068,10 @@ pub async fn all(size: &Size) -> Vec<Report> {
         (
             "partial queue failures",
             internal_queue_partial_failures(size).await,
+        ),
+        (
+            "customer queue partial failures",
+            customer_queue_partial_failures(size).await,
         ),
         ("poison", poison_messages(size).await),
         ("health", health_and_auto_disable(size).await),

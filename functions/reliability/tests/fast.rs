@@ -62,6 +62,15 @@ async fn entries_the_internal_queue_rejects_are_resent_and_only_those() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_a_customer_queue_throttles_are_made_again_and_only_those() {
+    let r = scenarios::customer_queue_partial_failures(&Size::FAST)
+        .await
+        .expect("ran (moto must be running: infra/with-peers.sh)");
+    assert_eq!(r.duplicates, 0, "{}", r.notes);
+    assert_passed(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_jobs_are_isolated_and_their_valid_siblings_delivered_once() {
     count_panics();
     assert_passed(scenarios::poison_messages(&Size::FAST).await.expect("ran"));
