@@ -28,6 +28,7 @@ use herald_core::ports::{
 };
 use herald_core::retry::RetryPolicy;
 use herald_core::signing;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;
@@ -445,6 +446,137 @@ async fn loopback_is_refused_at_connect_time_when_not_allowed() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// A resolver that answers the n-th lookup (0-based) with `answers[n]`, the last one
+/// from then on, and counts lookups: a name whose answer changes between checks,
+/// without a DNS server (nothing is asked of the system resolver).
+struct Rebinding {
+    answers: Vec<SocketAddr>,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl Resolve for Rebinding {
+    fn resolve(&self, _name: Name) -> Resolving {
+        let n = self.lookups.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answers[n.min(self.answers.len() - 1)];
+        Box::pin(async move {
+            let addrs: Addrs = Box::new(std::iter::once(answer));
+            Ok(addrs)
+        })
+    }
+}
+
+/// An HTTP listener on `addr` that answers every request `200` and closes the
+/// connection (so the next delivery needs a new connection, hence a new lookup);
+/// counts connections.
+async fn closing_receiver(addr: SocketAddr) -> Arc<AtomicUsize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 65536];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    count
+}
+
+#[tokio::test]
+async fn a_name_rebound_from_an_allowed_address_to_loopback_is_refused_at_the_next_connection() {
+    // GIVEN a name that first resolves to an allowed address and then to a loopback
+    // canary on the same port. The allowed address stands in for a public one and is
+    // on loopback too (127.0.0.2, the only network on the allow-list), so no packet
+    // leaves the machine; 127.0.0.1 is off the allow-list.
+    let (canary_addr, canary_hits) = canary().await;
+    let port = canary_addr.port();
+    let allowed: SocketAddr = format!("127.0.0.2:{port}").parse().expect("addr");
+    let served = closing_receiver(allowed).await;
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let resolver = Rebinding {
+        answers: vec![allowed, canary_addr],
+        lookups: lookups.clone(),
+    };
+    let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.2/32").expect("cidr")]);
+    let d = WebhookDeliverer::with_resolver(guard, Duration::from_secs(2), Arc::new(resolver))
+        .expect("client");
+    let i = integration(&format!("http://rebinding.test:{port}/hook"), None);
+
+    // WHEN it is delivered to twice
+    let first = d.deliver(&i, &job(&i), 1).await;
+    let second = d.deliver(&i, &job(&i), 2).await;
+
+    // THEN the first goes to the allowed address, the second lookup's loopback answer
+    // is refused, and the canary never sees a connection.
+    assert_eq!(first.outcome, Outcome::Delivered, "{first:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        2,
+        "each connection looks up again"
+    );
+    assert_eq!(second.outcome, Outcome::Permanent, "{second:?}");
+    let detail = second.error_detail.expect("detail");
+    assert!(
+        detail.contains("127.0.0.1") && detail.contains("loopback"),
+        "{detail}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        canary_hits.load(Ordering::SeqCst),
+        0,
+        "the canary was connected to"
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_name_that_answers_public_for_a_check_and_loopback_for_the_connection_is_refused() {
+    // GIVEN a name whose first answer is a public address and whose second is a
+    // loopback canary, and a strict guard (loopback off the allow-list).
+    let (canary_addr, canary_hits) = canary().await;
+    let public: SocketAddr = "93.184.216.34:443".parse().expect("addr");
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let resolver = Arc::new(Rebinding {
+        answers: vec![public, canary_addr],
+        lookups: lookups.clone(),
+    });
+    let guard = AddressGuard::strict();
+    // WHEN an earlier check (as at registration) sees the first answer: the guard
+    // allows it — decided without connecting, so no packet goes to it.
+    let name: Name = "rebinding.test".parse().expect("name");
+    let first: Vec<SocketAddr> = resolver.resolve(name).await.expect("lookup").collect();
+    assert_eq!(guard.filter(&first), Ok(vec![public]));
+    // AND the delivery's own lookup gets the second answer
+    let d =
+        WebhookDeliverer::with_resolver(guard, Duration::from_secs(2), resolver).expect("client");
+    let i = integration(
+        &format!("http://rebinding.test:{}/hook", canary_addr.port()),
+        None,
+    );
+    let result = d.deliver(&i, &job(&i), 1).await;
+    // THEN the connection is refused on what the name resolves to now.
+    assert_eq!(lookups.load(Ordering::SeqCst), 2);
+    assert_eq!(result.outcome, Outcome::Permanent, "{result:?}");
+    assert!(
+        result
+            .error_detail
+            .as_deref()
+            .is_some_and(|d| d.contains("loopback")),
+        "{result:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        canary_hits.load(Ordering::SeqCst),
+        0,
+        "the canary was connected to"
+    );
 }
 
 struct Pipeline {

@@ -38,18 +38,36 @@ impl std::fmt::Display for GuardRefusal {
 
 impl std::error::Error for GuardRefusal {}
 
-/// Resolves with the system resolver, then keeps only what the guard allows.
+/// The system resolver (`getaddrinfo` through tokio).
+struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Resolves with `inner` (the system resolver), then keeps only what the guard
+/// allows. It runs for every new connection, and the connection goes only to the
+/// addresses it returned: what was checked is what is connected to, so a name whose
+/// answer changes between lookups (DNS rebinding) is checked again each time.
 struct GuardedResolver {
     guard: AddressGuard,
+    inner: Arc<dyn Resolve>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = self.guard.clone();
+        let host = name.as_str().to_owned();
+        let lookup = self.inner.resolve(name);
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = lookup.await?.collect();
             let allowed = guard.filter(&addrs).map_err(GuardRefusal)?;
             if allowed.is_empty() {
                 return Err(format!("{host} resolved to no address").into());
@@ -70,6 +88,17 @@ impl WebhookDeliverer {
     /// A deliverer whose client uses `guard` and gives up after `timeout` (at most
     /// [`MAX_TIMEOUT`]). Build it once per process.
     pub fn new(guard: AddressGuard, timeout: Duration) -> Result<Self, String> {
+        Self::with_resolver(guard, timeout, Arc::new(SystemResolver))
+    }
+
+    /// A deliverer that asks `resolver` instead of the system resolver; every answer
+    /// still goes through `guard` before any connection. The seam for tests that
+    /// script DNS (a name whose answer changes between lookups) without a DNS server.
+    pub fn with_resolver(
+        guard: AddressGuard,
+        timeout: Duration,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(timeout.min(MAX_TIMEOUT))
             .connect_timeout(Duration::from_secs(10).min(timeout))
@@ -77,6 +106,7 @@ impl WebhookDeliverer {
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
                 guard: guard.clone(),
+                inner: resolver,
             }))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
