@@ -2,7 +2,7 @@
 //! (validation failures, not found, limits) are values, not errors.
 
 /// What went wrong underneath a request: a store or configuration failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// A backing service (DynamoDB, ...) failed or could not be reached.
     #[error("{service} call failed: {message}")]

@@ -164,12 +164,11 @@ impl Ingest {
         }
 
         let ttl = self.settings.idempotency_ttl;
-        let claims = join_all(
-            unique
-                .iter()
-                .map(|(_, store, event)| self.idempotency.claim(store, &event.id, ttl)),
-        )
-        .await;
+        let keys: Vec<(StoreId, String)> = unique
+            .iter()
+            .map(|(_, store, event)| (store.clone(), event.id.clone()))
+            .collect();
+        let claims = self.idempotency.claim_all(&keys, ttl).await;
         let mut claimed = Vec::new();
         for ((index, store, event), claim) in unique.into_iter().zip(claims) {
             match claim {
@@ -255,8 +254,9 @@ impl Ingest {
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }
-            let mut retry = Vec::new();
-            for chunk in pending.chunks(BATCH) {
+            // A request's batches go out together: its latency is one SQS round trip,
+            // not one per ten jobs.
+            let sends = pending.chunks(BATCH).map(|chunk| async move {
                 let entries: Vec<OutgoingJob> = chunk
                     .iter()
                     .map(|&i| OutgoingJob {
@@ -264,7 +264,11 @@ impl Ingest {
                         body: jobs[i].1.to_body(),
                     })
                     .collect();
-                match self.queue.send_batch(&entries).await {
+                (chunk, self.queue.send_batch(&entries).await)
+            });
+            let mut retry = Vec::new();
+            for (chunk, sent) in join_all(sends).await {
+                match sent {
                     Ok(failures) => {
                         for f in failures {
                             let Ok(i) = f.entry_id.parse::<usize>() else {

@@ -170,6 +170,18 @@ pub trait IdempotencyStore: Send + Sync {
         ttl: std::time::Duration,
     ) -> Result<bool>;
 
+    /// Claims many event ids at once (a request's): one result per id, in order, with
+    /// [`IdempotencyStore::claim`]'s meaning. Adapters that can claim in bulk (one
+    /// DynamoDB transaction for up to 100) override it; the default claims each.
+    async fn claim_all(
+        &self,
+        claims: &[(StoreId, String)],
+        ttl: std::time::Duration,
+    ) -> Vec<Result<bool>> {
+        futures_util::future::join_all(claims.iter().map(|(store, id)| self.claim(store, id, ttl)))
+            .await
+    }
+
     /// Gives a claim back (the event could not be queued, so a resend must pass).
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()>;
 }

@@ -22,6 +22,10 @@ fn endpoint() -> String {
         .expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)")
 }
 
+fn serial_endpoint() -> String {
+    std::env::var("MOTO_SERIAL_ENDPOINT").expect("MOTO_SERIAL_ENDPOINT is not set: run `make test`")
+}
+
 fn hook(observes: &[&str]) -> Integration {
     let now = Utc::now();
     Integration {
@@ -191,4 +195,65 @@ async fn an_expired_claim_can_be_taken_again_although_ttl_has_not_deleted_it() {
         .claim(&store, "e1", Duration::from_secs(60))
         .await
         .expect("claim"));
+}
+
+#[tokio::test]
+async fn a_requests_claims_are_taken_together_and_exactly_the_ones_taken_before_are_duplicates() {
+    // GIVEN three ids claimed before (one of them expired), among 150: more than one
+    // transaction holds
+    let w = world(&[]).await;
+    let store = StoreId::parse("s").expect("store");
+    let ttl = Duration::from_secs(60);
+    for (id, ttl) in [("b-3", ttl), ("b-120", ttl), ("b-40", Duration::ZERO)] {
+        assert!(w.idempotency.claim(&store, id, ttl).await.expect("claim"));
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let keys: Vec<(StoreId, String)> = (0..150)
+        .map(|i| (store.clone(), format!("b-{i}")))
+        .collect();
+
+    // WHEN they are claimed at once
+    let claimed = w.idempotency.claim_all(&keys, ttl).await;
+
+    // THEN exactly the two live claims are duplicates; the expired one is taken again
+    let outcomes: Vec<bool> = claimed.into_iter().map(|c| c.expect("claim")).collect();
+    let duplicates: Vec<usize> = (0..150).filter(|&i| !outcomes[i]).collect();
+    assert_eq!(duplicates, vec![3, 120]);
+    // AND a second time every one is taken already
+    let again = w.idempotency.claim_all(&keys, ttl).await;
+    assert!(again.into_iter().all(|c| !c.expect("claim")));
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_overlapping_ids_claim_each_id_once() {
+    // On the one-request-at-a-time moto: it checks our conditions, not moto's
+    // thread safety.
+    let w = world_at(&serial_endpoint(), &[]).await;
+    let store = StoreId::parse("s").expect("store");
+    let ttl = Duration::from_secs(60);
+    let idempotency = Arc::new(w.idempotency);
+    // Four requests of 50 ids, each overlapping the next by half.
+    let requests: Vec<_> = (0..4)
+        .map(|r| {
+            let (idempotency, store) = (idempotency.clone(), store.clone());
+            tokio::spawn(async move {
+                let keys: Vec<(StoreId, String)> = (r * 25..r * 25 + 50)
+                    .map(|i| (store.clone(), format!("c-{i}")))
+                    .collect();
+                let claimed = idempotency.claim_all(&keys, ttl).await;
+                keys.into_iter()
+                    .zip(claimed)
+                    .filter_map(|((_, id), c)| c.expect("claim").then_some(id))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut won: Vec<String> = Vec::new();
+    for r in requests {
+        won.extend(r.await.expect("request"));
+    }
+    won.sort();
+    let mut expected: Vec<String> = (0..125).map(|i| format!("c-{i}")).collect();
+    expected.sort();
+    assert_eq!(won, expected, "each id claimed by exactly one request");
 }

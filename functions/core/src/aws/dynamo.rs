@@ -333,7 +333,7 @@ fn built_ok<T>(r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -
 }
 
 /// The cancellation reasons of a cancelled transaction, when the service listed them.
-fn cancellation_reasons(
+pub(crate) fn cancellation_reasons(
     err: &aws_sdk_dynamodb::error::SdkError<
         TransactWriteItemsError,
         aws_sdk_dynamodb::config::http::HttpResponse,
@@ -346,7 +346,7 @@ fn cancellation_reasons(
 }
 
 /// Whether a transaction was cancelled because the condition of item `index` failed.
-fn condition_failed_at<E: ProvideErrorMetadata>(
+pub(crate) fn condition_failed_at<E: ProvideErrorMetadata>(
     err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
     reasons: Option<&[aws_sdk_dynamodb::types::CancellationReason]>,
     index: usize,

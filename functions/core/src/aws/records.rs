@@ -17,12 +17,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, PutRequest, Select, TransactWriteItem, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::backend_error;
+use super::dynamo::{cancellation_reasons, condition_failed_at};
 use crate::delivery::{Attempt, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::job::rfc3339_ms;
@@ -71,21 +74,118 @@ impl DynamoIdempotency {
             ("sk".to_owned(), s(format!("EVENT#{event_id}"))),
         ])
     }
+
+    fn claim_item(
+        store: &StoreId,
+        event_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> HashMap<String, AttributeValue> {
+        let mut item = Self::key(store, event_id);
+        item.insert("entity".into(), s("event-claim"));
+        item.insert("expires_at".into(), n(epoch(now) + ttl.as_secs() as i64));
+        item
+    }
+
+    /// Up to [`TRANSACTION_ITEMS`] claims in one `TransactWriteItems`: all are taken,
+    /// or the transaction is cancelled and its reasons name the ids taken before (those
+    /// are duplicates); the rest go again. Conflicting transactions (a concurrent
+    /// request with the same ids) are retried a few times, then the ids left are
+    /// claimed one by one.
+    async fn claim_chunk(&self, claims: &[(StoreId, String)], ttl: Duration) -> Vec<Result<bool>> {
+        let mut out: Vec<Option<Result<bool>>> = claims.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..claims.len()).collect();
+        for round in 0..CLAIM_ROUNDS {
+            if pending.len() <= 1 {
+                break;
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(round))).await;
+            }
+            let now = Utc::now();
+            let mut items = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                let (store, id) = &claims[i];
+                let put = aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(Self::claim_item(store, id, now, ttl)))
+                    .condition_expression(CLAIM_CONDITION)
+                    .expression_attribute_values(":now", n(epoch(now)))
+                    .build();
+                match put {
+                    Ok(put) => items.push(TransactWriteItem::builder().put(put).build()),
+                    Err(e) => {
+                        let e = format!("building a DynamoDB request: {e}");
+                        return claims
+                            .iter()
+                            .map(|_| Err(Error::Config(e.clone())))
+                            .collect();
+                    }
+                }
+            }
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => {
+                    for &i in &pending {
+                        out[i] = Some(Ok(true));
+                    }
+                    pending.clear();
+                }
+                Err(err) if err.code() == Some("TransactionCanceledException") => {
+                    let reasons = cancellation_reasons(&err);
+                    let mut again = Vec::new();
+                    for (k, &i) in pending.iter().enumerate() {
+                        if condition_failed_at(&err, reasons, k) {
+                            out[i] = Some(Ok(false));
+                        } else {
+                            again.push(i);
+                        }
+                    }
+                    pending = again;
+                }
+                Err(err) => {
+                    let e = backend_error(SERVICE, err);
+                    for &i in &pending {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                    pending.clear();
+                }
+            }
+        }
+        for i in pending {
+            let (store, id) = &claims[i];
+            out[i] = Some(self.claim(store, id, ttl).await);
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Error::Config("a claim was not made".into()))))
+            .collect()
+    }
 }
+
+/// A claim is free when nobody holds it or its holder's time is up (TTL deletes late).
+const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expires_at < :now";
+
+/// DynamoDB's limit of items in one transaction.
+const TRANSACTION_ITEMS: usize = 100;
+
+/// Transactions tried for one chunk of claims before the rest go one by one.
+const CLAIM_ROUNDS: u32 = 4;
 
 #[async_trait]
 impl IdempotencyStore for DynamoIdempotency {
     async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
         let now = Utc::now();
-        let mut item = Self::key(store, event_id);
-        item.insert("entity".into(), s("event-claim"));
-        item.insert("expires_at".into(), n(epoch(now) + ttl.as_secs() as i64));
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .set_item(Some(Self::claim_item(store, event_id, now, ttl)))
+            .condition_expression(CLAIM_CONDITION)
             .expression_attribute_values(":now", n(epoch(now)))
             .send()
             .await;
@@ -94,6 +194,17 @@ impl IdempotencyStore for DynamoIdempotency {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(backend_error(SERVICE, e)),
         }
+    }
+
+    async fn claim_all(&self, claims: &[(StoreId, String)], ttl: Duration) -> Vec<Result<bool>> {
+        let chunks = claims
+            .chunks(TRANSACTION_ITEMS)
+            .map(|chunk| self.claim_chunk(chunk, ttl));
+        futures_util::future::join_all(chunks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
