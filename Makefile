@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability bench fuzz api-fuzz moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -107,6 +107,22 @@ fuzz: ## hostile-input properties at 1,000,000 cases each (event and job parsers
 	  PROPTEST_CASES=$${PROPTEST_CASES:-1000000} timeout $${FUZZ_SECONDS:-600} \
 	    cargo test --locked --profile harness -p herald-core --lib $$t; rc=$$?; \
 	  if [ $$rc = 124 ]; then echo "$$t: no failure within the time box"; elif [ $$rc != 0 ]; then exit $$rc; fi; \
+	done
+
+# cargo fuzz on the stable toolchain: with `-s none` it passes no -Z flag (no nightly,
+# no RUSTC_BOOTSTRAP); AddressSanitizer would need nightly and adds little here, as
+# herald-core forbids unsafe code. Its own workspace and lock (fuzz/), its build under
+# target/fuzz; the corpus (fuzz/corpus) grows from the committed seeds (fuzz/seeds).
+FUZZ_TARGETS := event_parser job_parser url_guard
+
+cargo-fuzz: ## cargo fuzz (libFuzzer) on the event parser, the job parser and the SSRF decisions, FUZZ_SECONDS (60) per target; installs cargo-fuzz if missing; not in CI
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
+	for t in $(FUZZ_TARGETS); do \
+	  dict=fuzz/json.dict; if [ $$t = url_guard ]; then dict=fuzz/url.dict; fi; \
+	  mkdir -p fuzz/corpus/$$t; \
+	  cargo fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -s none --fuzz-dir fuzz --target-dir $(CURDIR)/target/fuzz -- \
+	    -max_total_time=$${FUZZ_SECONDS:-60} -dict=$$dict -print_final_stats=1 || exit 1; \
 	done
 
 $(VENV)/.fuzz-installed: infra/requirements-fuzz.txt $(STAMP)

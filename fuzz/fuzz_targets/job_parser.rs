@@ -1,0 +1,21 @@
+//! Any bytes as an internal-queue message body (`DeliveryJob::parse`).
+//!
+//! Invariants: it never panics; an accepted job is version 1, has a valid store and
+//! the job id its event and integration derive, and its body (`to_body`) parses to
+//! exactly the same job.
+#![no_main]
+
+use herald_core::job::{job_id, DeliveryJob};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let body = String::from_utf8_lossy(data);
+    let Ok(job) = DeliveryJob::parse(&body) else {
+        return;
+    };
+    assert_eq!(job.v, 1);
+    assert!(job.store().is_some(), "{job:?}");
+    assert_eq!(job.job_id, job_id(&job.event.id, job.integration_id));
+    let again = DeliveryJob::parse(&job.to_body()).expect("an accepted job's body is accepted");
+    assert_eq!(again, job);
+});
