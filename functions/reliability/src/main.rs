@@ -1,7 +1,8 @@
 //! `herald-reliability`: runs every fault-injection scenario at full size (or
 //! `--fast`, the `make test` sizes), prints the table and writes it to the file
 //! named by `--out` (default `.run/reliability.md`; the captured log beside it,
-//! `.log`). Exits non-zero when a scenario fails. Everything runs on 127.0.0.1.
+//! `.log`). `--only <text>` runs the scenarios whose name contains the text.
+//! Exits non-zero when a scenario fails. Everything runs on 127.0.0.1.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -53,8 +54,16 @@ async fn main() -> ExitCode {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| ".run/reliability.md".into());
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let started = std::time::Instant::now();
-    let mut reports = scenarios::all(&size).await;
+    let mut reports = match &only {
+        None => scenarios::all(&size).await,
+        Some(text) => scenarios::selected(&size, |name| name.contains(text.as_str())).await,
+    };
     let log =
         String::from_utf8_lossy(&captured.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
     reports.push(secrets_report(&log));

@@ -102,6 +102,7 @@ impl SqsProxy {
         let counts = Arc::new(ProxyCounts::default());
         let sends = Arc::new(Mutex::new(Vec::new()));
         let (c, s) = (counts.clone(), sends.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_UPSTREAM));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(serve(
@@ -110,6 +111,7 @@ impl SqsProxy {
                     reject.clone(),
                     c.clone(),
                     s.clone(),
+                    slots.clone(),
                 ));
             }
         });
@@ -141,6 +143,11 @@ impl SqsProxy {
     }
 }
 
+/// At most this many requests at moto at once (the rest wait at the proxy): moto
+/// serves each connection on a thread of one Python process, and hundreds at once
+/// make it time out — a fault of the test's peer, not one the scenario injects.
+const MAX_UPSTREAM: usize = 16;
+
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -164,6 +171,7 @@ async fn serve(
     reject: Rejecter,
     counts: Arc<ProxyCounts>,
     sends: Arc<Mutex<Vec<SendCall>>>,
+    slots: Arc<tokio::sync::Semaphore>,
 ) {
     let Some((head, body)) = read_request(&mut client).await else {
         return;
@@ -191,6 +199,7 @@ async fn serve(
             return;
         }
     }
+    let slot = slots.acquire().await.ok();
     let response = match forward(upstream, &head, &body).await {
         Some(r) => r,
         None => {
@@ -198,6 +207,7 @@ async fn serve(
             b"HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n".to_vec()
         }
     };
+    drop(slot);
     if let Some(event) = &send_of {
         record(event, false, response.starts_with(b"HTTP/1.1 200"));
     }
