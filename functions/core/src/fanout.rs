@@ -45,6 +45,12 @@ pub struct Fanout {
     successes: std::sync::Mutex<HashMap<Uuid, Instant>>,
 }
 
+/// Most deliveries of one batch in flight at once: the template's largest batch
+/// (`FanoutBatchSize` ≤ 100) is delivered all at once; a larger one (a direct
+/// invocation) goes 100 at a time, so its memory stays bounded (each delivery in
+/// flight holds a connection and its body).
+pub const MAX_IN_FLIGHT: usize = 100;
+
 /// How often a process records an integration's successes while it is healthy.
 pub const SUCCESS_RECORD_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -209,6 +215,7 @@ impl Fanout {
 
         let mut tasks = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         for (record, job) in parsed {
             let message_id = record.message_id.clone();
             let list = job
@@ -217,8 +224,12 @@ impl Fanout {
                 .and_then(|j| j.store())
                 .and_then(|s| lists.get(&s))
                 .and_then(|l| l.as_ref().ok().cloned());
-            let this = self.clone();
-            let handle = tasks.spawn(async move { this.process_one(record, job, list).await });
+            let (this, in_flight) = (self.clone(), in_flight.clone());
+            let handle = tasks.spawn(async move {
+                // The semaphore is never closed; a failure to acquire cannot happen.
+                let _permit = in_flight.acquire_owned().await.ok();
+                this.process_one(record, job, list).await
+            });
             ids.insert(handle.id(), message_id);
         }
 

@@ -8,14 +8,64 @@ pub mod records;
 pub mod sqs;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 use crate::error::Error;
 
 /// Loads the shared AWS configuration once per process (region, credentials, and
 /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` overrides, which is how tests and
-/// the dev server reach moto).
+/// the dev server reach moto), with the SDK's own HTTPS client behind [`LazyTls`].
 pub async fn load_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(lazy_https_client())
+        .load()
+        .await
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, proxies from the environment),
+/// wrapped in [`LazyTls`].
+pub fn lazy_https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    let inner = Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    });
+    SharedHttpClient::new(LazyTls(inner))
+}
+
+/// An HTTP client whose connector (and so its TLS configuration, which reads every
+/// certificate of the system's trust store) is built on the first request instead of
+/// when each SDK client is built. The SDK validates its HTTP client eagerly, once per
+/// client and once more for the STS client of the default credentials chain, which
+/// put the trust store's parsing in every function's init whether or not it calls AWS
+/// before its first event. What is built is the same; only when changes.
+#[derive(Debug)]
+pub struct LazyTls(SharedHttpClient);
+
+impl HttpClient for LazyTls {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// Error codes that mean "try again later".

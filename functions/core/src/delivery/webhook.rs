@@ -80,8 +80,18 @@ impl Resolve for GuardedResolver {
 
 /// Delivers to webhooks.
 pub struct WebhookDeliverer {
-    client: reqwest::Client,
+    /// Built on the first delivery: building reads the system's trust store, which
+    /// the functions that rarely deliver (api, ingest: test deliveries only) should
+    /// not pay for at every cold start. Shared by every delivery after that.
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    settings: ClientSettings,
     guard: AddressGuard,
+}
+
+/// What the client is built from.
+struct ClientSettings {
+    timeout: Duration,
+    resolver: Arc<dyn Resolve>,
 }
 
 impl WebhookDeliverer {
@@ -99,19 +109,33 @@ impl WebhookDeliverer {
         timeout: Duration,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout.min(MAX_TIMEOUT))
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                guard: guard.clone(),
-                inner: resolver,
-            }))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| format!("building the webhook client: {e}"))?;
-        Ok(Self { client, guard })
+        Ok(Self {
+            client: std::sync::OnceLock::new(),
+            settings: ClientSettings { timeout, resolver },
+            guard,
+        })
+    }
+
+    /// The hardened client, built once, on first use.
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        let ClientSettings { timeout, resolver } = &self.settings;
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout((*timeout).min(MAX_TIMEOUT))
+                    .connect_timeout(Duration::from_secs(10).min(*timeout))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .dns_resolver(Arc::new(GuardedResolver {
+                        guard: self.guard.clone(),
+                        inner: resolver.clone(),
+                    }))
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .map_err(|e| format!("building the webhook client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Checks a URL's host before any connection: IP literals here, names at resolve
@@ -208,13 +232,18 @@ impl Deliverer for WebhookDeliverer {
             }
         }
 
-        let sent = self
-            .client
-            .post(url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the webhook client could not be built");
+                return DeliveryResult::failed(
+                    Outcome::Retryable { retry_after: None },
+                    "the webhook client could not be built",
+                    started.elapsed(),
+                );
+            }
+        };
+        let sent = client.post(url).headers(headers).body(body).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {

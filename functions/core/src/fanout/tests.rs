@@ -459,3 +459,67 @@ async fn re_enabling_through_the_api_resets_the_health() {
     assert_eq!(updated.health.disabled_reason, None);
     assert!(updated.health.last_failure_at.is_none());
 }
+
+/// Counts deliveries in flight and the most at once; each takes 20 ms.
+#[derive(Default)]
+struct Peak {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Deliverer for Peak {
+    async fn deliver(&self, _: &Integration, _: &DeliveryJob, _: u32) -> DeliveryResult {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.now.fetch_sub(1, SeqCst);
+        self.done.fetch_add(1, SeqCst);
+        DeliveryResult {
+            outcome: Outcome::Delivered,
+            status_code: Some(200),
+            body: String::new(),
+            error_detail: None,
+            duration: Duration::from_millis(20),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_in_flight_bound_is_delivered_whole_but_never_more_at_once() {
+    // GIVEN a batch of 250 records (a direct invocation; the template allows 100)
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let store = seeded(&[&ok]).await;
+    let peak = Arc::new(Peak::default());
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        peak.clone(),
+        Arc::new(MemoryDeliveryLog::default()),
+        Arc::new(MemoryQueue::new(Duration::from_secs(60), 6)),
+        RetryPolicy::default(),
+    ));
+    let records: Vec<QueuedJob> = (0..250)
+        .map(|k| {
+            let mut job = job_for(&ok);
+            job.event.id = format!("evt-{k}");
+            job.job_id = crate::job::job_id(&job.event.id, ok.id);
+            QueuedJob {
+                message_id: format!("m-{k}"),
+                receipt: format!("r-{k}"),
+                body: job.to_body(),
+                receive_count: 1,
+                sent_at: Utc::now(),
+            }
+        })
+        .collect();
+    // WHEN it is processed
+    let failed = fanout.process(records, None).await;
+    // THEN every record is delivered, at most MAX_IN_FLIGHT at a time, and a full
+    // template batch would have gone at once
+    use std::sync::atomic::Ordering::SeqCst;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(peak.done.load(SeqCst), 250);
+    assert_eq!(peak.most.load(SeqCst), MAX_IN_FLIGHT);
+}
