@@ -6,18 +6,76 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Directives appended last, so they win over any level the operator sets.
-const CAPS: &str = "aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,hyper=info,hyper_util=info,h2=info,rustls=info";
+/// The AWS SDK's HTTP layer and the HTTP/TLS stack, and the most each may log.
+const CAPS: &[(&str, &str)] = &[
+    ("aws_smithy_runtime", "debug"),
+    ("aws_smithy_runtime_api", "debug"),
+    ("aws_smithy_http_client", "debug"),
+    ("hyper", "info"),
+    ("hyper_util", "info"),
+    ("h2", "info"),
+    ("rustls", "info"),
+];
 
-/// The filter for a requested level spec (`info`, `debug,herald_core=trace`, ...).
-pub fn filter(spec: &str) -> EnvFilter {
+/// Verbosity of a level name (`off` least), or `None` when it is not one.
+fn rank(level: &str) -> Option<usize> {
+    ["off", "error", "warn", "info", "debug", "trace"]
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(level.trim()))
+}
+
+/// The directives for a requested level spec: the spec itself, with the capped targets
+/// held at their cap. A cap only ever lowers a level: `info` keeps the SDK at `info`
+/// (a cap written as a directive of its own would raise it to `debug`), `trace` holds it
+/// at `debug`, `aws_smithy_runtime=trace` becomes `aws_smithy_runtime=debug`, and a spec
+/// that names only some targets turns nothing else on.
+pub fn directives(spec: &str) -> String {
     let spec = if spec.trim().is_empty() {
         "info"
     } else {
         spec.trim()
     };
-    EnvFilter::try_new(format!("{spec},{CAPS}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPS}")))
+    let cap_of = |target: &str| {
+        CAPS.iter()
+            .find(|(t, _)| target == *t || target.starts_with(&format!("{t}::")))
+            .map(|(_, max)| *max)
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut global = None;
+    let mut named: Vec<&str> = Vec::new();
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.rsplit_once('=') {
+            Some((target, level)) if rank(level).is_some() => {
+                named.push(target);
+                match cap_of(target) {
+                    Some(max) if rank(level) > rank(max) => out.push(format!("{target}={max}")),
+                    _ => out.push(d.to_owned()),
+                }
+            }
+            None if rank(d).is_some() => {
+                global = rank(d);
+                out.push(d.to_owned());
+            }
+            _ => out.push(d.to_owned()),
+        }
+    }
+    if let Some(global) = global {
+        for (target, max) in CAPS {
+            let mentioned = named
+                .iter()
+                .any(|n| n == target || n.starts_with(&format!("{target}::")));
+            if !mentioned && Some(global) > rank(max) {
+                out.push(format!("{target}={max}"));
+            }
+        }
+    }
+    out.join(",")
+}
+
+/// The filter for a requested level spec (`info`, `debug,herald_core=trace`, ...);
+/// see [`directives`]. An unreadable spec falls back to `info`.
+pub fn filter(spec: &str) -> EnvFilter {
+    EnvFilter::try_new(directives(spec)).unwrap_or_else(|_| EnvFilter::new(directives("info")))
 }
 
 /// Lambda: level from `AWS_LAMBDA_LOG_LEVEL` (set by the function's logging config),
@@ -51,4 +109,41 @@ pub fn init_local() {
         .with_writer(std::io::stderr)
         .with_ansi(std::env::var_os("NO_COLOR").is_none())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directives;
+
+    #[test]
+    fn the_default_and_info_leave_the_sdk_at_info() {
+        assert_eq!(directives(""), "info");
+        assert_eq!(directives("info"), "info");
+        assert_eq!(directives(" warn "), "warn");
+    }
+
+    #[test]
+    fn trace_holds_the_sdk_at_debug_and_the_http_stack_at_info() {
+        assert_eq!(
+            directives("trace"),
+            "trace,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,hyper=info,hyper_util=info,h2=info,rustls=info"
+        );
+        assert_eq!(
+            directives("debug"),
+            "debug,hyper=info,hyper_util=info,h2=info,rustls=info"
+        );
+    }
+
+    #[test]
+    fn a_capped_target_asked_for_by_name_is_held_at_its_cap() {
+        assert_eq!(
+            directives("warn,aws_smithy_runtime=trace,hyper::proto=debug"),
+            "warn,aws_smithy_runtime=debug,hyper::proto=info"
+        );
+    }
+
+    #[test]
+    fn a_spec_naming_only_some_targets_turns_nothing_else_on() {
+        assert_eq!(directives("herald_core=trace"), "herald_core=trace");
+    }
 }

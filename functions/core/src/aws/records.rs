@@ -90,8 +90,8 @@ impl DynamoIdempotency {
     /// Up to [`TRANSACTION_ITEMS`] claims in one `TransactWriteItems`: all are taken,
     /// or the transaction is cancelled and its reasons name the ids taken before (those
     /// are duplicates); the rest go again. Conflicting transactions (a concurrent
-    /// request with the same ids) are retried a few times, then the ids left are
-    /// claimed one by one.
+    /// request with the same ids) are retried a few times; what is left then, or after
+    /// a transaction fails for another reason, is claimed one by one.
     async fn claim_chunk(&self, claims: &[(StoreId, String)], ttl: Duration) -> Vec<Result<bool>> {
         let mut out: Vec<Option<Result<bool>>> = claims.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..claims.len()).collect();
@@ -149,11 +149,11 @@ impl DynamoIdempotency {
                     pending = again;
                 }
                 Err(err) => {
-                    let e = backend_error(SERVICE, err);
-                    for &i in &pending {
-                        out[i] = Some(Err(e.clone()));
-                    }
-                    pending.clear();
+                    // Throttled, a 5xx, anything but a cancellation: the claims go one
+                    // by one below instead (each its own conditional put, as a single
+                    // claim always is), so one failed call does not fail the request.
+                    tracing::warn!(error = %backend_error(SERVICE, err), claims = pending.len(), "the claims' transaction failed; claiming one by one");
+                    break;
                 }
             }
         }
