@@ -97,9 +97,8 @@ reliability: setup ## the fault-injection suite at full size (optimised build; A
 	cargo build --locked --quiet --profile harness -p herald-reliability --bin herald-reliability
 	RUST_LOG=$${RUST_LOG:-info} infra/with-peers.sh target/harness/herald-reliability --out .run/reliability.md
 
-bench: ## fan-out handler vs a raw reqwest loop to the same loopback receiver (1 and 16 KiB, concurrency 10 and 64, signed and not): ratios, CPU per event; writes .run/bench.md
-	cargo build --locked --quiet --profile harness -p herald-bench --bin herald-bench
-	target/harness/herald-bench --out .run/bench.md
+bench: setup ## benchmarks as ratios against baselines in the same run (throughput, CPU, latency, cold start, memory, artifact sizes, ingest, pipeline; loopback only): writes .run/bench.md
+	infra/bench.sh
 
 fuzz: ## hostile-input properties at 1,000,000 cases each (event and job parsers, SSRF decisions), time-boxed to FUZZ_SECONDS (600) each; not in CI
 	cargo test --locked --profile harness -p herald-core --lib --no-run

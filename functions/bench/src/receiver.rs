@@ -1,0 +1,156 @@
+//! The receiver: a minimal keep-alive HTTP/1.1 server on 127.0.0.1 in its own
+//! process (`herald-bench receiver`), so the CPU the bench process spends is the
+//! client side only. It answers every `POST` with 200 at once and counts them;
+//! `GET /count` answers that count (how the pipeline runs know they are done).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The receiver process: prints its port, then serves until killed.
+pub async fn serve() {
+    let Ok(listener) = TcpListener::bind("127.0.0.1:0").await else {
+        return;
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", addr.port());
+        let _ = stdout.flush();
+    }
+    let posts = Arc::new(AtomicUsize::new(0));
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(answer(stream, posts.clone()));
+    }
+}
+
+async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // One request: its head, then Content-Length bytes of body.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + length);
+        let reply = if head.starts_with("get /count") {
+            let n = posts.load(Ordering::SeqCst).to_string();
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{n}", n.len())
+        } else {
+            posts.fetch_add(1, Ordering::SeqCst);
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned()
+        };
+        if stream.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A running receiver process; killed when dropped.
+pub struct Receiver {
+    child: Child,
+    /// Where it listens.
+    pub port: u16,
+    client: reqwest::Client,
+}
+
+impl Receiver {
+    /// Starts `herald-bench receiver` and reads its port.
+    pub fn start() -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("receiver")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting the receiver: {e}"))?;
+        let port = child
+            .stdout
+            .take()
+            .and_then(|out| BufReader::new(out).lines().next())
+            .and_then(|l| l.ok())
+            .and_then(|l| l.trim().parse::<u16>().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the receiver did not name its port".into());
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            child,
+            port,
+            client,
+        })
+    }
+
+    /// The webhook URL to deliver to.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// How many POSTs it has answered.
+    pub async fn count(&self) -> Result<usize, String> {
+        let text = self
+            .client
+            .get(format!("http://127.0.0.1:{}/count", self.port))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        text.trim().parse().map_err(|_| format!("count: {text:?}"))
+    }
+
+    /// Waits (polling, bounded by `limit`) until it has answered at least `n` POSTs;
+    /// returns when that happened, or `Err` naming how many came.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Result<Instant, String> {
+        let until = Instant::now() + limit;
+        loop {
+            let seen = self.count().await?;
+            if seen >= n {
+                return Ok(Instant::now());
+            }
+            if Instant::now() >= until {
+                return Err(format!("{seen} of {n} deliveries within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,476 @@
+//! R_tput, R_sign, CPU per event and open-loop latency: the fan-out handler (the
+//! `fanout` function's code, one batch of `concurrency` records at a time) against a
+//! raw reqwest loop posting the very same bodies to the same receiver at the same
+//! concurrency, side by side in one run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::Utc;
+use herald_core::config::PipelineSettings;
+use herald_core::fanout::Fanout;
+use herald_core::job::{DeliveryJob, Event};
+use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
+use herald_core::ports::{InsertOutcome, IntegrationStore};
+use herald_core::wiring::Components;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::stats::{cpu_time, median, quantile, ratios, spread};
+
+/// One measurement: events per second and CPU per event.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rate: f64,
+    cpu_us: f64,
+}
+
+fn measure(n: usize, started: Instant, cpu0: Duration) -> Sample {
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64();
+    Sample {
+        rate: n as f64 / wall,
+        cpu_us: cpu * 1e6 / n as f64,
+    }
+}
+
+/// The raw baseline: `concurrency` tasks posting `body` until `n` posts are done.
+async fn raw_loop(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Arc<Vec<u8>>,
+    n: usize,
+    concurrency: usize,
+) -> Result<Sample, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body, next) =
+            (client.clone(), url.to_owned(), body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                post(&client, &url, &body).await?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(measure(n, started, cpu0))
+}
+
+/// The fan-out handler: batches of `concurrency` records (one invocation at a time,
+/// each delivering its records concurrently), `n` records in all.
+async fn fanout_run(
+    fanout: &Arc<Fanout>,
+    batches: Vec<SqsEvent>,
+    n: usize,
+) -> Result<Sample, String> {
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    for batch in batches {
+        let response = herald_fanout::process(fanout, batch, None).await;
+        if !response.batch_item_failures.is_empty() {
+            return Err(format!(
+                "{} records failed",
+                response.batch_item_failures.len()
+            ));
+        }
+    }
+    Ok(measure(n, started, cpu0))
+}
+
+/// An event payload of about `size` bytes.
+pub fn payload(size: usize) -> serde_json::Value {
+    serde_json::json!({"data": {"type": "order", "id": "o-1", "note": "x".repeat(size)}})
+}
+
+/// SQS batches of `concurrency` jobs for `integration`, `n` jobs in all, each event
+/// padded so that the webhook body is about `size` bytes.
+pub fn batches(
+    integration: &Integration,
+    size: usize,
+    n: usize,
+    concurrency: usize,
+    run: usize,
+) -> Vec<SqsEvent> {
+    let jobs: Vec<SqsMessage> = (0..n)
+        .map(|i| {
+            let event = Event {
+                id: format!("bench-{run}-{i}"),
+                kind: "order.paid".into(),
+                occurred_at: Utc::now(),
+                payload: payload(size),
+            };
+            let job = DeliveryJob::new(&integration.store_id, integration.id, event, Utc::now());
+            let mut m = SqsMessage::default();
+            m.message_id = Some(format!("m-{run}-{i}"));
+            m.receipt_handle = Some(format!("r-{run}-{i}"));
+            m.body = Some(job.to_body());
+            m.attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            m
+        })
+        .collect();
+    jobs.chunks(concurrency)
+        .map(|c| {
+            let mut e = SqsEvent::default();
+            e.records = c.to_vec();
+            e
+        })
+        .collect()
+}
+
+/// A webhook integration of `store` observing `order.paid`, to `url`.
+fn webhook(store: &str, url: &str, secret: Option<&str>) -> Result<Integration, String> {
+    let now = Utc::now();
+    Ok(Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse(store).ok_or("store id")?,
+        name: "bench".into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url: url.to_owned(),
+            secret_key: secret.map(Secret::new),
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        health: Default::default(),
+    })
+}
+
+/// [`webhook`], inserted into `into`.
+pub async fn integration(
+    into: &dyn IntegrationStore,
+    store: &str,
+    url: &str,
+    secret: Option<&str>,
+) -> Result<Integration, String> {
+    let i = webhook(store, url, secret)?;
+    match into.insert(&i, 100).await {
+        Ok(InsertOutcome::Inserted) => Ok(i),
+        other => Err(format!("inserting the integration: {other:?}")),
+    }
+}
+
+/// One POST of `body` to `url`, its answer read to the end.
+async fn post(client: &reqwest::Client, url: &str, body: &[u8]) -> Result<(), String> {
+    let res = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("receiver answered {}", res.status()));
+    }
+    let _ = res.bytes().await;
+    Ok(())
+}
+
+/// A prepared single-record batch per arrival, for the open-loop runs.
+fn single_batches(integration: &Integration, n: usize, tag: &str) -> Vec<SqsEvent> {
+    batches(integration, 1024, n, 1, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            // Unique event ids per run, so every arrival is a new job.
+            for r in &mut e.records {
+                r.message_id = Some(format!("{tag}-{i}"));
+            }
+            e
+        })
+        .collect()
+}
+
+/// Open-loop arrivals at `rate` per second for `n` arrivals: arrival `i` is due at
+/// `start + i / rate` whether or not earlier ones are done, and its latency counts
+/// from when it was due (no coordinated omission). Returns latencies in ms.
+async fn open_loop<F, Fut>(rate: f64, n: usize, start: F) -> Result<Vec<f64>, String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let work = start(i);
+        tasks.spawn(async move {
+            work.await?;
+            Ok::<f64, String>(due.elapsed().as_secs_f64() * 1e3)
+        });
+    }
+    let mut latencies = Vec::with_capacity(n);
+    while let Some(done) = tasks.join_next().await {
+        latencies.push(done.map_err(|e| e.to_string())??);
+    }
+    Ok(latencies)
+}
+
+/// A fan-out over the embedded backend, with a webhook integration (unsigned) and
+/// one signed with a fixture secret, both to `url`, and a plain reqwest client.
+async fn setup(
+    url: &str,
+) -> Result<(Arc<Fanout>, Integration, Integration, reqwest::Client), String> {
+    let mut settings = PipelineSettings::memory();
+    settings.webhook_timeout = Duration::from_secs(10);
+    let components = Components::build(&settings, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let fanout = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+    let store = components.integrations.as_ref();
+    let unsigned = integration(store, "bench", url, None).await?;
+    // A fixture secret in Standard Webhooks' format, made for this bench.
+    let signed = integration(
+        store,
+        "bench",
+        url,
+        Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    )
+    .await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((fanout, unsigned, signed, client))
+}
+
+/// The throughput table, for the receiver at `url`.
+pub async fn run(url: &str, runs: usize) -> Result<String, String> {
+    let (fanout, unsigned, signed, client) = setup(url).await?;
+    let mut table = String::from(
+        "| body | concurrency | raw loop (events/s) | fan-out (events/s) | R_tput | fan-out signed (events/s) | R_sign | CPU/event raw (µs) | CPU/event fan-out (µs) | CPU ratio |\n|---|---:|---:|---:|---|---:|---|---:|---:|---:|\n",
+    );
+    for size in [1024usize, 16 * 1024] {
+        for concurrency in [10usize, 64] {
+            let n = if size > 4096 { 10_000 } else { 20_000 };
+            // The raw loop posts the very body the fan-out sends.
+            let sample_job = DeliveryJob::new(
+                &unsigned.store_id,
+                unsigned.id,
+                Event {
+                    id: "bench".into(),
+                    kind: "order.paid".into(),
+                    occurred_at: Utc::now(),
+                    payload: payload(size),
+                },
+                Utc::now(),
+            );
+            let body = Arc::new(herald_core::delivery::envelope::webhook_body(
+                &sample_job,
+                &unsigned,
+                1,
+            ));
+            let (mut raw, mut plain, mut sign) = (Vec::new(), Vec::new(), Vec::new());
+            // Run 0 warms up (connections, allocator) and is not counted.
+            for run in 0..=runs {
+                let r = raw_loop(&client, url, &body, n, concurrency).await?;
+                let f =
+                    fanout_run(&fanout, batches(&unsigned, size, n, concurrency, run), n).await?;
+                let s = fanout_run(
+                    &fanout,
+                    batches(&signed, size, n, concurrency, run + 1000),
+                    n,
+                )
+                .await?;
+                if run > 0 {
+                    raw.push(r);
+                    plain.push(f);
+                    sign.push(s);
+                }
+            }
+            let rate = |v: &[Sample]| v.iter().map(|s| s.rate).collect::<Vec<_>>();
+            let cpu = |v: &[Sample]| median(v.iter().map(|s| s.cpu_us).collect());
+            let (cpu_raw, cpu_fan) = (cpu(&raw), cpu(&plain));
+            table.push_str(&format!(
+                "| {} KiB | {concurrency} | {:.0} | {:.0} | **{}** | {:.0} | **{}** | {cpu_raw:.0} | {cpu_fan:.0} | {:.2} |\n",
+                size / 1024,
+                median(rate(&raw)),
+                median(rate(&plain)),
+                spread(&ratios(&rate(&plain), &rate(&raw)), 2),
+                median(rate(&sign)),
+                spread(&ratios(&rate(&sign), &rate(&plain)), 2),
+                cpu_fan / cpu_raw.max(1e-9),
+            ));
+        }
+    }
+    table.push_str(
+        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting the same body with reqwest; R_sign = signed ÷ unsigned fan-out\n",
+    );
+
+    Ok(table)
+}
+
+/// Open-loop p50/p99 at half the raw loop's best 1 KiB rate (measured here, at
+/// concurrency 10 and 64), raw loop vs fan-out handler.
+pub async fn latency(url: &str, runs: usize) -> Result<String, String> {
+    let (fanout, unsigned, _, client) = setup(url).await?;
+    let mut table = String::new();
+    let body = {
+        let job = DeliveryJob::new(
+            &unsigned.store_id,
+            unsigned.id,
+            Event {
+                id: "bench".into(),
+                kind: "order.paid".into(),
+                occurred_at: Utc::now(),
+                payload: payload(1024),
+            },
+            Utc::now(),
+        );
+        Arc::new(herald_core::delivery::envelope::webhook_body(
+            &job, &unsigned, 1,
+        ))
+    };
+    let mut raw_max = 0f64;
+    for concurrency in [10, 64, 10, 64] {
+        let r = raw_loop(&client, url, &body, 20_000, concurrency).await?;
+        raw_max = raw_max.max(r.rate);
+    }
+    // Open loop at half the raw loop's best 1 KiB rate (the point), and at a
+    // quarter; each arrival is one POST (raw) or one single-record batch through the
+    // handler (fan-out).
+    table.push_str(&format!(
+        "| open loop, 1 KiB (raw loop's best: {raw_max:.0}/s) | arrivals/s | p50 (ms) | p99 (ms) |\n|---|---:|---|---|\n"
+    ));
+    for share in [2.0, 4.0] {
+        let rate = (raw_max / share).max(100.0);
+        let arrivals = ((rate * 2.0) as usize).clamp(200, 40_000);
+        let (mut raw50, mut raw99, mut fan50, mut fan99) = (vec![], vec![], vec![], vec![]);
+        for run in 0..=runs {
+            // Warm connections for both (the pools keep them).
+            raw_loop(&client, url, &body, 2_000, 64).await?;
+            let (c, u, b) = (client.clone(), url.to_owned(), body.clone());
+            let mut raw = open_loop(rate, arrivals, move |_| {
+                let (c, u, b) = (c.clone(), u.clone(), b.clone());
+                async move { post(&c, &u, &b).await }
+            })
+            .await?;
+            fanout_run(
+                &fanout,
+                batches(&unsigned, 1024, 2_000, 64, 90_000 + run),
+                2_000,
+            )
+            .await?;
+            let prepared = Arc::new(std::sync::Mutex::new(
+                single_batches(&unsigned, arrivals, &format!("lat-{share}-{run}"))
+                    .into_iter()
+                    .map(Some)
+                    .collect::<Vec<_>>(),
+            ));
+            let failures = Arc::new(AtomicUsize::new(0));
+            let (f, p, fails) = (fanout.clone(), prepared.clone(), failures.clone());
+            let mut fan = open_loop(rate, arrivals, move |i| {
+                let batch = p
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .unwrap_or_default();
+                let (f, fails) = (f.clone(), fails.clone());
+                async move {
+                    let response = herald_fanout::process(&f, batch, None).await;
+                    fails.fetch_add(response.batch_item_failures.len(), Ordering::Relaxed);
+                    Ok(())
+                }
+            })
+            .await?;
+            if failures.load(Ordering::Relaxed) > 0 {
+                return Err("records failed in the latency run".into());
+            }
+            if run > 0 {
+                raw50.push(quantile(&mut raw, 0.5));
+                raw99.push(quantile(&mut raw, 0.99));
+                fan50.push(quantile(&mut fan, 0.5));
+                fan99.push(quantile(&mut fan, 0.99));
+            }
+        }
+        table.push_str(&format!(
+            "| raw loop (one POST per arrival) | {rate:.0} | {} | {} |\n| fan-out (one single-record batch per arrival) | {rate:.0} | {} | {} |\n",
+            spread(&raw50, 2),
+            spread(&raw99, 2),
+            spread(&fan50, 2),
+            spread(&fan99, 2),
+        ));
+    }
+    table.push_str("\nlatency counts from each arrival's due time (no coordinated omission), 2 s of arrivals per run; median (min–max) of the runs\n");
+    Ok(table)
+}
+
+/// The handler's own work per event, without any I/O: what the fan-out does that a
+/// raw loop posting a prepared body does not (µs per event, median of the runs).
+pub fn work_table(runs: usize) -> Result<String, String> {
+    use herald_core::delivery::{attempt_records, DeliveryResult, JobStatus, Outcome};
+    let now = Utc::now();
+    let i = webhook("bench", "http://127.0.0.1:9/hook", None)?;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut out = String::from(
+        "| body | parse the queued job | build the webhook body | sign it | attempt records | total |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for size in [1024usize, 16 * 1024] {
+        let n = 5_000;
+        let job = DeliveryJob::new(
+            &i.store_id,
+            i.id,
+            Event {
+                id: "work".into(),
+                kind: "order.paid".into(),
+                occurred_at: now,
+                payload: payload(size),
+            },
+            now,
+        );
+        let text = job.to_body();
+        let body = herald_core::delivery::envelope::webhook_body(&job, &i, 1);
+        let result = DeliveryResult {
+            outcome: Outcome::Delivered,
+            status_code: Some(200),
+            body: String::new(),
+            error_detail: None,
+            duration: Duration::from_millis(1),
+        };
+        let time = |f: &dyn Fn()| {
+            let mut per = Vec::new();
+            for _ in 0..=runs {
+                let started = Instant::now();
+                for _ in 0..n {
+                    f();
+                }
+                per.push(started.elapsed().as_secs_f64() * 1e6 / n as f64);
+            }
+            per.remove(0);
+            median(per)
+        };
+        let parse = time(&|| {
+            std::hint::black_box(DeliveryJob::parse(std::hint::black_box(&text)).is_ok());
+        });
+        let build = time(&|| {
+            std::hint::black_box(herald_core::delivery::envelope::webhook_body(&job, &i, 1));
+        });
+        let sign = time(&|| {
+            std::hint::black_box(herald_core::signing::sign(secret, "msg", 1, &body));
+        });
+        let record = time(&|| {
+            std::hint::black_box(attempt_records(&job, 1, JobStatus::Delivered, &result));
+        });
+        out.push_str(&format!(
+            "| {} KiB | {parse:.1} | {build:.1} | {sign:.1} | {record:.1} | {:.1} |\n",
+            size / 1024,
+            parse + build + sign + record
+        ));
+    }
+    out.push_str("\nµs per event on one thread, median of the runs; compare with the CPU/event columns above\n");
+    Ok(out)
+}
