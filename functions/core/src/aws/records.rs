@@ -157,9 +157,15 @@ impl DynamoIdempotency {
                 }
             }
         }
-        for i in pending {
+        let singles = pending.iter().map(|&i| {
             let (store, id) = &claims[i];
-            out[i] = Some(self.claim(store, id, ttl).await);
+            self.claim(store, id, ttl)
+        });
+        for (i, claimed) in pending
+            .iter()
+            .zip(futures_util::future::join_all(singles).await)
+        {
+            out[*i] = Some(claimed);
         }
         out.into_iter()
             .map(|o| o.unwrap_or_else(|| Err(Error::Config("a claim was not made".into()))))
