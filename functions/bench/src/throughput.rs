@@ -161,6 +161,27 @@ pub async fn integration(
     }
 }
 
+/// The webhook body the fan-out sends `integration` for an event of about `size`
+/// bytes: what the raw loop posts.
+fn sample_body(integration: &Integration, size: usize) -> Arc<Vec<u8>> {
+    let job = DeliveryJob::new(
+        &integration.store_id,
+        integration.id,
+        Event {
+            id: "bench".into(),
+            kind: "order.paid".into(),
+            occurred_at: Utc::now(),
+            payload: payload(size),
+        },
+        Utc::now(),
+    );
+    Arc::new(herald_core::delivery::envelope::webhook_body(
+        &job,
+        integration,
+        1,
+    ))
+}
+
 /// One POST of `body` to `url`, its answer read to the end.
 async fn post(client: &reqwest::Client, url: &str, body: &[u8]) -> Result<(), String> {
     let res = client
@@ -257,22 +278,7 @@ pub async fn run(url: &str, runs: usize) -> Result<String, String> {
         for concurrency in [10usize, 64] {
             let n = if size > 4096 { 10_000 } else { 20_000 };
             // The raw loop posts the very body the fan-out sends.
-            let sample_job = DeliveryJob::new(
-                &unsigned.store_id,
-                unsigned.id,
-                Event {
-                    id: "bench".into(),
-                    kind: "order.paid".into(),
-                    occurred_at: Utc::now(),
-                    payload: payload(size),
-                },
-                Utc::now(),
-            );
-            let body = Arc::new(herald_core::delivery::envelope::webhook_body(
-                &sample_job,
-                &unsigned,
-                1,
-            ));
+            let body = sample_body(&unsigned, size);
             let (mut raw, mut plain, mut sign) = (Vec::new(), Vec::new(), Vec::new());
             // Run 0 warms up (connections, allocator) and is not counted.
             for run in 0..=runs {
@@ -318,22 +324,7 @@ pub async fn run(url: &str, runs: usize) -> Result<String, String> {
 pub async fn latency(url: &str, runs: usize) -> Result<String, String> {
     let (fanout, unsigned, _, client) = setup(url).await?;
     let mut table = String::new();
-    let body = {
-        let job = DeliveryJob::new(
-            &unsigned.store_id,
-            unsigned.id,
-            Event {
-                id: "bench".into(),
-                kind: "order.paid".into(),
-                occurred_at: Utc::now(),
-                payload: payload(1024),
-            },
-            Utc::now(),
-        );
-        Arc::new(herald_core::delivery::envelope::webhook_body(
-            &job, &unsigned, 1,
-        ))
-    };
+    let body = sample_body(&unsigned, 1024);
     let mut raw_max = 0f64;
     for concurrency in [10, 64, 10, 64] {
         let r = raw_loop(&client, url, &body, 20_000, concurrency).await?;

@@ -326,32 +326,15 @@ impl Pipeline {
     pub async fn add_webhook(&self, store: &StoreId, url: String) -> Result<Uuid, String> {
         let secret = webhook_secret();
         remember_secret(&secret);
-        let now = Utc::now();
-        let integration = Integration {
-            id: Uuid::now_v7(),
-            store_id: store.clone(),
-            name: "reliability".into(),
-            description: String::new(),
-            enabled: true,
-            observes: vec!["order.paid".into()],
-            target: Target::Webhook(WebhookConfig {
+        self.register(
+            store,
+            "reliability",
+            Target::Webhook(WebhookConfig {
                 url,
                 secret_key: Some(herald_core::model::Secret::new(secret)),
             }),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            health: Default::default(),
-        };
-        match self
-            .components
-            .integrations
-            .insert(&integration, 1000)
-            .await
-        {
-            Ok(InsertOutcome::Inserted) => Ok(integration.id),
-            other => Err(format!("inserting an integration: {other:?}")),
-        }
+        )
+        .await
     }
 
     /// Registers an enabled STOMP integration observing `order.paid`.
@@ -363,21 +346,31 @@ impl Pipeline {
         password: &str,
     ) -> Result<Uuid, String> {
         remember_secret(password);
-        let now = Utc::now();
-        let integration = Integration {
-            id: Uuid::now_v7(),
-            store_id: store.clone(),
-            name: "reliability-stomp".into(),
-            description: String::new(),
-            enabled: true,
-            observes: vec!["order.paid".into()],
-            target: Target::Stomp(herald_core::model::StompConfig {
+        self.register(
+            store,
+            "reliability-stomp",
+            Target::Stomp(herald_core::model::StompConfig {
                 addresses: vec![address.to_owned()],
                 destination: destination.to_owned(),
                 username: "herald".into(),
                 password: herald_core::model::Secret::new(password),
                 virtual_host: None,
             }),
+        )
+        .await
+    }
+
+    /// Inserts an enabled integration of `store` named `name` observing `order.paid`.
+    async fn register(&self, store: &StoreId, name: &str, target: Target) -> Result<Uuid, String> {
+        let now = Utc::now();
+        let integration = Integration {
+            id: Uuid::now_v7(),
+            store_id: store.clone(),
+            name: name.into(),
+            description: String::new(),
+            enabled: true,
+            observes: vec!["order.paid".into()],
+            target,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -399,15 +392,10 @@ impl Pipeline {
     pub async fn add_sqs(&self, store: &StoreId, queue_url: &str) -> Result<Uuid, String> {
         let secret = webhook_secret();
         remember_secret(&secret);
-        let now = Utc::now();
-        let integration = Integration {
-            id: Uuid::now_v7(),
-            store_id: store.clone(),
-            name: "reliability-sqs".into(),
-            description: String::new(),
-            enabled: true,
-            observes: vec!["order.paid".into()],
-            target: Target::AwsSqs(SqsConfig {
+        self.register(
+            store,
+            "reliability-sqs",
+            Target::AwsSqs(SqsConfig {
                 url: queue_url.to_owned(),
                 region: "us-east-1".into(),
                 auth: SqsAuth::Keys {
@@ -415,20 +403,8 @@ impl Pipeline {
                     secret_access_key: herald_core::model::Secret::new(secret),
                 },
             }),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            health: Default::default(),
-        };
-        match self
-            .components
-            .integrations
-            .insert(&integration, 1000)
-            .await
-        {
-            Ok(InsertOutcome::Inserted) => Ok(integration.id),
-            other => Err(format!("inserting an integration: {other:?}")),
-        }
+        )
+        .await
     }
 
     /// Ingests `events` in requests of at most 100, `parallel` requests at a time.
