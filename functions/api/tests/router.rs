@@ -698,7 +698,7 @@ async fn replay_moves_only_this_integrations_dead_jobs_back_to_the_queue() {
                 id: format!("evt-{n}"),
                 kind: "order.fulfilled".into(),
                 occurred_at: chrono::Utc::now(),
-                payload: json!({"data": {}}),
+                payload: json!({"data": {}}).into(),
             },
             chrono::Utc::now(),
         )

@@ -187,7 +187,7 @@ fn event(id: String) -> Event {
         id,
         kind: "order.paid".into(),
         occurred_at: Utc::now(),
-        payload: payload(1024),
+        payload: payload(1024).into(),
     }
 }
 

@@ -105,7 +105,7 @@ pub fn batches(
                 id: format!("bench-{run}-{i}"),
                 kind: "order.paid".into(),
                 occurred_at: Utc::now(),
-                payload: payload(size),
+                payload: payload(size).into(),
             };
             let job = DeliveryJob::new(&integration.store_id, integration.id, event, Utc::now());
             let mut m = SqsMessage::default();
@@ -171,7 +171,7 @@ fn sample_body(integration: &Integration, size: usize) -> Arc<Vec<u8>> {
             id: "bench".into(),
             kind: "order.paid".into(),
             occurred_at: Utc::now(),
-            payload: payload(size),
+            payload: payload(size).into(),
         },
         Utc::now(),
     );
@@ -419,7 +419,7 @@ pub fn work_table(runs: usize) -> Result<String, String> {
                 id: "work".into(),
                 kind: "order.paid".into(),
                 occurred_at: now,
-                payload: payload(size),
+                payload: payload(size).into(),
             },
             now,
         );

@@ -1,7 +1,8 @@
 //! Fan-out: delivers a batch of jobs from the internal queue concurrently and names
 //! the records that must be retried (Lambda's partial batch response).
 //!
-//! - Each record runs in its own task: a panic or error fails that record only.
+//! - Each record is its own future, polled by the batch's task: a panic or error fails
+//!   that record only.
 //! - A malformed job, a deleted or disabled integration, or a refused target is a
 //!   permanent outcome: logged, recorded, acknowledged, never retried.
 //! - A retryable failure gets its backoff with a visibility change before it is
@@ -13,11 +14,13 @@
 //! See <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::task::JoinSet;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -213,25 +216,36 @@ impl Fanout {
             }
         }
 
-        let mut tasks = JoinSet::new();
-        let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-        for (record, job) in parsed {
-            let message_id = record.message_id.clone();
+        // The records run as futures of this one task, at most MAX_IN_FLIGHT at a time:
+        // no task per record, no wakeup across threads to hand a record's result back.
+        // A panicking record is caught where it is polled and fails alone.
+        let mut ids: Vec<Option<String>> = Vec::with_capacity(parsed.len());
+        let mut waiting = Vec::with_capacity(parsed.len());
+        for (index, (record, job)) in parsed.into_iter().enumerate() {
+            ids.push(Some(record.message_id.clone()));
             let list = job
                 .as_ref()
                 .ok()
                 .and_then(|j| j.store())
                 .and_then(|s| lists.get(&s))
                 .and_then(|l| l.as_ref().ok().cloned());
-            let (this, in_flight) = (self.clone(), in_flight.clone());
-            let handle = tasks.spawn(async move {
-                // The semaphore is never closed; a failure to acquire cannot happen.
-                let _permit = in_flight.acquire_owned().await.ok();
-                this.process_one(record, job, list).await
-            });
-            ids.insert(handle.id(), message_id);
+            waiting.push((index, record, job, list));
         }
+        let mut waiting = waiting.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut start_more = |running: &mut FuturesUnordered<_>| {
+            while running.len() < MAX_IN_FLIGHT {
+                let Some((index, record, job, list)) = waiting.next() else {
+                    break;
+                };
+                running.push(
+                    AssertUnwindSafe(self.process_one(record, job, list))
+                        .catch_unwind()
+                        .map(move |outcome| (index, outcome)),
+                );
+            }
+        };
+        start_more(&mut running);
 
         let mut failed = Vec::new();
         let mut attempts = Vec::new();
@@ -241,22 +255,20 @@ impl Fanout {
         loop {
             let next = match cutoff {
                 Some(at) => {
-                    match tokio::time::timeout_at(at, tasks.join_next_with_id()).await {
+                    match tokio::time::timeout_at(at, running.next()).await {
                         Ok(next) => next,
                         Err(_) => {
-                            tracing::warn!(in_flight = tasks.len(), "invocation deadline near: reporting unfinished records as failures");
-                            tasks.abort_all();
-                            failed.extend(ids.drain().map(|(_, m)| m));
+                            tracing::warn!(in_flight = running.len(), "invocation deadline near: reporting unfinished records as failures");
                             break;
                         }
                     }
                 }
-                None => tasks.join_next_with_id().await,
+                None => running.next().await,
             };
-            let Some(joined) = next else { break };
-            match joined {
-                Ok((task, outcome)) => {
-                    let message_id = ids.remove(&task).unwrap_or_default();
+            let Some((index, outcome)) = next else { break };
+            let message_id = ids[index].take().unwrap_or_default();
+            match outcome {
+                Ok(outcome) => {
                     if outcome.retry {
                         failed.push(message_id);
                     }
@@ -264,13 +276,16 @@ impl Fanout {
                     jobs.extend(outcome.job);
                     samples.extend(outcome.sample);
                 }
-                Err(e) => {
-                    let message_id = ids.remove(&e.id()).unwrap_or_default();
-                    tracing::error!(message_id = %message_id, panicked = e.is_panic(), "a record's task failed; it will be retried");
+                Err(_) => {
+                    tracing::error!(message_id = %message_id, panicked = true, "a record's delivery panicked; it will be retried");
                     failed.push(message_id);
                 }
             }
+            start_more(&mut running);
         }
+        // Whatever has not finished (the deadline came) is retried.
+        drop(running);
+        failed.extend(ids.into_iter().flatten());
 
         if self.metrics && !samples.is_empty() {
             crate::metrics::emit(&crate::metrics::records(

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -28,7 +29,46 @@ pub struct Event {
     /// When it happened (the sender's clock), else when Herald received it.
     pub occurred_at: DateTime<Utc>,
     /// `{"data": {...}, "included"?: {...}}`.
-    pub payload: Value,
+    pub payload: Payload,
+}
+
+/// An event's payload as JSON text: serialized once, at ingest, and carried as text
+/// through the queue, so that the fan-out writes it into a webhook body without
+/// parsing it into a tree and serializing it again. Targets that need fields of it
+/// ([`Payload::value`]) parse it when they do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// The payload of `value`, as compact JSON text (the order of keys kept).
+    pub fn new(value: &(impl Serialize + ?Sized)) -> Self {
+        // JSON values and maps always serialize: their keys are strings.
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload parsed into a tree (`Null` if the text is not JSON, which cannot
+    /// happen for a payload made by [`Payload::new`] or read by [`DeliveryJob::parse`]).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Self::new(&value)
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
 }
 
 /// What to deliver: one event to one integration. Serialized as the internal queue's
@@ -279,7 +319,7 @@ fn check_payload(
     p: &Map<String, Value>,
     pointer: &str,
     errors: &mut Vec<FieldError>,
-) -> Option<Value> {
+) -> Option<Payload> {
     let before = errors.len();
     match p.get("data") {
         Some(Value::Object(_)) => {}
@@ -307,7 +347,7 @@ fn check_payload(
             });
         }
     }
-    (errors.len() == before).then(|| Value::Object(p.clone()))
+    (errors.len() == before).then(|| Payload::new(p))
 }
 
 #[cfg(test)]
@@ -376,7 +416,7 @@ mod tests {
         .expect("valid");
         assert_eq!(e.id, "evt-1");
         assert_eq!(rfc3339_ms(&e.occurred_at), "2026-01-02T03:04:05.678Z");
-        assert_eq!(e.payload["included"], json!({"items": []}));
+        assert_eq!(e.payload.value()["included"], json!({"items": []}));
     }
 
     #[test]
@@ -544,7 +584,7 @@ mod properties {
             id: "evt-1".into(),
             kind: "order.paid".into(),
             occurred_at: Utc::now(),
-            payload: serde_json::json!({"data": {"id": "o-1"}}),
+            payload: serde_json::json!({"data": {"id": "o-1"}}).into(),
         };
         serde_json::from_str(&DeliveryJob::new(&store, Uuid::now_v7(), event, Utc::now()).to_body())
             .expect("json")

@@ -54,7 +54,8 @@ fn job(i: &Integration, order_id: &str) -> DeliveryJob {
         id: format!("evt-{order_id}"),
         kind: "order.paid".into(),
         occurred_at: Utc::now(),
-        payload: json!({"data": {"id": order_id, "type": "order"}, "included": {"items": [1]}}),
+        payload: json!({"data": {"id": order_id, "type": "order"}, "included": {"items": [1]}})
+            .into(),
     };
     DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }

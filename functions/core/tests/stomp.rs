@@ -65,7 +65,7 @@ fn job(i: &Integration) -> DeliveryJob {
         id: format!("evt-{}", Uuid::new_v4().simple()),
         kind: "address.updated".into(),
         occurred_at: Utc::now(),
-        payload: json!({"data": {"id": "addr-1", "type": "address", "city": "Zürich"}}),
+        payload: json!({"data": {"id": "addr-1", "type": "address", "city": "Zürich"}}).into(),
     };
     DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }

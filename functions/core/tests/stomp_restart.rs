@@ -46,7 +46,7 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
             id: format!("evt-{n}"),
             kind: "order.paid".into(),
             occurred_at: Utc::now(),
-            payload: json!({"data": {"id": n.to_string()}}),
+            payload: json!({"data": {"id": n.to_string()}}).into(),
         };
         DeliveryJob::new(&integration.store_id, integration.id, event, Utc::now())
     };

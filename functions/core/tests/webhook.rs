@@ -131,7 +131,7 @@ fn job(i: &Integration) -> DeliveryJob {
         id: "evt-42".into(),
         kind: "order.paid".into(),
         occurred_at: Utc::now(),
-        payload: json!({"data": {"id": "o-1", "type": "order", "status": "paid"}}),
+        payload: json!({"data": {"id": "o-1", "type": "order", "status": "paid"}}).into(),
     };
     DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }

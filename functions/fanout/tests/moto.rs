@@ -91,7 +91,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
         id: "evt-dlq".into(),
         kind: "order.paid".into(),
         occurred_at: now,
-        payload: serde_json::json!({"data": {}}),
+        payload: serde_json::json!({"data": {}}).into(),
     };
     let job = DeliveryJob::new(&integration.store_id, integration.id, event, now);
     let failures = queue
@@ -168,7 +168,7 @@ async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
                 id: format!("evt-{n}"),
                 kind: "order.paid".into(),
                 occurred_at: Utc::now(),
-                payload: serde_json::json!({"data": {}}),
+                payload: serde_json::json!({"data": {}}).into(),
             },
             Utc::now(),
         )

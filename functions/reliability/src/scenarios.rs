@@ -696,7 +696,7 @@ pub async fn poison_messages(size: &Size) -> Result<Report, String> {
                 id: event_id.to_owned(),
                 kind: "order.paid".into(),
                 occurred_at: Utc::now(),
-                payload: serde_json::json!({"data": {"id": event_id}}),
+                payload: serde_json::json!({"data": {"id": event_id}}).into(),
             },
             Utc::now(),
         )

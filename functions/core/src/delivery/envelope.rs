@@ -9,57 +9,125 @@ use crate::model::Integration;
 /// The payload as delivered: for `*.deleted` events only `{data: {id, type}}`, as
 /// Elastic Path sends them; otherwise the event's payload unchanged.
 pub fn delivered_payload(job: &DeliveryJob) -> Value {
+    let payload = job.event.payload.value();
     if catalog::is_deletion(&job.event.kind) {
-        let data = &job.event.payload["data"];
-        let mut slim = serde_json::Map::new();
-        for key in ["id", "type"] {
-            if let Some(v) = data.get(key) {
-                slim.insert(key.to_owned(), v.clone());
-            }
-        }
-        json!({ "data": slim })
+        slim(&payload)
     } else {
-        job.event.payload.clone()
+        payload
     }
+}
+
+/// `{data: {id, type}}` of a payload.
+fn slim(payload: &Value) -> Value {
+    let data = &payload["data"];
+    let mut slim = serde_json::Map::new();
+    for key in ["id", "type"] {
+        if let Some(v) = data.get(key) {
+            slim.insert(key.to_owned(), v.clone());
+        }
+    }
+    json!({ "data": slim })
 }
 
 /// The webhook body: `id`, `triggered_by`, `attempt`, `integration` (never its
 /// configuration), `resources` (the payload as a JSON string, deprecated in EP but
 /// still read by older receivers) and `payload`.
 ///
-/// Written straight to bytes: the payload is serialized once and used twice (as
-/// `payload`, and escaped as the `resources` string), never cloned into a tree. The
-/// bytes are those of the equivalent `json!` document (a test holds them equal).
+/// Written straight to bytes: the payload's JSON text, as the job carries it, is
+/// written once escaped (as the `resources` string) and once as it is, never parsed
+/// into a tree. The bytes are those of the equivalent `json!` document (a test holds
+/// them equal).
 pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) -> Vec<u8> {
+    let slimmed;
     let payload = if catalog::is_deletion(&job.event.kind) {
-        serde_json::to_string(&delivered_payload(job))
+        slimmed = slim(&job.event.payload.value()).to_string();
+        slimmed.as_str()
     } else {
-        serde_json::to_string(&job.event.payload)
-    }
-    .unwrap_or_else(|_| "null".to_owned());
-    let mut out = Vec::with_capacity(2 * payload.len() + 512);
-    let string = |out: &mut Vec<u8>, s: &str| {
-        // Writing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        job.event.payload.text()
     };
+    let mut out = Vec::with_capacity(2 * payload.len() + 512);
     out.extend_from_slice(b"{\"id\":");
-    string(&mut out, &job.event.id);
+    json_string(&mut out, &job.event.id);
     out.extend_from_slice(b",\"triggered_by\":");
-    string(&mut out, &job.event.kind);
+    json_string(&mut out, &job.event.kind);
     out.extend_from_slice(format!(",\"attempt\":{attempt},\"integration\":{{\"id\":").as_bytes());
-    string(&mut out, &integration.id.to_string());
+    json_string(&mut out, &integration.id.to_string());
     out.extend_from_slice(b",\"integration_type\":");
-    string(&mut out, integration.target.kind().as_str());
+    json_string(&mut out, integration.target.kind().as_str());
     out.extend_from_slice(b",\"name\":");
-    string(&mut out, &integration.name);
+    json_string(&mut out, &integration.name);
     out.extend_from_slice(b",\"description\":");
-    string(&mut out, &integration.description);
+    json_string(&mut out, &integration.description);
     out.extend_from_slice(b"},\"resources\":");
-    string(&mut out, &payload);
+    json_string(&mut out, payload);
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload.as_bytes());
     out.push(b'}');
     out
+}
+
+/// Whether a byte must be escaped in a JSON string.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Writes `s` as a JSON string, byte for byte as serde_json writes it (`\"`, `\\`,
+/// `\b \t \n \f \r`, other control characters as `\u00xx`; everything else as
+/// it is). Scans eight bytes at a time: a payload is mostly bytes that need no escape.
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip eight plain bytes at a time: no byte below 0x20, no '"', no '\\'.
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(word);
+            const ONES: u64 = 0x0101_0101_0101_0101;
+            const HIGH: u64 = 0x8080_8080_8080_8080;
+            let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+            if control
+                | zero_in(w ^ (ONES * u64::from(b'"')))
+                | zero_in(w ^ (ONES * u64::from(b'\\')))
+                == 0
+            {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        if !needs_escape(b) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The queue message: a CloudEvents 1.0 JSON document. `id` is the event id (as in
@@ -145,7 +213,7 @@ mod tests {
             id: "evt-1".into(),
             kind: kind.into(),
             occurred_at: now,
-            payload,
+            payload: payload.into(),
         };
         (
             DeliveryJob::new(&store, integration.id, event, now),
@@ -267,6 +335,47 @@ mod tests {
                     String::from_utf8(reference_body(&job, &integration, attempt)).expect("utf-8"),
                     "{kind}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_of_byte_is_escaped_as_serde_json_escapes_it() {
+        // Each escape at every offset of the eight-byte scan, and runs longer than it.
+        let specials = [
+            "\"", "\\", "\u{0}", "\u{8}", "\t", "\n", "\u{c}", "\r", "\u{1f}", "\u{7f}", "é", "☃",
+            "😀",
+        ];
+        for special in specials {
+            for before in 0..17 {
+                for after in [0, 1, 7, 8, 9] {
+                    let s = format!("{}{special}{}", "a".repeat(before), "b".repeat(after));
+                    let mut out = Vec::new();
+                    json_string(&mut out, &s);
+                    assert_eq!(
+                        String::from_utf8(out).expect("utf-8"),
+                        serde_json::to_string(&s).expect("json"),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(s in any::<String>(), ascii in "[ -~\t\n\r\u{0}-\u{1f}\u{7f}]{0,64}") {
+            for s in [s, ascii] {
+                let mut out = Vec::new();
+                super::json_string(&mut out, &s);
+                prop_assert_eq!(String::from_utf8(out).expect("utf-8"), serde_json::to_string(&s).expect("json"));
             }
         }
     }

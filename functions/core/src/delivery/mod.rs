@@ -314,7 +314,7 @@ pub async fn send_test(
         id: sample_id.clone(),
         kind: triggered_by.to_owned(),
         occurred_at: now,
-        payload: json!({ "data": { "id": sample_id, "type": resource, "test": true } }),
+        payload: json!({ "data": { "id": sample_id, "type": resource, "test": true } }).into(),
     };
     let job = DeliveryJob::new(&integration.store_id, integration.id, event, now);
     let result = deliverer.deliver(integration, &job, 1).await;

@@ -225,7 +225,8 @@ impl Deliverer for SqsDeliverer {
                 .collect(),
             ));
         if config.url.ends_with(".fifo") {
-            let group = job.event.payload["data"]["id"]
+            let payload = job.event.payload.value();
+            let group = payload["data"]["id"]
                 .as_str()
                 .filter(|s| !s.is_empty() && s.len() <= 128)
                 .unwrap_or(&job.event.kind)

@@ -84,7 +84,7 @@ fn job_for(i: &Integration) -> DeliveryJob {
         id: format!("evt-{}", i.name),
         kind: i.observes[0].clone(),
         occurred_at: Utc::now(),
-        payload: serde_json::json!({"data": {"id": "1"}}),
+        payload: serde_json::json!({"data": {"id": "1"}}).into(),
     };
     DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }
