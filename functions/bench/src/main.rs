@@ -140,6 +140,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `work` on a current-thread runtime of its own thread, as the functions run
+/// (their bootstraps use one): the handler and the raw loop it is compared with get the
+/// same single-threaded scheduler.
+fn on_function_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("no runtime: {e}"))?
+            .block_on(work)
+    })
+    .join()
+    .map_err(|_| "the measurement thread panicked".to_owned())?
+}
+
 /// The Herald functions' bootstraps in `dir`, each with `env`.
 fn functions(dir: &Path, env: &[(String, String)]) -> Vec<Function> {
     ["api", "ingest", "fanout"]
@@ -191,15 +208,14 @@ async fn run(args: &Args) -> (String, bool) {
     if args.wants("tput") {
         section(
             "Throughput, CPU and latency: fan-out handler vs raw reqwest loop",
-            throughput::run(&receiver.url(), args.runs)
-                .await
+            on_function_runtime(throughput::run(receiver.url(), args.runs))
                 .and_then(|t| Ok(format!("{t}\n{}", throughput::work_table(args.runs)?))),
         );
     }
     if args.wants("latency") {
         section(
             "Latency, open loop: fan-out handler vs raw reqwest loop",
-            throughput::latency(&receiver.url(), args.runs).await,
+            on_function_runtime(throughput::latency(receiver.url(), args.runs)),
         );
     }
     if args.wants("init") {

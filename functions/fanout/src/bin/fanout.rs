@@ -8,7 +8,9 @@ use herald_core::config::{PipelineDefaults, PipelineSettings};
 use herald_core::wiring::Components;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-#[tokio::main]
+/// One thread: a function has one vCPU below 1,769 MB, and a batch's deliveries are
+/// I/O; a multi-thread runtime would only add wakeups across threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     herald_core::telemetry::init_lambda();
     let settings = PipelineSettings::from_env(PipelineDefaults::LAMBDA)?;
