@@ -226,6 +226,11 @@ fn single_batches(integration: &Integration, n: usize, tag: &str) -> Vec<SqsEven
         .collect()
 }
 
+/// Most arrivals of an open loop in flight at once, on either side: a sender's bounded
+/// pool of connections. An arrival that finds them all busy waits for one, and that
+/// wait counts in its latency.
+const OPEN_LOOP_IN_FLIGHT: usize = 256;
+
 /// Open-loop arrivals at `rate` per second for `n` arrivals: arrival `i` is due at
 /// `start + i / rate` whether or not earlier ones are done, and its latency counts
 /// from when it was due (no coordinated omission). Returns latencies in ms.
@@ -235,12 +240,15 @@ where
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let t0 = tokio::time::Instant::now() + Duration::from_millis(20);
+    let slots = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     for i in 0..n {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due).await;
         let work = start(i);
+        let slots = slots.clone();
         tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
             work.await?;
             Ok::<f64, String>(due.elapsed().as_secs_f64() * 1e3)
         });
