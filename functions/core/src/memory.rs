@@ -417,8 +417,8 @@ impl IdempotencyStore for MemoryIdempotency {
     }
 }
 
-/// Attempts and jobs in memory; the oldest attempts are dropped past a cap so a
-/// long-running dev server does not grow without bound.
+/// Attempts and jobs in memory; past a cap the oldest attempts, and the jobs updated
+/// longest ago, are dropped, so a long-running dev server does not grow without bound.
 pub struct MemoryDeliveryLog {
     state: Mutex<(VecDeque<Attempt>, HashMap<Uuid, JobRecord>)>,
     cap: usize,
@@ -431,7 +431,8 @@ impl Default for MemoryDeliveryLog {
 }
 
 impl MemoryDeliveryLog {
-    /// Keeps at most `cap` attempts.
+    /// Keeps at most `cap` attempts, and about `cap` jobs (pruned back to `cap` once
+    /// they are a tenth over it, the ones updated longest ago first).
     pub fn new(cap: usize) -> Self {
         Self {
             state: Mutex::new((VecDeque::new(), HashMap::new())),
@@ -461,6 +462,14 @@ impl DeliveryLog for MemoryDeliveryLog {
         }
         for job in jobs {
             state.1.insert(job.job_id, job.clone());
+        }
+        if state.1.len() > self.cap + self.cap / 10 {
+            let mut by_age: Vec<_> = state.1.values().map(|j| (j.updated_at, j.job_id)).collect();
+            by_age.sort_unstable();
+            let excess = state.1.len() - self.cap;
+            for (_, id) in by_age.into_iter().take(excess) {
+                state.1.remove(&id);
+            }
         }
         Ok(())
     }
@@ -513,5 +522,56 @@ impl DeliveryLog for MemoryDeliveryLog {
             |a| a.store_id == store.as_str() && a.integration_id == integration && a.job_id == job,
             page,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::delivery::JobStatus;
+
+    fn job(n: u32, updated_s: i64) -> JobRecord {
+        let at = Utc
+            .timestamp_opt(1_800_000_000 + updated_s, 0)
+            .single()
+            .expect("time");
+        JobRecord {
+            job_id: Uuid::from_u128(u128::from(n)),
+            store_id: "s".into(),
+            integration_id: Uuid::from_u128(7),
+            event_id: format!("e{n}"),
+            event_type: "order.paid".into(),
+            status: JobStatus::Delivered,
+            attempts: 1,
+            last_status_code: Some(200),
+            last_error: None,
+            enqueued_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_job_map_stays_near_its_cap_and_keeps_the_jobs_updated_last() {
+        let log = MemoryDeliveryLog::new(10);
+        // Job 0 is the first seen but is updated again at the end: it stays.
+        for n in 0..50u32 {
+            log.record(&[], &[job(n, i64::from(n))])
+                .await
+                .expect("record");
+        }
+        log.record(&[], &[job(0, 100)]).await.expect("record");
+        let state = lock(&log.state);
+        assert!(state.1.len() <= 11, "{} jobs kept", state.1.len());
+        assert!(
+            state.1.contains_key(&Uuid::from_u128(0)),
+            "the job updated last is kept"
+        );
+        assert!(state.1.contains_key(&Uuid::from_u128(49)));
+        assert!(
+            !state.1.contains_key(&Uuid::from_u128(1)),
+            "the oldest update is dropped"
+        );
     }
 }
