@@ -191,11 +191,7 @@ impl Fanout {
 
     /// Processes a batch; returns the message ids to retry. `deadline` is when the
     /// invocation ends (Lambda's), if any.
-    pub async fn process(
-        self: &Arc<Self>,
-        records: Vec<QueuedJob>,
-        deadline: Option<Instant>,
-    ) -> Vec<String> {
+    pub async fn process(&self, records: Vec<QueuedJob>, deadline: Option<Instant>) -> Vec<String> {
         // Each body is parsed once, and each store's integrations are read once for the
         // whole batch, before the records run.
         let parsed: Vec<(QueuedJob, Result<DeliveryJob, String>)> = records
@@ -219,25 +215,23 @@ impl Fanout {
         // The records run as futures of this one task, at most MAX_IN_FLIGHT at a time:
         // no task per record, no wakeup across threads to hand a record's result back.
         // A panicking record is caught where it is polled and fails alone.
-        let mut ids: Vec<Option<String>> = Vec::with_capacity(parsed.len());
-        let mut waiting = Vec::with_capacity(parsed.len());
-        for (index, (record, job)) in parsed.into_iter().enumerate() {
-            ids.push(Some(record.message_id.clone()));
-            let list = job
-                .as_ref()
-                .ok()
-                .and_then(|j| j.store())
-                .and_then(|s| lists.get(&s))
-                .and_then(|l| l.as_ref().ok().cloned());
-            waiting.push((index, record, job, list));
-        }
-        let mut waiting = waiting.into_iter();
+        let mut ids: Vec<Option<String>> = parsed
+            .iter()
+            .map(|(record, _)| Some(record.message_id.clone()))
+            .collect();
+        let mut waiting = parsed.into_iter().enumerate();
         let mut running = FuturesUnordered::new();
         let mut start_more = |running: &mut FuturesUnordered<_>| {
             while running.len() < MAX_IN_FLIGHT {
-                let Some((index, record, job, list)) = waiting.next() else {
+                let Some((index, (record, job))) = waiting.next() else {
                     break;
                 };
+                let list = job
+                    .as_ref()
+                    .ok()
+                    .and_then(|j| j.store())
+                    .and_then(|s| lists.get(&s))
+                    .and_then(|l| l.as_ref().ok().cloned());
                 running.push(
                     AssertUnwindSafe(self.process_one(record, job, list))
                         .catch_unwind()

@@ -5,8 +5,8 @@ use herald_api::settings::{Defaults, Settings};
 use herald_api::AppState;
 use herald_core::wiring::Components;
 
-/// One thread: a function has one vCPU below 1,769 MB, and a batch's deliveries are
-/// I/O; a multi-thread runtime would only add wakeups across threads.
+/// One thread: a function has one vCPU below 1,769 MB, and its requests wait on I/O;
+/// a multi-thread runtime would only add wakeups across threads.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     herald_core::telemetry::init_lambda();

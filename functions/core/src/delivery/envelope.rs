@@ -38,12 +38,10 @@ fn slim(payload: &Value) -> Value {
 /// into a tree. The bytes are those of the equivalent `json!` document (a test holds
 /// them equal).
 pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) -> Vec<u8> {
-    let slimmed;
-    let payload = if catalog::is_deletion(&job.event.kind) {
-        slimmed = slim(&job.event.payload.value()).to_string();
-        slimmed.as_str()
+    let payload: std::borrow::Cow<'_, str> = if catalog::is_deletion(&job.event.kind) {
+        slim(&job.event.payload.value()).to_string().into()
     } else {
-        job.event.payload.text()
+        job.event.payload.text().into()
     };
     let mut out = Vec::with_capacity(2 * payload.len() + 512);
     out.extend_from_slice(b"{\"id\":");
@@ -59,7 +57,7 @@ pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) 
     out.extend_from_slice(b",\"description\":");
     json_string(&mut out, &integration.description);
     out.extend_from_slice(b"},\"resources\":");
-    json_string(&mut out, payload);
+    json_string(&mut out, &payload);
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload.as_bytes());
     out.push(b'}');

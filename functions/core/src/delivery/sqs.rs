@@ -22,7 +22,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use aws_sdk_sqs::Client;
 use uuid::Uuid;
 
-use super::envelope::queue_message;
+use super::envelope::{cloud_event, fit_message};
 use super::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, SqsAuth, SqsConfig, Target};
@@ -197,7 +197,16 @@ impl Deliverer for SqsDeliverer {
                 started.elapsed(),
             );
         };
-        let body = match queue_message(job, integration, MAX_SQS_MESSAGE) {
+        let event = cloud_event(job, integration);
+        // A FIFO queue's group: the resource's id, read from the message's own payload.
+        let group = config.url.ends_with(".fifo").then(|| {
+            event["data"]["data"]["id"]
+                .as_str()
+                .filter(|s| !s.is_empty() && s.len() <= 128)
+                .unwrap_or(&job.event.kind)
+                .to_owned()
+        });
+        let body = match fit_message(event, MAX_SQS_MESSAGE) {
             Ok(body) => body,
             Err(detail) => {
                 return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())
@@ -224,13 +233,7 @@ impl Deliverer for SqsDeliverer {
                 .filter_map(|(k, v)| Some((k.to_owned(), v?)))
                 .collect(),
             ));
-        if config.url.ends_with(".fifo") {
-            let payload = job.event.payload.value();
-            let group = payload["data"]["id"]
-                .as_str()
-                .filter(|s| !s.is_empty() && s.len() <= 128)
-                .unwrap_or(&job.event.kind)
-                .to_owned();
+        if let Some(group) = group {
             send = send
                 .message_group_id(group)
                 .message_deduplication_id(job.job_id.to_string());

@@ -9,8 +9,8 @@ use herald_ingest::{handle, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
-/// One thread: a function has one vCPU below 1,769 MB, and a batch's deliveries are
-/// I/O; a multi-thread runtime would only add wakeups across threads.
+/// One thread: a function has one vCPU below 1,769 MB, and its requests wait on I/O;
+/// a multi-thread runtime would only add wakeups across threads.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     herald_core::telemetry::init_lambda();
