@@ -258,7 +258,7 @@ async fn run(args: &Args) -> (String, bool) {
         let result = async {
             let (dir, m) = (lambda_dir()?, moto_ready()?);
             let before = receiver.count().await?;
-            let runs = args.runs.min(3);
+            let runs = args.runs;
             let (peaks, records) =
                 moto::batch_peak(m, &dir, &receiver.url(), 1000, runs, &logs).await?;
             let delivered = receiver.count().await? - before;

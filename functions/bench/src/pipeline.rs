@@ -175,9 +175,9 @@ pub async fn table(
     if let Some(env) = moto_env {
         let aws = DevServer::start(binary, &env, &logs.join("herald-local-aws.log"))?;
         // moto's SQS slows with the queue's depth: this row measures moto mostly.
-        let n = 500;
+        let n = 100;
         let mut rates = Vec::new();
-        for run in 0..=runs.min(3) {
+        for run in 0..=runs {
             let r = once(&aws, receiver, &client, n, 1).await?;
             if run > 0 {
                 rates.push(r);

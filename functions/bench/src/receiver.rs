@@ -31,6 +31,9 @@ pub async fn serve() {
     }
 }
 
+/// BatchWriteItem's answer when every item was written.
+const ALL_WRITTEN: &str = r#"{"UnprocessedItems":{}}"#;
+
 async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
@@ -62,6 +65,12 @@ async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>) {
         let reply = if head.starts_with("get /count") {
             let n = posts.load(Ordering::SeqCst).to_string();
             format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{n}", n.len())
+        } else if head.contains("x-amz-target: dynamodb_20120810.batchwriteitem") {
+            // The fan-out's attempt log (DynamoDB's BatchWriteItem): all written.
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{ALL_WRITTEN}",
+                ALL_WRITTEN.len()
+            )
         } else {
             posts.fetch_add(1, Ordering::SeqCst);
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned()

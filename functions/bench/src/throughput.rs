@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
+use herald_core::aws::records::DynamoDeliveryLog;
 use herald_core::config::{PipelineDefaults, PipelineSettings};
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};
@@ -63,6 +64,35 @@ async fn raw_loop(
     }
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(measure(n, started, cpu0))
+}
+
+/// The raw loop with the handler's batch semantics: `concurrency` posts at a time,
+/// all of them finished before the next `concurrency` start (as one invocation of
+/// the fan-out delivers its batch before the next batch comes). Isolates what the
+/// batch barrier costs from what the handler's own work costs.
+async fn raw_batches(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<Vec<u8>>,
+    concurrency: usize,
+) -> Result<Sample, String> {
+    let n = bodies.len();
+    let mut bodies = bodies.into_iter();
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    loop {
+        let batch: futures_util::stream::FuturesUnordered<_> = bodies
+            .by_ref()
+            .take(concurrency)
+            .map(|body| post(client, url, body))
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<Result<(), String>> = futures_util::StreamExt::collect(batch).await;
+        results.into_iter().collect::<Result<(), String>>()?;
     }
     Ok(measure(n, started, cpu0))
 }
@@ -260,11 +290,27 @@ where
     Ok(latencies)
 }
 
-/// A fan-out over the embedded backend, with a webhook integration (unsigned) and
-/// one signed with a fixture secret, both to `url`, and a plain reqwest client.
-async fn setup(
-    url: &str,
-) -> Result<(Arc<Fanout>, Integration, Integration, reqwest::Client), String> {
+/// What the runs share: the fan-out as the function runs it, the same handler with
+/// the embedded log, a webhook integration (unsigned) and one signed with a fixture
+/// secret, both to the receiver, and a plain reqwest client.
+struct Setup {
+    /// The function's fan-out: attempts logged with the DynamoDB adapter (to the
+    /// receiver's BatchWriteItem answer, so the log costs what it costs the function
+    /// on the client side, with no DynamoDB behind it to wait on).
+    function: Arc<Fanout>,
+    /// The dev server's fan-out: attempts kept in the embedded log (100,000 of them).
+    embedded: Arc<Fanout>,
+    unsigned: Integration,
+    signed: Integration,
+    client: reqwest::Client,
+}
+
+/// The receiver's root URL (without the webhook path): where the log's requests go.
+fn root(url: &str) -> &str {
+    url.trim_end_matches("/hook")
+}
+
+async fn setup(url: &str) -> Result<Setup, String> {
     let mut settings = PipelineSettings::memory();
     settings.webhook_timeout = Duration::from_secs(10);
     // The function's integration cache (the embedded default has none, so that the dev
@@ -272,10 +318,20 @@ async fn setup(
     // integrations once per TTL, not once per batch.
     settings.integration_cache =
         Duration::from_millis(PipelineDefaults::LAMBDA.integration_cache_ms as u64);
-    let components = Components::build(&settings, false)
+    let mut components = Components::build(&settings, false)
         .await
         .map_err(|e| e.to_string())?;
-    let fanout = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+    let embedded = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+    // A loopback-only AWS configuration (refuses anything else), at the receiver.
+    let sdk = herald_core::aws::local::moto_config(root(url))
+        .await
+        .map_err(|e| e.to_string())?;
+    components.log = Arc::new(DynamoDeliveryLog::from_sdk(
+        &sdk,
+        "bench-log",
+        settings.log_retention,
+    ));
+    let function = Arc::new(components.fanout().map_err(|e| e.to_string())?);
     let store = components.integrations.as_ref();
     let unsigned = integration(store, "bench", url, None).await?;
     // A fixture secret in Standard Webhooks' format, made for this bench.
@@ -291,36 +347,66 @@ async fn setup(
         .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
-    Ok((fanout, unsigned, signed, client))
+    Ok(Setup {
+        function,
+        embedded,
+        unsigned,
+        signed,
+        client,
+    })
 }
 
-/// The throughput table, for the receiver at `url`.
+/// The throughput tables, for the receiver at `url`: R_tput and R_sign, then where
+/// the fan-out's CPU per event goes.
 pub async fn run(url: String, runs: usize) -> Result<String, String> {
     let url = url.as_str();
-    let (fanout, unsigned, signed, client) = setup(url).await?;
+    let Setup {
+        function,
+        embedded,
+        unsigned,
+        signed,
+        client,
+    } = setup(url).await?;
     let mut table = String::from(
         "| body | concurrency | raw loop (events/s) | fan-out (events/s) | R_tput | fan-out signed (events/s) | R_sign | CPU/event raw (µs) | CPU/event fan-out (µs) | CPU ratio |\n|---|---:|---:|---:|---|---:|---|---:|---:|---:|\n",
+    );
+    let mut parts = String::from(
+        "| body | concurrency | raw loop | raw loop, one batch at a time | fan-out, embedded log | fan-out (the function's log) | R_tput with the embedded log |\n|---|---:|---:|---:|---:|---:|---|\n",
     );
     for size in [1024usize, 16 * 1024] {
         for concurrency in [10usize, 64] {
             let n = if size > 4096 { 10_000 } else { 20_000 };
-            let (mut raw, mut plain, mut sign) = (Vec::new(), Vec::new(), Vec::new());
-            // Run 0 warms up (connections, allocator) and is not counted.
+            let (mut raw, mut barrier, mut plain, mut sign, mut kept) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            // Run 0 warms up (connections, allocator) and is not counted. Every run
+            // has jobs of its own (new event ids).
             for run in 0..=runs {
-                // The raw loop posts the very bodies the fan-out sends for these jobs.
-                let jobs = batches(&unsigned, size, n, concurrency, run);
-                let r = raw_loop(&client, url, bodies_of(&jobs, &unsigned), concurrency).await?;
-                let f = fanout_run(&fanout, jobs, n).await?;
-                let s = fanout_run(
-                    &fanout,
-                    batches(&signed, size, n, concurrency, run + 1000),
-                    n,
+                let jobs =
+                    |k: usize, to: &Integration| batches(to, size, n, concurrency, 10 * run + k);
+                // The raw loops post the very bodies the fan-out sends for these jobs.
+                let r = raw_loop(
+                    &client,
+                    url,
+                    bodies_of(&jobs(0, &unsigned), &unsigned),
+                    concurrency,
                 )
                 .await?;
+                let b = raw_batches(
+                    &client,
+                    url,
+                    bodies_of(&jobs(0, &unsigned), &unsigned),
+                    concurrency,
+                )
+                .await?;
+                let f = fanout_run(&function, jobs(1, &unsigned), n).await?;
+                let s = fanout_run(&function, jobs(2, &signed), n).await?;
+                let e = fanout_run(&embedded, jobs(3, &unsigned), n).await?;
                 if run > 0 {
                     raw.push(r);
+                    barrier.push(b);
                     plain.push(f);
                     sign.push(s);
+                    kept.push(e);
                 }
             }
             let rate = |v: &[Sample]| v.iter().map(|s| s.rate).collect::<Vec<_>>();
@@ -336,12 +422,22 @@ pub async fn run(url: String, runs: usize) -> Result<String, String> {
                 spread(&ratios(&rate(&sign), &rate(&plain)), 2),
                 cpu_fan / cpu_raw.max(1e-9),
             ));
+            parts.push_str(&format!(
+                "| {} KiB | {concurrency} | {cpu_raw:.0} | {:.0} | {:.0} | {cpu_fan:.0} | {} |\n",
+                size / 1024,
+                cpu(&barrier),
+                cpu(&kept),
+                spread(&ratios(&rate(&kept), &rate(&raw)), 2),
+            ));
         }
     }
     table.push_str(
-        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting with reqwest the very bodies the fan-out sends for the same jobs, each once, without a copy; both on a current-thread runtime, as the functions run; R_sign = signed ÷ unsigned fan-out\n",
+        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler as the function runs it, attempts logged with its DynamoDB adapter, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting with reqwest the very bodies the fan-out sends for the same jobs, each once, without a copy; both on a current-thread runtime, as the functions run; R_sign = signed ÷ unsigned fan-out\n\n",
     );
-
+    table.push_str(&parts);
+    table.push_str(
+        "\nCPU per event in µs, medians of the same runs. Raw loop, one batch at a time = the raw loop posting `concurrency` bodies and waiting for all of them before the next, as an invocation delivers its batch; fan-out, embedded log = the handler with the dev server's in-memory log (100,000 attempts kept) instead of the DynamoDB adapter; the function's log = BatchWriteItem requests (25 items, an attempt and a job per delivery) answered at once by the receiver\n",
+    );
     Ok(table)
 }
 
@@ -349,7 +445,12 @@ pub async fn run(url: String, runs: usize) -> Result<String, String> {
 /// concurrency 10 and 64), raw loop vs fan-out handler.
 pub async fn latency(url: String, runs: usize) -> Result<String, String> {
     let url = url.as_str();
-    let (fanout, unsigned, _, client) = setup(url).await?;
+    let Setup {
+        function: fanout,
+        unsigned,
+        client,
+        ..
+    } = setup(url).await?;
     let mut table = String::new();
     let body = sample_body(&unsigned, 1024);
     let mut raw_max = 0f64;
