@@ -35,6 +35,10 @@ use crate::retry::RetryPolicy;
 /// Time kept back before the invocation deadline to answer and record.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
+/// Time kept back before the invocation deadline to send the answer, once the
+/// batch's attempts are being recorded.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
 /// The fan-out use case, shared by the Lambda handler and the dev server's poller.
 pub struct Fanout {
     integrations: Arc<IntegrationCache>,
@@ -241,10 +245,11 @@ impl Fanout {
         };
         start_more(&mut running);
 
+        // At most one attempt, job and sample per record.
         let mut failed = Vec::new();
-        let mut attempts = Vec::new();
-        let mut jobs = Vec::new();
-        let mut samples = Vec::new();
+        let mut attempts = Vec::with_capacity(ids.len());
+        let mut jobs = Vec::with_capacity(ids.len());
+        let mut samples = Vec::with_capacity(ids.len());
         let cutoff = deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d));
         loop {
             let next = match cutoff {
@@ -288,8 +293,25 @@ impl Fanout {
             ));
         }
         if !attempts.is_empty() || !jobs.is_empty() {
-            if let Err(e) = self.log.record(&attempts, &jobs).await {
-                tracing::error!(error = %e, attempts = attempts.len(), "recording the batch's attempts failed");
+            // The answer must leave before the invocation ends: a log write still
+            // running then is given up (the deliveries stand; their log is lost), so
+            // a slow log never makes Lambda retry a delivered batch.
+            let write = self.log.record(&attempts, &jobs);
+            let written = match deadline {
+                Some(at) => {
+                    let answer_by = at.checked_sub(ANSWER_MARGIN).unwrap_or(at);
+                    tokio::time::timeout_at(answer_by, write).await.ok()
+                }
+                None => Some(write.await),
+            };
+            match written {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, attempts = attempts.len(), "recording the batch's attempts failed")
+                }
+                None => {
+                    tracing::error!(attempts = attempts.len(), "the invocation deadline came before the batch's attempts were recorded; they are not in the log")
+                }
             }
         }
         failed

@@ -51,13 +51,16 @@ fn serial_endpoint() -> String {
 }
 
 fn client_at(url: String) -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
+    Client::from_conf(config_at(url))
+}
+
+fn config_at(url: String) -> aws_sdk_dynamodb::Config {
+    aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .build();
-    Client::from_conf(config)
+        .build()
 }
 
 /// A fresh table per test, so tests run in parallel without seeing each other.
@@ -589,15 +592,55 @@ mod delivery_log {
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
 
-    use super::{client, store_id};
+    use super::{client, config_at, endpoint, store_id};
+
+    /// The log as the functions build it (`from_sdk`): the same client configuration.
+    fn log_at(url: String, table: String, retention: Duration) -> DynamoDeliveryLog {
+        let config = DynamoDeliveryLog::client_config(config_at(url));
+        DynamoDeliveryLog::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            table,
+            retention,
+        )
+    }
 
     async fn fresh_log(retention: Duration) -> DynamoDeliveryLog {
-        let client = client();
         let table = format!("herald-log-{}", Uuid::new_v4());
-        DynamoIntegrationStore::create_table(&client, &table)
+        DynamoIntegrationStore::create_table(&client(), &table)
             .await
             .expect("table");
-        DynamoDeliveryLog::new(client, table, retention)
+        log_at(endpoint(), table, retention)
+    }
+
+    #[tokio::test]
+    async fn a_log_write_to_a_peer_that_never_answers_gives_up_with_an_error() {
+        // A loopback peer that takes connections and never answers on them.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let peer = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..16 {
+                if let Ok((conn, _)) = listener.accept().await {
+                    held.push(conn);
+                }
+            }
+            held
+        });
+        let log = log_at(url, "silent".into(), Duration::from_secs(3600));
+        let attempt = attempt("s", Uuid::now_v7(), Uuid::now_v7(), 1, true);
+        // Bounded here only so that a hang fails the test instead of stalling it.
+        let outcome = tokio::time::timeout(
+            3 * herald_core::aws::records::LOG_WRITE_TIMEOUT,
+            log.record(std::slice::from_ref(&attempt), &[]),
+        )
+        .await;
+        peer.abort();
+        assert!(
+            matches!(outcome, Ok(Err(_))),
+            "the write fails instead of hanging: {outcome:?}"
+        );
     }
 
     fn attempt(store: &str, integration: Uuid, job: Uuid, n: u32, ok: bool) -> Attempt {

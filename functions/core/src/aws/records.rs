@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeValue, PutRequest, Select, TransactWriteItem, WriteRequest,
@@ -226,6 +228,11 @@ impl IdempotencyStore for DynamoIdempotency {
     }
 }
 
+/// The longest one request of the delivery log may take.
+pub const LOG_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest one call of the delivery log may take, its retries included.
+pub const LOG_WRITE_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// Attempts and job states in DynamoDB, kept for `retention`.
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryLog {
@@ -250,7 +257,31 @@ impl DynamoDeliveryLog {
         table: impl Into<String>,
         retention: Duration,
     ) -> Self {
-        Self::new(Client::new(sdk), table, retention)
+        Self::new(
+            Client::from_conf(Self::client_config(sdk.into())),
+            table,
+            retention,
+        )
+    }
+
+    /// The log client's configuration, from `config`. A log write is a few small
+    /// requests at the end of every batch, so its time is bounded by timeouts (one
+    /// request, and the whole write with its retries) instead of by the SDK's
+    /// stalled-stream protection, whose throughput checks cost about a quarter of the
+    /// CPU of each write (`make bench`). A write that cannot finish fails; the fan-out
+    /// logs that and still acknowledges the batch's deliveries.
+    pub fn client_config(config: aws_sdk_dynamodb::Config) -> aws_sdk_dynamodb::Config {
+        let timeouts = config
+            .timeout_config()
+            .map_or_else(TimeoutConfig::builder, |t| t.to_builder())
+            .operation_attempt_timeout(LOG_ATTEMPT_TIMEOUT)
+            .operation_timeout(LOG_WRITE_TIMEOUT)
+            .build();
+        config
+            .to_builder()
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .timeout_config(timeouts)
+            .build()
     }
 
     fn expires_at(&self, from: DateTime<Utc>) -> AttributeValue {
@@ -309,6 +340,85 @@ impl DynamoDeliveryLog {
             }
         }
         Ok((page.slice(items), total))
+    }
+
+    /// The puts [`DeliveryLog::record`] writes: an item per attempt and per job.
+    pub fn write_requests(
+        &self,
+        attempts: &[Attempt],
+        jobs: &[JobRecord],
+    ) -> Result<Vec<WriteRequest>> {
+        let mut requests = Vec::with_capacity(attempts.len() + jobs.len());
+        for a in attempts {
+            let log_id = a.id.to_string();
+            let mut item = HashMap::from([
+                (
+                    "pk".to_owned(),
+                    s(format!("LOGS#{}#{}", a.store_id, a.integration_id)),
+                ),
+                ("sk".to_owned(), s(&log_id)),
+                ("gsi1pk".to_owned(), s(format!("LOGS#{}", a.store_id))),
+                ("gsi1sk".to_owned(), s(&log_id)),
+                (
+                    "gsi2pk".to_owned(),
+                    s(format!("JOBLOGS#{}#{}", a.store_id, a.job_id)),
+                ),
+                ("gsi2sk".to_owned(), s(&log_id)),
+                ("entity".to_owned(), s("attempt")),
+                ("id".to_owned(), s(&log_id)),
+                ("store_id".to_owned(), s(&a.store_id)),
+                ("integration_id".to_owned(), s(a.integration_id.to_string())),
+                ("job_id".to_owned(), s(a.job_id.to_string())),
+                ("event_id".to_owned(), s(&a.event_id)),
+                ("event_type".to_owned(), s(&a.event_type)),
+                ("attempt".to_owned(), n(a.attempt)),
+                ("succeeded".to_owned(), AttributeValue::Bool(a.succeeded)),
+                ("processing_time".to_owned(), n(a.processing_time)),
+                ("created_at".to_owned(), s(rfc3339_ms(&a.created_at))),
+                ("expires_at".to_owned(), self.expires_at(a.created_at)),
+            ]);
+            if let Some(code) = a.status_code {
+                item.insert("status_code".into(), n(code));
+            }
+            if !a.body.is_empty() {
+                item.insert("body".into(), s(&a.body));
+            }
+            if let Some(detail) = &a.error_detail {
+                item.insert("error_detail".into(), s(detail));
+            }
+            requests.push(put(item)?);
+        }
+        for j in jobs {
+            let mut item = HashMap::from([
+                (
+                    "pk".to_owned(),
+                    s(format!("JOBS#{}#{}", j.store_id, j.integration_id)),
+                ),
+                (
+                    "sk".to_owned(),
+                    s(format!("{}#{}", rfc3339_ms(&j.enqueued_at), j.job_id)),
+                ),
+                ("entity".to_owned(), s("job")),
+                ("job_id".to_owned(), s(j.job_id.to_string())),
+                ("store_id".to_owned(), s(&j.store_id)),
+                ("integration_id".to_owned(), s(j.integration_id.to_string())),
+                ("event_id".to_owned(), s(&j.event_id)),
+                ("event_type".to_owned(), s(&j.event_type)),
+                ("status".to_owned(), s(j.status.as_str())),
+                ("attempts".to_owned(), n(j.attempts)),
+                ("enqueued_at".to_owned(), s(rfc3339_ms(&j.enqueued_at))),
+                ("updated_at".to_owned(), s(rfc3339_ms(&j.updated_at))),
+                ("expires_at".to_owned(), self.expires_at(j.updated_at)),
+            ]);
+            if let Some(code) = j.last_status_code {
+                item.insert("last_status_code".into(), n(code));
+            }
+            if let Some(e) = &j.last_error {
+                item.insert("last_error".into(), s(e));
+            }
+            requests.push(put(item)?);
+        }
+        Ok(requests)
     }
 
     async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
@@ -454,77 +564,7 @@ fn job_from(item: &HashMap<String, AttributeValue>) -> Result<JobRecord> {
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
     async fn record(&self, attempts: &[Attempt], jobs: &[JobRecord]) -> Result<()> {
-        let mut requests = Vec::with_capacity(attempts.len() + jobs.len());
-        for a in attempts {
-            let log_id = a.id.to_string();
-            let mut item = HashMap::from([
-                (
-                    "pk".to_owned(),
-                    s(format!("LOGS#{}#{}", a.store_id, a.integration_id)),
-                ),
-                ("sk".to_owned(), s(&log_id)),
-                ("gsi1pk".to_owned(), s(format!("LOGS#{}", a.store_id))),
-                ("gsi1sk".to_owned(), s(&log_id)),
-                (
-                    "gsi2pk".to_owned(),
-                    s(format!("JOBLOGS#{}#{}", a.store_id, a.job_id)),
-                ),
-                ("gsi2sk".to_owned(), s(&log_id)),
-                ("entity".to_owned(), s("attempt")),
-                ("id".to_owned(), s(&log_id)),
-                ("store_id".to_owned(), s(&a.store_id)),
-                ("integration_id".to_owned(), s(a.integration_id.to_string())),
-                ("job_id".to_owned(), s(a.job_id.to_string())),
-                ("event_id".to_owned(), s(&a.event_id)),
-                ("event_type".to_owned(), s(&a.event_type)),
-                ("attempt".to_owned(), n(a.attempt)),
-                ("succeeded".to_owned(), AttributeValue::Bool(a.succeeded)),
-                ("processing_time".to_owned(), n(a.processing_time)),
-                ("created_at".to_owned(), s(rfc3339_ms(&a.created_at))),
-                ("expires_at".to_owned(), self.expires_at(a.created_at)),
-            ]);
-            if let Some(code) = a.status_code {
-                item.insert("status_code".into(), n(code));
-            }
-            if !a.body.is_empty() {
-                item.insert("body".into(), s(&a.body));
-            }
-            if let Some(detail) = &a.error_detail {
-                item.insert("error_detail".into(), s(detail));
-            }
-            requests.push(put(item)?);
-        }
-        for j in jobs {
-            let mut item = HashMap::from([
-                (
-                    "pk".to_owned(),
-                    s(format!("JOBS#{}#{}", j.store_id, j.integration_id)),
-                ),
-                (
-                    "sk".to_owned(),
-                    s(format!("{}#{}", rfc3339_ms(&j.enqueued_at), j.job_id)),
-                ),
-                ("entity".to_owned(), s("job")),
-                ("job_id".to_owned(), s(j.job_id.to_string())),
-                ("store_id".to_owned(), s(&j.store_id)),
-                ("integration_id".to_owned(), s(j.integration_id.to_string())),
-                ("event_id".to_owned(), s(&j.event_id)),
-                ("event_type".to_owned(), s(&j.event_type)),
-                ("status".to_owned(), s(j.status.as_str())),
-                ("attempts".to_owned(), n(j.attempts)),
-                ("enqueued_at".to_owned(), s(rfc3339_ms(&j.enqueued_at))),
-                ("updated_at".to_owned(), s(rfc3339_ms(&j.updated_at))),
-                ("expires_at".to_owned(), self.expires_at(j.updated_at)),
-            ]);
-            if let Some(code) = j.last_status_code {
-                item.insert("last_status_code".into(), n(code));
-            }
-            if let Some(e) = &j.last_error {
-                item.insert("last_error".into(), s(e));
-            }
-            requests.push(put(item)?);
-        }
-        self.write_all(requests).await
+        self.write_all(self.write_requests(attempts, jobs)?).await
     }
 
     async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use url::{Host, Url};
 
 use super::guard::{AddressGuard, Refused};
@@ -25,6 +25,14 @@ use crate::signing;
 
 /// The longest a webhook may take to answer (Elastic Path's 30 s).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+// The delivery's own headers, named once (a name given as a string is parsed and
+// copied on every request).
+const TRIGGER: HeaderName = HeaderName::from_static("x-moltin-integration-trigger");
+const SECRET_KEY: HeaderName = HeaderName::from_static("x-moltin-secret-key");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// The error a refused address surfaces as, found again in reqwest's error chain.
 #[derive(Debug)]
@@ -211,24 +219,24 @@ impl Deliverer for WebhookDeliverer {
         let body = envelope::webhook_body(job, integration, attempt);
         let msg_id = job.job_id.to_string();
         let timestamp = Utc::now().timestamp();
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(8);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static("Herald-Webhooks/0.1"));
         if let Ok(v) = HeaderValue::from_str(&job.event.kind) {
-            headers.insert("x-moltin-integration-trigger", v);
+            headers.insert(TRIGGER, v);
         }
         if let Ok(v) = HeaderValue::from_str(&msg_id) {
-            headers.insert("webhook-id", v);
+            headers.insert(WEBHOOK_ID, v);
         }
-        headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
         if let Some(secret) = &config.secret_key {
             if let Ok(mut v) = HeaderValue::from_str(secret.expose()) {
                 v.set_sensitive(true);
-                headers.insert("x-moltin-secret-key", v);
+                headers.insert(SECRET_KEY, v);
             }
             let signature = signing::sign(secret.expose(), &msg_id, timestamp, &body);
             if let Ok(v) = HeaderValue::from_str(&signature) {
-                headers.insert("webhook-signature", v);
+                headers.insert(WEBHOOK_SIGNATURE, v);
             }
         }
 

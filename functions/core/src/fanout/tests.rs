@@ -284,6 +284,79 @@ async fn records_still_running_at_the_deadline_are_reported_as_failures() {
     assert_eq!(logs.len(), 1, "the fast record was delivered and recorded");
 }
 
+/// A delivery log whose writes never finish.
+struct StuckLog;
+
+#[async_trait]
+impl DeliveryLog for StuckLog {
+    async fn record(&self, _: &[Attempt], _: &[JobRecord]) -> crate::error::Result<()> {
+        std::future::pending().await
+    }
+    async fn store_logs(
+        &self,
+        _: &StoreId,
+        _: Page,
+    ) -> crate::error::Result<(Vec<Attempt>, usize)> {
+        Ok((Vec::new(), 0))
+    }
+    async fn integration_logs(
+        &self,
+        _: &StoreId,
+        _: Uuid,
+        _: Page,
+    ) -> crate::error::Result<(Vec<Attempt>, usize)> {
+        Ok((Vec::new(), 0))
+    }
+    async fn integration_jobs(
+        &self,
+        _: &StoreId,
+        _: Uuid,
+        _: Page,
+    ) -> crate::error::Result<(Vec<JobRecord>, usize)> {
+        Ok((Vec::new(), 0))
+    }
+    async fn job_logs(
+        &self,
+        _: &StoreId,
+        _: Uuid,
+        _: Uuid,
+        _: Page,
+    ) -> crate::error::Result<(Vec<Attempt>, usize)> {
+        Ok((Vec::new(), 0))
+    }
+}
+
+#[tokio::test]
+async fn a_log_write_that_never_finishes_does_not_hold_the_answer_past_the_deadline() {
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let w = world(&[&ok]).await;
+    let fanout = Fanout::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[&ok]).await,
+            Duration::from_secs(5),
+        )),
+        Arc::new(Scripted),
+        Arc::new(StuckLog),
+        w.queue.clone(),
+        RetryPolicy::default(),
+    );
+    let records = batch(&w.queue, vec![job_for(&ok).to_body()]).await;
+    // A near deadline, in real time: the write is given up half a second before it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // Bounded so that a hang fails the test instead of stalling it.
+    let failed = tokio::time::timeout(
+        Duration::from_secs(30),
+        fanout.process(records, Some(deadline)),
+    )
+    .await
+    .expect("the answer came");
+    assert!(
+        failed.is_empty(),
+        "the delivered record is not retried: {failed:?}"
+    );
+    assert!(Instant::now() < deadline, "answered before the deadline");
+}
+
 #[tokio::test]
 async fn one_store_query_serves_the_whole_batch() {
     let integrations: Vec<_> = (0..10)
