@@ -538,8 +538,16 @@ pub fn work_table(runs: usize) -> Result<String, String> {
     let i = webhook("bench", "http://127.0.0.1:9/hook", None)?;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let mut out = String::from(
-        "| body | parse the queued job | build the webhook body | sign it | attempt records | total |\n|---|---:|---:|---:|---:|---:|\n",
+        "| body | parse the queued job | build the webhook body | sign it | attempt records | their DynamoDB items | total |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
+    // The function's log, only to build its items (nothing is sent).
+    let dynamo = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let log = DynamoDeliveryLog::new(dynamo, "bench-log", Duration::from_secs(86_400));
     for size in [1024usize, 16 * 1024] {
         let n = 5_000;
         let job = DeliveryJob::new(
@@ -586,10 +594,15 @@ pub fn work_table(runs: usize) -> Result<String, String> {
         let record = time(&|| {
             std::hint::black_box(attempt_records(&job, 1, JobStatus::Delivered, &result));
         });
+        let (attempt, job_record) = attempt_records(&job, 1, JobStatus::Delivered, &result);
+        let (attempts, jobs) = ([attempt], [job_record]);
+        let items = time(&|| {
+            std::hint::black_box(log.write_requests(&attempts, &jobs).map(|r| r.len()).ok());
+        });
         out.push_str(&format!(
-            "| {} KiB | {parse:.1} | {build:.1} | {sign:.1} | {record:.1} | {:.1} |\n",
+            "| {} KiB | {parse:.1} | {build:.1} | {sign:.1} | {record:.1} | {items:.1} | {:.1} |\n",
             size / 1024,
-            parse + build + sign + record
+            parse + build + sign + record + items
         ));
     }
     out.push_str("\nµs per event on one thread, median of the runs; compare with the CPU/event columns above\n");
