@@ -1,8 +1,10 @@
 //! R_tput, R_sign, CPU per event and open-loop latency: the fan-out handler (the
-//! `fanout` function's code, one batch of `concurrency` records at a time) against a
-//! raw reqwest loop posting the very bodies the fan-out sends to the same receiver at
-//! the same concurrency, side by side in one run, on a current-thread runtime as in
-//! the functions.
+//! `fanout` function's code, attempts logged with its DynamoDB adapter to the
+//! receiver, one batch of `concurrency` records at a time) against a raw reqwest loop
+//! posting the very bodies the fan-out sends to the same receiver at the same
+//! concurrency, side by side in one run, on a current-thread runtime as in the
+//! functions. A second table splits the CPU per event (batch barrier, embedded log,
+//! the function's log).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
