@@ -31,13 +31,20 @@ struct Sample {
     cpu_us: f64,
 }
 
-fn measure(n: usize, started: Instant, cpu0: Duration) -> Sample {
+/// Runs `work` (`n` events) and measures its rate and its CPU per event.
+async fn timed(
+    n: usize,
+    work: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Sample, String> {
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    work.await?;
     let wall = started.elapsed().as_secs_f64().max(1e-9);
     let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64();
-    Sample {
+    Ok(Sample {
         rate: n as f64 / wall,
         cpu_us: cpu * 1e6 / n as f64,
-    }
+    })
 }
 
 /// The raw baseline: `concurrency` tasks posting `bodies`, each once, until all are
@@ -50,24 +57,25 @@ async fn raw_loop(
 ) -> Result<Sample, String> {
     let n = bodies.len();
     let next = Arc::new(std::sync::Mutex::new(bodies.into_iter()));
-    let cpu0 = cpu_time();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let body = next.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some(body) = body else { break };
-                post(&client, &url, body).await?;
-            }
-            Ok::<(), String>(())
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    Ok(measure(n, started, cpu0))
+    timed(n, async {
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let body = next.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(body) = body else { break };
+                    post(&client, &url, body).await?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The raw loop with the handler's batch semantics: `concurrency` posts at a time,
@@ -82,21 +90,21 @@ async fn raw_batches(
 ) -> Result<Sample, String> {
     let n = bodies.len();
     let mut bodies = bodies.into_iter();
-    let cpu0 = cpu_time();
-    let started = Instant::now();
-    loop {
-        let batch: futures_util::stream::FuturesUnordered<_> = bodies
-            .by_ref()
-            .take(concurrency)
-            .map(|body| post(client, url, body))
-            .collect();
-        if batch.is_empty() {
-            break;
+    timed(n, async {
+        loop {
+            let batch: futures_util::stream::FuturesUnordered<_> = bodies
+                .by_ref()
+                .take(concurrency)
+                .map(|body| post(client, url, body))
+                .collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let results: Vec<Result<(), String>> = futures_util::StreamExt::collect(batch).await;
+            results.into_iter().collect::<Result<(), String>>()?;
         }
-        let results: Vec<Result<(), String>> = futures_util::StreamExt::collect(batch).await;
-        results.into_iter().collect::<Result<(), String>>()?;
-    }
-    Ok(measure(n, started, cpu0))
+    })
+    .await
 }
 
 /// The webhook bodies the fan-out sends for `batches`: what the raw loop posts.
@@ -116,18 +124,19 @@ async fn fanout_run(
     batches: Vec<SqsEvent>,
     n: usize,
 ) -> Result<Sample, String> {
-    let cpu0 = cpu_time();
-    let started = Instant::now();
-    for batch in batches {
-        let response = herald_fanout::process(fanout, batch, None).await;
-        if !response.batch_item_failures.is_empty() {
-            return Err(format!(
-                "{} records failed",
-                response.batch_item_failures.len()
-            ));
+    timed(n, async {
+        for batch in batches {
+            let response = herald_fanout::process(fanout, batch, None).await;
+            if !response.batch_item_failures.is_empty() {
+                return Err(format!(
+                    "{} records failed",
+                    response.batch_item_failures.len()
+                ));
+            }
         }
-    }
-    Ok(measure(n, started, cpu0))
+        Ok(())
+    })
+    .await
 }
 
 /// An event payload of about `size` bytes.
@@ -386,20 +395,9 @@ pub async fn run(url: String, runs: usize) -> Result<String, String> {
                 let jobs =
                     |k: usize, to: &Integration| batches(to, size, n, concurrency, 10 * run + k);
                 // The raw loops post the very bodies the fan-out sends for these jobs.
-                let r = raw_loop(
-                    &client,
-                    url,
-                    bodies_of(&jobs(0, &unsigned), &unsigned),
-                    concurrency,
-                )
-                .await?;
-                let b = raw_batches(
-                    &client,
-                    url,
-                    bodies_of(&jobs(0, &unsigned), &unsigned),
-                    concurrency,
-                )
-                .await?;
+                let bodies = bodies_of(&jobs(0, &unsigned), &unsigned);
+                let r = raw_loop(&client, url, bodies.clone(), concurrency).await?;
+                let b = raw_batches(&client, url, bodies, concurrency).await?;
                 let f = fanout_run(&function, jobs(1, &unsigned), n).await?;
                 let s = fanout_run(&function, jobs(2, &signed), n).await?;
                 let e = fanout_run(&embedded, jobs(3, &unsigned), n).await?;

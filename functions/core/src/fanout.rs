@@ -39,6 +39,11 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// batch's attempts are being recorded.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
+/// `margin` before `at` (or `at` itself, if that is too early to express).
+fn before(at: Instant, margin: Duration) -> Instant {
+    at.checked_sub(margin).unwrap_or(at)
+}
+
 /// The fan-out use case, shared by the Lambda handler and the dev server's poller.
 pub struct Fanout {
     integrations: Arc<IntegrationCache>,
@@ -250,7 +255,7 @@ impl Fanout {
         let mut attempts = Vec::with_capacity(ids.len());
         let mut jobs = Vec::with_capacity(ids.len());
         let mut samples = Vec::with_capacity(ids.len());
-        let cutoff = deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d));
+        let cutoff = deadline.map(|d| before(d, DEADLINE_MARGIN));
         loop {
             let next = match cutoff {
                 Some(at) => {
@@ -298,10 +303,9 @@ impl Fanout {
             // a slow log never makes Lambda retry a delivered batch.
             let write = self.log.record(&attempts, &jobs);
             let written = match deadline {
-                Some(at) => {
-                    let answer_by = at.checked_sub(ANSWER_MARGIN).unwrap_or(at);
-                    tokio::time::timeout_at(answer_by, write).await.ok()
-                }
+                Some(at) => tokio::time::timeout_at(before(at, ANSWER_MARGIN), write)
+                    .await
+                    .ok(),
                 None => Some(write.await),
             };
             match written {

@@ -66,17 +66,26 @@ struct World {
 }
 
 async fn world(integrations: &[&Integration]) -> World {
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let (fanout, queue) = world_logging_to(integrations, log.clone()).await;
+    World { fanout, queue, log }
+}
+
+/// The fan-out (scripted deliverer, embedded queue) recording into `log`.
+async fn world_logging_to(
+    integrations: &[&Integration],
+    log: Arc<dyn DeliveryLog>,
+) -> (Arc<Fanout>, Arc<MemoryQueue>) {
     let store = seeded(integrations).await;
     let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
-    let log = Arc::new(MemoryDeliveryLog::default());
     let fanout = Arc::new(Fanout::new(
         Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
         Arc::new(Scripted),
-        log.clone(),
+        log,
         queue.clone(),
         RetryPolicy::default(),
     ));
-    World { fanout, queue, log }
+    (fanout, queue)
 }
 
 fn job_for(i: &Integration) -> DeliveryJob {
@@ -329,18 +338,8 @@ impl DeliveryLog for StuckLog {
 #[tokio::test]
 async fn a_log_write_that_never_finishes_does_not_hold_the_answer_past_the_deadline() {
     let ok = webhook("ok", "s", &["order.paid"], true);
-    let w = world(&[&ok]).await;
-    let fanout = Fanout::new(
-        Arc::new(IntegrationCache::new(
-            seeded(&[&ok]).await,
-            Duration::from_secs(5),
-        )),
-        Arc::new(Scripted),
-        Arc::new(StuckLog),
-        w.queue.clone(),
-        RetryPolicy::default(),
-    );
-    let records = batch(&w.queue, vec![job_for(&ok).to_body()]).await;
+    let (fanout, queue) = world_logging_to(&[&ok], Arc::new(StuckLog)).await;
+    let records = batch(&queue, vec![job_for(&ok).to_body()]).await;
     // A near deadline, in real time: the write is given up half a second before it.
     let deadline = Instant::now() + Duration::from_secs(3);
     // Bounded so that a hang fails the test instead of stalling it.
