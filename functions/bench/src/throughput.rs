@@ -436,7 +436,7 @@ pub async fn run(url: String, runs: usize) -> Result<String, String> {
     );
     table.push_str(&parts);
     table.push_str(
-        "\nCPU per event in µs, medians of the same runs. Raw loop, one batch at a time = the raw loop posting `concurrency` bodies and waiting for all of them before the next, as an invocation delivers its batch; fan-out, embedded log = the handler with the dev server's in-memory log (100,000 attempts kept) instead of the DynamoDB adapter; the function's log = BatchWriteItem requests (25 items, an attempt and a job per delivery) answered at once by the receiver\n",
+        "\nCPU per event in µs, medians of the same runs. Raw loop, one batch at a time = the raw loop posting `concurrency` bodies and waiting for all of them before the next, as an invocation delivers its batch; fan-out, embedded log = the handler with the dev server's in-memory log (100,000 attempts kept) instead of the DynamoDB adapter; the function's log = BatchWriteItem requests (25 items, one per delivery: its attempt and its job state) answered at once by the receiver\n",
     );
     Ok(table)
 }
@@ -533,12 +533,12 @@ pub async fn latency(url: String, runs: usize) -> Result<String, String> {
 /// The handler's own work per event, without any I/O: what the fan-out does that a
 /// raw loop posting a prepared body does not (µs per event, median of the runs).
 pub fn work_table(runs: usize) -> Result<String, String> {
-    use herald_core::delivery::{attempt_records, DeliveryResult, JobStatus, Outcome};
+    use herald_core::delivery::{log_entry, DeliveryResult, JobStatus, Outcome};
     let now = Utc::now();
     let i = webhook("bench", "http://127.0.0.1:9/hook", None)?;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let mut out = String::from(
-        "| body | parse the queued job | build the webhook body | sign it | attempt records | their DynamoDB items | total |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| body | parse the queued job | build the webhook body | sign it | log entry | its DynamoDB item | total |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     // The function's log, only to build its items (nothing is sent).
     let dynamo = aws_sdk_dynamodb::Client::from_conf(
@@ -592,12 +592,11 @@ pub fn work_table(runs: usize) -> Result<String, String> {
             std::hint::black_box(herald_core::signing::sign(secret, "msg", 1, &body));
         });
         let record = time(&|| {
-            std::hint::black_box(attempt_records(&job, 1, JobStatus::Delivered, &result));
+            std::hint::black_box(log_entry(&job, 1, JobStatus::Delivered, &result));
         });
-        let (attempt, job_record) = attempt_records(&job, 1, JobStatus::Delivered, &result);
-        let (attempts, jobs) = ([attempt], [job_record]);
+        let entries = [log_entry(&job, 1, JobStatus::Delivered, &result)];
         let items = time(&|| {
-            std::hint::black_box(log.write_requests(&attempts, &jobs).map(|r| r.len()).ok());
+            std::hint::black_box(log.write_requests(&entries).map(|r| r.len()).ok());
         });
         out.push_str(&format!(
             "| {} KiB | {parse:.1} | {build:.1} | {sign:.1} | {record:.1} | {items:.1} | {:.1} |\n",

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cache::IntegrationCache;
-use crate::delivery::{attempt_records, Attempt, DeliveryResult, JobRecord, JobStatus, Outcome};
+use crate::delivery::{log_entry, DeliveryResult, JobStatus, LogEntry, Outcome};
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
 use crate::model::{HealthReport, Integration, StoreId};
@@ -72,8 +72,7 @@ pub const AUTO_DISABLE_AFTER: u32 = 20;
 /// What one record came to.
 struct RecordOutcome {
     retry: bool,
-    attempt: Option<Attempt>,
-    job: Option<JobRecord>,
+    entry: Option<LogEntry>,
     sample: Option<Sample>,
 }
 
@@ -81,8 +80,7 @@ impl RecordOutcome {
     fn ack() -> Self {
         Self {
             retry: false,
-            attempt: None,
-            job: None,
+            entry: None,
             sample: None,
         }
     }
@@ -250,10 +248,9 @@ impl Fanout {
         };
         start_more(&mut running);
 
-        // At most one attempt, job and sample per record.
+        // At most one log entry and sample per record.
         let mut failed = Vec::new();
-        let mut attempts = Vec::with_capacity(ids.len());
-        let mut jobs = Vec::with_capacity(ids.len());
+        let mut entries = Vec::with_capacity(ids.len());
         let mut samples = Vec::with_capacity(ids.len());
         let cutoff = deadline.map(|d| before(d, DEADLINE_MARGIN));
         loop {
@@ -276,8 +273,7 @@ impl Fanout {
                     if outcome.retry {
                         failed.push(message_id);
                     }
-                    attempts.extend(outcome.attempt);
-                    jobs.extend(outcome.job);
+                    entries.extend(outcome.entry);
                     samples.extend(outcome.sample);
                 }
                 Err(_) => {
@@ -297,11 +293,11 @@ impl Fanout {
                 Utc::now().timestamp_millis(),
             ));
         }
-        if !attempts.is_empty() || !jobs.is_empty() {
+        if !entries.is_empty() {
             // The answer must leave before the invocation ends: a log write still
             // running then is given up (the deliveries stand; their log is lost), so
             // a slow log never makes Lambda retry a delivered batch.
-            let write = self.log.record(&attempts, &jobs);
+            let write = self.log.record(&entries);
             let written = match deadline {
                 Some(at) => tokio::time::timeout_at(before(at, ANSWER_MARGIN), write)
                     .await
@@ -311,10 +307,10 @@ impl Fanout {
             match written {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
-                    tracing::error!(error = %e, attempts = attempts.len(), "recording the batch's attempts failed")
+                    tracing::error!(error = %e, attempts = entries.len(), "recording the batch's attempts failed")
                 }
                 None => {
-                    tracing::error!(attempts = attempts.len(), "the invocation deadline came before the batch's attempts were recorded; they are not in the log")
+                    tracing::error!(attempts = entries.len(), "the invocation deadline came before the batch's attempts were recorded; they are not in the log")
                 }
             }
         }
@@ -341,8 +337,7 @@ impl Fanout {
             tracing::error!(job = %job.job_id, "the store's integrations could not be read; will retry");
             return RecordOutcome {
                 retry: true,
-                attempt: None,
-                job: None,
+                entry: None,
                 sample: None,
             };
         };
@@ -395,7 +390,7 @@ impl Fanout {
         if let Some(report) = self.health_report(integration, status, &result) {
             self.record_health(integration, report).await;
         }
-        let (attempt_rec, job_rec) = attempt_records(&job, attempt, status, &result);
+        let entry = log_entry(&job, attempt, status, &result);
         let lag_ms = (status == JobStatus::Delivered).then(|| {
             (Utc::now() - job.event.occurred_at)
                 .num_milliseconds()
@@ -403,8 +398,7 @@ impl Fanout {
         });
         RecordOutcome {
             retry,
-            attempt: Some(attempt_rec),
-            job: Some(job_rec),
+            entry: Some(entry),
             sample: Some(Sample {
                 target: integration.target.kind().as_str(),
                 outcome: status.as_str(),
@@ -421,11 +415,9 @@ impl Fanout {
 
     fn discarded(&self, job: &DeliveryJob, attempt: u32, why: &str) -> RecordOutcome {
         let result = DeliveryResult::failed(Outcome::Permanent, why, Duration::ZERO);
-        let (a, j) = attempt_records(job, attempt, JobStatus::Discarded, &result);
         RecordOutcome {
             retry: false,
-            attempt: Some(a),
-            job: Some(j),
+            entry: Some(log_entry(job, attempt, JobStatus::Discarded, &result)),
             sample: Some(Sample {
                 target: "unknown",
                 outcome: JobStatus::Discarded.as_str(),

@@ -163,7 +163,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::delivery::{Attempt, JobRecord};
+use crate::delivery::{Attempt, JobRecord, LogEntry};
 use crate::page::Page;
 use crate::ports::{
     is_job_of, DeadLetters, DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob,
@@ -454,14 +454,14 @@ impl MemoryDeliveryLog {
 
 #[async_trait]
 impl DeliveryLog for MemoryDeliveryLog {
-    async fn record(&self, attempts: &[Attempt], jobs: &[JobRecord]) -> Result<()> {
+    async fn record(&self, entries: &[LogEntry]) -> Result<()> {
         let mut state = lock(&self.state);
-        state.0.extend(attempts.iter().cloned());
+        state.0.extend(entries.iter().map(|e| e.attempt.clone()));
         while state.0.len() > self.cap {
             state.0.pop_front();
         }
-        for job in jobs {
-            state.1.insert(job.job_id, job.clone());
+        for entry in entries {
+            state.1.insert(entry.attempt.job_id, entry.job());
         }
         if state.1.len() > self.cap + self.cap / 10 {
             let mut by_age: Vec<_> = state.1.values().map(|j| (j.updated_at, j.job_id)).collect();
@@ -532,23 +532,30 @@ mod tests {
     use super::*;
     use crate::delivery::JobStatus;
 
-    fn job(n: u32, updated_s: i64) -> JobRecord {
+    /// An attempt of job `n` made at second `updated_s`.
+    fn job(n: u32, updated_s: i64) -> LogEntry {
         let at = Utc
             .timestamp_opt(1_800_000_000 + updated_s, 0)
             .single()
             .expect("time");
-        JobRecord {
-            job_id: Uuid::from_u128(u128::from(n)),
-            store_id: "s".into(),
-            integration_id: Uuid::from_u128(7),
-            event_id: format!("e{n}"),
-            event_type: "order.paid".into(),
+        LogEntry {
+            attempt: Attempt {
+                id: Uuid::now_v7(),
+                store_id: "s".into(),
+                integration_id: Uuid::from_u128(7),
+                job_id: Uuid::from_u128(u128::from(n)),
+                event_id: format!("e{n}"),
+                event_type: "order.paid".into(),
+                attempt: 1,
+                succeeded: true,
+                status_code: Some(200),
+                body: String::new(),
+                error_detail: None,
+                processing_time: 0.1,
+                created_at: at,
+            },
             status: JobStatus::Delivered,
-            attempts: 1,
-            last_status_code: Some(200),
-            last_error: None,
             enqueued_at: at,
-            updated_at: at,
         }
     }
 
@@ -557,11 +564,9 @@ mod tests {
         let log = MemoryDeliveryLog::new(10);
         // Job 0 is the first seen but is updated again at the end: it stays.
         for n in 0..50u32 {
-            log.record(&[], &[job(n, i64::from(n))])
-                .await
-                .expect("record");
+            log.record(&[job(n, i64::from(n))]).await.expect("record");
         }
-        log.record(&[], &[job(0, 100)]).await.expect("record");
+        log.record(&[job(0, 100)]).await.expect("record");
         let state = lock(&log.state);
         assert!(state.1.len() <= 11, "{} jobs kept", state.1.len());
         assert!(

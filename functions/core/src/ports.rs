@@ -189,12 +189,9 @@ pub trait IdempotencyStore: Send + Sync {
 /// Where delivery attempts and job states are recorded and read back.
 #[async_trait]
 pub trait DeliveryLog: Send + Sync {
-    /// Records the attempts and job states of one batch in as few writes as possible.
-    async fn record(
-        &self,
-        attempts: &[crate::delivery::Attempt],
-        jobs: &[crate::delivery::JobRecord],
-    ) -> Result<()>;
+    /// Records the attempts of one batch, and the job states they leave, in as few
+    /// writes as possible.
+    async fn record(&self, entries: &[crate::delivery::LogEntry]) -> Result<()>;
 
     /// A page of a store's attempts, newest first, and their total.
     async fn store_logs(

@@ -584,10 +584,10 @@ async fn a_missing_table_is_reported_at_start() {
 mod delivery_log {
     use std::time::Duration;
 
-    use chrono::{DurationRound, TimeDelta, Utc};
+    use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
     use herald_core::aws::dynamo::DynamoIntegrationStore;
     use herald_core::aws::records::DynamoDeliveryLog;
-    use herald_core::delivery::{Attempt, JobRecord, JobStatus};
+    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -629,11 +629,11 @@ mod delivery_log {
             held
         });
         let log = log_at(url, "silent".into(), Duration::from_secs(3600));
-        let attempt = attempt("s", Uuid::now_v7(), Uuid::now_v7(), 1, true);
+        let entry = logged(attempt("s", Uuid::now_v7(), Uuid::now_v7(), 1, true), 0);
         // Bounded here only so that a hang fails the test instead of stalling it.
         let outcome = tokio::time::timeout(
             3 * herald_core::aws::records::LOG_WRITE_TIMEOUT,
-            log.record(std::slice::from_ref(&attempt), &[]),
+            log.record(std::slice::from_ref(&entry)),
         )
         .await;
         peer.abort();
@@ -664,26 +664,19 @@ mod delivery_log {
         }
     }
 
-    fn job(
-        store: &str,
-        integration: Uuid,
-        job_id: Uuid,
-        status: JobStatus,
-        attempts: u32,
-        minutes_ago: i64,
-    ) -> JobRecord {
-        JobRecord {
-            job_id,
-            store_id: store.into(),
-            integration_id: integration,
-            event_id: "evt".into(),
-            event_type: "order.paid".into(),
+    /// `attempt` logged with the status it leaves its job in, the job queued
+    /// `minute` minutes after a fixed time (a job's attempts share it).
+    fn logged(attempt: Attempt, minute: i64) -> LogEntry {
+        let status = if attempt.succeeded {
+            JobStatus::Delivered
+        } else {
+            JobStatus::Retrying
+        };
+        LogEntry {
+            attempt,
             status,
-            attempts,
-            last_status_code: Some(200),
-            last_error: None,
-            enqueued_at: Utc::now() - TimeDelta::minutes(minutes_ago),
-            updated_at: Utc::now(),
+            enqueued_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time")
+                + TimeDelta::minutes(minute),
         }
     }
 
@@ -692,17 +685,19 @@ mod delivery_log {
         let log = fresh_log(Duration::from_secs(3600)).await;
         let (i1, i2) = (Uuid::now_v7(), Uuid::now_v7());
         let (j1, j2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (j3, j4) = (Uuid::now_v7(), Uuid::now_v7());
         let a1 = attempt("s", i1, j1, 1, false);
         let a2 = attempt("s", i1, j1, 2, true);
         let a3 = attempt("s", i2, j2, 1, true);
-        let foreign = attempt("t", i1, j1, 1, true);
-        log.record(
-            &[a1.clone(), a2.clone(), a3.clone(), foreign],
-            &[
-                job("s", i1, j1, JobStatus::Delivered, 2, 5),
-                job("s", i1, j2, JobStatus::Retrying, 1, 1),
-            ],
-        )
+        let a4 = attempt("s", i1, j3, 1, false);
+        let foreign = attempt("t", i1, j4, 1, true);
+        log.record(&[
+            logged(a1.clone(), 1),
+            logged(a2.clone(), 1),
+            logged(a3.clone(), 2),
+            logged(a4.clone(), 3),
+            logged(foreign, 4),
+        ])
         .await
         .expect("record");
 
@@ -710,8 +705,8 @@ mod delivery_log {
             .store_logs(&store_id("s"), Page::default())
             .await
             .expect("store logs");
-        assert_eq!(total, 3);
-        assert_eq!(all, vec![a3.clone(), a2.clone(), a1.clone()]);
+        assert_eq!(total, 4);
+        assert_eq!(all, vec![a4.clone(), a3.clone(), a2.clone(), a1.clone()]);
         let (page, total) = log
             .store_logs(
                 &store_id("s"),
@@ -722,18 +717,18 @@ mod delivery_log {
             )
             .await
             .expect("page");
-        assert_eq!((page, total), (vec![a2.clone()], 3));
+        assert_eq!((page, total), (vec![a3.clone()], 4));
 
         let (mine, total) = log
             .integration_logs(&store_id("s"), i1, Page::default())
             .await
             .expect("integration logs");
-        assert_eq!((mine, total), (vec![a2.clone(), a1.clone()], 2));
+        assert_eq!((mine, total), (vec![a4.clone(), a2.clone(), a1.clone()], 3));
         let (job_logs, total) = log
             .job_logs(&store_id("s"), i1, j1, Page::default())
             .await
             .expect("job logs");
-        assert_eq!((job_logs, total), (vec![a2, a1], 2));
+        assert_eq!((job_logs, total), (vec![a2.clone(), a1], 2));
         let (none, total) = log
             .job_logs(&store_id("s"), i2, j1, Page::default())
             .await
@@ -748,15 +743,17 @@ mod delivery_log {
             .integration_jobs(&store_id("s"), i1, Page::default())
             .await
             .expect("jobs");
-        assert_eq!(total, 2);
+        assert_eq!(total, 2, "a job is counted once, whatever its attempts");
         assert_eq!(
             jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(),
-            vec![j2, j1],
+            vec![j3, j1],
             "newest first"
         );
+        assert_eq!(jobs[0], logged(a4, 3).job(), "a job read back whole");
         assert_eq!(
-            (jobs[1].status, jobs[1].attempts),
-            (JobStatus::Delivered, 2)
+            jobs[1],
+            logged(a2, 1).job(),
+            "a job's state is its latest attempt's"
         );
         assert_eq!(
             log.store_logs(&store_id("t"), Page::default())
@@ -768,16 +765,21 @@ mod delivery_log {
     }
 
     #[tokio::test]
-    async fn a_later_attempt_replaces_the_jobs_state() {
+    async fn a_later_attempt_replaces_the_jobs_state_whatever_batch_it_comes_in() {
         let log = fresh_log(Duration::from_secs(3600)).await;
         let (i, j) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut record = job("s", i, j, JobStatus::Retrying, 1, 0);
-        log.record(&[], std::slice::from_ref(&record))
+        log.record(&[logged(attempt("s", i, j, 1, false), 0)])
             .await
             .expect("record");
-        record.status = JobStatus::Delivered;
-        record.attempts = 2;
-        log.record(&[], std::slice::from_ref(&record))
+        let (jobs, total) = log
+            .integration_jobs(&store_id("s"), i, Page::default())
+            .await
+            .expect("jobs");
+        assert_eq!(
+            (total, jobs[0].status, jobs[0].attempts),
+            (1, JobStatus::Retrying, 1)
+        );
+        log.record(&[logged(attempt("s", i, j, 2, true), 0)])
             .await
             .expect("record");
         let (jobs, total) = log
@@ -786,16 +788,54 @@ mod delivery_log {
             .expect("jobs");
         assert_eq!(total, 1);
         assert_eq!(
-            (jobs[0].status, jobs[0].attempts),
-            (JobStatus::Delivered, 2)
+            (
+                jobs[0].status,
+                jobs[0].attempts,
+                jobs[0].last_error.as_deref()
+            ),
+            (JobStatus::Delivered, 2, None)
         );
+    }
+
+    #[tokio::test]
+    async fn jobs_page_by_job_not_by_attempt() {
+        // Five jobs of one to three attempts each, queued a minute apart: pages of two
+        // jobs hold two jobs each, however many attempts lie between them.
+        let log = fresh_log(Duration::from_secs(3600)).await;
+        let i = Uuid::now_v7();
+        let jobs: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        let mut entries = Vec::new();
+        for (minute, &j) in jobs.iter().enumerate() {
+            let tries = minute as u32 % 3 + 1;
+            for n in 1..=tries {
+                entries.push(logged(attempt("s", i, j, n, n == tries), minute as i64));
+            }
+        }
+        log.record(&entries).await.expect("record");
+        let mut seen = Vec::new();
+        for offset in [0, 2, 4] {
+            let (page, total) = log
+                .integration_jobs(&store_id("s"), i, Page { limit: 2, offset })
+                .await
+                .expect("jobs");
+            assert_eq!(total, 5);
+            assert!(page.iter().all(|j| j.status == JobStatus::Delivered));
+            seen.extend(page.iter().map(|j| (j.job_id, j.attempts)));
+        }
+        let newest_first: Vec<(Uuid, u32)> = jobs
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(minute, &j)| (j, minute as u32 % 3 + 1))
+            .collect();
+        assert_eq!(seen, newest_first);
     }
 
     #[tokio::test]
     async fn expired_records_are_not_read_although_ttl_deletes_them_late() {
         let log = fresh_log(Duration::ZERO).await;
         let i = Uuid::now_v7();
-        log.record(&[attempt("s", i, Uuid::now_v7(), 1, true)], &[])
+        log.record(&[logged(attempt("s", i, Uuid::now_v7(), 1, true), 0)])
             .await
             .expect("record");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -806,6 +846,12 @@ mod delivery_log {
                 .1,
             0
         );
+        assert_eq!(
+            log.integration_jobs(&store_id("s"), i, Page::default())
+                .await
+                .expect("jobs"),
+            (Vec::new(), 0)
+        );
     }
 
     #[tokio::test]
@@ -815,7 +861,8 @@ mod delivery_log {
         let attempts: Vec<_> = (0..60)
             .map(|n| attempt("s", i, Uuid::now_v7(), n + 1, true))
             .collect();
-        log.record(&attempts, &[]).await.expect("record");
+        let entries: Vec<LogEntry> = attempts.iter().map(|a| logged(a.clone(), 0)).collect();
+        log.record(&entries).await.expect("record");
         assert_eq!(
             log.integration_logs(
                 &store_id("s"),

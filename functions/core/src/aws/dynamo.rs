@@ -129,7 +129,7 @@ impl DynamoIntegrationStore {
     }
 
     /// Creates the table as the template does (for tests and local moto setups):
-    /// `pk`/`sk`, and the two log indexes `gsi1` and `gsi2`.
+    /// `pk`/`sk`, and the three log indexes `gsi1`, `gsi2` and `gsi3`.
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         let attr = |name: &str| {
             AttributeDefinition::builder()
@@ -147,13 +147,15 @@ impl DynamoIntegrationStore {
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest);
-        for name in ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"] {
+        for name in [
+            "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+        ] {
             request = request.attribute_definitions(built_ok(attr(name))?);
         }
         request = request
             .key_schema(built_ok(key("pk", KeyType::Hash))?)
             .key_schema(built_ok(key("sk", KeyType::Range))?);
-        for index in ["gsi1", "gsi2"] {
+        for index in ["gsi1", "gsi2", "gsi3"] {
             let gsi = GlobalSecondaryIndex::builder()
                 .index_name(index)
                 .key_schema(built_ok(key(&format!("{index}pk"), KeyType::Hash))?)

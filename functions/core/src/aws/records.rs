@@ -1,11 +1,17 @@
 //! DynamoDB adapters for event idempotency and the delivery log, in the same table
 //! as the integrations.
 //!
-//! | item | `pk` | `sk` | GSI1 (`gsi1pk`/`gsi1sk`) | GSI2 (`gsi2pk`/`gsi2sk`) |
-//! |---|---|---|---|---|
-//! | event claim | `STORE#<store>` | `EVENT#<event id>` | | |
-//! | attempt log | `LOGS#<store>#<integration>` | log id (UUIDv7) | `LOGS#<store>`, log id | `JOBLOGS#<store>#<job>`, log id |
-//! | job state | `JOBS#<store>#<integration>` | `<enqueued at>#<job id>` | | |
+//! | item | `pk` | `sk` | GSI1 (`gsi1pk`/`gsi1sk`) | GSI2 (`gsi2pk`/`gsi2sk`) | GSI3 (`gsi3pk`/`gsi3sk`) |
+//! |---|---|---|---|---|---|
+//! | event claim | `STORE#<store>` | `EVENT#<event id>` | | | |
+//! | attempt | `LOGS#<store>#<integration>` | log id (UUIDv7) | `LOGS#<store>`, log id | `JOBLOGS#<store>#<job>`, log id | `JOBS#<store>#<integration>`, `<enqueued at>#<job id>#<log id>` |
+//!
+//! An attempt's item also holds its job's state after it (`status`, `enqueued_at`), so
+//! a delivery is one item. A job's attempts sit side by side in GSI3 (their sort keys
+//! start with the job's), newest first when read backwards: the jobs listing reads
+//! the first item of each job there, its latest attempt. Versions before 0.2 kept a
+//! separate job item (`pk` `JOBS#<store>#<integration>`); it is not read, and its
+//! TTL removes it.
 //!
 //! Every item carries `expires_at` (epoch seconds) for DynamoDB TTL. TTL deletion is
 //! lazy (up to days late), so reads filter expired items and a claim whose
@@ -19,6 +25,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, PutRequest, Select, TransactWriteItem, WriteRequest,
 };
@@ -29,7 +36,7 @@ use uuid::Uuid;
 
 use super::backend_error;
 use super::dynamo::{cancellation_reasons, condition_failed_at};
-use crate::delivery::{Attempt, JobRecord, JobStatus};
+use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
 use crate::job::rfc3339_ms;
 use crate::model::StoreId;
@@ -288,6 +295,45 @@ impl DynamoDeliveryLog {
         n(epoch(from) + self.retention.as_secs() as i64)
     }
 
+    /// A query of the unexpired items under `key`, newest first.
+    fn query(&self, index: Option<&str>, key_attr: &str, key: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression("#k = :k")
+            .filter_expression("expires_at > :now")
+            .expression_attribute_names("#k", key_attr)
+            .expression_attribute_values(":k", s(key))
+            .expression_attribute_values(":now", n(epoch(Utc::now())))
+            .scan_index_forward(false)
+    }
+
+    /// Runs `query` page after page, handing each item to `keep_going` until it says
+    /// stop or the items end.
+    async fn each_item(
+        query: impl Fn() -> QueryFluentBuilder,
+        mut keep_going: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
+    ) -> Result<()> {
+        let mut start = None;
+        loop {
+            let out = query()
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            for item in out.items() {
+                if !keep_going(item) {
+                    return Ok(());
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// One page (newest first) of the items under a partition key, and the total.
     async fn page(
         &self,
@@ -296,24 +342,12 @@ impl DynamoDeliveryLog {
         key: String,
         page: Page,
     ) -> Result<(Vec<HashMap<String, AttributeValue>>, usize)> {
-        let now = n(epoch(Utc::now()));
-        let query = |select: Option<Select>| {
-            self.client
-                .query()
-                .table_name(&self.table)
-                .set_index_name(index.map(str::to_owned))
-                .key_condition_expression("#k = :k")
-                .filter_expression("expires_at > :now")
-                .expression_attribute_names("#k", key_attr)
-                .expression_attribute_values(":k", s(key.clone()))
-                .expression_attribute_values(":now", now.clone())
-                .scan_index_forward(false)
-                .set_select(select)
-        };
         let mut total = 0usize;
         let mut start = None;
         loop {
-            let out = query(Some(Select::Count))
+            let out = self
+                .query(index, key_attr, &key)
+                .select(Select::Count)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -326,31 +360,25 @@ impl DynamoDeliveryLog {
         }
         let want = page.offset + page.limit;
         let mut items = Vec::new();
-        let mut start = None;
-        while items.len() < want {
-            let out = query(None)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| backend_error(SERVICE, e))?;
-            items.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        Self::each_item(
+            || self.query(index, key_attr, &key),
+            |item| {
+                items.push(item.clone());
+                items.len() < want
+            },
+        )
+        .await?;
         Ok((page.slice(items), total))
     }
 
-    /// The puts [`DeliveryLog::record`] writes: an item per attempt and per job.
-    pub fn write_requests(
-        &self,
-        attempts: &[Attempt],
-        jobs: &[JobRecord],
-    ) -> Result<Vec<WriteRequest>> {
-        let mut requests = Vec::with_capacity(attempts.len() + jobs.len());
-        for a in attempts {
+    /// The puts [`DeliveryLog::record`] writes: one item per attempt, holding its
+    /// job's state too.
+    pub fn write_requests(&self, entries: &[LogEntry]) -> Result<Vec<WriteRequest>> {
+        let mut requests = Vec::with_capacity(entries.len());
+        for e in entries {
+            let a = &e.attempt;
             let log_id = a.id.to_string();
+            let enqueued_at = rfc3339_ms(&e.enqueued_at);
             let mut item = HashMap::from([
                 (
                     "pk".to_owned(),
@@ -364,8 +392,16 @@ impl DynamoDeliveryLog {
                     s(format!("JOBLOGS#{}#{}", a.store_id, a.job_id)),
                 ),
                 ("gsi2sk".to_owned(), s(&log_id)),
+                (
+                    "gsi3pk".to_owned(),
+                    s(format!("JOBS#{}#{}", a.store_id, a.integration_id)),
+                ),
+                (
+                    "gsi3sk".to_owned(),
+                    s(format!("{enqueued_at}#{}#{log_id}", a.job_id)),
+                ),
                 ("entity".to_owned(), s("attempt")),
-                ("id".to_owned(), s(&log_id)),
+                ("id".to_owned(), s(log_id)),
                 ("store_id".to_owned(), s(&a.store_id)),
                 ("integration_id".to_owned(), s(a.integration_id.to_string())),
                 ("job_id".to_owned(), s(a.job_id.to_string())),
@@ -376,6 +412,8 @@ impl DynamoDeliveryLog {
                 ("processing_time".to_owned(), n(a.processing_time)),
                 ("created_at".to_owned(), s(rfc3339_ms(&a.created_at))),
                 ("expires_at".to_owned(), self.expires_at(a.created_at)),
+                ("status".to_owned(), s(e.status.as_str())),
+                ("enqueued_at".to_owned(), s(enqueued_at)),
             ]);
             if let Some(code) = a.status_code {
                 item.insert("status_code".into(), n(code));
@@ -385,36 +423,6 @@ impl DynamoDeliveryLog {
             }
             if let Some(detail) = &a.error_detail {
                 item.insert("error_detail".into(), s(detail));
-            }
-            requests.push(put(item)?);
-        }
-        for j in jobs {
-            let mut item = HashMap::from([
-                (
-                    "pk".to_owned(),
-                    s(format!("JOBS#{}#{}", j.store_id, j.integration_id)),
-                ),
-                (
-                    "sk".to_owned(),
-                    s(format!("{}#{}", rfc3339_ms(&j.enqueued_at), j.job_id)),
-                ),
-                ("entity".to_owned(), s("job")),
-                ("job_id".to_owned(), s(j.job_id.to_string())),
-                ("store_id".to_owned(), s(&j.store_id)),
-                ("integration_id".to_owned(), s(j.integration_id.to_string())),
-                ("event_id".to_owned(), s(&j.event_id)),
-                ("event_type".to_owned(), s(&j.event_type)),
-                ("status".to_owned(), s(j.status.as_str())),
-                ("attempts".to_owned(), n(j.attempts)),
-                ("enqueued_at".to_owned(), s(rfc3339_ms(&j.enqueued_at))),
-                ("updated_at".to_owned(), s(rfc3339_ms(&j.updated_at))),
-                ("expires_at".to_owned(), self.expires_at(j.updated_at)),
-            ]);
-            if let Some(code) = j.last_status_code {
-                item.insert("last_status_code".into(), n(code));
-            }
-            if let Some(e) = &j.last_error {
-                item.insert("last_error".into(), s(e));
             }
             requests.push(put(item)?);
         }
@@ -544,27 +552,22 @@ fn attempt_from(item: &HashMap<String, AttributeValue>) -> Result<Attempt> {
     })
 }
 
+/// A job's state from its latest attempt's item.
 fn job_from(item: &HashMap<String, AttributeValue>) -> Result<JobRecord> {
     let i = Item(item);
-    Ok(JobRecord {
-        job_id: i.uuid("job_id")?,
-        store_id: i.text("store_id")?,
-        integration_id: i.uuid("integration_id")?,
-        event_id: i.text("event_id")?,
-        event_type: i.text("event_type")?,
+    let attempt = attempt_from(item)?;
+    Ok(LogEntry {
         status: JobStatus::parse(&i.text("status")?).ok_or_else(|| i.corrupt("status"))?,
-        attempts: i.number("attempts")?,
-        last_status_code: i.opt_number("last_status_code"),
-        last_error: i.opt_text("last_error"),
         enqueued_at: i.time("enqueued_at")?,
-        updated_at: i.time("updated_at")?,
-    })
+        attempt,
+    }
+    .job())
 }
 
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
-    async fn record(&self, attempts: &[Attempt], jobs: &[JobRecord]) -> Result<()> {
-        self.write_all(self.write_requests(attempts, jobs)?).await
+    async fn record(&self, entries: &[LogEntry]) -> Result<()> {
+        self.write_all(self.write_requests(entries)?).await
     }
 
     async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
@@ -598,10 +601,43 @@ impl DeliveryLog for DynamoDeliveryLog {
         integration: Uuid,
         page: Page,
     ) -> Result<(Vec<JobRecord>, usize)> {
-        let (items, total) = self
-            .page(None, "pk", format!("JOBS#{store}#{integration}"), page)
-            .await?;
-        Ok((items.iter().map(job_from).collect::<Result<_>>()?, total))
+        // A job is the run of its attempts in GSI3, its latest attempt first: it is
+        // counted once, and read from that first item.
+        let key = format!("JOBS#{store}#{integration}");
+        let mut total = 0usize;
+        let mut last: Option<AttributeValue> = None;
+        Self::each_item(
+            || {
+                self.query(Some("gsi3"), "gsi3pk", &key)
+                    .projection_expression("job_id")
+            },
+            |item| {
+                let job = item.get("job_id");
+                if job != last.as_ref() {
+                    total += 1;
+                    last = job.cloned();
+                }
+                true
+            },
+        )
+        .await?;
+        let want = page.offset + page.limit;
+        let mut latest = Vec::new();
+        let mut last: Option<AttributeValue> = None;
+        Self::each_item(
+            || self.query(Some("gsi3"), "gsi3pk", &key),
+            |item| {
+                let job = item.get("job_id");
+                if job != last.as_ref() {
+                    last = job.cloned();
+                    latest.push(item.clone());
+                }
+                latest.len() < want
+            },
+        )
+        .await?;
+        let jobs = page.slice(latest);
+        Ok((jobs.iter().map(job_from).collect::<Result<_>>()?, total))
     }
 
     async fn job_logs(

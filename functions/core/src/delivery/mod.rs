@@ -259,43 +259,64 @@ impl Deliverer for TargetDeliverer {
     }
 }
 
-/// The log entry and the job state one attempt leaves behind.
-pub fn attempt_records(
+/// What one attempt leaves in the log: the attempt, and its job's state after it.
+/// A job's state is always its latest attempt's, so the log stores the two together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The job's status after it.
+    pub status: JobStatus,
+    /// When ingest queued the job.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+impl LogEntry {
+    /// The job's state after this attempt.
+    pub fn job(&self) -> JobRecord {
+        let a = &self.attempt;
+        JobRecord {
+            job_id: a.job_id,
+            store_id: a.store_id.clone(),
+            integration_id: a.integration_id,
+            event_id: a.event_id.clone(),
+            event_type: a.event_type.clone(),
+            status: self.status,
+            attempts: a.attempt,
+            last_status_code: a.status_code,
+            last_error: a.error_detail.clone(),
+            enqueued_at: self.enqueued_at,
+            updated_at: a.created_at,
+        }
+    }
+}
+
+/// The log entry one attempt leaves behind.
+pub fn log_entry(
     job: &DeliveryJob,
     attempt: u32,
     status: JobStatus,
     result: &DeliveryResult,
-) -> (Attempt, JobRecord) {
-    let now = Utc::now();
-    let log = Attempt {
-        id: Uuid::now_v7(),
-        store_id: job.store_id.clone(),
-        integration_id: job.integration_id,
-        job_id: job.job_id,
-        event_id: job.event.id.clone(),
-        event_type: job.event.kind.clone(),
-        attempt,
-        succeeded: status == JobStatus::Delivered,
-        status_code: result.status_code,
-        body: result.body.clone(),
-        error_detail: result.error_detail.clone(),
-        processing_time: result.duration.as_secs_f64(),
-        created_at: now,
-    };
-    let state = JobRecord {
-        job_id: job.job_id,
-        store_id: job.store_id.clone(),
-        integration_id: job.integration_id,
-        event_id: job.event.id.clone(),
-        event_type: job.event.kind.clone(),
+) -> LogEntry {
+    LogEntry {
+        attempt: Attempt {
+            id: Uuid::now_v7(),
+            store_id: job.store_id.clone(),
+            integration_id: job.integration_id,
+            job_id: job.job_id,
+            event_id: job.event.id.clone(),
+            event_type: job.event.kind.clone(),
+            attempt,
+            succeeded: status == JobStatus::Delivered,
+            status_code: result.status_code,
+            body: result.body.clone(),
+            error_detail: result.error_detail.clone(),
+            processing_time: result.duration.as_secs_f64(),
+            created_at: Utc::now(),
+        },
         status,
-        attempts: attempt,
-        last_status_code: result.status_code,
-        last_error: result.error_detail.clone(),
         enqueued_at: job.enqueued_at,
-        updated_at: now,
-    };
-    (log, state)
+    }
 }
 
 /// Delivers a sample event of type `triggered_by` to an integration now, whatever its
@@ -323,8 +344,7 @@ pub async fn send_test(
     } else {
         JobStatus::Discarded
     };
-    let (attempt, record) = attempt_records(&job, 1, status, &result);
-    log.record(std::slice::from_ref(&attempt), &[record])
-        .await?;
-    Ok(attempt)
+    let entry = log_entry(&job, 1, status, &result);
+    log.record(std::slice::from_ref(&entry)).await?;
+    Ok(entry.attempt)
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::*;
+use crate::delivery::{Attempt, JobRecord};
 use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;
@@ -298,7 +299,7 @@ struct StuckLog;
 
 #[async_trait]
 impl DeliveryLog for StuckLog {
-    async fn record(&self, _: &[Attempt], _: &[JobRecord]) -> crate::error::Result<()> {
+    async fn record(&self, _: &[LogEntry]) -> crate::error::Result<()> {
         std::future::pending().await
     }
     async fn store_logs(
