@@ -209,6 +209,32 @@ async fn without_a_secret_no_secret_or_signature_header_is_sent() {
 }
 
 #[tokio::test]
+async fn an_integration_whose_url_changes_is_delivered_to_its_new_url() {
+    // The deliverer keeps each integration's parsed URL: an update must not be missed.
+    let (first, seen_first) = start_receiver(always(204), None).await;
+    let (second, seen_second) = start_receiver(always(204), None).await;
+    let hooks = deliverer(loopback_allowed(), Duration::from_secs(5));
+    let mut i = integration(&format!("http://{first}/hook"), None);
+    for _ in 0..2 {
+        assert_eq!(
+            hooks.deliver(&i, &job(&i), 1).await.outcome,
+            Outcome::Delivered
+        );
+    }
+    i.target = Target::Webhook(WebhookConfig {
+        url: format!("http://{second}/hook"),
+        secret_key: None,
+    });
+    i.version += 1;
+    assert_eq!(
+        hooks.deliver(&i, &job(&i), 1).await.outcome,
+        Outcome::Delivered
+    );
+    assert_eq!(seen_first.requests.lock().expect("lock").len(), 2);
+    assert_eq!(seen_second.requests.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
 async fn a_non_2xx_answer_is_a_retryable_failure_with_status_and_truncated_body() {
     let big = "x".repeat(100_000);
     let (addr, _) = start_receiver(

@@ -5,6 +5,7 @@
 //! the [`AddressGuard`], so the connection only ever goes to a checked address. IP
 //! literals in URLs never reach a resolver, so they are checked before the request.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use chrono::Utc;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use url::{Host, Url};
+use uuid::Uuid;
 
 use super::guard::{AddressGuard, Refused};
 use super::{envelope, DeliveryResult, Outcome, MAX_LOGGED_BODY};
@@ -94,7 +96,13 @@ pub struct WebhookDeliverer {
     client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     settings: ClientSettings,
     guard: AddressGuard,
+    /// Each integration's webhook URL, parsed once (per process, and again when the
+    /// integration's URL changes) instead of on every delivery.
+    urls: std::sync::Mutex<HashMap<Uuid, (String, Url)>>,
 }
+
+/// Most parsed URLs kept; past it the cache starts over.
+const URLS_KEPT: usize = 10_000;
 
 /// What the client is built from.
 struct ClientSettings {
@@ -121,7 +129,24 @@ impl WebhookDeliverer {
             client: std::sync::OnceLock::new(),
             settings: ClientSettings { timeout, resolver },
             guard,
+            urls: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `integration`'s webhook URL, parsed.
+    fn url(&self, integration: Uuid, url: &str) -> Result<Url, url::ParseError> {
+        let mut urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((text, parsed)) = urls.get(&integration) {
+            if text == url {
+                return Ok(parsed.clone());
+            }
+        }
+        let parsed = Url::parse(url)?;
+        if urls.len() >= URLS_KEPT {
+            urls.clear();
+        }
+        urls.insert(integration, (url.to_owned(), parsed.clone()));
+        Ok(parsed)
     }
 
     /// The hardened client, built once, on first use.
@@ -202,7 +227,7 @@ impl Deliverer for WebhookDeliverer {
                 started.elapsed(),
             );
         };
-        let url = match Url::parse(&config.url) {
+        let url = match self.url(integration.id, &config.url) {
             Ok(u) => u,
             Err(e) => {
                 return DeliveryResult::failed(
