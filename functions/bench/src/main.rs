@@ -4,13 +4,14 @@
 //! and runs it; see `infra/bench.sh`.
 //!
 //! ```text
-//! herald-bench [--out FILE] [--runs N] [--only tput,latency,init,batch,artifacts,ingest,pipeline]
+//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline]
 //!              [--lambda-dir DIR] [--artifacts ARCH=BINS:ZIPS,...] [--local PATH]
 //! herald-bench receiver        # the receiver process the others start
 //! ```
 //!
 //! - `tput`: R_tput, R_sign, CPU per event (fan-out handler vs a raw reqwest loop
 //!   to the same receiver).
+//! - `log`: CPU per write of the fanout function's DynamoDB log, by entries per write.
 //! - `latency`: open-loop p50/p99 at half the raw loop's best rate.
 //! - `init`: R_init and idle RSS of the release bootstraps in `--lambda-dir` against
 //!   the hello-world built beside them, on a mock Runtime API.
@@ -38,8 +39,9 @@ use std::process::ExitCode;
 use crate::lambda::Function;
 use crate::receiver::Receiver;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "tput",
+    "log",
     "latency",
     "init",
     "batch",
@@ -210,6 +212,12 @@ async fn run(args: &Args) -> (String, bool) {
             "Throughput, CPU and latency: fan-out handler vs raw reqwest loop",
             on_function_runtime(throughput::run(receiver.url(), args.runs))
                 .and_then(|t| Ok(format!("{t}\n{}", throughput::work_table(args.runs)?))),
+        );
+    }
+    if args.wants("log") {
+        section(
+            "The fanout function's log: CPU per write",
+            on_function_runtime(throughput::log_table(receiver.url(), args.runs)),
         );
     }
     if args.wants("latency") {

@@ -607,3 +607,125 @@ pub fn work_table(runs: usize) -> Result<String, String> {
     out.push_str("\nµs per event on one thread, median of the runs; compare with the CPU/event columns above\n");
     Ok(out)
 }
+
+/// What the function's log costs per write: one `record` of `k` entries (one
+/// delivery each) at a time to the receiver, for a few `k`; CPU µs per write and per
+/// entry, median of the runs. Beside it, the baseline: the same requests' JSON, built
+/// beforehand, posted with reqwest (unsigned) to the same receiver: the HTTP exchange
+/// alone, so that what the log adds to it (building the items, the AWS SDK's
+/// serialising, signing and orchestration) shows.
+pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
+    use herald_core::delivery::{log_entry, DeliveryResult, JobStatus, Outcome};
+    use herald_core::ports::DeliveryLog;
+    let sdk = herald_core::aws::local::moto_config(root(&url))
+        .await
+        .map_err(|e| e.to_string())?;
+    let log = DynamoDeliveryLog::from_sdk(&sdk, "bench-log", Duration::from_secs(86_400));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let i = webhook("bench", &url, None)?;
+    let now = Utc::now();
+    let job = DeliveryJob::new(
+        &i.store_id,
+        i.id,
+        Event {
+            id: "log".into(),
+            kind: "order.paid".into(),
+            occurred_at: now,
+            payload: payload(16).into(),
+        },
+        now,
+    );
+    let result = DeliveryResult {
+        outcome: Outcome::Delivered,
+        status_code: Some(200),
+        body: String::new(),
+        error_detail: None,
+        duration: Duration::from_millis(1),
+    };
+    let mut out = String::from(
+        "| entries per write | BatchWriteItem requests | CPU per write (µs) | CPU per entry (µs) | baseline: the same requests' JSON posted with reqwest (µs per write) | log ÷ baseline |\n|---:|---:|---:|---:|---:|---|\n",
+    );
+    for k in [1usize, 10, 25, 64] {
+        let entries: Vec<_> = (0..k)
+            .map(|_| log_entry(&job, 1, JobStatus::Delivered, &result))
+            .collect();
+        // The baseline's bodies, built once: what it measures is the HTTP exchange.
+        let bodies: Vec<Vec<u8>> = log
+            .write_requests(&entries)
+            .map_err(|e| e.to_string())?
+            .chunks(25)
+            .map(|chunk| batch_json("bench-log", chunk))
+            .collect();
+        let writes = 400;
+        let (mut sdk_us, mut raw_us) = (Vec::new(), Vec::new());
+        for _ in 0..=runs {
+            let sample = timed(writes, async {
+                for _ in 0..writes {
+                    log.record(&entries).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+            .await?;
+            sdk_us.push(sample.cpu_us);
+            let sample = timed(writes, async {
+                for _ in 0..writes {
+                    for body in &bodies {
+                        let res = client
+                            .post(root(&url))
+                            .header("content-type", "application/x-amz-json-1.0")
+                            .header("x-amz-target", "DynamoDB_20120810.BatchWriteItem")
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let _ = res.bytes().await;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            raw_us.push(sample.cpu_us);
+        }
+        sdk_us.remove(0);
+        raw_us.remove(0);
+        let ratios: Vec<f64> = sdk_us.iter().zip(&raw_us).map(|(a, b)| a / b).collect();
+        let (cpu, raw) = (median(sdk_us), median(raw_us));
+        out.push_str(&format!(
+            "| {k} | {} | {cpu:.0} | {:.1} | {raw:.0} | {} |\n",
+            k.div_ceil(25),
+            cpu / k as f64,
+            spread(&ratios, 1)
+        ));
+    }
+    out.push_str("\nthe fanout function's DynamoDB log (`record`: its items built, then written with the AWS SDK) to the receiver, which answers each BatchWriteItem at once; baseline = the same requests' JSON, built beforehand, posted with reqwest: the HTTP exchange alone; one write at a time on a current-thread runtime; median of the runs after a warm-up (min–max of the per-run ratios)\n");
+    Ok(out)
+}
+
+/// `BatchWriteItem`'s JSON body for `requests` (puts only) in `table`.
+fn batch_json(table: &str, requests: &[aws_sdk_dynamodb::types::WriteRequest]) -> Vec<u8> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    fn value(v: &AttributeValue) -> serde_json::Value {
+        match v {
+            AttributeValue::S(s) => serde_json::json!({ "S": s }),
+            AttributeValue::N(n) => serde_json::json!({ "N": n }),
+            AttributeValue::Bool(b) => serde_json::json!({ "BOOL": b }),
+            _ => serde_json::Value::Null,
+        }
+    }
+    let puts: Vec<serde_json::Value> = requests
+        .iter()
+        .filter_map(|r| r.put_request())
+        .map(|p| {
+            let item: serde_json::Map<String, serde_json::Value> = p
+                .item()
+                .iter()
+                .map(|(k, v)| (k.clone(), value(v)))
+                .collect();
+            serde_json::json!({ "PutRequest": { "Item": item } })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "RequestItems": { table: puts } })).unwrap_or_default()
+}
