@@ -541,13 +541,11 @@ pub fn work_table(runs: usize) -> Result<String, String> {
         "| body | parse the queued job | build the webhook body | sign it | log entry | its DynamoDB item | total |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     // The function's log, only to build its items (nothing is sent).
-    let dynamo = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .build(),
-    );
-    let log = DynamoDeliveryLog::new(dynamo, "bench-log", Duration::from_secs(86_400));
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let log = DynamoDeliveryLog::from_sdk(&sdk, "bench-log", Duration::from_secs(86_400));
     for size in [1024usize, 16 * 1024] {
         let n = 5_000;
         let job = DeliveryJob::new(
@@ -596,7 +594,7 @@ pub fn work_table(runs: usize) -> Result<String, String> {
         });
         let entries = [log_entry(&job, 1, JobStatus::Delivered, &result)];
         let items = time(&|| {
-            std::hint::black_box(log.write_requests(&entries).map(|r| r.len()).ok());
+            std::hint::black_box(log.put_items(&entries));
         });
         out.push_str(&format!(
             "| {} KiB | {parse:.1} | {build:.1} | {sign:.1} | {record:.1} | {items:.1} | {:.1} |\n",
@@ -612,8 +610,8 @@ pub fn work_table(runs: usize) -> Result<String, String> {
 /// delivery each) at a time to the receiver, for a few `k`; CPU µs per write and per
 /// entry, median of the runs. Beside it, the baseline: the same requests' JSON, built
 /// beforehand, posted with reqwest (unsigned) to the same receiver: the HTTP exchange
-/// alone, so that what the log adds to it (building the items, the AWS SDK's
-/// serialising, signing and orchestration) shows.
+/// alone, so that what the log adds to it (building the items and the request,
+/// credentials and signing) shows.
 pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
     use herald_core::delivery::{log_entry, DeliveryResult, JobStatus, Outcome};
     use herald_core::ports::DeliveryLog;
@@ -654,10 +652,9 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
             .collect();
         // The baseline's bodies, built once: what it measures is the HTTP exchange.
         let bodies: Vec<Vec<u8>> = log
-            .write_requests(&entries)
-            .map_err(|e| e.to_string())?
+            .put_items(&entries)
             .chunks(25)
-            .map(|chunk| batch_json("bench-log", chunk))
+            .map(|chunk| herald_core::aws::batch_write::request_body("bench-log", chunk))
             .collect();
         let writes = 400;
         let (mut sdk_us, mut raw_us) = (Vec::new(), Vec::new());
@@ -700,32 +697,6 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
             spread(&ratios, 1)
         ));
     }
-    out.push_str("\nthe fanout function's DynamoDB log (`record`: its items built, then written with the AWS SDK) to the receiver, which answers each BatchWriteItem at once; baseline = the same requests' JSON, built beforehand, posted with reqwest: the HTTP exchange alone; one write at a time on a current-thread runtime; median of the runs after a warm-up (min–max of the per-run ratios)\n");
+    out.push_str("\nthe fanout function's DynamoDB log (`record`: its items built in DynamoDB's JSON, each request signed with the AWS SDK's SigV4 signer and posted with reqwest) to the receiver, which answers each BatchWriteItem at once; baseline = the same requests' JSON, built beforehand, posted with reqwest: the HTTP exchange alone; one write at a time on a current-thread runtime; median of the runs after a warm-up (min–max of the per-run ratios)\n");
     Ok(out)
-}
-
-/// `BatchWriteItem`'s JSON body for `requests` (puts only) in `table`.
-fn batch_json(table: &str, requests: &[aws_sdk_dynamodb::types::WriteRequest]) -> Vec<u8> {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    fn value(v: &AttributeValue) -> serde_json::Value {
-        match v {
-            AttributeValue::S(s) => serde_json::json!({ "S": s }),
-            AttributeValue::N(n) => serde_json::json!({ "N": n }),
-            AttributeValue::Bool(b) => serde_json::json!({ "BOOL": b }),
-            _ => serde_json::Value::Null,
-        }
-    }
-    let puts: Vec<serde_json::Value> = requests
-        .iter()
-        .filter_map(|r| r.put_request())
-        .map(|p| {
-            let item: serde_json::Map<String, serde_json::Value> = p
-                .item()
-                .iter()
-                .map(|(k, v)| (k.clone(), value(v)))
-                .collect();
-            serde_json::json!({ "PutRequest": { "Item": item } })
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "RequestItems": { table: puts } })).unwrap_or_default()
 }

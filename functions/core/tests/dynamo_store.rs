@@ -592,16 +592,14 @@ mod delivery_log {
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
 
-    use super::{client, config_at, endpoint, store_id};
+    use super::{client, endpoint, store_id};
 
-    /// The log as the functions build it (`from_sdk`): the same client configuration.
-    fn log_at(url: String, table: String, retention: Duration) -> DynamoDeliveryLog {
-        let config = DynamoDeliveryLog::client_config(config_at(url));
-        DynamoDeliveryLog::new(
-            aws_sdk_dynamodb::Client::from_conf(config),
-            table,
-            retention,
-        )
+    /// The log as the functions build it (`from_sdk`), on the loopback peer at `url`.
+    async fn log_at(url: String, table: String, retention: Duration) -> DynamoDeliveryLog {
+        let sdk = herald_core::aws::local::moto_config(&url)
+            .await
+            .expect("loopback config");
+        DynamoDeliveryLog::from_sdk(&sdk, table, retention)
     }
 
     async fn fresh_log(retention: Duration) -> DynamoDeliveryLog {
@@ -609,7 +607,7 @@ mod delivery_log {
         DynamoIntegrationStore::create_table(&client(), &table)
             .await
             .expect("table");
-        log_at(endpoint(), table, retention)
+        log_at(endpoint(), table, retention).await
     }
 
     #[tokio::test]
@@ -628,7 +626,7 @@ mod delivery_log {
             }
             held
         });
-        let log = log_at(url, "silent".into(), Duration::from_secs(3600));
+        let log = log_at(url, "silent".into(), Duration::from_secs(3600)).await;
         let entry = logged(attempt("s", Uuid::now_v7(), Uuid::now_v7(), 1, true), 0);
         // Bounded here only so that a hang fails the test instead of stalling it.
         let outcome = tokio::time::timeout(
@@ -876,5 +874,293 @@ mod delivery_log {
             .expect("logs"),
             (attempts[..5].iter().rev().cloned().collect(), 60)
         );
+    }
+}
+
+/// The log's writer (its own `BatchWriteItem`, signed with the SDK's signer) against
+/// moto with its signature checks turned on, and against scripted loopback peers.
+mod log_writer {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use chrono::Utc;
+    use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::aws::records::DynamoDeliveryLog;
+    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
+    use herald_core::page::Page;
+    use herald_core::ports::DeliveryLog;
+    use uuid::Uuid;
+
+    use super::store_id;
+
+    /// The moto whose request-signature checks this module turns on (no other test
+    /// uses it: the checks are server-wide).
+    fn auth_endpoint() -> String {
+        let url = std::env::var("MOTO_AUTH_ENDPOINT")
+            .expect("MOTO_AUTH_ENDPOINT is not set: run `make test`");
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "MOTO_AUTH_ENDPOINT must be on loopback, not {url}"
+        );
+        url
+    }
+
+    fn entry(store: &str, integration: Uuid) -> LogEntry {
+        let now = Utc::now();
+        LogEntry {
+            attempt: Attempt {
+                id: Uuid::now_v7(),
+                store_id: store.into(),
+                integration_id: integration,
+                job_id: Uuid::now_v7(),
+                event_id: "evt \"quoted\" \u{e9}\n".into(),
+                event_type: "order.paid".into(),
+                attempt: 1,
+                succeeded: true,
+                status_code: Some(200),
+                body: "{\"ok\":true}".into(),
+                error_detail: None,
+                processing_time: 0.125,
+                created_at: now,
+            },
+            status: JobStatus::Delivered,
+            enqueued_at: now,
+        }
+    }
+
+    async fn sdk_at(url: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                key, secret, None, None, "test",
+            )))
+            .load()
+            .await
+    }
+
+    /// An IAM query action on moto (before its checks are on), its XML answer.
+    async fn iam(http: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> String {
+        let answer = http
+            .post(url)
+            // moto routes by the credential scope; nothing checks this one yet.
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form.iter().chain(&[("Version", "2010-05-08")]))
+                    .finish(),
+            )
+            .send()
+            .await
+            .expect("iam");
+        assert!(
+            answer.status().is_success(),
+            "{form:?}: {}",
+            answer.status()
+        );
+        answer.text().await.expect("text")
+    }
+
+    fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+        text.split_once(open)
+            .and_then(|(_, rest)| rest.split_once(close))
+            .map(|(v, _)| v)
+            .expect("element")
+    }
+
+    async fn moto_checks(http: &reqwest::Client, url: &str, after: &str) {
+        let answer = http
+            .post(format!("{url}/moto-api/reset-auth"))
+            .body(after.to_owned())
+            .send()
+            .await
+            .expect("reset-auth");
+        assert!(answer.status().is_success());
+    }
+
+    #[tokio::test]
+    async fn its_requests_pass_moto_s_signature_checks_and_a_wrong_secret_does_not() {
+        let url = auth_endpoint();
+        let http = reqwest::Client::new();
+        moto_checks(&http, &url, "inf").await;
+        let setup = sdk_at(&url, "testing", "testing").await;
+        let table = format!("herald-log-{}", Uuid::new_v4());
+        DynamoIntegrationStore::create_table(&aws_sdk_dynamodb::Client::new(&setup), &table)
+            .await
+            .expect("table");
+        let user = format!("herald-{}", Uuid::new_v4().simple());
+        iam(
+            &http,
+            &url,
+            &[("Action", "CreateUser"), ("UserName", &user)],
+        )
+        .await;
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:*","Resource":"*"}]}"#;
+        iam(
+            &http,
+            &url,
+            &[
+                ("Action", "PutUserPolicy"),
+                ("UserName", &user),
+                ("PolicyName", "log"),
+                ("PolicyDocument", policy),
+            ],
+        )
+        .await;
+        let key = iam(
+            &http,
+            &url,
+            &[("Action", "CreateAccessKey"), ("UserName", &user)],
+        )
+        .await;
+        let (id, secret) = (
+            between(&key, "<AccessKeyId>", "</AccessKeyId>").to_owned(),
+            between(&key, "<SecretAccessKey>", "</SecretAccessKey>").to_owned(),
+        );
+
+        // From here every request's signature is checked, until the end of the test.
+        moto_checks(&http, &url, "0").await;
+        let retention = Duration::from_secs(3600);
+        let log = DynamoDeliveryLog::from_sdk(&sdk_at(&url, &id, &secret).await, &table, retention);
+        let i = Uuid::now_v7();
+        let written = log.record(&[entry("s", i)]).await;
+        let forged = DynamoDeliveryLog::from_sdk(
+            &sdk_at(&url, &id, "not-the-secret").await,
+            &table,
+            retention,
+        )
+        .record(&[entry("s", i)])
+        .await;
+        let read = log
+            .integration_logs(&store_id("s"), i, Page::default())
+            .await;
+        moto_checks(&http, &url, "inf").await;
+
+        written.expect("a signed write is taken");
+        let refused = forged.expect_err("a write signed with the wrong secret is refused");
+        assert!(refused.to_string().contains("Signature"), "{refused}");
+        assert!(!refused.is_retryable());
+        let (logs, total) = read.expect("read");
+        assert_eq!(total, 1, "only the signed write is in the log");
+        assert_eq!(logs[0].event_id, "evt \"quoted\" \u{e9}\n");
+    }
+
+    /// A loopback peer answering the n-th request (0-based) with `script(n)`; counts
+    /// the requests.
+    async fn peer(
+        script: impl Fn(usize) -> (StatusCode, &'static str) + Send + Sync + 'static,
+    ) -> (String, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let script = Arc::new(script);
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                let (count, script) = (count.clone(), script.clone());
+                async move {
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = script(n);
+                    (
+                        status,
+                        [("content-type", "application/x-amz-json-1.0")],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    async fn log_to(url: &str) -> DynamoDeliveryLog {
+        DynamoDeliveryLog::from_sdk(
+            &sdk_at(url, "testing", "testing").await,
+            "t",
+            Duration::from_secs(3600),
+        )
+    }
+
+    const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#;
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_retried_until_written() {
+        let (url, seen) = peer(|n| match n {
+            0 => (StatusCode::BAD_REQUEST, THROTTLED),
+            1 => (StatusCode::INTERNAL_SERVER_ERROR, "{}"),
+            _ => (StatusCode::OK, r#"{"UnprocessedItems":{}}"#),
+        })
+        .await;
+        log_to(&url)
+            .await
+            .record(&[entry("s", Uuid::now_v7())])
+            .await
+            .expect("written on the third try");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn items_handed_back_unprocessed_are_sent_again() {
+        let (url, seen) = peer(|n| match n {
+            0 => (
+                StatusCode::OK,
+                r#"{"UnprocessedItems":{"t":[{"PutRequest":{"Item":{"pk":{"S":"x"}}}}]}}"#,
+            ),
+            _ => (StatusCode::OK, r#"{"UnprocessedItems":{}}"#),
+        })
+        .await;
+        log_to(&url)
+            .await
+            .record(&[entry("s", Uuid::now_v7())])
+            .await
+            .expect("written");
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_fails_at_once_without_retries() {
+        let (url, seen) = peer(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad item"}"#,
+            )
+        })
+        .await;
+        let err = log_to(&url)
+            .await
+            .record(&[entry("s", Uuid::now_v7())])
+            .await
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("ValidationException: bad item"),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_keeps_throttling_fails_the_write_after_its_rounds() {
+        let (url, seen) = peer(|_| (StatusCode::BAD_REQUEST, THROTTLED)).await;
+        let err = log_to(&url)
+            .await
+            .record(&[entry("s", Uuid::now_v7())])
+            .await
+            .expect_err("gave up");
+        assert!(err.to_string().contains("ThrottlingException"), "{err}");
+        assert!(err.is_retryable());
+        assert_eq!(seen.load(Ordering::SeqCst), 5, "one request per round");
     }
 }

@@ -1,6 +1,7 @@
 //! AWS adapters. The only place where SDK types appear; everything here converts to
 //! and from the core model at the boundary.
 
+pub mod batch_write;
 pub mod dynamo;
 pub mod kms;
 pub mod local;

@@ -26,15 +26,13 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, Select, TransactWriteItem, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Select, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::backend_error;
+use super::batch_write::{json_string, BatchWriter};
 use super::dynamo::{cancellation_reasons, condition_failed_at};
 use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
@@ -240,43 +238,37 @@ pub const LOG_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest one call of the delivery log may take, its retries included.
 pub const LOG_WRITE_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Attempts and job states in DynamoDB, kept for `retention`.
-#[derive(Clone, Debug)]
+/// Attempts and job states in DynamoDB, kept for `retention`. Reads go through the
+/// SDK's client; the fan-out's writes through a [`BatchWriter`].
+#[derive(Debug)]
 pub struct DynamoDeliveryLog {
     client: Client,
+    writer: BatchWriter,
     table: String,
     retention: Duration,
 }
 
 impl DynamoDeliveryLog {
-    /// The log in `table`, items expiring after `retention`.
-    pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retention,
-        }
-    }
-
-    /// Builds the client from the process-wide AWS configuration.
+    /// The log in `table` of the account, region and endpoint of `sdk`, items
+    /// expiring after `retention`.
     pub fn from_sdk(
         sdk: &aws_config::SdkConfig,
         table: impl Into<String>,
         retention: Duration,
     ) -> Self {
-        Self::new(
-            Client::from_conf(Self::client_config(sdk.into())),
+        let table = table.into();
+        Self {
+            client: Client::from_conf(Self::client_config(sdk.into())),
+            writer: BatchWriter::from_sdk(sdk, table.clone(), LOG_ATTEMPT_TIMEOUT),
             table,
             retention,
-        )
+        }
     }
 
-    /// The log client's configuration, from `config`. A log write is a few small
-    /// requests at the end of every batch, so its time is bounded by timeouts (one
-    /// request, and the whole write with its retries) instead of by the SDK's
-    /// stalled-stream protection, whose throughput checks cost about a quarter of the
-    /// CPU of each write (`make bench`). A write that cannot finish fails; the fan-out
-    /// logs that and still acknowledges the batch's deliveries.
+    /// The log's read client's configuration, from `config`: its time is bounded by
+    /// timeouts (one request, and the whole call with its retries) instead of by the
+    /// SDK's stalled-stream protection, whose throughput checks cost CPU on every
+    /// request (`make bench`). Writes have the same bounds (see [`DeliveryLog::record`]).
     pub fn client_config(config: aws_sdk_dynamodb::Config) -> aws_sdk_dynamodb::Config {
         let timeouts = config
             .timeout_config()
@@ -289,10 +281,6 @@ impl DynamoDeliveryLog {
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(timeouts)
             .build()
-    }
-
-    fn expires_at(&self, from: DateTime<Utc>) -> AttributeValue {
-        n(epoch(from) + self.retention.as_secs() as i64)
     }
 
     /// A query of the unexpired items under `key`, newest first.
@@ -371,121 +359,96 @@ impl DynamoDeliveryLog {
         Ok((page.slice(items), total))
     }
 
-    /// The puts [`DeliveryLog::record`] writes: one item per attempt, holding its
-    /// job's state too.
-    pub fn write_requests(&self, entries: &[LogEntry]) -> Result<Vec<WriteRequest>> {
-        let mut requests = Vec::with_capacity(entries.len());
-        for e in entries {
-            let a = &e.attempt;
-            let log_id = a.id.to_string();
-            let enqueued_at = rfc3339_ms(&e.enqueued_at);
-            let mut item = HashMap::from([
-                (
-                    "pk".to_owned(),
-                    s(format!("LOGS#{}#{}", a.store_id, a.integration_id)),
-                ),
-                ("sk".to_owned(), s(&log_id)),
-                ("gsi1pk".to_owned(), s(format!("LOGS#{}", a.store_id))),
-                ("gsi1sk".to_owned(), s(&log_id)),
-                (
-                    "gsi2pk".to_owned(),
-                    s(format!("JOBLOGS#{}#{}", a.store_id, a.job_id)),
-                ),
-                ("gsi2sk".to_owned(), s(&log_id)),
-                (
-                    "gsi3pk".to_owned(),
-                    s(format!("JOBS#{}#{}", a.store_id, a.integration_id)),
-                ),
-                (
-                    "gsi3sk".to_owned(),
-                    s(format!("{enqueued_at}#{}#{log_id}", a.job_id)),
-                ),
-                ("entity".to_owned(), s("attempt")),
-                ("id".to_owned(), s(log_id)),
-                ("store_id".to_owned(), s(&a.store_id)),
-                ("integration_id".to_owned(), s(a.integration_id.to_string())),
-                ("job_id".to_owned(), s(a.job_id.to_string())),
-                ("event_id".to_owned(), s(&a.event_id)),
-                ("event_type".to_owned(), s(&a.event_type)),
-                ("attempt".to_owned(), n(a.attempt)),
-                ("succeeded".to_owned(), AttributeValue::Bool(a.succeeded)),
-                ("processing_time".to_owned(), n(a.processing_time)),
-                ("created_at".to_owned(), s(rfc3339_ms(&a.created_at))),
-                ("expires_at".to_owned(), self.expires_at(a.created_at)),
-                ("status".to_owned(), s(e.status.as_str())),
-                ("enqueued_at".to_owned(), s(enqueued_at)),
-            ]);
-            if let Some(code) = a.status_code {
-                item.insert("status_code".into(), n(code));
-            }
-            if !a.body.is_empty() {
-                item.insert("body".into(), s(&a.body));
-            }
-            if let Some(detail) = &a.error_detail {
-                item.insert("error_detail".into(), s(detail));
-            }
-            requests.push(put(item)?);
-        }
-        Ok(requests)
+    /// The items [`DeliveryLog::record`] writes, in DynamoDB's JSON: one per attempt,
+    /// holding its job's state too.
+    pub fn put_items(&self, entries: &[LogEntry]) -> Vec<Vec<u8>> {
+        entries.iter().map(|e| self.put_item(e)).collect()
     }
 
-    async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<()> {
-        // BatchWriteItem takes 25 requests and may hand some back as unprocessed. The
-        // chunks are moved into their requests (no copy) and written up to
-        // WRITES_IN_FLIGHT at a time, so a batch's log costs about one round trip
-        // rather than one per 25 items.
-        for round in 0..5u32 {
-            if requests.is_empty() {
-                return Ok(());
-            }
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(50 << round)).await;
-            }
-            let mut items = requests.into_iter();
-            let chunks = std::iter::from_fn(|| {
-                let chunk: Vec<WriteRequest> = items.by_ref().take(25).collect();
-                (!chunk.is_empty()).then_some(chunk)
-            });
-            let answers: Vec<_> = futures_util::stream::iter(chunks)
-                .map(|chunk| {
-                    self.client
-                        .batch_write_item()
-                        .request_items(&self.table, chunk)
-                        .send()
-                })
-                .buffer_unordered(WRITES_IN_FLIGHT)
-                .collect()
-                .await;
-            let mut unprocessed = Vec::new();
-            for answer in answers {
-                let out = answer.map_err(|e| backend_error(SERVICE, e))?;
-                if let Some(left) = out.unprocessed_items().and_then(|m| m.get(&self.table)) {
-                    unprocessed.extend(left.iter().cloned());
-                }
-            }
-            requests = unprocessed;
+    fn put_item(&self, e: &LogEntry) -> Vec<u8> {
+        let a = &e.attempt;
+        let log_id = a.id.to_string();
+        let enqueued_at = rfc3339_ms(&e.enqueued_at);
+        let mut item = JsonItem::with_capacity(1024 + a.body.len());
+        item.s("pk", &format!("LOGS#{}#{}", a.store_id, a.integration_id));
+        item.s("sk", &log_id);
+        item.s("gsi1pk", &format!("LOGS#{}", a.store_id));
+        item.s("gsi1sk", &log_id);
+        item.s("gsi2pk", &format!("JOBLOGS#{}#{}", a.store_id, a.job_id));
+        item.s("gsi2sk", &log_id);
+        item.s(
+            "gsi3pk",
+            &format!("JOBS#{}#{}", a.store_id, a.integration_id),
+        );
+        item.s("gsi3sk", &format!("{enqueued_at}#{}#{log_id}", a.job_id));
+        item.s("entity", "attempt");
+        item.s("id", &log_id);
+        item.s("store_id", &a.store_id);
+        item.s("integration_id", &a.integration_id.to_string());
+        item.s("job_id", &a.job_id.to_string());
+        item.s("event_id", &a.event_id);
+        item.s("event_type", &a.event_type);
+        item.n("attempt", a.attempt);
+        item.bool("succeeded", a.succeeded);
+        item.n("processing_time", a.processing_time);
+        item.s("created_at", &rfc3339_ms(&a.created_at));
+        item.n(
+            "expires_at",
+            epoch(a.created_at) + self.retention.as_secs() as i64,
+        );
+        item.s("status", e.status.as_str());
+        item.s("enqueued_at", &enqueued_at);
+        if let Some(code) = a.status_code {
+            item.n("status_code", code);
         }
-        if requests.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Backend {
-                service: SERVICE,
-                message: format!("{} log items were left unprocessed", requests.len()),
-                retryable: true,
-            })
+        if !a.body.is_empty() {
+            item.s("body", &a.body);
         }
+        if let Some(detail) = &a.error_detail {
+            item.s("error_detail", detail);
+        }
+        item.finish()
     }
 }
 
-/// Most BatchWriteItem requests of one log write in flight at once.
-const WRITES_IN_FLIGHT: usize = 8;
+/// An item being written in DynamoDB's JSON (`{"name":{"S":"value"},…}`).
+struct JsonItem(Vec<u8>);
 
-fn put(item: HashMap<String, AttributeValue>) -> Result<WriteRequest> {
-    let put = PutRequest::builder()
-        .set_item(Some(item))
-        .build()
-        .map_err(|e| Error::Config(format!("building a log write: {e}")))?;
-    Ok(WriteRequest::builder().put_request(put).build())
+impl JsonItem {
+    fn with_capacity(n: usize) -> Self {
+        let mut buf = Vec::with_capacity(n);
+        buf.push(b'{');
+        Self(buf)
+    }
+    fn key(&mut self, name: &str, kind: &[u8]) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        json_string(&mut self.0, name);
+        self.0.extend_from_slice(b":{");
+        self.0.extend_from_slice(kind);
+        self.0.push(b':');
+    }
+    fn s(&mut self, name: &str, value: &str) {
+        self.key(name, b"\"S\"");
+        json_string(&mut self.0, value);
+        self.0.push(b'}');
+    }
+    fn n(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.key(name, b"\"N\"");
+        json_string(&mut self.0, &value.to_string());
+        self.0.push(b'}');
+    }
+    fn bool(&mut self, name: &str, value: bool) {
+        self.key(name, b"\"BOOL\"");
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self.0.push(b'}');
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.0.push(b'}');
+        self.0
+    }
 }
 
 struct Item<'a>(&'a HashMap<String, AttributeValue>);
@@ -566,8 +529,23 @@ fn job_from(item: &HashMap<String, AttributeValue>) -> Result<JobRecord> {
 
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
+    /// Up to 25 items per `BatchWriteItem` and 8 requests at once, what comes back
+    /// unprocessed (or meets a retryable error) written again, each request bounded
+    /// by [`LOG_ATTEMPT_TIMEOUT`] and the whole write by [`LOG_WRITE_TIMEOUT`].
     async fn record(&self, entries: &[LogEntry]) -> Result<()> {
-        self.write_all(self.write_requests(entries)?).await
+        match tokio::time::timeout(
+            LOG_WRITE_TIMEOUT,
+            self.writer.write(self.put_items(entries)),
+        )
+        .await
+        {
+            Ok(written) => written,
+            Err(_) => Err(Error::Backend {
+                service: SERVICE,
+                message: format!("the log write took longer than {LOG_WRITE_TIMEOUT:?}"),
+                retryable: true,
+            }),
+        }
     }
 
     async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
