@@ -9,9 +9,9 @@
 //! An attempt's item also holds its job's state after it (`status`, `enqueued_at`), so
 //! a delivery is one item. A job's attempts sit side by side in GSI3 (their sort keys
 //! start with the job's), newest first when read backwards: the jobs listing reads
-//! the first item of each job there, its latest attempt. Versions before 0.2 kept a
-//! separate job item (`pk` `JOBS#<store>#<integration>`); it is not read, and its
-//! TTL removes it.
+//! the first item of each job there, its latest attempt. Earlier builds kept a
+//! separate job item (`pk` `JOBS#<store>#<integration>`); it is not read, and its TTL
+//! removes it.
 //!
 //! Every item carries `expires_at` (epoch seconds) for DynamoDB TTL. TTL deletion is
 //! lazy (up to days late), so reads filter expired items and a claim whose
