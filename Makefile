@@ -55,7 +55,7 @@ test: setup ## everything CI checks: format, lints, unit/integration/end-to-end 
 	$(MAKE) --no-print-directory lambda-smoke
 
 unit: setup ## cargo test for the whole workspace, with moto (127.0.0.1:5055, 5056 serial, 5058 for the signature test) and ActiveMQ (127.0.0.1:61613/61614) started and stopped after
-	MOTO_PORT=$(MOTO_PORT) infra/with-peers.sh cargo test --locked --workspace
+	MOTO_PORT=$(MOTO_PORT) MOTO_AUTH=1 infra/with-peers.sh cargo test --locked --workspace
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check

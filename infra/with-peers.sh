@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs a command with the local peers up — moto on 127.0.0.1:$MOTO_PORT (default 5055),
 # a one-request-at-a-time moto on $MOTO_SERIAL_PORT (default 5056) for the tests that
-# race writers, a moto on $MOTO_AUTH_PORT (default 5058) for the test that turns on its
-# request-signature checks, and ActiveMQ on 127.0.0.1:61613/61614 — and stops what it
-# started afterwards, whatever the command's outcome. The command sees MOTO_ENDPOINT,
-# MOTO_SERIAL_ENDPOINT, MOTO_AUTH_ENDPOINT and HERALD_STOMP_TEST_CA (the broker's
-# self-signed certificate).
+# race writers, with MOTO_AUTH=1 a moto on $MOTO_AUTH_PORT (default 5058) for the test
+# that turns on its request-signature checks (`make unit`; the reliability and demo runs
+# do not start it), and ActiveMQ on 127.0.0.1:61613/61614 — and stops what it started
+# afterwards, whatever the command's outcome. The command sees MOTO_ENDPOINT,
+# MOTO_SERIAL_ENDPOINT, MOTO_AUTH_ENDPOINT (with MOTO_AUTH=1) and HERALD_STOMP_TEST_CA
+# (the broker's self-signed certificate).
 #   infra/with-peers.sh cargo test --workspace
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,12 +26,14 @@ cleanup() {
 trap cleanup EXIT
 "$here/infra/moto.sh" start && started_moto=1
 MOTO_PORT=$serial_port MOTO_SERIAL=1 "$here/infra/moto.sh" start && started_serial=1
-MOTO_PORT=$auth_port "$here/infra/moto.sh" start && started_auth=1
+if [ "${MOTO_AUTH:-0}" = 1 ]; then
+  MOTO_PORT=$auth_port "$here/infra/moto.sh" start && started_auth=1
+  export MOTO_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
+fi
 if [ "$("$here/infra/activemq.sh" status)" != running ]; then
   "$here/infra/activemq.sh" start && started_activemq=1
 fi
 export MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export MOTO_SERIAL_ENDPOINT="http://127.0.0.1:$serial_port"
-export MOTO_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
 export HERALD_STOMP_TEST_CA="$here/.run/activemq/broker-ca.pem"
 "$@"

@@ -900,8 +900,9 @@ mod log_writer {
     /// The moto whose request-signature checks this module turns on (no other test
     /// uses it: the checks are server-wide).
     fn auth_endpoint() -> String {
-        let url = std::env::var("MOTO_AUTH_ENDPOINT")
-            .expect("MOTO_AUTH_ENDPOINT is not set: run `make test`");
+        let url = std::env::var("MOTO_AUTH_ENDPOINT").expect(
+            "MOTO_AUTH_ENDPOINT is not set: run `make test` (or MOTO_AUTH=1 infra/with-peers.sh)",
+        );
         assert!(
             url.starts_with("http://127.0.0.1:"),
             "MOTO_AUTH_ENDPOINT must be on loopback, not {url}"
