@@ -533,7 +533,7 @@ pub async fn latency(url: String, runs: usize) -> Result<String, String> {
 /// The handler's own work per event, without any I/O: what the fan-out does that a
 /// raw loop posting a prepared body does not (µs per event, median of the runs).
 pub fn work_table(runs: usize) -> Result<String, String> {
-    use herald_core::delivery::{log_entry, DeliveryResult, JobStatus, Outcome};
+    use herald_core::delivery::{log_entry, JobStatus};
     let now = Utc::now();
     let i = webhook("bench", "http://127.0.0.1:9/hook", None)?;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -561,13 +561,7 @@ pub fn work_table(runs: usize) -> Result<String, String> {
         );
         let text = job.to_body();
         let body = herald_core::delivery::envelope::webhook_body(&job, &i, 1);
-        let result = DeliveryResult {
-            outcome: Outcome::Delivered,
-            status_code: Some(200),
-            body: String::new(),
-            error_detail: None,
-            duration: Duration::from_millis(1),
-        };
+        let result = delivered();
         let time = |f: &dyn Fn()| {
             let mut per = Vec::new();
             for _ in 0..=runs {
@@ -613,7 +607,7 @@ pub fn work_table(runs: usize) -> Result<String, String> {
 /// alone, so that what the log adds to it (building the items and the request,
 /// credentials and signing) shows.
 pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
-    use herald_core::delivery::{log_entry, DeliveryResult, JobStatus, Outcome};
+    use herald_core::delivery::{log_entry, JobStatus};
     use herald_core::ports::DeliveryLog;
     let sdk = herald_core::aws::local::moto_config(root(&url))
         .await
@@ -636,13 +630,7 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
         },
         now,
     );
-    let result = DeliveryResult {
-        outcome: Outcome::Delivered,
-        status_code: Some(200),
-        body: String::new(),
-        error_detail: None,
-        duration: Duration::from_millis(1),
-    };
+    let result = delivered();
     let mut out = String::from(
         "| entries per write | BatchWriteItem requests | CPU per write (µs) | CPU per entry (µs) | baseline: the same requests' JSON posted with reqwest (µs per write) | log ÷ baseline |\n|---:|---:|---:|---:|---:|---|\n",
     );
@@ -699,4 +687,15 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
     }
     out.push_str("\nthe fanout function's DynamoDB log (`record`: its items built in DynamoDB's JSON, each request signed with the AWS SDK's SigV4 signer and posted with reqwest) to the receiver, which answers each BatchWriteItem at once; baseline = the same requests' JSON, built beforehand, posted with reqwest: the HTTP exchange alone; one write at a time on a current-thread runtime; median of the runs after a warm-up (min–max of the per-run ratios)\n");
     Ok(out)
+}
+
+/// A delivery's result as the receiver gives it: 200, no body, 1 ms.
+fn delivered() -> herald_core::delivery::DeliveryResult {
+    herald_core::delivery::DeliveryResult {
+        outcome: herald_core::delivery::Outcome::Delivered,
+        status_code: Some(200),
+        body: String::new(),
+        error_detail: None,
+        duration: Duration::from_millis(1),
+    }
 }

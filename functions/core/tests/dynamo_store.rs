@@ -1086,12 +1086,15 @@ mod log_writer {
         (url, seen)
     }
 
-    async fn log_to(url: &str) -> DynamoDeliveryLog {
+    /// Records one entry with a log writing to the peer at `url`.
+    async fn write_one(url: &str) -> herald_core::error::Result<()> {
         DynamoDeliveryLog::from_sdk(
             &sdk_at(url, "testing", "testing").await,
             "t",
             Duration::from_secs(3600),
         )
+        .record(&[entry("s", Uuid::now_v7())])
+        .await
     }
 
     const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#;
@@ -1104,11 +1107,7 @@ mod log_writer {
             _ => (StatusCode::OK, r#"{"UnprocessedItems":{}}"#),
         })
         .await;
-        log_to(&url)
-            .await
-            .record(&[entry("s", Uuid::now_v7())])
-            .await
-            .expect("written on the third try");
+        write_one(&url).await.expect("written on the third try");
         assert_eq!(seen.load(Ordering::SeqCst), 3);
     }
 
@@ -1122,11 +1121,7 @@ mod log_writer {
             _ => (StatusCode::OK, r#"{"UnprocessedItems":{}}"#),
         })
         .await;
-        log_to(&url)
-            .await
-            .record(&[entry("s", Uuid::now_v7())])
-            .await
-            .expect("written");
+        write_one(&url).await.expect("written");
         assert_eq!(seen.load(Ordering::SeqCst), 2);
     }
 
@@ -1139,11 +1134,7 @@ mod log_writer {
             )
         })
         .await;
-        let err = log_to(&url)
-            .await
-            .record(&[entry("s", Uuid::now_v7())])
-            .await
-            .expect_err("refused");
+        let err = write_one(&url).await.expect_err("refused");
         assert!(
             err.to_string().contains("ValidationException: bad item"),
             "{err}"
@@ -1155,11 +1146,7 @@ mod log_writer {
     #[tokio::test]
     async fn a_peer_that_keeps_throttling_fails_the_write_after_its_rounds() {
         let (url, seen) = peer(|_| (StatusCode::BAD_REQUEST, THROTTLED)).await;
-        let err = log_to(&url)
-            .await
-            .record(&[entry("s", Uuid::now_v7())])
-            .await
-            .expect_err("gave up");
+        let err = write_one(&url).await.expect_err("gave up");
         assert!(err.to_string().contains("ThrottlingException"), "{err}");
         assert!(err.is_retryable());
         assert_eq!(seen.load(Ordering::SeqCst), 5, "one request per round");

@@ -21,6 +21,7 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use futures_util::{FutureExt, StreamExt};
 
+use super::RETRYABLE_CODES;
 use crate::error::{Error, Result};
 
 const SERVICE: &str = "DynamoDB";
@@ -35,16 +36,8 @@ const REQUESTS_IN_FLIGHT: usize = 8;
 /// retryable error, after 100, 200, 400 and 800 ms.
 const ROUNDS: u32 = 5;
 
-/// Error codes that mean "try again later" (the SDK's retry classification).
-const RETRYABLE: &[&str] = &[
-    "ThrottlingException",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionInProgressException",
-    "ExpiredTokenException",
-];
+/// Expired credentials: fetched again, and the request retried.
+const EXPIRED: &str = "ExpiredTokenException";
 
 /// Writes items to one table with `BatchWriteItem`.
 #[derive(Debug)]
@@ -207,11 +200,11 @@ impl BatchWriter {
             return unprocessed(&self.table, &answer).map(Sent::Done);
         }
         let (code, message) = error_of(error_type.as_deref(), &answer);
-        if code == "ExpiredTokenException" {
+        if code == EXPIRED {
             *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         let why = format!("{code}: {message}");
-        if status.is_server_error() || RETRYABLE.contains(&code.as_str()) {
+        if status.is_server_error() || code == EXPIRED || RETRYABLE_CODES.contains(&code.as_str()) {
             return Ok(Sent::Again(chunk, why));
         }
         Err(Error::Backend {
@@ -503,53 +496,44 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160) // 2015-08-30T12:36:00Z
     }
 
-    #[test]
-    fn signing_matches_the_aws_test_suites_post_vanilla() {
-        let headers = sign_headers(
+    /// The headers that sign the suite's `POST /` to example.amazonaws.com.
+    fn suite_signed(token: Option<&str>) -> Vec<(String, String)> {
+        sign_headers(
             "https://example.amazonaws.com/",
             &[("host", "example.amazonaws.com")],
             b"",
-            &suite_credentials(None),
+            &suite_credentials(token),
             "us-east-1",
             "service",
             suite_time(),
         )
-        .expect("signed");
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("x-amz-date"), Some("20150830T123600Z"));
+        .expect("signed")
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn signing_matches_the_aws_test_suites_post_vanilla() {
+        let headers = suite_signed(None);
+        assert_eq!(header(&headers, "x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(
-            get("authorization"),
+            header(&headers, "authorization"),
             Some("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b")
         );
-        assert_eq!(get("x-amz-security-token"), None);
+        assert_eq!(header(&headers, "x-amz-security-token"), None);
     }
 
     #[test]
     fn temporary_credentials_sign_their_session_token_too() {
         let token = "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267";
-        let headers = sign_headers(
-            "https://example.amazonaws.com/",
-            &[("host", "example.amazonaws.com")],
-            b"",
-            &suite_credentials(Some(token)),
-            "us-east-1",
-            "service",
-            suite_time(),
-        )
-        .expect("signed");
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("x-amz-security-token"), Some(token));
-        let authorization = get("authorization").expect("authorization");
+        let headers = suite_signed(Some(token));
+        assert_eq!(header(&headers, "x-amz-security-token"), Some(token));
+        let authorization = header(&headers, "authorization").expect("authorization");
         assert!(
             authorization.contains("SignedHeaders=host;x-amz-date;x-amz-security-token,"),
             "{authorization}"

@@ -70,7 +70,7 @@ impl HttpClient for LazyTls {
 }
 
 /// Error codes that mean "try again later".
-const RETRYABLE_CODES: &[&str] = &[
+pub(crate) const RETRYABLE_CODES: &[&str] = &[
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
