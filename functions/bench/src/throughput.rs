@@ -641,7 +641,7 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
         // The baseline's bodies, built once: what it measures is the HTTP exchange.
         let bodies: Vec<Vec<u8>> = log
             .put_items(&entries)
-            .chunks(25)
+            .chunks(herald_core::aws::batch_write::ITEMS_PER_REQUEST)
             .map(|chunk| herald_core::aws::batch_write::request_body("bench-log", chunk))
             .collect();
         let writes = 400;

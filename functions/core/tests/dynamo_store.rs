@@ -895,7 +895,7 @@ mod log_writer {
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
 
-    use super::store_id;
+    use super::{moto_config, store_id};
 
     /// The moto whose request-signature checks this module turns on (no other test
     /// uses it: the checks are server-wide).
@@ -933,15 +933,16 @@ mod log_writer {
         }
     }
 
-    async fn sdk_at(url: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(url)
-            .region(aws_config::Region::new("us-east-1"))
+    /// moto's loopback configuration (`moto_config`), signing with `key` and `secret`.
+    async fn signing_with(url: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
+        moto_config(url)
+            .await
+            .expect("loopback config")
+            .to_builder()
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 key, secret, None, None, "test",
             )))
-            .load()
-            .await
+            .build()
     }
 
     /// An IAM query action on moto (before its checks are on), its XML answer.
@@ -992,7 +993,7 @@ mod log_writer {
         let url = auth_endpoint();
         let http = reqwest::Client::new();
         moto_checks(&http, &url, "inf").await;
-        let setup = sdk_at(&url, "testing", "testing").await;
+        let setup = moto_config(&url).await.expect("loopback config");
         let table = format!("herald-log-{}", Uuid::new_v4());
         DynamoIntegrationStore::create_table(&aws_sdk_dynamodb::Client::new(&setup), &table)
             .await
@@ -1030,11 +1031,12 @@ mod log_writer {
         // From here every request's signature is checked, until the end of the test.
         moto_checks(&http, &url, "0").await;
         let retention = Duration::from_secs(3600);
-        let log = DynamoDeliveryLog::from_sdk(&sdk_at(&url, &id, &secret).await, &table, retention);
+        let log =
+            DynamoDeliveryLog::from_sdk(&signing_with(&url, &id, &secret).await, &table, retention);
         let i = Uuid::now_v7();
         let written = log.record(&[entry("s", i)]).await;
         let forged = DynamoDeliveryLog::from_sdk(
-            &sdk_at(&url, &id, "not-the-secret").await,
+            &signing_with(&url, &id, "not-the-secret").await,
             &table,
             retention,
         )
@@ -1089,7 +1091,7 @@ mod log_writer {
     /// Records one entry with a log writing to the peer at `url`.
     async fn write_one(url: &str) -> herald_core::error::Result<()> {
         DynamoDeliveryLog::from_sdk(
-            &sdk_at(url, "testing", "testing").await,
+            &moto_config(url).await.expect("loopback config"),
             "t",
             Duration::from_secs(3600),
         )

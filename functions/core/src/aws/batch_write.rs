@@ -22,6 +22,7 @@ use aws_sigv4::sign::v4;
 use futures_util::{FutureExt, StreamExt};
 
 use super::RETRYABLE_CODES;
+use crate::delivery::envelope::json_string;
 use crate::error::{Error, Result};
 
 const SERVICE: &str = "DynamoDB";
@@ -54,7 +55,7 @@ pub struct BatchWriter {
 }
 
 /// What the endpoint is resolved from.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct EndpointInputs {
     region: Option<String>,
     use_fips: Option<bool>,
@@ -365,12 +366,6 @@ pub fn request_body(table: &str, items: &[Vec<u8>]) -> Vec<u8> {
     }
     body.extend_from_slice(b"]}}");
     body
-}
-
-/// Appends `value` as a JSON string.
-pub(crate) fn json_string(out: &mut Vec<u8>, value: &str) {
-    // Writing to a Vec cannot fail, and a str always serialises.
-    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// The items of a successful answer handed back unprocessed.

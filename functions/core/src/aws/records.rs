@@ -26,14 +26,16 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::{AttributeValue, Select, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::backend_error;
-use super::batch_write::{json_string, BatchWriter};
+use super::batch_write::BatchWriter;
 use super::dynamo::{cancellation_reasons, condition_failed_at};
+use crate::delivery::envelope::json_string;
 use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
 use crate::job::rfc3339_ms;
@@ -269,7 +271,7 @@ impl DynamoDeliveryLog {
     /// timeouts (one request, and the whole call with its retries) instead of by the
     /// SDK's stalled-stream protection, whose throughput checks cost CPU on every
     /// request (`make bench`). Writes have the same bounds (see [`DeliveryLog::record`]).
-    pub fn client_config(config: aws_sdk_dynamodb::Config) -> aws_sdk_dynamodb::Config {
+    fn client_config(config: aws_sdk_dynamodb::Config) -> aws_sdk_dynamodb::Config {
         let timeouts = config
             .timeout_config()
             .map_or_else(TimeoutConfig::builder, |t| t.to_builder())
@@ -297,11 +299,11 @@ impl DynamoDeliveryLog {
             .scan_index_forward(false)
     }
 
-    /// Runs `query` page after page, handing each item to `keep_going` until it says
-    /// stop or the items end.
-    async fn each_item(
+    /// Runs `query` page after page, handing each page to `keep_going` until it says
+    /// stop or the pages end.
+    async fn each_page(
         query: impl Fn() -> QueryFluentBuilder,
-        mut keep_going: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
+        mut keep_going: impl FnMut(&QueryOutput) -> bool,
     ) -> Result<()> {
         let mut start = None;
         loop {
@@ -310,16 +312,23 @@ impl DynamoDeliveryLog {
                 .send()
                 .await
                 .map_err(|e| backend_error(SERVICE, e))?;
-            for item in out.items() {
-                if !keep_going(item) {
-                    return Ok(());
-                }
+            if !keep_going(&out) {
+                return Ok(());
             }
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Runs `query` page after page, handing each item to `keep_going` until it says
+    /// stop or the items end.
+    async fn each_item(
+        query: impl Fn() -> QueryFluentBuilder,
+        mut keep_going: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
+    ) -> Result<()> {
+        Self::each_page(query, |out| out.items().iter().all(&mut keep_going)).await
     }
 
     /// One page (newest first) of the items under a partition key, and the total.
@@ -331,21 +340,14 @@ impl DynamoDeliveryLog {
         page: Page,
     ) -> Result<(Vec<HashMap<String, AttributeValue>>, usize)> {
         let mut total = 0usize;
-        let mut start = None;
-        loop {
-            let out = self
-                .query(index, key_attr, &key)
-                .select(Select::Count)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| backend_error(SERVICE, e))?;
-            total += out.count().max(0) as usize;
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        Self::each_page(
+            || self.query(index, key_attr, &key).select(Select::Count),
+            |out| {
+                total += out.count().max(0) as usize;
+                true
+            },
+        )
+        .await?;
         let want = page.offset + page.limit;
         let mut items = Vec::new();
         Self::each_item(
@@ -408,6 +410,25 @@ impl DynamoDeliveryLog {
             item.s("error_detail", detail);
         }
         item.finish()
+    }
+}
+
+/// Items read in GSI3's order, where a job's attempts come one after another, its
+/// latest first.
+#[derive(Default)]
+struct JobRuns {
+    last: Option<AttributeValue>,
+}
+
+impl JobRuns {
+    /// Whether `item` is the first (the latest attempt) of its job.
+    fn starts(&mut self, item: &HashMap<String, AttributeValue>) -> bool {
+        let job = item.get("job_id");
+        let first = job != self.last.as_ref();
+        if first {
+            self.last = job.cloned();
+        }
+        first
     }
 }
 
@@ -583,31 +604,25 @@ impl DeliveryLog for DynamoDeliveryLog {
         // counted once, and read from that first item.
         let key = format!("JOBS#{store}#{integration}");
         let mut total = 0usize;
-        let mut last: Option<AttributeValue> = None;
+        let mut runs = JobRuns::default();
         Self::each_item(
             || {
                 self.query(Some("gsi3"), "gsi3pk", &key)
                     .projection_expression("job_id")
             },
             |item| {
-                let job = item.get("job_id");
-                if job != last.as_ref() {
-                    total += 1;
-                    last = job.cloned();
-                }
+                total += usize::from(runs.starts(item));
                 true
             },
         )
         .await?;
         let want = page.offset + page.limit;
         let mut latest = Vec::new();
-        let mut last: Option<AttributeValue> = None;
+        let mut runs = JobRuns::default();
         Self::each_item(
             || self.query(Some("gsi3"), "gsi3pk", &key),
             |item| {
-                let job = item.get("job_id");
-                if job != last.as_ref() {
-                    last = job.cloned();
+                if runs.starts(item) {
                     latest.push(item.clone());
                 }
                 latest.len() < want
