@@ -141,7 +141,11 @@ async fn a_wrong_password_is_a_clear_failure() {
     let result = deliverer(loopback(), false).deliver(&i, &job(&i), 1).await;
     assert!(matches!(result.outcome, Outcome::Retryable { .. }));
     let detail = result.error_detail.expect("detail");
-    assert!(detail.contains("refused the login"), "{detail}");
+    // The broker's ERROR frame, or (ActiveMQ, at times) a close before it is out.
+    assert!(
+        detail.contains("refused the login") || detail.contains("the login may have been refused"),
+        "{detail}"
+    );
     assert!(
         !detail.contains("not-the-password"),
         "the password leaked into the detail"

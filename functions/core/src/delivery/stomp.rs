@@ -239,9 +239,20 @@ struct Connection {
     stream: Box<dyn Stream>,
     buf: Vec<u8>,
     address: String,
+    /// The broker closed the connection (a read came back empty).
+    closed: bool,
 }
 
 impl Connection {
+    fn new(stream: Box<dyn Stream>, address: &str) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+            address: address.to_owned(),
+            closed: false,
+        }
+    }
+
     async fn read_frame(&mut self, timeout: Duration) -> Result<Frame, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -261,6 +272,7 @@ impl Connection {
                 })?
                 .map_err(|e| format!("reading from {}: {e}", self.address))?;
             if n == 0 {
+                self.closed = true;
                 return Err(format!("{} closed the connection", self.address));
             }
             self.buf.extend_from_slice(&chunk[..n]);
@@ -413,11 +425,7 @@ impl StompDeliverer {
         } else {
             Box::new(tcp)
         };
-        let mut conn = Connection {
-            stream,
-            buf: Vec::new(),
-            address: raw.to_owned(),
-        };
+        let mut conn = Connection::new(stream, raw);
         let vhost = config.virtual_host.clone().unwrap_or_else(|| host.clone());
         let connect = encode(
             "CONNECT",
@@ -432,7 +440,17 @@ impl StompDeliverer {
             false,
         );
         conn.write(&connect).await?;
-        let answer = conn.read_frame(self.timeout).await?;
+        let answer = match conn.read_frame(self.timeout).await {
+            Ok(answer) => answer,
+            // ActiveMQ answers a refused login with ERROR and closes, but at times
+            // closes before the ERROR frame is out.
+            Err(_) if conn.closed => {
+                return Err(format!(
+                    "{raw} closed the connection in answer to CONNECT, without a reason: the login may have been refused"
+                ))
+            }
+            Err(e) => return Err(e),
+        };
         match answer.command.as_str() {
             "CONNECTED" => Ok(conn),
             "ERROR" => Err(format!("{raw} refused the login: {}", answer.error_text())),
@@ -586,11 +604,7 @@ pub async fn receive(
         let stream = TcpStream::connect(address)
             .await
             .map_err(|e| format!("connecting to {address}: {e}"))?;
-        let mut conn = Connection {
-            stream: Box::new(stream),
-            buf: Vec::new(),
-            address: address.to_owned(),
-        };
+        let mut conn = Connection::new(Box::new(stream), address);
         let connect = encode(
             "CONNECT",
             &[
@@ -643,11 +657,7 @@ pub async fn drain(
     let stream = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connecting to {address}: {e}"))?;
-    let mut conn = Connection {
-        stream: Box::new(stream),
-        buf: Vec::new(),
-        address: address.to_owned(),
-    };
+    let mut conn = Connection::new(Box::new(stream), address);
     let connect = encode(
         "CONNECT",
         &[
