@@ -7,6 +7,7 @@
 //! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline]
 //!              [--lambda-dir DIR] [--artifacts ARCH=BINS:ZIPS,...] [--local PATH]
 //! herald-bench receiver        # the receiver process the others start
+//! herald-bench sink            # reads its stdin to the end: where the functions' logs go
 //! ```
 //!
 //! - `tput`: R_tput, R_sign, CPU per event (fan-out handler vs a raw reqwest loop
@@ -35,9 +36,16 @@ mod throughput;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use herald_core::metrics::MetricsOut;
 
 use crate::lambda::Function;
 use crate::receiver::Receiver;
+
+/// mimalloc, as every Herald binary (see [`herald_core::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 
 const SECTIONS: [&str; 8] = [
     "tput",
@@ -122,6 +130,10 @@ fn main() -> ExitCode {
         runtime.block_on(receiver::serve());
         return ExitCode::SUCCESS;
     }
+    if args.first().map(String::as_str) == Some("sink") {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        return ExitCode::SUCCESS;
+    }
     let args = match Args::parse(&args) {
         Ok(a) => a,
         Err(e) => {
@@ -159,6 +171,46 @@ fn on_function_runtime<T: Send + 'static>(
     .map_err(|_| "the measurement thread panicked".to_owned())?
 }
 
+/// Installs the functions' logging (JSON at INFO, as the template configures them)
+/// writing to a `herald-bench sink` child, and makes the same pipe the functions'
+/// stdout for their EMF records ([`function_stdout`]); the child, ended when dropped.
+fn log_sink() -> Result<Sink, String> {
+    let mut child = std::process::Command::new(
+        std::env::current_exe().map_err(|e| format!("no path to herald-bench: {e}"))?,
+    )
+    .arg("sink")
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .map_err(|e| format!("starting the log sink: {e}"))?;
+    let pipe = std::fs::File::from(std::os::fd::OwnedFd::from(
+        child.stdin.take().ok_or("the log sink has no stdin")?,
+    ));
+    let metrics = pipe
+        .try_clone()
+        .map_err(|e| format!("the log sink's pipe: {e}"))?;
+    let _ = FUNCTION_STDOUT.set(MetricsOut::Writer(Arc::new(Mutex::new(metrics))));
+    herald_core::telemetry::init_lambda_with("info", true, Mutex::new(pipe));
+    Ok(Sink(child))
+}
+
+static FUNCTION_STDOUT: OnceLock<MetricsOut> = OnceLock::new();
+
+/// Where the fan-out under measurement writes its EMF records, as the function does to
+/// its stdout in Lambda: the log sink's pipe (stdout if no sink was started).
+pub fn function_stdout() -> MetricsOut {
+    FUNCTION_STDOUT.get().cloned().unwrap_or(MetricsOut::Stdout)
+}
+
+/// The log sink's process, killed when dropped.
+struct Sink(std::process::Child);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The Herald functions' bootstraps in `dir`, each with `env`.
 fn functions(dir: &Path, env: &[(String, String)]) -> Vec<Function> {
     ["api", "ingest", "fanout"]
@@ -187,6 +239,16 @@ async fn run(args: &Args) -> (String, bool) {
     let receiver = match Receiver::start() {
         Ok(r) => r,
         Err(e) => return (format!("herald-bench: {e}\n"), false),
+    };
+    // The handler logs as the functions do in AWS (JSON lines at INFO, the template's
+    // logging config), to a pipe read by another process, as Lambda's stdout is.
+    let _sink = if ["tput", "log", "latency"].iter().any(|s| args.wants(s)) {
+        match log_sink() {
+            Ok(sink) => Some(sink),
+            Err(e) => return (format!("herald-bench: {e}\n"), false),
+        }
+    } else {
+        None
     };
     let moto = if ["batch", "ingest", "pipeline"]
         .iter()

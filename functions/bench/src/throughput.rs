@@ -329,10 +329,19 @@ async fn setup(url: &str) -> Result<Setup, String> {
     // integrations once per TTL, not once per batch.
     settings.integration_cache =
         Duration::from_millis(PipelineDefaults::LAMBDA.integration_cache_ms as u64);
+    // The function emits its EMF records per batch (HERALD_EMF_METRICS is on in
+    // Lambda), to its stdout: here the log sink's pipe, beside its log lines.
+    settings.emf_metrics = true;
     let mut components = Components::build(&settings, false)
         .await
         .map_err(|e| e.to_string())?;
-    let embedded = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+    // The dev server emits no EMF records.
+    let embedded = Arc::new(
+        components
+            .fanout()
+            .map_err(|e| e.to_string())?
+            .with_metrics(false),
+    );
     // A loopback-only AWS configuration (refuses anything else), at the receiver.
     let sdk = herald_core::aws::local::moto_config(root(url))
         .await
@@ -342,7 +351,12 @@ async fn setup(url: &str) -> Result<Setup, String> {
         "bench-log",
         settings.log_retention,
     ));
-    let function = Arc::new(components.fanout().map_err(|e| e.to_string())?);
+    let function = Arc::new(
+        components
+            .fanout()
+            .map_err(|e| e.to_string())?
+            .with_metrics_to(crate::function_stdout()),
+    );
     let store = components.integrations.as_ref();
     let unsigned = integration(store, "bench", url, None).await?;
     // A fixture secret in Standard Webhooks' format, made for this bench.

@@ -55,14 +55,32 @@ pub fn records(samples: &[Sample], timestamp_ms: i64) -> Vec<Value> {
         .collect()
 }
 
-/// Writes the records to stdout, where the Lambda runtime sends them to CloudWatch.
-#[allow(clippy::print_stdout)]
-pub fn emit(records: &[Value]) {
+/// Where EMF records go: stdout in Lambda, where the runtime sends them to CloudWatch,
+/// or another writer (the bench's pipe).
+#[derive(Clone)]
+pub enum MetricsOut {
+    /// The process's stdout.
+    Stdout,
+    /// Another writer, shared.
+    Writer(std::sync::Arc<std::sync::Mutex<dyn std::io::Write + Send>>),
+}
+
+/// Writes the records to `out`, one JSON line each, in one write.
+pub fn emit(out: &MetricsOut, records: &[Value]) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    let mut lines = Vec::with_capacity(512 * records.len());
     for r in records {
-        let _ = writeln!(out, "{r}");
+        if serde_json::to_writer(&mut lines, r).is_ok() {
+            lines.push(b'\n');
+        }
     }
+    let _ = match out {
+        MetricsOut::Stdout => std::io::stdout().lock().write_all(&lines),
+        MetricsOut::Writer(w) => w
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(&lines),
+    };
 }
 
 #[cfg(test)]

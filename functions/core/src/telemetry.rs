@@ -79,17 +79,28 @@ pub fn filter(spec: &str) -> EnvFilter {
 }
 
 /// Lambda: level from `AWS_LAMBDA_LOG_LEVEL` (set by the function's logging config),
-/// else `RUST_LOG`, else INFO; JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`.
+/// else `RUST_LOG`, else INFO; JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`; to stdout.
 pub fn init_lambda() {
     let spec = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .map(|l| l.to_ascii_lowercase())
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_default();
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    init_lambda_with(&spec, json, std::io::stdout);
+}
+
+/// [`init_lambda`]'s subscriber for level `spec`, JSON or not, writing to `writer`:
+/// the bench installs the functions' logging through it, as they log in AWS (JSON,
+/// INFO), to a pipe instead of stdout.
+pub fn init_lambda_with<W>(spec: &str, json: bool, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(&spec))
+        .with_env_filter(filter(spec))
         .with_target(false)
-        .without_time();
+        .without_time()
+        .with_writer(writer);
     if json {
         builder
             .json()

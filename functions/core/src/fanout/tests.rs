@@ -596,3 +596,77 @@ async fn a_batch_larger_than_the_in_flight_bound_is_delivered_whole_but_never_mo
     assert_eq!(peak.done.load(SeqCst), 250);
     assert_eq!(peak.most.load(SeqCst), MAX_IN_FLIGHT);
 }
+
+/// What the fan-out logs at INFO, as JSON lines, while `work` runs on this thread.
+async fn info_lines<F: std::future::Future>(work: F) -> Vec<serde_json::Value> {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lines").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    work.await;
+    drop(guard);
+    let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_logs_one_summary_line_and_a_line_only_for_attempts_that_did_not_deliver() {
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let fail = webhook("fail", "s", &["order.paid"], true);
+    let refused = webhook("gone", "s", &["order.paid"], true);
+    let w = world(&[&ok, &fail, &refused]).await;
+    let records = batch(
+        &w.queue,
+        vec![
+            job_for(&ok).to_body(),
+            job_for(&ok).to_body(),
+            job_for(&fail).to_body(),
+            job_for(&refused).to_body(),
+        ],
+    )
+    .await;
+    let lines = info_lines(w.fanout.process(records, None)).await;
+    let attempts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "delivery attempt")
+        .map(|l| l["status"].as_str().expect("status"))
+        .collect();
+    let mut attempts = attempts;
+    attempts.sort();
+    assert_eq!(attempts, vec!["discarded", "retrying"]);
+    let summaries: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "batch done")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{lines:?}");
+    let s = summaries[0];
+    assert_eq!(
+        [
+            &s["records"],
+            &s["delivered"],
+            &s["retrying"],
+            &s["failed"],
+            &s["discarded"],
+            &s["retried"]
+        ],
+        [4, 2, 1, 0, 1, 1].map(serde_json::Value::from).each_ref()
+    );
+}
