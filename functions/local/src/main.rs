@@ -17,6 +17,10 @@ use herald_core::fanout;
 use herald_core::wiring::Components;
 use tokio::net::TcpListener;
 
+/// mimalloc, as every Herald binary (see [`herald_core::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     herald_core::telemetry::init_local();

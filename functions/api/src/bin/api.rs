@@ -5,6 +5,10 @@ use herald_api::settings::{Defaults, Settings};
 use herald_api::AppState;
 use herald_core::wiring::Components;
 
+/// mimalloc, as every Herald binary (see [`herald_core::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
+
 /// One thread: a function has one vCPU below 1,769 MB, and its requests wait on I/O;
 /// a multi-thread runtime would only add wakeups across threads.
 #[tokio::main(flavor = "current_thread")]

@@ -8,6 +8,10 @@ use herald_core::config::{PipelineDefaults, PipelineSettings};
 use herald_core::wiring::Components;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
+/// mimalloc, as every Herald binary (see [`herald_core::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
+
 /// One thread: a function has one vCPU below 1,769 MB, and a batch's deliveries are
 /// I/O; a multi-thread runtime would only add wakeups across threads.
 #[tokio::main(flavor = "current_thread")]

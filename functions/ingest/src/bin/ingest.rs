@@ -9,6 +9,10 @@ use herald_ingest::{handle, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
+/// mimalloc, as every Herald binary (see [`herald_core::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
+
 /// One thread: a function has one vCPU below 1,769 MB, and its requests wait on I/O;
 /// a multi-thread runtime would only add wakeups across threads.
 #[tokio::main(flavor = "current_thread")]
