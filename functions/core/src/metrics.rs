@@ -87,6 +87,52 @@ pub fn emit(out: &MetricsOut, records: &[Value]) {
 mod tests {
     use super::*;
 
+    /// Counts the writes it takes and keeps their bytes.
+    #[derive(Default)]
+    struct Writes {
+        bytes: Vec<u8>,
+        calls: usize,
+    }
+
+    impl std::io::Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batchs_records_are_one_json_line_each_written_at_once() {
+        let samples = [
+            Sample {
+                target: "webhook",
+                outcome: "delivered",
+                lag_ms: Some(5.0),
+            },
+            Sample {
+                target: "stomp",
+                outcome: "retrying",
+                lag_ms: None,
+            },
+        ];
+        let r = records(&samples, 1_795_330_800_000);
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Writes::default()));
+        emit(&MetricsOut::Writer(out.clone()), &r);
+        let written = out.lock().expect("writes");
+        assert_eq!(written.calls, 1, "one write for the batch");
+        let text = String::from_utf8(written.bytes.clone()).expect("utf-8");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines, r);
+        assert!(text.ends_with('\n'));
+    }
+
     #[test]
     fn records_follow_the_embedded_metric_format() {
         let samples = [
