@@ -36,7 +36,7 @@ mod throughput;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use herald_core::metrics::MetricsOut;
 
@@ -172,8 +172,8 @@ fn on_function_runtime<T: Send + 'static>(
 }
 
 /// Installs the functions' logging (JSON at INFO, as the template configures them)
-/// writing to a `herald-bench sink` child, and makes the same pipe the functions'
-/// stdout for their EMF records ([`function_stdout`]); the child, ended when dropped.
+/// writing to a `herald-bench sink` child; the child, ended when dropped, with the
+/// same pipe as the functions' stdout for their EMF records.
 fn log_sink() -> Result<Sink, String> {
     let mut child = std::process::Command::new(
         std::env::current_exe().map_err(|e| format!("no path to herald-bench: {e}"))?,
@@ -188,26 +188,25 @@ fn log_sink() -> Result<Sink, String> {
     let metrics = pipe
         .try_clone()
         .map_err(|e| format!("the log sink's pipe: {e}"))?;
-    let _ = FUNCTION_STDOUT.set(MetricsOut::Writer(Arc::new(Mutex::new(metrics))));
     herald_core::telemetry::init_lambda_with("info", true, Mutex::new(pipe));
-    Ok(Sink(child))
-}
-
-static FUNCTION_STDOUT: OnceLock<MetricsOut> = OnceLock::new();
-
-/// Where the fan-out under measurement writes its EMF records, as the function does to
-/// its stdout in Lambda: the log sink's pipe (stdout if no sink was started).
-pub fn function_stdout() -> MetricsOut {
-    FUNCTION_STDOUT.get().cloned().unwrap_or(MetricsOut::Stdout)
+    Ok(Sink {
+        child,
+        stdout: MetricsOut::Writer(Arc::new(Mutex::new(metrics))),
+    })
 }
 
 /// The log sink's process, killed when dropped.
-struct Sink(std::process::Child);
+struct Sink {
+    child: std::process::Child,
+    /// Where the fan-out under measurement writes its EMF records, as the function
+    /// does to its stdout in Lambda: the sink's pipe.
+    stdout: MetricsOut,
+}
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -242,13 +241,17 @@ async fn run(args: &Args) -> (String, bool) {
     };
     // The handler logs as the functions do in AWS (JSON lines at INFO, the template's
     // logging config), to a pipe read by another process, as Lambda's stdout is.
-    let _sink = if ["tput", "log", "latency"].iter().any(|s| args.wants(s)) {
+    let sink = if ["tput", "log", "latency"].iter().any(|s| args.wants(s)) {
         match log_sink() {
             Ok(sink) => Some(sink),
             Err(e) => return (format!("herald-bench: {e}\n"), false),
         }
     } else {
         None
+    };
+    let function_stdout = || {
+        sink.as_ref()
+            .map_or(MetricsOut::Stdout, |s| s.stdout.clone())
     };
     let moto = if ["batch", "ingest", "pipeline"]
         .iter()
@@ -272,8 +275,12 @@ async fn run(args: &Args) -> (String, bool) {
     if args.wants("tput") {
         section(
             "Throughput, CPU and latency: fan-out handler vs raw reqwest loop",
-            on_function_runtime(throughput::run(receiver.url(), args.runs))
-                .and_then(|t| Ok(format!("{t}\n{}", throughput::work_table(args.runs)?))),
+            on_function_runtime(throughput::run(
+                receiver.url(),
+                args.runs,
+                function_stdout(),
+            ))
+            .and_then(|t| Ok(format!("{t}\n{}", throughput::work_table(args.runs)?))),
         );
     }
     if args.wants("log") {
@@ -285,7 +292,11 @@ async fn run(args: &Args) -> (String, bool) {
     if args.wants("latency") {
         section(
             "Latency, open loop: fan-out handler vs raw reqwest loop",
-            on_function_runtime(throughput::latency(receiver.url(), args.runs)),
+            on_function_runtime(throughput::latency(
+                receiver.url(),
+                args.runs,
+                function_stdout(),
+            )),
         );
     }
     if args.wants("init") {

@@ -16,6 +16,7 @@ use herald_core::aws::records::DynamoDeliveryLog;
 use herald_core::config::{PipelineDefaults, PipelineSettings};
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};
+use herald_core::metrics::MetricsOut;
 use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
 use herald_core::ports::{InsertOutcome, IntegrationStore};
 use herald_core::wiring::Components;
@@ -321,7 +322,7 @@ fn root(url: &str) -> &str {
     url.trim_end_matches("/hook")
 }
 
-async fn setup(url: &str) -> Result<Setup, String> {
+async fn setup(url: &str, stdout: MetricsOut) -> Result<Setup, String> {
     let mut settings = PipelineSettings::memory();
     settings.webhook_timeout = Duration::from_secs(10);
     // The function's integration cache (the embedded default has none, so that the dev
@@ -329,19 +330,10 @@ async fn setup(url: &str) -> Result<Setup, String> {
     // integrations once per TTL, not once per batch.
     settings.integration_cache =
         Duration::from_millis(PipelineDefaults::LAMBDA.integration_cache_ms as u64);
-    // The function emits its EMF records per batch (HERALD_EMF_METRICS is on in
-    // Lambda), to its stdout: here the log sink's pipe, beside its log lines.
-    settings.emf_metrics = true;
     let mut components = Components::build(&settings, false)
         .await
         .map_err(|e| e.to_string())?;
-    // The dev server emits no EMF records.
-    let embedded = Arc::new(
-        components
-            .fanout()
-            .map_err(|e| e.to_string())?
-            .with_metrics(false),
-    );
+    let embedded = Arc::new(components.fanout().map_err(|e| e.to_string())?);
     // A loopback-only AWS configuration (refuses anything else), at the receiver.
     let sdk = herald_core::aws::local::moto_config(root(url))
         .await
@@ -355,7 +347,9 @@ async fn setup(url: &str) -> Result<Setup, String> {
         components
             .fanout()
             .map_err(|e| e.to_string())?
-            .with_metrics_to(crate::function_stdout()),
+            // Its EMF records per batch (HERALD_EMF_METRICS is on in Lambda), to its
+            // stdout: the log sink's pipe, beside its log lines.
+            .with_metrics_to(stdout),
     );
     let store = components.integrations.as_ref();
     let unsigned = integration(store, "bench", url, None).await?;
@@ -382,8 +376,8 @@ async fn setup(url: &str) -> Result<Setup, String> {
 }
 
 /// The throughput tables, for the receiver at `url`: R_tput and R_sign, then where
-/// the fan-out's CPU per event goes.
-pub async fn run(url: String, runs: usize) -> Result<String, String> {
+/// the fan-out's CPU per event goes. The function's EMF records go to `stdout`.
+pub async fn run(url: String, runs: usize, stdout: MetricsOut) -> Result<String, String> {
     let url = url.as_str();
     let Setup {
         function,
@@ -391,7 +385,7 @@ pub async fn run(url: String, runs: usize) -> Result<String, String> {
         unsigned,
         signed,
         client,
-    } = setup(url).await?;
+    } = setup(url, stdout).await?;
     let mut table = String::from(
         "| body | concurrency | raw loop (events/s) | fan-out (events/s) | R_tput | fan-out signed (events/s) | R_sign | CPU/event raw (µs) | CPU/event fan-out (µs) | CPU ratio |\n|---|---:|---:|---:|---|---:|---|---:|---:|---:|\n",
     );
@@ -456,15 +450,15 @@ pub async fn run(url: String, runs: usize) -> Result<String, String> {
 }
 
 /// Open-loop p50/p99 at half the raw loop's best 1 KiB rate (measured here, at
-/// concurrency 10 and 64), raw loop vs fan-out handler.
-pub async fn latency(url: String, runs: usize) -> Result<String, String> {
+/// concurrency 10 and 64), raw loop vs fan-out handler (its EMF records to `stdout`).
+pub async fn latency(url: String, runs: usize, stdout: MetricsOut) -> Result<String, String> {
     let url = url.as_str();
     let Setup {
         function: fanout,
         unsigned,
         client,
         ..
-    } = setup(url).await?;
+    } = setup(url, stdout).await?;
     let mut table = String::new();
     let body = sample_body(&unsigned, 1024);
     let mut raw_max = 0f64;

@@ -87,24 +87,6 @@ pub fn emit(out: &MetricsOut, records: &[Value]) {
 mod tests {
     use super::*;
 
-    /// Counts the writes it takes and keeps their bytes.
-    #[derive(Default)]
-    struct Writes {
-        bytes: Vec<u8>,
-        calls: usize,
-    }
-
-    impl std::io::Write for Writes {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.calls += 1;
-            self.bytes.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_batchs_records_are_one_json_line_each_written_at_once() {
         let samples = [
@@ -120,11 +102,11 @@ mod tests {
             },
         ];
         let r = records(&samples, 1_795_330_800_000);
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Writes::default()));
-        emit(&MetricsOut::Writer(out.clone()), &r);
-        let written = out.lock().expect("writes");
-        assert_eq!(written.calls, 1, "one write for the batch");
-        let text = String::from_utf8(written.bytes.clone()).expect("utf-8");
+        let out = crate::testkit::Captured::default();
+        let writer = std::sync::Arc::new(std::sync::Mutex::new(out.clone()));
+        emit(&MetricsOut::Writer(writer), &r);
+        assert_eq!(out.writes(), 1, "one write for the batch");
+        let text = out.text();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))

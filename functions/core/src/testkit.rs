@@ -100,3 +100,35 @@ impl IntegrationStore for Counting {
         self.inner.record_health(s, id, r).await
     }
 }
+
+/// A writer that keeps what is written to it and counts the writes; its clones
+/// share both (a log subscriber's or the metrics' output, read back by the test).
+#[derive(Clone, Default)]
+pub struct Captured {
+    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Captured {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.bytes.lock().expect("captured").clone()).expect("utf-8")
+    }
+
+    /// How many writes it took.
+    pub fn writes(&self) -> usize {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.bytes.lock().expect("captured").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -170,7 +170,8 @@ impl BatchWriter {
         )
         .map_err(|e| Error::Config(format!("signing a DynamoDB request: {e}")))?;
         let mut request = ready.client.post(&ready.url).timeout(self.attempt_timeout);
-        for (name, value) in headers.iter().skip(1) {
+        // reqwest writes `host` itself, from the URL.
+        for (name, value) in headers.iter().filter(|(name, _)| *name != "host") {
             request = request.header(*name, *value);
         }
         for (name, value) in &signed {

@@ -13,7 +13,7 @@ use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;
 use crate::ports::{IntegrationStore, JobSource, OutgoingJob};
-use crate::testkit::{seeded, store, webhook, Counting};
+use crate::testkit::{seeded, store, webhook, Captured, Counting};
 
 /// Behaves by the integration's name: `ok`, `fail` (500), `gone` (refused), `slow`
 /// (sleeps a minute), `boom` (panics).
@@ -599,18 +599,7 @@ async fn a_batch_larger_than_the_in_flight_bound_is_delivered_whole_but_never_mo
 
 /// What the fan-out logs at INFO, as JSON lines, while `work` runs on this thread.
 async fn info_lines<F: std::future::Future>(work: F) -> Vec<serde_json::Value> {
-    #[derive(Clone, Default)]
-    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lines").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
+    let lines = Captured::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -621,8 +610,9 @@ async fn info_lines<F: std::future::Future>(work: F) -> Vec<serde_json::Value> {
     let guard = tracing::subscriber::set_default(subscriber);
     work.await;
     drop(guard);
-    let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
-    text.lines()
+    lines
+        .text()
+        .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
