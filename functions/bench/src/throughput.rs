@@ -392,8 +392,20 @@ pub async fn run(url: String, runs: usize, stdout: MetricsOut) -> Result<String,
     let mut parts = String::from(
         "| body | concurrency | raw loop | raw loop, one batch at a time | fan-out, embedded log | fan-out (the function's log) | R_tput with the embedded log |\n|---|---:|---:|---:|---:|---:|---|\n",
     );
+    // HERALD_BENCH_TPUT=16384x64,1024x10 runs only those (size x concurrency): for
+    // profiling one of them.
+    let picked = std::env::var("HERALD_BENCH_TPUT").unwrap_or_default();
+    let wanted = |size: usize, concurrency: usize| {
+        picked.is_empty()
+            || picked
+                .split(',')
+                .any(|p| p.trim() == format!("{size}x{concurrency}"))
+    };
     for size in [1024usize, 16 * 1024] {
         for concurrency in [10usize, 64] {
+            if !wanted(size, concurrency) {
+                continue;
+            }
             let n = if size > 4096 { 10_000 } else { 20_000 };
             let (mut raw, mut barrier, mut plain, mut sign, mut kept) =
                 (vec![], vec![], vec![], vec![], vec![]);

@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fanout;
+pub mod http;
 pub mod ingest;
 pub mod integrations;
 pub mod job;

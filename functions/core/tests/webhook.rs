@@ -19,6 +19,7 @@ use herald_core::delivery::guard::{AddressGuard, Cidr};
 use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::{JobStatus, Outcome};
 use herald_core::fanout::Fanout;
+use herald_core::http::{Resolve, Resolving};
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
 use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
@@ -28,7 +29,6 @@ use herald_core::ports::{
 };
 use herald_core::retry::RetryPolicy;
 use herald_core::signing;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;
@@ -483,13 +483,10 @@ struct Rebinding {
 }
 
 impl Resolve for Rebinding {
-    fn resolve(&self, _name: Name) -> Resolving {
+    fn resolve(&self, _host: &str) -> Resolving {
         let n = self.lookups.fetch_add(1, Ordering::SeqCst);
         let answer = self.answers[n.min(self.answers.len() - 1)];
-        Box::pin(async move {
-            let addrs: Addrs = Box::new(std::iter::once(answer));
-            Ok(addrs)
-        })
+        Box::pin(async move { Ok(vec![answer]) })
     }
 }
 
@@ -576,8 +573,7 @@ async fn a_name_that_answers_public_for_a_check_and_loopback_for_the_connection_
     let guard = AddressGuard::strict();
     // WHEN an earlier check (as at registration) sees the first answer: the guard
     // allows it — decided without connecting, so no packet goes to it.
-    let name: Name = "rebinding.test".parse().expect("name");
-    let first: Vec<SocketAddr> = resolver.resolve(name).await.expect("lookup").collect();
+    let first: Vec<SocketAddr> = resolver.resolve("rebinding.test").await.expect("lookup");
     assert_eq!(guard.filter(&first), Ok(vec![public]));
     // AND the delivery's own lookup gets the second answer
     let d =
@@ -776,4 +772,165 @@ async fn a_receiver_that_never_answers_does_not_hold_back_the_rest_of_the_batch(
     release_tx.send(true).expect("release");
     let failed = run.await.expect("task");
     assert!(failed.is_empty());
+}
+
+/// An HTTPS receiver on 127.0.0.1 for `name`, its certificate issued by a CA made
+/// for the test: what it was sent, and how many TLS handshakes it refused.
+struct TlsReceiver {
+    addr: SocketAddr,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    requests: Arc<Mutex<Vec<String>>>,
+    refused_handshakes: Arc<AtomicUsize>,
+}
+
+async fn tls_receiver(name: &str) -> TlsReceiver {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Herald test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .expect("leaf")
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .expect("leaf certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("server certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let refused_handshakes = Arc::new(AtomicUsize::new(0));
+    let (seen, refused) = (requests.clone(), refused_handshakes.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                refused.fetch_add(1, Ordering::SeqCst);
+                continue;
+            };
+            // One request: its head, then as much body as its content-length says
+            // (at most 1 MiB).
+            let mut read = Vec::new();
+            let mut chunk = [0u8; 16 * 1024];
+            while read.len() < 1 << 20 {
+                let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if read.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                match tls.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read.extend_from_slice(&chunk[..n]),
+                }
+            }
+            seen.lock()
+                .expect("requests")
+                .push(String::from_utf8_lossy(&read).into_owned());
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = tls.write_all(answer).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    TlsReceiver {
+        addr,
+        ca: ca.der().clone(),
+        requests,
+        refused_handshakes,
+    }
+}
+
+/// A resolver that answers every lookup with `addr`.
+fn resolving_to(addr: SocketAddr) -> Arc<Rebinding> {
+    Arc::new(Rebinding {
+        answers: vec![addr],
+        lookups: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_delivered_over_tls_to_a_certificate_the_deliverer_trusts() {
+    // GIVEN an HTTPS receiver for webhook.test whose CA the deliverer trusts
+    let receiver = tls_receiver("webhook.test").await;
+    let d = WebhookDeliverer::with_resolver(
+        loopback_allowed(),
+        Duration::from_secs(2),
+        resolving_to(receiver.addr),
+    )
+    .expect("client")
+    .trusting(vec![receiver.ca.clone()]);
+    let i = integration(
+        &format!("https://webhook.test:{}/hook", receiver.addr.port()),
+        Some("a-secret-for-this-test"),
+    );
+    // WHEN an event is delivered to it
+    let result = d.deliver(&i, &job(&i), 1).await;
+    // THEN it arrives over TLS, signed, and the answer is read
+    assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    assert_eq!(result.status_code, Some(200));
+    assert_eq!(result.body, "ok");
+    let requests = receiver.requests.lock().expect("requests").clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = requests[0].to_ascii_lowercase();
+    assert!(request.starts_with("post /hook http/1.1\r\n"), "{request}");
+    assert!(
+        request.contains(&format!(
+            "\r\nhost: webhook.test:{}\r\n",
+            receiver.addr.port()
+        )),
+        "{request}"
+    );
+    assert!(request.contains("\r\nwebhook-signature: v1,"), "{request}");
+    assert!(request.contains("\"o-1\""), "{request}");
+}
+
+#[tokio::test]
+async fn an_https_webhook_whose_certificate_is_not_trusted_is_sent_nothing_and_retried() {
+    // GIVEN an HTTPS receiver whose certificate comes from a CA nobody trusts
+    let receiver = tls_receiver("webhook.test").await;
+    let d = WebhookDeliverer::with_resolver(
+        loopback_allowed(),
+        Duration::from_secs(2),
+        resolving_to(receiver.addr),
+    )
+    .expect("client");
+    let i = integration(
+        &format!("https://webhook.test:{}/hook", receiver.addr.port()),
+        Some("a-secret-for-this-test"),
+    );
+    // WHEN an event is delivered to it
+    let result = d.deliver(&i, &job(&i), 1).await;
+    // THEN the handshake fails on the certificate, the failure says so, the attempt
+    // is retried, and no request (so no secret, no event) was sent.
+    assert!(
+        matches!(result.outcome, Outcome::Retryable { .. }),
+        "{result:?}"
+    );
+    let detail = result.error_detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("TLS") && detail.contains("certificate"),
+        "{detail}"
+    );
+    for _ in 0..50 {
+        if receiver.refused_handshakes.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(receiver.refused_handshakes.load(Ordering::SeqCst), 1);
+    assert!(receiver.requests.lock().expect("requests").is_empty());
 }

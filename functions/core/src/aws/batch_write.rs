@@ -6,7 +6,7 @@
 //! its interceptors, the serialiser and the signer: `make bench`, section `log`), more
 //! than the items in it. This writer takes the items already in DynamoDB's JSON, signs
 //! the request with the signer the SDK itself uses (`aws-sigv4`, the same settings),
-//! and posts it with reqwest. The endpoint comes from the SDK's own endpoint rules
+//! and posts it with the fan-out's HTTP client ([`crate::http`]). The endpoint comes from the SDK's own endpoint rules
 //! and overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, FIPS, dual-stack),
 //! resolved on the first write; credentials from the process's provider chain,
 //! cached until five minutes before they expire. Reads stay on the SDK.
@@ -24,6 +24,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::RETRYABLE_CODES;
 use crate::delivery::envelope::json_string;
 use crate::error::{Error, Result};
+use crate::http::{Failure, HttpClient, Options, SystemResolver};
 
 const SERVICE: &str = "DynamoDB";
 
@@ -66,8 +67,9 @@ struct EndpointInputs {
 #[derive(Debug)]
 struct Ready {
     url: String,
+    uri: http::Uri,
     host: String,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 /// What one request came to.
@@ -169,35 +171,51 @@ impl BatchWriter {
             SystemTime::now(),
         )
         .map_err(|e| Error::Config(format!("signing a DynamoDB request: {e}")))?;
-        let mut request = ready.client.post(&ready.url).timeout(self.attempt_timeout);
-        // reqwest writes `host` itself, from the URL.
-        for (name, value) in headers.iter().filter(|(name, _)| *name != "host") {
-            request = request.header(*name, *value);
+        let mut request_headers = http::HeaderMap::with_capacity(headers.len() + signed.len());
+        // The client writes `host` itself, from the URI.
+        let unsigned = headers.iter().filter(|(name, _)| *name != "host");
+        let signed = signed.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        for (name, value) in unsigned.copied().chain(signed) {
+            let name = http::HeaderName::from_bytes(name.as_bytes());
+            let value = http::HeaderValue::from_str(value);
+            let (Ok(name), Ok(value)) = (name, value) else {
+                return Err(Error::Config(
+                    "a DynamoDB request header is not valid".into(),
+                ));
+            };
+            request_headers.insert(name, value);
         }
-        for (name, value) in &signed {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let response = match request.body(body).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let why = if e.is_timeout() {
-                    format!("no answer within {:?}", self.attempt_timeout)
-                } else {
-                    "the request failed before an answer".to_owned()
+        let sent = ready
+            .client
+            .post(
+                ready.uri.clone(),
+                request_headers,
+                body.into(),
+                self.attempt_timeout,
+                usize::MAX,
+            )
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(failure) => {
+                let why = match failure {
+                    Failure::Timeout => format!("no answer within {:?}", self.attempt_timeout),
+                    Failure::Connect(_) => "could not connect".to_owned(),
+                    Failure::Exchange(_) => "the request failed before an answer".to_owned(),
                 };
                 return Ok(Sent::Again(chunk, why));
             }
         };
-        let status = response.status();
-        let error_type = response
-            .headers()
+        if !answer.complete {
+            return Ok(Sent::Again(chunk, "the answer was cut off".into()));
+        }
+        let status = answer.status;
+        let error_type = answer
+            .headers
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let answer = match response.bytes().await {
-            Ok(b) => b,
-            Err(_) => return Ok(Sent::Again(chunk, "the answer was cut off".into())),
-        };
+        let answer = answer.body;
         if status.is_success() {
             return unprocessed(&self.table, &answer).map(Sent::Done);
         }
@@ -227,12 +245,22 @@ impl BatchWriter {
                     (Some(h), None) => h.to_owned(),
                     (None, _) => return Err(format!("{url} has no host")),
                 };
-                let client = reqwest::Client::builder()
-                    .connect_timeout(self.attempt_timeout)
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .map_err(|e| format!("building the DynamoDB client: {e}"))?;
-                Ok(Ready { url, host, client })
+                let uri = url
+                    .parse::<http::Uri>()
+                    .map_err(|e| format!("{url}: {e}"))?;
+                let client = HttpClient::new(Options {
+                    connect_timeout: self.attempt_timeout,
+                    idle_timeout: Duration::from_secs(60),
+                    resolver: std::sync::Arc::new(SystemResolver),
+                    extra_roots: Vec::new(),
+                })
+                .map_err(|e| format!("building the DynamoDB client: {e}"))?;
+                Ok(Ready {
+                    url,
+                    uri,
+                    host,
+                    client,
+                })
             })
             .as_ref()
             .map_err(|e| Error::Config(e.clone()))

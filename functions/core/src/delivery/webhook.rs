@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::Utc;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{StatusCode, Uri};
+use rustls::pki_types::CertificateDer;
 use url::{Host, Url};
 use uuid::Uuid;
 
 use super::guard::{AddressGuard, Refused};
 use super::{envelope, DeliveryResult, Outcome, MAX_LOGGED_BODY};
+use crate::http::{Failure, HttpClient, Options, Resolve, Resolving, SystemResolver};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, Target};
 use crate::ports::Deliverer;
@@ -36,7 +39,7 @@ const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
-/// The error a refused address surfaces as, found again in reqwest's error chain.
+/// The error a refused address surfaces as, found again in the failure's chain.
 #[derive(Debug)]
 struct GuardRefusal(Refused);
 
@@ -48,20 +51,6 @@ impl std::fmt::Display for GuardRefusal {
 
 impl std::error::Error for GuardRefusal {}
 
-/// The system resolver (`getaddrinfo` through tokio).
-struct SystemResolver;
-
-impl Resolve for SystemResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let addrs: Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 /// Resolves with `inner` (the system resolver), then keeps only what the guard
 /// allows. It runs for every new connection, and the connection goes only to the
 /// addresses it returned: what was checked is what is connected to, so a name whose
@@ -72,18 +61,17 @@ struct GuardedResolver {
 }
 
 impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+    fn resolve(&self, host: &str) -> Resolving {
         let guard = self.guard.clone();
-        let host = name.as_str().to_owned();
-        let lookup = self.inner.resolve(name);
+        let host = host.to_owned();
+        let lookup = self.inner.resolve(&host);
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = lookup.await?.collect();
+            let addrs: Vec<SocketAddr> = lookup.await?;
             let allowed = guard.filter(&addrs).map_err(GuardRefusal)?;
             if allowed.is_empty() {
                 return Err(format!("{host} resolved to no address").into());
             }
-            let addrs: Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
+            Ok(allowed)
         })
     }
 }
@@ -93,12 +81,21 @@ pub struct WebhookDeliverer {
     /// Built on the first delivery: building reads the system's trust store, which
     /// the functions that rarely deliver (api, ingest: test deliveries only) should
     /// not pay for at every cold start. Shared by every delivery after that.
-    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    client: std::sync::OnceLock<Result<HttpClient, String>>,
     settings: ClientSettings,
     guard: AddressGuard,
-    /// Each integration's webhook URL, parsed once (per process, and again when the
-    /// integration's URL changes) instead of on every delivery.
-    urls: std::sync::Mutex<HashMap<Uuid, (String, Url)>>,
+    /// Each integration's webhook URL, parsed and its literal host checked once (per
+    /// process, and again when the integration's URL changes) instead of on every
+    /// delivery.
+    urls: std::sync::Mutex<HashMap<Uuid, Arc<Endpoint>>>,
+}
+
+/// A webhook URL, ready to post to.
+struct Endpoint {
+    /// The URL as the integration has it.
+    text: String,
+    /// It parsed for the request, or why it cannot be posted to.
+    uri: Result<Uri, String>,
 }
 
 /// Most parsed URLs kept; past it the cache starts over.
@@ -108,6 +105,7 @@ const URLS_KEPT: usize = 10_000;
 struct ClientSettings {
     timeout: Duration,
     resolver: Arc<dyn Resolve>,
+    extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl WebhookDeliverer {
@@ -127,45 +125,79 @@ impl WebhookDeliverer {
     ) -> Result<Self, String> {
         Ok(Self {
             client: std::sync::OnceLock::new(),
-            settings: ClientSettings { timeout, resolver },
+            settings: ClientSettings {
+                timeout,
+                resolver,
+                extra_roots: Vec::new(),
+            },
             guard,
             urls: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// `integration`'s webhook URL, parsed.
-    fn url(&self, integration: Uuid, url: &str) -> Result<Url, url::ParseError> {
+    /// Trusts `roots` (DER certificates) as well as the platform's roots for HTTPS
+    /// webhooks: for receivers behind a private CA, and for tests.
+    pub fn trusting(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.settings.extra_roots = roots;
+        self
+    }
+
+    /// `integration`'s webhook URL, ready to post to.
+    fn endpoint(&self, integration: Uuid, url: &str) -> Arc<Endpoint> {
         let mut urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((text, parsed)) = urls.get(&integration) {
-            if text == url {
-                return Ok(parsed.clone());
+        if let Some(endpoint) = urls.get(&integration) {
+            if endpoint.text == url {
+                return endpoint.clone();
             }
         }
-        let parsed = Url::parse(url)?;
+        let endpoint = Arc::new(Endpoint {
+            text: url.to_owned(),
+            uri: self.prepare(url),
+        });
         if urls.len() >= URLS_KEPT {
             urls.clear();
         }
-        urls.insert(integration, (url.to_owned(), parsed.clone()));
-        Ok(parsed)
+        urls.insert(integration, endpoint.clone());
+        endpoint
+    }
+
+    /// Parses `url`, checks its host if it is an IP literal, and makes it a request
+    /// URI (the fragment left out, never sent). `Err` is the permanent failure.
+    fn prepare(&self, url: &str) -> Result<Uri, String> {
+        let parsed = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("not an http(s) URL: {}:", parsed.scheme()));
+        }
+        // The API refuses credentials in a webhook URL; one that got in otherwise is
+        // never put in the request's Host.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err("the URL carries credentials; they are never sent".into());
+        }
+        self.check_literal_host(&parsed)?;
+        parsed[..url::Position::AfterQuery]
+            .parse::<Uri>()
+            .map_err(|e| format!("invalid URL: {e}"))
     }
 
     /// The hardened client, built once, on first use.
-    fn client(&self) -> Result<&reqwest::Client, String> {
-        let ClientSettings { timeout, resolver } = &self.settings;
+    fn client(&self) -> Result<&HttpClient, String> {
+        let ClientSettings {
+            timeout,
+            resolver,
+            extra_roots,
+        } = &self.settings;
         self.client
             .get_or_init(|| {
-                reqwest::Client::builder()
-                    .timeout((*timeout).min(MAX_TIMEOUT))
-                    .connect_timeout(Duration::from_secs(10).min(*timeout))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .no_proxy()
-                    .dns_resolver(Arc::new(GuardedResolver {
+                HttpClient::new(Options {
+                    connect_timeout: Duration::from_secs(10).min(*timeout),
+                    idle_timeout: Duration::from_secs(60),
+                    resolver: Arc::new(GuardedResolver {
                         guard: self.guard.clone(),
                         inner: resolver.clone(),
-                    }))
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build()
-                    .map_err(|e| format!("building the webhook client: {e}"))
+                    }),
+                    extra_roots: extra_roots.clone(),
+                })
+                .map_err(|e| format!("building the webhook client: {e}"))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -187,28 +219,21 @@ impl WebhookDeliverer {
     }
 }
 
-fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(r) = e.downcast_ref::<GuardRefusal>() {
-            return Some(r.to_string());
-        }
-        current = e.source();
+/// What a failure without an answer is recorded as: a refusal of the guard is
+/// permanent; the rest are retried.
+fn without_answer(failure: &Failure, elapsed: Duration) -> DeliveryResult {
+    if let Some(refusal) = failure.find::<GuardRefusal>() {
+        return DeliveryResult::failed(Outcome::Permanent, refusal.to_string(), elapsed);
     }
-    None
-}
-
-/// Reads at most [`MAX_LOGGED_BODY`] bytes of a response body.
-async fn truncated_body(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_LOGGED_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body.truncate(MAX_LOGGED_BODY);
-    String::from_utf8_lossy(&body).into_owned()
+    let detail = match failure {
+        Failure::Timeout => format!("no answer within {:.0} s", elapsed.as_secs_f64().ceil()),
+        Failure::Connect(_) => match failure.find::<rustls::Error>() {
+            Some(tls) => format!("the TLS handshake with the webhook failed: {tls}"),
+            None => "could not connect to the webhook".to_owned(),
+        },
+        Failure::Exchange(_) => "the request to the webhook failed before an answer".to_owned(),
+    };
+    DeliveryResult::failed(Outcome::Retryable { retry_after: None }, detail, elapsed)
 }
 
 #[async_trait]
@@ -227,19 +252,13 @@ impl Deliverer for WebhookDeliverer {
                 started.elapsed(),
             );
         };
-        let url = match self.url(integration.id, &config.url) {
-            Ok(u) => u,
-            Err(e) => {
-                return DeliveryResult::failed(
-                    Outcome::Permanent,
-                    format!("invalid URL: {e}"),
-                    started.elapsed(),
-                )
+        let endpoint = self.endpoint(integration.id, &config.url);
+        let uri = match &endpoint.uri {
+            Ok(uri) => uri.clone(),
+            Err(why) => {
+                return DeliveryResult::failed(Outcome::Permanent, why.clone(), started.elapsed())
             }
         };
-        if let Err(refusal) = self.check_literal_host(&url) {
-            return DeliveryResult::failed(Outcome::Permanent, refusal, started.elapsed());
-        }
 
         let body = envelope::webhook_body(job, integration, attempt);
         let msg_id = job.job_id.to_string();
@@ -276,35 +295,26 @@ impl Deliverer for WebhookDeliverer {
                 );
             }
         };
-        let sent = client.post(url).headers(headers).body(body).send().await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let elapsed = started.elapsed();
-                if let Some(refusal) = refusal_in(&e) {
-                    return DeliveryResult::failed(Outcome::Permanent, refusal, elapsed);
-                }
-                let detail = if e.is_timeout() {
-                    format!("no answer within {:.0} s", elapsed.as_secs_f64().ceil())
-                } else if e.is_connect() {
-                    "could not connect to the webhook".to_owned()
-                } else {
-                    "the request to the webhook failed before an answer".to_owned()
-                };
-                return DeliveryResult::failed(
-                    Outcome::Retryable { retry_after: None },
-                    detail,
-                    elapsed,
-                );
-            }
+        let answer = client
+            .post(
+                uri,
+                headers,
+                Bytes::from(body),
+                self.settings.timeout.min(MAX_TIMEOUT),
+                MAX_LOGGED_BODY,
+            )
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(failure) => return without_answer(&failure, started.elapsed()),
         };
-        let status = response.status();
-        let retry_after = response
-            .headers()
+        let status = answer.status;
+        let retry_after = answer
+            .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
-        let body = truncated_body(response).await;
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
         let duration = started.elapsed();
         if status.is_success() {
             return DeliveryResult {
@@ -325,7 +335,7 @@ impl Deliverer for WebhookDeliverer {
             .flatten();
         // Every other answer is retried, as Elastic Path does, except 410 Gone: the
         // endpoint says it is gone for good (the fan-out then disables the integration).
-        let outcome = if status == reqwest::StatusCode::GONE {
+        let outcome = if status == StatusCode::GONE {
             Outcome::Permanent
         } else {
             Outcome::Retryable { retry_after }
