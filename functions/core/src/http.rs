@@ -1,35 +1,41 @@
-//! The HTTP client of the hot path: hyper's pooled HTTP/1.1 client over rustls.
+//! The HTTP client of the hot path: HTTP/1.1 on hyper's connections, over rustls,
+//! with a pool of kept-alive connections per destination.
 //!
 //! The fan-out posts every webhook and every write of its log through this client.
-//! It is hyper's own client (`hyper-util`'s pooled one) with a TLS connector and
-//! nothing above it: no redirect policy, no proxy, no retry layer, no cookie store,
-//! no URL parsed again per request. Those layers were over a third of a request's
-//! CPU in reqwest (`make bench`, section `tput`), and Herald uses none of them: it
-//! never follows redirects, never goes through a proxy, and retries by itself.
+//! It is hyper's connection (`hyper::client::conn::http1`) and a small pool, and
+//! nothing above them: no redirect policy, no proxy, no retry layer, no cookie store,
+//! no URL parsed, hashed or formatted per request. A destination (scheme, host, port:
+//! its request URI, `Host` header and pool) is prepared once, when a URL is first
+//! seen; a request then takes an idle connection from that pool, or makes one. The
+//! layers above hyper were over a third of a request's CPU in reqwest (`make bench`,
+//! section `tput`), and Herald uses none of them: it never follows redirects, never
+//! goes through a proxy, and retries by itself.
 //!
-//! What it keeps: connections kept alive and reused, a connect timeout, a timeout
-//! for the whole exchange (answer and body), the platform's trust store (as reqwest
-//! used it), and a resolver of the caller's choosing — the webhook target passes
-//! every address through its SSRF guard there, so the connection only ever goes to
-//! an address that was checked.
+//! What it keeps: connections kept alive and reused (an idle one that turns out
+//! closed when used gets the request again on a new connection, as it was never
+//! sent), a connect timeout, a timeout for the whole exchange (connection, answer and
+//! body), the platform's trust store (as reqwest used it), and a resolver of the
+//! caller's choosing — the webhook target passes every address through its SSRF
+//! guard there, so a connection only ever goes to an address that was checked. IP
+//! literals are connected to as they are: the caller checks them.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::header::HOST;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::CertificateDer;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use url::Url;
 
 /// An error from a resolver or the connection.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -41,7 +47,7 @@ pub type Resolving = Pin<Box<dyn Future<Output = Result<Vec<SocketAddr>, BoxErro
 /// literals are connected to as they are), and the connection goes only to what it
 /// answered.
 pub trait Resolve: Send + Sync {
-    /// The addresses of `host` (the port is the URL's, set by the connector).
+    /// The addresses of `host` (their ports are replaced by the URL's).
     fn resolve(&self, host: &str) -> Resolving;
 }
 
@@ -58,31 +64,11 @@ impl Resolve for SystemResolver {
     }
 }
 
-/// A [`Resolve`] as the connector's DNS service.
-#[derive(Clone)]
-struct Dns(Arc<dyn Resolve>);
-
-impl tower_service::Service<Name> for Dns {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let lookup = self.0.resolve(name.as_str());
-        Box::pin(async move { Ok(lookup.await?.into_iter()) })
-    }
-}
-
 /// How a client is made.
 pub struct Options {
-    /// The longest to wait for a TCP connection (TLS is then within the exchange's
-    /// timeout).
+    /// The longest to wait for a TCP connection to one address.
     pub connect_timeout: Duration,
-    /// How long an idle kept-alive connection is kept.
+    /// How long an idle kept-alive connection is reused.
     pub idle_timeout: Duration,
     /// Who turns names into addresses.
     pub resolver: Arc<dyn Resolve>,
@@ -90,16 +76,62 @@ pub struct Options {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
-/// An HTTP/1.1 client with a pool of kept-alive connections. Build it once per
-/// process; it is cheap to share.
+/// Most idle connections kept per destination; one more is closed instead.
+const IDLE_KEPT: usize = 256;
+
+/// Most destinations with a pool; past it the pools start over (their connections
+/// close as the destinations in use are prepared again).
+const POOLS_KEPT: usize = 10_000;
+
+/// An HTTP/1.1 client. Build it once per process; it is cheap to share.
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector<Dns>>, Full<Bytes>>,
+    tls: tokio_rustls::TlsConnector,
+    resolver: Arc<dyn Resolve>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    pools: Mutex<HashMap<(bool, String, u16), Arc<Pool>>>,
 }
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient").finish_non_exhaustive()
     }
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// The idle connections to one scheme, host and port.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+/// Where requests go: one URL, prepared by [`HttpClient::destination`].
+#[derive(Clone)]
+pub struct Destination {
+    /// The request target: path and query.
+    path: Uri,
+    host_header: HeaderValue,
+    host: Host,
+    port: u16,
+    /// For `https`: the name the certificate must be for.
+    tls: Option<ServerName<'static>>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("host", &self.host_header)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum Host {
+    Name(String),
+    Ip(IpAddr),
 }
 
 /// A whole answer.
@@ -162,12 +194,14 @@ fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<rustls::Clien
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
             .map_err(|e| format!("the trust store: {e}"))?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 impl HttpClient {
@@ -180,71 +214,243 @@ impl HttpClient {
             resolver,
             extra_roots,
         } = options;
-        let mut http = HttpConnector::new_with_resolver(Dns(resolver));
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(extra_roots)?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(idle_timeout)
-            .build(connector);
-        Ok(Self { client })
+        Ok(Self {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls_config(extra_roots)?)),
+            resolver,
+            connect_timeout,
+            idle_timeout,
+            pools: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// `POST`s `body` to `uri` with `headers` (`host` is written from `uri`) and reads
-    /// the answer, keeping at most `max_body` bytes of its body, all within `timeout`.
+    /// `url` prepared for requests: an `http` or `https` URL with a host and without
+    /// credentials (its fragment is never sent). Prepare each URL once and keep it.
+    pub fn destination(&self, url: &Url) -> Result<Destination, String> {
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => return Err(format!("not an http(s) URL: {other}:")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("the URL carries credentials; they are never sent".into());
+        }
+        let (host, name) = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => (Host::Name(d.to_owned()), d.to_owned()),
+            Some(url::Host::Ipv4(v4)) => (Host::Ip(v4.into()), v4.to_string()),
+            Some(url::Host::Ipv6(v6)) => (Host::Ip(v6.into()), v6.to_string()),
+            _ => return Err("the URL has no host".into()),
+        };
+        let port = url.port_or_known_default().ok_or("the URL has no port")?;
+        let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        let host_header =
+            HeaderValue::from_str(authority).map_err(|_| "the URL's host is not a valid Host")?;
+        let path = match &url[url::Position::BeforePath..url::Position::AfterQuery] {
+            "" => Uri::from_static("/"),
+            p => p.parse::<Uri>().map_err(|e| format!("invalid URL: {e}"))?,
+        };
+        let tls = if tls {
+            let server = match &host {
+                Host::Name(n) => ServerName::try_from(n.clone())
+                    .map_err(|e| format!("not a name TLS can check: {e}"))?,
+                Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            };
+            Some(server)
+        } else {
+            None
+        };
+        let pool = {
+            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            if pools.len() >= POOLS_KEPT {
+                pools.clear();
+            }
+            pools
+                .entry((tls.is_some(), name, port))
+                .or_default()
+                .clone()
+        };
+        Ok(Destination {
+            path,
+            host_header,
+            host,
+            port,
+            tls,
+            pool,
+        })
+    }
+
+    /// `POST`s `body` to `to` with `headers` (`host` is the destination's) and reads
+    /// the answer, keeping at most `max_body` bytes of its body, all within
+    /// `timeout`.
     pub async fn post(
         &self,
-        uri: Uri,
-        headers: HeaderMap,
+        to: &Destination,
+        mut headers: HeaderMap,
         body: Bytes,
         timeout: Duration,
         max_body: usize,
     ) -> Result<Answer, Failure> {
+        headers.insert(HOST, to.host_header.clone());
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = to.path.clone();
         *request.headers_mut() = headers;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect(e.into())
-                } else {
-                    Failure::Exchange(e.into())
-                }
-            })?;
-            let (parts, mut incoming) = response.into_parts();
-            let mut body = Vec::new();
-            let mut complete = true;
-            while body.len() < max_body {
-                match incoming.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            body.extend_from_slice(&data);
-                        }
-                    }
-                    Some(Err(_)) => {
-                        complete = false;
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            body.truncate(max_body);
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body: Bytes::from(body),
-                complete,
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
+        tokio::time::timeout(timeout, self.exchange(to, request, max_body))
             .await
             .unwrap_or(Err(Failure::Timeout))
     }
+
+    async fn exchange(
+        &self,
+        to: &Destination,
+        request: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Answer, Failure> {
+        let mut request = Some(request);
+        loop {
+            let (mut sender, fresh) = match self.checkout(&to.pool) {
+                Some(idle) => (idle, false),
+                None => (self.connect(to).await?, true),
+            };
+            if let Err(e) = sender.ready().await {
+                if fresh {
+                    return Err(Failure::Connect(e.into()));
+                }
+                continue;
+            }
+            let Some(outgoing) = request.take() else {
+                return Err(Failure::Exchange("the request was lost".into()));
+            };
+            match sender.try_send_request(outgoing).await {
+                Ok(response) => return self.read(response, sender, &to.pool, max_body).await,
+                Err(mut e) => match e.take_message() {
+                    // Never sent on an idle connection that had closed: again, on
+                    // another one.
+                    Some(unsent) if !fresh => request = Some(unsent),
+                    _ => return Err(Failure::Exchange(e.into_error().into())),
+                },
+            }
+        }
+    }
+
+    /// Reads the answer; the connection goes back to the pool when its body was
+    /// read to the end.
+    async fn read(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+        sender: Sender,
+        pool: &Pool,
+        max_body: usize,
+    ) -> Result<Answer, Failure> {
+        let (parts, mut incoming) = response.into_parts();
+        let mut body = Vec::new();
+        let mut complete = true;
+        let mut ended = false;
+        while body.len() < max_body {
+            match incoming.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        body.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) => {
+                    complete = false;
+                    break;
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        body.truncate(max_body);
+        if ended {
+            self.checkin(pool, sender);
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(body),
+            complete,
+        })
+    }
+
+    /// The most recently used idle connection that is still open and not idle for
+    /// too long.
+    fn checkout(&self, pool: &Pool) -> Option<Sender> {
+        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() < self.idle_timeout && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, pool: &Pool, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_KEPT {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// A new connection to `to`: its addresses (resolved, or its IP literal) tried
+    /// in order, then TLS for `https`, then HTTP/1.1, served by a task of its own.
+    async fn connect(&self, to: &Destination) -> Result<Sender, Failure> {
+        let addrs = match &to.host {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, to.port)],
+            Host::Name(name) => {
+                let mut addrs = self
+                    .resolver
+                    .resolve(name)
+                    .await
+                    .map_err(Failure::Connect)?;
+                for a in &mut addrs {
+                    a.set_port(to.port);
+                }
+                addrs
+            }
+        };
+        let mut last: BoxError = "the name resolved to no address".into();
+        let mut connected = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    connected = Some(tcp);
+                    break;
+                }
+                Ok(Err(e)) => last = e.into(),
+                Err(_) => last = format!("no connection within {:?}", self.connect_timeout).into(),
+            }
+        }
+        let tcp = connected.ok_or(Failure::Connect(last))?;
+        let _ = tcp.set_nodelay(true);
+        match &to.tls {
+            None => serve(TokioIo::new(tcp)).await,
+            Some(name) => {
+                let tls = self
+                    .tls
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| Failure::Connect(e.into()))?;
+                serve(TokioIo::new(tls)).await
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 on `io`, its connection driven by a task of its own until it closes.
+async fn serve<T>(io: T) -> Result<Sender, Failure>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| Failure::Connect(e.into()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }

@@ -24,7 +24,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::RETRYABLE_CODES;
 use crate::delivery::envelope::json_string;
 use crate::error::{Error, Result};
-use crate::http::{Failure, HttpClient, Options, SystemResolver};
+use crate::http::{Destination, Failure, HttpClient, Options, SystemResolver};
 
 const SERVICE: &str = "DynamoDB";
 
@@ -67,7 +67,7 @@ struct EndpointInputs {
 #[derive(Debug)]
 struct Ready {
     url: String,
-    uri: http::Uri,
+    destination: Destination,
     host: String,
     client: HttpClient,
 }
@@ -188,7 +188,7 @@ impl BatchWriter {
         let sent = ready
             .client
             .post(
-                ready.uri.clone(),
+                &ready.destination,
                 request_headers,
                 body.into(),
                 self.attempt_timeout,
@@ -245,9 +245,6 @@ impl BatchWriter {
                     (Some(h), None) => h.to_owned(),
                     (None, _) => return Err(format!("{url} has no host")),
                 };
-                let uri = url
-                    .parse::<http::Uri>()
-                    .map_err(|e| format!("{url}: {e}"))?;
                 let client = HttpClient::new(Options {
                     connect_timeout: self.attempt_timeout,
                     idle_timeout: Duration::from_secs(60),
@@ -255,9 +252,12 @@ impl BatchWriter {
                     extra_roots: Vec::new(),
                 })
                 .map_err(|e| format!("building the DynamoDB client: {e}"))?;
+                let destination = client
+                    .destination(&parsed)
+                    .map_err(|e| format!("{url}: {e}"))?;
                 Ok(Ready {
                     url,
-                    uri,
+                    destination,
                     host,
                     client,
                 })

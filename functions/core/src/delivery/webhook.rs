@@ -14,14 +14,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{StatusCode, Uri};
+use http::StatusCode;
 use rustls::pki_types::CertificateDer;
 use url::{Host, Url};
 use uuid::Uuid;
 
 use super::guard::{AddressGuard, Refused};
 use super::{envelope, DeliveryResult, Outcome, MAX_LOGGED_BODY};
-use crate::http::{Failure, HttpClient, Options, Resolve, Resolving, SystemResolver};
+use crate::http::{Destination, Failure, HttpClient, Options, Resolve, Resolving, SystemResolver};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, Target};
 use crate::ports::Deliverer;
@@ -94,8 +94,8 @@ pub struct WebhookDeliverer {
 struct Endpoint {
     /// The URL as the integration has it.
     text: String,
-    /// It parsed for the request, or why it cannot be posted to.
-    uri: Result<Uri, String>,
+    /// It prepared for requests, or why it cannot be posted to.
+    destination: Result<Destination, String>,
 }
 
 /// Most parsed URLs kept; past it the cache starts over.
@@ -143,7 +143,7 @@ impl WebhookDeliverer {
     }
 
     /// `integration`'s webhook URL, ready to post to.
-    fn endpoint(&self, integration: Uuid, url: &str) -> Arc<Endpoint> {
+    fn endpoint(&self, client: &HttpClient, integration: Uuid, url: &str) -> Arc<Endpoint> {
         let mut urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(endpoint) = urls.get(&integration) {
             if endpoint.text == url {
@@ -152,7 +152,7 @@ impl WebhookDeliverer {
         }
         let endpoint = Arc::new(Endpoint {
             text: url.to_owned(),
-            uri: self.prepare(url),
+            destination: self.prepare(client, url),
         });
         if urls.len() >= URLS_KEPT {
             urls.clear();
@@ -161,22 +161,13 @@ impl WebhookDeliverer {
         endpoint
     }
 
-    /// Parses `url`, checks its host if it is an IP literal, and makes it a request
-    /// URI (the fragment left out, never sent). `Err` is the permanent failure.
-    fn prepare(&self, url: &str) -> Result<Uri, String> {
+    /// Parses `url`, checks its host if it is an IP literal, and prepares it for
+    /// requests (the client refuses other schemes and credentials, which the API
+    /// refuses too). `Err` is the permanent failure.
+    fn prepare(&self, client: &HttpClient, url: &str) -> Result<Destination, String> {
         let parsed = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("not an http(s) URL: {}:", parsed.scheme()));
-        }
-        // The API refuses credentials in a webhook URL; one that got in otherwise is
-        // never put in the request's Host.
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err("the URL carries credentials; they are never sent".into());
-        }
         self.check_literal_host(&parsed)?;
-        parsed[..url::Position::AfterQuery]
-            .parse::<Uri>()
-            .map_err(|e| format!("invalid URL: {e}"))
+        client.destination(&parsed)
     }
 
     /// The hardened client, built once, on first use.
@@ -252,9 +243,20 @@ impl Deliverer for WebhookDeliverer {
                 started.elapsed(),
             );
         };
-        let endpoint = self.endpoint(integration.id, &config.url);
-        let uri = match &endpoint.uri {
-            Ok(uri) => uri.clone(),
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the webhook client could not be built");
+                return DeliveryResult::failed(
+                    Outcome::Retryable { retry_after: None },
+                    "the webhook client could not be built",
+                    started.elapsed(),
+                );
+            }
+        };
+        let endpoint = self.endpoint(client, integration.id, &config.url);
+        let destination = match &endpoint.destination {
+            Ok(d) => d,
             Err(why) => {
                 return DeliveryResult::failed(Outcome::Permanent, why.clone(), started.elapsed())
             }
@@ -284,20 +286,9 @@ impl Deliverer for WebhookDeliverer {
             }
         }
 
-        let client = match self.client() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "the webhook client could not be built");
-                return DeliveryResult::failed(
-                    Outcome::Retryable { retry_after: None },
-                    "the webhook client could not be built",
-                    started.elapsed(),
-                );
-            }
-        };
         let answer = client
             .post(
-                uri,
+                destination,
                 headers,
                 Bytes::from(body),
                 self.settings.timeout.min(MAX_TIMEOUT),

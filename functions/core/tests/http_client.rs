@@ -1,0 +1,181 @@
+//! The hot path's HTTP client against plain TCP servers on 127.0.0.1 that count
+//! connections and requests: kept-alive connections are reused, one the server
+//! closed is replaced without losing or repeating the request, and a body read only
+//! in part does not put its connection back.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::http::{Failure, HttpClient, Options, SystemResolver};
+use http::HeaderMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use url::Url;
+
+/// How the server treats a connection after answering on it.
+#[derive(Clone, Copy)]
+enum After {
+    /// Keeps it open for the next request.
+    KeepAlive,
+    /// Closes it without saying so (no `connection: close`): to the client it looks
+    /// reusable until it notices.
+    Close,
+}
+
+#[derive(Default)]
+struct Counts {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// Reads one request (head, then its content-length of body); `None` at EOF.
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    for _ in 0..1024 {
+        let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if read.len() >= end + 4 + length {
+                return Some(read);
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
+        }
+    }
+    None
+}
+
+/// A server on 127.0.0.1 answering every request `200` with `body`.
+async fn server(after: After, body: &'static [u8]) -> (SocketAddr, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.connections.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    c.requests.fetch_add(1, Ordering::SeqCst);
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body).await;
+                    if matches!(after, After::Close) {
+                        let _ = stream.shutdown().await;
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+fn client() -> HttpClient {
+    HttpClient::new(Options {
+        connect_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(60),
+        resolver: Arc::new(SystemResolver),
+        extra_roots: Vec::new(),
+    })
+    .expect("client")
+}
+
+async fn post(client: &HttpClient, url: &str, max_body: usize) -> Result<Bytes, Failure> {
+    let url = Url::parse(url).expect("url");
+    let to = client.destination(&url).expect("destination");
+    let answer = client
+        .post(
+            &to,
+            HeaderMap::new(),
+            Bytes::from_static(b"{\"n\":1}"),
+            Duration::from_secs(2),
+            max_body,
+        )
+        .await?;
+    assert_eq!(answer.status, 200);
+    Ok(answer.body)
+}
+
+#[tokio::test]
+async fn requests_to_one_destination_reuse_the_kept_alive_connection() {
+    let (addr, counts) = server(After::KeepAlive, b"ok").await;
+    let client = client();
+    for _ in 0..3 {
+        let body = post(&client, &format!("http://{addr}/hook"), 1024)
+            .await
+            .expect("answer");
+        assert_eq!(&body[..], b"ok");
+    }
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(counts.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_is_replaced_and_each_request_is_sent_once() {
+    let (addr, counts) = server(After::Close, b"ok").await;
+    let client = client();
+    for _ in 0..3 {
+        post(&client, &format!("http://{addr}/hook"), 1024)
+            .await
+            .expect("answer");
+        // Let the client's connection see the close (or not: either way the next
+        // request must get through, once).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(counts.connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_body_read_only_in_part_keeps_the_first_bytes_and_its_connection_is_not_reused() {
+    let (addr, counts) = server(After::KeepAlive, b"0123456789").await;
+    let client = client();
+    let body = post(&client, &format!("http://{addr}/hook"), 4)
+        .await
+        .expect("answer");
+    assert_eq!(&body[..], b"0123");
+    post(&client, &format!("http://{addr}/hook"), 1024)
+        .await
+        .expect("answer");
+    // The first connection still had body to read: it was not put back for the
+    // second request.
+    assert_eq!(counts.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_port_nobody_listens_on_is_a_connect_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let failure = post(&client(), &format!("http://{addr}/hook"), 1024)
+        .await
+        .expect_err("nobody listens");
+    assert!(matches!(failure, Failure::Connect(_)), "{failure:?}");
+}
+
+#[test]
+fn urls_that_cannot_be_posted_to_are_refused_when_prepared() {
+    let client = client();
+    for url in [
+        "ftp://127.0.0.1/file",
+        "http://user:secret@127.0.0.1/hook",
+        "https://:secret@127.0.0.1/hook",
+    ] {
+        let refused = client.destination(&Url::parse(url).expect("url"));
+        assert!(refused.is_err(), "{url}");
+        let why = refused.err().unwrap_or_default();
+        assert!(!why.contains("secret"), "{why}");
+    }
+}
