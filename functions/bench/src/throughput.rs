@@ -452,7 +452,7 @@ pub async fn run(url: String, runs: usize, stdout: MetricsOut) -> Result<String,
         }
     }
     table.push_str(
-        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler as the function runs it, attempts logged with its DynamoDB adapter, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting with reqwest the very bodies the fan-out sends for the same jobs, each once, without a copy; both on a current-thread runtime, as the functions run; R_sign = signed ÷ unsigned fan-out\n\n",
+        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler as the function runs it (posting with Herald's HTTP client on hyper), attempts logged with its DynamoDB adapter, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting with reqwest the very bodies the fan-out sends for the same jobs, each once, without a copy; both on a current-thread runtime, as the functions run; R_sign = signed ÷ unsigned fan-out\n\n",
     );
     table.push_str(&parts);
     table.push_str(
@@ -705,7 +705,7 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
             spread(&ratios, 1)
         ));
     }
-    out.push_str("\nthe fanout function's DynamoDB log (`record`: its items built in DynamoDB's JSON, each request signed with the AWS SDK's SigV4 signer and posted with reqwest) to the receiver, which answers each BatchWriteItem at once; baseline = the same requests' JSON, built beforehand, posted with reqwest: the HTTP exchange alone; one write at a time on a current-thread runtime; median of the runs after a warm-up (min–max of the per-run ratios)\n");
+    out.push_str("\nthe fanout function's DynamoDB log (`record`: its items built in DynamoDB's JSON, each request signed with the AWS SDK's SigV4 signer and posted with Herald's HTTP client on hyper) to the receiver, which answers each BatchWriteItem at once; baseline = the same requests' JSON, built beforehand, posted with reqwest: the HTTP exchange alone; one write at a time on a current-thread runtime; median of the runs after a warm-up (min–max of the per-run ratios)\n");
     Ok(out)
 }
 

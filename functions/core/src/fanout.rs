@@ -400,6 +400,7 @@ impl Fanout {
                     status = status.as_str(),
                     status_code = result.status_code,
                     elapsed_ms = result.duration.as_millis() as u64,
+                    error = result.error_detail.as_deref(),
                     "delivery attempt"
                 )
             };

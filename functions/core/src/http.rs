@@ -35,6 +35,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use url::Url;
 
 /// An error from a resolver or the connection.
@@ -85,11 +86,17 @@ const POOLS_KEPT: usize = 10_000;
 
 /// An HTTP/1.1 client. Build it once per process; it is cheap to share.
 pub struct HttpClient {
+    connector: Connector,
+    idle_timeout: Duration,
+    pools: Mutex<HashMap<(bool, String, u16), Arc<Pool>>>,
+}
+
+/// What makes connections: shared with the tasks that make them.
+#[derive(Clone)]
+struct Connector {
     tls: tokio_rustls::TlsConnector,
     resolver: Arc<dyn Resolve>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
-    pools: Mutex<HashMap<(bool, String, u16), Arc<Pool>>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -100,10 +107,66 @@ impl std::fmt::Debug for HttpClient {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// The idle connections to one scheme, host and port.
+/// The idle connections to one scheme, host and port, and the requests waiting for
+/// one.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<(Sender, Instant)>,
+    waiting: std::collections::VecDeque<oneshot::Sender<Sender>>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still open and not idle for
+    /// longer than `idle_timeout`.
+    fn checkout(&self, idle_timeout: Duration) -> Option<Sender> {
+        let mut state = self.lock();
+        while let Some((sender, since)) = state.idle.pop() {
+            if since.elapsed() < idle_timeout && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// A connection free for the next request: to the longest-waiting request that
+    /// still waits, else among the idle ones.
+    fn checkin(&self, mut sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiting.pop_front() {
+            match waiter.send(sender) {
+                Ok(()) => return,
+                Err(back) => sender = back,
+            }
+        }
+        if state.idle.len() < IDLE_KEPT {
+            state.idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// Waits for the next connection checked in.
+    fn wait(&self) -> oneshot::Receiver<Sender> {
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.lock();
+        // Requests that stopped waiting (answered by a new connection, or timed out)
+        // leave closed senders behind: drop them before they pile up.
+        if state.waiting.len() >= IDLE_KEPT {
+            state.waiting.retain(|w| !w.is_closed());
+        }
+        state.waiting.push_back(tx);
+        rx
+    }
 }
 
 /// Where requests go: one URL, prepared by [`HttpClient::destination`].
@@ -215,9 +278,11 @@ impl HttpClient {
             extra_roots,
         } = options;
         Ok(Self {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls_config(extra_roots)?)),
-            resolver,
-            connect_timeout,
+            connector: Connector {
+                tls: tokio_rustls::TlsConnector::from(Arc::new(tls_config(extra_roots)?)),
+                resolver,
+                connect_timeout,
+            },
             idle_timeout,
             pools: Mutex::new(HashMap::new()),
         })
@@ -307,9 +372,9 @@ impl HttpClient {
     ) -> Result<Answer, Failure> {
         let mut request = Some(request);
         loop {
-            let (mut sender, fresh) = match self.checkout(&to.pool) {
+            let (mut sender, fresh) = match to.pool.checkout(self.idle_timeout) {
                 Some(idle) => (idle, false),
-                None => (self.connect(to).await?, true),
+                None => self.connect_or_reuse(to).await?,
             };
             if let Err(e) = sender.ready().await {
                 if fresh {
@@ -321,7 +386,7 @@ impl HttpClient {
                 return Err(Failure::Exchange("the request was lost".into()));
             };
             match sender.try_send_request(outgoing).await {
-                Ok(response) => return self.read(response, sender, &to.pool, max_body).await,
+                Ok(response) => return read(response, sender, &to.pool, max_body).await,
                 Err(mut e) => match e.take_message() {
                     // Never sent on an idle connection that had closed: again, on
                     // another one.
@@ -332,70 +397,34 @@ impl HttpClient {
         }
     }
 
-    /// Reads the answer; the connection goes back to the pool when its body was
-    /// read to the end.
-    async fn read(
-        &self,
-        response: http::Response<hyper::body::Incoming>,
-        sender: Sender,
-        pool: &Pool,
-        max_body: usize,
-    ) -> Result<Answer, Failure> {
-        let (parts, mut incoming) = response.into_parts();
-        let mut body = Vec::new();
-        let mut complete = true;
-        let mut ended = false;
-        while body.len() < max_body {
-            match incoming.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        body.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(_)) => {
-                    complete = false;
-                    break;
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
+    /// A connection for a request that found none idle: a new one, or one that
+    /// another request frees first, whichever comes first. A slow connect (a SYN
+    /// retried after a second by a receiver whose accept queue overflowed) then
+    /// holds back no request while connections are freed; the connection it makes
+    /// goes to the pool. `true`: the connection is new.
+    async fn connect_or_reuse(&self, to: &Destination) -> Result<(Sender, bool), Failure> {
+        let (made_tx, made) = oneshot::channel();
+        let connector = self.connector.clone();
+        let destination = to.clone();
+        tokio::spawn(async move {
+            let result = connector.connect(&destination).await;
+            // Not wanted any more: the request took a freed connection, or gave up.
+            if let Err(Ok(sender)) = made_tx.send(result) {
+                destination.pool.checkin(sender);
             }
-        }
-        body.truncate(max_body);
-        if ended {
-            self.checkin(pool, sender);
-        }
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: Bytes::from(body),
-            complete,
-        })
-    }
-
-    /// The most recently used idle connection that is still open and not idle for
-    /// too long.
-    fn checkout(&self, pool: &Pool) -> Option<Sender> {
-        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn checkin(&self, pool: &Pool, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < IDLE_KEPT {
-            idle.push((sender, Instant::now()));
+        });
+        let freed = to.pool.wait();
+        tokio::select! {
+            made = made => match made {
+                Ok(result) => result.map(|sender| (sender, true)),
+                Err(_) => Err(Failure::Connect("the connecting task ended".into())),
+            },
+            Ok(sender) = freed => Ok((sender, false)),
         }
     }
+}
 
+impl Connector {
     /// A new connection to `to`: its addresses (resolved, or its IP literal) tried
     /// in order, then TLS for `https`, then HTTP/1.1, served by a task of its own.
     async fn connect(&self, to: &Destination) -> Result<Sender, Failure> {
@@ -439,6 +468,47 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// Reads the answer; the connection goes back to the pool when its body was
+/// read to the end.
+async fn read(
+    response: http::Response<hyper::body::Incoming>,
+    sender: Sender,
+    pool: &Pool,
+    max_body: usize,
+) -> Result<Answer, Failure> {
+    let (parts, mut incoming) = response.into_parts();
+    let mut body = Vec::new();
+    let mut complete = true;
+    let mut ended = false;
+    while body.len() < max_body {
+        match incoming.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    body.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => {
+                complete = false;
+                break;
+            }
+            None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    body.truncate(max_body);
+    if ended {
+        pool.checkin(sender);
+    }
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::from(body),
+        complete,
+    })
 }
 
 /// HTTP/1.1 on `io`, its connection driven by a task of its own until it closes.

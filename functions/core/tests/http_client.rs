@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_core::http::{Failure, HttpClient, Options, SystemResolver};
+use herald_core::http::{Failure, HttpClient, Options, Resolve, Resolving, SystemResolver};
 use http::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,6 +57,15 @@ async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
 
 /// A server on 127.0.0.1 answering every request `200` with `body`.
 async fn server(after: After, body: &'static [u8]) -> (SocketAddr, Arc<Counts>) {
+    server_answering_after(after, body, Duration::ZERO).await
+}
+
+/// [`server`], answering each request `delay` after reading it.
+async fn server_answering_after(
+    after: After,
+    body: &'static [u8],
+    delay: Duration,
+) -> (SocketAddr, Arc<Counts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let counts = Arc::new(Counts::default());
@@ -68,6 +77,7 @@ async fn server(after: After, body: &'static [u8]) -> (SocketAddr, Arc<Counts>) 
             tokio::spawn(async move {
                 while read_request(&mut stream).await.is_some() {
                     c.requests.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                     let _ = stream.write_all(head.as_bytes()).await;
                     let _ = stream.write_all(body).await;
@@ -178,4 +188,50 @@ fn urls_that_cannot_be_posted_to_are_refused_when_prepared() {
         let why = refused.err().unwrap_or_default();
         assert!(!why.contains("secret"), "{why}");
     }
+}
+
+/// Answers the first lookup with 127.0.0.1 and never answers another: a connection
+/// that cannot be made (as when a SYN is lost and retried a second later, longer
+/// here than any timeout).
+struct FirstLookupOnly(AtomicUsize);
+
+impl Resolve for FirstLookupOnly {
+    fn resolve(&self, _host: &str) -> Resolving {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            Box::pin(async { Ok(vec![SocketAddr::from(([127, 0, 0, 1], 0))]) })
+        } else {
+            Box::pin(std::future::pending())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_connection_takes_the_first_one_freed() {
+    // GIVEN a receiver that answers after a moment, reachable by one connection only
+    // (every later connection hangs in its lookup)
+    let (addr, counts) =
+        server_answering_after(After::KeepAlive, b"ok", Duration::from_millis(100)).await;
+    let client = Arc::new(
+        HttpClient::new(Options {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+            resolver: Arc::new(FirstLookupOnly(AtomicUsize::new(0))),
+            extra_roots: Vec::new(),
+        })
+        .expect("client"),
+    );
+    let url = format!("http://pool.test:{}/hook", addr.port());
+    // WHEN two requests go at once: one gets the connection, the other finds none
+    // idle and starts one that will never be made
+    let first = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { post(&client, &url, 1024).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = post(&client, &url, 1024).await;
+    // THEN the second is sent on the connection the first frees, and both answer
+    assert!(second.is_ok(), "{second:?}");
+    assert!(first.await.expect("task").is_ok());
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.connections.load(Ordering::SeqCst), 1);
 }

@@ -305,7 +305,7 @@ async fn a_receiver_slower_than_the_timeout_is_a_failure() {
     assert!(result
         .error_detail
         .expect("detail")
-        .contains("no answer within"));
+        .contains("no answer within 300 ms"));
 }
 
 #[tokio::test]

@@ -212,12 +212,12 @@ impl WebhookDeliverer {
 
 /// What a failure without an answer is recorded as: a refusal of the guard is
 /// permanent; the rest are retried.
-fn without_answer(failure: &Failure, elapsed: Duration) -> DeliveryResult {
+fn without_answer(failure: &Failure, timeout: Duration, elapsed: Duration) -> DeliveryResult {
     if let Some(refusal) = failure.find::<GuardRefusal>() {
         return DeliveryResult::failed(Outcome::Permanent, refusal.to_string(), elapsed);
     }
     let detail = match failure {
-        Failure::Timeout => format!("no answer within {:.0} s", elapsed.as_secs_f64().ceil()),
+        Failure::Timeout => format!("no answer within {} ms", timeout.as_millis()),
         Failure::Connect(_) => match failure.find::<rustls::Error>() {
             Some(tls) => format!("the TLS handshake with the webhook failed: {tls}"),
             None => "could not connect to the webhook".to_owned(),
@@ -297,7 +297,10 @@ impl Deliverer for WebhookDeliverer {
             .await;
         let answer = match answer {
             Ok(a) => a,
-            Err(failure) => return without_answer(&failure, started.elapsed()),
+            Err(failure) => {
+                let timeout = self.settings.timeout.min(MAX_TIMEOUT);
+                return without_answer(&failure, timeout, started.elapsed());
+            }
         };
         let status = answer.status;
         let retry_after = answer
