@@ -6,7 +6,8 @@
 //! nothing above them: no redirect policy, no proxy, no retry layer, no cookie store,
 //! no URL parsed, hashed or formatted per request. A destination (scheme, host, port:
 //! its request URI, `Host` header and pool) is prepared once, when a URL is first
-//! seen; a request then takes an idle connection from that pool, or makes one. The
+//! seen; a request then takes an idle connection from that pool, or else whichever
+//! comes first of a new one and one that another request frees. The
 //! layers above hyper were over a third of a request's CPU in reqwest (`make bench`,
 //! section `tput`), and Herald uses none of them: it never follows redirects, never
 //! goes through a proxy, and retries by itself.
