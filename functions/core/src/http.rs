@@ -252,17 +252,40 @@ impl Failure {
 
 /// The TLS settings: TLS 1.2 and 1.3 with aws-lc-rs, the platform's verifier (on
 /// Linux: the system's roots, checked by webpki) plus `extra_roots`, ALPN
-/// `http/1.1`.
+/// `http/1.1`. A system with no CA certificates at all (a minimal container without
+/// `ca-certificates`) gets Mozilla's roots as bundled by `webpki-roots` instead,
+/// as the STOMP target has them, rather than no client: plain-http deliveries need
+/// no roots, and HTTPS ones then still verify.
 fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-            .map_err(|e| format!("the trust store: {e}"))?;
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+        match rustls_platform_verifier::Verifier::new_with_extra_roots(
+            extra_roots.clone(),
+            provider.clone(),
+        ) {
+            Ok(platform) => Arc::new(platform),
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable system trust store; using the bundled Mozilla roots");
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                for root in extra_roots {
+                    roots
+                        .add(root)
+                        .map_err(|e| format!("an extra root is not usable: {e}"))?;
+                }
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| format!("the trust store: {e}"))?
+            }
+        };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
