@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use herald_core::http::{Failure, HttpClient, Options, Resolve, Resolving, SystemResolver};
-use http::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use common::{client, post, read_request};
+use herald_core::http::{Failure, HttpClient, Options, Resolve, Resolving};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use url::Url;
+
+mod common;
 
 /// How the server treats a connection after answering on it.
 #[derive(Clone, Copy)]
@@ -29,30 +30,6 @@ enum After {
 struct Counts {
     connections: AtomicUsize,
     requests: AtomicUsize,
-}
-
-/// Reads one request (head, then its content-length of body); `None` at EOF.
-async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut read = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    for _ in 0..1024 {
-        let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if read.len() >= end + 4 + length {
-                return Some(read);
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => read.extend_from_slice(&chunk[..n]),
-        }
-    }
-    None
 }
 
 /// A server on 127.0.0.1 answering every request `200` with `body`.
@@ -90,32 +67,6 @@ async fn server_answering_after(
         }
     });
     (addr, counts)
-}
-
-fn client() -> HttpClient {
-    HttpClient::new(Options {
-        connect_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(60),
-        resolver: Arc::new(SystemResolver),
-        extra_roots: Vec::new(),
-    })
-    .expect("client")
-}
-
-async fn post(client: &HttpClient, url: &str, max_body: usize) -> Result<Bytes, Failure> {
-    let url = Url::parse(url).expect("url");
-    let to = client.destination(&url).expect("destination");
-    let answer = client
-        .post(
-            &to,
-            HeaderMap::new(),
-            Bytes::from_static(b"{\"n\":1}"),
-            Duration::from_secs(2),
-            max_body,
-        )
-        .await?;
-    assert_eq!(answer.status, 200);
-    Ok(answer.body)
 }
 
 #[tokio::test]

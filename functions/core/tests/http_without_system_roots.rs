@@ -3,15 +3,10 @@
 //! Its own test binary: it points the system trust store at nothing through the
 //! process's environment, which no other test may see.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use bytes::Bytes;
-use herald_core::http::{HttpClient, Options, SystemResolver};
-use http::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use url::Url;
+
+mod common;
 
 #[tokio::test]
 async fn without_system_roots_the_client_is_built_on_the_bundled_ones_and_delivers() {
@@ -27,36 +22,19 @@ async fn without_system_roots_the_client_is_built_on_the_bundled_ones_and_delive
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         if let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 64 * 1024];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
+            if common::read_request(&mut stream).await.is_some() {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
         }
     });
-    // WHEN the client is built and posts
-    let client = HttpClient::new(Options {
-        connect_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(60),
-        resolver: Arc::new(SystemResolver),
-        extra_roots: Vec::new(),
-    })
-    .expect("a client without system roots");
-    let to = client
-        .destination(&Url::parse(&format!("http://{addr}/hook")).expect("url"))
-        .expect("destination");
-    let answer = client
-        .post(
-            &to,
-            HeaderMap::new(),
-            Bytes::from_static(b"{}"),
-            Duration::from_secs(2),
-            1024,
-        )
+    // WHEN the client is built (it reads the empty trust store) and posts
+    let client = common::client();
+    let body = common::post(&client, &format!("http://{addr}/hook"), 1024)
         .await
         .expect("answer");
     // THEN it delivers
-    assert_eq!(answer.status, 200);
-    assert_eq!(&answer.body[..], b"ok");
+    assert_eq!(&body[..], b"ok");
     let _ = std::fs::remove_dir_all(&empty);
 }

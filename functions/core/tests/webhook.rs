@@ -34,6 +34,8 @@ use tokio::net::TcpListener;
 use url::Url;
 use uuid::Uuid;
 
+mod common;
+
 /// What the receiver saw.
 #[derive(Clone, Default)]
 struct Seen {
@@ -784,7 +786,7 @@ struct TlsReceiver {
 }
 
 async fn tls_receiver(name: &str) -> TlsReceiver {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -817,30 +819,11 @@ async fn tls_receiver(name: &str) -> TlsReceiver {
                 refused.fetch_add(1, Ordering::SeqCst);
                 continue;
             };
-            // One request: its head, then as much body as its content-length says
-            // (at most 1 MiB).
-            let mut read = Vec::new();
-            let mut chunk = [0u8; 16 * 1024];
-            while read.len() < 1 << 20 {
-                let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if read.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-                match tls.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read.extend_from_slice(&chunk[..n]),
-                }
+            if let Some(request) = common::read_request(&mut tls).await {
+                seen.lock()
+                    .expect("requests")
+                    .push(String::from_utf8_lossy(&request).into_owned());
             }
-            seen.lock()
-                .expect("requests")
-                .push(String::from_utf8_lossy(&read).into_owned());
             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
             let _ = tls.write_all(answer).await;
             let _ = tls.shutdown().await;
@@ -862,21 +845,32 @@ fn resolving_to(addr: SocketAddr) -> Arc<Rebinding> {
     })
 }
 
-#[tokio::test]
-async fn an_https_webhook_is_delivered_over_tls_to_a_certificate_the_deliverer_trusts() {
-    // GIVEN an HTTPS receiver for webhook.test whose CA the deliverer trusts
-    let receiver = tls_receiver("webhook.test").await;
+/// A deliverer that finds webhook.test at `receiver`, trusting its CA or not, and a
+/// signed integration with its HTTPS URL.
+fn to_tls_receiver(receiver: &TlsReceiver, trust_its_ca: bool) -> (WebhookDeliverer, Integration) {
     let d = WebhookDeliverer::with_resolver(
         loopback_allowed(),
         Duration::from_secs(2),
         resolving_to(receiver.addr),
     )
-    .expect("client")
-    .trusting(vec![receiver.ca.clone()]);
+    .expect("client");
+    let d = if trust_its_ca {
+        d.trusting(vec![receiver.ca.clone()])
+    } else {
+        d
+    };
     let i = integration(
         &format!("https://webhook.test:{}/hook", receiver.addr.port()),
         Some("a-secret-for-this-test"),
     );
+    (d, i)
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_delivered_over_tls_to_a_certificate_the_deliverer_trusts() {
+    // GIVEN an HTTPS receiver for webhook.test whose CA the deliverer trusts
+    let receiver = tls_receiver("webhook.test").await;
+    let (d, i) = to_tls_receiver(&receiver, true);
     // WHEN an event is delivered to it
     let result = d.deliver(&i, &job(&i), 1).await;
     // THEN it arrives over TLS, signed, and the answer is read
@@ -902,16 +896,7 @@ async fn an_https_webhook_is_delivered_over_tls_to_a_certificate_the_deliverer_t
 async fn an_https_webhook_whose_certificate_is_not_trusted_is_sent_nothing_and_retried() {
     // GIVEN an HTTPS receiver whose certificate comes from a CA nobody trusts
     let receiver = tls_receiver("webhook.test").await;
-    let d = WebhookDeliverer::with_resolver(
-        loopback_allowed(),
-        Duration::from_secs(2),
-        resolving_to(receiver.addr),
-    )
-    .expect("client");
-    let i = integration(
-        &format!("https://webhook.test:{}/hook", receiver.addr.port()),
-        Some("a-secret-for-this-test"),
-    );
+    let (d, i) = to_tls_receiver(&receiver, false);
     // WHEN an event is delivered to it
     let result = d.deliver(&i, &job(&i), 1).await;
     // THEN the handshake fails on the certificate, the failure says so, the attempt

@@ -6,8 +6,8 @@
 //! its interceptors, the serialiser and the signer: `make bench`, section `log`), more
 //! than the items in it. This writer takes the items already in DynamoDB's JSON, signs
 //! the request with the signer the SDK itself uses (`aws-sigv4`, the same settings),
-//! and posts it with the fan-out's HTTP client ([`crate::http`]). The endpoint comes from the SDK's own endpoint rules
-//! and overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, FIPS, dual-stack),
+//! and posts it with the fan-out's HTTP client ([`crate::http`]). The endpoint comes
+//! from the SDK's own endpoint rules and overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, FIPS, dual-stack),
 //! resolved on the first write; credentials from the process's provider chain,
 //! cached until five minutes before they expire. Reads stay on the SDK.
 
@@ -68,7 +68,6 @@ struct EndpointInputs {
 struct Ready {
     url: String,
     destination: Destination,
-    host: String,
     client: HttpClient,
 }
 
@@ -157,7 +156,7 @@ impl BatchWriter {
         };
         let region = self.endpoint.region.as_deref().unwrap_or_default();
         let headers = [
-            ("host", ready.host.as_str()),
+            ("host", ready.destination.authority()),
             ("content-type", "application/x-amz-json-1.0"),
             ("x-amz-target", "DynamoDB_20120810.BatchWriteItem"),
         ];
@@ -240,11 +239,6 @@ impl BatchWriter {
             .get_or_init(|| {
                 let url = resolve_endpoint(&self.endpoint)?;
                 let parsed = url::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
-                let host = match (parsed.host_str(), parsed.port()) {
-                    (Some(h), Some(p)) => format!("{h}:{p}"),
-                    (Some(h), None) => h.to_owned(),
-                    (None, _) => return Err(format!("{url} has no host")),
-                };
                 let client = HttpClient::new(Options {
                     connect_timeout: self.attempt_timeout,
                     idle_timeout: Duration::from_secs(60),
@@ -258,7 +252,6 @@ impl BatchWriter {
                 Ok(Ready {
                     url,
                     destination,
-                    host,
                     client,
                 })
             })

@@ -399,20 +399,9 @@ impl StompDeliverer {
             }
         };
         let addrs = self.guard.filter(&addrs).map_err(|r| r.to_string())?;
-        let mut last = format!("{host} resolved to no address");
-        let mut tcp = None;
-        for addr in addrs {
-            match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = format!("connecting to {raw}: {e}"),
-                Err(_) => last = format!("connecting to {raw} timed out"),
-            }
-        }
-        let tcp = tcp.ok_or(last)?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = crate::http::connect_first(&addrs, self.timeout)
+            .await
+            .map_err(|e| format!("connecting to {raw}: {e}"))?;
         let stream: Box<dyn Stream> = if tls {
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| format!("{host} is not a TLS server name"))?;

@@ -286,21 +286,19 @@ impl Deliverer for WebhookDeliverer {
             }
         }
 
+        let timeout = self.settings.timeout.min(MAX_TIMEOUT);
         let answer = client
             .post(
                 destination,
                 headers,
                 Bytes::from(body),
-                self.settings.timeout.min(MAX_TIMEOUT),
+                timeout,
                 MAX_LOGGED_BODY,
             )
             .await;
         let answer = match answer {
             Ok(a) => a,
-            Err(failure) => {
-                let timeout = self.settings.timeout.min(MAX_TIMEOUT);
-                return without_answer(&failure, timeout, started.elapsed());
-            }
+            Err(failure) => return without_answer(&failure, timeout, started.elapsed()),
         };
         let status = answer.status;
         let retry_after = answer
