@@ -297,10 +297,7 @@ impl Fanout {
         summary(records, &entries, failed.len());
 
         if let Some(out) = self.metrics.as_ref().filter(|_| !samples.is_empty()) {
-            crate::metrics::emit(
-                out,
-                &crate::metrics::records(&samples, Utc::now().timestamp_millis()),
-            );
+            crate::metrics::emit(out, &samples, Utc::now().timestamp_millis());
         }
         if !entries.is_empty() {
             // The answer must leave before the invocation ends: a log write still

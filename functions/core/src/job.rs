@@ -195,6 +195,32 @@ pub mod timestamp {
         Some(date.and_time(time).and_utc())
     }
 
+    /// `t` in Herald's form (`2026-05-01T12:00:00.123Z`: RFC 3339, UTC, milliseconds
+    /// truncated), written without chrono's general formatter; `None` (then chrono
+    /// writes it) for a year outside 0–9999 or a leap second.
+    pub fn millis(t: &DateTime<Utc>) -> Option<[u8; 24]> {
+        use chrono::{Datelike, Timelike};
+        let (year, nanos) = (t.year(), t.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for k in (at..at + width).rev() {
+                out[k] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year as u32);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        put(20, 3, nanos / 1_000_000);
+        Some(out)
+    }
+
     /// For `#[serde(deserialize_with)]`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         struct Timestamp;
@@ -216,7 +242,10 @@ pub mod timestamp {
 
 /// Formats a timestamp as RFC 3339 with milliseconds.
 pub fn rfc3339_ms(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    match timestamp::millis(t) {
+        Some(text) => text.iter().map(|&b| char::from(b)).collect(),
+        None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
 }
 
 /// Validates one incoming event. `store_from_caller` is the store named by the HTTP
@@ -700,6 +729,23 @@ mod properties {
                 let quick = timestamp::quick(&text);
                 prop_assert!(quick.is_some(), "{}", text);
                 prop_assert_eq!(quick, text.parse::<DateTime<Utc>>().ok());
+            }
+        }
+
+        #[test]
+        fn a_timestamp_is_written_as_chrono_writes_it_with_milliseconds(
+            secs in -65_000_000_000i64..320_000_000_000i64,
+            nanos in 0u32..2_000_000_000,
+        ) {
+            use chrono::Datelike;
+            // Nanoseconds past a second (chrono's leap second) and years outside
+            // 0-9999 are left to chrono.
+            if let Some(t) = DateTime::from_timestamp(secs, nanos) {
+                prop_assert_eq!(rfc3339_ms(&t), t.to_rfc3339_opts(SecondsFormat::Millis, true));
+                prop_assert_eq!(
+                    timestamp::millis(&t).is_some(),
+                    nanos < 1_000_000_000 && (0..=9999).contains(&t.year())
+                );
             }
         }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use crate::delivery::envelope::json_string;
 
 /// The metrics namespace.
 pub const NAMESPACE: &str = "Herald";
@@ -21,38 +21,44 @@ pub struct Sample {
     pub lag_ms: Option<f64>,
 }
 
-/// The EMF records of a batch: `Attempts` (count) for every (target, outcome), and
-/// `DeliveryLag` (milliseconds, one value per delivery) where something was delivered.
-pub fn records(samples: &[Sample], timestamp_ms: i64) -> Vec<Value> {
-    let mut groups: BTreeMap<(&str, &str), Vec<&Sample>> = BTreeMap::new();
+/// The EMF records of a batch, one JSON line each: `Attempts` (count) for every
+/// (target, outcome), and `DeliveryLag` (milliseconds, one value per delivery) where
+/// something was delivered. Written straight as text (no JSON tree is built).
+pub fn lines(samples: &[Sample], timestamp_ms: i64) -> Vec<u8> {
+    use std::io::Write;
+    let mut groups: BTreeMap<(&str, &str), (usize, Vec<f64>)> = BTreeMap::new();
     for s in samples {
-        groups.entry((s.target, s.outcome)).or_default().push(s);
+        let group = groups.entry((s.target, s.outcome)).or_default();
+        group.0 += 1;
+        group.1.extend(s.lag_ms);
     }
-    groups
-        .into_iter()
-        .map(|((target, outcome), group)| {
-            let lags: Vec<f64> = group.iter().filter_map(|s| s.lag_ms).collect();
-            let mut metrics = vec![json!({"Name": "Attempts", "Unit": "Count"})];
-            let mut record = json!({
-                "TargetType": target,
-                "Outcome": outcome,
-                "Attempts": group.len(),
-            });
-            if !lags.is_empty() {
-                metrics.push(json!({"Name": "DeliveryLag", "Unit": "Milliseconds"}));
-                record["DeliveryLag"] = json!(lags);
+    let mut out = Vec::with_capacity(320 * groups.len() + 24 * samples.len());
+    for ((target, outcome), (attempts, lags)) in groups {
+        out.extend_from_slice(b"{\"TargetType\":");
+        json_string(&mut out, target);
+        out.extend_from_slice(b",\"Outcome\":");
+        json_string(&mut out, outcome);
+        let _ = write!(out, ",\"Attempts\":{attempts}");
+        if !lags.is_empty() {
+            out.extend_from_slice(b",\"DeliveryLag\":[");
+            for (k, lag) in lags.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut out, lag);
             }
-            record["_aws"] = json!({
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [["TargetType", "Outcome"]],
-                    "Metrics": metrics,
-                }]
-            });
-            record
-        })
-        .collect()
+            out.push(b']');
+        }
+        let _ = write!(
+            out,
+            ",\"_aws\":{{\"Timestamp\":{timestamp_ms},\"CloudWatchMetrics\":[{{\"Namespace\":\"{NAMESPACE}\",\"Dimensions\":[[\"TargetType\",\"Outcome\"]],\"Metrics\":[{{\"Name\":\"Attempts\",\"Unit\":\"Count\"}}"
+        );
+        if !lags.is_empty() {
+            out.extend_from_slice(b",{\"Name\":\"DeliveryLag\",\"Unit\":\"Milliseconds\"}");
+        }
+        out.extend_from_slice(b"]}]}}\n");
+    }
+    out
 }
 
 /// Where EMF records go: stdout in Lambda, where the runtime sends them to CloudWatch,
@@ -65,15 +71,10 @@ pub enum MetricsOut {
     Writer(std::sync::Arc<std::sync::Mutex<dyn std::io::Write + Send>>),
 }
 
-/// Writes the records to `out`, one JSON line each, in one write.
-pub fn emit(out: &MetricsOut, records: &[Value]) {
+/// Writes a batch's EMF records ([`lines`]) to `out` in one write.
+pub fn emit(out: &MetricsOut, samples: &[Sample], timestamp_ms: i64) {
     use std::io::Write;
-    let mut lines = Vec::with_capacity(512 * records.len());
-    for r in records {
-        if serde_json::to_writer(&mut lines, r).is_ok() {
-            lines.push(b'\n');
-        }
-    }
+    let lines = lines(samples, timestamp_ms);
     let _ = match out {
         MetricsOut::Stdout => std::io::stdout().lock().write_all(&lines),
         MetricsOut::Writer(w) => w
@@ -86,6 +87,16 @@ pub fn emit(out: &MetricsOut, records: &[Value]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// A batch's records, read back from their lines.
+    fn records(samples: &[Sample], timestamp_ms: i64) -> Vec<Value> {
+        let text = String::from_utf8(lines(samples, timestamp_ms)).expect("UTF-8");
+        assert!(text.is_empty() || text.ends_with('\n'));
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
 
     #[test]
     fn a_batchs_records_are_one_json_line_each_written_at_once() {
@@ -104,7 +115,7 @@ mod tests {
         let r = records(&samples, 1_795_330_800_000);
         let out = crate::testkit::Captured::default();
         let writer = std::sync::Arc::new(std::sync::Mutex::new(out.clone()));
-        emit(&MetricsOut::Writer(writer), &r);
+        emit(&MetricsOut::Writer(writer), &samples, 1_795_330_800_000);
         assert_eq!(out.writes(), 1, "one write for the batch");
         let text = out.text();
         let lines: Vec<Value> = text

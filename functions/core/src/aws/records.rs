@@ -35,7 +35,7 @@ use uuid::Uuid;
 use super::backend_error;
 use super::batch_write::BatchWriter;
 use super::dynamo::{cancellation_reasons, condition_failed_at};
-use crate::delivery::envelope::json_string;
+use crate::delivery::envelope::{json_escaped, json_string};
 use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
 use crate::job::rfc3339_ms;
@@ -367,39 +367,45 @@ impl DynamoDeliveryLog {
         entries.iter().map(|e| self.put_item(e)).collect()
     }
 
+    /// One entry's item, written straight into DynamoDB's JSON: ids and times are
+    /// formatted into buffers on the stack and keys built in parts, so an item costs
+    /// one allocation.
     fn put_item(&self, e: &LogEntry) -> Vec<u8> {
         let a = &e.attempt;
-        let log_id = a.id.to_string();
-        let enqueued_at = rfc3339_ms(&e.enqueued_at);
+        let mut ids = [[0u8; uuid::fmt::Hyphenated::LENGTH]; 3];
+        let [log_id, integration_id, job_id] = &mut ids;
+        let log_id: &str = a.id.hyphenated().encode_lower(log_id);
+        let integration_id: &str = a.integration_id.hyphenated().encode_lower(integration_id);
+        let job_id: &str = a.job_id.hyphenated().encode_lower(job_id);
+        let (enqueued, created) = (Millis::of(&e.enqueued_at), Millis::of(&a.created_at));
+        let (enqueued_at, created_at) = (enqueued.as_str(), created.as_str());
+        let store = a.store_id.as_str();
         let mut item = JsonItem::with_capacity(1024 + a.body.len());
-        item.s("pk", &format!("LOGS#{}#{}", a.store_id, a.integration_id));
-        item.s("sk", &log_id);
-        item.s("gsi1pk", &format!("LOGS#{}", a.store_id));
-        item.s("gsi1sk", &log_id);
-        item.s("gsi2pk", &format!("JOBLOGS#{}#{}", a.store_id, a.job_id));
-        item.s("gsi2sk", &log_id);
-        item.s(
-            "gsi3pk",
-            &format!("JOBS#{}#{}", a.store_id, a.integration_id),
-        );
-        item.s("gsi3sk", &format!("{enqueued_at}#{}#{log_id}", a.job_id));
+        item.s_parts("pk", &["LOGS#", store, "#", integration_id]);
+        item.s("sk", log_id);
+        item.s_parts("gsi1pk", &["LOGS#", store]);
+        item.s("gsi1sk", log_id);
+        item.s_parts("gsi2pk", &["JOBLOGS#", store, "#", job_id]);
+        item.s("gsi2sk", log_id);
+        item.s_parts("gsi3pk", &["JOBS#", store, "#", integration_id]);
+        item.s_parts("gsi3sk", &[enqueued_at, "#", job_id, "#", log_id]);
         item.s("entity", "attempt");
-        item.s("id", &log_id);
-        item.s("store_id", &a.store_id);
-        item.s("integration_id", &a.integration_id.to_string());
-        item.s("job_id", &a.job_id.to_string());
+        item.s("id", log_id);
+        item.s("store_id", store);
+        item.s("integration_id", integration_id);
+        item.s("job_id", job_id);
         item.s("event_id", &a.event_id);
         item.s("event_type", &a.event_type);
         item.n("attempt", a.attempt);
         item.bool("succeeded", a.succeeded);
         item.n("processing_time", a.processing_time);
-        item.s("created_at", &rfc3339_ms(&a.created_at));
+        item.s("created_at", created_at);
         item.n(
             "expires_at",
             epoch(a.created_at) + self.retention.as_secs() as i64,
         );
         item.s("status", e.status.as_str());
-        item.s("enqueued_at", &enqueued_at);
+        item.s("enqueued_at", enqueued_at);
         if let Some(code) = a.status_code {
             item.n("status_code", code);
         }
@@ -432,7 +438,27 @@ impl JobRuns {
     }
 }
 
-/// An item being written in DynamoDB's JSON (`{"name":{"S":"value"},…}`).
+/// A time in Herald's form (`…T12:00:00.123Z`), on the stack when it can be.
+enum Millis {
+    Quick([u8; 24]),
+    Chrono(String),
+}
+
+impl Millis {
+    fn of(t: &DateTime<Utc>) -> Self {
+        crate::job::timestamp::millis(t).map_or_else(|| Self::Chrono(rfc3339_ms(t)), Self::Quick)
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            // ASCII digits and separators only, as `millis` writes them.
+            Self::Quick(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Self::Chrono(s) => s,
+        }
+    }
+}
+
+/// An item being written in DynamoDB's JSON (`{"name":{"S":"value"},…}`). Attribute
+/// names are Herald's own (letters, digits and `_`), written as they are.
 struct JsonItem(Vec<u8>);
 
 impl JsonItem {
@@ -442,11 +468,13 @@ impl JsonItem {
         Self(buf)
     }
     fn key(&mut self, name: &str, kind: &[u8]) {
+        debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         if self.0.len() > 1 {
             self.0.push(b',');
         }
-        json_string(&mut self.0, name);
-        self.0.extend_from_slice(b":{");
+        self.0.push(b'"');
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":{");
         self.0.extend_from_slice(kind);
         self.0.push(b':');
     }
@@ -455,9 +483,20 @@ impl JsonItem {
         json_string(&mut self.0, value);
         self.0.push(b'}');
     }
+    /// A string attribute whose value is `parts` one after another.
+    fn s_parts(&mut self, name: &str, parts: &[&str]) {
+        self.key(name, b"\"S\"");
+        self.0.push(b'"');
+        for part in parts {
+            json_escaped(&mut self.0, part);
+        }
+        self.0.extend_from_slice(b"\"}");
+    }
     fn n(&mut self, name: &str, value: impl std::fmt::Display) {
+        use std::io::Write;
         self.key(name, b"\"N\"");
-        json_string(&mut self.0, &value.to_string());
+        // A number's text (digits, `-`, `.`) needs no escape.
+        let _ = write!(self.0, "\"{value}\"");
         self.0.push(b'}');
     }
     fn bool(&mut self, name: &str, value: bool) {

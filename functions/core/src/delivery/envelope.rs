@@ -97,10 +97,18 @@ fn plain(block: &[u8]) -> bool {
 /// it is). Skips plain bytes 32, then 8, at a time: a payload is mostly bytes that
 /// need no escape.
 pub fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    json_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Writes `s` as [`json_string`] does, without the quotes: for a string value written
+/// in parts.
+pub fn json_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
+    out.reserve(bytes.len());
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -139,7 +147,6 @@ pub fn json_string(out: &mut Vec<u8>, s: &str) {
         start = i;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// The queue message: a CloudEvents 1.0 JSON document. `id` is the event id (as in
