@@ -224,7 +224,13 @@ async fn run(args: &Args) -> (String, bool) {
     let _ = std::fs::create_dir_all(&logs);
     let mut report = String::from("# Herald benchmarks\n\n");
     let mut complete = true;
+    // When the section being measured started: each takes up where the last ended.
+    let since = std::cell::Cell::new(std::time::Instant::now());
+    let mut timings = String::new();
     let mut section = |title: &str, result: Result<String, String>| {
+        let took = since.replace(std::time::Instant::now()).elapsed().as_secs();
+        let _ = writeln!(std::io::stderr(), "herald-bench: {title}: {took} s");
+        timings.push_str(&format!("| {title} | {took} |\n"));
         report.push_str(&format!("## {title}\n\n"));
         match result {
             Ok(text) => report.push_str(&text),
@@ -271,6 +277,8 @@ async fn run(args: &Args) -> (String, bool) {
             .clone()
             .ok_or_else(|| "--lambda-dir (the release bootstraps) is not given".to_owned())
     };
+    // The receiver, the log sink and moto are set up: the first section starts now.
+    since.set(std::time::Instant::now());
 
     if args.wants("tput") {
         section(
@@ -372,5 +380,8 @@ async fn run(args: &Args) -> (String, bool) {
             async { moto::ingest_table(moto_ready()?, &receiver.url(), args.runs).await }.await;
         section("Ingest on moto vs raw SendMessageBatch", result);
     }
+    report.push_str(&format!(
+        "## How long each section took\n\n| section | seconds |\n|---|---:|\n{timings}\nwall time of the measuring, the builds before it not counted\n"
+    ));
     (report, complete)
 }

@@ -108,6 +108,85 @@ async fn raw_batches(
     .await
 }
 
+/// The raw loop shaped as an invocation of the function: [`raw_batches`], and after
+/// each batch the requests of its attempt log (the very `BatchWriteItem` JSON the
+/// function's log sends for those deliveries, built beforehand, as many requests and
+/// as many at once as the log sends them), posted with reqwest to the same receiver.
+/// What any handler with the function's duties (deliver the batch, then persist its
+/// attempts) spends at the least: the ceiling of R_tput, measured.
+async fn raw_invocations(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<Vec<u8>>,
+    logs: Vec<Vec<Vec<u8>>>,
+    concurrency: usize,
+) -> Result<Sample, String> {
+    use futures_util::StreamExt;
+    let n = bodies.len();
+    let mut bodies = bodies.into_iter();
+    let log_url = root(url).to_owned();
+    timed(n, async {
+        for requests in logs {
+            let batch: futures_util::stream::FuturesUnordered<_> = bodies
+                .by_ref()
+                .take(concurrency)
+                .map(|body| post(client, url, body))
+                .collect();
+            let results: Vec<Result<(), String>> = batch.collect().await;
+            results.into_iter().collect::<Result<(), String>>()?;
+            let writes: Vec<Result<(), String>> = futures_util::stream::iter(requests)
+                .map(|body| log_post(client, &log_url, body))
+                .buffer_unordered(herald_core::aws::batch_write::REQUESTS_IN_FLIGHT)
+                .collect()
+                .await;
+            writes.into_iter().collect::<Result<(), String>>()?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// One `BatchWriteItem` request's JSON posted to the receiver, its answer read.
+async fn log_post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), String> {
+    let res = client
+        .post(url)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", "DynamoDB_20120810.BatchWriteItem")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("receiver answered {}", res.status()));
+    }
+    let _ = res.bytes().await;
+    Ok(())
+}
+
+/// The attempt log's requests per batch for `batches`, as the function's log builds
+/// them for deliveries that succeeded at the first attempt: what the invocation-shaped
+/// raw loop posts after each batch.
+fn log_bodies_of(batches: &[SqsEvent], log: &DynamoDeliveryLog, table: &str) -> Vec<Vec<Vec<u8>>> {
+    use herald_core::aws::batch_write::{request_body, ITEMS_PER_REQUEST};
+    use herald_core::delivery::{log_entry, JobStatus};
+    let result = delivered();
+    batches
+        .iter()
+        .map(|b| {
+            let entries: Vec<_> = b
+                .records
+                .iter()
+                .filter_map(|m| DeliveryJob::parse(m.body.as_deref()?).ok())
+                .map(|job| log_entry(&job, 1, JobStatus::Delivered, &result))
+                .collect();
+            log.put_items(&entries)
+                .chunks(ITEMS_PER_REQUEST)
+                .map(|chunk| request_body(table, chunk))
+                .collect()
+        })
+        .collect()
+}
+
 /// The webhook bodies the fan-out sends for `batches`: what the raw loop posts.
 fn bodies_of(batches: &[SqsEvent], integration: &Integration) -> Vec<Vec<u8>> {
     batches
@@ -315,7 +394,13 @@ struct Setup {
     unsigned: Integration,
     signed: Integration,
     client: reqwest::Client,
+    /// The function's log adapter, only to build the requests the invocation-shaped
+    /// raw loop posts (it sends nothing itself).
+    items: DynamoDeliveryLog,
 }
+
+/// The table the function's log writes to (the receiver answers for any).
+const LOG_TABLE: &str = "bench-log";
 
 /// The receiver's root URL (without the webhook path): where the log's requests go.
 fn root(url: &str) -> &str {
@@ -340,9 +425,10 @@ async fn setup(url: &str, stdout: MetricsOut) -> Result<Setup, String> {
         .map_err(|e| e.to_string())?;
     components.log = Arc::new(DynamoDeliveryLog::from_sdk(
         &sdk,
-        "bench-log",
+        LOG_TABLE,
         settings.log_retention,
     ));
+    let items = DynamoDeliveryLog::from_sdk(&sdk, LOG_TABLE, settings.log_retention);
     let function = Arc::new(
         components
             .fanout()
@@ -372,6 +458,7 @@ async fn setup(url: &str, stdout: MetricsOut) -> Result<Setup, String> {
         unsigned,
         signed,
         client,
+        items,
     })
 }
 
@@ -385,12 +472,16 @@ pub async fn run(url: String, runs: usize, stdout: MetricsOut) -> Result<String,
         unsigned,
         signed,
         client,
+        items,
     } = setup(url, stdout).await?;
     let mut table = String::from(
-        "| body | concurrency | raw loop (events/s) | fan-out (events/s) | R_tput | fan-out signed (events/s) | R_sign | CPU/event raw (µs) | CPU/event fan-out (µs) | CPU ratio |\n|---|---:|---:|---:|---|---:|---|---:|---:|---:|\n",
+        "| body | concurrency | raw loop (events/s) | fan-out (events/s) | R_tput | fan-out signed (events/s) | R_sign | R_sign's ceiling | CPU/event raw (µs) | CPU/event fan-out (µs) | CPU ratio |\n|---|---:|---:|---:|---|---:|---|---|---:|---:|---:|\n",
     );
     let mut parts = String::from(
-        "| body | concurrency | raw loop | raw loop, one batch at a time | fan-out, embedded log | fan-out (the function's log) | R_tput with the embedded log |\n|---|---:|---:|---:|---:|---:|---|\n",
+        "| body | concurrency | raw loop | raw loop, one batch at a time | raw loop as an invocation | fan-out, embedded log | fan-out (the function's log) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut bounds = String::from(
+        "| body | concurrency | raw loop, one batch at a time ÷ raw loop | **ceiling**: raw loop as an invocation ÷ raw loop | fan-out ÷ raw loop as an invocation | R_tput with the embedded log | fan-out, embedded log ÷ raw loop, one batch at a time |\n|---|---:|---|---|---|---|---|\n",
     );
     // HERALD_BENCH_TPUT=16384x64,1024x10 runs only those (size x concurrency): for
     // profiling one of them.
@@ -406,24 +497,28 @@ pub async fn run(url: String, runs: usize, stdout: MetricsOut) -> Result<String,
             if !wanted(size, concurrency) {
                 continue;
             }
-            let n = if size > 4096 { 10_000 } else { 20_000 };
-            let (mut raw, mut barrier, mut plain, mut sign, mut kept) =
-                (vec![], vec![], vec![], vec![], vec![]);
+            let n = if size > 4096 { 5_000 } else { 10_000 };
+            let (mut raw, mut barrier, mut shaped, mut plain, mut sign, mut kept) =
+                (vec![], vec![], vec![], vec![], vec![], vec![]);
             // Run 0 warms up (connections, allocator) and is not counted. Every run
             // has jobs of its own (new event ids).
             for run in 0..=runs {
                 let jobs =
                     |k: usize, to: &Integration| batches(to, size, n, concurrency, 10 * run + k);
                 // The raw loops post the very bodies the fan-out sends for these jobs.
-                let bodies = bodies_of(&jobs(0, &unsigned), &unsigned);
+                let first = jobs(0, &unsigned);
+                let bodies = bodies_of(&first, &unsigned);
+                let logs = log_bodies_of(&first, &items, LOG_TABLE);
                 let r = raw_loop(&client, url, bodies.clone(), concurrency).await?;
-                let b = raw_batches(&client, url, bodies, concurrency).await?;
+                let b = raw_batches(&client, url, bodies.clone(), concurrency).await?;
+                let i = raw_invocations(&client, url, bodies, logs, concurrency).await?;
                 let f = fanout_run(&function, jobs(1, &unsigned), n).await?;
                 let s = fanout_run(&function, jobs(2, &signed), n).await?;
                 let e = fanout_run(&embedded, jobs(3, &unsigned), n).await?;
                 if run > 0 {
                     raw.push(r);
                     barrier.push(b);
+                    shaped.push(i);
                     plain.push(f);
                     sign.push(s);
                     kept.push(e);
@@ -432,31 +527,52 @@ pub async fn run(url: String, runs: usize, stdout: MetricsOut) -> Result<String,
             let rate = |v: &[Sample]| v.iter().map(|s| s.rate).collect::<Vec<_>>();
             let cpu = |v: &[Sample]| median(v.iter().map(|s| s.cpu_us).collect());
             let (cpu_raw, cpu_fan) = (cpu(&raw), cpu(&plain));
+            // What a signature cannot cost less than: its HMAC over the body, per run
+            // beside the unsigned fan-out's CPU of that run.
+            let hmac = hmac_us(
+                &bodies_of(&batches(&signed, size, 1, 1, 0), &signed)[0],
+                runs,
+            );
+            let ceilings: Vec<f64> = plain.iter().map(|p| p.cpu_us / (p.cpu_us + hmac)).collect();
             table.push_str(&format!(
-                "| {} KiB | {concurrency} | {:.0} | {:.0} | **{}** | {:.0} | **{}** | {cpu_raw:.0} | {cpu_fan:.0} | {:.2} |\n",
+                "| {} KiB | {concurrency} | {:.0} | {:.0} | **{}** | {:.0} | **{}** | {} | {cpu_raw:.0} | {cpu_fan:.0} | {:.2} |\n",
                 size / 1024,
                 median(rate(&raw)),
                 median(rate(&plain)),
                 spread(&ratios(&rate(&plain), &rate(&raw)), 2),
                 median(rate(&sign)),
                 spread(&ratios(&rate(&sign), &rate(&plain)), 2),
+                spread(&ceilings, 2),
                 cpu_fan / cpu_raw.max(1e-9),
             ));
             parts.push_str(&format!(
-                "| {} KiB | {concurrency} | {cpu_raw:.0} | {:.0} | {:.0} | {cpu_fan:.0} | {} |\n",
+                "| {} KiB | {concurrency} | {cpu_raw:.0} | {:.0} | {:.0} | {:.0} | {cpu_fan:.0} |\n",
                 size / 1024,
                 cpu(&barrier),
+                cpu(&shaped),
                 cpu(&kept),
+            ));
+            bounds.push_str(&format!(
+                "| {} KiB | {concurrency} | {} | **{}** | {} | {} | {} |\n",
+                size / 1024,
+                spread(&ratios(&rate(&barrier), &rate(&raw)), 2),
+                spread(&ratios(&rate(&shaped), &rate(&raw)), 2),
+                spread(&ratios(&rate(&plain), &rate(&shaped)), 2),
                 spread(&ratios(&rate(&kept), &rate(&raw)), 2),
+                spread(&ratios(&rate(&kept), &rate(&barrier)), 2),
             ));
         }
     }
     table.push_str(
-        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler as the function runs it (posting with Herald's HTTP client on hyper), attempts logged with its DynamoDB adapter, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting with reqwest the very bodies the fan-out sends for the same jobs, each once, without a copy; both on a current-thread runtime, as the functions run; R_sign = signed ÷ unsigned fan-out\n\n",
+        "\nmedian of the runs after a warm-up (min–max of the per-run ratios); fan-out = the fanout function's handler as the function runs it (posting with Herald's HTTP client on hyper), attempts logged with its DynamoDB adapter, one batch of `concurrency` records at a time; raw loop = `concurrency` tasks posting with reqwest the very bodies the fan-out sends for the same jobs, each once, without a copy; both on a current-thread runtime, as the functions run; R_sign = signed ÷ unsigned fan-out; R_sign's ceiling = the unsigned fan-out's CPU per event ÷ (that + the signature alone: `signing::sign`, HMAC-SHA-256 over the body and base64, measured here), per run: what R_sign can be when CPU-bound, however the rest is done\n\n",
+    );
+    table.push_str(&bounds);
+    table.push_str(
+        "\nevents/s ratios of the same runs, median (min–max of the per-run ratios). Raw loop, one batch at a time = the raw loop posting `concurrency` bodies and waiting for all of them before the next, as an invocation delivers its batch; raw loop as an invocation = that, and after each batch the requests of its attempt log (the function's `BatchWriteItem` JSON for those deliveries, built beforehand) posted with reqwest: the least any handler with the function's duties does, so its ratio to the raw loop is the most R_tput can be; fan-out ÷ it = what Herald's own code costs\n\n",
     );
     table.push_str(&parts);
     table.push_str(
-        "\nCPU per event in µs, medians of the same runs. Raw loop, one batch at a time = the raw loop posting `concurrency` bodies and waiting for all of them before the next, as an invocation delivers its batch; fan-out, embedded log = the handler with the dev server's in-memory log (100,000 attempts kept) instead of the DynamoDB adapter; the function's log = BatchWriteItem requests (25 items, one per delivery: its attempt and its job state) answered at once by the receiver\n",
+        "\nCPU per event in µs, medians of the same runs; fan-out, embedded log = the handler with the dev server's in-memory log (100,000 attempts kept) instead of the DynamoDB adapter; the function's log = BatchWriteItem requests (25 items, one per delivery: its attempt and its job state) answered at once by the receiver\n",
     );
     Ok(table)
 }
@@ -548,6 +664,22 @@ pub async fn latency(url: String, runs: usize, stdout: MetricsOut) -> Result<Str
     }
     table.push_str("\nlatency counts from each arrival's due time (no coordinated omission), 2 s of arrivals per run; median (min–max) of the runs\n");
     Ok(table)
+}
+
+/// µs of one Standard Webhooks signature of `body` (its HMAC-SHA-256 and base64),
+/// median of `runs` rounds of 2,000.
+fn hmac_us(body: &[u8], runs: usize) -> f64 {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let rounds = (0..runs.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..2_000 {
+                std::hint::black_box(herald_core::signing::sign(secret, "msg", 1, body));
+            }
+            started.elapsed().as_secs_f64() * 1e6 / 2_000.0
+        })
+        .collect();
+    median(rounds)
 }
 
 /// The handler's own work per event, without any I/O: what the fan-out does that a

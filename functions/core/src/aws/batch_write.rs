@@ -32,7 +32,7 @@ const SERVICE: &str = "DynamoDB";
 pub const ITEMS_PER_REQUEST: usize = 25;
 
 /// Most requests of one write in flight at once.
-const REQUESTS_IN_FLIGHT: usize = 8;
+pub const REQUESTS_IN_FLIGHT: usize = 8;
 
 /// Rounds of one write: the first, then retries of what was left unprocessed or met a
 /// retryable error, after 100, 200, 400 and 800 ms.
