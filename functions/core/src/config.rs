@@ -100,6 +100,9 @@ pub struct PipelineSettings {
     /// `HERALD_STOMP_EXTRA_CA`: a PEM file of CA certificates trusted, besides the
     /// public roots, for `stomp+ssl://` brokers (private brokers, tests).
     pub stomp_extra_ca: Option<String>,
+    /// `HERALD_WEBHOOK_EXTRA_CA`: a PEM file of CA certificates trusted, besides the
+    /// platform's roots, for `https://` webhooks (receivers behind a private CA).
+    pub webhook_extra_ca: Option<String>,
     /// `HERALD_EMF_METRICS`: print CloudWatch EMF records (default: on in Lambda).
     pub emf_metrics: bool,
     /// `HERALD_KMS_KEY_ID`: the KMS key (id, ARN or alias) that seals integration
@@ -183,6 +186,7 @@ impl PipelineSettings {
             allow_private_cidrs,
             retry_scale,
             stomp_extra_ca: var("HERALD_STOMP_EXTRA_CA"),
+            webhook_extra_ca: var("HERALD_WEBHOOK_EXTRA_CA"),
             emf_metrics: flag(
                 "HERALD_EMF_METRICS",
                 std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
@@ -209,6 +213,7 @@ impl PipelineSettings {
             allow_private_cidrs: PipelineDefaults::LOCAL.allow_private_cidrs.to_owned(),
             retry_scale: 1.0,
             stomp_extra_ca: None,
+            webhook_extra_ca: None,
             emf_metrics: false,
             kms_key_id: None,
             auto_disable_after: crate::fanout::AUTO_DISABLE_AFTER,

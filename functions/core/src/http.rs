@@ -266,6 +266,20 @@ impl Failure {
 /// `ca-certificates`) gets Mozilla's roots as bundled by `webpki-roots` instead,
 /// as the STOMP target has them, rather than no client: plain-http deliveries need
 /// no roots, and HTTPS ones then still verify.
+/// The certificates of a PEM file (`HERALD_WEBHOOK_EXTRA_CA`, `HERALD_STOMP_EXTRA_CA`):
+/// an error naming the file when it cannot be read or holds none.
+pub fn read_pem(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no certificate"));
+    }
+    Ok(certs)
+}
+
 fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =

@@ -170,15 +170,21 @@ impl Components {
     pub fn deliverer(&self) -> Result<Arc<dyn Deliverer>> {
         let guard =
             AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
-        let webhook = WebhookDeliverer::new(guard.clone(), self.settings.webhook_timeout)
-            .map_err(Error::Config)?;
-        let sqs = SqsDeliverer::new(self.aws.clone());
-        let extra_ca = match &self.settings.stomp_extra_ca {
-            Some(path) => StompDeliverer::read_pem(path)
-                .map_err(|e| Error::Config(format!("HERALD_STOMP_EXTRA_CA: {e}")))?,
-            None => Vec::new(),
+        let extra_ca = |path: &Option<String>, setting: &str| match path {
+            Some(path) => {
+                crate::http::read_pem(path).map_err(|e| Error::Config(format!("{setting}: {e}")))
+            }
+            None => Ok(Vec::new()),
         };
-        let stomp = StompDeliverer::new(guard, &extra_ca, STOMP_TIMEOUT).map_err(Error::Config)?;
+        let webhook = WebhookDeliverer::new(guard.clone(), self.settings.webhook_timeout)
+            .map_err(Error::Config)?
+            .trusting(extra_ca(
+                &self.settings.webhook_extra_ca,
+                "HERALD_WEBHOOK_EXTRA_CA",
+            )?);
+        let sqs = SqsDeliverer::new(self.aws.clone());
+        let stomp_ca = extra_ca(&self.settings.stomp_extra_ca, "HERALD_STOMP_EXTRA_CA")?;
+        let stomp = StompDeliverer::new(guard, &stomp_ca, STOMP_TIMEOUT).map_err(Error::Config)?;
         Ok(Arc::new(
             TargetDeliverer::new(Arc::new(webhook))
                 .with_sqs(Arc::new(sqs))

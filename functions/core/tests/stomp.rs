@@ -25,7 +25,7 @@ fn password() -> String {
 }
 
 fn test_ca() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    StompDeliverer::read_pem(&format!("{RUN}/broker-ca.pem")).expect("the broker's test CA")
+    herald_core::http::read_pem(&format!("{RUN}/broker-ca.pem")).expect("the broker's test CA")
 }
 
 fn loopback() -> AddressGuard {

@@ -781,6 +781,7 @@ async fn a_receiver_that_never_answers_does_not_hold_back_the_rest_of_the_batch(
 struct TlsReceiver {
     addr: SocketAddr,
     ca: rustls::pki_types::CertificateDer<'static>,
+    ca_pem: String,
     requests: Arc<Mutex<Vec<String>>>,
     refused_handshakes: Arc<AtomicUsize>,
 }
@@ -832,9 +833,25 @@ async fn tls_receiver(name: &str) -> TlsReceiver {
     TlsReceiver {
         addr,
         ca: ca.der().clone(),
+        ca_pem: pem(ca.der()),
         requests,
         refused_handshakes,
     }
+}
+
+/// A certificate in PEM, as a CA file holds it.
+fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 /// A resolver that answers every lookup with `addr`.
@@ -918,4 +935,88 @@ async fn an_https_webhook_whose_certificate_is_not_trusted_is_sent_nothing_and_r
     }
     assert_eq!(receiver.refused_handshakes.load(Ordering::SeqCst), 1);
     assert!(receiver.requests.lock().expect("requests").is_empty());
+}
+
+/// A file holding `text` under the system's temporary directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("herald-test-{}.pem", Uuid::new_v4()));
+        std::fs::write(&path, text).expect("writing the PEM file");
+        Self(path)
+    }
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The deliverer the functions build from `settings` (the dev server's, loopback
+/// allowed), with `HERALD_WEBHOOK_EXTRA_CA` set to `extra_ca`.
+async fn wired_deliverer(
+    extra_ca: Option<String>,
+) -> herald_core::error::Result<Arc<dyn Deliverer>> {
+    let mut settings = herald_core::config::PipelineSettings::memory();
+    settings.webhook_timeout = Duration::from_secs(2);
+    settings.webhook_extra_ca = extra_ca;
+    herald_core::wiring::Components::build(&settings, false)
+        .await?
+        .deliverer()
+}
+
+#[tokio::test]
+async fn a_webhook_behind_a_private_ca_is_delivered_when_herald_webhook_extra_ca_names_that_ca() {
+    // GIVEN an HTTPS receiver for localhost whose certificate comes from a private CA,
+    // and that CA in a PEM file named by HERALD_WEBHOOK_EXTRA_CA
+    let receiver = tls_receiver("localhost").await;
+    let pem = TempFile::new(&receiver.ca_pem);
+    let trusting = wired_deliverer(Some(pem.path())).await.expect("deliverer");
+    let untrusting = wired_deliverer(None).await.expect("deliverer");
+    let i = integration(
+        &format!("https://localhost:{}/hook", receiver.addr.port()),
+        Some("a-secret-for-this-test"),
+    );
+    // WHEN the deliverer built without the setting delivers, then the one built with it
+    let refused = untrusting.deliver(&i, &job(&i), 1).await;
+    let result = trusting.deliver(&i, &job(&i), 1).await;
+    // THEN only the second one's delivery arrives: the setting is what made the
+    // receiver's certificate trusted
+    assert!(
+        matches!(refused.outcome, Outcome::Retryable { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    assert_eq!(result.body, "ok");
+    let requests = receiver.requests.lock().expect("requests").clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].contains("webhook-signature: v1,"),
+        "{}",
+        requests[0]
+    );
+}
+
+#[tokio::test]
+async fn a_herald_webhook_extra_ca_that_is_missing_or_holds_no_certificate_stops_the_start_naming_the_setting(
+) {
+    // GIVEN a path to nothing, and a file without any certificate in it
+    let missing = std::env::temp_dir()
+        .join(format!("herald-test-{}.pem", Uuid::new_v4()))
+        .display()
+        .to_string();
+    let empty = TempFile::new("not a certificate\n");
+    for path in [missing, empty.path()] {
+        // WHEN the functions' components are built with it
+        let built = wired_deliverer(Some(path.clone())).await;
+        // THEN they are not: the error names the setting and the file
+        let error = built.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("HERALD_WEBHOOK_EXTRA_CA"), "{error}");
+        assert!(error.contains(&path), "{error}");
+    }
 }

@@ -338,19 +338,6 @@ impl StompDeliverer {
         })
     }
 
-    /// Reads PEM certificates (for `HERALD_STOMP_EXTRA_CA`).
-    pub fn read_pem(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-        use rustls::pki_types::pem::PemObject;
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{path}: {e}"))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{path}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("{path} holds no certificate"));
-        }
-        Ok(certs)
-    }
-
     fn slot(
         &self,
         integration: Uuid,
