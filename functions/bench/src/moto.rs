@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use herald_core::aws::dynamo::DynamoIntegrationStore;
 use herald_core::aws::records::DynamoIdempotency;
 use herald_core::aws::sqs::SqsJobQueue;
-use herald_core::config::{Backend, PipelineSettings};
+use herald_core::config::{Backend, PipelineDefaults, PipelineSettings};
 use herald_core::ingest::{EventStatus, Ingest, IngestSettings};
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::StoreId;
@@ -195,7 +195,11 @@ fn event(id: String) -> Event {
 /// a raw loop sending the same job bodies with `SendMessageBatch` (10 per call, the
 /// 10 calls of a request's worth in flight together) to the same queue.
 pub async fn ingest_table(moto: &Moto, url: &str, runs: usize) -> Result<String, String> {
-    let components = Components::build(&moto.settings(), false)
+    // As the ingest function runs: a store's integrations read once per cache TTL.
+    let mut settings = moto.settings();
+    settings.integration_cache =
+        Duration::from_millis(PipelineDefaults::LAMBDA.integration_cache_ms as u64);
+    let components = Components::build(&settings, false)
         .await
         .map_err(|e| e.to_string())?;
     let store = StoreId::parse("bench-ingest").ok_or("store")?;
