@@ -214,6 +214,40 @@ fn the_fanout_reports_batch_item_failures_from_the_internal_queue() {
 }
 
 #[test]
+fn a_fanout_batch_over_ten_records_without_a_batching_window_is_refused_before_deploying() {
+    // Lambda refuses such an SQS event source mapping, after the stack has created
+    // everything before it; the template's rule refuses the parameters up front.
+    let t = template();
+    let rule = &t["Rules"]["BatchesOverTenNeedABatchingWindow"];
+    let mut condition = Vec::new();
+    strings(&rule["RuleCondition"], &mut condition);
+    assert_eq!(condition, vec!["FanoutBatchingWindowSeconds", "0"]);
+    let assertion = &rule["Assertions"][0];
+    let Value::Tagged(contains) = &assertion["Assert"] else {
+        panic!("the assertion is not !Contains: {assertion:?}");
+    };
+    assert_eq!(contains.tag, "Contains");
+    let allowed: Vec<String> = contains.value[0]
+        .as_sequence()
+        .expect("the allowed sizes")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let params = &t["Parameters"]["FanoutBatchSize"];
+    let sizes: Vec<String> = (number(&params["MinValue"])..=10)
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(allowed, sizes, "every size Lambda takes without a window");
+    let mut subject = Vec::new();
+    strings(&contains.value[1], &mut subject);
+    assert_eq!(subject, vec!["FanoutBatchSize"]);
+    assert!(number(&params["MaxValue"]) > 10);
+    assert!(assertion["AssertDescription"]
+        .as_str()
+        .is_some_and(|d| d.contains("FanoutBatchingWindowSeconds")));
+}
+
+#[test]
 fn the_queue_visibility_is_at_least_six_times_the_fanout_timeout() {
     let t = template();
     let timeout = number(&resource(&t, "FanoutFunction")["Properties"]["Timeout"]);
