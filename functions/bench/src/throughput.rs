@@ -148,20 +148,15 @@ async fn raw_invocations(
 
 /// One `BatchWriteItem` request's JSON posted to the receiver, its answer read.
 async fn log_post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), String> {
-    let res = client
-        .post(url)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", "DynamoDB_20120810.BatchWriteItem")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !res.status().is_success() {
-        return Err(format!("receiver answered {}", res.status()));
-    }
-    let _ = res.bytes().await;
-    Ok(())
+    post_with(client, url, BATCH_WRITE, body).await
 }
+
+/// The headers of a webhook POST and of a `BatchWriteItem` request.
+const WEBHOOK: &[(&str, &str)] = &[("content-type", "application/json")];
+const BATCH_WRITE: &[(&str, &str)] = &[
+    ("content-type", "application/x-amz-json-1.0"),
+    ("x-amz-target", "DynamoDB_20120810.BatchWriteItem"),
+];
 
 /// The attempt log's requests per batch for `batches`, as the function's log builds
 /// them for deliveries that succeeded at the first attempt: what the invocation-shaped
@@ -316,15 +311,23 @@ fn sample_body(integration: &Integration, size: usize) -> Arc<Vec<u8>> {
     ))
 }
 
-/// One POST of `body` to `url`, its answer read to the end.
+/// One webhook POST of `body` to `url`, its answer read to the end.
 async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), String> {
-    let res = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    post_with(client, url, WEBHOOK, body).await
+}
+
+/// One POST of `body` to `url` with `headers`, its answer read to the end.
+async fn post_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let mut request = client.post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let res = request.body(body).send().await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("receiver answered {}", res.status()));
     }
@@ -810,15 +813,7 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
             let sample = timed(writes, async {
                 for _ in 0..writes {
                     for body in &bodies {
-                        let res = client
-                            .post(root(&url))
-                            .header("content-type", "application/x-amz-json-1.0")
-                            .header("x-amz-target", "DynamoDB_20120810.BatchWriteItem")
-                            .body(body.clone())
-                            .send()
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let _ = res.bytes().await;
+                        log_post(&client, root(&url), body.clone()).await?;
                     }
                 }
                 Ok(())
