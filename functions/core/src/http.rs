@@ -260,12 +260,6 @@ impl Failure {
     }
 }
 
-/// The TLS settings: TLS 1.2 and 1.3 with aws-lc-rs, the platform's verifier (on
-/// Linux: the system's roots, checked by webpki) plus `extra_roots`, ALPN
-/// `http/1.1`. A system with no CA certificates at all (a minimal container without
-/// `ca-certificates`) gets Mozilla's roots as bundled by `webpki-roots` instead,
-/// as the STOMP target has them, rather than no client: plain-http deliveries need
-/// no roots, and HTTPS ones then still verify.
 /// The certificates of a PEM file (`HERALD_WEBHOOK_EXTRA_CA`, `HERALD_STOMP_EXTRA_CA`):
 /// an error naming the file when it cannot be read or holds none.
 pub fn read_pem(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -280,6 +274,12 @@ pub fn read_pem(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// The TLS settings: TLS 1.2 and 1.3 with aws-lc-rs, the platform's verifier (on
+/// Linux: the system's roots, checked by webpki) plus `extra_roots`, ALPN
+/// `http/1.1`. A system with no CA certificates at all (a minimal container without
+/// `ca-certificates`) gets Mozilla's roots as bundled by `webpki-roots` instead,
+/// as the STOMP target has them, rather than no client: plain-http deliveries need
+/// no roots, and HTTPS ones then still verify.
 fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
