@@ -415,10 +415,9 @@ impl HttpClient {
     async fn exchange(
         &self,
         to: &Destination,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         max_body: usize,
     ) -> Result<Answer, Failure> {
-        let mut request = request;
         loop {
             let (mut sender, fresh) = match to.pool.checkout(self.idle_timeout) {
                 Some(idle) => (idle, false),

@@ -1,7 +1,7 @@
 //! Events as the commerce backend sends them, and delivery jobs: one event for one
 //! integration, the unit that is queued, delivered, retried and logged.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -195,10 +195,37 @@ pub mod timestamp {
         Some(date.and_time(time).and_utc())
     }
 
-    /// `t` in Herald's form (`2026-05-01T12:00:00.123Z`: RFC 3339, UTC, milliseconds
-    /// truncated), written without chrono's general formatter; `None` (then chrono
-    /// writes it) for a year outside 0–9999 or a leap second.
-    pub fn millis(t: &DateTime<Utc>) -> Option<[u8; 24]> {
+    /// A time in Herald's form (`2026-05-01T12:00:00.123Z`: RFC 3339, UTC,
+    /// milliseconds truncated): on the stack, written without chrono's general
+    /// formatter, except for a year outside 0–9999 or a leap second (chrono's text).
+    pub enum Millis {
+        /// Written here.
+        Quick([u8; 24]),
+        /// Written by chrono.
+        Chrono(String),
+    }
+
+    impl Millis {
+        /// `t` in Herald's form.
+        pub fn of(t: &DateTime<Utc>) -> Self {
+            match quick_millis(t) {
+                Some(text) => Self::Quick(text),
+                None => Self::Chrono(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            }
+        }
+
+        /// The text.
+        pub fn as_str(&self) -> &str {
+            match self {
+                // ASCII digits and separators only, as `quick_millis` writes them.
+                Self::Quick(b) => std::str::from_utf8(b).unwrap_or_default(),
+                Self::Chrono(s) => s,
+            }
+        }
+    }
+
+    /// `t` in Herald's form, or `None` for a year outside 0–9999 or a leap second.
+    fn quick_millis(t: &DateTime<Utc>) -> Option<[u8; 24]> {
         use chrono::{Datelike, Timelike};
         let (year, nanos) = (t.year(), t.nanosecond());
         if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
@@ -242,9 +269,9 @@ pub mod timestamp {
 
 /// Formats a timestamp as RFC 3339 with milliseconds.
 pub fn rfc3339_ms(t: &DateTime<Utc>) -> String {
-    match timestamp::millis(t) {
-        Some(text) => text.iter().map(|&b| char::from(b)).collect(),
-        None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    match timestamp::Millis::of(t) {
+        timestamp::Millis::Chrono(text) => text,
+        quick => quick.as_str().to_owned(),
     }
 }
 
@@ -614,6 +641,7 @@ mod properties {
     //! Hostile input: whatever an event or a queue message holds, the parsers answer
     //! with a value or errors that point into it, never a panic (10,000 cases each).
 
+    use chrono::SecondsFormat;
     use proptest::prelude::*;
     use serde_json::{Map, Value};
 
@@ -743,7 +771,7 @@ mod properties {
             if let Some(t) = DateTime::from_timestamp(secs, nanos) {
                 prop_assert_eq!(rfc3339_ms(&t), t.to_rfc3339_opts(SecondsFormat::Millis, true));
                 prop_assert_eq!(
-                    timestamp::millis(&t).is_some(),
+                    matches!(timestamp::Millis::of(&t), timestamp::Millis::Quick(_)),
                     nanos < 1_000_000_000 && (0..=9999).contains(&t.year())
                 );
             }

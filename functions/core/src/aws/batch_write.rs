@@ -7,9 +7,10 @@
 //! than the items in it. This writer takes the items already in DynamoDB's JSON, signs
 //! the request with the signer the SDK itself uses (`aws-sigv4`, the same settings),
 //! and posts it with the fan-out's HTTP client ([`crate::http`]). The endpoint comes
-//! from the SDK's own endpoint rules and overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, FIPS, dual-stack),
-//! resolved on the first write; credentials from the process's provider chain,
-//! cached until five minutes before they expire. Reads stay on the SDK.
+//! from the SDK's own endpoint rules and overrides (`AWS_ENDPOINT_URL`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`, FIPS, dual-stack), resolved on the first write;
+//! credentials from the process's provider chain, cached until five minutes before
+//! they expire. Reads stay on the SDK.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};

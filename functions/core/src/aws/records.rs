@@ -38,7 +38,7 @@ use super::dynamo::{cancellation_reasons, condition_failed_at};
 use crate::delivery::envelope::{json_escaped, json_string};
 use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
-use crate::job::rfc3339_ms;
+use crate::job::timestamp::Millis;
 use crate::model::StoreId;
 use crate::page::Page;
 use crate::ports::{DeliveryLog, IdempotencyStore};
@@ -435,25 +435,6 @@ impl JobRuns {
             self.last = job.cloned();
         }
         first
-    }
-}
-
-/// A time in Herald's form (`…T12:00:00.123Z`), on the stack when it can be.
-enum Millis {
-    Quick([u8; 24]),
-    Chrono(String),
-}
-
-impl Millis {
-    fn of(t: &DateTime<Utc>) -> Self {
-        crate::job::timestamp::millis(t).map_or_else(|| Self::Chrono(rfc3339_ms(t)), Self::Quick)
-    }
-    fn as_str(&self) -> &str {
-        match self {
-            // ASCII digits and separators only, as `millis` writes them.
-            Self::Quick(b) => std::str::from_utf8(b).unwrap_or_default(),
-            Self::Chrono(s) => s,
-        }
     }
 }
 
