@@ -75,9 +75,12 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT to use another port)"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // The signal handlers exist before the address is announced: a SIGTERM sent as
+    // soon as someone reads the line must stop the server gracefully, not kill it.
+    let shutdown = shutdown()?;
     announce(bound, backend);
     let served = axum::serve(listener, herald_api::router(state))
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| e.to_string());
     let _ = stop.send(true);
@@ -139,19 +142,20 @@ fn announce(addr: SocketAddr, backend: &str) {
     println!("herald-local listening on http://{addr} (backend: {backend})");
 }
 
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the handlers for Ctrl-C and SIGTERM now, and returns the future that
+/// completes when either arrives.
+fn shutdown() -> Result<impl std::future::Future<Output = ()>, String> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutting down");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }
