@@ -5,8 +5,10 @@
 # that turns on its request-signature checks (`make unit`; the reliability and demo runs
 # do not start it), and ActiveMQ on 127.0.0.1:61613/61614 — and stops what it started
 # afterwards, whatever the command's outcome. The command sees MOTO_ENDPOINT,
-# MOTO_SERIAL_ENDPOINT, MOTO_AUTH_ENDPOINT (with MOTO_AUTH=1) and HERALD_STOMP_TEST_CA
-# (the broker's self-signed certificate).
+# MOTO_SERIAL_ENDPOINT, MOTO_AUTH_ENDPOINT (with MOTO_AUTH=1), HERALD_STOMP_TEST_CA
+# (the broker's self-signed certificate) and HERALD_CHECKOUT (this checkout, whose
+# .run/ and .venv/ hold the peers' state: a test binary built by another checkout
+# sharing the target dir still reads this one's broker password).
 #   infra/with-peers.sh cargo test --workspace
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,4 +38,5 @@ fi
 export MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export MOTO_SERIAL_ENDPOINT="http://127.0.0.1:$serial_port"
 export HERALD_STOMP_TEST_CA="$here/.run/activemq/broker-ca.pem"
+export HERALD_CHECKOUT="$here"
 "$@"

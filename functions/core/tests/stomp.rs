@@ -15,17 +15,23 @@ use herald_core::ports::Deliverer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.run/activemq");
+mod common;
+
+/// The test broker's state, from `infra/activemq.sh`.
+fn run_dir() -> String {
+    format!("{}/.run/activemq", common::checkout())
+}
 
 fn password() -> String {
-    std::fs::read_to_string(format!("{RUN}/password"))
+    std::fs::read_to_string(format!("{}/password", run_dir()))
         .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`")
         .trim()
         .to_owned()
 }
 
 fn test_ca() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    herald_core::http::read_pem(&format!("{RUN}/broker-ca.pem")).expect("the broker's test CA")
+    herald_core::http::read_pem(&format!("{}/broker-ca.pem", run_dir()))
+        .expect("the broker's test CA")
 }
 
 fn loopback() -> AddressGuard {

@@ -15,11 +15,12 @@ use herald_core::ports::Deliverer;
 use serde_json::json;
 use uuid::Uuid;
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+mod common;
 
 #[tokio::test]
 async fn a_broker_restart_between_two_deliveries_is_survived() {
-    let password = std::fs::read_to_string(format!("{ROOT}/.run/activemq/password"))
+    let root = common::checkout();
+    let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`");
     let now = Utc::now();
     let integration = Integration {
@@ -57,7 +58,7 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
         d.deliver(&integration, &job(1), 1).await.outcome,
         Outcome::Delivered
     );
-    let restarted = Command::new(format!("{ROOT}/infra/activemq.sh"))
+    let restarted = Command::new(format!("{root}/infra/activemq.sh"))
         .arg("restart")
         .status()
         .expect("run infra/activemq.sh");
