@@ -16,8 +16,6 @@ use herald_core::ports::Deliverer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-mod common;
-
 fn endpoint() -> String {
     std::env::var("MOTO_ENDPOINT")
         .expect("MOTO_ENDPOINT is not set: run `make test` (it starts moto)")
@@ -212,7 +210,10 @@ async fn auth_moto(setup: u32) -> AuthMoto {
         .local_addr()
         .expect("addr")
         .port();
-    let moto = format!("{}/.venv/bin/moto_server", common::checkout());
+    let moto = format!(
+        "{}/.venv/bin/moto_server",
+        herald_core::aws::local::checkout()
+    );
     let child = Command::new(moto)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", setup.to_string())

@@ -15,11 +15,9 @@ use herald_core::ports::Deliverer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-mod common;
-
 /// The test broker's state, from `infra/activemq.sh`.
 fn run_dir() -> String {
-    format!("{}/.run/activemq", common::checkout())
+    format!("{}/.run/activemq", herald_core::aws::local::checkout())
 }
 
 fn password() -> String {

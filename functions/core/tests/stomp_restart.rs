@@ -15,11 +15,9 @@ use herald_core::ports::Deliverer;
 use serde_json::json;
 use uuid::Uuid;
 
-mod common;
-
 #[tokio::test]
 async fn a_broker_restart_between_two_deliveries_is_survived() {
-    let root = common::checkout();
+    let root = herald_core::aws::local::checkout();
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`");
     let now = Utc::now();

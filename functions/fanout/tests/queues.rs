@@ -18,14 +18,6 @@ use uuid::Uuid;
 
 const SQS: &str = "0192f6e4-0000-7000-8000-000000000003";
 const STOMP: &str = "0192f6e4-0000-7000-8000-000000000004";
-/// The checkout whose `.run/` holds the local peers' state: `HERALD_CHECKOUT`
-/// (`infra/with-peers.sh` sets it), else the one this was built from. Read at run
-/// time, so that a binary built by another checkout sharing the target dir does not
-/// read that checkout's broker password.
-fn checkout() -> String {
-    std::env::var("HERALD_CHECKOUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned())
-}
 
 fn integration(id: &str, target: Target) -> Integration {
     let now = Utc::now();
@@ -48,8 +40,11 @@ fn integration(id: &str, target: Target) -> Integration {
 async fn the_queue_targets_batch_file_lands_on_sqs_and_activemq() {
     let endpoint =
         std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
-    let password = std::fs::read_to_string(format!("{}/.run/activemq/password", checkout()))
-        .expect("ActiveMQ is not set up: run `make test`");
+    let password = std::fs::read_to_string(format!(
+        "{}/.run/activemq/password",
+        herald_core::aws::local::checkout()
+    ))
+    .expect("ActiveMQ is not set up: run `make test`");
     let sdk = moto_config(&endpoint).await.expect("moto");
     let name = format!("customer-{}", Uuid::new_v4().simple());
     let (moto_url, _) = create_queues(&sdk, &name, 6, 30).await.expect("queue");
@@ -97,7 +92,7 @@ async fn the_queue_targets_batch_file_lands_on_sqs_and_activemq() {
         .expect("seed");
     let fanout = Arc::new(components.fanout().expect("fanout"));
 
-    let path = PathBuf::from(checkout()).join("events/fanout-queues.json");
+    let path = PathBuf::from(herald_core::aws::local::checkout()).join("events/fanout-queues.json");
     let batch: SqsEvent =
         serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("SQS event");
     let response = herald_fanout::process(&fanout, batch, None).await;

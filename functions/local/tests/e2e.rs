@@ -376,15 +376,6 @@ async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
     start(&env)
 }
 
-/// The checkout whose `.run/` holds the local peers' state: `HERALD_CHECKOUT`
-/// (`infra/with-peers.sh` sets it), else the one this was built from. Read at run
-/// time, so that a binary built by another checkout sharing the target dir does not
-/// read that checkout's broker password.
-fn checkout() -> String {
-    std::env::var("HERALD_CHECKOUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned())
-}
-
 fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -672,7 +663,7 @@ async fn the_same_pipeline_runs_on_dynamodb_and_sqs_in_moto() {
 #[tokio::test]
 async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can_be_tested() {
     let endpoint = moto_endpoint();
-    let root = checkout();
+    let root = herald_core::aws::local::checkout();
     let ca = format!("{root}/.run/activemq/broker-ca.pem");
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .expect("ActiveMQ is not set up: run `make test`");

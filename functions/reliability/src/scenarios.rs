@@ -934,19 +934,11 @@ pub async fn health_and_auto_disable(size: &Size) -> Result<Report, String> {
     Ok(report)
 }
 
-/// The checkout whose ActiveMQ script and broker password the broker restart uses:
-/// `HERALD_CHECKOUT` (`infra/with-peers.sh` sets it), else the one this was built
-/// from, so that a binary built by another checkout sharing the target dir does not
-/// use that checkout's broker.
-fn checkout() -> String {
-    std::env::var("HERALD_CHECKOUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned())
-}
-
 /// 4. ActiveMQ stopped and restarted in the middle of STOMP deliveries. Needs the
 ///    broker of `infra/activemq.sh` (`make reliability` starts it).
 pub async fn broker_restart(size: &Size) -> Result<Report, String> {
-    let root = checkout();
+    // The checkout whose ActiveMQ script and broker password this uses.
+    let root = herald_core::aws::local::checkout();
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .map_err(|_| "ActiveMQ is not set up: run infra/activemq.sh start".to_owned())?;
     let password = password.trim().to_owned();

@@ -1,5 +1,5 @@
-//! What the tests against real peers share: reading one request as a server on
-//! 127.0.0.1 sees it, the client with its defaults, and where the peers' state is.
+//! What the HTTP tests share: reading one request as a server on 127.0.0.1 sees it,
+//! and the client with its defaults.
 #![allow(dead_code)] // each test binary uses its own part of it
 
 use std::sync::Arc;
@@ -63,13 +63,4 @@ pub async fn post(client: &HttpClient, url: &str, max_body: usize) -> Result<Byt
         .await?;
     assert_eq!(answer.status, 200);
     Ok(answer.body)
-}
-
-/// The checkout whose `.run/` and `.venv/` hold the local peers' state (the broker's
-/// password, moto): `HERALD_CHECKOUT` (`infra/with-peers.sh` sets it), else the one
-/// this test was built from. Read at run time, so that a test binary built by another
-/// checkout sharing the target dir does not read that checkout's broker password.
-pub fn checkout() -> String {
-    std::env::var("HERALD_CHECKOUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned())
 }

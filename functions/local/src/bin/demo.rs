@@ -10,10 +10,7 @@ use herald_local::tour::{run, Peers};
 async fn main() -> ExitCode {
     let var =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    // The broker's password from the checkout `make demo` runs in (infra/with-peers.sh
-    // sets HERALD_CHECKOUT), else from the one this was built from.
-    let root = std::env::var("HERALD_CHECKOUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned());
+    let root = herald_core::aws::local::checkout();
     let password =
         std::fs::read_to_string(format!("{root}/.run/activemq/password")).unwrap_or_default();
     let peers = Peers {
