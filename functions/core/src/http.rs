@@ -274,6 +274,21 @@ pub fn read_pem(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// Mozilla's roots as bundled by `webpki-roots`, plus `extra`: the STOMP target's
+/// trust store, and the webhook client's on a system without CA certificates.
+pub(crate) fn bundled_roots(
+    extra: &[CertificateDer<'static>],
+) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra {
+        roots
+            .add(root.clone())
+            .map_err(|e| format!("an extra CA is not usable: {e}"))?;
+    }
+    Ok(roots)
+}
+
 /// The TLS settings: TLS 1.2 and 1.3 with aws-lc-rs, the platform's verifier (on
 /// Linux: the system's roots, checked by webpki) plus `extra_roots`, ALPN
 /// `http/1.1`. A system with no CA certificates at all (a minimal container without
@@ -290,15 +305,8 @@ fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<rustls::Clien
             Ok(platform) => Arc::new(platform),
             Err(e) => {
                 tracing::warn!(error = %e, "no usable system trust store; using the bundled Mozilla roots");
-                let mut roots = rustls::RootCertStore::empty();
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                for root in extra_roots {
-                    roots
-                        .add(root)
-                        .map_err(|e| format!("an extra root is not usable: {e}"))?;
-                }
                 rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
+                    Arc::new(bundled_roots(&extra_roots)?),
                     provider.clone(),
                 )
                 .build()

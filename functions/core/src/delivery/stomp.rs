@@ -317,13 +317,7 @@ impl StompDeliverer {
         extra_ca: &[CertificateDer<'static>],
         timeout: Duration,
     ) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for ca in extra_ca {
-            roots
-                .add(ca.clone())
-                .map_err(|e| format!("the extra CA is not usable: {e}"))?;
-        }
+        let roots = crate::http::bundled_roots(extra_ca)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
