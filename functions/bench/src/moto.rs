@@ -324,28 +324,21 @@ async fn send_all(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: &[String]) -> 
     Ok(())
 }
 
-/// `ids` of `store` claimed in `table` in one `TransactWriteItems`: the items and the
-/// condition Herald's ingest writes (`STORE#…`/`EVENT#…`, free when absent or expired).
+/// `ids` of `store` claimed in `table` in one `TransactWriteItems`: the puts Herald's
+/// ingest writes (`DynamoIdempotency::claim_put`: its items and condition, for its TTL), and
+/// none of its handling around them.
 async fn claim_all(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     store: &StoreId,
     ids: &[String],
 ) -> Result<(), String> {
-    use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-    let now = Utc::now().timestamp();
+    use aws_sdk_dynamodb::types::TransactWriteItem;
+    let (now, ttl) = (Utc::now(), IngestSettings::default().idempotency_ttl);
     let items = ids
         .iter()
         .map(|id| {
-            let put = Put::builder()
-                .table_name(table)
-                .item("pk", AttributeValue::S(format!("STORE#{store}")))
-                .item("sk", AttributeValue::S(format!("EVENT#{id}")))
-                .item("entity", AttributeValue::S("event-claim".into()))
-                .item("expires_at", AttributeValue::N((now + 86_400).to_string()))
-                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-                .build()
+            let put = DynamoIdempotency::claim_put(table, store, id, now, ttl)
                 .map_err(|e| e.to_string())?;
             Ok(TransactWriteItem::builder().put(put).build())
         })

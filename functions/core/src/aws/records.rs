@@ -97,6 +97,24 @@ impl DynamoIdempotency {
         item
     }
 
+    /// The conditional put that claims `event_id` of `store` in `table` at `now` for
+    /// `ttl`: the item and condition every claim writes, in a transaction's form.
+    pub fn claim_put(
+        table: &str,
+        store: &StoreId,
+        event_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> std::result::Result<aws_sdk_dynamodb::types::Put, aws_sdk_dynamodb::error::BuildError>
+    {
+        aws_sdk_dynamodb::types::Put::builder()
+            .table_name(table)
+            .set_item(Some(Self::claim_item(store, event_id, now, ttl)))
+            .condition_expression(CLAIM_CONDITION)
+            .expression_attribute_values(":now", n(epoch(now)))
+            .build()
+    }
+
     /// Up to [`TRANSACTION_ITEMS`] claims in one `TransactWriteItems`: all are taken,
     /// or the transaction is cancelled and its reasons name the ids taken before (those
     /// are duplicates); the rest go again. Conflicting transactions (a concurrent
@@ -116,13 +134,7 @@ impl DynamoIdempotency {
             let mut items = Vec::with_capacity(pending.len());
             for &i in &pending {
                 let (store, id) = &claims[i];
-                let put = aws_sdk_dynamodb::types::Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(Self::claim_item(store, id, now, ttl)))
-                    .condition_expression(CLAIM_CONDITION)
-                    .expression_attribute_values(":now", n(epoch(now)))
-                    .build();
-                match put {
+                match Self::claim_put(&self.table, store, id, now, ttl) {
                     Ok(put) => items.push(TransactWriteItem::builder().put(put).build()),
                     Err(e) => {
                         let e = format!("building a DynamoDB request: {e}");
