@@ -383,9 +383,9 @@ struct Setup {
     unsigned: Integration,
     signed: Integration,
     client: reqwest::Client,
-    /// The function's log adapter, only to build the requests the invocation-shaped
-    /// raw loop posts (it sends nothing itself).
-    items: DynamoDeliveryLog,
+    /// The function's log adapter, also to build the requests the invocation-shaped
+    /// raw loop posts (those are built beforehand and posted with reqwest).
+    items: Arc<DynamoDeliveryLog>,
 }
 
 /// The table the function's log writes to (the receiver answers for any).
@@ -412,12 +412,12 @@ async fn setup(url: &str, stdout: MetricsOut) -> Result<Setup, String> {
     let sdk = herald_core::aws::local::moto_config(root(url))
         .await
         .map_err(|e| e.to_string())?;
-    components.log = Arc::new(DynamoDeliveryLog::from_sdk(
+    let items = Arc::new(DynamoDeliveryLog::from_sdk(
         &sdk,
         LOG_TABLE,
         settings.log_retention,
     ));
-    let items = DynamoDeliveryLog::from_sdk(&sdk, LOG_TABLE, settings.log_retention);
+    components.log = items.clone();
     let function = Arc::new(
         components
             .fanout()
