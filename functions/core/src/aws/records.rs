@@ -35,7 +35,7 @@ use uuid::Uuid;
 use super::backend_error;
 use super::batch_write::BatchWriter;
 use super::dynamo::{cancellation_reasons, condition_failed_at};
-use crate::delivery::envelope::{json_escaped, json_string};
+use crate::delivery::envelope::json_escaped;
 use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
 use crate::job::timestamp::Millis;
@@ -472,9 +472,7 @@ impl JsonItem {
         self.0.push(b':');
     }
     fn s(&mut self, name: &str, value: &str) {
-        self.key(name, b"\"S\"");
-        json_string(&mut self.0, value);
-        self.0.push(b'}');
+        self.s_parts(name, &[value]);
     }
     /// A string attribute whose value is `parts` one after another.
     fn s_parts(&mut self, name: &str, parts: &[&str]) {
