@@ -13,6 +13,8 @@ PORT      ?= 3000
 EVENT     ?= api-create-webhook.json
 ARCH      ?= arm64
 LAMBDA_PORT ?= 9061
+# Where cargo puts what it builds (CARGO_TARGET_DIR, when set, as cargo itself reads it).
+TARGET    := $(or $(CARGO_TARGET_DIR),target)
 
 # Nothing here talks to real AWS: no telemetry, no instance metadata, fake
 # credentials and a region for the offline tools.
@@ -95,7 +97,7 @@ deploy: sam-build ## sam deploy --guided the first time, sam deploy after
 
 reliability: setup ## the fault-injection suite at full size (optimised build; ActiveMQ started for the broker restart): prints the table, writes .run/reliability.md and the captured log beside it
 	cargo build --locked --quiet --profile harness -p herald-reliability --bin herald-reliability
-	RUST_LOG=$${RUST_LOG:-info} infra/with-peers.sh target/harness/herald-reliability --out .run/reliability.md
+	RUST_LOG=$${RUST_LOG:-info} infra/with-peers.sh $(TARGET)/harness/herald-reliability --out .run/reliability.md
 
 bench: setup ## benchmarks as ratios against baselines in the same run (throughput, CPU, latency, cold start, memory, artifact sizes, ingest, pipeline; loopback only): writes .run/bench.md
 	infra/bench.sh

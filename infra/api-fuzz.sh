@@ -9,7 +9,7 @@ port=${FUZZ_PORT:-3077}
 seconds=${FUZZ_SECONDS:-120}
 mkdir -p "$here/.run"
 cargo build --locked --quiet -p herald-local --bin herald-local
-PORT=$port RUST_LOG=error "$here/target/debug/herald-local" > "$here/.run/api-fuzz-server.log" 2>&1 &
+PORT=$port RUST_LOG=error "${CARGO_TARGET_DIR:-$here/target}/debug/herald-local" > "$here/.run/api-fuzz-server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do

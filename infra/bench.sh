@@ -19,6 +19,8 @@ esac
 case " $arches " in *" $host "*) ;; *) arches="$arches $host" ;; esac
 
 cargo build --locked --quiet --profile harness -p herald-bench -p herald-local
+# Where cargo put them (CARGO_TARGET_DIR, when set, as cargo itself reads it).
+harness="${CARGO_TARGET_DIR:-target}/harness"
 export PATH="$here/.venv/bin:$PATH"
 artifacts=""
 for arch in $arches; do
@@ -35,6 +37,6 @@ MOTO_PORT=$port infra/moto.sh start
 trap 'MOTO_PORT=$port infra/moto.sh stop' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
-target/harness/herald-bench --out "${BENCH_OUT:-.run/bench.md}" --runs "${BENCH_RUNS:-5}" \
+"$harness/herald-bench" --out "${BENCH_OUT:-.run/bench.md}" --runs "${BENCH_RUNS:-5}" \
   ${BENCH_ONLY:+--only "$BENCH_ONLY"} \
-  --lambda-dir "target/bench/binary-$host" --artifacts "$artifacts" --local target/harness/herald-local
+  --lambda-dir "target/bench/binary-$host" --artifacts "$artifacts" --local "$harness/herald-local"
