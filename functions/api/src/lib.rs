@@ -159,6 +159,12 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::GET,
+            path: "/v2/integrations/external-id",
+            statuses: &[200, 400, 403, 500],
+            handler: || get(external_id),
+        },
+        Route {
+            method: Method::GET,
             path: "/v2/integrations/logs",
             statuses: &[200, 400, 403, 500],
             handler: || get(store_logs),
@@ -430,6 +436,24 @@ async fn delete_integration(
     state.integrations.delete(&store, id).await??;
     tracing::info!(store = %store, integration = %id, "integration deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The store's external id for keyless SQS delivery: what its role's trust policy
+/// requires as `sts:ExternalId`, with the session tag Herald adds, read before the
+/// role is deployed (`infra/customer/sqs-queue.yaml`).
+async fn external_id(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+) -> Result<Response, ApiError> {
+    let id = state.integrations.external_id(&store).await?;
+    Ok(document(
+        StatusCode::OK,
+        json!({
+            "type": "integration-external-id",
+            "external_id": id,
+            "session_tags": { (herald_core::model::STORE_SESSION_TAG): store.as_str() },
+        }),
+    ))
 }
 
 /// Parses `page[limit]` and `page[offset]`.

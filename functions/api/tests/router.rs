@@ -353,6 +353,150 @@ async fn bad_pagination_parameters_are_400_naming_the_parameter() {
     }
 }
 
+fn keyless_sqs(external_id: Option<&str>) -> Value {
+    let mut configuration = json!({
+        "url": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+        "region": "eu-west-1",
+        "role_arn": "arn:aws:iam::123456789012:role/herald-delivery-orders"
+    });
+    if let Some(id) = external_id {
+        configuration["external_id"] = json!(id);
+    }
+    json!({"data": {"type": "integration", "integration_type": "aws_sqs", "name": "queue",
+        "observes": ["order.paid"], "configuration": configuration}})
+}
+
+#[tokio::test]
+async fn keyless_sqs_uses_the_external_id_herald_issued_to_the_store_and_no_other() {
+    let app = app();
+    // GIVEN each store reads its own external id, issued once and never chosen
+    let read = |store: &'static str| {
+        let app = app.clone();
+        async move {
+            let r = send(
+                &app,
+                "GET",
+                "/v2/integrations/external-id",
+                Some(store),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+            assert_eq!(r.body["data"]["type"], "integration-external-id");
+            assert_eq!(r.body["data"]["session_tags"]["herald:store"], store);
+            r.body["data"]["external_id"]
+                .as_str()
+                .expect("external_id")
+                .to_owned()
+        }
+    };
+    let mine = read("store-a").await;
+    assert_eq!(read("store-a").await, mine, "stable");
+    let theirs = read("store-b").await;
+    assert_ne!(mine, theirs);
+    assert!(mine.starts_with("herald-") && mine.len() == 39, "{mine}");
+
+    // WHEN a keyless integration leaves the external id out, THEN Herald fills in the store's
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("store-a"),
+        Some(keyless_sqs(None)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    assert_eq!(
+        r.body["data"]["configuration"]["external_id"],
+        mine.as_str()
+    );
+    let path = format!(
+        "/v2/integrations/{}",
+        r.body["data"]["id"].as_str().expect("id")
+    );
+
+    // Sending the issued one is fine; another store's, or one of its own choosing, is refused.
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("store-a"),
+        Some(keyless_sqs(Some(&mine))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    for chosen in [theirs.as_str(), "my-own-choice"] {
+        let r = send(
+            &app,
+            "POST",
+            "/v2/integrations",
+            Some("store-a"),
+            Some(keyless_sqs(Some(chosen))),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+        assert_eq!(pointers(&r.body), ["/data/configuration/external_id"]);
+        let r = send(
+            &app,
+            "PUT",
+            &path,
+            Some("store-a"),
+            Some(
+                json!({"data": {"type": "integration", "configuration": {"external_id": chosen}}}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+        assert_eq!(pointers(&r.body), ["/data/configuration/external_id"]);
+    }
+    let r = send(&app, "GET", &path, Some("store-a"), None).await;
+    assert_eq!(
+        r.body["data"]["configuration"]["external_id"],
+        mine.as_str()
+    );
+}
+
+#[tokio::test]
+async fn moving_a_webhook_to_a_new_url_needs_its_secret_again() {
+    let app = app();
+    let created = create(&app, "s", "hook").await;
+    let path = format!("/v2/integrations/{}", created["id"].as_str().expect("id"));
+    for configuration in [
+        json!({"url": "https://attacker.example/collect"}),
+        json!({"url": "https://attacker.example/collect", "secret_key": "***********_KEY"}),
+    ] {
+        let r = send(
+            &app,
+            "PUT",
+            &path,
+            Some("s"),
+            Some(json!({"data": {"type": "integration", "configuration": configuration}})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+        assert_eq!(pointers(&r.body), ["/data/configuration/secret_key"]);
+    }
+    let r = send(&app, "GET", &path, Some("s"), None).await;
+    assert_eq!(
+        r.body["data"]["configuration"]["url"],
+        "https://ilovelamp.now.sh/send-shipped-email"
+    );
+    let r = send(
+        &app,
+        "PUT",
+        &path,
+        Some("s"),
+        Some(json!({"data": {"type": "integration", "configuration": {
+            "url": "https://new.example/hook", "secret_key": "SOME_SECRET_KEY"}}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        r.body["data"]["configuration"]["url"],
+        "https://new.example/hook"
+    );
+}
+
 #[tokio::test]
 async fn update_is_partial_and_keeps_a_secret_sent_back_masked() {
     let app = app();
@@ -365,7 +509,7 @@ async fn update_is_partial_and_keeps_a_secret_sent_back_masked() {
         Some("s"),
         Some(
             json!({"data": {"type": "integration", "name": "after", "enabled": false,
-            "configuration": {"url": "https://example.com/new", "secret_key": "***********_KEY"}}}),
+            "configuration": {"url": "https://ilovelamp.now.sh/send-shipped-email", "secret_key": "***********_KEY"}}}),
         ),
     )
     .await;
@@ -375,7 +519,10 @@ async fn update_is_partial_and_keeps_a_secret_sent_back_masked() {
     assert_eq!(data["enabled"], false);
     assert_eq!(data["description"], created["description"]);
     assert_eq!(data["observes"], created["observes"]);
-    assert_eq!(data["configuration"]["url"], "https://example.com/new");
+    assert_eq!(
+        data["configuration"]["url"],
+        "https://ilovelamp.now.sh/send-shipped-email"
+    );
     assert_eq!(data["configuration"]["secret_key"], "***********_KEY");
     assert_eq!(
         data["meta"]["timestamps"]["created_at"],
@@ -902,7 +1049,7 @@ async fn internal_address_literals_are_refused_at_registration_with_a_pointer() 
         "PUT",
         &format!("/v2/integrations/{id}"),
         Some("store-a"),
-        Some(json!({"data": {"type": "integration", "configuration": {"url": "https://169.254.169.254/"}}})),
+        Some(json!({"data": {"type": "integration", "configuration": {"url": "https://169.254.169.254/", "secret_key": "SOME_SECRET_KEY"}}})),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);

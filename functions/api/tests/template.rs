@@ -417,11 +417,25 @@ fn customer_template() -> Value {
 #[test]
 fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a_secret() {
     let t = customer_template();
-    // The role: assumable only by the Herald roles named, only with the external id.
+    // The role: assumable only by the Herald roles named, only with the store's
+    // external id, and only in a session tagged with the store.
     let trust =
         &resource(&t, "DeliveryRole")["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+    let mut actions = Vec::new();
     for st in trust.as_sequence().expect("statements") {
-        assert_eq!(st["Action"], "sts:AssumeRole");
+        let action = st["Action"].as_str().expect("one action").to_owned();
+        let equals = &st["Condition"]["StringEquals"];
+        let mut tag = Vec::new();
+        strings(&equals["aws:RequestTag/herald:store"], &mut tag);
+        assert_eq!(tag, ["StoreId"], "{action}");
+        if action == "sts:AssumeRole" {
+            let mut id = Vec::new();
+            strings(&equals["sts:ExternalId"], &mut id);
+            assert_eq!(id, ["ExternalId"]);
+        } else {
+            assert_eq!(action, "sts:TagSession");
+        }
+        actions.push(action);
         let mut principals = Vec::new();
         strings(&st["Principal"]["AWS"], &mut principals);
         assert!(
@@ -431,8 +445,9 @@ fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a
         assert!(principals
             .iter()
             .all(|p| p.starts_with("Herald") || p == "HasApiRole"));
-        assert!(!st["Condition"]["StringEquals"]["sts:ExternalId"].is_null());
     }
+    actions.sort();
+    assert_eq!(actions, ["sts:AssumeRole", "sts:TagSession"]);
     // The role and the user may do one thing: SendMessage on this queue.
     for who in ["DeliveryRole", "DeliveryUser"] {
         for policy in resource(&t, who)["Properties"]["Policies"]
@@ -468,5 +483,43 @@ fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a
         !outputs.iter().any(|o| o.contains("SecretAccessKey")),
         "{outputs:?}"
     );
-    assert!(t["Parameters"]["ExternalId"]["NoEcho"] == true);
+}
+
+#[test]
+fn herald_may_tag_the_customer_role_sessions_it_assumes_only_with_the_store() {
+    let t = template();
+    let mut assumers = 0;
+    for (name, r) in t["Resources"].as_mapping().expect("resources") {
+        let Some(policies) = r["Properties"]["Policies"].as_sequence() else {
+            continue;
+        };
+        let statements: Vec<&Value> = policies
+            .iter()
+            .filter_map(|p| p["Statement"].as_sequence())
+            .flatten()
+            .collect();
+        let allows = |action: &str| {
+            statements.iter().copied().find(|st| {
+                let mut actions = Vec::new();
+                strings(&st["Action"], &mut actions);
+                actions.iter().any(|a| a == action)
+            })
+        };
+        if allows("sts:AssumeRole").is_none() {
+            continue;
+        }
+        assumers += 1;
+        let tag = allows("sts:TagSession").unwrap_or_else(|| panic!("{name:?} cannot tag"));
+        let mut keys = Vec::new();
+        strings(
+            &tag["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+            &mut keys,
+        );
+        assert_eq!(keys, ["herald:store"], "{name:?}");
+        assert_eq!(
+            tag["Condition"]["Null"]["aws:RequestTag/herald:store"],
+            "false"
+        );
+    }
+    assert_eq!(assumers, 2, "the api and fanout functions");
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::delivery::guard::AddressGuard;
 use crate::error::Result;
-use crate::model::{Health, Integration, StoreId, Target};
+use crate::model::{Health, Integration, SqsAuth, SqsConfig, StoreId, Target};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::validate::{self, Draft, FieldError, Policy};
 
@@ -99,13 +99,55 @@ impl Integrations {
         }
     }
 
+    /// The store's external id for keyless SQS delivery, issued on first request.
+    pub async fn external_id(&self, store_id: &StoreId) -> Result<String> {
+        self.store.external_id(store_id).await
+    }
+
+    /// Binds a keyless SQS target to the external id Herald issued to the store: a
+    /// request may leave `external_id` out (Herald fills it in) or send the issued
+    /// one; any other value is refused, so no store can borrow another's.
+    async fn bind_external_id(
+        &self,
+        store_id: &StoreId,
+        target: &mut Target,
+        body: &Value,
+    ) -> Result<Vec<FieldError>> {
+        let Target::AwsSqs(SqsConfig {
+            auth: SqsAuth::AssumeRole { external_id, .. },
+            ..
+        }) = target
+        else {
+            return Ok(Vec::new());
+        };
+        let issued = self.store.external_id(store_id).await?;
+        if let Some(sent) = body.pointer("/data/configuration/external_id") {
+            if sent.as_str() != Some(issued.as_str()) && !sent.is_null() {
+                return Ok(vec![FieldError {
+                    pointer: "/data/configuration/external_id".into(),
+                    detail: format!(
+                        "must be {issued}, the external id Herald issued to this store (GET /v2/integrations/external-id), or left out"
+                    ),
+                }]);
+            }
+        }
+        *external_id = issued;
+        Ok(Vec::new())
+    }
+
     /// Creates an integration from a request body.
     pub async fn create(&self, store_id: &StoreId, body: &Value) -> Outcome<Integration> {
-        let draft = match validate::parse_create(body, self.policy) {
+        let mut draft = match validate::parse_create(body, self.policy) {
             Ok(d) => d,
             Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
         };
         let refused = self.internal_hosts(&draft.target);
+        if !refused.is_empty() {
+            return Ok(Err(Rejection::Invalid(refused)));
+        }
+        let refused = self
+            .bind_external_id(store_id, &mut draft.target, body)
+            .await?;
         if !refused.is_empty() {
             return Ok(Err(Rejection::Invalid(refused)));
         }
@@ -167,11 +209,17 @@ impl Integrations {
                 observes: current.observes.clone(),
                 target: current.target.clone(),
             };
-            let next = match validate::apply_update(&draft, body, self.policy) {
+            let mut next = match validate::apply_update(&draft, body, self.policy) {
                 Ok(d) => d,
                 Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
             };
             let refused = self.internal_hosts(&next.target);
+            if !refused.is_empty() {
+                return Ok(Err(Rejection::Invalid(refused)));
+            }
+            let refused = self
+                .bind_external_id(store_id, &mut next.target, body)
+                .await?;
             if !refused.is_empty() {
                 return Ok(Err(Rejection::Invalid(refused)));
             }

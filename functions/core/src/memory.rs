@@ -20,6 +20,7 @@ use crate::secrets::Vault;
 #[derive(Default)]
 pub struct MemoryIntegrationStore {
     stores: Mutex<HashMap<StoreId, BTreeMap<Uuid, Stored>>>,
+    external_ids: Mutex<HashMap<StoreId, String>>,
     vault: Option<Arc<Vault>>,
 }
 
@@ -39,8 +40,8 @@ impl MemoryIntegrationStore {
     /// An empty store that seals secrets with `vault`.
     pub fn sealed(vault: Arc<Vault>) -> Self {
         Self {
-            stores: Mutex::default(),
             vault: Some(vault),
+            ..Self::default()
         }
     }
 
@@ -136,6 +137,14 @@ impl IntegrationStore for MemoryIntegrationStore {
 
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool> {
         Ok(self.with(|stores| stores.get_mut(store).and_then(|s| s.remove(&id)).is_some()))
+    }
+
+    async fn external_id(&self, store: &StoreId) -> Result<String> {
+        let mut ids = self.external_ids.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ids
+            .entry(store.clone())
+            .or_insert_with(crate::model::issue_external_id)
+            .clone())
     }
 
     async fn record_health(

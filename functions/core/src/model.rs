@@ -154,6 +154,17 @@ pub enum SqsAuth {
     },
 }
 
+/// A new external id: `herald-` and 128 random bits in hex (from the operating
+/// system's generator, through `uuid`'s v4), within IAM's alphabet for external ids.
+/// Stores never choose their own: a chosen one can be another store's.
+pub fn issue_external_id() -> String {
+    format!("herald-{}", Uuid::new_v4().simple())
+}
+
+/// The session tag every customer role session carries: the store Herald delivers
+/// for. The customer's trust policy requires it (`aws:RequestTag/herald:store`).
+pub const STORE_SESSION_TAG: &str = "herald:store";
+
 /// Configuration of a STOMP integration.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StompConfig {

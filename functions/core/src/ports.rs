@@ -56,6 +56,12 @@ pub trait IntegrationStore: Send + Sync {
     /// Deletes an integration; `false` when there was none.
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool>;
 
+    /// The store's external id for keyless SQS delivery (the `sts:ExternalId` of every
+    /// role Herald assumes for it): issued on first request, random (see
+    /// [`crate::model::issue_external_id`]), and never changed after. Concurrent first
+    /// requests agree on one value. No store can choose it or learn another's.
+    async fn external_id(&self, store: &StoreId) -> Result<String>;
+
     /// Records what the fan-out saw of an integration's deliveries, and disables it
     /// (a new version) when the report says so. Returns its health afterwards and
     /// whether this call disabled it; `None` when the integration is gone.

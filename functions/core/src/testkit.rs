@@ -91,6 +91,9 @@ impl IntegrationStore for Counting {
     async fn delete(&self, s: &StoreId, id: Uuid) -> crate::Result<bool> {
         self.inner.delete(s, id).await
     }
+    async fn external_id(&self, s: &StoreId) -> crate::Result<String> {
+        self.inner.external_id(s).await
+    }
     async fn record_health(
         &self,
         s: &StoreId,

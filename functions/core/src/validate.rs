@@ -196,6 +196,7 @@ pub fn apply_update(
                 if let Some(t) = parse_target(kind, &merged, policy, &mut errors) {
                     next.target = t;
                 }
+                require_secrets_for_a_new_destination(&current.target, cfg, &merged, &mut errors);
             }
             Some(cfg) => {
                 if let Some(t) = parse_target(kind, cfg, policy, &mut errors) {
@@ -254,6 +255,62 @@ pub fn parse_masked_target(kind: IntegrationType, cfg: &Value) -> Result<Target,
         *access_key_id = Secret::new(id);
     }
     Ok(target)
+}
+
+/// The configuration fields that say where an integration's deliveries, and with
+/// them its secrets, go: the webhook's URL (its secret travels in
+/// `X-Moltin-Secret-Key`), the STOMP brokers and virtual host (the password travels
+/// in `CONNECT`), the SQS queue, its region and the role.
+pub fn destination_fields(kind: IntegrationType) -> &'static [&'static str] {
+    match kind {
+        IntegrationType::Webhook => &["url"],
+        IntegrationType::AwsSqs => &["url", "region", "role_arn"],
+        IntegrationType::Stomp => &["addresses", "host"],
+    }
+}
+
+/// An update that points the integration somewhere new must carry its secrets again
+/// in clear: a stored secret never follows a destination change by itself, or one
+/// `PUT` to another host plus a test delivery would hand the secret to that host.
+/// Removing a secret (`null`) is fine: nothing is then sent.
+fn require_secrets_for_a_new_destination(
+    current: &Target,
+    update: &Map<String, Value>,
+    merged: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) {
+    let kind = current.kind();
+    let Value::Object(stored) = current.configuration(true) else {
+        unreachable!("a configuration is always an object")
+    };
+    let moved: Vec<&str> = destination_fields(kind)
+        .iter()
+        .copied()
+        // A destination removed is the validation's to refuse, not a new destination.
+        .filter(|field| merged.contains_key(*field) && stored.get(*field) != merged.get(*field))
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    for field in secret_fields(kind) {
+        let Some(Value::String(secret)) = stored.get(*field) else {
+            continue;
+        };
+        let resent = match update.get(*field) {
+            Some(Value::Null) => true,
+            Some(Value::String(sent)) => sent == secret || *sent != mask(secret),
+            _ => false,
+        };
+        if !resent {
+            errors.push(FieldError::new(
+                Config::pointer(field),
+                format!(
+                    "is required in clear when {} changes: Herald never sends a stored secret to a new destination",
+                    moved.join(" or ")
+                ),
+            ));
+        }
+    }
 }
 
 /// Overlays an update's configuration fields on the stored configuration.
@@ -593,14 +650,14 @@ fn sqs(c: &mut Config<'_>) -> Option<SqsConfig> {
         (true, true) => {
             c.error(
                 "role_arn",
-                "give either aws_access_key_id + aws_secret_access_key, or role_arn + external_id, not both (set the other pair to null to remove it)",
+                "give either aws_access_key_id + aws_secret_access_key, or role_arn (with Herald's external_id), not both (set the other pair to null to remove it)",
             );
             None
         }
         (false, false) => {
             c.error(
                 "aws_access_key_id",
-                "is required, with aws_secret_access_key (or use role_arn + external_id for keyless access)",
+                "is required, with aws_secret_access_key (or use role_arn for keyless access)",
             );
             None
         }
@@ -641,20 +698,24 @@ fn sqs(c: &mut Config<'_>) -> Option<SqsConfig> {
                     None
                 }
             });
-            let external_id = c.required_str("external_id", 1224).and_then(|x| {
-                let ok = x.len() >= 2
-                    && x.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
-                if ok {
-                    Some(x)
-                } else {
-                    c.error(
-                        "external_id",
-                        "must be 2 to 1224 characters from A-Z a-z 0-9 and +=,.@:/-_",
-                    );
-                    None
-                }
-            });
+            // Herald issues the external id (see `Integrations`): it may be left out,
+            // which reads as empty here; a value sent must be well formed.
+            let external_id =
+                c.optional_str("external_id", 1224)
+                    .map_or(Some(String::new()), |x| {
+                        let ok = x.len() >= 2
+                            && x.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+                        if ok {
+                            Some(x)
+                        } else {
+                            c.error(
+                                "external_id",
+                                "must be 2 to 1224 characters from A-Z a-z 0-9 and +=,.@:/-_",
+                            );
+                            None
+                        }
+                    });
             match (arn, external_id) {
                 (Some(role_arn), Some(external_id)) => Some(SqsAuth::AssumeRole {
                     role_arn,

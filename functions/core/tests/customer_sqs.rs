@@ -2,7 +2,10 @@
 //! `https://sqs.<region>.amazonaws.com/...` URLs; the endpoint override sends the
 //! calls to moto, as `AWS_ENDPOINT_URL` does in the dev server.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
@@ -187,6 +190,79 @@ async fn a_role_is_assumed_through_sts_for_keyless_delivery() {
         assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     }
     assert_eq!(read_all(&sqs, &url).await.len(), 2);
+}
+
+/// What an STS stand-in on loopback answers to `AssumeRole`: a fixture session (no
+/// real credential), valid far into the future.
+const ASSUMED: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult><Credentials><AccessKeyId>ASIAFIXTUREFIXTURE00</AccessKeyId><SecretAccessKey>fixture-not-a-secret</SecretAccessKey><SessionToken>fixture-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials><AssumedRoleUser><AssumedRoleId>AROAFIXTURE:herald</AssumedRoleId><Arn>arn:aws:sts::123456789012:assumed-role/herald-delivery-x/herald</Arn></AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>fixture</RequestId></ResponseMetadata></AssumeRoleResponse>";
+
+#[tokio::test]
+async fn a_role_is_assumed_with_the_stores_session_tag_and_external_id() {
+    // GIVEN an AWS endpoint on loopback that records every request: AssumeRole gets a
+    // session, anything else (the SendMessage after it) a 400.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorder = seen.clone();
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..8 {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                for _ in 0..8 {
+                    let Some(request) = common::read_request(&mut stream).await else {
+                        return;
+                    };
+                    let request = String::from_utf8_lossy(&request).into_owned();
+                    let (status, body) = if request.contains("Action=AssumeRole") {
+                        ("200 OK", ASSUMED)
+                    } else {
+                        ("400 Bad Request", "{\"__type\": \"InvalidAction\"}")
+                    };
+                    recorder.lock().expect("lock").push(request);
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let sdk = moto_config(&endpoint).await.expect("config");
+    let i = integration(
+        "https://sqs.us-east-1.amazonaws.com/123456789012/orders",
+        SqsAuth::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/herald-delivery-x".into(),
+            external_id: "herald-0123456789abcdef".into(),
+        },
+    );
+
+    // WHEN a job is delivered to the integration
+    let _ = SqsDeliverer::new(sdk).deliver(&i, &job(&i, "o-1"), 1).await;
+    server.abort();
+
+    // THEN the role was asked for with the external id and the store as a session tag
+    let seen = seen.lock().expect("lock").clone();
+    let assume = seen
+        .iter()
+        .find(|r| r.contains("Action=AssumeRole"))
+        .unwrap_or_else(|| panic!("no AssumeRole among {seen:?}"));
+    for part in [
+        "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fherald-delivery-x",
+        "ExternalId=herald-0123456789abcdef",
+        "Tags.member.1.Key=herald%3Astore",
+        "Tags.member.1.Value=s",
+    ] {
+        assert!(assume.contains(part), "{part} not in {assume}");
+    }
 }
 
 /// A moto server of the test's own with authentication on: the first `setup`

@@ -430,6 +430,45 @@ async fn the_store_limit_holds_under_concurrent_creates() {
 }
 
 #[tokio::test]
+async fn a_stores_external_id_is_issued_once_even_to_concurrent_first_readers() {
+    let store = Arc::new(fresh_store_on(serial_endpoint()).await);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.external_id(&store_id("keyless")).await.expect("id")
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.expect("task"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids[0].starts_with("herald-"), "{}", ids[0]);
+    let other = store.external_id(&store_id("other")).await.expect("id");
+    assert_ne!(other, ids[0]);
+    // The id lives on the store's counter item: the integration count still holds.
+    for _ in 0..2 {
+        store
+            .insert(&integration("keyless", webhook()), 2)
+            .await
+            .expect("insert");
+    }
+    assert_eq!(
+        store
+            .insert(&integration("keyless", webhook()), 2)
+            .await
+            .expect("insert"),
+        InsertOutcome::LimitReached
+    );
+    assert_eq!(
+        store.external_id(&store_id("keyless")).await.expect("id"),
+        ids[0]
+    );
+}
+
+#[tokio::test]
 async fn deleting_frees_a_place_under_the_limit_and_a_second_delete_finds_nothing() {
     let store = fresh_store().await;
     let first = integration("s", webhook());
@@ -537,7 +576,7 @@ async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
         json!({"data": {"type": "integration", "description": "described"}}),
         json!({"data": {"type": "integration", "enabled": true}}),
         json!({"data": {"type": "integration", "observes": ["order.paid"]}}),
-        json!({"data": {"type": "integration", "configuration": {"url": "https://example.com/b"}}}),
+        json!({"data": {"type": "integration", "configuration": {"url": "https://example.com/b", "secret_key": "SOME_SECRET_KEY"}}}),
     ];
     let mut tasks = Vec::new();
     for body in updates {

@@ -220,7 +220,7 @@ async fn curl_session(server: &DevServer) {
     );
 
     let update = json!({"data": {"type": "integration", "name": "Renamed", "enabled": false,
-        "configuration": {"secret_key": "***********_KEY", "url": "https://ilovelamp.now.sh/v2"}}});
+        "configuration": {"secret_key": "SOME_SECRET_KEY", "url": "https://ilovelamp.now.sh/v2"}}});
     let (status, updated) = api.send(Method::PUT, &path, store, Some(&update)).await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["data"]["name"], "Renamed");

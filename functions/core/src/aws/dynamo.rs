@@ -579,6 +579,30 @@ impl IntegrationStore for DynamoIntegrationStore {
         })
     }
 
+    /// Kept on the store's counter item: `if_not_exists` makes the first writer's value
+    /// the one every later (and every concurrent) request reads back.
+    async fn external_id(&self, store: &StoreId) -> Result<String> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(counter_key(store)))
+            .update_expression("SET external_id = if_not_exists(external_id, :issued)")
+            .expression_attribute_values(":issued", s(crate::model::issue_external_id()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        match out.attributes().and_then(|a| a.get("external_id")) {
+            Some(AttributeValue::S(id)) => Ok(id.clone()),
+            _ => Err(Error::Backend {
+                service: SERVICE,
+                message: "the store's external id was not returned".into(),
+                retryable: true,
+            }),
+        }
+    }
+
     async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool> {
         let delete = built_ok(
             Delete::builder()

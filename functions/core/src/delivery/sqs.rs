@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::envelope::{cloud_event, fit_message};
 use super::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, SqsAuth, SqsConfig, Target};
+use crate::model::{Integration, SqsAuth, SqsConfig, StoreId, Target, STORE_SESSION_TAG};
 use crate::ports::Deliverer;
 
 /// SQS's message size limit (the classic 256 KiB; queues may allow more, never less).
@@ -69,7 +69,7 @@ impl SqsDeliverer {
         h.finish()
     }
 
-    async fn client(&self, integration: Uuid, config: &SqsConfig) -> Client {
+    async fn client(&self, integration: Uuid, store: &StoreId, config: &SqsConfig) -> Client {
         let key = (integration, Self::fingerprint(config));
         if let Some(c) = self
             .clients
@@ -95,8 +95,12 @@ impl SqsDeliverer {
                 role_arn,
                 external_id,
             } => SharedCredentialsProvider::new(
+                // The store rides along as a session tag, which the customer's trust
+                // policy requires: a role trusts Herald only while it acts for the
+                // role's own store, whatever external id an integration carries.
                 AssumeRoleProvider::builder(role_arn)
                     .external_id(external_id)
+                    .tags([(STORE_SESSION_TAG, store.as_str())])
                     .session_name(format!("herald-{}", integration.simple()))
                     .region(region.clone())
                     .configure(&self.base)
@@ -212,7 +216,9 @@ impl Deliverer for SqsDeliverer {
                 return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())
             }
         };
-        let client = self.client(integration.id, config).await;
+        let client = self
+            .client(integration.id, &integration.store_id, config)
+            .await;
         let attr = |v: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")

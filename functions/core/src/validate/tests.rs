@@ -367,9 +367,27 @@ fn aws_sqs_needs_exactly_one_way_to_authenticate() {
         "region": "us-east-1",
         "role_arn": "arn:aws:iam::123456789012:role/x"
     });
+    // Herald issues the external id: a role alone is a whole configuration here (the
+    // use case fills the store's id in).
+    let d = parse_create(&with_config("aws_sqs", cfg), STRICT).expect("valid");
+    let Target::AwsSqs(c) = d.target else {
+        panic!("sqs")
+    };
     assert_eq!(
-        pointers(parse_create(&with_config("aws_sqs", cfg), STRICT)),
-        vec!["/data/configuration/external_id"]
+        c.auth,
+        SqsAuth::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/x".into(),
+            external_id: String::new()
+        }
+    );
+    let only_id = json!({
+        "url": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        "region": "us-east-1",
+        "external_id": "herald-0123456789abcdef"
+    });
+    assert_eq!(
+        pointers(parse_create(&with_config("aws_sqs", only_id), STRICT)),
+        vec!["/data/configuration/role_arn"]
     );
 }
 
@@ -614,7 +632,7 @@ fn an_update_that_sends_the_masked_secret_back_keeps_the_secret() {
     let next = apply_update(
         &current,
         &body(json!({"type": "integration", "configuration": {
-            "url": "https://example.com/new", "secret_key": "***********_KEY"
+            "url": "https://example.com/hook", "secret_key": "***********_KEY"
         }})),
         STRICT,
     )
@@ -622,7 +640,7 @@ fn an_update_that_sends_the_masked_secret_back_keeps_the_secret() {
     let Target::Webhook(w) = next.target else {
         panic!("webhook")
     };
-    assert_eq!(w.url, "https://example.com/new");
+    assert_eq!(w.url, "https://example.com/hook");
     assert_eq!(w.secret_key.expect("kept").expose(), "SOME_SECRET_KEY");
 }
 
@@ -631,7 +649,7 @@ fn an_update_that_omits_the_secret_keeps_it_and_a_new_value_replaces_it() {
     let current = stored_webhook();
     let kept = apply_update(
         &current,
-        &body(json!({"type": "integration", "configuration": {"url": "https://example.com/2"}})),
+        &body(json!({"type": "integration", "configuration": {}})),
         STRICT,
     )
     .expect("valid");
@@ -653,6 +671,132 @@ fn an_update_that_omits_the_secret_keeps_it_and_a_new_value_replaces_it() {
     };
     assert_eq!(w.secret_key.expect("set").expose(), "a-brand-new-secret");
     assert_eq!(w.url, "https://example.com/hook");
+}
+
+#[test]
+fn a_new_webhook_url_needs_the_secret_again_in_clear() {
+    let current = stored_webhook();
+    for sent in [
+        json!({"url": "https://attacker.example/x"}),
+        json!({"url": "https://attacker.example/x", "secret_key": "***********_KEY"}),
+    ] {
+        let result = apply_update(
+            &current,
+            &body(json!({"type": "integration", "configuration": sent})),
+            STRICT,
+        );
+        let detail = detail_of(result.clone(), "/data/configuration/secret_key");
+        assert!(detail.contains("url"), "{detail}");
+        assert_eq!(pointers(result), vec!["/data/configuration/secret_key"]);
+    }
+    // The secret sent again (the same one, or a new one) moves it; so does removing it.
+    for secret in [json!("SOME_SECRET_KEY"), json!("a-new-secret"), Value::Null] {
+        let next = apply_update(
+            &current,
+            &body(json!({"type": "integration", "configuration": {
+                "url": "https://new.example/x", "secret_key": secret.clone()
+            }})),
+            STRICT,
+        )
+        .expect("valid");
+        let Target::Webhook(w) = next.target else {
+            panic!("webhook")
+        };
+        assert_eq!(w.url, "https://new.example/x");
+        assert_eq!(
+            w.secret_key.map(|s| s.expose().to_owned()),
+            secret.as_str().map(str::to_owned)
+        );
+    }
+}
+
+#[test]
+fn a_webhook_without_a_secret_moves_freely() {
+    let current = apply_update(
+        &stored_webhook(),
+        &body(json!({"type": "integration", "configuration": {"secret_key": null}})),
+        STRICT,
+    )
+    .expect("valid");
+    let next = apply_update(
+        &current,
+        &body(json!({"type": "integration", "configuration": {"url": "https://new.example/x"}})),
+        STRICT,
+    )
+    .expect("valid");
+    assert_eq!(
+        next.target.configuration(true)["url"],
+        json!("https://new.example/x")
+    );
+}
+
+#[test]
+fn new_stomp_brokers_or_virtual_host_need_the_password_again() {
+    let current = parse_create(&with_config("stomp", stomp_cfg()), STRICT).expect("valid");
+    for moved in [
+        json!({"addresses": ["stomp+ssl://attacker.example:61614"]}),
+        json!({"host": "other-vhost"}),
+    ] {
+        assert_eq!(
+            pointers(apply_update(
+                &current,
+                &body(json!({"type": "integration", "configuration": moved})),
+                STRICT,
+            )),
+            vec!["/data/configuration/password"],
+            "{moved}"
+        );
+    }
+    // The same brokers sent back, a new destination queue or user: the password stays.
+    let next = apply_update(
+        &current,
+        &body(json!({"type": "integration", "configuration": {
+            "addresses": ["stomp://useast.api.elasticpath.com"], "destination": "/queue/2"
+        }})),
+        STRICT,
+    )
+    .expect("valid");
+    let Target::Stomp(c) = next.target else {
+        panic!("stomp")
+    };
+    assert_eq!(c.password.expose(), "*******d123");
+    let next = apply_update(
+        &current,
+        &body(json!({"type": "integration", "configuration": {
+            "addresses": ["stomp+ssl://new.example:61614"], "password": "new-password"
+        }})),
+        STRICT,
+    )
+    .expect("valid");
+    let Target::Stomp(c) = next.target else {
+        panic!("stomp")
+    };
+    assert_eq!(c.password.expose(), "new-password");
+}
+
+#[test]
+fn a_new_sqs_queue_or_region_needs_both_keys_again() {
+    let current = parse_create(&with_config("aws_sqs", sqs_keys()), STRICT).expect("valid");
+    let moved = json!({"url": "https://sqs.eu-west-1.amazonaws.com/999999999999/elsewhere"});
+    assert_eq!(
+        pointers(apply_update(
+            &current,
+            &body(json!({"type": "integration", "configuration": moved})),
+            STRICT,
+        )),
+        vec![
+            "/data/configuration/aws_access_key_id",
+            "/data/configuration/aws_secret_access_key"
+        ]
+    );
+    let mut resent = sqs_keys();
+    resent["url"] = json!("https://sqs.eu-west-1.amazonaws.com/999999999999/elsewhere");
+    assert!(apply_update(
+        &current,
+        &body(json!({"type": "integration", "configuration": resent})),
+        STRICT,
+    )
+    .is_ok());
 }
 
 #[test]
