@@ -7,8 +7,13 @@
 //!   permanent outcome: logged, recorded, acknowledged, never retried.
 //! - A retryable failure gets its backoff with a visibility change before it is
 //!   reported; after the last attempt the queue moves it to the DLQ.
-//! - Records still running shortly before the invocation deadline are reported as
-//!   failures instead of letting Lambda time out the whole batch.
+//! - Every attempt ends by its own deadline (the longest an attempt may take, and
+//!   never later than shortly before the invocation's end): an attempt cut there is a
+//!   failed attempt like any other, recorded with its reason, retried, and counted in
+//!   the integration's health on the last attempt.
+//! - While other integrations' records wait, one integration holds at most
+//!   [`SHARE_IN_FLIGHT`] of the batch's in-flight places: a store whose endpoint is
+//!   slow slows itself, not the others in the batch.
 //! - Attempts are recorded once per batch, not once per record.
 //!
 //! See <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>.
@@ -35,6 +40,15 @@ use crate::retry::RetryPolicy;
 /// Time kept back before the invocation deadline to answer and record.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
+/// Time kept back before [`DEADLINE_MARGIN`] for what follows an attempt (its backoff,
+/// its health): attempts still running then are cut.
+pub const AFTER_ATTEMPT_MARGIN: Duration = Duration::from_millis(500);
+
+/// The longest one attempt may take, whatever its target: above the webhook's
+/// longest timeout (30 s), so a target's own timeout, with its more precise reason,
+/// comes first.
+pub const ATTEMPT_LIMIT: Duration = Duration::from_secs(35);
+
 /// Time kept back before the invocation deadline to send the answer, once the
 /// batch's attempts are being recorded.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
@@ -54,6 +68,8 @@ pub struct Fanout {
     /// Where the batch's EMF records go (none: not emitted).
     metrics: Option<crate::metrics::MetricsOut>,
     auto_disable_after: u32,
+    /// The longest one attempt may take.
+    attempt_limit: Duration,
     /// When this process last recorded a success per integration.
     successes: std::sync::Mutex<HashMap<Uuid, Instant>>,
 }
@@ -63,6 +79,66 @@ pub struct Fanout {
 /// invocation) goes 100 at a time, so its memory stays bounded (each delivery in
 /// flight holds a connection and its body).
 pub const MAX_IN_FLIGHT: usize = 100;
+
+/// The in-flight places one integration may hold while records of other
+/// integrations wait for one: a quarter. With nobody else waiting it may use them
+/// all (the places are never left idle).
+pub const SHARE_IN_FLIGHT: usize = MAX_IN_FLIGHT / 4;
+
+/// The records of a batch not started yet, grouped by integration, and handed out
+/// in turns: a group under its share first, so that while others wait no
+/// integration holds more than [`SHARE_IN_FLIGHT`] places.
+struct Turns<T> {
+    groups: Vec<Group<T>>,
+    /// The groups with records waiting, in turn order.
+    turn: std::collections::VecDeque<usize>,
+}
+
+struct Group<T> {
+    waiting: std::collections::VecDeque<T>,
+    running: usize,
+}
+
+impl<T> Turns<T> {
+    fn new(items: impl IntoIterator<Item = (Option<Uuid>, T)>) -> Self {
+        let mut index: HashMap<Option<Uuid>, usize> = HashMap::new();
+        let mut groups: Vec<Group<T>> = Vec::new();
+        for (key, item) in items {
+            let g = *index.entry(key).or_insert_with(|| {
+                groups.push(Group {
+                    waiting: Default::default(),
+                    running: 0,
+                });
+                groups.len() - 1
+            });
+            groups[g].waiting.push_back(item);
+        }
+        let turn = (0..groups.len()).collect();
+        Self { groups, turn }
+    }
+
+    /// The next record to start and its group: the first group in turn under its
+    /// share, else (nobody under it waits) the first in turn. Groups at their share
+    /// hold a quarter of the places each, so at most four are passed over.
+    fn next(&mut self) -> Option<(usize, T)> {
+        let pick = (0..self.turn.len())
+            .find(|&k| self.groups[self.turn[k]].running < SHARE_IN_FLIGHT)
+            .unwrap_or(0);
+        let g = self.turn.remove(pick)?;
+        let group = &mut self.groups[g];
+        let item = group.waiting.pop_front()?;
+        group.running += 1;
+        if !group.waiting.is_empty() {
+            self.turn.push_back(g);
+        }
+        Some((g, item))
+    }
+
+    /// A record of group `g` finished.
+    fn finished(&mut self, g: usize) {
+        self.groups[g].running = self.groups[g].running.saturating_sub(1);
+    }
+}
 
 /// How often a process records an integration's successes while it is healthy.
 pub const SUCCESS_RECORD_INTERVAL: Duration = Duration::from_secs(60);
@@ -104,8 +180,15 @@ impl Fanout {
             retry,
             metrics: None,
             auto_disable_after: AUTO_DISABLE_AFTER,
+            attempt_limit: ATTEMPT_LIMIT,
             successes: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Cuts every attempt after `limit` (default [`ATTEMPT_LIMIT`]).
+    pub fn with_attempt_limit(mut self, limit: Duration) -> Self {
+        self.attempt_limit = limit;
+        self
     }
 
     /// Disables an integration after `n` consecutive failed jobs (0: never).
@@ -234,13 +317,20 @@ impl Fanout {
             .iter()
             .map(|(record, _)| Some(record.message_id.clone()))
             .collect();
-        let mut waiting = parsed.into_iter().enumerate();
+        // Attempts end by this: what follows them still fits before the cutoff.
+        let cutoff = deadline.map(|d| before(d, DEADLINE_MARGIN));
+        let attempts_end = cutoff.map(|c| before(c, AFTER_ATTEMPT_MARGIN));
+        let mut turns = Turns::new(parsed.into_iter().enumerate().map(|(index, (r, job))| {
+            let key = job.as_ref().ok().map(|j| j.integration_id);
+            (key, (index, r, job))
+        }));
         let mut running = FuturesUnordered::new();
-        let mut start_more = |running: &mut FuturesUnordered<_>| {
+        let start_more = |running: &mut FuturesUnordered<_>, turns: &mut Turns<_>| {
             while running.len() < MAX_IN_FLIGHT {
-                let Some((index, (record, job))) = waiting.next() else {
+                let Some((group, (index, record, job))) = turns.next() else {
                     break;
                 };
+                let job: Result<DeliveryJob, String> = job;
                 let list = job
                     .as_ref()
                     .ok()
@@ -248,19 +338,18 @@ impl Fanout {
                     .and_then(|s| lists.get(&s))
                     .and_then(|l| l.as_ref().ok().cloned());
                 running.push(
-                    AssertUnwindSafe(self.process_one(record, job, list))
+                    AssertUnwindSafe(self.process_one(record, job, list, attempts_end))
                         .catch_unwind()
-                        .map(move |outcome| (index, outcome)),
+                        .map(move |outcome| (index, group, outcome)),
                 );
             }
         };
-        start_more(&mut running);
+        start_more(&mut running, &mut turns);
 
         // At most one log entry and sample per record.
         let mut failed = Vec::new();
         let mut entries = Vec::with_capacity(ids.len());
         let mut samples = Vec::with_capacity(ids.len());
-        let cutoff = deadline.map(|d| before(d, DEADLINE_MARGIN));
         loop {
             let next = match cutoff {
                 Some(at) => {
@@ -274,7 +363,10 @@ impl Fanout {
                 }
                 None => running.next().await,
             };
-            let Some((index, outcome)) = next else { break };
+            let Some((index, group, outcome)) = next else {
+                break;
+            };
+            turns.finished(group);
             let message_id = ids[index].take().unwrap_or_default();
             match outcome {
                 Ok(outcome) => {
@@ -289,7 +381,7 @@ impl Fanout {
                     failed.push(message_id);
                 }
             }
-            start_more(&mut running);
+            start_more(&mut running, &mut turns);
         }
         // Whatever has not finished (the deadline came) is retried.
         drop(running);
@@ -324,12 +416,14 @@ impl Fanout {
     }
 
     /// One record: `job` is its parsed body; `list` its store's integrations (`None`
-    /// when they could not be read, so the record is retried).
+    /// when they could not be read, so the record is retried); `attempts_end` the
+    /// latest an attempt may run to (the invocation's end, less what follows it).
     async fn process_one(
         &self,
         record: QueuedJob,
         job: Result<DeliveryJob, String>,
         list: Option<Arc<Vec<Integration>>>,
+        attempts_end: Option<Instant>,
     ) -> RecordOutcome {
         let job = match job {
             Ok(job) => job,
@@ -362,7 +456,14 @@ impl Fanout {
             );
         }
 
-        let result = self.deliverer.deliver(integration, &job, attempt).await;
+        let Some(result) = self.attempt(integration, &job, attempt, attempts_end).await else {
+            // Too late to start: no attempt was made, the record goes back as it was.
+            return RecordOutcome {
+                retry: true,
+                entry: None,
+                sample: None,
+            };
+        };
         let (status, retry) = match &result.outcome {
             Outcome::Delivered => (JobStatus::Delivered, false),
             Outcome::Permanent => (JobStatus::Discarded, false),
@@ -425,6 +526,42 @@ impl Fanout {
                 lag_ms,
             }),
         }
+    }
+
+    /// One attempt, ended by its deadline: [`Fanout::with_attempt_limit`] from now, or
+    /// `attempts_end` if that comes first. An attempt cut there is a retryable
+    /// failure that says why; whatever it had open (its connection, a connection
+    /// being made) is dropped with it. `None` when `attempts_end` has passed already.
+    async fn attempt(
+        &self,
+        integration: &Integration,
+        job: &DeliveryJob,
+        attempt: u32,
+        attempts_end: Option<Instant>,
+    ) -> Option<DeliveryResult> {
+        let started = Instant::now();
+        let limit = started + self.attempt_limit;
+        let until = match attempts_end {
+            Some(end) if end <= started => return None,
+            Some(end) => end.min(limit),
+            None => limit,
+        };
+        let delivery = self.deliverer.deliver(integration, job, attempt);
+        Some(match tokio::time::timeout_at(until, delivery).await {
+            Ok(result) => result,
+            Err(_) => DeliveryResult::failed(
+                Outcome::Retryable { retry_after: None },
+                if until < limit {
+                    "cut short: the invocation was ending before the attempt finished".to_owned()
+                } else {
+                    format!(
+                        "cut short: the attempt did not finish within {} s",
+                        self.attempt_limit.as_secs_f64()
+                    )
+                },
+                started.elapsed(),
+            ),
+        })
     }
 
     async fn hide(&self, record: &QueuedJob, delay: Duration) {

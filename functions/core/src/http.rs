@@ -108,7 +108,42 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A task that is aborted when this handle is dropped: what ties a connection's
+/// socket to whoever holds the connection, so that no socket outlives its use.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn new<T>(task: &tokio::task::JoinHandle<T>) -> Self {
+        Self(Some(task.abort_handle()))
+    }
+
+    /// Lets the task run on by itself.
+    fn detach(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A connection: hyper's request sender, and the task that drives the connection
+/// (and owns its socket). Dropping it closes the socket at once, whatever the peer
+/// does: a connection leaves this client only back to its pool or closed.
+struct Sender {
+    requests: SendRequest<Full<Bytes>>,
+    _driver: AbortOnDrop,
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        self.requests.is_closed()
+    }
+}
 
 /// The idle connections to one scheme, host and port, and the requests waiting for
 /// one.
@@ -415,29 +450,34 @@ impl HttpClient {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = to.path.clone();
         *request.headers_mut() = headers;
-        tokio::time::timeout(timeout, self.exchange(to, request, max_body))
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, self.exchange(to, request, max_body, deadline))
             .await
             .unwrap_or(Err(Failure::Timeout))
     }
 
+    /// One exchange; everything it starts ends by `deadline`: dropped with it, the
+    /// connection it was using closes, and a connection still being made for it is
+    /// abandoned with its socket.
     async fn exchange(
         &self,
         to: &Destination,
         mut request: Request<Full<Bytes>>,
         max_body: usize,
+        deadline: tokio::time::Instant,
     ) -> Result<Answer, Failure> {
         loop {
             let (mut sender, fresh) = match to.pool.checkout(self.idle_timeout) {
                 Some(idle) => (idle, false),
-                None => self.connect_or_reuse(to).await?,
+                None => self.connect_or_reuse(to, deadline).await?,
             };
-            if let Err(e) = sender.ready().await {
+            if let Err(e) = sender.requests.ready().await {
                 if fresh {
                     return Err(Failure::Connect(e.into()));
                 }
                 continue;
             }
-            match sender.try_send_request(request).await {
+            match sender.requests.try_send_request(request).await {
                 Ok(response) => return read(response, sender, &to.pool, max_body).await,
                 Err(mut e) => match e.take_message() {
                     // Never sent on an idle connection that had closed: again, on
@@ -453,25 +493,40 @@ impl HttpClient {
     /// another request frees first, whichever comes first. A slow connect (a SYN
     /// retried after a second by a receiver whose accept queue overflowed) then
     /// holds back no request while connections are freed; the connection it makes
-    /// goes to the pool. `true`: the connection is new.
-    async fn connect_or_reuse(&self, to: &Destination) -> Result<(Sender, bool), Failure> {
+    /// goes to the pool, if it is made by `deadline` (the request's): a peer that
+    /// never completes a handshake holds no socket past it. Should the request itself
+    /// be dropped first (its caller's own deadline), the connecting stops with it.
+    /// `true`: the connection is new.
+    async fn connect_or_reuse(
+        &self,
+        to: &Destination,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Sender, bool), Failure> {
         let (made_tx, made) = oneshot::channel();
         let connector = self.connector.clone();
         let destination = to.clone();
-        tokio::spawn(async move {
-            let result = connector.connect(&destination).await;
+        let connecting = tokio::spawn(async move {
+            let result = tokio::time::timeout_at(deadline, connector.connect(&destination))
+                .await
+                .unwrap_or(Err(Failure::Timeout));
             // Not wanted any more: the request took a freed connection, or gave up.
             if let Err(Ok(sender)) = made_tx.send(result) {
                 destination.pool.checkin(sender);
             }
         });
+        let connecting = AbortOnDrop::new(&connecting);
         let freed = to.pool.wait();
         tokio::select! {
             made = made => match made {
                 Ok(result) => result.map(|sender| (sender, true)),
                 Err(_) => Err(Failure::Connect("the connecting task ended".into())),
             },
-            Ok(sender) = freed => Ok((sender, false)),
+            Ok(sender) = freed => {
+                // The connection being made goes to the pool when it is ready (by the
+                // deadline): let it run.
+                connecting.detach();
+                Ok((sender, false))
+            }
         }
     }
 }
@@ -584,11 +639,14 @@ async fn serve<T>(io: T) -> Result<Sender, Failure>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (requests, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| Failure::Connect(e.into()))?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok(Sender {
+        requests,
+        _driver: AbortOnDrop::new(&driver),
+    })
 }

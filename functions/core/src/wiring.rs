@@ -32,6 +32,10 @@ pub const LOCAL_VISIBILITY: Duration = Duration::from_secs(180);
 /// How long a broker may take to answer a CONNECT or a SEND.
 pub const STOMP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How much longer than the longest target timeout the fan-out lets one attempt run
+/// before it cuts it.
+const ATTEMPT_SLACK: Duration = Duration::from_secs(5);
+
 /// Every adapter, built for one backend.
 #[derive(Clone)]
 pub struct Components {
@@ -203,6 +207,8 @@ impl Components {
             RetryPolicy::scaled(self.settings.retry_scale),
         )
         .with_metrics(self.settings.emf_metrics)
-        .with_auto_disable(self.settings.auto_disable_after))
+        .with_auto_disable(self.settings.auto_disable_after)
+        // Past every target's own timeout, so that their reasons come first.
+        .with_attempt_limit(self.settings.webhook_timeout.max(STOMP_TIMEOUT) + ATTEMPT_SLACK))
     }
 }

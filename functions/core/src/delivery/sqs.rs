@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::sts::AssumeRoleProvider;
@@ -31,20 +31,35 @@ use crate::ports::Deliverer;
 /// SQS's message size limit (the classic 256 KiB; queues may allow more, never less).
 pub const MAX_SQS_MESSAGE: usize = 256 * 1024;
 
+/// How long one send to a customer queue may take, credentials included: the
+/// SDK's own retries of it happen within this too.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Delivers to customer queues.
 pub struct SqsDeliverer {
     base: SdkConfig,
+    timeout: Duration,
     clients: Mutex<HashMap<(Uuid, u64), Client>>,
 }
 
 impl SqsDeliverer {
     /// Delivers with clients derived from `base` (the process's AWS configuration:
-    /// endpoints, retries, timeouts), each with its integration's own credentials.
+    /// endpoints, retries), each with its integration's own credentials, each send
+    /// given up after [`SEND_TIMEOUT`].
     pub fn new(base: SdkConfig) -> Self {
         Self {
             base,
+            timeout: SEND_TIMEOUT,
             clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Gives each send up after `timeout` instead: the whole operation (assuming
+    /// the role, connecting, every SDK retry) ends by then, and with it its
+    /// connections.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     fn fingerprint(config: &SqsConfig) -> u64 {
@@ -112,6 +127,12 @@ impl SqsDeliverer {
             aws_sdk_sqs::config::Builder::from(&self.base)
                 .region(region)
                 .credentials_provider(credentials)
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(self.timeout)
+                        .connect_timeout(self.timeout)
+                        .build(),
+                )
                 .build(),
         );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -148,7 +169,11 @@ fn classify<E: ProvideErrorMetadata>(
 ) -> (Outcome, String) {
     let retry = Outcome::Retryable { retry_after: None };
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+        SdkError::TimeoutError(_) => (
+            retry,
+            "no answer from the queue by the attempt's deadline".into(),
+        ),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             (retry, "the queue could not be reached".into())
         }
         _ => {

@@ -16,6 +16,11 @@
 //! - One connection per integration, reused across invocations, dropped after any
 //!   I/O or protocol error; a send that fails on a reused connection is tried once more
 //!   on a fresh one (no receipt came, so the broker did not take it).
+//! - One deadline covers the whole attempt: resolving, connecting, TLS, `CONNECT`,
+//!   `SEND` and waiting for its `RECEIPT`, however many other frames the broker
+//!   sends meanwhile. A connection in use is out of its slot, so an attempt dropped
+//!   half-way (by its deadline or the invocation's end) closes it rather than leaving
+//!   a half-read exchange for the next one.
 //!
 //! Spec: <https://stomp.github.io/stomp-specification-1.2.html>.
 
@@ -254,7 +259,12 @@ impl Connection {
     }
 
     async fn read_frame(&mut self, timeout: Duration) -> Result<Frame, String> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        self.read_frame_by(tokio::time::Instant::now() + timeout)
+            .await
+    }
+
+    /// The next frame, if it comes by `deadline`.
+    async fn read_frame_by(&mut self, deadline: tokio::time::Instant) -> Result<Frame, String> {
         loop {
             if let Some((frame, used)) = decode(&self.buf)? {
                 self.buf.drain(..used);
@@ -263,13 +273,7 @@ impl Connection {
             let mut chunk = [0u8; 4096];
             let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
                 .await
-                .map_err(|_| {
-                    format!(
-                        "no answer from {} within {} s",
-                        self.address,
-                        timeout.as_secs()
-                    )
-                })?
+                .map_err(|_| format!("no answer from {} by the attempt's deadline", self.address))?
                 .map_err(|e| format!("reading from {}: {e}", self.address))?;
             if n == 0 {
                 self.closed = true;
@@ -354,8 +358,24 @@ impl StompDeliverer {
     }
 
     /// Resolves and checks one broker address, connects (TLS when the scheme says
-    /// so), and logs in.
-    async fn connect_one(&self, raw: &str, config: &StompConfig) -> Result<Connection, String> {
+    /// so), and logs in, all by `deadline`.
+    async fn connect_one(
+        &self,
+        raw: &str,
+        config: &StompConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<Connection, String> {
+        tokio::time::timeout_at(deadline, self.connect_one_now(raw, config, deadline))
+            .await
+            .map_err(|_| format!("{raw}: no connection by the attempt's deadline"))?
+    }
+
+    async fn connect_one_now(
+        &self,
+        raw: &str,
+        config: &StompConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<Connection, String> {
         let url = Url::parse(raw).map_err(|e| format!("{raw}: {e}"))?;
         let tls = STOMP_SCHEMES
             .iter()
@@ -371,13 +391,10 @@ impl StompDeliverer {
         };
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => {
-                tokio::time::timeout(self.timeout, tokio::net::lookup_host((host.as_str(), port)))
-                    .await
-                    .map_err(|_| format!("resolving {host} timed out"))?
-                    .map_err(|e| format!("resolving {host}: {e}"))?
-                    .collect()
-            }
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| format!("resolving {host}: {e}"))?
+                .collect(),
         };
         let addrs = self.guard.filter(&addrs).map_err(|r| r.to_string())?;
         let tcp = crate::http::connect_first(&addrs, self.timeout)
@@ -387,9 +404,9 @@ impl StompDeliverer {
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| format!("{host} is not a TLS server name"))?;
             let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-            let s = tokio::time::timeout(self.timeout, connector.connect(name, tcp))
+            let s = connector
+                .connect(name, tcp)
                 .await
-                .map_err(|_| format!("TLS handshake with {raw} timed out"))?
                 .map_err(|e| format!("TLS handshake with {raw}: {e}"))?;
             Box::new(s)
         } else {
@@ -410,7 +427,7 @@ impl StompDeliverer {
             false,
         );
         conn.write(&connect).await?;
-        let answer = match conn.read_frame(self.timeout).await {
+        let answer = match conn.read_frame_by(deadline).await {
             Ok(answer) => answer,
             // ActiveMQ answers a refused login with ERROR and closes, but at times
             // closes before the ERROR frame is out.
@@ -428,11 +445,15 @@ impl StompDeliverer {
         }
     }
 
-    /// Tries the addresses in order until one accepts.
-    async fn connect(&self, config: &StompConfig) -> Result<Connection, String> {
+    /// Tries the addresses in order until one accepts, all by `deadline`.
+    async fn connect(
+        &self,
+        config: &StompConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<Connection, String> {
         let mut failures = Vec::new();
         for raw in &config.addresses {
-            match self.connect_one(raw, config).await {
+            match self.connect_one(raw, config, deadline).await {
                 Ok(c) => return Ok(c),
                 Err(e) => failures.push(e),
             }
@@ -446,6 +467,7 @@ impl StompDeliverer {
         config: &StompConfig,
         job: &DeliveryJob,
         body: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<String, SendError> {
         let receipt = format!("{}-{}", job.job_id, Uuid::new_v4().simple());
         let length = body.len().to_string();
@@ -468,9 +490,18 @@ impl StompDeliverer {
             detail,
             refused: false,
         };
-        conn.write(&frame).await.map_err(io)?;
+        tokio::time::timeout_at(deadline, conn.write(&frame))
+            .await
+            .map_err(|_| {
+                io(format!(
+                    "writing to {}: not done by the attempt's deadline",
+                    conn.address
+                ))
+            })?
+            .map_err(io)?;
         loop {
-            let frame = conn.read_frame(self.timeout).await.map_err(io)?;
+            // Frames that are not this SEND's receipt do not extend the wait.
+            let frame = conn.read_frame_by(deadline).await.map_err(io)?;
             match frame.command.as_str() {
                 "RECEIPT" if frame.header("receipt-id") == Some(receipt.as_str()) => {
                     return Ok(conn.address.clone())
@@ -510,15 +541,23 @@ impl Deliverer for StompDeliverer {
                 return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())
             }
         };
+        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         let slot = self.slot(integration.id, config);
-        let mut guard = slot.lock().await;
+        let Ok(mut guard) = tokio::time::timeout_at(deadline, slot.lock()).await else {
+            return DeliveryResult::failed(
+                Outcome::Retryable { retry_after: None },
+                "the integration's broker connection stayed busy with earlier deliveries past the attempt's deadline",
+                started.elapsed(),
+            );
+        };
         // A reused connection may have died since (broker restart): one retry on a
         // fresh connection, since no receipt means the broker did not take the message.
         for fresh_try in [false, true] {
-            let reused = guard.is_some();
-            if guard.is_none() {
-                match self.connect(config).await {
-                    Ok(c) => *guard = Some(c),
+            // Out of the slot while in use: dropped half-way, it closes.
+            let (mut conn, reused) = match guard.take() {
+                Some(conn) => (conn, true),
+                None => match self.connect(config, deadline).await {
+                    Ok(c) => (c, false),
                     Err(detail) => {
                         return DeliveryResult::failed(
                             Outcome::Retryable { retry_after: None },
@@ -526,21 +565,21 @@ impl Deliverer for StompDeliverer {
                             started.elapsed(),
                         )
                     }
-                }
-            }
-            let Some(conn) = guard.as_mut() else { continue };
-            match self.send(conn, config, job, &body).await {
+                },
+            };
+            match self.send(&mut conn, config, job, &body, deadline).await {
                 Ok(address) => {
+                    *guard = Some(conn);
                     return DeliveryResult {
                         outcome: Outcome::Delivered,
                         status_code: None,
                         body: format!("RECEIPT from {address}"),
                         error_detail: None,
                         duration: started.elapsed(),
-                    }
+                    };
                 }
                 Err(e) => {
-                    *guard = None;
+                    drop(conn);
                     if e.refused || !reused || fresh_try {
                         return DeliveryResult::failed(
                             Outcome::Retryable { retry_after: None },

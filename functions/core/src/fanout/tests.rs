@@ -275,7 +275,7 @@ async fn the_last_attempt_is_marked_failed_and_the_queue_then_dead_letters_it() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn records_still_running_at_the_deadline_are_reported_as_failures() {
+async fn an_attempt_still_running_as_the_invocation_ends_is_cut_recorded_and_retried() {
     let ok = webhook("ok", "s", &["order.paid"], true);
     let slow = webhook("slow", "s", &["order.paid"], true);
     let w = world(&[&ok, &slow]).await;
@@ -287,11 +287,179 @@ async fn records_still_running_at_the_deadline_are_reported_as_failures() {
     assert!(Instant::now() < deadline, "answered before the deadline");
     let logs = w
         .log
-        .store_logs(&store("s"), Page::default())
+        .integration_logs(&store("s"), slow.id, Page::default())
         .await
         .expect("logs")
         .0;
-    assert_eq!(logs.len(), 1, "the fast record was delivered and recorded");
+    assert_eq!(logs.len(), 1, "the cut attempt is in the log");
+    assert!(!logs[0].succeeded);
+    assert_eq!(
+        logs[0].error_detail.as_deref(),
+        Some("cut short: the invocation was ending before the attempt finished")
+    );
+    let jobs = w
+        .log
+        .integration_jobs(&store("s"), slow.id, Page::default())
+        .await
+        .expect("jobs")
+        .0;
+    assert_eq!(jobs[0].status, JobStatus::Retrying);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_past_the_attempt_limit_is_cut_even_without_an_invocation_deadline() {
+    let slow = webhook("slow", "s", &["order.paid"], true);
+    let store_ = seeded(&[&slow]).await;
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let fanout = Fanout::new(
+        Arc::new(IntegrationCache::new(store_, Duration::from_secs(5))),
+        Arc::new(Scripted),
+        log.clone(),
+        queue.clone(),
+        RetryPolicy::default(),
+    )
+    .with_attempt_limit(Duration::from_secs(5));
+    let records = batch(&queue, vec![job_for(&slow).to_body()]).await;
+    let started = Instant::now();
+    let failed = fanout.process(records.clone(), None).await;
+    assert_eq!(failed, vec![records[0].message_id.clone()]);
+    assert!(
+        Instant::now() - started < Duration::from_secs(60),
+        "not the full minute"
+    );
+    let logs = log
+        .integration_logs(&store("s"), slow.id, Page::default())
+        .await
+        .expect("logs")
+        .0;
+    assert_eq!(
+        logs[0].error_detail.as_deref(),
+        Some("cut short: the attempt did not finish within 5 s")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_last_attempt_cut_at_the_deadline_fails_the_job_and_counts_in_the_health() {
+    let slow = webhook("slow", "s", &["order.paid"], true);
+    let (fanout, queue, store_) = health_world(&[&slow], 20).await;
+    let records = last_attempt(&queue, &slow, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    fanout.process(records, Some(deadline)).await;
+    let health = store_
+        .get(&slow.store_id, slow.id)
+        .await
+        .expect("get")
+        .expect("found")
+        .health;
+    assert_eq!(health.consecutive_failures, 1);
+    assert!(health.last_failure_at.is_some());
+}
+
+/// Delivers `ok` at once; holds `slow` until the gate opens (or an hour). Notes how
+/// many `slow` attempts were running, at most, when an `ok` one started.
+struct Gated {
+    gate: tokio::sync::Notify,
+    slow_running: std::sync::atomic::AtomicUsize,
+    slow_at_ok_start: std::sync::atomic::AtomicUsize,
+    ok_done: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Deliverer for Gated {
+    async fn deliver(&self, i: &Integration, _: &DeliveryJob, _: u32) -> DeliveryResult {
+        use std::sync::atomic::Ordering::SeqCst;
+        if i.name == "slow" {
+            self.slow_running.fetch_add(1, SeqCst);
+            let _ = tokio::time::timeout(Duration::from_secs(3600), self.gate.notified()).await;
+            self.slow_running.fetch_sub(1, SeqCst);
+        } else {
+            self.slow_at_ok_start
+                .fetch_max(self.slow_running.load(SeqCst), SeqCst);
+            self.ok_done.fetch_add(1, SeqCst);
+        }
+        DeliveryResult {
+            outcome: Outcome::Delivered,
+            status_code: Some(200),
+            body: String::new(),
+            error_detail: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_integration_holds_at_most_its_share_of_the_places_while_others_wait() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // GIVEN a batch of 150 records: 120 for an endpoint that hangs, listed first, then
+    // 30 for a healthy one
+    let slow = webhook("slow", "s", &["order.paid"], true);
+    let ok = webhook("ok", "t", &["order.paid"], true);
+    let store_ = seeded(&[&slow, &ok]).await;
+    let gated = Arc::new(Gated {
+        gate: tokio::sync::Notify::new(),
+        slow_running: Default::default(),
+        slow_at_ok_start: Default::default(),
+        ok_done: Default::default(),
+    });
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store_, Duration::from_secs(5))),
+        gated.clone(),
+        Arc::new(MemoryDeliveryLog::default()),
+        Arc::new(MemoryQueue::new(Duration::from_secs(60), 6)),
+        RetryPolicy::default(),
+    ));
+    let record = |i: &Integration, k: usize| {
+        let mut job = job_for(i);
+        job.event.id = format!("evt-{k}");
+        job.job_id = crate::job::job_id(&job.event.id, i.id);
+        QueuedJob {
+            message_id: format!("m-{}-{k}", i.name),
+            receipt: format!("r-{}-{k}", i.name),
+            body: job.to_body(),
+            receive_count: 1,
+            sent_at: Utc::now(),
+        }
+    };
+    let records: Vec<QueuedJob> = (0..120)
+        .map(|k| record(&slow, k))
+        .chain((0..30).map(|k| record(&ok, k)))
+        .collect();
+    // WHEN it is processed
+    let run = tokio::spawn({
+        let fanout = fanout.clone();
+        async move { fanout.process(records, None).await }
+    });
+    // THEN every healthy record is delivered while the slow ones still hang (bounded:
+    // at most 10 s, in 10 ms steps), and the slow endpoint never held the places of
+    // the records that were waiting
+    let mut delivered = false;
+    for _ in 0..1000 {
+        if gated.ok_done.load(SeqCst) == 30 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let most_while_others_waited = gated.slow_at_ok_start.load(SeqCst);
+    // Release the slow ones and let the batch finish.
+    for _ in 0..200 {
+        gated.gate.notify_waiters();
+        if run.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failed = run.await.expect("batch");
+    assert!(
+        delivered,
+        "the healthy records waited behind the hanging ones"
+    );
+    assert!(
+        most_while_others_waited <= MAX_IN_FLIGHT - 30,
+        "{most_while_others_waited}"
+    );
+    assert!(failed.is_empty(), "{failed:?}");
 }
 
 /// A delivery log whose writes never finish.
