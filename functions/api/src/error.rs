@@ -1,48 +1,23 @@
-//! JSON:API error responses: `{"errors": [{"status", "title", "detail", "source"}]}`.
+//! JSON:API error responses: `{"errors": [{"status", "title", "detail", "source"}]}`,
+//! rendered by [`herald_core::jsonapi::Errors`] (the ingest function answers with the
+//! same documents).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_core::integrations::Rejection;
+use herald_core::jsonapi::Errors;
 use herald_core::validate::FieldError;
-use serde_json::{json, Value};
 
-/// Where in the request a problem is.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// A JSON pointer into the body.
-    Pointer(String),
-    /// A query parameter.
-    Parameter(String),
-    /// A request header.
-    Header(String),
-}
-
-/// One error object.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    status: StatusCode,
-    detail: String,
-    source: Option<Source>,
-}
+pub use herald_core::jsonapi::Source;
 
 /// An error response: one or more problems sharing one status.
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    problems: Vec<Problem>,
-}
+pub struct ApiError(Errors);
 
 impl ApiError {
     /// One problem.
     pub fn new(status: StatusCode, detail: impl Into<String>, source: Option<Source>) -> Self {
-        Self {
-            status,
-            problems: vec![Problem {
-                status,
-                detail: detail.into(),
-                source,
-            }],
-        }
+        Self(Errors::new(status, detail, source))
     }
 
     /// 404 with the standard detail.
@@ -52,18 +27,7 @@ impl ApiError {
 
     /// 422 with one problem per field error.
     pub fn invalid(errors: Vec<FieldError>) -> Self {
-        let status = StatusCode::UNPROCESSABLE_ENTITY;
-        Self {
-            status,
-            problems: errors
-                .into_iter()
-                .map(|e| Problem {
-                    status,
-                    detail: e.detail,
-                    source: Some(Source::Pointer(e.pointer)),
-                })
-                .collect(),
-        }
+        Self(Errors::invalid(errors))
     }
 
     /// A 500 whose body says nothing about the cause; the cause is logged here.
@@ -78,7 +42,13 @@ impl ApiError {
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status()
+    }
+}
+
+impl From<Errors> for ApiError {
+    fn from(e: Errors) -> Self {
+        Self(e)
     }
 }
 
@@ -107,37 +77,12 @@ impl From<herald_core::Error> for ApiError {
     }
 }
 
-fn title(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        422 => "Failed Validation",
-        _ => status.canonical_reason().unwrap_or("Error"),
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let errors: Vec<Value> = self
-            .problems
-            .into_iter()
-            .map(|p| {
-                let mut e = json!({
-                    "status": p.status.as_u16(),
-                    "title": title(p.status),
-                    "detail": p.detail,
-                });
-                match p.source {
-                    Some(Source::Pointer(ptr)) => e["source"] = json!({ "pointer": ptr }),
-                    Some(Source::Parameter(name)) => e["source"] = json!({ "parameter": name }),
-                    Some(Source::Header(name)) => e["source"] = json!({ "header": name }),
-                    None => {}
-                }
-                e
-            })
-            .collect();
         (
-            self.status,
+            self.0.status(),
             [(header::CONTENT_TYPE, "application/json")],
-            json!({ "errors": errors }).to_string(),
+            self.0.to_document().to_string(),
         )
             .into_response()
     }

@@ -19,21 +19,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use herald_core::catalog;
-use herald_core::ingest::{EventStatus, Ingest, MAX_EVENTS_PER_REQUEST};
+use herald_core::ingest::Ingest;
 use herald_core::integrations::Integrations;
+use herald_core::jsonapi::{self, Errors};
 use herald_core::memory::MemoryDeliveryLog;
 use herald_core::model::StoreId;
 use herald_core::page::Page;
 use herald_core::ports::{DeadLetters, Deliverer, DeliveryLog, IntegrationStore};
 use herald_core::validate::FieldError;
 use herald_core::wiring::Components;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Source};
 use crate::settings::Settings;
-use crate::tenancy::{Tenancy, Tenant};
+use crate::tenancy::{IamCaller, Tenancy, Tenant};
 
 /// Largest request body accepted (bytes); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -236,9 +236,11 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-/// Logs method, route, status and duration; never bodies, queries or headers.
+/// Logs method, route, status, duration and, under IAM, the caller's ARN; never
+/// bodies, queries or headers.
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
+    let caller = req.extensions().get::<IamCaller>().map(|c| c.0.clone());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -249,6 +251,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     tracing::info!(
         %method,
         route,
+        caller,
         status = response.status().as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "request"
@@ -257,15 +260,11 @@ async fn log_request(req: Request, next: Next) -> Response {
 }
 
 async fn unknown_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route", None)
+    Errors::no_such_route().into()
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "this method is not allowed on this route",
-        None,
-    )
+    Errors::method_not_allowed().into()
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -300,71 +299,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|m| m == "application/json" || m == "application/vnd.api+json")
-}
-
 /// Reads and parses a JSON body: 415 for another content type, 413 past
 /// [`MAX_BODY_BYTES`], 400 for anything that is not JSON.
 async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    json_body_within(headers, body, MAX_BODY_BYTES).await
-}
-
-/// [`json_body`] with another size limit.
-async fn json_body_within(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Value, ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as JSON with Content-Type: application/json",
-            Some(Source::Header("Content-Type".into())),
-        ));
-    }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body must be at most {limit} bytes"),
-            None,
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "the body could not be read", None)
-            }
-        })?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not valid JSON: {e}"),
-            Some(Source::Pointer(String::new())),
-        )
-    })
+    Ok(jsonapi::read_json(headers, body, MAX_BODY_BYTES).await?)
 }
 
 /// `{"data": <resource>}` with a status.
@@ -682,7 +620,7 @@ async fn test_integration(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = if declared == Some(0) || (declared.is_none() && !is_json(&headers)) {
+    let body = if declared == Some(0) || (declared.is_none() && !jsonapi::is_json(&headers)) {
         Value::Null
     } else {
         json_body(&headers, body).await?
@@ -740,11 +678,10 @@ async fn test_integration(
 }
 
 /// Largest `POST /v2/events` body (a Lambda invocation carries at most 6 MB).
-pub const MAX_EVENTS_BODY_BYTES: usize = 5 * 1024 * 1024;
+pub use herald_core::ingest::request::MAX_EVENTS_BODY_BYTES;
 
-/// `POST /v2/events`: `{"data": <event>}` or `{"data": [<event>, ...]}`. 202 with each
-/// event's id, status and job count; 422 when every event is invalid; 503 when some
-/// could not be queued (the body says which: send those again).
+/// `POST /v2/events`: `{"data": <event>}` or `{"data": [<event>, ...]}`, answered as
+/// the ingest function answers it ([`herald_core::ingest::request::post_events`]).
 async fn ingest_events(
     State(state): State<AppState>,
     Tenant(store): Tenant,
@@ -758,70 +695,12 @@ async fn ingest_events(
             None,
         ));
     };
-    let body = json_body_within(&headers, body, MAX_EVENTS_BODY_BYTES).await?;
-    let invalid = |detail: String| {
-        ApiError::invalid(vec![FieldError {
-            pointer: "/data".into(),
-            detail,
-        }])
-    };
-    let (events, single) = match body.get("data") {
-        Some(Value::Object(_)) => (vec![body["data"].clone()], true),
-        Some(Value::Array(list)) if list.is_empty() => {
-            return Err(invalid("must list at least one event".into()))
-        }
-        Some(Value::Array(list)) if list.len() > MAX_EVENTS_PER_REQUEST => {
-            return Err(invalid(format!(
-                "must list at most {MAX_EVENTS_PER_REQUEST} events"
-            )))
-        }
-        Some(Value::Array(list)) => (list.clone(), false),
-        _ => {
-            return Err(invalid(
-                "is required: an event object or a list of events".into(),
-            ))
-        }
-    };
-    let results = ingest
-        .ingest(&events, Some(&store), |i| {
-            if single {
-                "/data".to_owned()
-            } else {
-                format!("/data/{i}")
-            }
-        })
-        .await;
-    if results
-        .iter()
-        .all(|r| matches!(r.status, EventStatus::Invalid(_)))
-    {
-        let errors = results
-            .into_iter()
-            .flat_map(|r| match r.status {
-                EventStatus::Invalid(errors) => errors,
-                _ => Vec::new(),
-            })
-            .collect();
-        return Err(ApiError::invalid(errors));
-    }
-    let failed = results
-        .iter()
-        .any(|r| matches!(r.status, EventStatus::Failed { .. }));
-    let status = if failed {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut data: Vec<Value> = results.iter().map(|r| r.to_json()).collect();
-    let data = if single {
-        data.swap_remove(0)
-    } else {
-        Value::Array(data)
-    };
+    let (status, document) =
+        herald_core::ingest::request::post_events(&ingest, &store, &headers, body).await?;
     Ok((
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        json!({ "data": data }).to_string(),
+        document.to_string(),
     )
         .into_response())
 }

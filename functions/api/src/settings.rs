@@ -1,5 +1,6 @@
 //! The API's settings, read once from the environment at start.
 
+use herald_core::access::StoreAccess;
 use herald_core::config::{self, PipelineDefaults, PipelineSettings};
 use herald_core::integrations::Integrations;
 use herald_core::model::StoreId;
@@ -13,7 +14,8 @@ use crate::tenancy::Tenancy;
 pub struct Settings {
     /// Backend, table, queue and delivery settings.
     pub pipeline: PipelineSettings,
-    /// `HERALD_AUTH` (+ `HERALD_STORE_CLAIM`, `HERALD_DEFAULT_STORE`).
+    /// `HERALD_AUTH` (+ `HERALD_STORE_CLAIM`, `HERALD_DEFAULT_STORE`,
+    /// `HERALD_IAM_STORE_ACCESS`).
     pub tenancy: Tenancy,
     /// `HERALD_MAX_INTEGRATIONS_PER_STORE` (default 100).
     pub max_per_store: usize,
@@ -67,11 +69,20 @@ impl Settings {
     pub fn from_env(defaults: Defaults) -> Result<Self> {
         let pipeline = PipelineSettings::from_env(defaults.pipeline)?;
         let auth = config::var("HERALD_AUTH").unwrap_or_else(|| defaults.auth.to_owned());
+        // Read in every mode, so a malformed mapping fails start-up wherever it is set.
+        let access = StoreAccess::from_env()?;
+        if access.is_restricted() && auth != "iam" {
+            tracing::warn!(
+                auth,
+                "{} is set but applies only with HERALD_AUTH=iam",
+                herald_core::access::ENV
+            );
+        }
         let tenancy = match auth.as_str() {
             "jwt" => Tenancy::JwtClaim {
                 claim: config::var("HERALD_STORE_CLAIM").unwrap_or_else(|| "store_id".into()),
             },
-            "iam" => Tenancy::IamHeader,
+            "iam" => Tenancy::IamHeader { access },
             "header" => {
                 let raw = config::var("HERALD_DEFAULT_STORE").unwrap_or_else(|| "default".into());
                 Tenancy::Header {

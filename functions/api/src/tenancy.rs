@@ -6,18 +6,25 @@ use std::collections::HashMap;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use herald_core::access::{self, StoreAccess};
 use herald_core::model::StoreId;
 
-use crate::error::{ApiError, Source};
+use crate::error::ApiError;
 use crate::AppState;
 
 /// The header that names the store for trusted callers (dev server, IAM-signed calls).
-pub const STORE_HEADER: &str = "x-store-id";
+pub const STORE_HEADER: &str = access::STORE_HEADER;
 
 /// Claims of a validated JWT, put on the request by the Lambda edge
 /// ([`crate::lambda`]) from API Gateway's authorizer context.
 #[derive(Clone, Debug, Default)]
 pub struct AuthorizerClaims(pub HashMap<String, String>);
+
+/// The IAM identity that signed the request (API Gateway's
+/// `requestContext.authorizer.iam.userArn`), put on the request by the Lambda edge
+/// ([`crate::lambda`]).
+#[derive(Clone, Debug)]
+pub struct IamCaller(pub String);
 
 /// How the store of a request is determined.
 #[derive(Clone, Debug)]
@@ -32,31 +39,18 @@ pub enum Tenancy {
         /// Claim name (`HERALD_STORE_CLAIM`, default `store_id`).
         claim: String,
     },
-    /// IAM authorizer: the caller is trusted (it holds `execute-api:Invoke`) and names
-    /// the store with `X-Store-Id`, which is then required.
-    IamHeader,
+    /// IAM authorizer: the caller holds `execute-api:Invoke` and names the store with
+    /// `X-Store-Id`, which is then required; `access` says which stores each caller
+    /// may name (empty: any).
+    IamHeader {
+        /// `HERALD_IAM_STORE_ACCESS`.
+        access: StoreAccess,
+    },
 }
 
 /// The caller's store, extracted per [`Tenancy`].
 #[derive(Clone, Debug)]
 pub struct Tenant(pub StoreId);
-
-fn from_header(parts: &Parts) -> Result<Option<StoreId>, ApiError> {
-    let Some(raw) = parts.headers.get(STORE_HEADER) else {
-        return Ok(None);
-    };
-    raw.to_str()
-        .ok()
-        .and_then(StoreId::parse)
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "X-Store-Id must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ -",
-                Some(Source::Header("X-Store-Id".into())),
-            )
-        })
-}
 
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
@@ -66,14 +60,13 @@ impl FromRequestParts<AppState> for Tenant {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let store = match &state.tenancy {
-            Tenancy::Header { default } => from_header(parts)?.unwrap_or_else(|| default.clone()),
-            Tenancy::IamHeader => from_header(parts)?.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "X-Store-Id is required: name the store this call acts for",
-                    Some(Source::Header("X-Store-Id".into())),
-                )
-            })?,
+            Tenancy::Header { default } => {
+                access::store_header(&parts.headers)?.unwrap_or_else(|| default.clone())
+            }
+            Tenancy::IamHeader { access } => {
+                let caller = parts.extensions.get::<IamCaller>().map(|c| c.0.as_str());
+                access::iam_store(&parts.headers, caller, access)?
+            }
             Tenancy::JwtClaim { claim } => {
                 let value = parts
                     .extensions

@@ -42,6 +42,13 @@ fn events_dir() -> PathBuf {
 }
 
 async fn lambda_app() -> axum::Router {
+    lambda_app_with(Tenancy::JwtClaim {
+        claim: "store_id".into(),
+    })
+    .await
+}
+
+async fn lambda_app_with(tenancy: Tenancy) -> axum::Router {
     let store = Arc::new(MemoryIntegrationStore::new());
     let now = Utc::now();
     let seeded = Integration {
@@ -63,9 +70,7 @@ async fn lambda_app() -> axum::Router {
     store.insert(&seeded, 100).await.expect("seed");
     let settings = Settings {
         pipeline: herald_core::config::PipelineSettings::memory(),
-        tenancy: Tenancy::JwtClaim {
-            claim: "store_id".into(),
-        },
+        tenancy,
         max_per_store: 100,
         policy: Policy {
             allow_http_webhooks: false,
@@ -136,4 +141,96 @@ async fn the_jwt_store_claim_scopes_every_request() {
     let req = lambda_http::request::from_str(&other_store).expect("event");
     let res = lambda_app().await.oneshot(req).await.expect("infallible");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+const BACKOFFICE: &str = "arn:aws:sts::123456789012:assumed-role/backoffice-eu/alice";
+
+/// `events/api-get.json` as an IAM-authorized call: signed by `caller` (none: no IAM
+/// identity), naming `store` in `X-Store-Id`.
+fn iam_get(caller: Option<&str>, store: &str) -> lambda_http::Request {
+    let raw = std::fs::read_to_string(events_dir().join("api-get.json")).expect("read");
+    let mut event: Value = serde_json::from_str(&raw).expect("JSON");
+    event["headers"]["x-store-id"] = store.into();
+    let context = &mut event["requestContext"];
+    match caller {
+        Some(arn) => {
+            context["authorizer"] = serde_json::json!({
+                "iam": {
+                    "accountId": "123456789012",
+                    "callerId": "AROAEXAMPLE:alice",
+                    "principalOrgId": null,
+                    "userArn": arn,
+                    "userId": "AROAEXAMPLE:alice",
+                    "cognitoIdentity": null
+                }
+            })
+        }
+        None => {
+            context
+                .as_object_mut()
+                .expect("context")
+                .remove("authorizer");
+        }
+    }
+    lambda_http::request::from_str(&event.to_string()).expect("event")
+}
+
+async fn iam_app() -> axum::Router {
+    let access = herald_core::access::StoreAccess::parse(
+        "arn:aws:sts::123456789012:assumed-role/backoffice-*/*=default|eu-*",
+    )
+    .expect("mapping");
+    lambda_app_with(Tenancy::IamHeader { access }).await
+}
+
+#[tokio::test]
+async fn a_mapped_iam_caller_acts_for_the_store_it_names() {
+    let res = iam_app()
+        .await
+        .oneshot(iam_get(Some(BACKOFFICE), "default"))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_iam_caller_naming_a_store_it_is_not_mapped_to_gets_403() {
+    for (caller, store) in [
+        (Some(BACKOFFICE), "another-store"),
+        (
+            Some("arn:aws:sts::123456789012:assumed-role/commerce-backend/x"),
+            "default",
+        ),
+        (None, "default"),
+    ] {
+        let res = iam_app()
+            .await
+            .oneshot(iam_get(caller, store))
+            .await
+            .expect("infallible");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{caller:?} {store}");
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let json: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            json["errors"][0]["source"]["header"], "X-Store-Id",
+            "{json}"
+        );
+        assert!(json.get("data").is_none(), "{json}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_mapping_any_iam_caller_may_name_any_store() {
+    let app = lambda_app_with(Tenancy::IamHeader {
+        access: Default::default(),
+    })
+    .await;
+    let res = app
+        .oneshot(iam_get(
+            Some("arn:aws:sts::999999999999:assumed-role/anyone/x"),
+            "default",
+        ))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), StatusCode::OK);
 }

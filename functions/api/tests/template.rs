@@ -328,6 +328,20 @@ fn events_are_iam_authorized_and_go_to_the_ingest_function() {
 }
 
 #[test]
+fn the_iam_store_access_mapping_reaches_the_api_and_ingest_functions_and_defaults_to_none() {
+    let t = template();
+    let parameter = &t["Parameters"]["IamStoreAccess"];
+    assert_eq!(parameter["Type"], "String");
+    assert_eq!(parameter["Default"], "");
+    for function in ["ApiFunction", "IngestFunction"] {
+        let env = &resource(&t, function)["Properties"]["Environment"]["Variables"];
+        let mut named = Vec::new();
+        strings(&env["HERALD_IAM_STORE_ACCESS"], &mut named);
+        assert_eq!(named, ["IamStoreAccess"], "{function}");
+    }
+}
+
+#[test]
 fn no_function_holds_another_functions_permissions() {
     let t = template();
     let actions = |name: &str| {

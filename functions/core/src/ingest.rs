@@ -19,6 +19,8 @@ use crate::model::StoreId;
 use crate::ports::{IdempotencyStore, JobQueue, OutgoingJob};
 use crate::validate::FieldError;
 
+pub mod request;
+
 /// Most events in one request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
 

@@ -18,6 +18,9 @@ pub const MAX_EVENT_BYTES: usize = 240 * 1024;
 /// Longest event id.
 pub const MAX_EVENT_ID: usize = 128;
 
+/// The fields an event may have.
+pub const EVENT_FIELDS: [&str; 5] = ["id", "type", "store_id", "occurred_at", "payload"];
+
 /// A validated event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -297,10 +300,7 @@ pub fn parse_event(
         return Err(errors);
     };
     for key in obj.keys() {
-        if !matches!(
-            key.as_str(),
-            "id" | "type" | "store_id" | "occurred_at" | "payload"
-        ) {
+        if !EVENT_FIELDS.contains(&key.as_str()) {
             err(
                 &mut errors,
                 &format!("/{}", crate::validate::escape_pointer(key)),

@@ -4,8 +4,11 @@
 //!   events, request validation and secret masking;
 //! - [`ports`]: the traits handlers depend on; [`memory`] and [`aws`] implement them;
 //! - [`integrations`]: the API's use cases; [`page`]: pagination;
-//! - [`config`]: typed settings from the environment.
+//! - [`config`]: typed settings from the environment;
+//! - [`access`]: which stores IAM callers may act for; [`jsonapi`]: error documents
+//!   and JSON bodies, as every HTTP entry point answers them.
 
+pub mod access;
 pub mod aws;
 pub mod cache;
 pub mod catalog;
@@ -17,6 +20,7 @@ pub mod http;
 pub mod ingest;
 pub mod integrations;
 pub mod job;
+pub mod jsonapi;
 pub mod mask;
 pub mod memory;
 pub mod metrics;

@@ -1,9 +1,10 @@
-//! The `ingest` Lambda function: wiring only.
+//! The `ingest` Lambda function: wiring only. It builds the ingest use case and
+//! nothing else: no API router, no deliverer.
 
 use std::sync::Arc;
 
-use herald_api::settings::{Defaults, Settings};
-use herald_api::AppState;
+use herald_core::access::StoreAccess;
+use herald_core::config::{PipelineDefaults, PipelineSettings};
 use herald_core::wiring::Components;
 use herald_ingest::{handle, Deps};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -18,16 +19,13 @@ static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     herald_core::telemetry::init_lambda();
-    let mut settings = Settings::from_env(Defaults::LAMBDA)?;
-    // POST /v2/events is IAM-authorized: the trusted caller names the store.
-    settings.tenancy = herald_api::tenancy::Tenancy::IamHeader;
-    let components = Components::build(&settings.pipeline, false).await?;
-    let ingest = Arc::new(components.ingest()?);
-    let router = herald_api::lambda::router(AppState::from_components(
-        &components,
-        &settings,
-        Some(ingest.clone()),
-    )?);
-    let deps = Deps { ingest, router };
+    let pipeline = PipelineSettings::from_env(PipelineDefaults::LAMBDA)?;
+    // POST /v2/events is IAM-authorized: the mapping says which stores a caller may name.
+    let access = StoreAccess::from_env()?;
+    let components = Components::build(&pipeline, false).await?;
+    let deps = Deps {
+        ingest: Arc::new(components.ingest()?),
+        access,
+    };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handle(&deps, event))).await
 }

@@ -1,0 +1,91 @@
+//! `POST /v2/events` over HTTP, as the api router (dev server) and the ingest function
+//! both answer it: `{"data": <event>}` or `{"data": [<event>, ...]}` for the store the
+//! caller acts for.
+
+use http::{header::HeaderMap, StatusCode};
+use serde_json::{json, Value};
+
+use super::{EventStatus, Ingest, MAX_EVENTS_PER_REQUEST};
+use crate::jsonapi::{self, Errors};
+use crate::model::StoreId;
+use crate::validate::FieldError;
+
+/// Largest `POST /v2/events` body (a Lambda invocation carries at most 6 MB).
+pub const MAX_EVENTS_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// Reads the body (415, 413, 400 as [`jsonapi::read_json`]) and ingests its events for
+/// `store`. 202 with each event's id, status and job count; 422 when every event is
+/// invalid; 503 when some could not be queued (the document says which: send those
+/// again).
+pub async fn post_events<B>(
+    ingest: &Ingest,
+    store: &StoreId,
+    headers: &HeaderMap,
+    body: B,
+) -> Result<(StatusCode, Value), Errors>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let body = jsonapi::read_json(headers, body, MAX_EVENTS_BODY_BYTES).await?;
+    let invalid = |detail: String| {
+        Errors::invalid(vec![FieldError {
+            pointer: "/data".into(),
+            detail,
+        }])
+    };
+    let (events, single) = match body.get("data") {
+        Some(Value::Object(_)) => (vec![body["data"].clone()], true),
+        Some(Value::Array(list)) if list.is_empty() => {
+            return Err(invalid("must list at least one event".into()))
+        }
+        Some(Value::Array(list)) if list.len() > MAX_EVENTS_PER_REQUEST => {
+            return Err(invalid(format!(
+                "must list at most {MAX_EVENTS_PER_REQUEST} events"
+            )))
+        }
+        Some(Value::Array(list)) => (list.clone(), false),
+        _ => {
+            return Err(invalid(
+                "is required: an event object or a list of events".into(),
+            ))
+        }
+    };
+    let results = ingest
+        .ingest(&events, Some(store), |i| {
+            if single {
+                "/data".to_owned()
+            } else {
+                format!("/data/{i}")
+            }
+        })
+        .await;
+    if results
+        .iter()
+        .all(|r| matches!(r.status, EventStatus::Invalid(_)))
+    {
+        let errors = results
+            .into_iter()
+            .flat_map(|r| match r.status {
+                EventStatus::Invalid(errors) => errors,
+                _ => Vec::new(),
+            })
+            .collect();
+        return Err(Errors::invalid(errors));
+    }
+    let failed = results
+        .iter()
+        .any(|r| matches!(r.status, EventStatus::Failed { .. }));
+    let status = if failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut data: Vec<Value> = results.iter().map(|r| r.to_json()).collect();
+    let data = if single {
+        data.swap_remove(0)
+    } else {
+        Value::Array(data)
+    };
+    Ok((status, json!({ "data": data })))
+}
