@@ -4,13 +4,10 @@
 //! test checks that the attempt ends by its deadline as a failure that says why, and
 //! that afterwards the peer holds no connection from Herald.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::hostile::{Behaviour, Hostile};
 use herald_core::cache::IntegrationCache;
 use herald_core::delivery::guard::{AddressGuard, Cidr};
 use herald_core::delivery::sqs::SqsDeliverer;
@@ -28,6 +25,7 @@ use herald_core::ports::{
     Deliverer, DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob,
 };
 use herald_core::retry::RetryPolicy;
+use herald_testkit::hostile::{Behaviour, Hostile};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -240,7 +238,7 @@ async fn an_attempt_cut_by_the_fanout_closes_what_it_had_open_and_the_other_stor
     // a healthy store, in one batch
     let tarpit = Hostile::start(Behaviour::Tarpit).await;
     let flood = Hostile::start(Behaviour::StompReceiptFlood).await;
-    let receiver = common::receiver::Receiver::start().await;
+    let receiver = herald_testkit::receiver::Receiver::start().await;
     let stuck_tls = integration(
         "tarpit",
         webhook_to(&format!("https://{}/hook", tarpit.addr)),

@@ -42,6 +42,10 @@ use uuid::Uuid;
 /// The delivery budget Herald promises, before scaling.
 pub const BUDGET: Duration = Duration::from_secs(30 * 60);
 
+/// The longest a STOMP attempt takes in the pipeline (the wiring's broker timeout):
+/// scenarios with a broker that never answers wait that much longer to drain.
+pub const STOMP_ATTEMPT: Duration = herald_core::wiring::STOMP_TIMEOUT;
+
 static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// Every secret the scenarios gave an integration (for the log scan).

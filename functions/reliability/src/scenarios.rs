@@ -1056,6 +1056,106 @@ pub async fn broker_restart(size: &Size) -> Result<Report, String> {
     Ok(report)
 }
 
+/// 12. One store's endpoints are hostile: its webhook is a TLS tarpit (accepts, never
+///     answers the handshake) and its STOMP broker answers CONNECTED and then floods
+///     RECEIPTs for other sends. Another store's healthy webhook takes the same
+///     stream. Every hostile attempt ends by its deadline and lets go of its
+///     connection; the healthy store gets everything within the budget.
+pub async fn hostile_endpoints(size: &Size) -> Result<Report, String> {
+    use herald_testkit::hostile::{Behaviour as Peer, Hostile};
+    let tarpit = Hostile::start(Peer::Tarpit).await;
+    let flood = Hostile::start(Peer::StompReceiptFlood).await;
+    let receiver = Receiver::start(Arc::new(|_| Fault::Accept))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(Pipeline::start(size).await?);
+    let (bad, good) = (store("hostile"), store("healthy"));
+    let bad_ids = vec![
+        pipeline
+            .add_webhook(&bad, format!("https://{}/hook", tarpit.addr))
+            .await?,
+        pipeline
+            .add_stomp(
+                &bad,
+                &format!("stomp://{}", flood.addr),
+                "/queue/orders",
+                "a-reliability-broker-password",
+            )
+            .await?,
+    ];
+    let good_id = pipeline.add_webhook(&good, receiver.url("/hook")).await?;
+    let n = (size.events / 10).max(10);
+    let (p, s) = (pipeline.clone(), bad.clone());
+    let hostile_sender = tokio::spawn(async move { send_events(&p, &s, "hostile", n).await });
+    let healthy_sent = send_events(&pipeline, &good, "healthy", n).await?;
+    let hostile_sent = hostile_sender.await.map_err(|e| e.to_string())??;
+    let mut expected = pairs(&healthy_sent, &[good_id]);
+    expected.extend(pairs(&hostile_sent, &bad_ids));
+    let mut sent_at = healthy_sent.clone();
+    sent_at.extend(hostile_sent);
+    let mut report = account(
+        "hostile endpoints beside a healthy store",
+        size,
+        &pipeline,
+        &receiver,
+        &expected,
+        &sent_at,
+        limit(size, expected.len()) + crate::STOMP_ATTEMPT * 2,
+    )
+    .await;
+    // Every hostile job ended in the DLQ; what is left open at the peers is what
+    // Herald leaked (its attempts are over).
+    let dead = pipeline.dead_letters();
+    let hostile_dead = expected
+        .iter()
+        .filter(|(_, i)| bad_ids.iter().any(|b| b.to_string() == *i))
+        .filter(|p| dead.contains(*p))
+        .count();
+    let closed_tarpit = tarpit.all_closed_within(Duration::from_secs(10)).await;
+    let closed_flood = flood.all_closed_within(Duration::from_secs(10)).await;
+    let leaked = tarpit.open_now() + flood.open_now();
+    let counts = receiver.counts();
+    let budget = size.budget();
+    let first: HashMap<String, Instant> = receiver
+        .accepted()
+        .into_iter()
+        .filter(|a| a.integration_id == good_id.to_string())
+        .fold(HashMap::new(), |mut m, a| {
+            let at = m.entry(a.event_id.clone()).or_insert(a.answered);
+            *at = (*at).min(a.answered);
+            m
+        });
+    let mut latency: Vec<Duration> = healthy_sent
+        .iter()
+        .filter_map(|(e, sent)| first.get(e).map(|at| at.saturating_duration_since(*sent)))
+        .collect();
+    latency.sort_unstable();
+    let healthy_in_budget = latency.len() == n && latency.iter().all(|l| *l <= budget);
+    let p99 = latency
+        .get(latency.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    report.checks.push((
+        "the healthy store got every event within the budget".into(),
+        healthy_in_budget && counts.len() == n,
+    ));
+    report
+        .checks
+        .push(("every hostile job in the DLQ".into(), hostile_dead == 2 * n));
+    report.checks.push((
+        "0 connections left open at the hostile peers".into(),
+        closed_tarpit && closed_flood && leaked == 0,
+    ));
+    report.notes = format!(
+        "TLS tarpit: {} connections accepted; receipt flood: {} connections; left open after the last attempt: {leaked}; healthy store p99 from ingest {} ms",
+        tarpit.accepted.load(Ordering::SeqCst),
+        flood.accepted.load(Ordering::SeqCst),
+        p99.as_millis()
+    );
+    finish(pipeline).await;
+    Ok(report)
+}
+
 async fn finish(pipeline: Arc<Pipeline>) {
     if let Ok(p) = Arc::try_unwrap(pipeline) {
         p.stop().await;
@@ -1097,6 +1197,7 @@ pub async fn selected(size: &Size, keep: impl Fn(&str) -> bool) -> Vec<Report> {
         ("poison", Box::pin(poison_messages(size))),
         ("health", Box::pin(health_and_auto_disable(size))),
         ("idempotent ingest", Box::pin(idempotent_ingest(size))),
+        ("hostile endpoints", Box::pin(hostile_endpoints(size))),
     ];
     for (name, run) in runs {
         if !keep(name) {

@@ -102,3 +102,12 @@ async fn dead_lettered_jobs_are_replayed_to_their_integration_and_no_other() {
             .expect("ran"),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_endpoints_hold_no_connection_and_cost_the_healthy_store_nothing() {
+    assert_passed(
+        scenarios::hostile_endpoints(&Size::FAST)
+            .await
+            .expect("ran"),
+    );
+}

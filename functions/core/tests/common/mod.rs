@@ -64,6 +64,3 @@ pub async fn post(client: &HttpClient, url: &str, max_body: usize) -> Result<Byt
     assert_eq!(answer.status, 200);
     Ok(answer.body)
 }
-
-pub mod hostile;
-pub mod receiver;

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 
+/// The receiver: stops when dropped.
 pub struct Receiver {
     addr: std::net::SocketAddr,
     count: Arc<AtomicUsize>,
@@ -21,6 +22,7 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
+    /// Starts a receiver on 127.0.0.1 (a port of its own).
     pub async fn start() -> Self {
         let count = Arc::new(AtomicUsize::new(0));
         let c = count.clone();
@@ -48,10 +50,12 @@ impl Receiver {
         }
     }
 
+    /// Its `POST` URL.
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
+    /// How many posts it answered.
     pub fn received(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }

@@ -26,8 +26,11 @@ pub enum Behaviour {
 /// A hostile peer: its address, and how many connections it holds open now and
 /// has accepted in all.
 pub struct Hostile {
+    /// Where it listens (127.0.0.1).
     pub addr: SocketAddr,
+    /// Connections it holds open now.
     pub open: Arc<AtomicUsize>,
+    /// Connections it has accepted in all.
     pub accepted: Arc<AtomicUsize>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -42,6 +45,11 @@ impl Drop for Hostile {
 const MOST_WRITES: usize = 3_000;
 
 impl Hostile {
+    /// Connections it holds open now.
+    pub fn open_now(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
     /// Starts a peer on 127.0.0.1 (a port of its own) behaving as `behaviour`.
     pub async fn start(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
