@@ -210,7 +210,7 @@ async fn broker_addresses_pass_the_address_guard_before_any_connection() {
     let result = deliverer(AddressGuard::strict(), false)
         .deliver(&i, &job(&i), 1)
         .await;
-    assert!(matches!(result.outcome, Outcome::Retryable { .. }));
+    assert_eq!(result.outcome, Outcome::Permanent, "a refusal is for good");
     assert!(result.error_detail.expect("detail").contains("loopback"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 0);
