@@ -753,6 +753,10 @@ async fn replay_moves_only_this_integrations_dead_jobs_back_to_the_queue() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["data"]["replayed"], 2);
+    assert_eq!(
+        r.body["data"]["scanned"], 2,
+        "only this integration's dead letters are counted"
+    );
     assert_eq!(r.body["data"]["complete"], true);
     assert_eq!(
         queue.dead_letters(),
