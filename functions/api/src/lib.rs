@@ -5,6 +5,7 @@
 //! names, masked secrets, `{"errors": [...]}` with a pointer per problem.
 
 pub mod error;
+pub mod hosts;
 pub mod lambda;
 pub mod settings;
 pub mod tenancy;
