@@ -69,6 +69,7 @@ async fn lambda_app() -> axum::Router {
         max_per_store: 100,
         policy: Policy {
             allow_http_webhooks: false,
+            allow_plain_stomp: false,
         },
         public_url: None,
     };

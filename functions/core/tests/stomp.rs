@@ -38,7 +38,10 @@ fn loopback() -> AddressGuard {
 
 fn deliverer(guard: AddressGuard, with_ca: bool) -> StompDeliverer {
     let ca = if with_ca { test_ca() } else { Vec::new() };
-    StompDeliverer::new(guard, &ca, Duration::from_secs(10)).expect("deliverer")
+    // The test broker's plain connector is used too.
+    StompDeliverer::new(guard, &ca, Duration::from_secs(10))
+        .expect("deliverer")
+        .dangerous_allow_plain(true)
 }
 
 fn integration(addresses: &[&str], destination: &str, password: &str) -> Integration {

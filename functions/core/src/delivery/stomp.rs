@@ -40,6 +40,10 @@ use crate::model::{Integration, StompConfig, Target};
 use crate::ports::Deliverer;
 use crate::validate::STOMP_SCHEMES;
 
+/// Why a plain (`stomp://`, `tcp://`) address is not delivered to.
+pub const PLAIN_REFUSED: &str =
+    "plain STOMP is not allowed by this deployment (AllowPlainStomp): use stomp+ssl:// or ssl://";
+
 /// Largest message sent to a broker.
 pub const MAX_STOMP_MESSAGE: usize = 1024 * 1024;
 
@@ -304,8 +308,8 @@ struct SendError {
 /// Why connecting to a broker failed.
 struct ConnectError {
     detail: String,
-    /// No retry can help: the address guard refused the address, or the address
-    /// cannot be used at all.
+    /// No retry can help: the address guard refused the address, the deployment does
+    /// not allow its scheme, or it cannot be used at all.
     permanent: bool,
 }
 
@@ -328,6 +332,7 @@ impl ConnectError {
 /// Delivers to STOMP brokers.
 pub struct StompDeliverer {
     guard: AddressGuard,
+    allow_plain: bool,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     connections: Mutex<HashMap<(Uuid, u64), Slot>>,
@@ -335,7 +340,8 @@ pub struct StompDeliverer {
 
 impl StompDeliverer {
     /// A deliverer that checks addresses with `guard`, trusts the public roots plus
-    /// `extra_ca` (PEM certificates) for TLS, and waits `timeout` for each answer.
+    /// `extra_ca` (PEM certificates) for TLS, and waits `timeout` for each answer. It
+    /// delivers over TLS only (see [`StompDeliverer::dangerous_allow_plain`]).
     pub fn new(
         guard: AddressGuard,
         extra_ca: &[CertificateDer<'static>],
@@ -350,10 +356,20 @@ impl StompDeliverer {
             .with_no_client_auth();
         Ok(Self {
             guard,
+            allow_plain: false,
             tls: Arc::new(tls),
             timeout,
             connections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Delivers to plain `stomp://` and `tcp://` addresses too when `allow` is set:
+    /// the broker login and every message then travel in clear text. Without it such
+    /// an address fails for good before any connection ([`PLAIN_REFUSED`]), also when
+    /// it was stored before the deployment stopped allowing plain STOMP.
+    pub fn dangerous_allow_plain(mut self, allow: bool) -> Self {
+        self.allow_plain = allow;
+        self
     }
 
     fn slot(
@@ -392,6 +408,9 @@ impl StompDeliverer {
             .find(|(s, _)| *s == url.scheme())
             .map(|(_, t)| *t)
             .unwrap_or(false);
+        if !tls && !self.allow_plain {
+            return Err(ConnectError::permanent(format!("{raw}: {PLAIN_REFUSED}")));
+        }
         let port = url.port().unwrap_or(if tls { 61614 } else { 61613 });
         let host = match url.host() {
             Some(Host::Domain(d)) => d.to_owned(),
@@ -749,8 +768,12 @@ mod tests {
         (port, hits)
     }
 
+    /// A deliverer that also delivers to plain STOMP addresses, as the tests' canaries
+    /// are.
     fn deliverer(guard: AddressGuard) -> StompDeliverer {
-        StompDeliverer::new(guard, &[], Duration::from_secs(2)).expect("deliverer")
+        StompDeliverer::new(guard, &[], Duration::from_secs(2))
+            .expect("deliverer")
+            .dangerous_allow_plain(true)
     }
 
     #[tokio::test]
@@ -782,6 +805,38 @@ mod tests {
             0,
             "a refused address was connected to"
         );
+    }
+
+    #[tokio::test]
+    async fn a_plain_broker_address_is_refused_for_good_before_any_connection_by_default() {
+        // GIVEN a loopback listener on the allow-list, named by plain STOMP addresses
+        let (port, hits) = canary("127.0.0.1").await;
+        let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
+        let i = stomp(&[
+            &format!("stomp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{port}"),
+        ]);
+        // WHEN a deliverer that was not told to allow plain STOMP delivers to it
+        let tls_only =
+            StompDeliverer::new(guard.clone(), &[], Duration::from_secs(2)).expect("deliverer");
+        let result = tls_only.deliver(&i, &job_for(&i), 1).await;
+        // THEN it fails for good, says why, and never connects (the login would go
+        // out in clear text)
+        assert_eq!(result.outcome, Outcome::Permanent, "{result:?}");
+        assert_eq!(
+            result.error_detail.as_deref(),
+            Some(
+                &*format!(
+                    "stomp://127.0.0.1:{port}: {PLAIN_REFUSED}; tcp://127.0.0.1:{port}: {PLAIN_REFUSED}"
+                )
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        // AND one told to allow it connects (the refusal was the policy's doing)
+        let _ = deliverer(guard).deliver(&i, &job_for(&i), 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(hits.load(Ordering::SeqCst) > 0);
     }
 
     #[tokio::test]
