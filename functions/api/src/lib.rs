@@ -5,6 +5,7 @@
 //! names, masked secrets, `{"errors": [...]}` with a pointer per problem.
 
 pub mod error;
+pub mod hosts;
 pub mod lambda;
 pub mod settings;
 pub mod tenancy;
@@ -553,8 +554,9 @@ pub const REPLAY_TIME: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `POST /v2/integrations/{id}/replay`: moves the integration's dead-lettered jobs
 /// back to the internal queue, with a fresh retry budget. Only this store's
-/// integration's jobs move; `complete: false` means the DLQ was not scanned to its
-/// end within the call: call again.
+/// integration's jobs move, and only they are counted (`scanned`); `complete: false`
+/// means the DLQ was not scanned to its end within the call, or another replay held
+/// some of it meanwhile: call again.
 async fn replay_integration(
     State(state): State<AppState>,
     Tenant(store): Tenant,
@@ -576,8 +578,7 @@ async fn replay_integration(
             None,
         ));
     };
-    let done = dead_letters
-        .redrive(&store, id, REPLAY_TIME)
+    let done = herald_core::replay::redrive(&*dead_letters, &store, id, REPLAY_TIME)
         .await
         .map_err(ApiError::from)?;
     tracing::info!(integration = %id, store = %store, moved = done.moved, scanned = done.scanned, complete = done.complete, "replayed dead-lettered jobs");

@@ -19,7 +19,8 @@ pub struct Settings {
     pub tenancy: Tenancy,
     /// `HERALD_MAX_INTEGRATIONS_PER_STORE` (default 100).
     pub max_per_store: usize,
-    /// `HERALD_ALLOW_HTTP_WEBHOOKS`.
+    /// `HERALD_ALLOW_HTTP_WEBHOOKS`, and `HERALD_ALLOW_PLAIN_STOMP` (read with the
+    /// pipeline's settings: deliveries obey it too).
     pub policy: Policy,
     /// `HERALD_PUBLIC_URL`: base of `links` (else derived from the request's host).
     pub public_url: Option<String>,
@@ -60,6 +61,7 @@ impl Settings {
             max_per_store: Integrations::DEFAULT_MAX_PER_STORE,
             policy: Policy {
                 allow_http_webhooks: false,
+                allow_plain_stomp: false,
             },
             public_url: None,
         }
@@ -101,6 +103,7 @@ impl Settings {
         };
         let public_url =
             config::var("HERALD_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
+        let allow_plain_stomp = pipeline.allow_plain_stomp;
         Ok(Self {
             pipeline,
             tenancy,
@@ -114,6 +117,7 @@ impl Settings {
                     "HERALD_ALLOW_HTTP_WEBHOOKS",
                     defaults.allow_http_webhooks,
                 )?,
+                allow_plain_stomp,
             },
             public_url,
         })

@@ -74,6 +74,7 @@ async fn lambda_app_with(tenancy: Tenancy) -> axum::Router {
         max_per_store: 100,
         policy: Policy {
             allow_http_webhooks: false,
+            allow_plain_stomp: false,
         },
         public_url: None,
     };

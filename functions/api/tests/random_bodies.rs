@@ -25,6 +25,7 @@ fn app() -> axum::Router {
         max_per_store: 100,
         policy: Policy {
             allow_http_webhooks: true,
+            allow_plain_stomp: true,
         },
         public_url: None,
     };

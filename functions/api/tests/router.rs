@@ -25,6 +25,7 @@ fn settings(max_per_store: usize) -> Settings {
         max_per_store,
         policy: Policy {
             allow_http_webhooks: false,
+            allow_plain_stomp: false,
         },
         public_url: None,
     }
@@ -900,6 +901,10 @@ async fn replay_moves_only_this_integrations_dead_jobs_back_to_the_queue() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["data"]["replayed"], 2);
+    assert_eq!(
+        r.body["data"]["scanned"], 2,
+        "only this integration's dead letters are counted"
+    );
     assert_eq!(r.body["data"]["complete"], true);
     assert_eq!(
         queue.dead_letters(),
@@ -1054,4 +1059,56 @@ async fn internal_address_literals_are_refused_at_registration_with_a_pointer() 
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
     assert_eq!(pointers(&r.body), ["/data/configuration/url"]);
+}
+
+#[tokio::test]
+async fn a_plain_stomp_broker_is_refused_at_registration_where_the_deployment_allows_only_tls() {
+    // GIVEN a deployment without AllowPlainStomp
+    let app = app_with(100);
+    let stomp = |addresses: Value| {
+        json!({"data": {
+            "type": "integration", "integration_type": "stomp", "name": "broker",
+            "observes": ["order.paid"],
+            "configuration": {
+                "addresses": addresses,
+                "destination": "/queue/orders", "username": "u", "password": "p4ssw0rd-long"
+            }
+        }})
+    };
+    // WHEN a broker list names a plain address
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("store-a"),
+        Some(stomp(json!([
+            "stomp+ssl://broker.example.com:61614",
+            "tcp://broker.example.com:61613"
+        ]))),
+    )
+    .await;
+    // THEN it is refused, pointing at that address
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    assert_eq!(
+        r.body["errors"],
+        json!([{
+            "status": 422,
+            "title": "Failed Validation",
+            "detail": "must use TLS (stomp+ssl:// or ssl://): this deployment does not allow plain STOMP, which would send the broker password in clear text",
+            "source": {"pointer": "/data/configuration/addresses/1"}
+        }])
+    );
+    // AND TLS addresses alone are accepted
+    let r = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        Some("store-a"),
+        Some(stomp(json!([
+            "stomp+ssl://broker.example.com:61614",
+            "ssl://b.example.com"
+        ]))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
 }

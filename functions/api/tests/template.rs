@@ -537,3 +537,27 @@ fn herald_may_tag_the_customer_role_sessions_it_assumes_only_with_the_store() {
     }
     assert_eq!(assumers, 2, "the api and fanout functions");
 }
+
+#[test]
+fn plain_stomp_is_refused_unless_the_stack_allows_it_and_the_api_and_fanout_both_know() {
+    let t = template();
+    let p = &t["Parameters"]["AllowPlainStomp"];
+    assert_eq!(p["Type"], "String");
+    assert_eq!(p["Default"], "false", "TLS only unless asked");
+    let allowed: Vec<&str> = p["AllowedValues"]
+        .as_sequence()
+        .expect("allowed values")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, ["true", "false"]);
+    // The api validates (and test-delivers), the fan-out delivers; ingest does neither.
+    for function in ["ApiFunction", "FanoutFunction"] {
+        let env = &resource(&t, function)["Properties"]["Environment"]["Variables"];
+        let mut refs = Vec::new();
+        strings(&env["HERALD_ALLOW_PLAIN_STOMP"], &mut refs);
+        assert_eq!(refs, ["AllowPlainStomp"], "{function}");
+    }
+    let ingest = &resource(&t, "IngestFunction")["Properties"]["Environment"]["Variables"];
+    assert!(ingest["HERALD_ALLOW_PLAIN_STOMP"].is_null());
+}

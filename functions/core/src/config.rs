@@ -94,6 +94,9 @@ pub struct PipelineSettings {
     pub webhook_timeout: std::time::Duration,
     /// `HERALD_ALLOW_PRIVATE_CIDRS`: internal networks deliveries may reach anyway.
     pub allow_private_cidrs: String,
+    /// `HERALD_ALLOW_PLAIN_STOMP`: whether plain `stomp://` and `tcp://` brokers may be
+    /// registered and delivered to (their login and messages travel in clear text).
+    pub allow_plain_stomp: bool,
     /// `HERALD_RETRY_SCALE`: multiplies every retry delay (1 in production; tests and
     /// drills compress time with it).
     pub retry_scale: f64,
@@ -122,21 +125,27 @@ pub struct PipelineDefaults {
     pub integration_cache_ms: usize,
     /// Allow-list when `HERALD_ALLOW_PRIVATE_CIDRS` is unset.
     pub allow_private_cidrs: &'static str,
+    /// Whether plain STOMP is allowed when `HERALD_ALLOW_PLAIN_STOMP` is unset.
+    pub allow_plain_stomp: bool,
 }
 
 impl PipelineDefaults {
-    /// Lambda functions: AWS, 5 s cache, no internal network reachable.
+    /// Lambda functions: AWS, 5 s cache, no internal network reachable, STOMP over
+    /// TLS only.
     pub const LAMBDA: Self = Self {
         backend: Backend::Aws,
         integration_cache_ms: 5_000,
         allow_private_cidrs: "",
+        allow_plain_stomp: false,
     };
     /// The dev server: embedded, no cache (one process, changes visible at once),
-    /// loopback reachable (local receivers) through the allow-list.
+    /// loopback reachable (local receivers) through the allow-list, plain STOMP
+    /// allowed (a local broker).
     pub const LOCAL: Self = Self {
         backend: Backend::Memory,
         integration_cache_ms: 0,
         allow_private_cidrs: "127.0.0.0/8,::1/128",
+        allow_plain_stomp: true,
     };
 }
 
@@ -184,6 +193,7 @@ impl PipelineSettings {
                 1..=30,
             )? as u64),
             allow_private_cidrs,
+            allow_plain_stomp: flag("HERALD_ALLOW_PLAIN_STOMP", defaults.allow_plain_stomp)?,
             retry_scale,
             stomp_extra_ca: var("HERALD_STOMP_EXTRA_CA"),
             webhook_extra_ca: var("HERALD_WEBHOOK_EXTRA_CA"),
@@ -211,6 +221,7 @@ impl PipelineSettings {
             integration_cache: std::time::Duration::ZERO,
             webhook_timeout: std::time::Duration::from_secs(30),
             allow_private_cidrs: PipelineDefaults::LOCAL.allow_private_cidrs.to_owned(),
+            allow_plain_stomp: PipelineDefaults::LOCAL.allow_plain_stomp,
             retry_scale: 1.0,
             stomp_extra_ca: None,
             webhook_extra_ca: None,

@@ -175,8 +175,8 @@ use chrono::{DateTime, Utc};
 use crate::delivery::{Attempt, JobRecord, LogEntry};
 use crate::page::Page;
 use crate::ports::{
-    is_job_of, DeadLetters, DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob,
-    QueuedJob, Redrive, SendFailure,
+    DeadLetter, DeadLetters, DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob,
+    QueuedJob, SendFailure,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -250,40 +250,60 @@ impl MemoryQueue {
     }
 }
 
+/// The dead-letter queue, with SQS's visibility: a received dead letter stays hidden
+/// from every other receiver until it is released, deleted, or its time is up.
 #[async_trait]
 impl DeadLetters for MemoryQueue {
-    async fn redrive(
-        &self,
-        store: &StoreId,
-        integration: Uuid,
-        _time: Duration,
-    ) -> Result<Redrive> {
-        let moved = {
-            let mut state = lock(&self.state);
-            let scanned = state.dead.len();
-            let (mine, rest): (Vec<Message>, Vec<Message>) = std::mem::take(&mut state.dead)
-                .into_iter()
-                .partition(|m| is_job_of(&m.body, store, integration));
-            state.dead = rest;
-            let moved = mine.len();
-            for m in mine {
-                state.messages.push_back(Message {
-                    id: Uuid::new_v4().to_string(),
-                    body: m.body,
-                    receive_count: 0,
-                    visible_at: Instant::now(),
-                    receipt: None,
-                    sent_at: Utc::now(),
-                });
+    async fn receive_dead(&self, hide: Duration) -> Result<Vec<DeadLetter>> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        for m in state
+            .dead
+            .iter_mut()
+            .filter(|m| m.visible_at <= now)
+            .take(10)
+        {
+            let receipt = Uuid::new_v4().to_string();
+            m.receipt = Some(receipt.clone());
+            m.visible_at = now + hide;
+            batch.push(DeadLetter {
+                receipt,
+                body: m.body.clone(),
+            });
+        }
+        Ok(batch)
+    }
+
+    async fn release_dead(&self, receipts: &[String]) -> Result<()> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        for m in state.dead.iter_mut() {
+            if m.receipt.as_ref().is_some_and(|r| receipts.contains(r)) {
+                m.visible_at = now;
             }
-            Redrive {
-                moved,
-                scanned,
-                complete: true,
-            }
-        };
-        self.arrived.notify_waiters();
-        Ok(moved)
+        }
+        Ok(())
+    }
+
+    async fn delete_dead(&self, receipt: &str) -> Result<()> {
+        lock(&self.state)
+            .dead
+            .retain(|m| m.receipt.as_deref() != Some(receipt));
+        Ok(())
+    }
+
+    async fn requeue(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        self.send_batch(jobs).await
+    }
+
+    async fn dead_in_flight(&self) -> Result<usize> {
+        let now = Instant::now();
+        Ok(lock(&self.state)
+            .dead
+            .iter()
+            .filter(|m| m.visible_at > now)
+            .count())
     }
 }
 
@@ -342,8 +362,10 @@ impl JobSource for MemoryQueue {
                 let max_receives = self.max_receives;
                 let mut kept = VecDeque::with_capacity(state.messages.len());
                 let mut dead = Vec::new();
-                for m in state.messages.drain(..) {
+                for mut m in state.messages.drain(..) {
                     if m.visible_at <= now && m.receive_count >= max_receives {
+                        // Visible in the DLQ at once, under no receipt yet.
+                        m.receipt = None;
                         dead.push(m);
                     } else {
                         kept.push_back(m);

@@ -138,30 +138,47 @@ pub trait JobSource: Send + Sync {
 pub struct Redrive {
     /// Jobs moved back to the internal queue.
     pub moved: usize,
-    /// Dead-lettered messages looked at.
+    /// Dead-lettered jobs of the integration looked at (other stores' and
+    /// integrations' messages are not counted: their number is not the caller's
+    /// business).
     pub scanned: usize,
-    /// Whether the whole DLQ was looked at (else: call again).
+    /// Whether the whole DLQ was looked at and no one else held a message of it (else:
+    /// call again).
     pub complete: bool,
 }
 
-/// The internal queue's dead-letter queue, as replay uses it.
-#[async_trait]
-pub trait DeadLetters: Send + Sync {
-    /// Moves the dead-lettered jobs of one store's integration back to the internal
-    /// queue as new messages (a fresh retry budget), and only those: every other
-    /// message stays in the DLQ. Works for at most `time` (an API call's budget).
-    async fn redrive(
-        &self,
-        store: &StoreId,
-        integration: Uuid,
-        time: std::time::Duration,
-    ) -> Result<Redrive>;
+/// A message received from the dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Handle for releasing or deleting it (differs per receive).
+    pub receipt: String,
+    /// The body.
+    pub body: String,
 }
 
-/// Whether a dead-lettered body is a job of `integration` in `store`.
-pub fn is_job_of(body: &str, store: &StoreId, integration: Uuid) -> bool {
-    crate::job::DeliveryJob::parse(body)
-        .is_ok_and(|j| j.integration_id == integration && j.store_id == store.as_str())
+/// The internal queue's dead-letter queue, as replay ([`crate::replay::redrive`]) uses
+/// it: SQS's own operations, which cannot select messages, so a replay scans. (The
+/// names say `dead`: the memory adapter is the internal queue and its DLQ in one.)
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Up to 10 visible messages, each hidden from every other receiver for `hide`.
+    /// An empty answer means no message is visible (the adapter asks the whole
+    /// queue, not a sample of it).
+    async fn receive_dead(&self, hide: std::time::Duration) -> Result<Vec<DeadLetter>>;
+
+    /// Makes received messages visible again at once.
+    async fn release_dead(&self, receipts: &[String]) -> Result<()>;
+
+    /// Deletes a received message.
+    async fn delete_dead(&self, receipt: &str) -> Result<()>;
+
+    /// Sends jobs to the internal queue as new messages (a fresh retry budget);
+    /// returns the entries that were not queued.
+    async fn requeue(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>>;
+
+    /// How many messages are received and hidden right now, by anyone (SQS:
+    /// `ApproximateNumberOfMessagesNotVisible`, an approximation).
+    async fn dead_in_flight(&self) -> Result<usize>;
 }
 
 /// Remembers which event ids a store has already sent, for a bounded time.

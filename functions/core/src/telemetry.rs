@@ -1,16 +1,24 @@
 //! Logging setup shared by every binary: structured `tracing` output, JSON in Lambda.
 //!
-//! Whatever level is asked for, the AWS SDK's HTTP layer is held at DEBUG: at TRACE it
-//! logs whole request and response bodies, which carry integration secrets (a DynamoDB
-//! read returns the stored configuration).
+//! Whatever level is asked for, the libraries that print what passes through them are
+//! held below TRACE: the AWS SDK's HTTP layer logs whole request and response bodies
+//! at TRACE, which carry integration secrets (a DynamoDB read returns the stored
+//! configuration); the Lambda runtime logs every raw invocation event at TRACE (an API
+//! request's body and its `Authorization` header); axum logs rejections, which can
+//! quote the body, at TRACE; the HTTP/TLS stack is held at INFO.
 
 use tracing_subscriber::EnvFilter;
 
-/// The AWS SDK's HTTP layer and the HTTP/TLS stack, and the most each may log.
+/// The AWS SDK's HTTP layer, the Lambda runtime, axum and the HTTP/TLS stack, and the
+/// most each may log.
 const CAPS: &[(&str, &str)] = &[
     ("aws_smithy_runtime", "debug"),
     ("aws_smithy_runtime_api", "debug"),
     ("aws_smithy_http_client", "debug"),
+    ("lambda_runtime", "debug"),
+    ("lambda_runtime_api_client", "debug"),
+    ("lambda_http", "debug"),
+    ("axum", "debug"),
     ("hyper", "info"),
     ("hyper_util", "info"),
     ("h2", "info"),
@@ -134,10 +142,10 @@ mod tests {
     }
 
     #[test]
-    fn trace_holds_the_sdk_at_debug_and_the_http_stack_at_info() {
+    fn trace_holds_the_sdk_the_lambda_runtime_and_axum_at_debug_and_the_http_stack_at_info() {
         assert_eq!(
             directives("trace"),
-            "trace,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,hyper=info,hyper_util=info,h2=info,rustls=info"
+            "trace,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,lambda_runtime=debug,lambda_runtime_api_client=debug,lambda_http=debug,axum=debug,hyper=info,hyper_util=info,h2=info,rustls=info"
         );
         assert_eq!(
             directives("debug"),
@@ -148,8 +156,8 @@ mod tests {
     #[test]
     fn a_capped_target_asked_for_by_name_is_held_at_its_cap() {
         assert_eq!(
-            directives("warn,aws_smithy_runtime=trace,hyper::proto=debug"),
-            "warn,aws_smithy_runtime=debug,hyper::proto=info"
+            directives("warn,aws_smithy_runtime=trace,hyper::proto=debug,lambda_runtime=trace"),
+            "warn,aws_smithy_runtime=debug,hyper::proto=info,lambda_runtime=debug"
         );
     }
 

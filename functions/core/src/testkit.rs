@@ -5,8 +5,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::job::{DeliveryJob, Event};
 use crate::memory::MemoryIntegrationStore;
-use crate::model::{Integration, StoreId, Target, WebhookConfig};
+use crate::model::{Integration, Secret, StompConfig, StoreId, Target, WebhookConfig};
 use crate::ports::IntegrationStore;
 
 pub fn store(s: &str) -> StoreId {
@@ -31,6 +32,30 @@ pub fn webhook(name: &str, store_id: &str, observes: &[&str], enabled: bool) -> 
         version: 1,
         health: Default::default(),
     }
+}
+
+/// A STOMP integration of store `s` to `addresses`, observing `order.paid`.
+pub fn stomp(addresses: &[&str]) -> Integration {
+    let mut i = webhook("broker", "s", &["order.paid"], true);
+    i.target = Target::Stomp(StompConfig {
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        destination: "/queue/orders".into(),
+        username: "herald".into(),
+        password: Secret::new("a-broker-password"),
+        virtual_host: None,
+    });
+    i
+}
+
+/// A job of `i` for an event of the first kind it observes.
+pub fn job_for(i: &Integration) -> DeliveryJob {
+    let event = Event {
+        id: format!("evt-{}", i.name),
+        kind: i.observes[0].clone(),
+        occurred_at: Utc::now(),
+        payload: serde_json::json!({"data": {"id": "1"}}).into(),
+    };
+    DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }
 
 pub async fn seeded(integrations: &[&Integration]) -> Arc<MemoryIntegrationStore> {

@@ -38,6 +38,10 @@ impl FieldError {
 pub struct Policy {
     /// Accept `http://` webhook URLs (the dev server does; AWS deployments should not).
     pub allow_http_webhooks: bool,
+    /// Accept plain `stomp://` and `tcp://` broker addresses, over which the broker
+    /// login and every message travel in clear text (the dev server does; AWS
+    /// deployments only when the stack's `AllowPlainStomp` says so).
+    pub allow_plain_stomp: bool,
 }
 
 impl Policy {
@@ -45,6 +49,7 @@ impl Policy {
     /// deployment's policy never makes an existing integration unreadable.
     pub const STORED: Policy = Policy {
         allow_http_webhooks: true,
+        allow_plain_stomp: true,
     };
 }
 
@@ -558,7 +563,7 @@ fn parse_target(
     let target = match kind {
         IntegrationType::Webhook => webhook(&mut c, policy).map(Target::Webhook),
         IntegrationType::AwsSqs => sqs(&mut c).map(Target::AwsSqs),
-        IntegrationType::Stomp => stomp(&mut c).map(Target::Stomp),
+        IntegrationType::Stomp => stomp(&mut c, policy).map(Target::Stomp),
     };
     if errors.len() == before {
         target
@@ -825,7 +830,7 @@ pub const STOMP_SCHEMES: &[(&str, bool)] = &[
     ("ssl", true),
 ];
 
-fn stomp(c: &mut Config<'_>) -> Option<StompConfig> {
+fn stomp(c: &mut Config<'_>, policy: Policy) -> Option<StompConfig> {
     c.only(
         IntegrationType::Stomp,
         &["addresses", "destination", "username", "password", "host"],
@@ -850,7 +855,7 @@ fn stomp(c: &mut Config<'_>) -> Option<StompConfig> {
             let mut ok = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let pointer = format!("/data/configuration/addresses/{i}");
-                match item.as_str().map(check_stomp_address) {
+                match item.as_str().map(|a| check_stomp_address(a, policy)) {
                     Some(Ok(())) => ok.push(item.as_str().unwrap_or_default().to_owned()),
                     Some(Err(detail)) => c.errors.push(FieldError::new(pointer, detail)),
                     None => c.errors.push(FieldError::new(pointer, "must be a string")),
@@ -876,14 +881,19 @@ fn stomp(c: &mut Config<'_>) -> Option<StompConfig> {
     })
 }
 
-fn check_stomp_address(raw: &str) -> Result<(), String> {
+fn check_stomp_address(raw: &str, policy: Policy) -> Result<(), String> {
     const SHAPE: &str = "must be a broker URL: stomp://, stomp+ssl://, ssl:// or tcp:// with a host and an optional port";
     if raw.len() > MAX_URL {
         return Err(SHAPE.into());
     }
     let url = Url::parse(raw).map_err(|_| SHAPE.to_owned())?;
-    if !STOMP_SCHEMES.iter().any(|(s, _)| *s == url.scheme()) {
+    let Some((_, tls)) = STOMP_SCHEMES.iter().find(|(s, _)| *s == url.scheme()) else {
         return Err(SHAPE.into());
+    };
+    if !tls && !policy.allow_plain_stomp {
+        return Err(
+            "must use TLS (stomp+ssl:// or ssl://): this deployment does not allow plain STOMP, which would send the broker password in clear text".into(),
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(SHAPE.into());

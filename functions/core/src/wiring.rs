@@ -188,7 +188,9 @@ impl Components {
             )?);
         let sqs = SqsDeliverer::new(self.aws.clone());
         let stomp_ca = extra_ca(&self.settings.stomp_extra_ca, "HERALD_STOMP_EXTRA_CA")?;
-        let stomp = StompDeliverer::new(guard, &stomp_ca, STOMP_TIMEOUT).map_err(Error::Config)?;
+        let stomp = StompDeliverer::new(guard, &stomp_ca, STOMP_TIMEOUT)
+            .map_err(Error::Config)?
+            .dangerous_allow_plain(self.settings.allow_plain_stomp);
         Ok(Arc::new(
             TargetDeliverer::new(Arc::new(webhook))
                 .with_sqs(Arc::new(sqs))

@@ -558,6 +558,7 @@ async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
         store.clone(),
         Policy {
             allow_http_webhooks: false,
+            allow_plain_stomp: false,
         },
         100,
     );

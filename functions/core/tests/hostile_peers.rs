@@ -139,8 +139,9 @@ async fn a_slow_drip_answer_keeps_no_webhook_connection_once_the_attempts_are_ov
 #[tokio::test]
 async fn a_broker_flooding_other_receipts_is_cut_at_the_attempts_deadline() {
     let broker = Hostile::start(Behaviour::StompReceiptFlood).await;
-    let deliverer =
-        StompDeliverer::new(loopback(), &[], Duration::from_millis(700)).expect("deliverer");
+    let deliverer = StompDeliverer::new(loopback(), &[], Duration::from_millis(700))
+        .expect("deliverer")
+        .dangerous_allow_plain(true);
     let i = integration("s", stomp_to(&format!("stomp://{}", broker.addr)));
     let results = attempts(&deliverer, &i, 2).await;
     assert_failed_with(&results, "by the attempt's deadline");
@@ -208,7 +209,9 @@ async fn fanout_cutting_at(
         WebhookDeliverer::new(loopback(), long).expect("webhook"),
     ))
     .with_stomp(Arc::new(
-        StompDeliverer::new(loopback(), &[], long).expect("stomp"),
+        StompDeliverer::new(loopback(), &[], long)
+            .expect("stomp")
+            .dangerous_allow_plain(true),
     ));
     let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
     let log = Arc::new(MemoryDeliveryLog::default());

@@ -50,7 +50,9 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
         DeliveryJob::new(&integration.store_id, integration.id, event, Utc::now())
     };
     let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
-    let d = StompDeliverer::new(guard, &[], Duration::from_secs(10)).expect("deliverer");
+    let d = StompDeliverer::new(guard, &[], Duration::from_secs(10))
+        .expect("deliverer")
+        .dangerous_allow_plain(true);
 
     assert_eq!(
         d.deliver(&integration, &job(1), 1).await.outcome,

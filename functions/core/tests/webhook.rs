@@ -434,13 +434,13 @@ fn names_resolving_to_internal_addresses_are_refused() {
         ["[::ffff:192.168.1.1]:443"],
     ] {
         let addrs: Vec<SocketAddr> = resolved.iter().map(|a| a.parse().expect("addr")).collect();
-        assert!(guard.filter(&addrs).is_err(), "{resolved:?}");
+        assert!(guard.filter("hooks.test", &addrs).is_err(), "{resolved:?}");
     }
     let mixed: Vec<SocketAddr> = vec![
         "93.184.216.34:443".parse().expect("a"),
         "10.1.2.3:443".parse().expect("b"),
     ];
-    assert!(guard.filter(&mixed).is_err());
+    assert!(guard.filter("hooks.test", &mixed).is_err());
 }
 
 #[tokio::test]
@@ -474,6 +474,44 @@ async fn loopback_is_refused_at_connect_time_when_not_allowed() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_name_is_told_its_range_but_not_the_address_it_resolved_to() {
+    // GIVEN a name that resolves to a loopback canary, and a strict guard
+    let (canary_addr, canary_hits) = canary().await;
+    let port = canary_addr.port();
+    let d = WebhookDeliverer::with_resolver(
+        AddressGuard::strict(),
+        Duration::from_secs(2),
+        resolving_to(canary_addr),
+    )
+    .expect("client");
+    // WHEN the name and the address itself are delivered to
+    let named = integration(&format!("http://hooks.example.test:{port}/hook"), None);
+    let by_name = d.deliver(&named, &job(&named), 1).await;
+    let literal = integration(&format!("http://127.0.0.1:{port}/hook"), None);
+    let by_address = d.deliver(&literal, &job(&literal), 1).await;
+    // THEN both fail for good; the name's refusal keeps the address it resolved to to
+    // itself, the literal's names what its author typed; nothing was connected to
+    assert_eq!(by_name.outcome, Outcome::Permanent, "{by_name:?}");
+    assert_eq!(
+        by_name.error_detail.as_deref(),
+        Some(
+            "hooks.example.test resolves to an address Herald does not deliver to (loopback range)"
+        )
+    );
+    assert_eq!(by_address.outcome, Outcome::Permanent, "{by_address:?}");
+    assert_eq!(
+        by_address.error_detail.as_deref(),
+        Some("127.0.0.1 is a loopback address, which deliveries may not reach")
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        canary_hits.load(Ordering::SeqCst),
+        0,
+        "the canary was connected to"
+    );
 }
 
 /// A resolver that answers the n-th lookup (0-based) with `answers[n]`, the last one
@@ -547,10 +585,9 @@ async fn a_name_rebound_from_an_allowed_address_to_loopback_is_refused_at_the_ne
         "each connection looks up again"
     );
     assert_eq!(second.outcome, Outcome::Permanent, "{second:?}");
-    let detail = second.error_detail.expect("detail");
-    assert!(
-        detail.contains("127.0.0.1") && detail.contains("loopback"),
-        "{detail}"
+    assert_eq!(
+        second.error_detail.as_deref(),
+        Some("rebinding.test resolves to an address Herald does not deliver to (loopback range)")
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -576,7 +613,7 @@ async fn a_name_that_answers_public_for_a_check_and_loopback_for_the_connection_
     // WHEN an earlier check (as at registration) sees the first answer: the guard
     // allows it — decided without connecting, so no packet goes to it.
     let first: Vec<SocketAddr> = resolver.resolve("rebinding.test").await.expect("lookup");
-    assert_eq!(guard.filter(&first), Ok(vec![public]));
+    assert_eq!(guard.filter("rebinding.test", &first), Ok(vec![public]));
     // AND the delivery's own lookup gets the second answer
     let d =
         WebhookDeliverer::with_resolver(guard, Duration::from_secs(2), resolver).expect("client");

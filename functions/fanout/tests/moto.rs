@@ -21,6 +21,7 @@ use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
 use herald_core::page::Page;
 use herald_core::ports::{DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob};
+use herald_core::replay::redrive;
 use herald_core::retry::RetryPolicy;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -145,8 +146,6 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
 async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
     use aws_sdk_sqs::types::QueueAttributeName;
     use herald_core::aws::sqs::SqsDeadLetters;
-    use herald_core::ports::DeadLetters;
-
     let endpoint =
         std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
     let sdk = moto_config(&endpoint).await.expect("moto");
@@ -198,11 +197,10 @@ async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
         dlq_url.clone(),
         SqsJobQueue::from_sdk(&sdk, queue_url.clone()),
     );
-    let done = replay
-        .redrive(&s, x, Duration::from_secs(20))
+    let done = redrive(&replay, &s, x, Duration::from_secs(20))
         .await
         .expect("redrive");
-    assert_eq!((done.moved, done.scanned, done.complete), (3, 7, true));
+    assert_eq!((done.moved, done.scanned, done.complete), (3, 3, true));
 
     let queue = SqsJobQueue::from_sdk(&sdk, queue_url);
     let mut back = Vec::new();
@@ -246,4 +244,133 @@ async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
         others.len(),
         "everything else stays in the DLQ"
     );
+}
+
+/// A dead-lettered job body of `integration` in `store`.
+fn dead_job(store: &StoreId, integration: Uuid, n: usize) -> String {
+    DeliveryJob::new(
+        store,
+        integration,
+        Event {
+            id: format!("evt-{n}"),
+            kind: "order.paid".into(),
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({"data": {}}).into(),
+        },
+        Utc::now(),
+    )
+    .to_body()
+}
+
+/// A fresh internal queue and DLQ on moto, the DLQ seeded with `bodies`: the replay
+/// over them, an SQS client and the DLQ's URL.
+async fn dead_lettered(
+    bodies: &[String],
+) -> (
+    herald_core::aws::sqs::SqsDeadLetters,
+    aws_sdk_sqs::Client,
+    String,
+) {
+    let endpoint =
+        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
+    let sdk = moto_config(&endpoint).await.expect("moto");
+    let suffix = Uuid::new_v4().simple().to_string();
+    let (queue_url, dlq_url) =
+        herald_core::aws::local::create_queues(&sdk, &format!("replay-{suffix}"), 6, 30)
+            .await
+            .expect("queues");
+    let dlq = SqsJobQueue::from_sdk(&sdk, dlq_url.clone());
+    seed(&dlq, bodies).await;
+    let replay = herald_core::aws::sqs::SqsDeadLetters::from_sdk(
+        &sdk,
+        dlq_url.clone(),
+        SqsJobQueue::from_sdk(&sdk, queue_url),
+    );
+    (replay, aws_sdk_sqs::Client::new(&sdk), dlq_url)
+}
+
+/// Sends `bodies` to `queue`.
+async fn seed(queue: &SqsJobQueue, bodies: &[String]) {
+    let entries: Vec<OutgoingJob> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| OutgoingJob {
+            entry_id: i.to_string(),
+            body: body.clone(),
+        })
+        .collect();
+    assert!(queue.send_batch(&entries).await.expect("seed").is_empty());
+}
+
+#[tokio::test]
+async fn a_replay_leaves_other_stores_dead_letters_visible_to_their_own_replay_at_once() {
+    // GIVEN two stores' dead-lettered jobs in one DLQ
+    let (s, t) = (
+        StoreId::parse("s").expect("store"),
+        StoreId::parse("t").expect("store"),
+    );
+    let (x, z) = (Uuid::now_v7(), Uuid::now_v7());
+    let bodies = [
+        dead_job(&s, x, 1),
+        dead_job(&t, z, 2),
+        dead_job(&s, x, 3),
+        dead_job(&t, z, 4),
+    ];
+    let (replay, _, _) = dead_lettered(&bodies).await;
+
+    // WHEN store s replays its integration, and store t its own right after
+    let first = redrive(&replay, &s, x, Duration::from_secs(20))
+        .await
+        .expect("redrive");
+    let second = redrive(&replay, &t, z, Duration::from_secs(20))
+        .await
+        .expect("redrive");
+
+    // THEN t's replay finds its jobs at once (s's scan did not keep them hidden), and
+    // each replay counts only its own integration's messages
+    assert_eq!(
+        (second.moved, second.scanned, second.complete),
+        (2, 2, true),
+        "t's replay"
+    );
+    assert_eq!(
+        (first.moved, first.scanned, first.complete),
+        (2, 2, true),
+        "s's replay"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_does_not_claim_it_is_complete_while_another_holds_dead_letters() {
+    // GIVEN a DLQ where another replay holds store t's job (received, hidden)
+    let (s, t) = (
+        StoreId::parse("s").expect("store"),
+        StoreId::parse("t").expect("store"),
+    );
+    let (x, z) = (Uuid::now_v7(), Uuid::now_v7());
+    let (replay, sqs, dlq_url) = dead_lettered(&[dead_job(&t, z, 1)]).await;
+    let held = sqs
+        .receive_message()
+        .queue_url(&dlq_url)
+        .visibility_timeout(60)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(held.messages().len(), 1);
+    let sdk_dlq = sqs
+        .send_message()
+        .queue_url(&dlq_url)
+        .message_body(dead_job(&s, x, 2))
+        .send()
+        .await;
+    assert!(sdk_dlq.is_ok(), "{sdk_dlq:?}");
+
+    // WHEN store s replays its integration
+    let done = redrive(&replay, &s, x, Duration::from_secs(20))
+        .await
+        .expect("redrive");
+
+    // THEN it moves its job but does not call the DLQ scanned to its end: a message it
+    // could not see may be one of its own
+    assert_eq!((done.moved, done.scanned, done.complete), (1, 1, false));
 }

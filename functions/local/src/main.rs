@@ -79,7 +79,8 @@ async fn run() -> Result<(), String> {
     // soon as someone reads the line must stop the server gracefully, not kill it.
     let shutdown = shutdown()?;
     announce(bound, backend);
-    let served = axum::serve(listener, herald_api::router(state))
+    let app = herald_api::hosts::loopback_only(herald_api::router(state));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| e.to_string());

@@ -783,3 +783,66 @@ async fn the_test_route_works_for_a_disabled_integration_and_names_bad_input() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_request_naming_a_host_other_than_loopback_is_refused_so_dns_rebinding_cannot_reach_the_api(
+) {
+    // GIVEN the dev server on 127.0.0.1
+    let server = start(&[]);
+    let port = server.base.rsplit(':').next().expect("port").to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("client");
+    let get = |host: String| {
+        let request = http
+            .get(format!("{}/v2/integrations", server.base))
+            .header("Host", host.clone())
+            .header("X-Store-Id", "rebinding");
+        async move {
+            let res = request.send().await.expect("request");
+            let status = res.status();
+            let body: Value = serde_json::from_str(&res.text().await.expect("body")).expect("JSON");
+            (host, status, body)
+        }
+    };
+
+    // WHEN a page served from another name reaches it (DNS rebinding sends that name)
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("10.0.0.1:{port}"),
+        format!("[::2]:{port}"),
+    ] {
+        let (host, status, body) = get(host).await;
+        // THEN it gets a JSON:API 403 that points at the Host header
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {body}");
+        assert_eq!(
+            body,
+            json!({"errors": [{
+                "status": 403,
+                "title": "Forbidden",
+                "detail": "the dev server answers only requests addressed to a loopback name (localhost, *.localhost, 127.0.0.0/8, [::1])",
+                "source": {"header": "Host"}
+            }]}),
+            "{host}"
+        );
+    }
+
+    // AND every loopback spelling, with or without the port, is served
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+        format!("LocalHost.:{port}"),
+        format!("app.localhost:{port}"),
+        format!("127.1.2.3:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (host, status, body) = get(host).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+}

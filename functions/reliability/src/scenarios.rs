@@ -289,8 +289,7 @@ pub async fn dead_lettered_then_replayed(size: &Size) -> Result<Report, String> 
         .dead_letters
         .clone()
         .ok_or("the embedded backend replays from its DLQ")?;
-    let replayed = dead_letters
-        .redrive(&s, id, Duration::from_secs(20))
+    let replayed = herald_core::replay::redrive(&*dead_letters, &s, id, Duration::from_secs(20))
         .await
         .map_err(|e| e.to_string())?;
     let expected = pairs(&sent_at, &[id]);

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
 
@@ -150,22 +153,14 @@ impl JobSource for SqsJobQueue {
     }
 }
 
-/// The internal queue's dead-letter queue (`HERALD_DLQ_URL`), for replay.
-///
-/// SQS cannot select messages, so a redrive scans: it receives batches of the DLQ,
-/// hiding what it received for [`SCAN_HIDE`]; the jobs of the integration being
-/// replayed are sent to the internal queue and then deleted from the DLQ, every
-/// other message is left hidden until the scan is over (so one scan sees each message
-/// once) and then reappears untouched. `complete` means a receive came back empty.
+/// The internal queue's dead-letter queue (`HERALD_DLQ_URL`), for replay
+/// ([`crate::replay::redrive`] scans it through these operations).
 #[derive(Clone, Debug)]
 pub struct SqsDeadLetters {
     client: Client,
     dlq_url: String,
     queue: SqsJobQueue,
 }
-
-/// How long a scan hides the DLQ messages it has looked at.
-pub const SCAN_HIDE: Duration = Duration::from_secs(60);
 
 impl SqsDeadLetters {
     /// Replays from `dlq_url` into `queue`.
@@ -184,79 +179,99 @@ impl SqsDeadLetters {
 
 #[async_trait]
 impl crate::ports::DeadLetters for SqsDeadLetters {
-    async fn redrive(
-        &self,
-        store: &crate::model::StoreId,
-        integration: uuid::Uuid,
-        time: Duration,
-    ) -> Result<crate::ports::Redrive> {
-        let started = std::time::Instant::now();
-        let mut done = crate::ports::Redrive::default();
-        while started.elapsed() < time {
+    async fn receive_dead(&self, hide: Duration) -> Result<Vec<crate::ports::DeadLetter>> {
+        // Long polling (a wait of at least 1 s) asks every server: a short poll samples
+        // some, and its empty answer would not mean that nothing is visible.
+        // See <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-short-and-long-polling.html>.
+        let hide = hide.as_secs_f64().ceil().clamp(1.0, 43_200.0) as i32;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(hide)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(out
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                Some(crate::ports::DeadLetter {
+                    receipt: m.receipt_handle()?.to_owned(),
+                    body: m.body()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    async fn release_dead(&self, receipts: &[String]) -> Result<()> {
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .map_err(|e| Error::Config(format!("building an SQS entry: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let out = self
                 .client
-                .receive_message()
+                .change_message_visibility_batch()
                 .queue_url(&self.dlq_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(0)
-                .visibility_timeout(SCAN_HIDE.as_secs() as i32)
+                .set_entries(Some(entries))
                 .send()
                 .await
                 .map_err(|e| backend_error(SERVICE, e))?;
-            if out.messages().is_empty() {
-                done.complete = true;
-                break;
-            }
-            done.scanned += out.messages().len();
-            let mine: Vec<(String, String)> = out
-                .messages()
-                .iter()
-                .filter_map(|m| Some((m.receipt_handle()?.to_owned(), m.body()?.to_owned())))
-                .filter(|(_, body)| crate::ports::is_job_of(body, store, integration))
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let jobs: Vec<OutgoingJob> = mine
-                .iter()
-                .enumerate()
-                .map(|(i, (_, body))| OutgoingJob {
-                    entry_id: i.to_string(),
-                    body: body.clone(),
-                })
-                .collect();
-            let failed: Vec<String> = self
-                .queue
-                .send_batch(&jobs)
-                .await?
-                .into_iter()
-                .map(|f| f.entry_id)
-                .collect();
-            for (i, (receipt, _)) in mine.iter().enumerate() {
-                if failed.contains(&i.to_string()) {
-                    // Not re-queued: make it visible again in the DLQ at once.
-                    self.client
-                        .change_message_visibility()
-                        .queue_url(&self.dlq_url)
-                        .receipt_handle(receipt)
-                        .visibility_timeout(0)
-                        .send()
-                        .await
-                        .map_err(|e| backend_error(SERVICE, e))?;
-                    continue;
-                }
-                // Re-queued: remove it from the DLQ. Should this fail, the job is in
-                // both queues, and a later replay may deliver it once more (at least once).
-                self.client
-                    .delete_message()
-                    .queue_url(&self.dlq_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .map_err(|e| backend_error(SERVICE, e))?;
-                done.moved += 1;
+            if !out.failed().is_empty() {
+                // They reappear by themselves when their hide ends, shortly after.
+                tracing::warn!(
+                    failed = out.failed().len(),
+                    "some dead letters could not be made visible at once"
+                );
             }
         }
-        Ok(done)
+        Ok(())
+    }
+
+    async fn delete_dead(&self, receipt: &str) -> Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.dlq_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(())
+    }
+
+    async fn requeue(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        self.queue.send_batch(jobs).await
+    }
+
+    async fn dead_in_flight(&self) -> Result<usize> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.dlq_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::Backend {
+                service: SERVICE,
+                message:
+                    "GetQueueAttributes answered without ApproximateNumberOfMessagesNotVisible"
+                        .into(),
+                retryable: true,
+            })
     }
 }

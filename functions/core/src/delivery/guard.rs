@@ -6,7 +6,22 @@
 //! carrier-grade NAT, link-local (and so the cloud metadata endpoint 169.254.169.254),
 //! unique-local IPv6 (and so `fd00:ec2::254`), multicast, unspecified, broadcast,
 //! documentation and benchmarking ranges, and IPv6 forms that embed one of those IPv4
-//! addresses (IPv4-mapped, IPv4-compatible, NAT64, 6to4).
+//! addresses.
+//!
+//! An IPv6 address that embeds an IPv4 address at a fixed place is judged as that
+//! IPv4 address: IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, SIIT
+//! `::ffff:0:a.b.c.d` (RFC 6145), the well-known NAT64 prefix `64:ff9b::/96`
+//! (RFC 6052, which forbids it for non-global IPv4 addresses anyway) and 6to4
+//! `2002:aabb:ccdd::/48`. A public IPv4 address stays reachable in those spellings, an
+//! internal one is refused in all of them. Two prefixes are refused whole instead:
+//! Teredo `2001::/32` (the client address is obfuscated and the server address is a
+//! relay's: no delivery target lives behind one) and the local-use NAT64 prefix
+//! `64:ff9b:1::/48` (RFC 8215: it translates into the operator's own network, and its
+//! prefix length, hence where the IPv4 address sits, is the operator's choice).
+//!
+//! A refusal of a *name* never shows what the name resolved to (an internal address is
+//! itself something to keep from the person who typed the name); the refusal of an
+//! address literal names the address, which its author typed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -58,15 +73,25 @@ pub struct Refused {
     pub addr: IpAddr,
     /// Which kind of range it is in.
     pub range: &'static str,
+    /// The name that resolved to `addr`, when it came from DNS: the message then names
+    /// the name and the range, never the address.
+    pub name: Option<String>,
 }
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} is a {} address, which deliveries may not reach",
-            self.addr, self.range
-        )
+        match &self.name {
+            Some(name) => write!(
+                f,
+                "{name} resolves to an address Herald does not deliver to ({} range)",
+                self.range
+            ),
+            None => write!(
+                f,
+                "{} is a {} address, which deliveries may not reach",
+                self.addr, self.range
+            ),
+        }
     }
 }
 
@@ -104,16 +129,24 @@ impl AddressGuard {
         match internal_range(ip) {
             None => Ok(()),
             Some(_) if self.allow.iter().any(|c| c.contains(ip)) => Ok(()),
-            Some(range) => Err(Refused { addr: ip, range }),
+            Some(range) => Err(Refused {
+                addr: ip,
+                range,
+                name: None,
+            }),
         }
     }
 
-    /// Keeps the resolved addresses that pass; refuses when none does. A host whose
-    /// addresses are partly internal is refused whole: a name that resolves to an
-    /// internal address is never a legitimate delivery target.
-    pub fn filter(&self, addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, Refused> {
+    /// Checks the addresses `name` resolved to: all of them pass, or the name is
+    /// refused. A host whose addresses are partly internal is refused whole: a name
+    /// that resolves to an internal address is never a legitimate delivery target. The
+    /// refusal names `name`, not the address.
+    pub fn filter(&self, name: &str, addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, Refused> {
         for a in addrs {
-            self.check(a.ip())?;
+            self.check(a.ip()).map_err(|r| Refused {
+                name: Some(name.to_owned()),
+                ..r
+            })?;
         }
         Ok(addrs.to_vec())
     }
@@ -141,7 +174,9 @@ const V6_RANGES: &[(&str, &str)] = &[
     ("::/128", "unspecified"),
     ("::1/128", "loopback"),
     ("100::/64", "discard"),
+    ("2001::/32", "Teredo"),
     ("2001:db8::/32", "documentation"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
     ("fc00::/7", "unique-local (cloud metadata)"),
     ("fe80::/10", "link-local"),
     ("fec0::/10", "site-local"),
@@ -153,10 +188,14 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
-        // 64:ff9b::a.b.c.d (NAT64) and 64:ff9b:1::/48 (local-use NAT64)
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 1, ..] => Some(tail),
+        // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible, deprecated) and
+        // ::ffff:0:a.b.c.d (SIIT, RFC 6145)
+        [0, 0, 0, 0, 0, 0xffff, _, _]
+        | [0, 0, 0, 0, 0, 0, _, _]
+        | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail),
+        // 64:ff9b::a.b.c.d (well-known NAT64; the local-use 64:ff9b:1::/48 is refused
+        // whole)
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         // 2002:aabb:ccdd::/48 (6to4)
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
             (hi >> 8) as u8,
@@ -260,6 +299,49 @@ mod tests {
     }
 
     #[test]
+    fn siit_teredo_and_local_use_nat64_addresses_are_refused() {
+        let guard = AddressGuard::strict();
+        for (a, range) in [
+            // SIIT (::ffff:0:a.b.c.d) embedding internal IPv4 addresses
+            ("::ffff:0:7f00:1", "loopback"),
+            ("::ffff:0:a00:1", "private"),
+            ("::ffff:0:a9fe:a9fe", "link-local (cloud metadata)"),
+            // Teredo: refused whatever it embeds
+            ("2001::1", "Teredo"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+            // local-use NAT64: refused whatever it embeds, even a public address
+            ("64:ff9b:1::808:808", "local-use NAT64"),
+            ("64:ff9b:1:ffff:ffff::1", "local-use NAT64"),
+        ] {
+            assert_eq!(guard.check(ip(a)).map_err(|r| r.range), Err(range), "{a}");
+        }
+    }
+
+    #[test]
+    fn an_ipv4_address_embedded_at_a_fixed_place_is_judged_as_that_ipv4_address() {
+        let guard = AddressGuard::strict();
+        // mapped, compatible, SIIT, well-known NAT64 and 6to4 forms of one address
+        for (internal, public) in [
+            ("::ffff:10.0.0.1", "::ffff:8.8.8.8"),
+            ("::10.0.0.1", "::8.8.8.8"),
+            ("::ffff:0:10.0.0.1", "::ffff:0:8.8.8.8"),
+            ("64:ff9b::10.0.0.1", "64:ff9b::8.8.8.8"),
+            ("2002:a00:1::1", "2002:808:808::1"),
+        ] {
+            assert_eq!(
+                guard.check(ip(internal)).map_err(|r| r.range),
+                Err("private"),
+                "{internal}"
+            );
+            assert_eq!(guard.check(ip(public)), Ok(()), "{public}");
+        }
+        // the networks just outside the SIIT and Teredo prefixes are not caught
+        assert_eq!(guard.check(ip("::ffff:1:a00:1")), Ok(()));
+        assert_eq!(guard.check(ip("2001:1::1")), Ok(()));
+        assert_eq!(guard.check(ip("64:ff9b:2::a00:1")), Ok(()));
+    }
+
+    #[test]
     fn the_allow_list_admits_exactly_its_networks() {
         let guard = AddressGuard::from_list("127.0.0.1/32, 10.1.0.0/16").expect("list");
         assert_eq!(guard.check(ip("127.0.0.1")), Ok(()));
@@ -283,10 +365,19 @@ mod tests {
             SocketAddr::from(([10, 0, 0, 1], 443)),
         ];
         assert_eq!(
-            guard.filter(&mixed).expect_err("refused").addr,
+            guard
+                .filter("mixed.test", &mixed)
+                .expect_err("refused")
+                .addr,
             ip("10.0.0.1")
         );
-        assert_eq!(guard.filter(&mixed[..1]).expect("public").len(), 1);
+        assert_eq!(
+            guard
+                .filter("public.test", &mixed[..1])
+                .expect("public")
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -295,6 +386,19 @@ mod tests {
             .check(ip("169.254.169.254"))
             .expect_err("refused");
         assert_eq!(err.to_string(), "169.254.169.254 is a link-local (cloud metadata) address, which deliveries may not reach");
+    }
+
+    #[test]
+    fn a_refused_name_is_named_with_its_range_but_not_the_address_it_resolved_to() {
+        let resolved = [SocketAddr::from(([10, 1, 2, 3], 443))];
+        let err = AddressGuard::strict()
+            .filter("hooks.example.com", &resolved)
+            .expect_err("refused");
+        assert_eq!(err.addr, ip("10.1.2.3"));
+        assert_eq!(
+            err.to_string(),
+            "hooks.example.com resolves to an address Herald does not deliver to (private range)"
+        );
     }
 
     #[test]
@@ -320,7 +424,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     //! The SSRF decision under every spelling of an address: however an IPv4 address
-    //! is written in a URL (dotted, decimal, hex, octal, IPv4-mapped or NAT64 IPv6),
+    //! is written in a URL (dotted, decimal, hex, octal, IPv4-mapped, SIIT or NAT64 IPv6),
     //! an internal one is refused. Checks decisions only: nothing connects.
     //! `PROPTEST_CASES` raises the case count (`make fuzz`).
 
@@ -382,7 +486,8 @@ mod properties {
             if internal {
                 let mapped = Ipv6Addr::from(0xffff_0000_0000u128 | u128::from(n));
                 let nat64 = Ipv6Addr::from((0x64_ff9bu128 << 96) | u128::from(n));
-                for v6 in [mapped, nat64] {
+                let siit = Ipv6Addr::from(0xffff_0000_0000_0000u128 | u128::from(n));
+                for v6 in [mapped, nat64, siit] {
                     let ip = host_ip(&format!("[{v6}]"));
                     prop_assert_eq!(ip, Some(IpAddr::V6(v6)));
                     prop_assert!(guard.check(IpAddr::V6(v6)).is_err(), "{}", v6);
@@ -397,7 +502,7 @@ mod properties {
             let guard = AddressGuard::strict();
             let sockets: Vec<SocketAddr> = addrs.iter().map(|a| SocketAddr::new((*a).into(), 443)).collect();
             let any_internal = addrs.iter().any(|a| internal_range((*a).into()).is_some());
-            match guard.filter(&sockets) {
+            match guard.filter("any.test", &sockets) {
                 Err(_) => prop_assert!(any_internal),
                 Ok(kept) => {
                     prop_assert!(!any_internal);

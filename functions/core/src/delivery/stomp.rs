@@ -38,12 +38,16 @@ use url::{Host, Url};
 use uuid::Uuid;
 
 use super::envelope::queue_message;
-use super::guard::AddressGuard;
+use super::guard::{AddressGuard, Refused};
 use super::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, StompConfig, Target};
 use crate::ports::Deliverer;
 use crate::validate::STOMP_SCHEMES;
+
+/// Why a plain (`stomp://`, `tcp://`) address is not delivered to.
+pub const PLAIN_REFUSED: &str =
+    "plain STOMP is not allowed by this deployment (AllowPlainStomp): use stomp+ssl:// or ssl://";
 
 /// Largest message sent to a broker.
 pub const MAX_STOMP_MESSAGE: usize = 1024 * 1024;
@@ -305,9 +309,34 @@ struct SendError {
     refused: bool,
 }
 
+/// Why connecting to a broker failed.
+struct ConnectError {
+    detail: String,
+    /// No retry can help: the address guard refused the address, the deployment does
+    /// not allow its scheme, or it cannot be used at all.
+    permanent: bool,
+}
+
+impl ConnectError {
+    fn transient(detail: String) -> Self {
+        Self {
+            detail,
+            permanent: false,
+        }
+    }
+
+    fn permanent(detail: String) -> Self {
+        Self {
+            detail,
+            permanent: true,
+        }
+    }
+}
+
 /// Delivers to STOMP brokers.
 pub struct StompDeliverer {
     guard: AddressGuard,
+    allow_plain: bool,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     connections: Mutex<HashMap<(Uuid, u64), Slot>>,
@@ -315,7 +344,8 @@ pub struct StompDeliverer {
 
 impl StompDeliverer {
     /// A deliverer that checks addresses with `guard`, trusts the public roots plus
-    /// `extra_ca` (PEM certificates) for TLS, and waits `timeout` for each answer.
+    /// `extra_ca` (PEM certificates) for TLS, and waits `timeout` for each answer. It
+    /// delivers over TLS only (see [`StompDeliverer::dangerous_allow_plain`]).
     pub fn new(
         guard: AddressGuard,
         extra_ca: &[CertificateDer<'static>],
@@ -330,10 +360,20 @@ impl StompDeliverer {
             .with_no_client_auth();
         Ok(Self {
             guard,
+            allow_plain: false,
             tls: Arc::new(tls),
             timeout,
             connections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Delivers to plain `stomp://` and `tcp://` addresses too when `allow` is set:
+    /// the broker login and every message then travel in clear text. Without it such
+    /// an address fails for good before any connection ([`PLAIN_REFUSED`]), also when
+    /// it was stored before the deployment stopped allowing plain STOMP.
+    pub fn dangerous_allow_plain(mut self, allow: bool) -> Self {
+        self.allow_plain = allow;
+        self
     }
 
     fn slot(
@@ -358,16 +398,20 @@ impl StompDeliverer {
     }
 
     /// Resolves and checks one broker address, connects (TLS when the scheme says
-    /// so), and logs in, all by `deadline`.
+    /// so), and logs in. A refusal of the address guard is permanent: the address (or
+    /// the name) is refused at every attempt. It names the address only when `raw`
+    /// spells it: what a name resolved to stays untold.
     async fn connect_one(
         &self,
         raw: &str,
         config: &StompConfig,
         deadline: tokio::time::Instant,
-    ) -> Result<Connection, String> {
+    ) -> Result<Connection, ConnectError> {
         tokio::time::timeout_at(deadline, self.connect_one_now(raw, config, deadline))
             .await
-            .map_err(|_| format!("{raw}: no connection by the attempt's deadline"))?
+            .map_err(|_| {
+                ConnectError::transient(format!("{raw}: no connection by the attempt's deadline"))
+            })?
     }
 
     async fn connect_one_now(
@@ -375,33 +419,58 @@ impl StompDeliverer {
         raw: &str,
         config: &StompConfig,
         deadline: tokio::time::Instant,
-    ) -> Result<Connection, String> {
-        let url = Url::parse(raw).map_err(|e| format!("{raw}: {e}"))?;
+    ) -> Result<Connection, ConnectError> {
+        let url = Url::parse(raw).map_err(|e| ConnectError::permanent(format!("{raw}: {e}")))?;
         let tls = STOMP_SCHEMES
             .iter()
             .find(|(s, _)| *s == url.scheme())
             .map(|(_, t)| *t)
             .unwrap_or(false);
+        if !tls && !self.allow_plain {
+            return Err(ConnectError::permanent(format!("{raw}: {PLAIN_REFUSED}")));
+        }
         let port = url.port().unwrap_or(if tls { 61614 } else { 61613 });
         let host = match url.host() {
             Some(Host::Domain(d)) => d.to_owned(),
             Some(Host::Ipv4(ip)) => ip.to_string(),
             Some(Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(format!("{raw} has no host")),
+            None => return Err(ConnectError::permanent(format!("{raw} has no host"))),
         };
+        let refused = |r: Refused| ConnectError::permanent(r.to_string());
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| format!("resolving {host}: {e}"))?
-                .collect(),
+            Ok(ip) => {
+                self.guard.check(ip).map_err(refused)?;
+                vec![SocketAddr::new(ip, port)]
+            }
+            Err(_) => {
+                let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|e| ConnectError::transient(format!("resolving {host}: {e}")))?
+                    .collect();
+                self.guard.filter(&host, &resolved).map_err(refused)?
+            }
         };
-        let addrs = self.guard.filter(&addrs).map_err(|r| r.to_string())?;
-        let tcp = crate::http::connect_first(&addrs, self.timeout)
+        self.log_in(raw, &host, tls, &addrs, config, deadline)
+            .await
+            .map_err(ConnectError::transient)
+    }
+
+    /// Connects to the first of `addrs` that answers (checked already), over TLS for
+    /// `host` when `tls`, and logs in.
+    async fn log_in(
+        &self,
+        raw: &str,
+        host: &str,
+        tls: bool,
+        addrs: &[SocketAddr],
+        config: &StompConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<Connection, String> {
+        let tcp = crate::http::connect_first(addrs, self.timeout)
             .await
             .map_err(|e| format!("connecting to {raw}: {e}"))?;
         let stream: Box<dyn Stream> = if tls {
-            let name = ServerName::try_from(host.clone())
+            let name = ServerName::try_from(host.to_owned())
                 .map_err(|_| format!("{host} is not a TLS server name"))?;
             let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
             let s = connector
@@ -413,7 +482,10 @@ impl StompDeliverer {
             Box::new(tcp)
         };
         let mut conn = Connection::new(stream, raw);
-        let vhost = config.virtual_host.clone().unwrap_or_else(|| host.clone());
+        let vhost = config
+            .virtual_host
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
         let connect = encode(
             "CONNECT",
             &[
@@ -445,20 +517,28 @@ impl StompDeliverer {
         }
     }
 
-    /// Tries the addresses in order until one accepts, all by `deadline`.
+    /// Tries the addresses in order until one accepts. The failure is permanent when
+    /// every address failed for good; while one is only down, a retry may reach it.
     async fn connect(
         &self,
         config: &StompConfig,
         deadline: tokio::time::Instant,
-    ) -> Result<Connection, String> {
+    ) -> Result<Connection, ConnectError> {
         let mut failures = Vec::new();
+        let mut permanent = true;
         for raw in &config.addresses {
             match self.connect_one(raw, config, deadline).await {
                 Ok(c) => return Ok(c),
-                Err(e) => failures.push(e),
+                Err(e) => {
+                    permanent &= e.permanent;
+                    failures.push(e.detail);
+                }
             }
         }
-        Err(failures.join("; "))
+        Err(ConnectError {
+            detail: failures.join("; "),
+            permanent,
+        })
     }
 
     async fn send(
@@ -558,12 +638,13 @@ impl Deliverer for StompDeliverer {
                 Some(conn) => (conn, true),
                 None => match self.connect(config, deadline).await {
                     Ok(c) => (c, false),
-                    Err(detail) => {
-                        return DeliveryResult::failed(
-                            Outcome::Retryable { retry_after: None },
-                            detail,
-                            started.elapsed(),
-                        )
+                    Err(e) => {
+                        let outcome = if e.permanent {
+                            Outcome::Permanent
+                        } else {
+                            Outcome::Retryable { retry_after: None }
+                        };
+                        return DeliveryResult::failed(outcome, e.detail, started.elapsed());
                     }
                 },
             };
@@ -704,6 +785,121 @@ pub async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::delivery::guard::Cidr;
+    use crate::testkit::{job_for, stomp};
+
+    /// A loopback listener that counts the connections it accepts.
+    async fn canary(ip: &str) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (port, hits)
+    }
+
+    /// A deliverer that also delivers to plain STOMP addresses, as the tests' canaries
+    /// are.
+    fn deliverer(guard: AddressGuard) -> StompDeliverer {
+        StompDeliverer::new(guard, &[], Duration::from_secs(2))
+            .expect("deliverer")
+            .dangerous_allow_plain(true)
+    }
+
+    #[tokio::test]
+    async fn broker_addresses_the_guard_refuses_fail_for_good_without_naming_what_a_name_resolved_to(
+    ) {
+        // GIVEN a loopback canary, off the allow-list, named by a literal and by a name
+        let (port, hits) = canary("127.0.0.1").await;
+        let i = stomp(&[
+            &format!("stomp://127.0.0.1:{port}"),
+            &format!("stomp://localhost:{port}"),
+        ]);
+        // WHEN it is delivered to
+        let result = deliverer(AddressGuard::strict())
+            .deliver(&i, &job_for(&i), 1)
+            .await;
+        // THEN it fails for good, the literal is named, what the name resolved to is not,
+        // and nothing connected
+        assert_eq!(result.outcome, Outcome::Permanent, "{result:?}");
+        assert_eq!(
+            result.error_detail.as_deref(),
+            Some(
+                "127.0.0.1 is a loopback address, which deliveries may not reach; \
+                 localhost resolves to an address Herald does not deliver to (loopback range)"
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "a refused address was connected to"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_broker_address_is_refused_for_good_before_any_connection_by_default() {
+        // GIVEN a loopback listener on the allow-list, named by plain STOMP addresses
+        let (port, hits) = canary("127.0.0.1").await;
+        let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
+        let i = stomp(&[
+            &format!("stomp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{port}"),
+        ]);
+        // WHEN a deliverer that was not told to allow plain STOMP delivers to it
+        let tls_only =
+            StompDeliverer::new(guard.clone(), &[], Duration::from_secs(2)).expect("deliverer");
+        let result = tls_only.deliver(&i, &job_for(&i), 1).await;
+        // THEN it fails for good, says why, and never connects (the login would go
+        // out in clear text)
+        assert_eq!(result.outcome, Outcome::Permanent, "{result:?}");
+        assert_eq!(
+            result.error_detail.as_deref(),
+            Some(
+                &*format!(
+                    "stomp://127.0.0.1:{port}: {PLAIN_REFUSED}; tcp://127.0.0.1:{port}: {PLAIN_REFUSED}"
+                )
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        // AND one told to allow it connects (the refusal was the policy's doing)
+        let _ = deliverer(guard).deliver(&i, &job_for(&i), 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(hits.load(Ordering::SeqCst) > 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_beside_one_that_is_only_down_is_retried() {
+        // GIVEN a refused address and an allowed one (127.0.0.2) where nothing listens
+        let (port, hits) = canary("127.0.0.1").await;
+        let closed = std::net::TcpListener::bind("127.0.0.2:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let i = stomp(&[
+            &format!("stomp://127.0.0.1:{port}"),
+            &format!("stomp://127.0.0.2:{closed}"),
+        ]);
+        let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.2/32").expect("cidr")]);
+        // WHEN it is delivered to
+        let result = deliverer(guard).deliver(&i, &job_for(&i), 1).await;
+        // THEN the attempt is retried: the broker that is down may come back
+        assert_eq!(
+            result.outcome,
+            Outcome::Retryable { retry_after: None },
+            "{result:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn header_values_are_escaped_and_unescaped_per_stomp_1_2() {

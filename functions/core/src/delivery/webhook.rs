@@ -67,7 +67,7 @@ impl Resolve for GuardedResolver {
         let lookup = self.inner.resolve(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = lookup.await?;
-            let allowed = guard.filter(&addrs).map_err(GuardRefusal)?;
+            let allowed = guard.filter(&host, &addrs).map_err(GuardRefusal)?;
             if allowed.is_empty() {
                 return Err(format!("{host} resolved to no address").into());
             }

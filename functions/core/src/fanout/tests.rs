@@ -13,7 +13,7 @@ use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;
 use crate::ports::{IntegrationStore, JobSource, OutgoingJob};
-use crate::testkit::{seeded, store, webhook, Captured, Counting};
+use crate::testkit::{job_for, seeded, store, webhook, Captured, Counting};
 
 /// Behaves by the integration's name: `ok`, `fail` (500), `gone` (refused), `slow`
 /// (sleeps a minute), `boom` (panics).
@@ -87,16 +87,6 @@ async fn world_logging_to(
         RetryPolicy::default(),
     ));
     (fanout, queue)
-}
-
-fn job_for(i: &Integration) -> DeliveryJob {
-    let event = crate::job::Event {
-        id: format!("evt-{}", i.name),
-        kind: i.observes[0].clone(),
-        occurred_at: Utc::now(),
-        payload: serde_json::json!({"data": {"id": "1"}}).into(),
-    };
-    DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }
 
 /// Queues the bodies and receives them back as one batch (message id per body).

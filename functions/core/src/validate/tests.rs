@@ -4,9 +4,11 @@ use super::*;
 
 const STRICT: Policy = Policy {
     allow_http_webhooks: false,
+    allow_plain_stomp: false,
 };
 const DEV: Policy = Policy {
     allow_http_webhooks: true,
+    allow_plain_stomp: true,
 };
 
 fn body(data: Value) -> Value {
@@ -528,7 +530,7 @@ fn stomp_cfg() -> Value {
 
 #[test]
 fn the_seed_stomp_configuration_is_accepted() {
-    let d = parse_create(&with_config("stomp", stomp_cfg()), STRICT).expect("valid");
+    let d = parse_create(&with_config("stomp", stomp_cfg()), DEV).expect("valid");
     let Target::Stomp(c) = d.target else {
         panic!("stomp")
     };
@@ -546,7 +548,30 @@ fn stomp_accepts_every_documented_scheme_with_or_without_a_port() {
         "tcp://10.0.0.1:61613",
         "stomp://[::1]:61613"
     ]);
-    assert!(parse_create(&with_config("stomp", cfg), STRICT).is_ok());
+    assert!(parse_create(&with_config("stomp", cfg), DEV).is_ok());
+}
+
+#[test]
+fn plain_stomp_addresses_are_refused_where_the_deployment_allows_only_tls() {
+    let mut cfg = stomp_cfg();
+    cfg["addresses"] = json!([
+        "stomp+ssl://b-1234.mq.us-west-2.amazonaws.com:61614",
+        "stomp://a.example.com",
+        "ssl://c.example.com:61617",
+        "tcp://d.example.com:61613"
+    ]);
+    let errors = parse_create(&with_config("stomp", cfg.clone()), STRICT).expect_err("refused");
+    let detail = "must use TLS (stomp+ssl:// or ssl://): this deployment does not allow plain STOMP, which would send the broker password in clear text";
+    assert_eq!(
+        errors,
+        vec![
+            FieldError::new("/data/configuration/addresses/1", detail),
+            FieldError::new("/data/configuration/addresses/3", detail),
+        ]
+    );
+    assert!(parse_create(&with_config("stomp", cfg.clone()), DEV).is_ok());
+    // What is stored already stays readable.
+    assert!(parse_stored_target(IntegrationType::Stomp, &cfg).is_ok());
 }
 
 #[test]
@@ -561,7 +586,7 @@ fn stomp_addresses_point_at_each_bad_entry() {
         7
     ]);
     assert_eq!(
-        pointers(parse_create(&with_config("stomp", cfg), STRICT)),
+        pointers(parse_create(&with_config("stomp", cfg), DEV)),
         vec![
             "/data/configuration/addresses/1",
             "/data/configuration/addresses/2",
@@ -856,7 +881,7 @@ fn changing_integration_type_needs_a_full_configuration_for_the_new_type() {
     let next = apply_update(
         &current,
         &body(json!({"type": "integration", "integration_type": "stomp", "configuration": stomp_cfg()})),
-        STRICT,
+        DEV,
     )
     .expect("valid");
     assert_eq!(next.target.kind(), IntegrationType::Stomp);
