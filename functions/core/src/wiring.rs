@@ -211,6 +211,12 @@ impl Components {
         .with_metrics(self.settings.emf_metrics)
         .with_auto_disable(self.settings.auto_disable_after)
         // Past every target's own timeout, so that their reasons come first.
-        .with_attempt_limit(self.settings.webhook_timeout.max(STOMP_TIMEOUT) + ATTEMPT_SLACK))
+        .with_attempt_limit(
+            self.settings
+                .webhook_timeout
+                .max(STOMP_TIMEOUT)
+                .max(crate::delivery::sqs::SEND_TIMEOUT)
+                + ATTEMPT_SLACK,
+        ))
     }
 }
