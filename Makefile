@@ -22,7 +22,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy redrive-ingest reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -87,13 +87,20 @@ sam-build: setup ## sam build (cargo lambda + zig from the virtualenv), ARCH=arm
 	rustup target add $(if $(filter arm64,$(ARCH)),aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build --beta-features --parameter-overrides Architecture=$(ARCH)
 
-deploy: sam-build ## sam deploy --guided the first time, sam deploy after
+deploy: sam-build ## sam deploy --guided the first time, sam deploy after; ARCH=arm64|x86_64, the architecture just built
 	@# --guided writes region and parameters into samconfig.toml; after that, plain deploy.
+	@# Architecture is always ARCH, the one sam-build built. A --parameter-overrides on
+	@# the command line replaces the saved ones, so they are passed first and ARCH
+	@# after them (the last value of a parameter wins).
 	@if grep -q '^region' samconfig.toml; then \
-	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy; \
+	  saved=$$($(PY) -c 'import tomllib; p = tomllib.load(open("samconfig.toml", "rb")).get("default", {}).get("deploy", {}).get("parameters", {}).get("parameter_overrides", ""); print(p if isinstance(p, str) else " ".join(p))'); \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy --parameter-overrides $${saved:+"$$saved"} Architecture=$(ARCH); \
 	else \
-	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy --guided; \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) deploy --guided --parameter-overrides Architecture=$(ARCH); \
 	fi
+
+redrive-ingest: setup ## invoke the ingest function again with each failed asynchronous invocation's payload (the stack's IngestFailureQueue); STACK overrides the stack name
+	$(PY) infra/redrive-ingest.py $(if $(STACK),--stack $(STACK))
 
 reliability: setup ## the fault-injection suite at full size (optimised build; ActiveMQ started for the broker restart): prints the table, writes .run/reliability.md and the captured log beside it
 	cargo build --locked --quiet --profile harness -p herald-reliability --bin herald-reliability

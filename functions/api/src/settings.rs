@@ -1,13 +1,42 @@
 //! The API's settings, read once from the environment at start.
 
 use herald_core::access::StoreAccess;
-use herald_core::config::{self, PipelineDefaults, PipelineSettings};
+use herald_core::config::{self, FunctionEnv, PipelineDefaults, PipelineSettings};
 use herald_core::integrations::Integrations;
 use herald_core::model::StoreId;
 use herald_core::validate::Policy;
 use herald_core::{Error, Result};
 
 use crate::tenancy::Tenancy;
+
+/// The api function's `HERALD_*` variables (see [`FunctionEnv`]).
+pub const ENV: FunctionEnv = FunctionEnv {
+    stack: &[
+        "HERALD_BACKEND",
+        "HERALD_TABLE",
+        "HERALD_AUTH",
+        "HERALD_STORE_CLAIM",
+        herald_core::access::ENV,
+        "HERALD_MAX_INTEGRATIONS_PER_STORE",
+        "HERALD_PUBLIC_URL",
+        "HERALD_WEBHOOK_TIMEOUT_SECONDS",
+        // Test deliveries record their attempts, kept as long as the fan-out's.
+        "HERALD_LOG_RETENTION_DAYS",
+        "HERALD_KMS_KEY_ID",
+        "HERALD_QUEUE_URL",
+        "HERALD_DLQ_URL",
+        "HERALD_ALLOW_PLAIN_STOMP",
+        "HERALD_LOG_LEVEL",
+    ],
+    optional: &[
+        "HERALD_INTEGRATION_CACHE_MS",
+        "HERALD_ALLOW_PRIVATE_CIDRS",
+        "HERALD_STOMP_EXTRA_CA",
+        "HERALD_WEBHOOK_EXTRA_CA",
+        "HERALD_ALLOW_HTTP_WEBHOOKS",
+        "HERALD_DEFAULT_STORE",
+    ],
+};
 
 /// Everything the router needs to know about its deployment.
 #[derive(Clone, Debug)]

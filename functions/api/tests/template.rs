@@ -114,21 +114,25 @@ fn secrets_are_sealed_by_the_api_opened_by_the_fanout_and_never_seen_by_ingest()
         key["DeletionPolicy"], "Retain",
         "losing the key loses every secret"
     );
-    let on_key_only = |grants: &[(String, Vec<String>)]| {
-        grants
-            .iter()
-            .all(|(_, r)| r.iter().all(|r| r.starts_with("SecretsKey")))
+    // The key policy grants each role its use (the roles' own policies grant none).
+    let granted = |role: &str| -> Vec<String> {
+        let mut out: Vec<String> = key_statements(&t)
+            .into_iter()
+            .filter(|(_, principals, _, _)| principals == &[format!("{role}.Arn")])
+            .flat_map(|(_, _, actions, _)| actions)
+            .collect();
+        out.sort();
+        out
     };
-    let api = kms_grants(&t, "ApiFunction");
-    let mut api_actions: Vec<&str> = api.iter().map(|(a, _)| a.as_str()).collect();
-    api_actions.sort_unstable();
-    assert_eq!(api_actions, ["kms:Decrypt", "kms:GenerateDataKey"]);
-    assert!(on_key_only(&api), "{api:?}");
-    let fanout = kms_grants(&t, "FanoutFunction");
-    let fanout_actions: Vec<&str> = fanout.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(fanout_actions, ["kms:Decrypt"]);
-    assert!(on_key_only(&fanout), "{fanout:?}");
-    assert!(kms_grants(&t, "IngestFunction").is_empty());
+    assert_eq!(
+        granted("ApiFunctionRole"),
+        ["kms:Decrypt", "kms:GenerateDataKey"]
+    );
+    assert_eq!(granted("FanoutFunctionRole"), ["kms:Decrypt"]);
+    assert!(granted("IngestFunctionRole").is_empty());
+    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+        assert!(kms_grants(&t, function).is_empty(), "{function}");
+    }
     for function in ["ApiFunction", "FanoutFunction"] {
         let env = &resource(&t, function)["Properties"]["Environment"]["Variables"];
         let mut named = Vec::new();
@@ -281,6 +285,17 @@ fn every_queue_has_a_dlq_and_max_receive_count_matches_the_retry_schedule() {
         .filter(|(_, r)| r["Type"] == "AWS::SQS::Queue")
         .map(|(n, r)| (n.as_str().expect("name").to_owned(), r.clone()))
         .collect();
+    // Queues nothing consumes automatically: a DLQ, or a function's failure destination.
+    let mut destinations = Vec::new();
+    strings(
+        &resource(&t, "IngestFunction")["Properties"]["EventInvokeConfig"]["DestinationConfig"],
+        &mut destinations,
+    );
+    let terminal: Vec<String> = destinations
+        .iter()
+        .filter_map(|d| d.strip_suffix(".Arn").map(str::to_owned))
+        .collect();
+    assert_eq!(terminal, ["IngestFailureQueue"]);
     let dlqs: Vec<_> = queues
         .iter()
         .filter_map(|(_, r)| {
@@ -296,10 +311,14 @@ fn every_queue_has_a_dlq_and_max_receive_count_matches_the_retry_schedule() {
         .collect();
     for (name, r) in &queues {
         let redrive = &r["Properties"]["RedrivePolicy"];
-        if dlqs.contains(name) {
+        assert_eq!(
+            r["Properties"]["SqsManagedSseEnabled"], true,
+            "{name} is not encrypted"
+        );
+        if dlqs.contains(name) || terminal.contains(name) {
             assert!(
                 redrive.is_null(),
-                "{name} is a DLQ and has no DLQ of its own"
+                "{name} is a DLQ or a failure destination and has no DLQ of its own"
             );
             continue;
         }
@@ -560,4 +579,682 @@ fn plain_stomp_is_refused_unless_the_stack_allows_it_and_the_api_and_fanout_both
     }
     let ingest = &resource(&t, "IngestFunction")["Properties"]["Environment"]["Variables"];
     assert!(ingest["HERALD_ALLOW_PLAIN_STOMP"].is_null());
+}
+
+/// The functions CloudFormation evaluates inside `Rules`; any other (`Fn::Join`,
+/// `Fn::Sub`, ...) makes it refuse the change set, whatever the parameters.
+/// See <https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/rules-section-structure.html>.
+const RULE_FUNCTIONS: [&str; 11] = [
+    "And",
+    "Contains",
+    "EachMemberEquals",
+    "EachMemberIn",
+    "Equals",
+    "Not",
+    "Or",
+    "RefAll",
+    "ValueOf",
+    "ValueOfAll",
+    "Ref",
+];
+
+/// Every intrinsic function used inside `v`, in short (`!Join`) or long (`Fn::Join`,
+/// `Ref`) form, without its prefix.
+fn functions_used(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Sequence(items) => items.iter().for_each(|i| functions_used(i, out)),
+        Value::Mapping(m) => m.iter().for_each(|(k, v)| {
+            if let Some(k) = k.as_str() {
+                if let Some(name) = k.strip_prefix("Fn::") {
+                    out.push(name.to_owned());
+                } else if k == "Ref" || k == "Condition" {
+                    out.push(k.to_owned());
+                }
+            }
+            functions_used(v, out);
+        }),
+        Value::Tagged(t) => {
+            out.push(t.tag.to_string().trim_start_matches('!').to_owned());
+            functions_used(&t.value, out);
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_rule_uses_only_the_functions_cloudformation_allows_in_rules() {
+    for (file, t) in [
+        ("template.yaml", template()),
+        ("sqs-queue.yaml", customer_template()),
+    ] {
+        let rules = t["Rules"].as_mapping().expect("rules");
+        assert!(!rules.is_empty());
+        for (name, rule) in rules {
+            let mut used = Vec::new();
+            functions_used(rule, &mut used);
+            assert!(!used.is_empty(), "{file} {name:?}");
+            for f in &used {
+                assert!(
+                    RULE_FUNCTIONS.contains(&f.as_str()),
+                    "{file}: rule {name:?} uses {f}, which CloudFormation refuses in Rules"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_jwt_stack_needs_an_audience_and_the_rule_says_so() {
+    let t = template();
+    let rule = &t["Rules"]["JwtNeedsIssuerAndAudience"];
+    let audience = rule["Assertions"]
+        .as_sequence()
+        .expect("assertions")
+        .iter()
+        .find(|a| {
+            a["AssertDescription"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("JwtAudience"))
+        })
+        .expect("an assertion on JwtAudience");
+    let mut refs = Vec::new();
+    strings(&audience["Assert"], &mut refs);
+    assert!(refs.iter().any(|r| r == "JwtAudience"), "{refs:?}");
+    assert_eq!(t["Parameters"]["JwtAudience"]["Type"], "CommaDelimitedList");
+}
+
+#[test]
+fn the_internal_queue_and_its_dlq_keep_jobs_fourteen_days() {
+    // A job that expires in the internal queue vanishes without reaching the DLQ; in
+    // the DLQ a job keeps its first enqueue time, so the DLQ keeps at least as long.
+    let t = template();
+    let internal = number(&resource(&t, "InternalQueue")["Properties"]["MessageRetentionPeriod"]);
+    let dlq = number(&resource(&t, "DeadLetterQueue")["Properties"]["MessageRetentionPeriod"]);
+    assert_eq!(internal, 1_209_600);
+    assert_eq!(dlq, 1_209_600);
+}
+
+/// The values of an alarm's `Dimensions`, by name, as the strings they hold.
+fn dimensions(alarm: &Value) -> Vec<(String, Vec<String>)> {
+    dimensions_of(&alarm["Properties"]["Dimensions"])
+}
+
+/// The values of a `Dimensions` list, by name.
+fn dimensions_of(dimensions: &Value) -> Vec<(String, Vec<String>)> {
+    dimensions
+        .as_sequence()
+        .map(|d| {
+            d.iter()
+                .map(|d| {
+                    let mut value = Vec::new();
+                    strings(&d["Value"], &mut value);
+                    (d["Name"].as_str().expect("name").to_owned(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts that `name` is an alarm on `namespace`/`metric` with `dims`, notifying the
+/// alarm topic.
+fn assert_alarm(t: &Value, name: &str, namespace: &str, metric: &str, dims: &[(&str, &str)]) {
+    let alarm = resource(t, name);
+    assert_eq!(alarm["Type"], "AWS::CloudWatch::Alarm", "{name}");
+    assert_eq!(alarm["Properties"]["Namespace"], namespace, "{name}");
+    assert_eq!(alarm["Properties"]["MetricName"], metric, "{name}");
+    let expected: Vec<(String, Vec<String>)> = dims
+        .iter()
+        .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+        .collect();
+    assert_eq!(dimensions(alarm), expected, "{name}");
+}
+
+#[test]
+fn an_ingest_invocation_that_keeps_failing_waits_in_the_ingest_failure_queue() {
+    let t = template();
+    let config = &resource(&t, "IngestFunction")["Properties"]["EventInvokeConfig"];
+    assert_eq!(config["MaximumRetryAttempts"], 2);
+    let on_failure = &config["DestinationConfig"]["OnFailure"];
+    assert_eq!(
+        on_failure["Type"], "SQS",
+        "SAM grants sqs:SendMessage on it"
+    );
+    let mut destination = Vec::new();
+    strings(&on_failure["Destination"], &mut destination);
+    assert_eq!(destination, ["IngestFailureQueue.Arn"]);
+    let queue = &resource(&t, "IngestFailureQueue")["Properties"];
+    assert_eq!(number(&queue["MessageRetentionPeriod"]), 1_209_600);
+    assert_eq!(queue["SqsManagedSseEnabled"], true);
+    // Nothing but SAM's destination policy sends there: no function policy names it.
+    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+        for (action, resources) in grants(&t, function) {
+            assert!(
+                !resources
+                    .iter()
+                    .any(|r| r.starts_with("IngestFailureQueue")),
+                "{function} {action}"
+            );
+        }
+    }
+    assert_alarm(
+        &t,
+        "IngestFailureAlarm",
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        &[("QueueName", "IngestFailureQueue.QueueName")],
+    );
+    let mut url = Vec::new();
+    strings(&t["Outputs"]["IngestFailureQueueUrl"]["Value"], &mut url);
+    assert_eq!(url, ["IngestFailureQueue"]);
+}
+
+#[test]
+fn make_deploy_deploys_the_architecture_it_built_and_a_plain_sam_build_asks_nothing() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let makefile = std::fs::read_to_string(format!("{root}/Makefile")).expect("Makefile");
+    // The recipe of a target, its continuation lines joined.
+    let recipe = |target: &str| -> String {
+        let mut lines = makefile
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("{target}:")))
+            .skip(1)
+            .take_while(|l| l.starts_with('\t'));
+        let mut out = String::new();
+        for l in lines.by_ref() {
+            out.push_str(l.trim().trim_end_matches('\\'));
+            out.push(if l.ends_with('\\') { ' ' } else { '\n' });
+        }
+        out
+    };
+    let build = recipe("sam-build");
+    assert!(
+        build.contains("build --beta-features --parameter-overrides Architecture=$(ARCH)"),
+        "{build}"
+    );
+    let deploy = recipe("deploy");
+    let deploys: Vec<&str> = deploy
+        .split([';', '\n'])
+        .filter(|c| c.contains("$(SAM) deploy"))
+        .collect();
+    assert_eq!(deploys.len(), 2, "guided and plain: {deploy}");
+    for command in deploys {
+        // The last override wins: the architecture built, after any saved ones.
+        assert!(
+            command.contains("--parameter-overrides")
+                && command.trim_end().ends_with("Architecture=$(ARCH)"),
+            "{command}"
+        );
+    }
+    let samconfig =
+        std::fs::read_to_string(format!("{root}/samconfig.toml")).expect("samconfig.toml");
+    let build_section: Vec<&str> = samconfig
+        .lines()
+        .skip_while(|l| *l != "[default.build.parameters]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .map(str::trim)
+        .collect();
+    assert!(
+        build_section.contains(&"beta_features = true"),
+        "{build_section:?}"
+    );
+}
+
+/// The dashboard body, parsed, with each `${...}` substitution replaced by `X`.
+fn dashboard(t: &Value) -> serde_json::Value {
+    let mut body = Vec::new();
+    strings(
+        &resource(t, "Dashboard")["Properties"]["DashboardBody"],
+        &mut body,
+    );
+    let mut text = body.concat();
+    while let Some(start) = text.find("${") {
+        let end = text[start..].find('}').expect("closing brace") + start;
+        text.replace_range(start..=end, "X");
+    }
+    serde_json::from_str(&text).expect("the dashboard body is JSON")
+}
+
+#[test]
+fn the_dashboard_and_alarms_name_only_metrics_and_dimensions_the_fanout_emits() {
+    use herald_core::metrics::{DIMENSIONS, METRICS, NAMESPACE};
+    let t = template();
+    let dimensions_emitted: std::collections::BTreeSet<&str> = DIMENSIONS.into_iter().collect();
+    let mut named = std::collections::BTreeSet::new();
+    let body = dashboard(&t);
+    for widget in body["widgets"].as_array().expect("widgets") {
+        let Some(metrics) = widget["properties"]["metrics"].as_array() else {
+            continue;
+        };
+        for m in metrics {
+            let m = m.as_array().expect("a metric row");
+            if let Some(expression) = m[0]["expression"].as_str() {
+                // SEARCH('{Namespace,Dim,...} Dim="v" MetricName="Name"', ...)
+                let Some(open) = expression.find('{') else {
+                    continue;
+                };
+                let close = expression[open..].find('}').expect("closing brace") + open;
+                let mut schema = expression[open + 1..close].split(',');
+                if schema.next() != Some(NAMESPACE) {
+                    continue;
+                }
+                let schema: std::collections::BTreeSet<&str> = schema.collect();
+                assert_eq!(schema, dimensions_emitted, "{expression}");
+                let terms =
+                    &expression[close + 1..expression[close..].find('\'').expect("quote") + close];
+                let mut filters = Vec::new();
+                for term in terms.split_whitespace() {
+                    let (key, value) = term.split_once('=').expect("key=value");
+                    if key == "MetricName" {
+                        let name = value.trim_matches('"');
+                        assert!(
+                            METRICS.contains(&name),
+                            "{name} is not emitted: {expression}"
+                        );
+                        named.insert(name.to_owned());
+                    } else {
+                        assert!(dimensions_emitted.contains(key), "{key}: {expression}");
+                        filters.push(key);
+                    }
+                }
+                assert_eq!(filters, ["Stack"], "one stack's records: {expression}");
+            } else if m[0] == NAMESPACE {
+                let name = m[1].as_str().expect("metric name");
+                assert!(METRICS.contains(&name), "{name} is not emitted");
+                named.insert(name.to_owned());
+                let dims: std::collections::BTreeSet<&str> = m[2..]
+                    .iter()
+                    .step_by(2)
+                    .filter_map(|d| d.as_str())
+                    .collect();
+                assert_eq!(dims, dimensions_emitted);
+            }
+        }
+    }
+    let named: Vec<String> = named.into_iter().collect();
+    assert_eq!(named, METRICS, "the dashboard shows every metric");
+    for (name, r) in t["Resources"].as_mapping().expect("resources") {
+        if r["Type"] != "AWS::CloudWatch::Alarm" || r["Properties"]["Namespace"] != NAMESPACE {
+            continue;
+        }
+        let metric = r["Properties"]["MetricName"].as_str().expect("metric");
+        assert!(METRICS.contains(&metric), "{name:?}: {metric}");
+        let dims: std::collections::BTreeSet<String> =
+            dimensions(r).into_iter().map(|(n, _)| n).collect();
+        let emitted: std::collections::BTreeSet<String> =
+            DIMENSIONS.iter().map(|d| d.to_string()).collect();
+        assert_eq!(dims, emitted, "{name:?}");
+    }
+}
+
+/// Evaluates a template expression for `params`: `!Ref` to a parameter, `!If`,
+/// `!Equals`, `!Or`, `!And`, `!Not` and `!Condition`; a condition is `"true"` or
+/// `"false"`.
+fn eval(t: &Value, v: &Value, params: &[(&str, &str)]) -> String {
+    let arg = |v: &Value, i: usize| v[i].clone();
+    let truth = |b: bool| b.to_string();
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Tagged(tagged) => {
+            let args = &tagged.value;
+            match tagged.tag.to_string().trim_start_matches('!') {
+                "Ref" => {
+                    let name = args.as_str().expect("a name");
+                    params
+                        .iter()
+                        .find(|(p, _)| *p == name)
+                        .map(|(_, value)| value.to_string())
+                        .unwrap_or_else(|| panic!("no value for {name}"))
+                }
+                "Equals" => truth(eval(t, &arg(args, 0), params) == eval(t, &arg(args, 1), params)),
+                "Or" => truth(
+                    args.as_sequence()
+                        .expect("list")
+                        .iter()
+                        .any(|a| eval(t, a, params) == "true"),
+                ),
+                "And" => truth(
+                    args.as_sequence()
+                        .expect("list")
+                        .iter()
+                        .all(|a| eval(t, a, params) == "true"),
+                ),
+                "Not" => truth(eval(t, &arg(args, 0), params) == "false"),
+                "Condition" => eval(t, &t["Conditions"][args.as_str().expect("name")], params),
+                "If" => {
+                    let condition = args[0].as_str().expect("a condition");
+                    if eval(t, &t["Conditions"][condition], params) == "true" {
+                        eval(t, &arg(args, 1), params)
+                    } else {
+                        eval(t, &arg(args, 2), params)
+                    }
+                }
+                other => panic!("cannot evaluate !{other}"),
+            }
+        }
+        other => panic!("cannot evaluate {other:?}"),
+    }
+}
+
+#[test]
+fn lambda_keeps_report_lines_and_emf_records_whatever_the_log_level() {
+    // Lambda drops a JSON-format function's lines below ApplicationLogLevel, and an
+    // EMF record (no "level" key) counts as INFO; START/END/REPORT are INFO system
+    // logs. So Lambda never filters above INFO: the functions filter their own logs at
+    // LogLevel (HERALD_LOG_LEVEL).
+    // See <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>.
+    let t = template();
+    let levels: Vec<&str> = t["Parameters"]["LogLevel"]["AllowedValues"]
+        .as_sequence()
+        .expect("levels")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(levels, ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]);
+    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+        let props = &resource(&t, function)["Properties"];
+        let logging = &props["LoggingConfig"];
+        assert_eq!(logging["LogFormat"], "JSON", "{function}");
+        assert_eq!(logging["SystemLogLevel"], "INFO", "{function}");
+        for level in &levels {
+            let params = [("LogLevel", *level)];
+            let lambda = eval(&t, &logging["ApplicationLogLevel"], &params);
+            let expected = if matches!(*level, "WARN" | "ERROR") {
+                "INFO"
+            } else {
+                level
+            };
+            assert_eq!(lambda, expected, "{function} at {level}");
+            let own = eval(
+                &t,
+                &props["Environment"]["Variables"]["HERALD_LOG_LEVEL"],
+                &params,
+            );
+            assert_eq!(own, *level, "{function} at {level}");
+        }
+    }
+}
+
+/// The `HERALD_*` variables a function is given.
+fn environment(t: &Value, function: &str) -> Vec<String> {
+    resource(t, function)["Properties"]["Environment"]["Variables"]
+        .as_mapping()
+        .expect("variables")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_function_is_given_what_its_stack_sets_and_nothing_it_does_not_read() {
+    let t = template();
+    for (function, env) in [
+        ("ApiFunction", herald_api::settings::ENV),
+        ("IngestFunction", herald_core::config::INGEST_ENV),
+        ("FanoutFunction", herald_core::config::FANOUT_ENV),
+    ] {
+        let given = environment(&t, function);
+        for name in env.stack {
+            assert!(given.iter().any(|g| g == name), "{function} lacks {name}");
+        }
+        for name in &given {
+            assert!(env.reads(name), "{function} does not read {name}");
+        }
+    }
+}
+
+#[test]
+fn every_variable_the_functions_settings_read_is_listed() {
+    // Each HERALD_ name in the code that reads a Lambda function's settings belongs to
+    // a function's list, which the test above compares with the template.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let lists = [
+        herald_api::settings::ENV,
+        herald_core::config::INGEST_ENV,
+        herald_core::config::FANOUT_ENV,
+    ];
+    let mut seen = 0;
+    for file in [
+        "core/src/config.rs",
+        "core/src/access.rs",
+        "core/src/telemetry.rs",
+        "api/src/settings.rs",
+    ] {
+        let source = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+        // The code, not its tests.
+        let mut rest = source.split("#[cfg(test)]").next().unwrap_or_default();
+        while let Some(at) = rest.find("\"HERALD_") {
+            let name: String = rest[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + 1 + name.len()..];
+            if name == "HERALD_" {
+                continue; // the prefix itself
+            }
+            seen += 1;
+            assert!(
+                lists.iter().any(|l| l.reads(&name)),
+                "{file} reads {name}, which no function lists"
+            );
+        }
+    }
+    assert!(seen > 20, "{seen}");
+}
+
+/// A key policy's statements: (sid, principals, actions, the statement). A statement
+/// for principal `*` names its principals by `aws:PrincipalArn` (and must).
+fn key_statements(t: &Value) -> Vec<(String, Vec<String>, Vec<String>, Value)> {
+    resource(t, "SecretsKey")["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .expect("statements")
+        .iter()
+        .map(|st| {
+            let (mut principals, mut actions) = (Vec::new(), Vec::new());
+            strings(&st["Principal"]["AWS"], &mut principals);
+            if principals == ["*"] {
+                principals.clear();
+                strings(
+                    &st["Condition"]["ArnEquals"]["aws:PrincipalArn"],
+                    &mut principals,
+                );
+                assert!(!principals.is_empty(), "principal * unconditioned: {st:?}");
+            }
+            strings(&st["Action"], &mut actions);
+            let sid = st["Sid"].as_str().unwrap_or_default().to_owned();
+            (sid, principals, actions, st.clone())
+        })
+        .collect()
+}
+
+/// Whether a policy's action pattern (`kms:Get*`) covers `action`.
+fn covers(pattern: &str, action: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    }
+}
+
+#[test]
+fn only_the_api_and_fanout_roles_use_the_secrets_key_and_the_account_only_administers_it() {
+    let t = template();
+    let uses = [
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:CreateGrant",
+    ];
+    let who_may = |action: &str| -> Vec<String> {
+        let mut out: Vec<String> = key_statements(&t)
+            .into_iter()
+            .filter(|(_, _, actions, _)| actions.iter().any(|a| covers(a, action)))
+            .flat_map(|(_, principals, _, _)| principals)
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        who_may("kms:Decrypt"),
+        ["ApiFunctionRole.Arn", "FanoutFunctionRole.Arn"]
+    );
+    assert_eq!(who_may("kms:GenerateDataKey"), ["ApiFunctionRole.Arn"]);
+    for action in &uses[1..] {
+        if *action != "kms:GenerateDataKey" {
+            assert!(
+                who_may(action).is_empty(),
+                "{action}: {:?}",
+                who_may(action)
+            );
+        }
+    }
+    // Each use is bound to the encryption context of one store's integration.
+    for (sid, _, actions, st) in key_statements(&t) {
+        if actions.iter().any(|a| uses.iter().any(|u| covers(a, u))) {
+            let mut keys = Vec::new();
+            strings(
+                &st["Condition"]["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"],
+                &mut keys,
+            );
+            assert_eq!(keys, ["herald:store", "herald:integration"], "{sid}");
+            assert_eq!(
+                st["Condition"]["Null"]["kms:EncryptionContextKeys"], "false",
+                "{sid}"
+            );
+        }
+    }
+    // The account administers the key (so that it is never locked out), limited to
+    // the named administrators when there are any.
+    let admin = who_may("kms:PutKeyPolicy");
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert!(admin[0].ends_with(":root"), "{admin:?}");
+    let p = &t["Parameters"]["KeyAdministratorArns"];
+    assert_eq!(p["Type"], "CommaDelimitedList");
+    assert_eq!(p["Default"], "");
+    let (_, _, _, st) = key_statements(&t)
+        .into_iter()
+        .find(|(_, principals, _, _)| principals == &admin)
+        .expect("the administration statement");
+    let mut limit = Vec::new();
+    strings(&st["Condition"], &mut limit);
+    assert!(
+        limit.iter().any(|s| s == "KeyAdministratorArns")
+            && limit.iter().any(|s| s == "HasKeyAdministrators"),
+        "{limit:?}"
+    );
+    // The functions' own policies grant no KMS action: the key policy alone decides.
+    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+        assert!(kms_grants(&t, function).is_empty(), "{function}");
+    }
+    let alias = resource(&t, "SecretsKeyAlias");
+    assert_eq!(alias["DeletionPolicy"], "Retain");
+    assert_eq!(alias["UpdateReplacePolicy"], "Retain");
+}
+
+#[test]
+fn alarms_watch_the_api_the_functions_the_table_jobs_in_flight_and_ingest_failures() {
+    let t = template();
+    assert_alarm(
+        &t,
+        "Api5xxAlarm",
+        "AWS/ApiGateway",
+        "5xx",
+        &[("ApiId", "HttpApi")],
+    );
+    for (function, prefix) in [
+        ("ApiFunction", "Api"),
+        ("IngestFunction", "Ingest"),
+        ("FanoutFunction", "Fanout"),
+    ] {
+        for metric in ["Errors", "Throttles"] {
+            assert_alarm(
+                &t,
+                &format!("{prefix}{metric}Alarm"),
+                "AWS/Lambda",
+                metric,
+                &[("FunctionName", function)],
+            );
+        }
+    }
+    assert_alarm(
+        &t,
+        "InFlightAlarm",
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesNotVisible",
+        &[("QueueName", "InternalQueue.QueueName")],
+    );
+    let mut threshold = Vec::new();
+    strings(
+        &resource(&t, "InFlightAlarm")["Properties"]["Threshold"],
+        &mut threshold,
+    );
+    assert_eq!(threshold, ["AlarmJobsInFlight"]);
+    let p = &t["Parameters"]["AlarmJobsInFlight"];
+    assert!(number(&p["MaxValue"]) <= 120_000, "SQS's in-flight limit");
+    // The table: read and write throttle events, summed.
+    let table = resource(&t, "TableThrottlesAlarm");
+    let mut watched = Vec::new();
+    for m in table["Properties"]["Metrics"]
+        .as_sequence()
+        .expect("metrics")
+    {
+        let stat = &m["MetricStat"]["Metric"];
+        if stat.is_null() {
+            continue;
+        }
+        assert_eq!(stat["Namespace"], "AWS/DynamoDB");
+        assert_eq!(
+            dimensions_of(&stat["Dimensions"]),
+            [("TableName".to_owned(), vec!["Table".to_owned()])]
+        );
+        watched.push(stat["MetricName"].as_str().expect("name").to_owned());
+    }
+    watched.sort();
+    assert_eq!(watched, ["ReadThrottleEvents", "WriteThrottleEvents"]);
+    // Every alarm notifies the topic, when there is one.
+    for (name, r) in t["Resources"].as_mapping().expect("resources") {
+        if r["Type"] == "AWS::CloudWatch::Alarm" {
+            for actions in ["AlarmActions", "OKActions"] {
+                let mut topic = Vec::new();
+                strings(&r["Properties"][actions], &mut topic);
+                assert!(
+                    topic.iter().any(|s| s == "AlarmTopicArn"),
+                    "{name:?} {actions}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tracing_is_a_choice_and_api_access_is_logged_for_log_retention_days() {
+    let t = template();
+    let p = &t["Parameters"]["Tracing"];
+    assert_eq!(p["Default"], "Disabled", "off unless asked");
+    let allowed: Vec<&str> = p["AllowedValues"]
+        .as_sequence()
+        .expect("allowed values")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, ["Disabled", "Active"]);
+    let mut tracing = Vec::new();
+    strings(&t["Globals"]["Function"]["Tracing"], &mut tracing);
+    assert_eq!(tracing, ["Tracing"]);
+    let stage = &resource(&t, "HttpApiStage")["Properties"]["AccessLogSettings"];
+    let mut destination = Vec::new();
+    strings(&stage["DestinationArn"], &mut destination);
+    assert_eq!(destination, ["ApiAccessLogGroup.Arn"]);
+    let format: serde_json::Value =
+        serde_json::from_str(stage["Format"].as_str().expect("format")).expect("JSON lines");
+    for field in ["requestId", "routeKey", "status", "integrationStatus"] {
+        assert!(format[field].is_string(), "{field}");
+    }
+    let group = &resource(&t, "ApiAccessLogGroup")["Properties"];
+    let mut retention = Vec::new();
+    strings(&group["RetentionInDays"], &mut retention);
+    assert_eq!(retention, ["LogRetentionDays"]);
 }

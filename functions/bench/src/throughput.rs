@@ -423,8 +423,10 @@ async fn setup(url: &str, stdout: MetricsOut) -> Result<Setup, String> {
             .fanout()
             .map_err(|e| e.to_string())?
             // Its EMF records per batch (HERALD_EMF_METRICS is on in Lambda), to its
-            // stdout: the log sink's pipe, beside its log lines.
-            .with_metrics_to(stdout),
+            // stdout: the log sink's pipe, beside its log lines; named by stack, as
+            // the template's HERALD_STACK_NAME does.
+            .with_metrics_to(stdout)
+            .with_stack(Some("herald".into())),
     );
     let store = components.integrations.as_ref();
     let unsigned = integration(store, "bench", url, None).await?;

@@ -75,6 +75,81 @@ pub fn number(name: &str, default: usize, range: std::ops::RangeInclusive<usize>
     }
 }
 
+/// The `HERALD_*` variables one Lambda function reads: those its stack sets
+/// (template.yaml gives each, from a parameter or a resource of the stack) and those
+/// it reads with a default right for AWS (tuning, tests, private networks). Any other
+/// `HERALD_*` variable in its environment is a mistake, which [`warn_unread`] names.
+#[derive(Clone, Copy, Debug)]
+pub struct FunctionEnv {
+    /// Set by the stack.
+    pub stack: &'static [&'static str],
+    /// Read with a default when unset.
+    pub optional: &'static [&'static str],
+}
+
+impl FunctionEnv {
+    /// Whether the function reads `name`.
+    pub fn reads(&self, name: &str) -> bool {
+        self.stack.contains(&name) || self.optional.contains(&name)
+    }
+}
+
+/// The ingest function's variables.
+pub const INGEST_ENV: FunctionEnv = FunctionEnv {
+    stack: &[
+        "HERALD_BACKEND",
+        "HERALD_TABLE",
+        "HERALD_QUEUE_URL",
+        crate::access::ENV,
+        "HERALD_LOG_LEVEL",
+    ],
+    optional: &["HERALD_INTEGRATION_CACHE_MS"],
+};
+
+/// The fan-out function's variables.
+pub const FANOUT_ENV: FunctionEnv = FunctionEnv {
+    stack: &[
+        "HERALD_BACKEND",
+        "HERALD_TABLE",
+        "HERALD_QUEUE_URL",
+        "HERALD_WEBHOOK_TIMEOUT_SECONDS",
+        "HERALD_LOG_RETENTION_DAYS",
+        "HERALD_AUTO_DISABLE_AFTER",
+        "HERALD_KMS_KEY_ID",
+        "HERALD_ALLOW_PLAIN_STOMP",
+        "HERALD_STACK_NAME",
+        "HERALD_LOG_LEVEL",
+    ],
+    optional: &[
+        "HERALD_INTEGRATION_CACHE_MS",
+        "HERALD_ALLOW_PRIVATE_CIDRS",
+        "HERALD_RETRY_SCALE",
+        "HERALD_STOMP_EXTRA_CA",
+        "HERALD_WEBHOOK_EXTRA_CA",
+        "HERALD_EMF_METRICS",
+    ],
+};
+
+/// The `HERALD_*` names among `names` that `env` does not read.
+pub fn unread(env: &FunctionEnv, names: impl IntoIterator<Item = String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| n.starts_with("HERALD_") && !env.reads(n))
+        .collect()
+}
+
+/// Warns, at start, of each `HERALD_*` variable set that this function does not read:
+/// a misspelt name, or a setting meant for another function, would otherwise be
+/// ignored without a word.
+pub fn warn_unread(env: &FunctionEnv) {
+    for name in unread(
+        env,
+        std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+    ) {
+        tracing::warn!(variable = %name, "this function does not read {name}: ignored");
+    }
+}
+
 /// Settings of the delivery pipeline shared by every binary (`HERALD_*`).
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
@@ -108,6 +183,9 @@ pub struct PipelineSettings {
     pub webhook_extra_ca: Option<String>,
     /// `HERALD_EMF_METRICS`: print CloudWatch EMF records (default: on in Lambda).
     pub emf_metrics: bool,
+    /// `HERALD_STACK_NAME`: the stack this function belongs to, the `Stack` dimension
+    /// of its EMF records.
+    pub stack_name: Option<String>,
     /// `HERALD_KMS_KEY_ID`: the KMS key (id, ARN or alias) that seals integration
     /// secrets (aws). Processes without it (ingest) read secrets only as masks.
     pub kms_key_id: Option<String>,
@@ -201,6 +279,7 @@ impl PipelineSettings {
                 "HERALD_EMF_METRICS",
                 std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
             )?,
+            stack_name: var("HERALD_STACK_NAME"),
             kms_key_id: var("HERALD_KMS_KEY_ID"),
             auto_disable_after: number(
                 "HERALD_AUTO_DISABLE_AFTER",
@@ -226,8 +305,31 @@ impl PipelineSettings {
             stomp_extra_ca: None,
             webhook_extra_ca: None,
             emf_metrics: false,
+            stack_name: None,
             kms_key_id: None,
             auto_disable_after: crate::fanout::AUTO_DISABLE_AFTER,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_herald_variable_a_function_does_not_read_is_named_and_others_are_not() {
+        let set = [
+            "HERALD_TABLE",
+            "HERALD_LOG_RETENTION_DAY",
+            "HERALD_DLQ_URL",
+            "HERALD_EMF_METRICS",
+            "AWS_REGION",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unread(&FANOUT_ENV, set),
+            ["HERALD_LOG_RETENTION_DAY", "HERALD_DLQ_URL"]
+        );
     }
 }

@@ -67,6 +67,8 @@ pub struct Fanout {
     retry: RetryPolicy,
     /// Where the batch's EMF records go (none: not emitted).
     metrics: Option<crate::metrics::MetricsOut>,
+    /// The stack named in those records.
+    stack: Option<String>,
     auto_disable_after: u32,
     /// The longest one attempt may take.
     attempt_limit: Duration,
@@ -179,6 +181,7 @@ impl Fanout {
             queue,
             retry,
             metrics: None,
+            stack: None,
             auto_disable_after: AUTO_DISABLE_AFTER,
             attempt_limit: ATTEMPT_LIMIT,
             successes: std::sync::Mutex::new(HashMap::new()),
@@ -272,6 +275,12 @@ impl Fanout {
     /// Emits CloudWatch EMF records per batch to stdout (on in Lambda).
     pub fn with_metrics(mut self, on: bool) -> Self {
         self.metrics = on.then_some(crate::metrics::MetricsOut::Stdout);
+        self
+    }
+
+    /// Names `stack` in the EMF records (their `Stack` dimension).
+    pub fn with_stack(mut self, stack: Option<String>) -> Self {
+        self.stack = stack;
         self
     }
 
@@ -389,7 +398,12 @@ impl Fanout {
         summary(records, &entries, failed.len());
 
         if let Some(out) = self.metrics.as_ref().filter(|_| !samples.is_empty()) {
-            crate::metrics::emit(out, &samples, Utc::now().timestamp_millis());
+            crate::metrics::emit(
+                out,
+                self.stack.as_deref(),
+                &samples,
+                Utc::now().timestamp_millis(),
+            );
         }
         if !entries.is_empty() {
             // The answer must leave before the invocation ends: a log write still

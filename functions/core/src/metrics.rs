@@ -10,6 +10,30 @@ use crate::delivery::envelope::json_string;
 /// The metrics namespace.
 pub const NAMESPACE: &str = "Herald";
 
+/// Metric: delivery attempts (count), per target type and outcome.
+pub const ATTEMPTS: &str = "Attempts";
+
+/// Metric: milliseconds from the event's time to the target's acknowledgement, one
+/// value per delivered attempt.
+pub const DELIVERY_LAG: &str = "DeliveryLag";
+
+/// Dimension: the stack the records come from (`HERALD_STACK_NAME`), so that the
+/// stacks of one account and region stay apart.
+pub const STACK: &str = "Stack";
+
+/// Dimension: the target type (`webhook`, `aws_sqs`, `stomp`, `unknown`).
+pub const TARGET_TYPE: &str = "TargetType";
+
+/// Dimension: the attempt's outcome (`delivered`, `retrying`, `failed`, `discarded`).
+pub const OUTCOME: &str = "Outcome";
+
+/// Every metric the records carry: what dashboards and alarms may name.
+pub const METRICS: [&str; 2] = [ATTEMPTS, DELIVERY_LAG];
+
+/// The one dimension set of every record, in order ([`STACK`] left out only by a
+/// process that knows no stack: the dev server, the bench).
+pub const DIMENSIONS: [&str; 3] = [STACK, TARGET_TYPE, OUTCOME];
+
 /// One delivery attempt, as the metrics see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -23,8 +47,9 @@ pub struct Sample {
 
 /// The EMF records of a batch, one JSON line each: `Attempts` (count) for every
 /// (target, outcome), and `DeliveryLag` (milliseconds, one value per delivery) where
-/// something was delivered. Written straight as text (no JSON tree is built).
-pub fn lines(samples: &[Sample], timestamp_ms: i64) -> Vec<u8> {
+/// something was delivered, each with the dimension `Stack` when `stack` is given.
+/// Written straight as text (no JSON tree is built).
+pub fn lines(stack: Option<&str>, samples: &[Sample], timestamp_ms: i64) -> Vec<u8> {
     use std::io::Write;
     let mut groups: BTreeMap<(&str, &str), (usize, Vec<f64>)> = BTreeMap::new();
     for s in samples {
@@ -34,13 +59,19 @@ pub fn lines(samples: &[Sample], timestamp_ms: i64) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(320 * groups.len() + 24 * samples.len());
     for ((target, outcome), (attempts, lags)) in groups {
-        out.extend_from_slice(b"{\"TargetType\":");
+        out.push(b'{');
+        if let Some(stack) = stack {
+            let _ = write!(out, "\"{STACK}\":");
+            json_string(&mut out, stack);
+            out.push(b',');
+        }
+        let _ = write!(out, "\"{TARGET_TYPE}\":");
         json_string(&mut out, target);
-        out.extend_from_slice(b",\"Outcome\":");
+        let _ = write!(out, ",\"{OUTCOME}\":");
         json_string(&mut out, outcome);
-        let _ = write!(out, ",\"Attempts\":{attempts}");
+        let _ = write!(out, ",\"{ATTEMPTS}\":{attempts}");
         if !lags.is_empty() {
-            out.extend_from_slice(b",\"DeliveryLag\":[");
+            let _ = write!(out, ",\"{DELIVERY_LAG}\":[");
             for (k, lag) in lags.iter().enumerate() {
                 if k > 0 {
                     out.push(b',');
@@ -51,10 +82,20 @@ pub fn lines(samples: &[Sample], timestamp_ms: i64) -> Vec<u8> {
         }
         let _ = write!(
             out,
-            ",\"_aws\":{{\"Timestamp\":{timestamp_ms},\"CloudWatchMetrics\":[{{\"Namespace\":\"{NAMESPACE}\",\"Dimensions\":[[\"TargetType\",\"Outcome\"]],\"Metrics\":[{{\"Name\":\"Attempts\",\"Unit\":\"Count\"}}"
+            ",\"_aws\":{{\"Timestamp\":{timestamp_ms},\"CloudWatchMetrics\":[{{\"Namespace\":\"{NAMESPACE}\",\"Dimensions\":[["
+        );
+        if stack.is_some() {
+            let _ = write!(out, "\"{STACK}\",");
+        }
+        let _ = write!(
+            out,
+            "\"{TARGET_TYPE}\",\"{OUTCOME}\"]],\"Metrics\":[{{\"Name\":\"{ATTEMPTS}\",\"Unit\":\"Count\"}}"
         );
         if !lags.is_empty() {
-            out.extend_from_slice(b",{\"Name\":\"DeliveryLag\",\"Unit\":\"Milliseconds\"}");
+            let _ = write!(
+                out,
+                ",{{\"Name\":\"{DELIVERY_LAG}\",\"Unit\":\"Milliseconds\"}}"
+            );
         }
         out.extend_from_slice(b"]}]}}\n");
     }
@@ -72,9 +113,13 @@ pub enum MetricsOut {
 }
 
 /// Writes a batch's EMF records ([`lines`]) to `out` in one write.
-pub fn emit(out: &MetricsOut, samples: &[Sample], timestamp_ms: i64) {
+///
+/// They go to stdout as they are, without a `level` key: Lambda counts such a line as
+/// INFO, so the template never sets the functions' `ApplicationLogLevel` above INFO
+/// (see <https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html>).
+pub fn emit(out: &MetricsOut, stack: Option<&str>, samples: &[Sample], timestamp_ms: i64) {
     use std::io::Write;
-    let lines = lines(samples, timestamp_ms);
+    let lines = lines(stack, samples, timestamp_ms);
     let _ = match out {
         MetricsOut::Stdout => std::io::stdout().lock().write_all(&lines),
         MetricsOut::Writer(w) => w
@@ -90,8 +135,8 @@ mod tests {
     use serde_json::{json, Value};
 
     /// A batch's records, read back from their lines.
-    fn records(samples: &[Sample], timestamp_ms: i64) -> Vec<Value> {
-        let text = String::from_utf8(lines(samples, timestamp_ms)).expect("UTF-8");
+    fn records(stack: Option<&str>, samples: &[Sample], timestamp_ms: i64) -> Vec<Value> {
+        let text = String::from_utf8(lines(stack, samples, timestamp_ms)).expect("UTF-8");
         assert!(text.is_empty() || text.ends_with('\n'));
         text.lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -112,10 +157,15 @@ mod tests {
                 lag_ms: None,
             },
         ];
-        let r = records(&samples, 1_795_330_800_000);
+        let r = records(Some("herald"), &samples, 1_795_330_800_000);
         let out = crate::testkit::Captured::default();
         let writer = std::sync::Arc::new(std::sync::Mutex::new(out.clone()));
-        emit(&MetricsOut::Writer(writer), &samples, 1_795_330_800_000);
+        emit(
+            &MetricsOut::Writer(writer),
+            Some("herald"),
+            &samples,
+            1_795_330_800_000,
+        );
         assert_eq!(out.writes(), 1, "one write for the batch");
         let text = out.text();
         let lines: Vec<Value> = text
@@ -150,14 +200,14 @@ mod tests {
                 lag_ms: Some(30.0),
             },
         ];
-        let r = records(&samples, 1_795_330_800_000);
+        let r = records(Some("herald-prod"), &samples, 1_795_330_800_000);
         assert_eq!(r.len(), 3);
         assert_eq!(
             r[1],
             json!({
-                "TargetType": "webhook", "Outcome": "delivered", "Attempts": 2, "DeliveryLag": [120.0, 80.5],
+                "Stack": "herald-prod", "TargetType": "webhook", "Outcome": "delivered", "Attempts": 2, "DeliveryLag": [120.0, 80.5],
                 "_aws": {"Timestamp": 1_795_330_800_000_i64, "CloudWatchMetrics": [{
-                    "Namespace": "Herald", "Dimensions": [["TargetType", "Outcome"]],
+                    "Namespace": "Herald", "Dimensions": [["Stack", "TargetType", "Outcome"]],
                     "Metrics": [{"Name": "Attempts", "Unit": "Count"}, {"Name": "DeliveryLag", "Unit": "Milliseconds"}]}]}
             })
         );
@@ -188,6 +238,44 @@ mod tests {
 
     #[test]
     fn an_empty_batch_has_no_records() {
-        assert!(records(&[], 0).is_empty());
+        assert!(records(Some("herald"), &[], 0).is_empty());
+    }
+
+    #[test]
+    fn every_record_names_its_stack_so_that_two_stacks_of_an_account_stay_apart() {
+        let samples = [
+            Sample {
+                target: "aws_sqs",
+                outcome: "failed",
+                lag_ms: None,
+            },
+            Sample {
+                target: "webhook",
+                outcome: "delivered",
+                lag_ms: Some(1.0),
+            },
+        ];
+        for record in records(Some("shop \"eu\""), &samples, 0) {
+            assert_eq!(record["Stack"], "shop \"eu\"");
+            assert_eq!(
+                record["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                json!([DIMENSIONS])
+            );
+        }
+    }
+
+    #[test]
+    fn a_process_that_knows_no_stack_leaves_the_dimension_out() {
+        let samples = [Sample {
+            target: "stomp",
+            outcome: "retrying",
+            lag_ms: None,
+        }];
+        let r = records(None, &samples, 0);
+        assert!(r[0].get(STACK).is_none());
+        assert_eq!(
+            r[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[TARGET_TYPE, OUTCOME]])
+        );
     }
 }

@@ -86,15 +86,25 @@ pub fn filter(spec: &str) -> EnvFilter {
     EnvFilter::try_new(directives(spec)).unwrap_or_else(|_| EnvFilter::new(directives("info")))
 }
 
-/// Lambda: level from `AWS_LAMBDA_LOG_LEVEL` (set by the function's logging config),
-/// else `RUST_LOG`, else INFO; JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`; to stdout.
+/// Lambda: level from [`lambda_level`]; JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`; to
+/// stdout.
 pub fn init_lambda() {
-    let spec = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .map(|l| l.to_ascii_lowercase())
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_default();
+    let spec = lambda_level(|name| std::env::var(name).ok());
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     init_lambda_with(&spec, json, std::io::stdout);
+}
+
+/// A Lambda function's level spec: `HERALD_LOG_LEVEL` (the stack's `LogLevel`), else
+/// `AWS_LAMBDA_LOG_LEVEL` (the function's `ApplicationLogLevel`), else `RUST_LOG`,
+/// else empty (INFO). The stack's own level comes first because Lambda's filter is
+/// kept at INFO or below: above it Lambda would drop the EMF records, which carry no
+/// level and count as INFO.
+pub fn lambda_level(var: impl Fn(&str) -> Option<String>) -> String {
+    var("HERALD_LOG_LEVEL")
+        .or_else(|| var("AWS_LAMBDA_LOG_LEVEL"))
+        .map(|l| l.to_ascii_lowercase())
+        .or_else(|| var("RUST_LOG"))
+        .unwrap_or_default()
 }
 
 /// [`init_lambda`]'s subscriber for level `spec`, JSON or not, writing to `writer`:
@@ -132,7 +142,32 @@ pub fn init_local() {
 
 #[cfg(test)]
 mod tests {
-    use super::directives;
+    use super::{directives, lambda_level};
+
+    #[test]
+    fn the_stacks_log_level_comes_before_the_one_lambda_filters_at() {
+        // The template keeps Lambda's filter at INFO or below (EMF records count as
+        // INFO) and gives LogLevel as HERALD_LOG_LEVEL.
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[
+            ("HERALD_LOG_LEVEL", "WARN"),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        ]);
+        assert_eq!(lambda_level(both), "warn");
+        let lambda = env(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG"), ("RUST_LOG", "trace")]);
+        assert_eq!(lambda_level(lambda), "debug");
+        assert_eq!(
+            lambda_level(env(&[("RUST_LOG", "herald_core=trace")])),
+            "herald_core=trace"
+        );
+        assert_eq!(lambda_level(env(&[])), "");
+    }
 
     #[test]
     fn the_default_and_info_leave_the_sdk_at_info() {

@@ -209,6 +209,7 @@ impl Components {
             RetryPolicy::scaled(self.settings.retry_scale),
         )
         .with_metrics(self.settings.emf_metrics)
+        .with_stack(self.settings.stack_name.clone())
         .with_auto_disable(self.settings.auto_disable_after)
         // Past every target's own timeout, so that their reasons come first.
         .with_attempt_limit(

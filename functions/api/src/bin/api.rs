@@ -14,6 +14,7 @@ static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     herald_core::telemetry::init_lambda();
+    herald_core::config::warn_unread(&herald_api::settings::ENV);
     let settings = Settings::from_env(Defaults::LAMBDA)?;
     let components = Components::build(&settings.pipeline, false).await?;
     components.require_secrets()?;

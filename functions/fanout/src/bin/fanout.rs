@@ -17,6 +17,7 @@ static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     herald_core::telemetry::init_lambda();
+    herald_core::config::warn_unread(&herald_core::config::FANOUT_ENV);
     let settings = PipelineSettings::from_env(PipelineDefaults::LAMBDA)?;
     let components = Components::build(&settings, false).await?;
     let fanout = Arc::new(components.fanout()?);

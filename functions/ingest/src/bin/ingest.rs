@@ -19,6 +19,7 @@ static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     herald_core::telemetry::init_lambda();
+    herald_core::config::warn_unread(&herald_core::config::INGEST_ENV);
     let pipeline = PipelineSettings::from_env(PipelineDefaults::LAMBDA)?;
     // POST /v2/events is IAM-authorized: the mapping says which stores a caller may name.
     let access = StoreAccess::from_env()?;
