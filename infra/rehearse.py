@@ -313,7 +313,9 @@ class RuntimeHandler(BaseHTTPRequestHandler):
                 break
             except queue.Empty:
                 if server.closing:
-                    return self._answer(410)
+                    # The instance is being stopped: its bootstrap is gone with it.
+                    self.close_connection = True
+                    return
         self._answer(200, event, {
             "Content-Type": "application/json",
             "Lambda-Runtime-Aws-Request-Id": request_id,
