@@ -13,6 +13,7 @@ PORT      ?= 3000
 EVENT     ?= api-create-webhook.json
 ARCH      ?= arm64
 LAMBDA_PORT ?= 9061
+REHEARSAL_MOTO_PORT ?= 5355
 # Where cargo puts what it builds (CARGO_TARGET_DIR, when set, as cargo itself reads it).
 TARGET    := $(or $(CARGO_TARGET_DIR),target)
 
@@ -22,7 +23,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build deploy redrive-ingest reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build rehearse deploy redrive-ingest reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -86,6 +87,10 @@ build: setup ## release build of the Lambda bootstraps for ARCH=arm64|x86_64 (ca
 sam-build: setup ## sam build (cargo lambda + zig from the virtualenv), ARCH=arm64|x86_64
 	rustup target add $(if $(filter arm64,$(ARCH)),aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build --beta-features --parameter-overrides Architecture=$(ARCH)
+
+rehearse: setup ## the deploy rehearsal, offline: x86_64 release bootstraps, template.yaml translated and created in moto (127.0.0.1:REHEARSAL_MOTO_PORT, 5355) with IAM enforced, each function run with its stack environment and role session, the product tour through API Gateway and SQS events
+	$(MAKE) --no-print-directory build ARCH=x86_64
+	REHEARSAL_MOTO_PORT=$(REHEARSAL_MOTO_PORT) REHEARSAL_LAMBDA_DIR=$(TARGET)/lambda $(PY) infra/rehearse.py
 
 deploy: sam-build ## sam deploy --guided the first time, sam deploy after; ARCH=arm64|x86_64, the architecture just built
 	@# --guided writes region and parameters into samconfig.toml; after that, plain deploy.
