@@ -25,7 +25,7 @@ use herald_core::integrations::Integrations;
 use herald_core::jsonapi::{self, Errors};
 use herald_core::memory::MemoryDeliveryLog;
 use herald_core::model::StoreId;
-use herald_core::page::Page;
+use herald_core::page::{Page, Total};
 use herald_core::ports::{DeadLetters, Deliverer, DeliveryLog, IntegrationStore};
 use herald_core::validate::FieldError;
 use herald_core::wiring::Components;
@@ -412,9 +412,10 @@ fn page_of(params: &[(String, String)]) -> Result<Page, ApiError> {
     })
 }
 
-/// A list document: `data`, `links` (self/first/prev/next/last) and `meta`.
-fn list_document(base: &str, path: &str, page: Page, total: usize, data: Vec<Value>) -> Response {
-    let nav = page.navigation(total);
+/// A list document: `data`, `links` (self/first/prev/next/last) and `meta`
+/// (`meta.results.lower_bound`: whether there may be more than `meta.results.total`).
+fn list_document(base: &str, path: &str, page: Page, total: Total, data: Vec<Value>) -> Response {
+    let nav = page.navigation(total.count);
     let link = |offset: usize| {
         format!(
             "{base}{path}?page[limit]={}&page[offset]={offset}",
@@ -432,7 +433,7 @@ fn list_document(base: &str, path: &str, page: Page, total: usize, data: Vec<Val
         },
         "meta": {
             "page": { "limit": page.limit, "offset": page.offset, "current": nav.current, "total": nav.total_pages },
-            "results": { "total": total }
+            "results": { "total": total.count, "lower_bound": total.lower_bound }
         }
     });
     (
@@ -453,7 +454,13 @@ async fn list_integrations(
     let (items, total) = state.integrations.list(&store, page).await?;
     let base = base_url(&state, &headers);
     let data = items.iter().map(|i| i.to_resource(&base)).collect();
-    Ok(list_document(&base, "/v2/integrations", page, total, data))
+    Ok(list_document(
+        &base,
+        "/v2/integrations",
+        page,
+        Total::exact(total),
+        data,
+    ))
 }
 
 async fn store_logs(
@@ -463,13 +470,13 @@ async fn store_logs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let page = page_of(&params)?;
-    let (items, total) = state.log.store_logs(&store, page).await?;
+    let (items, counted) = state.log.store_logs(&store, page).await?;
     let data = items.iter().map(|a| a.to_resource()).collect();
     Ok(list_document(
         &base_url(&state, &headers),
         "/v2/integrations/logs",
         page,
-        total,
+        page.bounded_total(counted),
         data,
     ))
 }
@@ -490,14 +497,14 @@ async fn integration_logs(
 ) -> Result<Response, ApiError> {
     let page = page_of(&params)?;
     let id = owned_integration(&state, &store, &id).await?;
-    let (items, total) = state.log.integration_logs(&store, id, page).await?;
+    let (items, counted) = state.log.integration_logs(&store, id, page).await?;
     let data = items.iter().map(|a| a.to_resource()).collect();
     let path = format!("/v2/integrations/{id}/logs");
     Ok(list_document(
         &base_url(&state, &headers),
         &path,
         page,
-        total,
+        page.bounded_total(counted),
         data,
     ))
 }
@@ -511,14 +518,14 @@ async fn integration_jobs(
 ) -> Result<Response, ApiError> {
     let page = page_of(&params)?;
     let id = owned_integration(&state, &store, &id).await?;
-    let (items, total) = state.log.integration_jobs(&store, id, page).await?;
+    let (items, counted) = state.log.integration_jobs(&store, id, page).await?;
     let data = items.iter().map(|j| j.to_resource()).collect();
     let path = format!("/v2/integrations/{id}/jobs");
     Ok(list_document(
         &base_url(&state, &headers),
         &path,
         page,
-        total,
+        page.bounded_total(counted),
         data,
     ))
 }
@@ -534,8 +541,8 @@ async fn job_logs(
     let id = owned_integration(&state, &store, &id).await?;
     let job_not_found = || ApiError::new(StatusCode::NOT_FOUND, "job not found", None);
     let job_id = Uuid::parse_str(&job_id).map_err(|_| job_not_found())?;
-    let (items, total) = state.log.job_logs(&store, id, job_id, page).await?;
-    if total == 0 {
+    let (items, counted) = state.log.job_logs(&store, id, job_id, page).await?;
+    if counted == 0 {
         return Err(job_not_found());
     }
     let data = items.iter().map(|a| a.to_resource()).collect();
@@ -544,7 +551,7 @@ async fn job_logs(
         &base_url(&state, &headers),
         &path,
         page,
-        total,
+        page.bounded_total(counted),
         data,
     ))
 }

@@ -321,6 +321,77 @@ async fn list_paginates_with_links_and_meta() {
 }
 
 #[tokio::test]
+async fn a_log_listing_counts_through_the_next_page_and_says_when_its_total_is_a_lower_bound() {
+    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
+    use herald_core::memory::MemoryDeliveryLog;
+    use herald_core::ports::DeliveryLog;
+
+    // GIVEN a store with 250 attempts
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let integration = uuid::Uuid::now_v7();
+    let entries: Vec<LogEntry> = (0..250u32)
+        .map(|n| LogEntry {
+            attempt: Attempt {
+                id: uuid::Uuid::now_v7(),
+                store_id: "s".into(),
+                integration_id: integration,
+                job_id: uuid::Uuid::now_v7(),
+                event_id: format!("evt-{n}"),
+                event_type: "order.fulfilled".into(),
+                attempt: 1,
+                succeeded: true,
+                status_code: Some(200),
+                body: String::new(),
+                error_detail: None,
+                processing_time: 0.01,
+                created_at: chrono::Utc::now(),
+            },
+            status: JobStatus::Delivered,
+            enqueued_at: chrono::Utc::now(),
+        })
+        .collect();
+    log.record(&entries).await.expect("record");
+    let mut state = AppState::new(Arc::new(MemoryIntegrationStore::new()), &settings(100));
+    state.log = log;
+    let app = herald_api::router(state);
+    let base = "http://herald.test/v2/integrations/logs?page[limit]=100&page[offset]=";
+
+    // WHEN the first page is listed THEN the total is counted to the end of the next
+    // page only, and said to be a lower bound
+    let r = send(&app, "GET", "/v2/integrations/logs", Some("s"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["data"].as_array().expect("data").len(), 100);
+    assert_eq!(
+        r.body["meta"],
+        json!({
+            "page": {"limit": 100, "offset": 0, "current": 1, "total": 2},
+            "results": {"total": 200, "lower_bound": true}
+        })
+    );
+    assert_eq!(r.body["links"]["next"], format!("{base}100"));
+    assert_eq!(r.body["links"]["last"], format!("{base}100"));
+
+    // WHEN the second page is listed THEN the end is in reach: the total is exact
+    let r = send(
+        &app,
+        "GET",
+        "/v2/integrations/logs?page[offset]=100",
+        Some("s"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.body["meta"],
+        json!({
+            "page": {"limit": 100, "offset": 100, "current": 2, "total": 3},
+            "results": {"total": 250, "lower_bound": false}
+        })
+    );
+    assert_eq!(r.body["links"]["next"], format!("{base}200"));
+    assert_eq!(r.body["links"]["last"], format!("{base}200"));
+}
+
+#[tokio::test]
 async fn list_masks_every_secret() {
     let app = app();
     create(&app, "s", "one").await;

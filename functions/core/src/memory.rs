@@ -471,8 +471,10 @@ impl MemoryDeliveryLog {
         }
     }
 
+    /// The page, and the total counted as far as the DynamoDB log counts it
+    /// ([`Page::count_cap`]), so both adapters answer alike.
     fn page_of<T: Clone>(items: Vec<T>, page: Page) -> (Vec<T>, usize) {
-        let total = items.len();
+        let total = items.len().min(page.count_cap());
         (page.slice(items), total)
     }
 

@@ -1,5 +1,10 @@
 //! Offset pagination as Elastic Path does it: `page[limit]` (1..=100, default 100)
 //! and `page[offset]`.
+//!
+//! A listing whose history grows without bound (the delivery log) does not count it
+//! whole: it counts through the page after the one asked for
+//! ([`Page::count_cap`]), so a request reads a bounded number of items whatever the
+//! history, and says when its total is only a lower bound ([`Total`]).
 
 /// Largest `page[limit]`.
 pub const MAX_LIMIT: usize = 100;
@@ -72,18 +77,56 @@ impl Page {
             .collect()
     }
 
+    /// How far a listing of a history counts its items: through the page after this
+    /// one (`offset + 2 × limit`). A listing that finds this many reports them as
+    /// [`Total::lower_bound`]: there may be more.
+    pub fn count_cap(&self) -> usize {
+        self.offset + 2 * self.limit
+    }
+
+    /// The total of a listing that counted `counted` items, stopping at
+    /// [`Page::count_cap`]: exact below the cap, a lower bound at it.
+    pub fn bounded_total(&self, counted: usize) -> Total {
+        let cap = self.count_cap();
+        Total {
+            count: counted.min(cap),
+            lower_bound: counted >= cap,
+        }
+    }
+
     /// Numbers for `meta.page` and the links: current page (1-based), total pages
-    /// (at least 1), and the offsets of first/prev/next/last.
+    /// (at least 1), and the offsets of first/prev/next/last. No link goes past
+    /// [`MAX_OFFSET`], which would be refused.
     pub fn navigation(&self, total: usize) -> Navigation {
         let pages = total.div_ceil(self.limit).max(1);
-        let last_offset = (pages - 1) * self.limit;
+        let last_offset = ((pages - 1) * self.limit).min(MAX_OFFSET);
+        let next = self.offset + self.limit;
         Navigation {
             current: self.offset / self.limit + 1,
             total_pages: pages,
             first: 0,
             prev: (self.offset > 0).then(|| self.offset.saturating_sub(self.limit)),
-            next: (self.offset + self.limit < total).then_some(self.offset + self.limit),
+            next: (next < total && next <= MAX_OFFSET).then_some(next),
             last: last_offset,
+        }
+    }
+}
+
+/// How many items a listing holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Total {
+    /// The count: exact, or (when `lower_bound`) how many there are at least.
+    pub count: usize,
+    /// Whether there may be more than `count` (the listing stopped counting).
+    pub lower_bound: bool,
+}
+
+impl Total {
+    /// An exact count.
+    pub fn exact(count: usize) -> Self {
+        Self {
+            count,
+            lower_bound: false,
         }
     }
 }
@@ -199,6 +242,39 @@ mod tests {
             (nav.current, nav.total_pages, nav.prev, nav.next, nav.last),
             (1, 1, None, None, 0)
         );
+    }
+
+    #[test]
+    fn a_total_is_exact_below_the_end_of_the_next_page_and_a_lower_bound_at_it() {
+        let page = Page {
+            limit: 10,
+            offset: 20,
+        };
+        assert_eq!(page.count_cap(), 40);
+        assert_eq!(page.bounded_total(0), Total::exact(0));
+        assert_eq!(page.bounded_total(39), Total::exact(39));
+        let at_least = Total {
+            count: 40,
+            lower_bound: true,
+        };
+        assert_eq!(page.bounded_total(40), at_least);
+        assert_eq!(page.bounded_total(41), at_least);
+    }
+
+    #[test]
+    fn no_link_goes_past_the_largest_offset() {
+        let nav = Page {
+            limit: 100,
+            offset: MAX_OFFSET,
+        }
+        .navigation(MAX_OFFSET + 200);
+        assert_eq!((nav.next, nav.last), (None, MAX_OFFSET));
+        let nav = Page {
+            limit: 100,
+            offset: MAX_OFFSET - 100,
+        }
+        .navigation(MAX_OFFSET + 100);
+        assert_eq!((nav.next, nav.last), (Some(MAX_OFFSET), MAX_OFFSET));
     }
 
     #[test]

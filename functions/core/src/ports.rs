@@ -210,20 +210,27 @@ pub trait IdempotencyStore: Send + Sync {
 }
 
 /// Where delivery attempts and job states are recorded and read back.
+///
+/// A listing's total is counted no further than [`crate::page::Page::count_cap`] (the
+/// end of the page after the one asked for), so a request's cost does not grow with
+/// the history: a total equal to that cap means "at least"
+/// ([`crate::page::Page::bounded_total`]).
 #[async_trait]
 pub trait DeliveryLog: Send + Sync {
     /// Records the attempts of one batch, and the job states they leave, in as few
     /// writes as possible.
     async fn record(&self, entries: &[crate::delivery::LogEntry]) -> Result<()>;
 
-    /// A page of a store's attempts, newest first, and their total.
+    /// A page of a store's attempts, newest first, and their total (counted up to the
+    /// page's cap).
     async fn store_logs(
         &self,
         store: &StoreId,
         page: crate::page::Page,
     ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
 
-    /// A page of one integration's attempts, newest first, and their total.
+    /// A page of one integration's attempts, newest first, and their total (counted
+    /// up to the page's cap).
     async fn integration_logs(
         &self,
         store: &StoreId,
@@ -231,7 +238,8 @@ pub trait DeliveryLog: Send + Sync {
         page: crate::page::Page,
     ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
 
-    /// A page of one integration's jobs, newest first, and their total.
+    /// A page of one integration's jobs, newest first, and their total (counted up to
+    /// the page's cap).
     async fn integration_jobs(
         &self,
         store: &StoreId,
@@ -239,7 +247,8 @@ pub trait DeliveryLog: Send + Sync {
         page: crate::page::Page,
     ) -> Result<(Vec<crate::delivery::JobRecord>, usize)>;
 
-    /// A page of one job's attempts, newest first, and their total.
+    /// A page of one job's attempts, newest first, and their total (counted up to the
+    /// page's cap).
     async fn job_logs(
         &self,
         store: &StoreId,

@@ -4,7 +4,7 @@
 //! | item | `pk` | `sk` | GSI1 (`gsi1pk`/`gsi1sk`) | GSI2 (`gsi2pk`/`gsi2sk`) | GSI3 (`gsi3pk`/`gsi3sk`) |
 //! |---|---|---|---|---|---|
 //! | event claim | `STORE#<store>` | `EVENT#<event id>` | | | |
-//! | attempt | `LOGS#<store>#<integration>` | log id (UUIDv7) | `LOGS#<store>`, log id | `JOBLOGS#<store>#<job>`, log id | `JOBS#<store>#<integration>`, `<enqueued at>#<job id>#<log id>` |
+//! | attempt | `LOGS#<store>#<integration>#<n>` | log id (UUIDv7) | `LOGS#<store>#<n>`, log id | `JOBLOGS#<store>#<job>`, log id | `JOBS#<store>#<integration>#<n>`, `<enqueued at>#<job id>#<log id>` |
 //!
 //! An attempt's item also holds its job's state after it (`status`, `enqueued_at`), so
 //! a delivery is one item. A job's attempts sit side by side in GSI3 (their sort keys
@@ -12,6 +12,21 @@
 //! the first item of each job there, its latest attempt. Earlier builds kept a
 //! separate job item (`pk` `JOBS#<store>#<integration>`); it is not read, and its TTL
 //! removes it.
+//!
+//! **Write sharding.** `<n>` is the attempt's shard, `0` to [`LOG_SHARDS`]` - 1`, from
+//! its job id ([`shard_of`]): a store's (and an integration's) attempts spread over
+//! [`LOG_SHARDS`] partition keys, so one store writes at up to that many times one
+//! partition's rate (1,000 writes a second each), and a job's attempts stay together.
+//! See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-sharding.html>.
+//!
+//! **Bounded listings.** A listing reads each of its partition keys newest first, a
+//! few items at a time, and merges them by sort key until the newest
+//! [`Page::count_cap`] items (or jobs) are known: never the whole history, so a
+//! request reads about `offset + 2 × limit` items plus one chunk per key, whatever
+//! the history; its total is exact below that cap and a lower bound at it
+//! ([`Page::bounded_total`]). Items written before the keys were sharded (under the
+//! same keys without `#<n>`) are read as one more key of the merge, until their
+//! retention expires them.
 //!
 //! Every item carries `expires_at` (epoch seconds) for DynamoDB TTL. TTL deletion is
 //! lazy (up to days late), so reads filter expired items and a claim whose
@@ -26,8 +41,7 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::operation::query::QueryOutput;
-use aws_sdk_dynamodb::types::{AttributeValue, Select, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -311,66 +325,133 @@ impl DynamoDeliveryLog {
             .scan_index_forward(false)
     }
 
-    /// Runs `query` page after page, handing each page to `keep_going` until it says
-    /// stop or the pages end.
-    async fn each_page(
-        query: impl Fn() -> QueryFluentBuilder,
-        mut keep_going: impl FnMut(&QueryOutput) -> bool,
-    ) -> Result<()> {
-        let mut start = None;
-        loop {
-            let out = query()
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| backend_error(SERVICE, e))?;
-            if !keep_going(&out) {
-                return Ok(());
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(()),
-            }
-        }
-    }
-
-    /// Runs `query` page after page, handing each item to `keep_going` until it says
-    /// stop or the items end.
-    async fn each_item(
-        query: impl Fn() -> QueryFluentBuilder,
-        mut keep_going: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
-    ) -> Result<()> {
-        Self::each_page(query, |out| out.items().iter().all(&mut keep_going)).await
-    }
-
-    /// One page (newest first) of the items under a partition key, and the total.
-    async fn page(
+    /// The newest items under `keys` (partition keys of one index, or of the table)
+    /// merged newest first by their sort key (`sort_attr`), as far as the newest
+    /// `want` units: an item starts a unit when `starts(previous, item)` says so (each
+    /// item for attempts; the first of a job's run for jobs). Each key is read a few
+    /// items at a time, and only while it may still hold one of those units, so the
+    /// items read are about as many as the units' own, plus at most one chunk per key,
+    /// whatever lies beyond. Returns the items of the newest units, at most `want`
+    /// (fewer when the keys hold fewer).
+    async fn newest(
         &self,
         index: Option<&str>,
-        key_attr: &str,
-        key: String,
+        (key_attr, sort_attr): (&str, &str),
+        keys: Vec<String>,
+        want: usize,
+        starts: impl Fn(Option<&Row>, &Row) -> bool,
+    ) -> Result<Vec<Row>> {
+        let mut sources: Vec<Source> = keys.into_iter().map(Source::new).collect();
+        // All items read so far, newest first.
+        let mut merged: Vec<(String, Row)> = Vec::new();
+        let (mut items_read, mut queries) = (0usize, 0usize);
+        loop {
+            // Units among the items read newer than each key's position: a key still
+            // open is read further only while fewer than `want` units lie above it.
+            let needed: Vec<(usize, usize)> = sources
+                .iter()
+                .enumerate()
+                .filter(|(_, src)| !src.done)
+                .filter_map(|(i, src)| {
+                    let above = match &src.seen_to {
+                        None => 0,
+                        Some(seen) => units_above(&merged, seen, &starts),
+                    };
+                    (above < want).then(|| (i, want - above))
+                })
+                .collect();
+            if needed.is_empty() {
+                break;
+            }
+            let share = needed.len();
+            let reads = needed.iter().map(|&(i, missing)| {
+                let src = &sources[i];
+                // A fair share of the missing units, in items (a key's own items per
+                // unit so far: jobs have several attempts), and one more.
+                let per_unit = src.items.div_ceil(src.units.max(1)).max(1);
+                let limit = (missing.div_ceil(share) * per_unit + 1).min(MAX_CHUNK);
+                let query = self
+                    .query(index, key_attr, &src.key)
+                    .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .set_exclusive_start_key(src.start.clone());
+                async move { (i, query.send().await) }
+            });
+            for (i, answer) in futures_util::future::join_all(reads).await {
+                let out = answer.map_err(|e| backend_error(SERVICE, e))?;
+                queries += 1;
+                items_read += out.scanned_count().max(0) as usize;
+                let src = &mut sources[i];
+                match out.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => {
+                        src.seen_to = k.get(sort_attr).and_then(|v| v.as_s().ok()).cloned();
+                        src.start = Some(k.clone());
+                    }
+                    _ => src.done = true,
+                }
+                let first = merged.len();
+                for item in out.items.unwrap_or_default() {
+                    let sort = item
+                        .get(sort_attr)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .ok_or_else(|| Item(&item).corrupt(sort_attr))?;
+                    let previous = match merged.len() {
+                        at if at == first => src.last.as_ref(),
+                        at => Some(&merged[at - 1].1),
+                    };
+                    src.units += usize::from(starts(previous, &item));
+                    src.items += 1;
+                    merged.push((sort, item));
+                }
+                if merged.len() > first {
+                    src.last = merged.last().map(|(_, row)| row.clone());
+                }
+            }
+            merged.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        }
+        let mut rows = Vec::new();
+        let mut units = 0;
+        let mut previous: Option<&Row> = None;
+        for (_, row) in &merged {
+            if starts(previous, row) {
+                if units == want {
+                    break;
+                }
+                units += 1;
+            }
+            rows.push(row.clone());
+            previous = Some(row);
+        }
+        tracing::debug!(
+            keys = sources.len(),
+            queries,
+            items_read,
+            units,
+            "a delivery log listing"
+        );
+        Ok(rows)
+    }
+
+    /// A page of the attempts under `keys`, newest first, and their number counted up
+    /// to [`Page::count_cap`].
+    async fn attempts(
+        &self,
+        index: Option<&str>,
+        attrs: (&str, &str),
+        keys: Vec<String>,
         page: Page,
-    ) -> Result<(Vec<HashMap<String, AttributeValue>>, usize)> {
-        let mut total = 0usize;
-        Self::each_page(
-            || self.query(index, key_attr, &key).select(Select::Count),
-            |out| {
-                total += out.count().max(0) as usize;
-                true
-            },
-        )
-        .await?;
-        let want = page.offset + page.limit;
-        let mut items = Vec::new();
-        Self::each_item(
-            || self.query(index, key_attr, &key),
-            |item| {
-                items.push(item.clone());
-                items.len() < want
-            },
-        )
-        .await?;
-        Ok((page.slice(items), total))
+    ) -> Result<(Vec<Attempt>, usize)> {
+        let items = self
+            .newest(index, attrs, keys, page.count_cap(), each_item)
+            .await?;
+        let total = items.len();
+        Ok((
+            page.slice(items)
+                .iter()
+                .map(attempt_from)
+                .collect::<Result<_>>()?,
+            total,
+        ))
     }
 
     /// The items [`DeliveryLog::record`] writes, in DynamoDB's JSON: one per attempt,
@@ -392,14 +473,15 @@ impl DynamoDeliveryLog {
         let (enqueued, created) = (Millis::of(&e.enqueued_at), Millis::of(&a.created_at));
         let (enqueued_at, created_at) = (enqueued.as_str(), created.as_str());
         let store = a.store_id.as_str();
+        let shard = SHARD_NAMES[shard_of(a.job_id)];
         let mut item = JsonItem::with_capacity(1024 + a.body.len());
-        item.s_parts("pk", &["LOGS#", store, "#", integration_id]);
+        item.s_parts("pk", &["LOGS#", store, "#", integration_id, "#", shard]);
         item.s("sk", log_id);
-        item.s_parts("gsi1pk", &["LOGS#", store]);
+        item.s_parts("gsi1pk", &["LOGS#", store, "#", shard]);
         item.s("gsi1sk", log_id);
         item.s_parts("gsi2pk", &["JOBLOGS#", store, "#", job_id]);
         item.s("gsi2sk", log_id);
-        item.s_parts("gsi3pk", &["JOBS#", store, "#", integration_id]);
+        item.s_parts("gsi3pk", &["JOBS#", store, "#", integration_id, "#", shard]);
         item.s_parts("gsi3sk", &[enqueued_at, "#", job_id, "#", log_id]);
         item.s("entity", "attempt");
         item.s("id", log_id);
@@ -431,23 +513,97 @@ impl DynamoDeliveryLog {
     }
 }
 
-/// Items read in GSI3's order, where a job's attempts come one after another, its
-/// latest first.
-#[derive(Default)]
-struct JobRuns {
-    last: Option<AttributeValue>,
+/// Partition keys a store's (and an integration's) attempts are spread over.
+pub const LOG_SHARDS: usize = 16;
+
+/// The shards' names, as written into keys.
+const SHARD_NAMES: [&str; LOG_SHARDS] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+];
+
+/// The most items one query of a listing asks for.
+const MAX_CHUNK: usize = 1_000;
+
+/// An item as a query answers it.
+type Row = HashMap<String, AttributeValue>;
+
+/// The shard of a job's attempts: FNV-1a of its id's bytes, so it is the same in
+/// every build and every process, and all of a job's attempts share it.
+pub fn shard_of(job: Uuid) -> usize {
+    let hash = job
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash % LOG_SHARDS as u64) as usize
 }
 
-impl JobRuns {
-    /// Whether `item` is the first (the latest attempt) of its job.
-    fn starts(&mut self, item: &HashMap<String, AttributeValue>) -> bool {
-        let job = item.get("job_id");
-        let first = job != self.last.as_ref();
-        if first {
-            self.last = job.cloned();
+/// The partition keys of a listing under `base`: its shards `<base>#0` …, then
+/// `base` itself, where items written before the keys were sharded sit.
+fn sharded(base: String) -> Vec<String> {
+    let mut keys: Vec<String> = SHARD_NAMES.iter().map(|n| format!("{base}#{n}")).collect();
+    keys.push(base);
+    keys
+}
+
+/// One partition key's part of a merged listing.
+struct Source {
+    key: String,
+    /// Where its next read starts (the last `LastEvaluatedKey`).
+    start: Option<Row>,
+    /// The sort key of the last item read (returned or filtered out): every newer
+    /// item under the key has been read.
+    seen_to: Option<String>,
+    /// Whether every item under the key has been read.
+    done: bool,
+    /// Items and units read from it, and the last item.
+    items: usize,
+    units: usize,
+    last: Option<Row>,
+}
+
+impl Source {
+    fn new(key: String) -> Self {
+        Self {
+            key,
+            start: None,
+            seen_to: None,
+            done: false,
+            items: 0,
+            units: 0,
+            last: None,
         }
-        first
     }
+}
+
+/// The units that start among the items of `merged` (newest first) newer than `seen`.
+fn units_above(
+    merged: &[(String, Row)],
+    seen: &str,
+    starts: impl Fn(Option<&Row>, &Row) -> bool,
+) -> usize {
+    let mut previous = None;
+    let mut units = 0;
+    for (sort, row) in merged {
+        if sort.as_str() <= seen {
+            break;
+        }
+        units += usize::from(starts(previous, row));
+        previous = Some(row);
+    }
+    units
+}
+
+/// Whether `item` is the first (the latest attempt) of its job's run, in GSI3's
+/// order where a job's attempts come one after another.
+fn starts_a_job(previous: Option<&Row>, item: &Row) -> bool {
+    previous.and_then(|p| p.get("job_id")) != item.get("job_id")
+}
+
+/// Every item is a unit of its own.
+fn each_item(_: Option<&Row>, _: &Row) -> bool {
+    true
 }
 
 /// An item being written in DynamoDB's JSON (`{"name":{"S":"value"},…}`). Attribute
@@ -600,13 +756,13 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
-        let (items, total) = self
-            .page(Some("gsi1"), "gsi1pk", format!("LOGS#{store}"), page)
-            .await?;
-        Ok((
-            items.iter().map(attempt_from).collect::<Result<_>>()?,
-            total,
-        ))
+        self.attempts(
+            Some("gsi1"),
+            ("gsi1pk", "gsi1sk"),
+            sharded(format!("LOGS#{store}")),
+            page,
+        )
+        .await
     }
 
     async fn integration_logs(
@@ -615,13 +771,13 @@ impl DeliveryLog for DynamoDeliveryLog {
         integration: Uuid,
         page: Page,
     ) -> Result<(Vec<Attempt>, usize)> {
-        let (items, total) = self
-            .page(None, "pk", format!("LOGS#{store}#{integration}"), page)
-            .await?;
-        Ok((
-            items.iter().map(attempt_from).collect::<Result<_>>()?,
-            total,
-        ))
+        self.attempts(
+            None,
+            ("pk", "sk"),
+            sharded(format!("LOGS#{store}#{integration}")),
+            page,
+        )
+        .await
     }
 
     async fn integration_jobs(
@@ -632,35 +788,29 @@ impl DeliveryLog for DynamoDeliveryLog {
     ) -> Result<(Vec<JobRecord>, usize)> {
         // A job is the run of its attempts in GSI3, its latest attempt first: it is
         // counted once, and read from that first item.
-        let key = format!("JOBS#{store}#{integration}");
-        let mut total = 0usize;
-        let mut runs = JobRuns::default();
-        Self::each_item(
-            || {
-                self.query(Some("gsi3"), "gsi3pk", &key)
-                    .projection_expression("job_id")
-            },
-            |item| {
-                total += usize::from(runs.starts(item));
-                true
-            },
-        )
-        .await?;
-        let want = page.offset + page.limit;
+        let items = self
+            .newest(
+                Some("gsi3"),
+                ("gsi3pk", "gsi3sk"),
+                sharded(format!("JOBS#{store}#{integration}")),
+                page.count_cap(),
+                starts_a_job,
+            )
+            .await?;
         let mut latest = Vec::new();
-        let mut runs = JobRuns::default();
-        Self::each_item(
-            || self.query(Some("gsi3"), "gsi3pk", &key),
-            |item| {
-                if runs.starts(item) {
-                    latest.push(item.clone());
-                }
-                latest.len() < want
-            },
-        )
-        .await?;
+        let mut previous = None;
+        for item in &items {
+            if starts_a_job(previous, item) {
+                latest.push(item);
+            }
+            previous = Some(item);
+        }
+        let total = latest.len();
         let jobs = page.slice(latest);
-        Ok((jobs.iter().map(job_from).collect::<Result<_>>()?, total))
+        Ok((
+            jobs.into_iter().map(job_from).collect::<Result<_>>()?,
+            total,
+        ))
     }
 
     async fn job_logs(
@@ -672,15 +822,14 @@ impl DeliveryLog for DynamoDeliveryLog {
     ) -> Result<(Vec<Attempt>, usize)> {
         // The job id is derived from the integration id, so the job's partition holds
         // only this integration's attempts; the filter below is a second lock.
-        let (items, total) = self
-            .page(
+        let (attempts, total) = self
+            .attempts(
                 Some("gsi2"),
-                "gsi2pk",
-                format!("JOBLOGS#{store}#{job}"),
+                ("gsi2pk", "gsi2sk"),
+                vec![format!("JOBLOGS#{store}#{job}")],
                 page,
             )
             .await?;
-        let attempts: Vec<Attempt> = items.iter().map(attempt_from).collect::<Result<_>>()?;
         if attempts.iter().any(|a| a.integration_id != integration) {
             return Ok((Vec::new(), 0));
         }
