@@ -869,15 +869,43 @@ class Rehearsal:
         return ", ".join(f"{k}: {v[0]['Role'].split('/')[-1]}" for k, v in self.sessions.items())
 
     def resolve(self, value):
-        """A Ref to a parameter or a resource, as the stack resolved it."""
-        if isinstance(value, dict) and "Ref" in value:
-            name = value["Ref"]
-            if name in PARAMETERS:
-                return PARAMETERS[name]
-            if name in self.resources:
-                return self.resources[name]["PhysicalResourceId"]
-            return str(self.sam.get("Parameters", {}).get(name, {}).get("Default", ""))
+        """A value of the template as the stack resolved it: a Ref to a parameter or a
+        resource, and the condition functions (Fn::If over the template's Conditions,
+        Fn::Equals, Fn::And, Fn::Or, Fn::Not)."""
+        if not isinstance(value, dict) or len(value) != 1:
+            return value
+        (fn, arg), = value.items()
+        if fn == "Ref":
+            if arg in PARAMETERS:
+                return PARAMETERS[arg]
+            if arg in self.resources:
+                return self.resources[arg]["PhysicalResourceId"]
+            return str(self.sam.get("Parameters", {}).get(arg, {}).get("Default", ""))
+        if fn == "Fn::If":
+            name, yes, no = arg
+            return self.resolve(yes if self.condition(name) else no)
+        if fn in ("Fn::Equals", "Fn::And", "Fn::Or", "Fn::Not", "Condition"):
+            return self.truth(value)
         return value
+
+    def condition(self, name):
+        """Whether the template's condition `name` holds for the rehearsal's parameters."""
+        return self.truth(self.cfn.get("Conditions", {})[name])
+
+    def truth(self, value):
+        (fn, arg), = value.items()
+        if fn == "Condition":
+            return self.condition(arg)
+        if fn == "Fn::Equals":
+            left, right = (str(self.resolve(v)) for v in arg)
+            return left == right
+        if fn == "Fn::And":
+            return all(self.truth(v) for v in arg)
+        if fn == "Fn::Or":
+            return any(self.truth(v) for v in arg)
+        if fn == "Fn::Not":
+            return not self.truth(arg[0])
+        raise Failure(f"a condition the rehearsal cannot evaluate: {value}")
 
     def iam_is_enforced(self):
         """A deliberate probe: ingest's role may not use the secrets key, the api's may
