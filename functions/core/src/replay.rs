@@ -96,6 +96,7 @@ async fn scan(
             .map(|(i, m)| OutgoingJob {
                 entry_id: i.to_string(),
                 body: m.body.clone(),
+                delay: Duration::ZERO,
             })
             .collect();
         let failed: Vec<String> = dead
@@ -150,6 +151,7 @@ mod tests {
             .map(|(i, b)| OutgoingJob {
                 entry_id: i.to_string(),
                 body: b.clone(),
+                delay: Duration::ZERO,
             })
             .collect();
         assert!(queue.send_batch(&entries).await.expect("send").is_empty());

@@ -229,6 +229,7 @@ async fn fanout_cutting_at(
         .map(|(n, i)| OutgoingJob {
             entry_id: n.to_string(),
             body: job(i, n).to_body(),
+            delay: std::time::Duration::ZERO,
         })
         .collect();
     assert!(queue.send_batch(&entries).await.expect("send").is_empty());

@@ -99,6 +99,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
         .send_batch(&[OutgoingJob {
             entry_id: "0".into(),
             body: job.to_body(),
+            delay: Duration::ZERO,
         }])
         .await
         .expect("send");
@@ -188,6 +189,7 @@ async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
         .map(|(i, body)| OutgoingJob {
             entry_id: i.to_string(),
             body: body.clone(),
+            delay: Duration::ZERO,
         })
         .collect();
     assert!(dlq.send_batch(&entries).await.expect("seed dlq").is_empty());
@@ -297,6 +299,7 @@ async fn seed(queue: &SqsJobQueue, bodies: &[String]) {
         .map(|(i, body)| OutgoingJob {
             entry_id: i.to_string(),
             body: body.clone(),
+            delay: Duration::ZERO,
         })
         .collect();
     assert!(queue.send_batch(&entries).await.expect("seed").is_empty());

@@ -740,6 +740,7 @@ pub async fn poison_messages(size: &Size) -> Result<Report, String> {
             .map(|(i, body)| OutgoingJob {
                 entry_id: format!("{n}-{i}"),
                 body: body.clone(),
+                delay: Duration::ZERO,
             })
             .collect();
         let failures = pipeline

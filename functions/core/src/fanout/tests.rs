@@ -97,6 +97,7 @@ async fn batch(queue: &MemoryQueue, bodies: Vec<String>) -> Vec<QueuedJob> {
         .map(|(i, body)| OutgoingJob {
             entry_id: i.to_string(),
             body,
+            delay: Duration::ZERO,
         })
         .collect();
     assert!(queue.send_batch(&entries).await.expect("send").is_empty());
