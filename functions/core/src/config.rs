@@ -84,7 +84,8 @@ pub struct PipelineSettings {
     pub table: Option<String>,
     /// `HERALD_QUEUE_URL`: the internal queue (aws; ingest, fan-out, dev server).
     pub queue_url: Option<String>,
-    /// `HERALD_DLQ_URL`: its dead-letter queue (aws; the api replays from it).
+    /// `HERALD_DLQ_URL`: its dead-letter queue (aws; the fan-out moves jobs there
+    /// after their last attempt, the api replays from it).
     pub dlq_url: Option<String>,
     /// `HERALD_LOG_RETENTION_DAYS` (default 30).
     pub log_retention: std::time::Duration,

@@ -248,6 +248,16 @@ impl MemoryQueue {
             .count()
     }
 
+    /// Bodies of the messages in the queue, visible, delayed or in flight.
+    #[cfg(test)]
+    pub(crate) fn peek(&self) -> Vec<String> {
+        lock(&self.state)
+            .messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
     /// Bodies of the messages in the dead-letter queue.
     pub fn dead_letters(&self) -> Vec<String> {
         lock(&self.state)
