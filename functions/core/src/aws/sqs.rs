@@ -62,7 +62,8 @@ impl SqsJobQueue {
         let entries = jobs
             .iter()
             .map(|j| {
-                let delay = j.delay.min(crate::queue::MAX_DELAY).as_secs() as i32;
+                // Whole seconds, never shorter than asked: a retry is not made early.
+                let delay = j.delay.min(crate::queue::MAX_DELAY).as_secs_f64().ceil() as i32;
                 SendMessageBatchRequestEntry::builder()
                     .id(&j.entry_id)
                     .message_body(&j.body)
