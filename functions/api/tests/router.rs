@@ -930,6 +930,7 @@ async fn replay_moves_only_this_integrations_dead_jobs_back_to_the_queue() {
         .map(|(i, b)| OutgoingJob {
             entry_id: i.to_string(),
             body: b.clone(),
+            delay: std::time::Duration::ZERO,
         })
         .collect();
     assert!(queue.send_batch(&entries).await.expect("send").is_empty());

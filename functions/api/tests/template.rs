@@ -275,9 +275,15 @@ fn the_fanout_outlasts_the_longest_webhook() {
 }
 
 #[test]
-fn every_queue_has_a_dlq_and_max_receive_count_matches_the_retry_schedule() {
+fn every_queue_has_a_dlq_and_max_receive_count_leaves_slack_for_receives_that_make_no_attempt() {
+    // Each retry is a new message, so the receive count is not the attempt number: a
+    // message carries one attempt, and maxReceiveCount is the slack for receives
+    // that do not finish (crashed, throttled or cut invocations), AWS's advised 5
+    // or more, and more than the schedule's attempts (it used to be that).
     let t = template();
-    let attempts = herald_core::retry::RetryPolicy::default().max_attempts() as u64;
+    let receives = u64::from(herald_core::retry::MAX_RECEIVES);
+    assert!(receives >= 5);
+    assert!(receives > u64::from(herald_core::retry::RetryPolicy::default().max_attempts()));
     let queues: Vec<_> = t["Resources"]
         .as_mapping()
         .expect("resources")
@@ -323,7 +329,7 @@ fn every_queue_has_a_dlq_and_max_receive_count_matches_the_retry_schedule() {
             continue;
         }
         assert!(!redrive.is_null(), "{name} has no DLQ");
-        assert_eq!(number(&redrive["maxReceiveCount"]), attempts, "{name}");
+        assert_eq!(number(&redrive["maxReceiveCount"]), receives, "{name}");
         assert_eq!(
             r["Properties"]["SqsManagedSseEnabled"], true,
             "{name} is not encrypted"
@@ -395,7 +401,29 @@ fn no_function_holds_another_functions_permissions() {
         .any(|a| a == "dynamodb:UpdateItem" || a == "sqs:ChangeMessageVisibility"));
     assert!(!fanout
         .iter()
-        .any(|a| a == "sqs:SendMessage" || a == "dynamodb:PutItem" || a == "dynamodb:DeleteItem"));
+        .any(|a| a == "dynamodb:PutItem" || a == "dynamodb:DeleteItem"));
+    // The fan-out sends only retries (to the internal queue) and dead letters.
+    let sends: Vec<Vec<String>> = grants(&t, "FanoutFunction")
+        .into_iter()
+        .filter(|(a, _)| a == "sqs:SendMessage")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        sends,
+        [vec![
+            "InternalQueue.Arn".to_owned(),
+            "DeadLetterQueue.Arn".to_owned()
+        ]]
+    );
+}
+
+#[test]
+fn the_fanout_knows_the_dlq_it_moves_jobs_to_after_their_last_attempt() {
+    let t = template();
+    let env = &resource(&t, "FanoutFunction")["Properties"]["Environment"]["Variables"];
+    let mut refs = Vec::new();
+    strings(&env["HERALD_DLQ_URL"], &mut refs);
+    assert_eq!(refs, ["DeadLetterQueue"]);
 }
 
 #[test]

@@ -166,6 +166,10 @@ pub fn offline_env() -> Vec<(String, String)> {
             "HERALD_QUEUE_URL",
             "http://127.0.0.1:9/123456789012/bench-offline",
         ),
+        (
+            "HERALD_DLQ_URL",
+            "http://127.0.0.1:9/123456789012/bench-offline-dlq",
+        ),
         ("HERALD_KMS_KEY_ID", "alias/herald-bench"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
         ("AWS_REGION", "us-east-1"),

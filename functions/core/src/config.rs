@@ -112,6 +112,7 @@ pub const FANOUT_ENV: FunctionEnv = FunctionEnv {
         "HERALD_BACKEND",
         "HERALD_TABLE",
         "HERALD_QUEUE_URL",
+        "HERALD_DLQ_URL",
         "HERALD_WEBHOOK_TIMEOUT_SECONDS",
         "HERALD_LOG_RETENTION_DAYS",
         "HERALD_AUTO_DISABLE_AFTER",
@@ -159,7 +160,8 @@ pub struct PipelineSettings {
     pub table: Option<String>,
     /// `HERALD_QUEUE_URL`: the internal queue (aws; ingest, fan-out, dev server).
     pub queue_url: Option<String>,
-    /// `HERALD_DLQ_URL`: its dead-letter queue (aws; the api replays from it).
+    /// `HERALD_DLQ_URL`: its dead-letter queue (aws; the fan-out moves jobs there
+    /// after their last attempt, the api replays from it).
     pub dlq_url: Option<String>,
     /// `HERALD_LOG_RETENTION_DAYS` (default 30).
     pub log_retention: std::time::Duration,
@@ -321,7 +323,7 @@ mod tests {
         let set = [
             "HERALD_TABLE",
             "HERALD_LOG_RETENTION_DAY",
-            "HERALD_DLQ_URL",
+            "HERALD_STORE_CLAIM",
             "HERALD_EMF_METRICS",
             "AWS_REGION",
             "PATH",
@@ -329,7 +331,7 @@ mod tests {
         .map(String::from);
         assert_eq!(
             unread(&FANOUT_ENV, set),
-            ["HERALD_LOG_RETENTION_DAY", "HERALD_DLQ_URL"]
+            ["HERALD_LOG_RETENTION_DAY", "HERALD_STORE_CLAIM"]
         );
     }
 }

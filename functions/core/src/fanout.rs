@@ -5,8 +5,18 @@
 //!   that record only.
 //! - A malformed job, a deleted or disabled integration, or a refused target is a
 //!   permanent outcome: logged, recorded, acknowledged, never retried.
-//! - A retryable failure gets its backoff with a visibility change before it is
-//!   reported; after the last attempt the queue moves it to the DLQ.
+//! - A retryable failure is sent again as a new message, delayed by its backoff and
+//!   carrying its next attempt number and when its first attempt was queued, and the
+//!   received message is acknowledged: a job waiting for its retry is never in
+//!   flight (SQS allows about 120,000 in-flight messages per queue; past that,
+//!   receives come back empty for every store). A wait longer than one message can
+//!   be delayed is several sends, each made on without an attempt. After the last
+//!   attempt the fan-out sends the job to the DLQ itself. Should a send fail, the
+//!   record falls back to a visibility change and is reported failed.
+//! - The attempt number is the job's own (its body), not the queue's receive count:
+//!   a record received again after a crash, a throttled or cut invocation makes the
+//!   same attempt again. The queue's `maxReceiveCount` ([`crate::retry::MAX_RECEIVES`])
+//!   only catches a message that keeps coming back.
 //! - Every attempt ends by its own deadline (the longest an attempt may take, and
 //!   never later than shortly before the invocation's end): an attempt cut there is a
 //!   failed attempt like any other, recorded with its reason, retried, and counted in
@@ -23,7 +33,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -34,7 +44,8 @@ use crate::delivery::{log_entry, DeliveryResult, JobStatus, LogEntry, Outcome};
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
 use crate::model::{HealthReport, Integration, StoreId};
-use crate::ports::{Deliverer, DeliveryLog, JobQueue, QueuedJob};
+use crate::ports::{Deliverer, DeliveryLog, JobQueue, OutgoingJob, QueuedJob};
+use crate::queue::MAX_DELAY;
 use crate::retry::RetryPolicy;
 
 /// Time kept back before the invocation deadline to answer and record.
@@ -153,6 +164,8 @@ struct RecordOutcome {
     retry: bool,
     entry: Option<LogEntry>,
     sample: Option<Sample>,
+    /// A message to send before the record is acknowledged.
+    send: Option<Send>,
 }
 
 impl RecordOutcome {
@@ -161,8 +174,43 @@ impl RecordOutcome {
             retry: false,
             entry: None,
             sample: None,
+            send: None,
         }
     }
+
+    /// Reported failed: the queue makes it visible again after its visibility timeout.
+    fn again() -> Self {
+        Self {
+            retry: true,
+            ..Self::ack()
+        }
+    }
+}
+
+/// A job the batch sends on for one of its records, which it then acknowledges.
+struct Send {
+    /// The body sent.
+    body: String,
+    /// To the DLQ (after the last attempt) or back to the queue.
+    dead: bool,
+    /// When the job is next due: the message is delayed until then (at most
+    /// [`MAX_DELAY`], counted when it is sent).
+    due: DateTime<Utc>,
+    /// Should the send fail: how long the received message is hidden instead, and
+    /// reported failed (the visibility-based retry).
+    fallback: Duration,
+}
+
+/// How early a delayed message may arrive and still be attempted: `DelaySeconds`
+/// counts whole seconds.
+const EARLY: Duration = Duration::from_secs(1);
+
+/// The longest SQS hides a received message.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// `to - from`, or zero when `to` is not later.
+fn until(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
 }
 
 impl Fanout {
@@ -290,7 +338,7 @@ impl Fanout {
         self
     }
 
-    /// The retry policy (its `max_attempts` is the queue's `maxReceiveCount`).
+    /// The retry policy.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }
@@ -326,6 +374,7 @@ impl Fanout {
             .iter()
             .map(|(record, _)| Some(record.message_id.clone()))
             .collect();
+        let receipts: Vec<String> = parsed.iter().map(|(r, _)| r.receipt.clone()).collect();
         // Attempts end by this: what follows them still fits before the cutoff.
         let cutoff = deadline.map(|d| before(d, DEADLINE_MARGIN));
         let attempts_end = cutoff.map(|c| before(c, AFTER_ATTEMPT_MARGIN));
@@ -357,6 +406,7 @@ impl Fanout {
 
         // At most one log entry and sample per record.
         let mut failed = Vec::new();
+        let mut sends = Vec::new();
         let mut entries = Vec::with_capacity(ids.len());
         let mut samples = Vec::with_capacity(ids.len());
         loop {
@@ -381,6 +431,8 @@ impl Fanout {
                 Ok(outcome) => {
                     if outcome.retry {
                         failed.push(message_id);
+                    } else if let Some(send) = outcome.send {
+                        sends.push((message_id, receipts[index].clone(), send));
                     }
                     entries.extend(outcome.entry);
                     samples.extend(outcome.sample);
@@ -395,7 +447,6 @@ impl Fanout {
         // Whatever has not finished (the deadline came) is retried.
         drop(running);
         failed.extend(ids.into_iter().flatten());
-        summary(records, &entries, failed.len());
 
         if let Some(out) = self.metrics.as_ref().filter(|_| !samples.is_empty()) {
             crate::metrics::emit(
@@ -405,15 +456,20 @@ impl Fanout {
                 Utc::now().timestamp_millis(),
             );
         }
-        if !entries.is_empty() {
-            // The answer must leave before the invocation ends: a log write still
-            // running then is given up (the deliveries stand; their log is lost), so
-            // a slow log never makes Lambda retry a delivered batch.
+        // The answer must leave before the invocation ends: sends and a log write
+        // still running then are given up. A send given up leaves its record reported
+        // failed (retried, at least once); a log write given up loses the batch's
+        // log, never its deliveries, so a slow log never makes Lambda retry a
+        // delivered batch.
+        let answer_by = deadline.map(|at| before(at, ANSWER_MARGIN));
+        let sent = self.send_on(sends, answer_by);
+        let write = async {
+            if entries.is_empty() {
+                return;
+            }
             let write = self.log.record(&entries);
-            let written = match deadline {
-                Some(at) => tokio::time::timeout_at(before(at, ANSWER_MARGIN), write)
-                    .await
-                    .ok(),
+            let written = match answer_by {
+                Some(at) => tokio::time::timeout_at(at, write).await.ok(),
                 None => Some(write.await),
             };
             match written {
@@ -425,8 +481,105 @@ impl Fanout {
                     tracing::error!(attempts = entries.len(), "the invocation deadline came before the batch's attempts were recorded; they are not in the log")
                 }
             }
-        }
+        };
+        let (sent, ()) = futures_util::future::join(sent, write).await;
+        summary(records, &entries, &sent, failed.len() + sent.failed.len());
+        failed.extend(sent.failed);
         failed
+    }
+
+    /// Sends on the batch's retries (delayed) and dead letters, in batches SQS takes,
+    /// by `answer_by`. A record whose send failed (or was not done by then) is
+    /// hidden for its fallback, if time is left, and named in `failed`.
+    async fn send_on(
+        &self,
+        sends: Vec<(String, String, Send)>,
+        answer_by: Option<Instant>,
+    ) -> Sent {
+        let mut sent = Sent::default();
+        if sends.is_empty() {
+            return sent;
+        }
+        let now = Utc::now();
+        let mut queued = Vec::new();
+        let mut dead = Vec::new();
+        for (i, (_, _, send)) in sends.iter().enumerate() {
+            let job = OutgoingJob {
+                entry_id: i.to_string(),
+                body: send.body.clone(),
+                delay: until(now, send.due).min(MAX_DELAY),
+            };
+            if send.dead {
+                dead.push(job);
+            } else {
+                queued.push(job);
+            }
+        }
+        let calls = crate::queue::batches(&queued)
+            .into_iter()
+            .map(|b| (false, b))
+            .chain(crate::queue::batches(&dead).into_iter().map(|b| (true, b)))
+            .map(|(to_dlq, batch)| async move {
+                let result = if to_dlq {
+                    self.queue.dead_letter(batch).await
+                } else {
+                    self.queue.send_batch(batch).await
+                };
+                (batch, result)
+            });
+        let all = futures_util::future::join_all(calls);
+        let results = match answer_by {
+            Some(at) => tokio::time::timeout_at(at, all).await.ok(),
+            None => Some(all.await),
+        };
+        let mut ok = vec![false; sends.len()];
+        let len = ok.len();
+        let index = |id: &str| id.parse::<usize>().ok().filter(|&i| i < len);
+        for (batch, result) in results.unwrap_or_default() {
+            match result {
+                Ok(failures) => {
+                    for job in batch {
+                        if let Some(i) = index(&job.entry_id) {
+                            ok[i] = true;
+                        }
+                    }
+                    for f in failures {
+                        tracing::warn!(reason = %f.reason, "sending a job on failed; its record is retried where it is");
+                        if let Some(i) = index(&f.entry_id) {
+                            ok[i] = false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "sending jobs on failed; their records are retried where they are")
+                }
+            }
+        }
+        let mut hides = Vec::new();
+        for ((message_id, receipt, send), ok) in sends.into_iter().zip(ok) {
+            match (ok, send.dead) {
+                (true, true) => sent.dead_lettered += 1,
+                (true, false) => sent.resent += 1,
+                (false, _) => {
+                    sent.failed.push(message_id.clone());
+                    hides.push(async move {
+                        self.hide(&message_id, &receipt, send.fallback).await;
+                    });
+                }
+            }
+        }
+        // Out of time, a record is reported failed all the same, unhidden: visible
+        // again after the queue's visibility timeout.
+        let hides = futures_util::future::join_all(hides);
+        match answer_by {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at, hides).await;
+            }
+            None => {
+                hides.await;
+            }
+        }
+        sent
     }
 
     /// One record: `job` is its parsed body; `list` its store's integrations (`None`
@@ -446,14 +599,13 @@ impl Fanout {
                 return RecordOutcome::ack();
             }
         };
-        let attempt = record.receive_count.max(1);
+        // The job's own attempt number: a receive count above 1 means an earlier
+        // receive did not finish (a crash, a throttled or cut invocation) or could not
+        // send the job on, and must not use up an attempt.
+        let attempt = job.attempt;
         let Some(list) = list else {
             tracing::error!(job = %job.job_id, "the store's integrations could not be read; will retry");
-            return RecordOutcome {
-                retry: true,
-                entry: None,
-                sample: None,
-            };
+            return RecordOutcome::again();
         };
         let Some(integration) = list.iter().find(|i| i.id == job.integration_id) else {
             tracing::warn!(job = %job.job_id, integration = %job.integration_id, "integration deleted; job discarded");
@@ -470,31 +622,75 @@ impl Fanout {
             );
         }
 
+        // Not due yet (a wait longer than one message's delay): sent on as it is,
+        // without an attempt. A time further away than the whole retry window was not
+        // written by a retry and is not waited for.
+        let now = Utc::now();
+        if let Some(due) = job.not_before.filter(|&due| {
+            let wait = until(now, due);
+            wait > EARLY && wait <= self.retry.last_attempt_by
+        }) {
+            return RecordOutcome {
+                send: Some(Send {
+                    body: record.body,
+                    dead: false,
+                    due,
+                    fallback: until(now, due).min(MAX_VISIBILITY),
+                }),
+                ..RecordOutcome::ack()
+            };
+        }
+
         let Some(result) = self.attempt(integration, &job, attempt, attempts_end).await else {
             // Too late to start: no attempt was made, the record goes back as it was.
-            return RecordOutcome {
-                retry: true,
-                entry: None,
-                sample: None,
-            };
+            return RecordOutcome::again();
         };
-        let (status, retry) = match &result.outcome {
-            Outcome::Delivered => (JobStatus::Delivered, false),
-            Outcome::Permanent => (JobStatus::Discarded, false),
+        let (status, send) = match &result.outcome {
+            Outcome::Delivered => (JobStatus::Delivered, None),
+            Outcome::Permanent => (JobStatus::Discarded, None),
             Outcome::Retryable { retry_after } => {
-                let elapsed = (Utc::now() - record.sent_at).to_std().unwrap_or_default();
+                // The budget counts from when the first attempt was queued, across
+                // every send of the job.
+                let first_queued_at = job.first_queued_at.unwrap_or(record.sent_at);
+                let now = Utc::now();
+                let elapsed = until(first_queued_at, now);
                 match self
                     .retry
                     .next_delay(attempt, elapsed, *retry_after, fastrand::f64())
                 {
                     Some(delay) => {
-                        self.hide(&record, delay).await;
-                        (JobStatus::Retrying, true)
+                        let due = now
+                            + chrono::Duration::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+                        let next = DeliveryJob {
+                            attempt: attempt + 1,
+                            first_queued_at: Some(first_queued_at),
+                            not_before: (delay > MAX_DELAY).then_some(due),
+                            ..job.clone()
+                        };
+                        let send = Send {
+                            body: next.to_body(),
+                            dead: false,
+                            due,
+                            fallback: delay.min(MAX_VISIBILITY),
+                        };
+                        (JobStatus::Retrying, Some(send))
                     }
                     None => {
-                        // The last attempt: let the queue move it to the DLQ promptly.
-                        self.hide(&record, Duration::ZERO).await;
-                        (JobStatus::Failed, true)
+                        // The last attempt: the job waits in the DLQ, with its attempts.
+                        let last = DeliveryJob {
+                            first_queued_at: Some(first_queued_at),
+                            not_before: None,
+                            ..job.clone()
+                        };
+                        let send = Send {
+                            body: last.to_body(),
+                            dead: true,
+                            due: now,
+                            // Should the DLQ not take it, the last attempt is made
+                            // again after the schedule's longest wait.
+                            fallback: self.retry.delays.iter().max().copied().unwrap_or_default(),
+                        };
+                        (JobStatus::Failed, Some(send))
                     }
                 }
             }
@@ -532,13 +728,14 @@ impl Fanout {
                 .max(0) as f64
         });
         RecordOutcome {
-            retry,
+            retry: false,
             entry: Some(entry),
             sample: Some(Sample {
                 target: integration.target.kind().as_str(),
                 outcome: status.as_str(),
                 lag_ms,
             }),
+            send,
         }
     }
 
@@ -578,29 +775,40 @@ impl Fanout {
         })
     }
 
-    async fn hide(&self, record: &QueuedJob, delay: Duration) {
-        if let Err(e) = self.queue.change_visibility(&record.receipt, delay).await {
-            tracing::warn!(error = %e, message_id = %record.message_id, "visibility change failed; the queue's default applies");
+    async fn hide(&self, message_id: &str, receipt: &str, delay: Duration) {
+        if let Err(e) = self.queue.change_visibility(receipt, delay).await {
+            tracing::warn!(error = %e, message_id = %message_id, "visibility change failed; the queue's default applies");
         }
     }
 
     fn discarded(&self, job: &DeliveryJob, attempt: u32, why: &str) -> RecordOutcome {
         let result = DeliveryResult::failed(Outcome::Permanent, why, Duration::ZERO);
         RecordOutcome {
-            retry: false,
             entry: Some(log_entry(job, attempt, JobStatus::Discarded, &result)),
             sample: Some(Sample {
                 target: "unknown",
                 outcome: JobStatus::Discarded.as_str(),
                 lag_ms: None,
             }),
+            ..RecordOutcome::ack()
         }
     }
 }
 
-/// The batch's one INFO line: its records, what their attempts came to, and how many
-/// go back to the queue.
-fn summary(records: usize, entries: &[LogEntry], retried: usize) {
+/// What the batch sent on for its records.
+#[derive(Default)]
+struct Sent {
+    /// Jobs sent again, delayed, for their next attempt (or the next part of a wait).
+    resent: usize,
+    /// Jobs sent to the DLQ after their last attempt.
+    dead_lettered: usize,
+    /// Records whose send failed: retried where they are.
+    failed: Vec<String>,
+}
+
+/// The batch's one INFO line: its records, what their attempts came to, how many
+/// were sent on, and how many go back to the queue as they are.
+fn summary(records: usize, entries: &[LogEntry], sent: &Sent, retried: usize) {
     let count = |status: JobStatus| entries.iter().filter(|e| e.status == status).count();
     tracing::info!(
         records,
@@ -608,6 +816,8 @@ fn summary(records: usize, entries: &[LogEntry], retried: usize) {
         retrying = count(JobStatus::Retrying),
         failed = count(JobStatus::Failed),
         discarded = count(JobStatus::Discarded),
+        resent = sent.resent,
+        dead_lettered = sent.dead_lettered,
         retried,
         "batch done"
     );

@@ -24,9 +24,6 @@ pub mod request;
 /// Most events in one request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
 
-/// SQS's limit of entries per `SendMessageBatch`.
-const BATCH: usize = 10;
-
 /// How an ingest behaves.
 #[derive(Clone, Debug)]
 pub struct IngestSettings {
@@ -257,17 +254,18 @@ impl Ingest {
                 pause *= 2;
             }
             // A request's batches go out together: its latency is one SQS round trip,
-            // not one per ten jobs.
-            let sends = pending.chunks(BATCH).map(|chunk| async move {
-                let entries: Vec<OutgoingJob> = chunk
-                    .iter()
-                    .map(|&i| OutgoingJob {
-                        entry_id: i.to_string(),
-                        body: jobs[i].1.to_body(),
-                    })
-                    .collect();
-                (chunk, self.queue.send_batch(&entries).await)
-            });
+            // not one per batch. Batches are cut by SQS's count and byte limits.
+            let entries: Vec<OutgoingJob> = pending
+                .iter()
+                .map(|&i| OutgoingJob {
+                    entry_id: i.to_string(),
+                    body: jobs[i].1.to_body(),
+                    delay: Duration::ZERO,
+                })
+                .collect();
+            let sends = crate::queue::batches(&entries)
+                .into_iter()
+                .map(|batch| async move { (batch, self.queue.send_batch(batch).await) });
             let mut retry = Vec::new();
             for (chunk, sent) in join_all(sends).await {
                 match sent {
@@ -285,7 +283,10 @@ impl Ingest {
                     }
                     Err(e) => {
                         let retryable = e.is_retryable();
-                        for &i in chunk {
+                        for i in chunk
+                            .iter()
+                            .filter_map(|j| j.entry_id.parse::<usize>().ok())
+                        {
                             if retryable {
                                 retry.push((i, e.to_string()));
                             } else {

@@ -93,6 +93,36 @@ pub struct DeliveryJob {
     pub enqueued_at: DateTime<Utc>,
     /// The event.
     pub event: Event,
+    /// The attempt this message is for: 1 from ingest and replay, one more on each
+    /// retry (the fan-out sends the job again for it). A body without it (written
+    /// before retries were sent again) is attempt 1.
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt: u32,
+    /// When the message of attempt 1 was queued (its `SentTimestamp`): the retry
+    /// budget counts from here. Absent on attempt 1, whose own message tells it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::deserialize_option"
+    )]
+    pub first_queued_at: Option<DateTime<Utc>>,
+    /// Not to be attempted before this: a wait longer than one message can be
+    /// delayed ([`crate::queue::MAX_DELAY`]) is several sends, and each one that
+    /// comes early is sent on, without an attempt.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::deserialize_option"
+    )]
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(attempt: &u32) -> bool {
+    *attempt == 1
 }
 
 /// Namespace of job ids (UUIDv5 over `"<event id>/<integration id>"`).
@@ -122,6 +152,9 @@ impl DeliveryJob {
             integration_id,
             enqueued_at,
             event,
+            attempt: 1,
+            first_queued_at: None,
+            not_before: None,
         }
     }
 
@@ -139,7 +172,21 @@ impl DeliveryJob {
         if job.job_id != job_id(&job.event.id, job.integration_id) {
             return Err("job_id does not match its event and integration".into());
         }
+        if job.attempt == 0 {
+            return Err("job attempt must be 1 or more".into());
+        }
         Ok(job)
+    }
+
+    /// The same job as queued anew for its first attempt, with a fresh retry
+    /// budget (what replay sends).
+    pub fn restarted(self) -> Self {
+        Self {
+            attempt: 1,
+            first_queued_at: None,
+            not_before: None,
+            ..self
+        }
     }
 
     /// The store, already checked by [`DeliveryJob::parse`] or [`DeliveryJob::new`].
@@ -249,6 +296,15 @@ pub mod timestamp {
         put(17, 2, t.second());
         put(20, 3, nanos / 1_000_000);
         Some(out)
+    }
+
+    /// For `#[serde(deserialize_with)]` on an optional timestamp (with `default`).
+    pub fn deserialize_option<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Timestamp(#[serde(deserialize_with = "deserialize")] DateTime<Utc>);
+        serde::Deserialize::deserialize(d).map(|t: Option<Timestamp>| t.map(|t| t.0))
     }
 
     /// For `#[serde(deserialize_with)]`.
@@ -615,6 +671,56 @@ mod tests {
     }
 
     #[test]
+    fn a_body_written_before_retries_were_sent_again_is_attempt_one() {
+        // The fuzz seed: a body as ingest wrote it before the attempt fields.
+        let old = include_str!("../../../fuzz/seeds/job_parser/valid");
+        let job = DeliveryJob::parse(old).expect("an old body parses");
+        assert_eq!(
+            (job.attempt, job.first_queued_at, job.not_before),
+            (1, None, None)
+        );
+        // Attempt 1 writes none of the new fields: ingest's bodies are as before.
+        let body = job.to_body();
+        assert!(
+            !body.contains("attempt")
+                && !body.contains("first_queued_at")
+                && !body.contains("not_before"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_retry_body_carries_its_attempt_and_times_and_a_restart_drops_them() {
+        let job = DeliveryJob::parse(include_str!("../../../fuzz/seeds/job_parser/retried"))
+            .expect("a retried body parses");
+        assert_eq!(job.attempt, 4);
+        assert_eq!(
+            job.first_queued_at.map(|t| rfc3339_ms(&t)).as_deref(),
+            Some("2026-11-22T08:00:01.250Z")
+        );
+        assert_eq!(
+            job.not_before.map(|t| rfc3339_ms(&t)).as_deref(),
+            Some("2026-11-22T08:25:00.000Z")
+        );
+        assert_eq!(DeliveryJob::parse(&job.to_body()), Ok(job.clone()));
+        let restarted = job.restarted();
+        assert_eq!(
+            (
+                restarted.attempt,
+                restarted.first_queued_at,
+                restarted.not_before
+            ),
+            (1, None, None)
+        );
+        let mut zero: Value = serde_json::from_str(&restarted.to_body()).expect("json");
+        zero["attempt"] = json!(0);
+        assert_eq!(
+            DeliveryJob::parse(&zero.to_string()),
+            Err("job attempt must be 1 or more".to_owned())
+        );
+    }
+
+    #[test]
     fn a_job_round_trips_through_its_message_body_and_poison_is_named() {
         let (s, e) = parse_event(
             &json!({"id": "e", "type": "order.paid", "payload": {"data": {}}}),
@@ -662,6 +768,9 @@ mod properties {
                 "integration_id",
                 "enqueued_at",
                 "event",
+                "attempt",
+                "first_queued_at",
+                "not_before",
             ])
             .prop_map(str::to_owned),
             "\\PC{0,12}",
@@ -811,6 +920,7 @@ mod properties {
         fn a_valid_job_with_any_field_replaced_is_never_mistaken(
             field in prop::sample::select(vec![
                 "v", "job_id", "store_id", "integration_id", "enqueued_at", "event",
+                "attempt", "first_queued_at", "not_before",
             ]),
             replacement in any_json(),
         ) {
@@ -820,7 +930,23 @@ mod properties {
                 prop_assert_eq!(parsed.job_id, job_id(&parsed.event.id, parsed.integration_id));
                 prop_assert!(StoreId::parse(&parsed.store_id).is_some());
                 prop_assert_eq!(parsed.v, 1);
+                prop_assert!(parsed.attempt >= 1);
             }
+        }
+
+        #[test]
+        fn a_retried_job_reads_back_as_written_whatever_its_attempt_and_times(
+            attempt in 1u32..,
+            first in prop::option::of(-62_135_596_800i64..253_402_300_799i64),
+            wait in prop::option::of(-62_135_596_800i64..253_402_300_799i64),
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let mut job = DeliveryJob::parse(&valid_job().to_string()).expect("valid");
+            job.attempt = attempt;
+            job.first_queued_at = first.and_then(|s| DateTime::from_timestamp(s, nanos));
+            job.not_before = wait.and_then(|s| DateTime::from_timestamp(s, nanos));
+            let again = DeliveryJob::parse(&job.to_body());
+            prop_assert_eq!(again, Ok(job));
         }
     }
 }

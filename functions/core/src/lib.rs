@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod ports;
+pub mod queue;
 pub mod replay;
 pub mod retry;
 pub mod secrets;

@@ -203,8 +203,10 @@ struct QueueState {
 }
 
 /// An in-process queue with SQS semantics: a visibility timeout, a receive count per
-/// message, visibility changes, and a dead-letter queue that takes a message when it
-/// is received again after `max_receives` receives (SQS's `maxReceiveCount`).
+/// message, visibility changes, delayed messages (`DelaySeconds`: hidden from
+/// receivers but not in flight), SQS's batch limits ([`crate::queue`]), and a
+/// dead-letter queue that takes a message when it is received again after
+/// `max_receives` receives (SQS's `maxReceiveCount`) or when it is sent there.
 pub struct MemoryQueue {
     state: Mutex<QueueState>,
     arrived: tokio::sync::Notify,
@@ -232,6 +234,28 @@ impl MemoryQueue {
     /// Whether the queue holds no message.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Messages received and not yet deleted or visible again (SQS:
+    /// `ApproximateNumberOfMessagesNotVisible`). A delayed message that no one has
+    /// received is not in flight.
+    pub fn in_flight(&self) -> usize {
+        let now = Instant::now();
+        lock(&self.state)
+            .messages
+            .iter()
+            .filter(|m| m.receipt.is_some() && m.visible_at > now)
+            .count()
+    }
+
+    /// Bodies of the messages in the queue, visible, delayed or in flight.
+    #[cfg(test)]
+    pub(crate) fn peek(&self) -> Vec<String> {
+        lock(&self.state)
+            .messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
     }
 
     /// Bodies of the messages in the dead-letter queue.
@@ -307,13 +331,55 @@ impl DeadLetters for MemoryQueue {
     }
 }
 
-#[async_trait]
-impl JobQueue for MemoryQueue {
-    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+/// What SQS refuses of a batch as a whole: too many entries or too many bytes.
+fn refused_batch(jobs: &[OutgoingJob]) -> Option<crate::Error> {
+    let bytes: usize = jobs.iter().map(crate::queue::message_bytes).sum();
+    let reason = if jobs.len() > crate::queue::MAX_BATCH_ENTRIES {
+        format!("TooManyEntriesInBatchRequest: {} entries", jobs.len())
+    } else if bytes > crate::queue::MAX_BATCH_BYTES {
+        format!("BatchRequestTooLong: {bytes} bytes")
+    } else {
+        return None;
+    };
+    Some(crate::Error::Backend {
+        service: "SQS",
+        message: reason,
+        retryable: false,
+    })
+}
+
+/// What SQS refuses of one entry, if anything: a message over the size limit or a
+/// delay over the longest.
+fn refused_entry(job: &OutgoingJob) -> Option<String> {
+    if crate::queue::message_bytes(job) > crate::queue::MAX_MESSAGE_BYTES {
+        Some("InvalidParameterValue: the message is longer than the queue allows".into())
+    } else if job.delay > crate::queue::MAX_DELAY {
+        Some("InvalidParameterValue: DelaySeconds is longer than 900".into())
+    } else {
+        None
+    }
+}
+
+impl MemoryQueue {
+    /// Takes each job as SQS would: the batch's limits first, then each entry's, then
+    /// the injected failures; `dead` sends to the DLQ.
+    fn take(&self, jobs: &[OutgoingJob], dead: bool) -> Result<Vec<SendFailure>> {
+        if let Some(refused) = refused_batch(jobs) {
+            return Err(refused);
+        }
         let mut failures = Vec::new();
         {
             let mut state = lock(&self.state);
+            let now = Instant::now();
             for job in jobs {
+                if let Some(reason) = refused_entry(job) {
+                    failures.push(SendFailure {
+                        entry_id: job.entry_id.clone(),
+                        reason,
+                        retryable: false,
+                    });
+                    continue;
+                }
                 if state.failing_sends > 0 {
                     state.failing_sends -= 1;
                     failures.push(SendFailure {
@@ -323,18 +389,30 @@ impl JobQueue for MemoryQueue {
                     });
                     continue;
                 }
-                state.messages.push_back(Message {
+                let message = Message {
                     id: Uuid::new_v4().to_string(),
                     body: job.body.clone(),
                     receive_count: 0,
-                    visible_at: Instant::now(),
+                    visible_at: if dead { now } else { now + job.delay },
                     receipt: None,
                     sent_at: Utc::now(),
-                });
+                };
+                if dead {
+                    state.dead.push(message);
+                } else {
+                    state.messages.push_back(message);
+                }
             }
         }
         self.arrived.notify_waiters();
         Ok(failures)
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        self.take(jobs, false)
     }
 
     async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<()> {
@@ -347,6 +425,10 @@ impl JobQueue for MemoryQueue {
             m.visible_at = Instant::now() + delay;
         }
         Ok(())
+    }
+
+    async fn dead_letter(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        self.take(jobs, true)
     }
 }
 

@@ -80,6 +80,9 @@ pub struct OutgoingJob {
     pub entry_id: String,
     /// The message body ([`crate::job::DeliveryJob::to_body`]).
     pub body: String,
+    /// How long the queue keeps it from every receiver (SQS `DelaySeconds`, at most
+    /// [`crate::queue::MAX_DELAY`]): a retry's wait that holds nothing in flight.
+    pub delay: std::time::Duration,
 }
 
 /// An entry of a batch send that was not queued.
@@ -96,15 +99,22 @@ pub struct SendFailure {
 /// The internal queue, as ingest and fan-out use it.
 ///
 /// `SendMessageBatch` can answer 200 and still fail some entries (`Failed[]`); the
-/// adapter reports those as [`SendFailure`]s, never silently.
+/// adapter reports those as [`SendFailure`]s, never silently. A batch keeps to
+/// SQS's limits ([`crate::queue::batches`] cuts them).
 /// See <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html>.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Sends up to 10 jobs; returns the entries that were not queued.
+    /// Sends one batch of jobs; returns the entries that were not queued.
     async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>>;
 
-    /// Hides a received message for `delay` (the backoff before its next attempt).
+    /// Hides a received message for `delay` (the backoff before its next attempt,
+    /// when it could not be sent again delayed).
     async fn change_visibility(&self, receipt: &str, delay: std::time::Duration) -> Result<()>;
+
+    /// Sends one batch of jobs (`delay` ignored) to the queue's dead-letter queue,
+    /// where jobs wait after their last attempt (for replay); returns the entries
+    /// that were not sent.
+    async fn dead_letter(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>>;
 }
 
 /// A message received from the internal queue.

@@ -1,5 +1,6 @@
 //! Replay (`POST /v2/integrations/{id}/replay`): moves one integration's
-//! dead-lettered jobs back to the internal queue, with a fresh retry budget.
+//! dead-lettered jobs back to the internal queue, each at attempt 1 with a fresh
+//! retry budget (the fan-out dead-letters a job with its attempt number).
 //!
 //! A DLQ holds every store's dead letters and SQS cannot select messages, so a replay
 //! scans: it receives batches, re-queues and deletes the jobs of the integration being
@@ -28,10 +29,11 @@ use crate::ports::{DeadLetters, OutgoingJob, Redrive};
 /// should the process stop before it releases them, they reappear shortly after.
 const HIDE_MARGIN: Duration = Duration::from_secs(5);
 
-/// Whether a dead-lettered body is a job of `integration` in `store`.
-fn is_job_of(body: &str, store: &StoreId, integration: Uuid) -> bool {
+/// A dead-lettered body's job, if it is one of `integration` in `store`.
+fn job_of(body: &str, store: &StoreId, integration: Uuid) -> Option<DeliveryJob> {
     DeliveryJob::parse(body)
-        .is_ok_and(|j| j.integration_id == integration && j.store_id == store.as_str())
+        .ok()
+        .filter(|j| j.integration_id == integration && j.store_id == store.as_str())
 }
 
 /// Moves the dead-lettered jobs of `store`'s `integration` back to the internal queue
@@ -82,29 +84,32 @@ async fn scan(
         if batch.is_empty() {
             return Ok(true);
         }
-        let (mine, others): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|m| is_job_of(&m.body, store, integration));
-        held.extend(others.into_iter().map(|m| m.receipt));
+        let mut mine = Vec::new();
+        for m in batch {
+            match job_of(&m.body, store, integration) {
+                Some(job) => mine.push((m, job)),
+                None => held.push(m.receipt),
+            }
+        }
         done.scanned += mine.len();
         if mine.is_empty() {
             continue;
         }
+        // Each job starts again at attempt 1, with a fresh retry budget.
         let jobs: Vec<OutgoingJob> = mine
             .iter()
             .enumerate()
-            .map(|(i, m)| OutgoingJob {
+            .map(|(i, (_, job))| OutgoingJob {
                 entry_id: i.to_string(),
-                body: m.body.clone(),
+                body: job.clone().restarted().to_body(),
+                delay: Duration::ZERO,
             })
             .collect();
-        let failed: Vec<String> = dead
-            .requeue(&jobs)
-            .await?
-            .into_iter()
-            .map(|f| f.entry_id)
-            .collect();
-        for (i, m) in mine.into_iter().enumerate() {
+        let mut failed: Vec<String> = Vec::new();
+        for batch in crate::queue::batches(&jobs) {
+            failed.extend(dead.requeue(batch).await?.into_iter().map(|f| f.entry_id));
+        }
+        for (i, (m, _)) in mine.into_iter().enumerate() {
             if failed.contains(&i.to_string()) {
                 held.push(m.receipt);
                 continue;
@@ -150,6 +155,7 @@ mod tests {
             .map(|(i, b)| OutgoingJob {
                 entry_id: i.to_string(),
                 body: b.clone(),
+                delay: Duration::ZERO,
             })
             .collect();
         assert!(queue.send_batch(&entries).await.expect("send").is_empty());
@@ -259,6 +265,39 @@ mod tests {
                 scanned: 0,
                 complete: true
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replayed_job_starts_again_at_attempt_one_with_a_fresh_budget() {
+        // GIVEN a job the fan-out dead-lettered after its sixth attempt
+        let s = store("s");
+        let x = Uuid::now_v7();
+        let mut dead = DeliveryJob::parse(&job(&s, x, 1)).expect("job");
+        dead.attempt = 6;
+        dead.first_queued_at = Some(chrono::Utc::now());
+        let queue = MemoryQueue::new(Duration::ZERO, 1);
+        let entry = OutgoingJob {
+            entry_id: "0".into(),
+            body: dead.to_body(),
+            delay: Duration::ZERO,
+        };
+        assert!(queue.dead_letter(&[entry]).await.expect("dlq").is_empty());
+
+        // WHEN it is replayed
+        let done = redrive(&queue, &s, x, Duration::from_secs(20))
+            .await
+            .expect("redrive");
+
+        // THEN the queue holds it as a new job: attempt 1, its budget from now on
+        assert_eq!(done.moved, 1);
+        let back = JobSource::receive(&queue, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            DeliveryJob::parse(&back[0].body).expect("job"),
+            dead.restarted()
         );
     }
 

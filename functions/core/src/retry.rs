@@ -4,8 +4,13 @@
 //! Attempt 1 is immediate; the next five follow after about 20 s, 1 min, 3 min, 6 min
 //! and 8 min (each ±20 %), so most blips are retried within a minute and the sixth and
 //! last attempt starts within 25 minutes of the first, leaving room for the attempts'
-//! own duration inside the 30-minute delivery promise. After the last attempt the queue
-//! moves the job to the DLQ (`maxReceiveCount` = [`RetryPolicy::max_attempts`]).
+//! own duration inside the 30-minute delivery promise. After the last attempt the
+//! fan-out moves the job to the DLQ.
+//!
+//! The attempt number travels in the job ([`crate::job::DeliveryJob::attempt`]): each
+//! retry is a new message, delayed by its backoff, so the queue's receive count is
+//! not the attempt number and its `maxReceiveCount` is not the schedule: it is
+//! [`MAX_RECEIVES`], the receives one message (one attempt) may take.
 
 use std::time::Duration;
 
@@ -35,6 +40,16 @@ impl Default for RetryPolicy {
 /// The delivery promise: every job is delivered or dead-lettered within this.
 pub const DELIVERY_BUDGET: Duration = Duration::from_secs(30 * 60);
 
+/// The internal queue's `maxReceiveCount`: how often one message may be received
+/// before the queue moves it to the DLQ. A message carries one attempt and is
+/// normally received once; it comes back when a receive did not finish (a crashed,
+/// throttled or timed-out invocation, a record cut at the invocation's end, its
+/// store's integrations unreadable) or could not send the job on. Those receives
+/// repeat the attempt rather than use one up, and this is their slack: AWS advises
+/// at least 5 for a Lambda event source
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
+pub const MAX_RECEIVES: u32 = 10;
+
 impl RetryPolicy {
     /// The default schedule with every duration multiplied by `factor` (tests and
     /// fault drills compress time this way; production uses 1).
@@ -47,7 +62,7 @@ impl RetryPolicy {
         }
     }
 
-    /// Total attempts, the first included. The DLQ redrive's `maxReceiveCount`.
+    /// Total attempts, the first included.
     pub fn max_attempts(&self) -> u32 {
         self.delays.len() as u32 + 1
     }

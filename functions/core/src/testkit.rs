@@ -160,3 +160,67 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// One batch a [`Recording`] queue was given: where it went, and its entries' sizes
+/// and delays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentBatch {
+    /// `true`: to the dead-letter queue.
+    pub dead: bool,
+    /// Each entry's message size, in bytes.
+    pub sizes: Vec<usize>,
+    /// Each entry's delay.
+    pub delays: Vec<std::time::Duration>,
+}
+
+/// The embedded queue, keeping every batch it was given (what a sender builds).
+pub struct Recording {
+    pub inner: Arc<crate::memory::MemoryQueue>,
+    batches: std::sync::Mutex<Vec<SentBatch>>,
+}
+
+impl Recording {
+    pub fn new(inner: Arc<crate::memory::MemoryQueue>) -> Self {
+        Self {
+            inner,
+            batches: Default::default(),
+        }
+    }
+
+    pub fn batches(&self) -> Vec<SentBatch> {
+        self.batches.lock().expect("batches").clone()
+    }
+
+    fn keep(&self, jobs: &[crate::ports::OutgoingJob], dead: bool) {
+        self.batches.lock().expect("batches").push(SentBatch {
+            dead,
+            sizes: jobs.iter().map(crate::queue::message_bytes).collect(),
+            delays: jobs.iter().map(|j| j.delay).collect(),
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::JobQueue for Recording {
+    async fn send_batch(
+        &self,
+        jobs: &[crate::ports::OutgoingJob],
+    ) -> crate::Result<Vec<crate::ports::SendFailure>> {
+        self.keep(jobs, false);
+        self.inner.send_batch(jobs).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt: &str,
+        delay: std::time::Duration,
+    ) -> crate::Result<()> {
+        self.inner.change_visibility(receipt, delay).await
+    }
+    async fn dead_letter(
+        &self,
+        jobs: &[crate::ports::OutgoingJob],
+    ) -> crate::Result<Vec<crate::ports::SendFailure>> {
+        self.keep(jobs, true);
+        self.inner.dead_letter(jobs).await
+    }
+}

@@ -64,7 +64,6 @@ impl Components {
     /// Builds the adapters. With the AWS backend this loads the AWS configuration
     /// once; `check` verifies the table exists (the dev server does, Lambdas skip it).
     pub async fn build(settings: &PipelineSettings, check: bool) -> Result<Self> {
-        let retry = RetryPolicy::scaled(settings.retry_scale);
         let cache = |store: &Arc<dyn IntegrationStore>| {
             Arc::new(IntegrationCache::new(
                 store.clone(),
@@ -79,7 +78,10 @@ impl Components {
                     .region(aws_config::Region::new("us-east-1"))
                     .load()
                     .await;
-                let q = Arc::new(MemoryQueue::new(LOCAL_VISIBILITY, retry.max_attempts()));
+                let q = Arc::new(MemoryQueue::new(
+                    LOCAL_VISIBILITY,
+                    crate::retry::MAX_RECEIVES,
+                ));
                 let integrations: Arc<dyn IntegrationStore> =
                     Arc::new(MemoryIntegrationStore::sealed(Arc::new(Vault::local()?)));
                 Self {
@@ -108,10 +110,13 @@ impl Components {
                 if check {
                     store.check_table().await?;
                 }
-                let sqs = settings
-                    .queue_url
-                    .as_ref()
-                    .map(|url| Arc::new(SqsJobQueue::from_sdk(&sdk, url.clone())));
+                let sqs = settings.queue_url.as_ref().map(|url| {
+                    let queue = SqsJobQueue::from_sdk(&sdk, url.clone());
+                    Arc::new(match &settings.dlq_url {
+                        Some(dlq) => queue.with_dead_letter_queue(dlq.clone()),
+                        None => queue,
+                    })
+                });
                 let integrations: Arc<dyn IntegrationStore> = Arc::new(store);
                 let dead_letters = match (&sqs, &settings.dlq_url) {
                     (Some(q), Some(dlq)) => Some(Arc::new(SqsDeadLetters::from_sdk(
@@ -198,9 +203,15 @@ impl Components {
         ))
     }
 
-    /// The fan-out use case.
+    /// The fan-out use case. With the AWS backend it needs the DLQ
+    /// (`HERALD_DLQ_URL`): it moves jobs there after their last attempt.
     pub fn fanout(&self) -> Result<Fanout> {
         self.require_secrets()?;
+        if self.settings.backend == Backend::Aws && self.settings.dlq_url.is_none() {
+            return Err(Error::Config(
+                "HERALD_DLQ_URL must be set: the fan-out moves jobs to the DLQ after their last attempt".into(),
+            ));
+        }
         Ok(Fanout::new(
             self.cache.clone(),
             self.deliverer()?,

@@ -670,6 +670,7 @@ async fn enqueue(queue: &MemoryQueue, jobs: &[DeliveryJob]) {
         .map(|(n, j)| OutgoingJob {
             entry_id: n.to_string(),
             body: j.to_body(),
+            delay: std::time::Duration::ZERO,
         })
         .collect();
     assert!(queue.send_batch(&entries).await.expect("send").is_empty());

@@ -1,5 +1,6 @@
 //! `events/fanout-*.json` through the fan-out handler: an SQS batch with one good,
-//! one retryable and one malformed record. Only the retryable one is reported.
+//! one retryable (on its second attempt) and one malformed record. None is reported:
+//! the retryable one is sent on, delayed, for its third attempt.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use chrono::Utc;
 use herald_core::config::PipelineSettings;
 use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
 use herald_core::page::Page;
+use herald_core::ports::JobSource;
 use herald_core::wiring::Components;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -48,7 +50,7 @@ fn integration(id: &str, url: String) -> Integration {
 }
 
 #[tokio::test]
-async fn the_fanout_batch_file_reports_exactly_its_retryable_record() {
+async fn the_fanout_batch_file_sends_its_retryable_record_on_for_its_next_attempt() {
     let components = Components::build(&PipelineSettings::memory(), false)
         .await
         .expect("components");
@@ -71,15 +73,24 @@ async fn the_fanout_batch_file_reports_exactly_its_retryable_record() {
     let batch: SqsEvent =
         serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("SQS event");
     assert_eq!(batch.records.len(), 3);
-    let retryable_id = batch.records[1].message_id.clone().expect("id");
 
     let response = herald_fanout::process(&fanout, batch, None).await;
-    let failed: Vec<_> = response
-        .batch_item_failures
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+    let queue = components.memory_queue.clone().expect("the embedded queue");
+    let next = queue
+        .receive(10, std::time::Duration::from_secs(2))
+        .await
+        .expect("receive");
+    let next: Vec<_> = next
         .iter()
-        .map(|f| f.item_identifier.clone())
+        .map(|m| herald_core::job::DeliveryJob::parse(&m.body).expect("job"))
+        .map(|j| (j.integration_id.to_string(), j.attempt))
         .collect();
-    assert_eq!(failed, vec![retryable_id]);
+    assert_eq!(next, [(RETRY.to_owned(), 3)]);
 
     let store = StoreId::parse("default").expect("store");
     let (logs, total) = components

@@ -111,8 +111,14 @@ async fn create_local_resources(
         .next()
         .unwrap_or("herald-jobs")
         .to_owned();
-    let attempts = herald_core::retry::RetryPolicy::scaled(pipeline.retry_scale).max_attempts();
-    match herald_core::aws::local::bootstrap(&sdk, &table, &queue_name, attempts).await {
+    match herald_core::aws::local::bootstrap(
+        &sdk,
+        &table,
+        &queue_name,
+        herald_core::retry::MAX_RECEIVES,
+    )
+    .await
+    {
         Ok(_) => {
             tracing::info!(%table, queue = %queue_name, "created the table and queues on moto")
         }

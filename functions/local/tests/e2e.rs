@@ -355,9 +355,14 @@ async fn start_on_moto(extra: &[(&str, &str)]) -> DevServer {
     let sdk = moto_config(&endpoint).await.expect("loopback endpoint");
     let suffix = uuid_like();
     let table = format!("herald-e2e-{suffix}");
-    let (queue_url, dlq_url) = bootstrap(&sdk, &table, &format!("herald-jobs-{suffix}"), 6)
-        .await
-        .expect("table and queues");
+    let (queue_url, dlq_url) = bootstrap(
+        &sdk,
+        &table,
+        &format!("herald-jobs-{suffix}"),
+        herald_core::retry::MAX_RECEIVES,
+    )
+    .await
+    .expect("table and queues");
     let key = herald_core::aws::kms::ensure_local_key(&sdk, &format!("alias/herald-e2e-{suffix}"))
         .await
         .expect("KMS key");

@@ -109,6 +109,11 @@ pub struct Size {
     /// `HERALD_AUTO_DISABLE_AFTER` (0 in the scenarios that count jobs into the DLQ:
     /// a disabled integration's remaining jobs are discarded, not dead-lettered).
     pub auto_disable_after: u32,
+    /// Jobs of the dead-endpoint scenario on the embedded queue.
+    pub dead_endpoint_jobs: usize,
+    /// Jobs of the dead-endpoint scenario on SQS in moto (whose ReceiveMessage
+    /// slows with every message in the queue).
+    pub dead_endpoint_jobs_on_moto: usize,
 }
 
 impl Size {
@@ -121,6 +126,8 @@ impl Size {
         webhook_timeout: Duration::from_secs(2),
         pollers: 64,
         auto_disable_after: 0,
+        dead_endpoint_jobs: 5_000,
+        dead_endpoint_jobs_on_moto: 300,
     };
     /// The subset `make test` runs.
     pub const FAST: Size = Size {
@@ -131,6 +138,8 @@ impl Size {
         webhook_timeout: Duration::from_secs(1),
         pollers: 8,
         auto_disable_after: 0,
+        dead_endpoint_jobs: 5_000,
+        dead_endpoint_jobs_on_moto: 200,
     };
 
     /// The scaled delivery budget.

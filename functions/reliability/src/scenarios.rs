@@ -740,6 +740,7 @@ pub async fn poison_messages(size: &Size) -> Result<Report, String> {
             .map(|(i, body)| OutgoingJob {
                 entry_id: format!("{n}-{i}"),
                 body: body.clone(),
+                delay: Duration::ZERO,
             })
             .collect();
         let failures = pipeline
@@ -1197,6 +1198,14 @@ pub async fn selected(size: &Size, keep: impl Fn(&str) -> bool) -> Vec<Report> {
         ("health", Box::pin(health_and_auto_disable(size))),
         ("idempotent ingest", Box::pin(idempotent_ingest(size))),
         ("hostile endpoints", Box::pin(hostile_endpoints(size))),
+        (
+            "dead endpoint, embedded queue",
+            Box::pin(dead_endpoint_in_flight(size, QueueKind::Embedded)),
+        ),
+        (
+            "dead endpoint, SQS on moto",
+            Box::pin(dead_endpoint_in_flight(size, QueueKind::Moto)),
+        ),
     ];
     for (name, run) in runs {
         if !keep(name) {
@@ -1216,4 +1225,380 @@ pub async fn selected(size: &Size, keep: impl Fn(&str) -> bool) -> Vec<Report> {
         }));
     }
     out
+}
+
+/// Where the dead-endpoint scenario's internal queue lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    /// The embedded queue (SQS's semantics, in process): large runs.
+    Embedded,
+    /// SQS in moto, through the SQS adapter. Moto's ReceiveMessage scans the whole
+    /// queue dozens of times per call (about 3 s at 3,000 messages here), so runs on
+    /// it stay small.
+    Moto,
+}
+
+/// The internal queue of the dead-endpoint scenario, and what it can be asked.
+enum Probe {
+    Embedded(Arc<herald_core::memory::MemoryQueue>),
+    Moto {
+        sqs: aws_sdk_sqs::Client,
+        url: String,
+        dlq: SqsJobQueue,
+        dlq_url: String,
+    },
+}
+
+impl Probe {
+    /// Messages waiting (visible or delayed) and in flight (received, not yet
+    /// deleted: SQS's `ApproximateNumberOfMessagesNotVisible`).
+    async fn depth(&self) -> Result<(usize, usize), String> {
+        match self {
+            Self::Embedded(q) => {
+                let in_flight = q.in_flight();
+                Ok((q.len().saturating_sub(in_flight), in_flight))
+            }
+            Self::Moto { sqs, url, .. } => {
+                let [visible, in_flight, delayed] = depth(sqs, url).await?;
+                Ok((visible + delayed, in_flight))
+            }
+        }
+    }
+
+    /// Messages in the DLQ, visible or not.
+    async fn dead_count(&self) -> Result<usize, String> {
+        match self {
+            Self::Embedded(q) => Ok(q.dead_letters().len()),
+            Self::Moto { sqs, dlq_url, .. } => {
+                let [visible, in_flight, _] = depth(sqs, dlq_url).await?;
+                Ok(visible + in_flight)
+            }
+        }
+    }
+
+    /// The bodies in the DLQ, read back (bounded by `most`).
+    async fn dead_bodies(&self, most: usize) -> Result<Vec<String>, String> {
+        match self {
+            Self::Embedded(q) => Ok(q.dead_letters()),
+            Self::Moto { dlq, .. } => {
+                let mut bodies = Vec::new();
+                let mut empty = 0;
+                while empty < 2 && bodies.len() < most {
+                    let batch = dlq
+                        .receive(10, Duration::ZERO)
+                        .await
+                        .map_err(|e| format!("reading the DLQ back: {e}"))?;
+                    if batch.is_empty() {
+                        empty += 1;
+                    }
+                    bodies.extend(batch.into_iter().map(|m| m.body));
+                }
+                Ok(bodies)
+            }
+        }
+    }
+}
+
+/// A queue attribute's count (0 if absent).
+fn attribute(
+    out: &aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput,
+    name: aws_sdk_sqs::types::QueueAttributeName,
+) -> usize {
+    out.attributes()
+        .and_then(|a| a.get(&name))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The queue's visible, in-flight and delayed messages.
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<[usize; 3], String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| format!("GetQueueAttributes: {e}"))?;
+    Ok([
+        attribute(&out, A::ApproximateNumberOfMessages),
+        attribute(&out, A::ApproximateNumberOfMessagesNotVisible),
+        attribute(&out, A::ApproximateNumberOfMessagesDelayed),
+    ])
+}
+
+/// 9. Every job of a store goes to an endpoint that is down (a closed loopback port:
+///    connection refused). While the jobs wait for their retries, the internal
+///    queue's in-flight count (`ApproximateNumberOfMessagesNotVisible`) stays within
+///    what the fan-out pollers hold at once (batch size 10 × pollers), not the number
+///    of waiting jobs; every job reaches the DLQ after its last attempt, with each
+///    attempt in the log. `kind` picks the queue; [`QueueKind::Moto`] needs moto
+///    (`infra/with-peers.sh`).
+pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Report, String> {
+    use herald_core::cache::IntegrationCache;
+    use herald_core::delivery::guard::{AddressGuard, Cidr};
+    use herald_core::delivery::webhook::WebhookDeliverer;
+    use herald_core::delivery::{JobStatus, TargetDeliverer};
+    use herald_core::fanout::Fanout;
+    use herald_core::ingest::{Ingest, IngestSettings};
+    use herald_core::memory::{
+        MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue,
+    };
+    use herald_core::model::{Integration, Target, WebhookConfig};
+    use herald_core::ports::{DeliveryLog, IntegrationStore};
+    use herald_core::retry::{RetryPolicy, MAX_RECEIVES};
+
+    let (n, pollers) = match kind {
+        QueueKind::Embedded => (size.dead_endpoint_jobs, size.pollers),
+        // Few pollers: one moto process serves them all.
+        QueueKind::Moto => (size.dead_endpoint_jobs_on_moto, size.pollers.min(4)),
+    };
+    let (queue, source, probe): (Arc<dyn JobQueue>, Arc<dyn JobSource>, Probe) = match kind {
+        QueueKind::Embedded => {
+            let q = Arc::new(MemoryQueue::new(Duration::from_secs(60), MAX_RECEIVES));
+            (q.clone(), q.clone(), Probe::Embedded(q))
+        }
+        QueueKind::Moto => {
+            let (endpoint, _) = sqs_proxy::moto().await?;
+            let sdk = moto_config(&endpoint).await.map_err(|e| e.to_string())?;
+            let name = format!("reliability-dead-{}", Uuid::new_v4().simple());
+            let (url, dlq_url) = create_queues(&sdk, &name, MAX_RECEIVES, 60)
+                .await
+                .map_err(|e| format!("creating the queues in moto: {e}"))?;
+            let q = Arc::new(
+                SqsJobQueue::from_sdk(&sdk, url.clone()).with_dead_letter_queue(dlq_url.clone()),
+            );
+            let probe = Probe::Moto {
+                sqs: aws_sdk_sqs::Client::new(&sdk),
+                url,
+                dlq: SqsJobQueue::from_sdk(&sdk, dlq_url.clone()),
+                dlq_url,
+            };
+            (q.clone(), q, probe)
+        }
+    };
+
+    // A port nobody listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    let s = store("dead-endpoint");
+    let now = Utc::now();
+    let secret = crate::webhook_secret();
+    crate::remember_secret(&secret);
+    let integration = Integration {
+        id: Uuid::now_v7(),
+        store_id: s.clone(),
+        name: "dead".into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url: format!("http://{closed}/hook"),
+            secret_key: Some(herald_core::model::Secret::new(secret)),
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        health: Default::default(),
+    };
+    let integrations = Arc::new(MemoryIntegrationStore::new());
+    integrations
+        .insert(&integration, 10)
+        .await
+        .map_err(|e| e.to_string())?;
+    let cache = Arc::new(IntegrationCache::new(integrations, Duration::from_secs(5)));
+    let log = Arc::new(MemoryDeliveryLog::new(n * 8));
+    let retry = RetryPolicy::scaled(size.retry_scale);
+    let attempts = retry.max_attempts() as usize;
+    let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.0/8").ok_or("a loopback CIDR")?]);
+    let webhook = WebhookDeliverer::new(guard, size.webhook_timeout)?;
+    let fanout = Arc::new(
+        Fanout::new(
+            cache.clone(),
+            Arc::new(TargetDeliverer::new(Arc::new(webhook))),
+            log.clone(),
+            queue.clone(),
+            retry,
+        )
+        .with_auto_disable(0),
+    );
+    let ingest = Ingest::new(
+        cache,
+        Arc::new(MemoryIdempotency::new()),
+        queue,
+        IngestSettings::default(),
+    );
+
+    // The dev server's pollers (Lambda's event source mapping in AWS) and a watch on
+    // the queue run while the events are sent.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let probe = Arc::new(probe);
+    let most = Arc::new([
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ]);
+    let watcher = tokio::spawn({
+        let (probe, most, stopped) = (probe.clone(), most.clone(), stopped.clone());
+        async move {
+            while !*stopped.borrow() {
+                if let Ok((waiting, in_flight)) = probe.depth().await {
+                    most[0].fetch_max(in_flight, Ordering::SeqCst);
+                    most[1].fetch_max(waiting, Ordering::SeqCst);
+                    most[2].fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let consumers: Vec<_> = (0..pollers)
+        .map(|_| {
+            tokio::spawn(herald_core::fanout::poll(
+                source.clone(),
+                fanout.clone(),
+                size.webhook_timeout + Duration::from_secs(15),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+
+    let started = Instant::now();
+    let ids: Vec<String> = (0..n).map(|i| format!("dead-{i}")).collect();
+    let mut not_accepted = 0;
+    for chunk in ids.chunks(herald_core::ingest::MAX_EVENTS_PER_REQUEST) {
+        let events: Vec<serde_json::Value> = chunk.iter().map(|id| event(id)).collect();
+        let results = ingest
+            .ingest(&events, Some(&s), |i| format!("/data/{i}"))
+            .await;
+        not_accepted += results
+            .iter()
+            .filter(|r| !matches!(r.status, EventStatus::Accepted { jobs: 1 }))
+            .count();
+    }
+
+    // Until every job is in the DLQ and the queue is empty (bounded).
+    let limit = size.budget() * 2 + Duration::from_millis(n as u64 * 20) + Duration::from_secs(30);
+    let mut drained = false;
+    while started.elapsed() < limit {
+        let (waiting, in_flight) = probe.depth().await?;
+        if waiting + in_flight == 0 && probe.dead_count().await? >= n {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = started.elapsed();
+    let _ = stop.send(true);
+    for c in consumers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), c).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), watcher).await;
+
+    // The DLQ read back: each job once, after its last attempt.
+    let bodies = probe.dead_bodies(n * 2).await?;
+    let mut dead: HashMap<String, u32> = HashMap::new();
+    for body in &bodies {
+        if let Ok(job) = DeliveryJob::parse(body) {
+            dead.insert(job.event.id, job.attempt);
+        }
+    }
+    let dead_after_last = dead.values().filter(|a| **a as usize == attempts).count();
+
+    // Every attempt logged: attempts 1 to 6 of each job, once each.
+    let mut logged: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut offset = 0;
+    loop {
+        let page = Page {
+            limit: herald_core::page::MAX_LIMIT,
+            offset,
+        };
+        let (batch, total) = log
+            .integration_logs(&s, integration.id, page)
+            .await
+            .map_err(|e| e.to_string())?;
+        offset += batch.len();
+        let done = batch.is_empty() || offset >= total;
+        for a in batch {
+            logged.entry(a.event_id).or_default().push(a.attempt);
+        }
+        if done {
+            break;
+        }
+    }
+    let every_attempt: Vec<u32> = (1..=attempts as u32).collect();
+    let fully_logged = ids
+        .iter()
+        .filter(|id| {
+            logged.get(*id).is_some_and(|a| {
+                let mut a = a.clone();
+                a.sort_unstable();
+                a == every_attempt
+            })
+        })
+        .count();
+    let mut failed_jobs = 0;
+    let mut offset = 0;
+    loop {
+        let page = Page {
+            limit: herald_core::page::MAX_LIMIT,
+            offset,
+        };
+        let (batch, total) = log
+            .integration_jobs(&s, integration.id, page)
+            .await
+            .map_err(|e| e.to_string())?;
+        offset += batch.len();
+        let done = batch.is_empty() || offset >= total;
+        failed_jobs += batch
+            .iter()
+            .filter(|j| j.status == JobStatus::Failed && j.attempts as usize == attempts)
+            .count();
+        if done {
+            break;
+        }
+    }
+
+    let bound = pollers * 10;
+    let most_in_flight = most[0].load(Ordering::SeqCst);
+    let most_waiting = most[1].load(Ordering::SeqCst);
+    let samples = most[2].load(Ordering::SeqCst);
+    let lost = ids.iter().filter(|id| !dead.contains_key(*id)).count();
+    let place = match kind {
+        QueueKind::Embedded => "embedded queue",
+        QueueKind::Moto => "SQS on moto",
+    };
+    Ok(Report {
+        scenario: format!("endpoint down for every job ({place}): retries wait delayed, not in flight"),
+        events: n,
+        expected: n,
+        lost,
+        duplicates: bodies.len().saturating_sub(dead.len()),
+        within_budget: 0,
+        dead_lettered: dead.len(),
+        checks: vec![
+            ("every event accepted".into(), not_accepted == 0),
+            ("drained in time".into(), drained),
+            (
+                format!("in flight ≤ {bound} (batch 10 × {pollers} pollers)"),
+                samples > 0 && most_in_flight <= bound,
+            ),
+            ("more jobs waited than fit in flight".into(), most_waiting > bound),
+            (
+                format!("every job in the DLQ after attempt {attempts}"),
+                dead_after_last == n,
+            ),
+            (
+                format!("attempts 1 to {attempts} of every job logged, once"),
+                fully_logged == n && failed_jobs == n,
+            ),
+        ],
+        notes: format!(
+            "{n} jobs × {attempts} attempts to a closed port in {:.0} s; in flight at most {most_in_flight} (bound {bound}) while up to {most_waiting} waited, over {samples} samples of the queue; {} DLQ messages",
+            took.as_secs_f64(),
+            bodies.len()
+        ),
+    })
 }

@@ -111,3 +111,24 @@ async fn hostile_endpoints_hold_no_connection_and_cost_the_healthy_store_nothing
             .expect("ran"),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_jobs_waiting_for_retries_to_a_dead_endpoint_are_not_in_flight_and_all_reach_the_dlq(
+) {
+    let r = scenarios::dead_endpoint_in_flight(&Size::FAST, scenarios::QueueKind::Embedded)
+        .await
+        .expect("ran");
+    assert_eq!(r.expected, 5_000);
+    assert_eq!(r.dead_lettered, r.expected, "{}", r.notes);
+    assert_passed(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqs_jobs_waiting_for_retries_to_a_dead_endpoint_are_not_in_flight_and_all_reach_the_dlq(
+) {
+    let r = scenarios::dead_endpoint_in_flight(&Size::FAST, scenarios::QueueKind::Moto)
+        .await
+        .expect("ran (moto must be running: infra/with-peers.sh)");
+    assert_eq!(r.dead_lettered, r.expected, "{}", r.notes);
+    assert_passed(r);
+}

@@ -29,11 +29,13 @@ pub const RETRYABLE_CODES: &[&str] = &[
     "KmsThrottled",
 ];
 
-/// The internal queue (`HERALD_QUEUE_URL`).
+/// The internal queue (`HERALD_QUEUE_URL`) and, for the fan-out's moves after a
+/// job's last attempt, its dead-letter queue (`HERALD_DLQ_URL`).
 #[derive(Clone, Debug)]
 pub struct SqsJobQueue {
     client: Client,
     url: String,
+    dlq_url: Option<String>,
 }
 
 impl SqsJobQueue {
@@ -42,27 +44,30 @@ impl SqsJobQueue {
         Self {
             client,
             url: url.into(),
+            dlq_url: None,
         }
     }
 
-    /// Builds the client from the process-wide AWS configuration.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
-        Self::new(Client::new(sdk), url)
+    /// Sends dead letters ([`JobQueue::dead_letter`]) to the queue at `dlq_url`.
+    pub fn with_dead_letter_queue(mut self, dlq_url: impl Into<String>) -> Self {
+        self.dlq_url = Some(dlq_url.into());
+        self
     }
-}
 
-#[async_trait]
-impl JobQueue for SqsJobQueue {
-    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+    /// One `SendMessageBatch` of `jobs` to `url`; the entries SQS did not take.
+    async fn send_to(&self, url: &str, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let entries = jobs
             .iter()
             .map(|j| {
+                // Whole seconds, never shorter than asked: a retry is not made early.
+                let delay = j.delay.min(crate::queue::MAX_DELAY).as_secs_f64().ceil() as i32;
                 SendMessageBatchRequestEntry::builder()
                     .id(&j.entry_id)
                     .message_body(&j.body)
+                    .set_delay_seconds((delay > 0).then_some(delay))
                     .build()
                     .map_err(|e| Error::Config(format!("building an SQS entry: {e}")))
             })
@@ -70,7 +75,7 @@ impl JobQueue for SqsJobQueue {
         let out = self
             .client
             .send_message_batch()
-            .queue_url(&self.url)
+            .queue_url(url)
             .set_entries(Some(entries))
             .send()
             .await
@@ -87,6 +92,18 @@ impl JobQueue for SqsJobQueue {
             .collect())
     }
 
+    /// Builds the client from the process-wide AWS configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), url)
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsJobQueue {
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        self.send_to(&self.url, jobs).await
+    }
+
     async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<()> {
         // SQS allows at most 12 hours.
         let secs = delay.as_secs().min(43_200) as i32;
@@ -99,6 +116,22 @@ impl JobQueue for SqsJobQueue {
             .await
             .map_err(|e| backend_error(SERVICE, e))?;
         Ok(())
+    }
+
+    async fn dead_letter(&self, jobs: &[OutgoingJob]) -> Result<Vec<SendFailure>> {
+        let url = self.dlq_url.as_deref().ok_or_else(|| {
+            Error::Config(
+                "HERALD_DLQ_URL must be set: jobs go there after their last attempt".into(),
+            )
+        })?;
+        let undelayed: Vec<OutgoingJob> = jobs
+            .iter()
+            .map(|j| OutgoingJob {
+                delay: Duration::ZERO,
+                ..j.clone()
+            })
+            .collect();
+        self.send_to(url, &undelayed).await
     }
 }
 

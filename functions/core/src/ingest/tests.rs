@@ -231,3 +231,53 @@ async fn one_store_query_serves_a_whole_request_even_with_the_cache_off() {
     assert_eq!(counting.reads(), 1);
     assert_eq!(queued(&queue).await.len(), 60);
 }
+
+#[tokio::test]
+async fn a_large_order_observed_by_ten_integrations_is_queued_in_batches_sqs_takes() {
+    // GIVEN ten integrations observing one event near the largest accepted
+    let integrations: Vec<_> = (0..10)
+        .map(|i| webhook(&format!("w{i}"), "s", &["order.paid"], true))
+        .collect();
+    let refs: Vec<_> = integrations.iter().collect();
+    let store_ = seeded(&refs).await;
+    let queue = Arc::new(crate::testkit::Recording::new(Arc::new(MemoryQueue::new(
+        Duration::from_secs(60),
+        6,
+    ))));
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(store_, Duration::from_secs(5))),
+        Arc::new(MemoryIdempotency::new()),
+        queue.clone(),
+        IngestSettings::default(),
+    );
+    let blob = "x".repeat(crate::job::MAX_EVENT_BYTES - 200);
+    let large = json!({"id": "big", "type": "order.paid", "payload": {"data": {"blob": blob}}});
+
+    // WHEN it is ingested
+    let results = ingest.ingest(&[large], Some(&store("s")), at).await;
+
+    // THEN every job is queued, in batches within SQS's count and byte limits
+    assert_eq!(results[0].status, EventStatus::Accepted { jobs: 10 });
+    let batches = queue.batches();
+    for b in &batches {
+        assert!(
+            b.sizes.len() <= crate::queue::MAX_BATCH_ENTRIES,
+            "{:?}",
+            b.sizes
+        );
+        assert!(
+            b.sizes.iter().sum::<usize>() <= crate::queue::MAX_BATCH_BYTES,
+            "{:?}",
+            b.sizes
+        );
+        assert!(b
+            .sizes
+            .iter()
+            .all(|&s| s > crate::job::MAX_EVENT_BYTES - 200));
+    }
+    assert_eq!(
+        batches.iter().map(|b| b.sizes.len()).collect::<Vec<_>>(),
+        [4, 4, 2]
+    );
+    assert_eq!(queued(&queue.inner).await.len(), 10);
+}
