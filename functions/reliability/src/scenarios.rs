@@ -724,7 +724,8 @@ pub async fn poison_messages(size: &Size) -> Result<Report, String> {
         "[]".to_owned(),
         "null".to_owned(),
         "{\"v\":1}".to_owned(),
-        format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(300 * 1024)),
+        // Near the queue's 256 KiB message limit (the queue refuses more).
+        format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(250 * 1024)),
         tampered.to_string(),
         wrong_version.to_string(),
         job("unknown-integration", Uuid::now_v7()).to_body(),
@@ -1533,8 +1534,12 @@ pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Rep
         .iter()
         .filter(|id| {
             logged.get(*id).is_some_and(|a| {
+                // At least once: an attempt whose DLQ move or re-send timed out at
+                // the client (but went through) is made again; the duplicates column
+                // counts those.
                 let mut a = a.clone();
                 a.sort_unstable();
+                a.dedup();
                 a == every_attempt
             })
         })
@@ -1591,7 +1596,7 @@ pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Rep
                 dead_after_last == n,
             ),
             (
-                format!("attempts 1 to {attempts} of every job logged, once"),
+                format!("attempts 1 to {attempts} of every job logged"),
                 fully_logged == n && failed_jobs == n,
             ),
         ],
