@@ -204,8 +204,9 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<bool>;
 
     /// Claims many event ids at once (a request's): one result per id, in order, with
-    /// [`IdempotencyStore::claim`]'s meaning. Adapters that can claim in bulk (one
-    /// DynamoDB transaction for up to 100) override it; the default claims each.
+    /// [`IdempotencyStore::claim`]'s meaning: each claimed on its own, all at once. (In
+    /// DynamoDB a claim is a conditional `PutItem`, one write request unit; a
+    /// transaction of claims would cost two a claim: the cost section of `make bench`.)
     async fn claim_all(
         &self,
         claims: &[(StoreId, String)],

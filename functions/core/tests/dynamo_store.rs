@@ -938,10 +938,12 @@ mod log_listing_cost {
     use chrono::{TimeDelta, TimeZone, Utc};
     use futures_util::StreamExt;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
-    use herald_core::aws::records::DynamoDeliveryLog;
+    use herald_core::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
     use herald_core::delivery::{Attempt, JobStatus, LogEntry};
+    use herald_core::model::StoreId;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
+    use herald_core::ports::IdempotencyStore;
     use uuid::Uuid;
 
     use super::{client, endpoint, store_id};
@@ -951,6 +953,8 @@ mod log_listing_cost {
     struct Reads {
         items: AtomicUsize,
         queries: AtomicUsize,
+        /// Every operation that passed through (`X-Amz-Target`'s last part), in order.
+        operations: std::sync::Mutex<Vec<String>>,
     }
 
     impl Reads {
@@ -975,10 +979,20 @@ mod log_listing_cost {
         let body = axum::body::to_bytes(body, usize::MAX)
             .await
             .expect("request body");
-        let is_query = parts
+        let operation = parts
             .headers
             .get("x-amz-target")
-            .is_some_and(|t| t.as_bytes().ends_with(b".Query"));
+            .and_then(|t| t.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
+        let is_query = operation == "Query";
+        proxy
+            .reads
+            .operations
+            .lock()
+            .expect("operations")
+            .push(operation);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut headers = parts.headers.clone();
         headers.remove(axum::http::header::HOST);
@@ -1186,6 +1200,34 @@ mod log_listing_cost {
     #[ignore = "needs a DynamoDB-compatible server faster than moto; run by hand"]
     async fn a_page_of_a_hundred_reads_a_few_hundred_items_of_a_hundred_thousand() {
         a_page_of_a_hundred_reads_at_most(100_000, 500).await;
+    }
+
+    #[tokio::test]
+    async fn a_requests_claims_are_conditional_puts_of_one_write_unit_each_not_a_transaction() {
+        // GIVEN the claims of a store, through a proxy that sees each request
+        let table = format!("herald-claims-{}", Uuid::new_v4());
+        DynamoIntegrationStore::create_table(&client(), &table)
+            .await
+            .expect("table");
+        let (url, seen) = counting_proxy().await;
+        let sdk = herald_core::aws::local::moto_config(&url)
+            .await
+            .expect("loopback config");
+        let claims = DynamoIdempotency::from_sdk(&sdk, table);
+        let store = store_id("claims");
+        let keys: Vec<(StoreId, String)> = (0..100)
+            .map(|i| (store.clone(), format!("e-{i}")))
+            .collect();
+
+        // WHEN a request's hundred events are claimed
+        let claimed = claims.claim_all(&keys, Duration::from_secs(60)).await;
+
+        // THEN each was taken with its own PutItem (one write unit; a transaction's
+        // writes cost two)
+        assert!(claimed.into_iter().all(|c| c.expect("claim")));
+        let operations = seen.operations.lock().expect("operations").clone();
+        assert_eq!(operations.len(), 100, "{operations:?}");
+        assert!(operations.iter().all(|o| o == "PutItem"), "{operations:?}");
     }
 
     #[tokio::test]

@@ -41,14 +41,13 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::backend_error;
 use super::batch_write::BatchWriter;
-use super::dynamo::{cancellation_reasons, condition_failed_at};
 use crate::delivery::envelope::json_escaped;
 use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
@@ -111,142 +110,40 @@ impl DynamoIdempotency {
         item
     }
 
-    /// The conditional put that claims `event_id` of `store` in `table` at `now` for
-    /// `ttl`: the item and condition every claim writes, in a transaction's form.
-    pub fn claim_put(
+    /// The conditional `PutItem` that claims `event_id` of `store` in `table` at `now`
+    /// for `ttl`: the item and condition every claim writes.
+    pub fn claim_request(
+        client: &Client,
         table: &str,
         store: &StoreId,
         event_id: &str,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> std::result::Result<aws_sdk_dynamodb::types::Put, aws_sdk_dynamodb::error::BuildError>
-    {
-        aws_sdk_dynamodb::types::Put::builder()
+    ) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        client
+            .put_item()
             .table_name(table)
             .set_item(Some(Self::claim_item(store, event_id, now, ttl)))
             .condition_expression(CLAIM_CONDITION)
             .expression_attribute_values(":now", n(epoch(now)))
-            .build()
-    }
-
-    /// Up to [`TRANSACTION_ITEMS`] claims in one `TransactWriteItems`: all are taken,
-    /// or the transaction is cancelled and its reasons name the ids taken before (those
-    /// are duplicates); the rest go again. Conflicting transactions (a concurrent
-    /// request with the same ids) are retried a few times; what is left then, or after
-    /// a transaction fails for another reason, is claimed one by one.
-    async fn claim_chunk(&self, claims: &[(StoreId, String)], ttl: Duration) -> Vec<Result<bool>> {
-        let mut out: Vec<Option<Result<bool>>> = claims.iter().map(|_| None).collect();
-        let mut pending: Vec<usize> = (0..claims.len()).collect();
-        for round in 0..CLAIM_ROUNDS {
-            if pending.len() <= 1 {
-                break;
-            }
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(round))).await;
-            }
-            let now = Utc::now();
-            let mut items = Vec::with_capacity(pending.len());
-            for &i in &pending {
-                let (store, id) = &claims[i];
-                match Self::claim_put(&self.table, store, id, now, ttl) {
-                    Ok(put) => items.push(TransactWriteItem::builder().put(put).build()),
-                    Err(e) => {
-                        let e = format!("building a DynamoDB request: {e}");
-                        return claims
-                            .iter()
-                            .map(|_| Err(Error::Config(e.clone())))
-                            .collect();
-                    }
-                }
-            }
-            let sent = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            match sent {
-                Ok(_) => {
-                    for &i in &pending {
-                        out[i] = Some(Ok(true));
-                    }
-                    pending.clear();
-                }
-                Err(err) if err.code() == Some("TransactionCanceledException") => {
-                    let reasons = cancellation_reasons(&err);
-                    let mut again = Vec::new();
-                    for (k, &i) in pending.iter().enumerate() {
-                        if condition_failed_at(&err, reasons, k) {
-                            out[i] = Some(Ok(false));
-                        } else {
-                            again.push(i);
-                        }
-                    }
-                    pending = again;
-                }
-                Err(err) => {
-                    // Throttled, a 5xx, anything but a cancellation: the claims go one
-                    // by one below instead (each its own conditional put, as a single
-                    // claim always is), so one failed call does not fail the request.
-                    tracing::warn!(error = %backend_error(SERVICE, err), claims = pending.len(), "the claims' transaction failed; claiming one by one");
-                    break;
-                }
-            }
-        }
-        let singles = pending.iter().map(|&i| {
-            let (store, id) = &claims[i];
-            self.claim(store, id, ttl)
-        });
-        for (i, claimed) in pending
-            .iter()
-            .zip(futures_util::future::join_all(singles).await)
-        {
-            out[*i] = Some(claimed);
-        }
-        out.into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Error::Config("a claim was not made".into()))))
-            .collect()
     }
 }
 
 /// A claim is free when nobody holds it or its holder's time is up (TTL deletes late).
 const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expires_at < :now";
 
-/// DynamoDB's limit of items in one transaction.
-const TRANSACTION_ITEMS: usize = 100;
-
-/// Transactions tried for one chunk of claims before the rest go one by one.
-const CLAIM_ROUNDS: u32 = 4;
-
 #[async_trait]
 impl IdempotencyStore for DynamoIdempotency {
     async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
-        let now = Utc::now();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::claim_item(store, event_id, now, ttl)))
-            .condition_expression(CLAIM_CONDITION)
-            .expression_attribute_values(":now", n(epoch(now)))
-            .send()
-            .await;
+        let result =
+            Self::claim_request(&self.client, &self.table, store, event_id, Utc::now(), ttl)
+                .send()
+                .await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(backend_error(SERVICE, e)),
         }
-    }
-
-    async fn claim_all(&self, claims: &[(StoreId, String)], ttl: Duration) -> Vec<Result<bool>> {
-        let chunks = claims
-            .chunks(TRANSACTION_ITEMS)
-            .map(|chunk| self.claim_chunk(chunk, ttl));
-        futures_util::future::join_all(chunks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
