@@ -4,10 +4,11 @@
 //! and runs it; see `infra/bench.sh`.
 //!
 //! ```text
-//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline]
+//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline,cost]
 //!              [--lambda-dir DIR] [--artifacts ARCH=BINS:ZIPS,...] [--local PATH]
 //! herald-bench receiver        # the receiver process the others start
 //! herald-bench sink            # reads its stdin to the end: where the functions' logs go
+//! herald-bench meter URL FILE  # the recording proxy in front of moto (the cost section)
 //! ```
 //!
 //! - `tput`: R_tput, R_sign, CPU per event (fan-out handler vs a raw reqwest loop
@@ -21,12 +22,17 @@
 //! - `ingest`: ingest vs a raw `SendMessageBatch` loop on moto.
 //! - `pipeline`: events/s end to end through the dev server (`--local`), embedded and
 //!   on moto.
+//! - `cost`: what the deployed stack would be billed for per delivery (requests and
+//!   request units counted on the wire, CPU and log bytes measured), per million
+//!   deliveries at us-east-1 list prices, beside EventBridge API destinations.
 //!
 //! Writes the Markdown report to FILE (default `.run/bench.md`); exits non-zero when
 //! any section could not be measured (the report says which and why).
 
 mod artifacts;
+mod cost;
 mod lambda;
+mod meter;
 mod moto;
 mod pipeline;
 mod receiver;
@@ -36,6 +42,7 @@ mod throughput;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use herald_core::metrics::MetricsOut;
@@ -47,7 +54,7 @@ use crate::receiver::Receiver;
 #[global_allocator]
 static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "tput",
     "log",
     "latency",
@@ -56,6 +63,7 @@ const SECTIONS: [&str; 8] = [
     "artifacts",
     "ingest",
     "pipeline",
+    "cost",
 ];
 
 /// What to run, from the command line.
@@ -130,6 +138,12 @@ fn main() -> ExitCode {
         runtime.block_on(receiver::serve());
         return ExitCode::SUCCESS;
     }
+    if args.first().map(String::as_str) == Some("meter") {
+        if let (Some(upstream), Some(record)) = (args.get(1), args.get(2)) {
+            runtime.block_on(meter::serve(upstream.clone(), record.into()));
+        }
+        return ExitCode::SUCCESS;
+    }
     if args.first().map(String::as_str) == Some("sink") {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         return ExitCode::SUCCESS;
@@ -188,11 +202,30 @@ fn log_sink() -> Result<Sink, String> {
     let metrics = pipe
         .try_clone()
         .map_err(|e| format!("the log sink's pipe: {e}"))?;
-    herald_core::telemetry::init_lambda_with("info", true, Mutex::new(pipe));
+    herald_core::telemetry::init_lambda_with("info", true, Mutex::new(Counted(pipe)));
     Ok(Sink {
         child,
-        stdout: MetricsOut::Writer(Arc::new(Mutex::new(metrics))),
+        stdout: MetricsOut::Writer(Arc::new(Mutex::new(Counted(metrics)))),
     })
+}
+
+/// Bytes the functions under measurement have written to their log and stdout: what
+/// CloudWatch Logs would ingest (the cost section).
+static FUNCTION_OUTPUT: AtomicU64 = AtomicU64::new(0);
+
+/// A writer that adds what it writes to [`FUNCTION_OUTPUT`].
+struct Counted<W>(W);
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        FUNCTION_OUTPUT.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// The log sink's process, killed when dropped.
@@ -247,7 +280,10 @@ async fn run(args: &Args) -> (String, bool) {
     };
     // The handler logs as the functions do in AWS (JSON lines at INFO, the template's
     // logging config), to a pipe read by another process, as Lambda's stdout is.
-    let sink = if ["tput", "log", "latency"].iter().any(|s| args.wants(s)) {
+    let sink = if ["tput", "log", "latency", "cost"]
+        .iter()
+        .any(|s| args.wants(s))
+    {
         match log_sink() {
             Ok(sink) => Some(sink),
             Err(e) => return (format!("herald-bench: {e}\n"), false),
@@ -259,7 +295,7 @@ async fn run(args: &Args) -> (String, bool) {
         sink.as_ref()
             .map_or(MetricsOut::Stdout, |s| s.stdout.clone())
     };
-    let moto = if ["batch", "ingest", "pipeline"]
+    let moto = if ["batch", "ingest", "pipeline", "cost"]
         .iter()
         .any(|s| args.wants(s))
     {
@@ -379,6 +415,21 @@ async fn run(args: &Args) -> (String, bool) {
         let result =
             async { moto::ingest_table(moto_ready()?, &receiver.url(), args.runs).await }.await;
         section("Ingest on moto vs raw SendMessageBatch", result);
+    }
+    if args.wants("cost") {
+        let result = async {
+            cost::table(
+                moto_ready()?,
+                &receiver,
+                args.runs,
+                &FUNCTION_OUTPUT,
+                function_stdout(),
+                &logs,
+            )
+            .await
+        }
+        .await;
+        section("Cost per million deliveries", result);
     }
     report.push_str(&format!(
         "## How long each section took\n\n| section | seconds |\n|---|---:|\n{timings}\nwall time of the measuring, the builds before it not counted\n"
