@@ -1480,8 +1480,16 @@ pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Rep
             .count();
     }
 
-    // Until every job is in the DLQ and the queue is empty (bounded).
-    let limit = size.budget() * 2 + Duration::from_millis(n as u64 * 20) + Duration::from_secs(30);
+    // Until every job is in the DLQ and the queue is empty (bounded). Each job is
+    // received, attempted and sent again (or dead-lettered) once an attempt: moto takes
+    // about 30 such messages a second here (its receives wait up to a second for a
+    // delayed message to show, its sends slow with the queue's depth), the embedded
+    // queue thousands.
+    let per_message = match kind {
+        QueueKind::Embedded => Duration::from_millis(20) / attempts as u32,
+        QueueKind::Moto => Duration::from_millis(60),
+    };
+    let limit = size.budget() * 2 + per_message * (n * attempts) as u32 + Duration::from_secs(30);
     let mut drained = false;
     while started.elapsed() < limit {
         let (waiting, in_flight) = probe.depth().await?;
