@@ -333,6 +333,7 @@ impl Fanout {
     }
 
     /// Emits the EMF records to `out` instead (the bench: a pipe, as Lambda's stdout).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn with_metrics_to(mut self, out: crate::metrics::MetricsOut) -> Self {
         self.metrics = Some(out);
         self

@@ -269,6 +269,7 @@ impl MemoryQueue {
 
     /// Makes the next `n` entries sent fail as a throttled `SendMessageBatch` entry
     /// would (fault injection for tests and drills).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn fail_next_sends(&self, n: usize) {
         lock(&self.state).failing_sends = n;
     }

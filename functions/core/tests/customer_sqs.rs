@@ -286,10 +286,7 @@ async fn auth_moto(setup: u32) -> AuthMoto {
         .local_addr()
         .expect("addr")
         .port();
-    let moto = format!(
-        "{}/.venv/bin/moto_server",
-        herald_core::aws::local::checkout()
-    );
+    let moto = format!("{}/.venv/bin/moto_server", herald_testkit::checkout());
     let child = Command::new(moto)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", setup.to_string())

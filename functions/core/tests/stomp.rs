@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 /// The test broker's state, from `infra/activemq.sh`.
 fn run_dir() -> String {
-    format!("{}/.run/activemq", herald_core::aws::local::checkout())
+    format!("{}/.run/activemq", herald_testkit::checkout())
 }
 
 fn password() -> String {

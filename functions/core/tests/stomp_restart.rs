@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn a_broker_restart_between_two_deliveries_is_survived() {
-    let root = herald_core::aws::local::checkout();
+    let root = herald_testkit::checkout();
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`");
     let now = Utc::now();

@@ -42,7 +42,7 @@ async fn the_queue_targets_batch_file_lands_on_sqs_and_activemq() {
         std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
     let password = std::fs::read_to_string(format!(
         "{}/.run/activemq/password",
-        herald_core::aws::local::checkout()
+        herald_testkit::checkout()
     ))
     .expect("ActiveMQ is not set up: run `make test`");
     let sdk = moto_config(&endpoint).await.expect("moto");
@@ -92,7 +92,7 @@ async fn the_queue_targets_batch_file_lands_on_sqs_and_activemq() {
         .expect("seed");
     let fanout = Arc::new(components.fanout().expect("fanout"));
 
-    let path = PathBuf::from(herald_core::aws::local::checkout()).join("events/fanout-queues.json");
+    let path = PathBuf::from(herald_testkit::checkout()).join("events/fanout-queues.json");
     let batch: SqsEvent =
         serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("SQS event");
     let response = herald_fanout::process(&fanout, batch, None).await;

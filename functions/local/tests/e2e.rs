@@ -668,7 +668,7 @@ async fn the_same_pipeline_runs_on_dynamodb_and_sqs_in_moto() {
 #[tokio::test]
 async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can_be_tested() {
     let endpoint = moto_endpoint();
-    let root = herald_core::aws::local::checkout();
+    let root = herald_testkit::checkout();
     let ca = format!("{root}/.run/activemq/broker-ca.pem");
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .expect("ActiveMQ is not set up: run `make test`");

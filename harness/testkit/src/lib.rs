@@ -8,3 +8,13 @@
 
 pub mod hostile;
 pub mod receiver;
+
+/// The checkout whose `.run/` (the test broker's password and certificate) and
+/// `.venv/` (moto) hold the local peers' state: `HERALD_CHECKOUT`, which
+/// `infra/with-peers.sh` sets to its own, else the one this was built from. Read at
+/// run time, so that a binary built by another checkout sharing the target dir reads
+/// this checkout's broker password, not that one's.
+pub fn checkout() -> String {
+    std::env::var("HERALD_CHECKOUT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned())
+}

@@ -1,6 +1,6 @@
-//! Local peers for tests, demos and the dev server: an AWS configuration that can
-//! only reach a loopback endpoint (moto), the resources the template would create,
-//! and the checkout whose `.run/` and `.venv/` hold the peers' state.
+//! moto for the dev server (`make run-aws`), the demo, tests and harnesses: an AWS
+//! configuration that can only reach a loopback endpoint, and the resources the
+//! template would create.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
@@ -10,16 +10,6 @@ use serde_json::json;
 use super::backend_error;
 use super::dynamo::DynamoIntegrationStore;
 use crate::error::{Error, Result};
-
-/// The checkout whose `.run/` (the test broker's password and certificate) and
-/// `.venv/` (moto) hold the local peers' state: `HERALD_CHECKOUT`, which
-/// `infra/with-peers.sh` sets to its own, else the one this was built from. Read at
-/// run time, so that a binary built by another checkout sharing the target dir reads
-/// this checkout's broker password, not that one's.
-pub fn checkout() -> String {
-    std::env::var("HERALD_CHECKOUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_owned())
-}
 
 /// An AWS configuration for a moto server at `endpoint`, with moto's test
 /// credentials. Refuses any endpoint that is not on loopback, so a test or demo can

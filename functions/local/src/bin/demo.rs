@@ -10,7 +10,8 @@ use herald_local::tour::{run, Peers};
 async fn main() -> ExitCode {
     let var =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    let root = herald_core::aws::local::checkout();
+    // The checkout whose .run/ holds the broker's password (infra/with-peers.sh sets it).
+    let root = var("HERALD_CHECKOUT", ".");
     let password =
         std::fs::read_to_string(format!("{root}/.run/activemq/password")).unwrap_or_default();
     let peers = Peers {

@@ -939,7 +939,7 @@ pub async fn health_and_auto_disable(size: &Size) -> Result<Report, String> {
 ///    broker of `infra/activemq.sh` (`make reliability` starts it).
 pub async fn broker_restart(size: &Size) -> Result<Report, String> {
     // The checkout whose ActiveMQ script and broker password this uses.
-    let root = herald_core::aws::local::checkout();
+    let root = herald_testkit::checkout();
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .map_err(|_| "ActiveMQ is not set up: run infra/activemq.sh start".to_owned())?;
     let password = password.trim().to_owned();
