@@ -700,7 +700,8 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can
         assert_eq!(ce["type"], "order.paid", "{target}");
         assert_eq!(ce["storeid"], "tour", "{target}");
         assert_eq!(ce["datacontenttype"], "application/json", "{target}");
-        assert_eq!(ce["data"]["data"]["id"], "order-1001", "{target}");
+        assert_eq!(ce["data"]["id"], "order-1001", "{target}");
+        assert_eq!(ce["data"]["type"], "order", "{target}");
         assert!(ce["jobid"].is_string(), "{target}");
     }
     assert_eq!(report.stomp.0["content-type"], "application/json");
