@@ -3,7 +3,8 @@
 //! delivers the same JSON (the example's ids are given to Herald, so only what Herald
 //! deliberately does otherwise is set aside, each said where it is). Webhooks go to
 //! a receiver on 127.0.0.1, queue messages are read back from moto's SQS
-//! (`MOTO_ENDPOINT`, which `make test` sets) and from a loopback STOMP sink.
+//! (`MOTO_ENDPOINT`, which `make test` sets), from ActiveMQ (`infra/activemq.sh
+//! start`, which `make test` runs) and from a loopback STOMP sink.
 //!
 //! Then an existing consumer, written only from Elastic Path's document, reads
 //! Herald's SQS messages and STOMP frames.
@@ -294,6 +295,50 @@ async fn through_stomp(id: &str, store: &str, events: &[(&str, &str, Value)]) ->
         .collect()
 }
 
+/// Delivers each (event id, kind, payload) to a fresh queue on the test ActiveMQ as
+/// the integration `id` of store `store`, and reads the messages' bodies back.
+async fn through_activemq(id: &str, store: &str, events: &[(&str, &str, Value)]) -> Vec<String> {
+    let run = format!("{}/.run/activemq", herald_core::aws::local::checkout());
+    let password = std::fs::read_to_string(format!("{run}/password"))
+        .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`");
+    let destination = format!("/queue/herald.ep.{}", Uuid::new_v4().simple());
+    let i = integration(
+        id,
+        store,
+        "broker",
+        "",
+        Target::Stomp(StompConfig {
+            addresses: vec!["stomp://127.0.0.1:61613".into()],
+            destination: destination.clone(),
+            username: "herald".into(),
+            password: Secret::new(password.trim()),
+            virtual_host: None,
+        }),
+    );
+    let deliverer = StompDeliverer::new(loopback(), &[], Duration::from_secs(10))
+        .expect("deliverer")
+        .dangerous_allow_plain(true);
+    for (event_id, kind, payload) in events {
+        let result = deliverer
+            .deliver(&i, &job(&i, event_id, kind, payload.clone()), 1)
+            .await;
+        assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    }
+    herald_core::delivery::stomp::receive(
+        "127.0.0.1:61613",
+        "herald",
+        password.trim(),
+        &destination,
+        events.len(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("messages")
+    .iter()
+    .map(|f| String::from_utf8(f.body.clone()).expect("utf-8"))
+    .collect()
+}
+
 /// Elastic Path's two queue examples as (event id, kind, payload) to deliver, for
 /// their integration and store.
 fn queue_examples() -> (Value, Value, Vec<(&'static str, &'static str, Value)>) {
@@ -344,6 +389,23 @@ async fn stomp_frames_are_elastic_paths_cart_updated_and_product_deleted_example
     // WHEN Herald delivers them to a STOMP broker
     let bodies = through_stomp(id, store, &events).await;
     // THEN each frame's body is Elastic Path's message
+    let parsed: Vec<Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("JSON"))
+        .collect();
+    assert_is_elastic_paths_message(&parsed[0], &cart);
+    assert_is_elastic_paths_message(&parsed[1], &deleted);
+}
+
+#[tokio::test]
+async fn activemq_messages_are_elastic_paths_cart_updated_and_product_deleted_examples() {
+    // GIVEN the same events
+    let (cart, deleted, events) = queue_examples();
+    let id = cart["integrationid"].as_str().expect("id");
+    let store = cart["storeid"].as_str().expect("store");
+    // WHEN Herald delivers them to ActiveMQ and they are read back
+    let bodies = through_activemq(id, store, &events).await;
+    // THEN each is Elastic Path's message
     let parsed: Vec<Value> = bodies
         .iter()
         .map(|b| serde_json::from_str(b).expect("JSON"))
@@ -427,6 +489,16 @@ fn consumer_log() -> Vec<Result<String, String>> {
 #[tokio::test]
 async fn an_existing_consumer_processes_heralds_sqs_messages() {
     let bodies = through_sqs(INTEGRATION, "store-1", &consumer_events()).await;
+    let log: Vec<_> = bodies
+        .iter()
+        .map(|b| existing_consumer::process(b))
+        .collect();
+    assert_eq!(log, consumer_log());
+}
+
+#[tokio::test]
+async fn an_existing_consumer_processes_heralds_activemq_messages() {
+    let bodies = through_activemq(INTEGRATION, "store-1", &consumer_events()).await;
     let log: Vec<_> = bodies
         .iter()
         .map(|b| existing_consumer::process(b))
