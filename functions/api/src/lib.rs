@@ -21,7 +21,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use herald_core::catalog;
 use herald_core::ingest::Ingest;
-use herald_core::integrations::Integrations;
+use herald_core::integrations::{Change, Integrations};
 use herald_core::jsonapi::{self, Errors};
 use herald_core::memory::MemoryDeliveryLog;
 use herald_core::model::StoreId;
@@ -83,13 +83,20 @@ impl AppState {
         settings: &Settings,
         ingest: Option<Arc<Ingest>>,
     ) -> herald_core::Result<Self> {
+        let mut integrations = Integrations::new(
+            components.integrations.clone(),
+            settings.policy,
+            settings.max_per_store,
+        )
+        .with_guard(registration_guard(settings));
+        match components.announcer() {
+            Some(announcer) => integrations = integrations.announcing(Arc::new(announcer)),
+            None => tracing::warn!(
+                "HERALD_QUEUE_URL is not set: integration.created, .updated and .deleted are not fired"
+            ),
+        }
         Ok(Self {
-            integrations: Integrations::new(
-                components.integrations.clone(),
-                settings.policy,
-                settings.max_per_store,
-            )
-            .with_guard(registration_guard(settings)),
+            integrations,
             log: components.log.clone(),
             ingest,
             deliverer: Some(components.deliverer()?),
@@ -329,10 +336,12 @@ async fn create_integration(
     let body = json_body(&headers, body).await?;
     let created = state.integrations.create(&store, &body).await??;
     tracing::info!(store = %store, integration = %created.id, kind = created.target.kind().as_str(), "integration created");
-    Ok(document(
-        StatusCode::CREATED,
-        created.to_resource(&base_url(&state, &headers)),
-    ))
+    let base = base_url(&state, &headers);
+    state
+        .integrations
+        .announce(&store, Change::Created(&created), &base)
+        .await;
+    Ok(document(StatusCode::CREATED, created.to_resource(&base)))
 }
 
 async fn get_integration(
@@ -360,20 +369,27 @@ async fn update_integration(
     let body = json_body(&headers, body).await?;
     let updated = state.integrations.update(&store, id, &body).await??;
     tracing::info!(store = %store, integration = %id, "integration updated");
-    Ok(document(
-        StatusCode::OK,
-        updated.to_resource(&base_url(&state, &headers)),
-    ))
+    let base = base_url(&state, &headers);
+    state
+        .integrations
+        .announce(&store, Change::Updated(&updated), &base)
+        .await;
+    Ok(document(StatusCode::OK, updated.to_resource(&base)))
 }
 
 async fn delete_integration(
     State(state): State<AppState>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     state.integrations.delete(&store, id).await??;
     tracing::info!(store = %store, integration = %id, "integration deleted");
+    state
+        .integrations
+        .announce(&store, Change::Deleted(id), &base_url(&state, &headers))
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -383,8 +383,8 @@ fn no_function_holds_another_functions_permissions() {
     };
     let ingest = actions("IngestFunction");
     let fanout = actions("FanoutFunction");
-    // The api touches queues only to replay: it reads the DLQ and sends to the
-    // internal queue, never receives from it.
+    // The api touches queues only to replay and to fire integration events: it reads
+    // the DLQ and sends to the internal queue, never receives from it.
     for (action, resources) in grants(&t, "ApiFunction") {
         if !action.starts_with("sqs:") {
             continue;

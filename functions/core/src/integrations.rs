@@ -1,14 +1,16 @@
-//! The integration use cases behind the API: create, read, list, update, delete.
-//! Transport-free: the router turns these outcomes into HTTP.
+//! The integration use cases behind the API: create, read, list, update, delete,
+//! and the `integration.*` events their changes fire. Transport-free: the router
+//! turns these outcomes into HTTP.
 
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::delivery::guard::AddressGuard;
 use crate::error::Result;
+use crate::ingest::{EventStatus, Ingest};
 use crate::model::{Health, Integration, SqsAuth, SqsConfig, StoreId, Target};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::validate::{self, Draft, FieldError, Policy};
@@ -29,6 +31,29 @@ pub enum Rejection {
     Conflict,
 }
 
+/// A change made to an integration, which Herald announces to the store's
+/// integrations as an `integration.*` event (Elastic Path lists them as observable).
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// `integration.created`: the integration as created.
+    Created(&'a Integration),
+    /// `integration.updated`: the integration as updated.
+    Updated(&'a Integration),
+    /// `integration.deleted`: the id of the integration deleted.
+    Deleted(Uuid),
+}
+
+impl Change<'_> {
+    /// The event key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "integration.created",
+            Self::Updated(_) => "integration.updated",
+            Self::Deleted(_) => "integration.deleted",
+        }
+    }
+}
+
 /// A use-case result: `Err` for infrastructure failures, `Ok(Err(_))` for refusals.
 pub type Outcome<T> = Result<std::result::Result<T, Rejection>>;
 
@@ -42,6 +67,7 @@ pub struct Integrations {
     policy: Policy,
     max_per_store: usize,
     guard: AddressGuard,
+    events: Option<Arc<Ingest>>,
 }
 
 impl Integrations {
@@ -55,6 +81,52 @@ impl Integrations {
             policy,
             max_per_store,
             guard: AddressGuard::strict(),
+            events: None,
+        }
+    }
+
+    /// Announces every change made through [`Integrations::announce`] as an
+    /// `integration.*` event, through `ingest`: the same path as any event, so the
+    /// store's enabled integrations observing it get a job.
+    pub fn announcing(mut self, ingest: Arc<Ingest>) -> Self {
+        self.events = Some(ingest);
+        self
+    }
+
+    /// Fires the `integration.*` event of `change` to `store`'s integrations. The
+    /// payload's `data` is the integration as the API shows it (secrets masked, links
+    /// from `links_base`); for a deletion only `{"id", "type"}`. Never fails: the
+    /// change is made already, so an event that cannot be queued (after ingest's own
+    /// rounds of retries) is logged at ERROR and lost. Without
+    /// [`Integrations::announcing`], does nothing.
+    pub async fn announce(&self, store: &StoreId, change: Change<'_>, links_base: &str) {
+        let Some(ingest) = &self.events else {
+            return;
+        };
+        let (data, occurred_at) = match change {
+            Change::Created(i) => (i.to_resource(links_base), i.created_at),
+            Change::Updated(i) => (i.to_resource(links_base), i.updated_at),
+            Change::Deleted(id) => (
+                json!({ "id": id.to_string(), "type": "integration" }),
+                Utc::now(),
+            ),
+        };
+        let event = json!({
+            "id": Uuid::new_v4().to_string(),
+            "type": change.kind(),
+            "occurred_at": crate::job::rfc3339_ms(&occurred_at),
+            "payload": { "data": data },
+        });
+        let results = ingest
+            .ingest(std::slice::from_ref(&event), Some(store), |_| String::new())
+            .await;
+        match results.first().map(|r| &r.status) {
+            Some(EventStatus::Accepted { jobs }) => {
+                tracing::debug!(store = %store, event = change.kind(), jobs, "integration event queued");
+            }
+            other => {
+                tracing::error!(store = %store, event = change.kind(), outcome = ?other, "the integration event could not be queued; the change itself was made");
+            }
         }
     }
 

@@ -175,6 +175,24 @@ impl Components {
         ))
     }
 
+    /// The ingest through which the API announces integration changes
+    /// ([`crate::integrations::Integrations::announcing`]), when this process has
+    /// the internal queue. It reads a store's integrations afresh at every change
+    /// (no cache): changes are rare, and an integration created a moment ago must
+    /// hear of the next one.
+    pub fn announcer(&self) -> Option<Ingest> {
+        let queue = self.queue.clone()?;
+        Some(Ingest::new(
+            Arc::new(IntegrationCache::new(
+                self.integrations.clone(),
+                Duration::ZERO,
+            )),
+            self.idempotency.clone(),
+            queue,
+            IngestSettings::default(),
+        ))
+    }
+
     /// Every target's deliverer, with its clients (built here, once).
     pub fn deliverer(&self) -> Result<Arc<dyn Deliverer>> {
         let guard =

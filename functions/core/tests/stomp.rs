@@ -119,7 +119,7 @@ async fn a_message_lands_on_the_queue_with_its_body_and_headers() {
     assert_eq!(body["specversion"], "1.0");
     assert_eq!(body["type"], "address.updated");
     assert_eq!(body["id"], j.event.id);
-    assert_eq!(body["data"]["data"]["city"], "Zürich");
+    assert_eq!(body["data"]["city"], "Zürich");
     assert_eq!(
         header(&message, "herald-job-id"),
         Some(j.job_id.to_string().as_str())

@@ -125,5 +125,5 @@ async fn the_queue_targets_batch_file_lands_on_sqs_and_activemq() {
     .await
     .expect("stomp message");
     let ce: serde_json::Value = serde_json::from_slice(&frames[0].body).expect("json");
-    assert_eq!(ce["data"]["included"]["items"][0]["sku"], "LAMP-1");
+    assert_eq!(ce["included"]["items"][0]["sku"], "LAMP-1");
 }

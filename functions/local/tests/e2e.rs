@@ -662,6 +662,103 @@ async fn the_same_pipeline_runs_on_dynamodb_and_sqs_in_moto() {
     assert_no_secret_was_logged(server.stop_and_read_log());
 }
 
+/// Changes made through the API fire `integration.*` events: a webhook observing them
+/// receives the created integration as the API showed it (secret masked), the update,
+/// and the deletion as `{type, id}`.
+async fn integration_events_session(server: &DevServer) {
+    use reqwest::Method;
+    let api = Api::new(server);
+    let store = "events-store";
+    let hook = receiver(0).await;
+    let (status, _) = api
+        .send(
+            Method::POST,
+            "/v2/integrations",
+            store,
+            Some(
+                &json!({"data": {"type": "integration", "integration_type": "webhook",
+                "name": "Audit", "enabled": true,
+                "observes": ["integration.created", "integration.updated", "integration.deleted"],
+                "configuration": {"url": hook.url}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, created) = api
+        .send(
+            Method::POST,
+            "/v2/integrations",
+            store,
+            Some(&seed("webhook")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let path = format!("/v2/integrations/{id}");
+    let (status, updated) = api
+        .send(
+            Method::PUT,
+            &path,
+            store,
+            Some(&json!({"data": {"type": "integration", "name": "Renamed"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let (status, _) = api.send(Method::DELETE, &path, store, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // The audit integration's own creation, then the three changes (any order).
+    let requests = hook.requests.clone();
+    eventually("four integration events", || {
+        requests.lock().expect("lock").len() >= 4
+    })
+    .await;
+    let mut bodies: Vec<Value> = hook
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, b)| serde_json::from_slice(b).expect("json"))
+        .filter(|b: &Value| {
+            b["payload"]["data"]["id"] == id.as_str() || b["payload"]["id"] == id.as_str()
+        })
+        .collect();
+    bodies.sort_by_key(|b| b["triggered_by"].as_str().map(str::to_owned));
+    let seen: Vec<(&str, &Value)> = bodies
+        .iter()
+        .map(|b| (b["triggered_by"].as_str().expect("kind"), &b["payload"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("integration.created", &json!({"data": created["data"]})),
+            (
+                "integration.deleted",
+                &json!({"type": "integration", "id": id})
+            ),
+            ("integration.updated", &json!({"data": updated["data"]})),
+        ]
+    );
+    assert_eq!(
+        created["data"]["configuration"]["secret_key"],
+        "***********_KEY"
+    );
+}
+
+#[tokio::test]
+async fn changing_an_integration_fires_integration_events_through_the_dev_server() {
+    let server = start(&[]);
+    integration_events_session(&server).await;
+    assert_no_secret_was_logged(server.stop_and_read_log());
+}
+
+#[tokio::test]
+async fn integration_events_go_through_sqs_in_moto_too() {
+    let server = start_on_moto(&[]).await;
+    integration_events_session(&server).await;
+    assert_no_secret_was_logged(server.stop_and_read_log());
+}
+
 /// The "done when" of the queue targets: with the dev server and the local peers up,
 /// one order.paid event reaches a webhook, a customer SQS queue (moto) and an
 /// ActiveMQ queue, each in its documented format, and the test route works for each.
@@ -700,7 +797,8 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can
         assert_eq!(ce["type"], "order.paid", "{target}");
         assert_eq!(ce["storeid"], "tour", "{target}");
         assert_eq!(ce["datacontenttype"], "application/json", "{target}");
-        assert_eq!(ce["data"]["data"]["id"], "order-1001", "{target}");
+        assert_eq!(ce["data"]["id"], "order-1001", "{target}");
+        assert_eq!(ce["data"]["type"], "order", "{target}");
         assert!(ce["jobid"].is_string(), "{target}");
     }
     assert_eq!(report.stomp.0["content-type"], "application/json");

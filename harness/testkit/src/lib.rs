@@ -4,10 +4,13 @@
 //! - [`receiver::Receiver`]: a webhook receiver that answers 204 and counts;
 //! - [`hostile::Hostile`]: peers that accept connections and never finish the
 //!   exchange (TLS tarpit, slow-drip HTTP answer, STOMP receipt flood), counting the
-//!   connections they still hold.
+//!   connections they still hold;
+//! - [`stomp::StompSink`]: a STOMP broker stand-in that keeps every `SEND` it is
+//!   given and answers its receipt.
 
 pub mod hostile;
 pub mod receiver;
+pub mod stomp;
 
 /// The checkout whose `.run/` (the test broker's password and certificate) and
 /// `.venv/` (moto) hold the local peers' state: `HERALD_CHECKOUT`, which

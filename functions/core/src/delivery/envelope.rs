@@ -1,49 +1,45 @@
-//! What a target receives: Elastic Path's webhook body.
+//! What a target receives: Elastic Path's webhook body, and its queue message (a
+//! CloudEvents 1.0 JSON document), in the shapes Elastic Path publishes.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::catalog;
 use crate::job::DeliveryJob;
 use crate::model::Integration;
 
-/// The payload as delivered: for `*.deleted` events only `{data: {id, type}}`, as
-/// Elastic Path sends them; otherwise the event's payload unchanged.
-pub fn delivered_payload(job: &DeliveryJob) -> Value {
-    let payload = job.event.payload.value();
-    if catalog::is_deletion(&job.event.kind) {
-        slim(&payload)
-    } else {
-        payload
-    }
-}
-
-/// `{data: {id, type}}` of a payload.
-fn slim(payload: &Value) -> Value {
+/// The `id` and `type` of a payload's resource, as an object with the two members
+/// in `order` (each only when present): all that Elastic Path delivers for a
+/// `*.deleted` event.
+fn reference(payload: &Value, order: [&str; 2]) -> Value {
     let data = &payload["data"];
-    let mut slim = serde_json::Map::new();
-    for key in ["id", "type"] {
+    let mut slim = Map::new();
+    for key in order {
         if let Some(v) = data.get(key) {
             slim.insert(key.to_owned(), v.clone());
         }
     }
-    json!({ "data": slim })
+    Value::Object(slim)
 }
 
 /// The webhook body: `id`, `triggered_by`, `attempt`, `integration` (never its
-/// configuration), `resources` (the payload as a JSON string, deprecated in EP but
-/// still read by older receivers) and `payload`.
+/// configuration), `resources` and `payload`. For most events `payload` is the
+/// event's payload (`{"data", "included"?}`) and `resources` the same as a JSON
+/// string (deprecated in EP but still read by older receivers); for `*.deleted`
+/// events, as Elastic Path's example shows, `payload` is `{"type", "id"}` and
+/// `resources` the object `{"id", "type"}`.
 ///
 /// Written straight to bytes: the payload's JSON text, as the job carries it, is
 /// written once escaped (as the `resources` string) and once as it is, never parsed
 /// into a tree. The bytes are those of the equivalent `json!` document (a test holds
 /// them equal).
 pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) -> Vec<u8> {
-    let payload: std::borrow::Cow<'_, str> = if catalog::is_deletion(&job.event.kind) {
-        slim(&job.event.payload.value()).to_string().into()
+    let deletion = catalog::is_deletion(&job.event.kind);
+    let capacity = if deletion {
+        512
     } else {
-        job.event.payload.text().into()
+        2 * job.event.payload.text().len() + 512
     };
-    let mut out = Vec::with_capacity(2 * payload.len() + 512);
+    let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(b"{\"id\":");
     json_string(&mut out, &job.event.id);
     out.extend_from_slice(b",\"triggered_by\":");
@@ -57,9 +53,17 @@ pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) 
     out.extend_from_slice(b",\"description\":");
     json_string(&mut out, &integration.description);
     out.extend_from_slice(b"},\"resources\":");
-    json_string(&mut out, &payload);
-    out.extend_from_slice(b",\"payload\":");
-    out.extend_from_slice(payload.as_bytes());
+    if deletion {
+        let payload = job.event.payload.value();
+        out.extend_from_slice(reference(&payload, ["id", "type"]).to_string().as_bytes());
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(reference(&payload, ["type", "id"]).to_string().as_bytes());
+    } else {
+        let payload = job.event.payload.text();
+        json_string(&mut out, payload);
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(payload.as_bytes());
+    }
     out.push(b'}');
     out
 }
@@ -149,35 +153,68 @@ pub fn json_escaped(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// The queue message: a CloudEvents 1.0 JSON document. `id` is the event id (as in
-/// the webhook body), `jobid` the job id (stable across retries), `data` the payload.
+/// The queue message: a CloudEvents 1.0 JSON document, as Elastic Path sends it to
+/// SQS and STOMP queues. `data` is the resource itself (the payload's `data`; for
+/// `*.deleted` events only its `{"id", "type"}`), and the payload's `included`, when
+/// present, is a top-level `included` beside it. `id` is the event id (as in the
+/// webhook body). Herald adds two attributes a CloudEvents consumer ignores or knows:
+/// `jobid` (an extension attribute: the job id, stable across retries, to deduplicate
+/// on) and `time` (the standard attribute: when the event happened). Members in
+/// Elastic Path's published (alphabetical) order.
 pub fn cloud_event(job: &DeliveryJob, integration: &Integration) -> Value {
-    json!({
-        "specversion": "1.0",
-        "id": job.event.id,
-        "type": job.event.kind,
-        "source": format!("herald/stores/{}", job.store_id),
-        "time": crate::job::rfc3339_ms(&job.event.occurred_at),
-        "datacontenttype": "application/json",
-        "integrationid": integration.id.to_string(),
-        "storeid": job.store_id,
-        "jobid": job.job_id.to_string(),
-        "data": delivered_payload(job),
-    })
+    let payload = job.event.payload.value();
+    let (data, included) = if catalog::is_deletion(&job.event.kind) {
+        (reference(&payload, ["id", "type"]), None)
+    } else {
+        let Value::Object(mut payload) = payload else {
+            return cloud_event_of(job, integration, Value::Null, None);
+        };
+        let data = payload.remove("data").unwrap_or(Value::Null);
+        (data, payload.remove("included").filter(|i| !i.is_null()))
+    };
+    cloud_event_of(job, integration, data, included)
 }
 
-/// Serializes a CloudEvent within `limit` bytes: when too large, `data.included` is
-/// dropped and `data.meta.includes_elided` set; when still too large, `Err` says so
-/// (the attempt fails permanently; `data` is never cut).
+fn cloud_event_of(
+    job: &DeliveryJob,
+    integration: &Integration,
+    data: Value,
+    included: Option<Value>,
+) -> Value {
+    let mut event = Map::new();
+    event.insert("data".into(), data);
+    event.insert("datacontenttype".into(), "application/json".into());
+    event.insert("id".into(), job.event.id.clone().into());
+    if let Some(included) = included {
+        event.insert("included".into(), included);
+    }
+    event.insert("integrationid".into(), integration.id.to_string().into());
+    event.insert("jobid".into(), job.job_id.to_string().into());
+    event.insert(
+        "source".into(),
+        format!("herald/stores/{}", job.store_id).into(),
+    );
+    event.insert("specversion".into(), "1.0".into());
+    event.insert("storeid".into(), job.store_id.clone().into());
+    event.insert(
+        "time".into(),
+        crate::job::rfc3339_ms(&job.event.occurred_at).into(),
+    );
+    event.insert("type".into(), job.event.kind.clone().into());
+    Value::Object(event)
+}
+
+/// Serializes a CloudEvent within `limit` bytes: when too large, its `included`
+/// becomes `{"meta": {"includes_elided": true}}`, as Elastic Path's SQS guide shows;
+/// when still too large (or there was nothing to elide), `Err` says so (the attempt
+/// fails permanently; `data` is never cut).
 pub fn fit_message(mut event: Value, limit: usize) -> Result<String, String> {
     let whole = event.to_string();
     if whole.len() <= limit {
         return Ok(whole);
     }
-    if let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) {
-        if data.remove("included").is_some() {
-            data.insert("meta".into(), json!({ "includes_elided": true }));
-        }
+    if let Some(included) = event.get_mut("included") {
+        *included = json!({ "meta": { "includes_elided": true } });
     }
     let slim = event.to_string();
     if slim.len() <= limit {
@@ -264,61 +301,115 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_message_is_a_cloud_event() {
-        let payload = json!({"data": {"id": "c1", "type": "cart"}});
-        let (job, integration) = job("cart.updated", payload.clone());
+    fn the_queue_message_is_a_cloud_event_whose_data_is_the_resource_itself() {
+        // GIVEN an event whose payload has a resource and included resources
+        let payload = json!({"data": {"id": "c1", "type": "cart", "name": "Cart"},
+            "included": {"items": [{"id": "i1"}]}});
+        let (job, integration) = job("cart.updated", payload);
+        // WHEN it becomes a queue message
         let ce = cloud_event(&job, &integration);
-        assert_eq!(ce["specversion"], "1.0");
-        assert_eq!(ce["id"], "evt-1");
-        assert_eq!(ce["type"], "cart.updated");
-        assert_eq!(ce["source"], "herald/stores/s");
-        assert_eq!(ce["datacontenttype"], "application/json");
-        assert_eq!(ce["integrationid"], integration.id.to_string());
-        assert_eq!(ce["storeid"], "s");
-        assert_eq!(ce["jobid"], job.job_id.to_string());
-        assert_eq!(ce["data"], payload);
-        assert!(chrono::DateTime::parse_from_rfc3339(ce["time"].as_str().expect("time")).is_ok());
+        // THEN `data` is the resource, `included` sits beside it, and the attributes
+        // come in Elastic Path's (alphabetical) order
+        let time = ce["time"].as_str().expect("time").to_owned();
+        assert!(chrono::DateTime::parse_from_rfc3339(&time).is_ok());
+        assert_eq!(
+            serde_json::to_string(&ce).expect("json"),
+            json!({
+                "data": {"id": "c1", "type": "cart", "name": "Cart"},
+                "datacontenttype": "application/json",
+                "id": "evt-1",
+                "included": {"items": [{"id": "i1"}]},
+                "integrationid": integration.id.to_string(),
+                "jobid": job.job_id.to_string(),
+                "source": "herald/stores/s",
+                "specversion": "1.0",
+                "storeid": "s",
+                "time": time,
+                "type": "cart.updated",
+            })
+            .to_string()
+        );
     }
 
     #[test]
-    fn an_oversized_message_drops_included_and_says_so() {
-        let payload = json!({"data": {"id": "o1"}, "included": {"blob": "x".repeat(5000)}});
+    fn a_queue_message_without_included_resources_has_no_included_member() {
+        let (job, integration) = job(
+            "cart.updated",
+            json!({"data": {"id": "c1", "type": "cart"}}),
+        );
+        let ce = cloud_event(&job, &integration);
+        assert_eq!(ce["data"], json!({"id": "c1", "type": "cart"}));
+        assert_eq!(ce.get("included"), None);
+    }
+
+    #[test]
+    fn an_oversized_message_replaces_included_with_the_elided_marker() {
+        // GIVEN a message whose included resources make it too large
+        let payload =
+            json!({"data": {"id": "o1", "type": "order"}, "included": {"blob": "x".repeat(5000)}});
         let (job, integration) = job("order.paid", payload);
         let ce = cloud_event(&job, &integration);
-        let whole = fit_message(ce.clone(), 100_000).expect("fits");
-        assert!(whole.contains("blob"));
+        let whole: Value =
+            serde_json::from_str(&fit_message(ce.clone(), 100_000).expect("fits")).expect("json");
+        assert_eq!(whole["included"]["blob"].as_str().map(str::len), Some(5000));
+        // WHEN it is fitted within a smaller limit
         let slim: Value = serde_json::from_str(&fit_message(ce.clone(), 2_000).expect("fits slim"))
             .expect("json");
-        assert_eq!(
-            slim["data"],
-            json!({"data": {"id": "o1"}, "meta": {"includes_elided": true}})
-        );
+        // THEN `included` says it was elided, as Elastic Path's SQS guide shows, and
+        // `data` is untouched
+        assert_eq!(slim["included"], json!({"meta": {"includes_elided": true}}));
+        assert_eq!(slim["data"], json!({"id": "o1", "type": "order"}));
         let err = fit_message(ce, 100).expect_err("too large even slim");
         assert!(err.contains("limit of 100"), "{err}");
     }
 
     #[test]
-    fn deletions_carry_only_the_id_and_type() {
+    fn an_oversized_message_without_included_resources_is_refused_not_marked() {
+        let (job, integration) = job(
+            "order.paid",
+            json!({"data": {"id": "o1", "note": "x".repeat(5000)}}),
+        );
+        let err = fit_message(cloud_event(&job, &integration), 2_000).expect_err("too large");
+        assert!(err.contains("limit of 2000"), "{err}");
+    }
+
+    #[test]
+    fn deletions_carry_only_the_id_and_type_in_elastic_paths_shapes() {
+        // GIVEN a deletion whose payload carries more than the id and type
         let (job, integration) = job(
             "cart.deleted",
-            json!({"data": {"id": "c1", "type": "cart", "items": [1, 2]}, "included": {"x": 1}}),
+            json!({"data": {"type": "cart", "items": [1, 2], "id": "c1"}, "included": {"x": 1}}),
         );
-        let body: Value =
-            serde_json::from_slice(&webhook_body(&job, &integration, 1)).expect("json");
+        // THEN the webhook body's payload is {type, id} and resources the object {id, type}
+        let body = String::from_utf8(webhook_body(&job, &integration, 1)).expect("utf-8");
+        assert!(
+            body.ends_with(
+                r#","resources":{"id":"c1","type":"cart"},"payload":{"type":"cart","id":"c1"}}"#
+            ),
+            "{body}"
+        );
+        // AND the queue message's data is {id, type}, with nothing included
+        let ce = cloud_event(&job, &integration);
         assert_eq!(
-            body["payload"],
-            json!({"data": {"id": "c1", "type": "cart"}})
+            serde_json::to_string(&ce["data"]).expect("json"),
+            r#"{"id":"c1","type":"cart"}"#
         );
-        assert_eq!(
-            body["resources"],
-            json!({"data": {"id": "c1", "type": "cart"}}).to_string()
-        );
+        assert_eq!(ce.get("included"), None);
     }
 
     /// The body as a `json!` document would serialize it: the reference the direct
     /// writer must match byte for byte.
     fn reference_body(job: &DeliveryJob, integration: &Integration, attempt: u32) -> Vec<u8> {
-        let payload = delivered_payload(job);
+        let full = job.event.payload.value();
+        let (resources, payload) = if catalog::is_deletion(&job.event.kind) {
+            let d = &full["data"];
+            (
+                json!({"id": d["id"], "type": d["type"]}),
+                json!({"type": d["type"], "id": d["id"]}),
+            )
+        } else {
+            (Value::String(full.to_string()), full)
+        };
         let body = json!({
             "id": job.event.id,
             "triggered_by": job.event.kind,
@@ -329,7 +420,7 @@ mod tests {
                 "name": integration.name,
                 "description": integration.description,
             },
-            "resources": payload.to_string(),
+            "resources": resources,
             "payload": payload,
         });
         serde_json::to_vec(&body).expect("json")
@@ -337,7 +428,7 @@ mod tests {
 
     #[test]
     fn the_written_body_is_byte_for_byte_the_json_document() {
-        let tricky = json!({"data": {"id": "o-1", "note": "quote \" backslash \\ newline \n tab \t unicode é ☃ \u{1}",
+        let tricky = json!({"data": {"id": "o-1", "type": "order", "note": "quote \" backslash \\ newline \n tab \t unicode é ☃ \u{1}",
             "n": 1.5, "list": [1, null, true, {"k": "v"}]}, "included": {"items": []}});
         for (kind, payload) in [
             ("order.paid", tricky.clone()),

@@ -227,9 +227,9 @@ impl Deliverer for SqsDeliverer {
             );
         };
         let event = cloud_event(job, integration);
-        // A FIFO queue's group: the resource's id, read from the message's own payload.
+        // A FIFO queue's group: the resource's id, read from the message itself.
         let group = config.url.ends_with(".fifo").then(|| {
-            event["data"]["data"]["id"]
+            event["data"]["id"]
                 .as_str()
                 .filter(|s| !s.is_empty() && s.len() <= 128)
                 .unwrap_or(&job.event.kind)

@@ -1,0 +1,253 @@
+//! Herald fires `integration.created`, `integration.updated` and
+//! `integration.deleted` itself when a store's integrations change through the API,
+//! through the same ingest path as any event: the integrations of that store that
+//! observe them get a job. With the embedded backend, as the dev server runs it.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use herald_api::settings::Settings;
+use herald_api::tenancy::Tenancy;
+use herald_api::AppState;
+use herald_core::config::PipelineSettings;
+use herald_core::job::DeliveryJob;
+use herald_core::model::StoreId;
+use herald_core::ports::JobSource;
+use herald_core::wiring::Components;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+async fn app() -> (Router, Components) {
+    let components = Components::build(&PipelineSettings::memory(), false)
+        .await
+        .expect("components");
+    let settings = Settings::memory(Tenancy::Header {
+        default: StoreId::parse("default").expect("store"),
+    });
+    let state = AppState::from_components(&components, &settings, None).expect("state");
+    (herald_api::router(state), components)
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    store: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "herald.test")
+        .header("x-store-id", store);
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    let res = app.clone().oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    (status, body)
+}
+
+fn webhook(name: &str, observes: &[&str]) -> Value {
+    json!({"data": {
+        "type": "integration", "integration_type": "webhook", "name": name, "enabled": true,
+        "observes": observes,
+        "configuration": {"url": "https://example.com/hook", "secret_key": "SOME_SECRET_KEY"}
+    }})
+}
+
+const OBSERVED: [&str; 3] = [
+    "integration.created",
+    "integration.updated",
+    "integration.deleted",
+];
+
+/// Every job in the embedded queue, in the order they were queued.
+async fn queued(components: &Components) -> Vec<(String, DeliveryJob)> {
+    let queue = components.memory_queue.clone().expect("embedded queue");
+    let mut jobs = Vec::new();
+    loop {
+        let batch = queue
+            .receive(10, Duration::from_millis(10))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            jobs.push((m.body.clone(), DeliveryJob::parse(&m.body).expect("job")));
+            queue.delete(&m.receipt).await.expect("delete");
+        }
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn changing_an_integration_fires_integration_events_to_the_stores_observers() {
+    // GIVEN an integration observing integration events, and one of another store
+    let (app, components) = app().await;
+    let (status, observer) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s1",
+        Some(webhook("observer", &OBSERVED)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s2",
+        Some(webhook("elsewhere", &OBSERVED)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = queued(&components).await;
+    // WHEN another integration of the first store is created, updated and deleted
+    let (status, created) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s1",
+        Some(webhook("orders", &["order.paid"])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let uri = format!("/v2/integrations/{id}");
+    let (status, updated) = send(
+        &app,
+        "PUT",
+        &uri,
+        "s1",
+        Some(json!({"data": {"type": "integration", "name": "renamed"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(&app, "DELETE", &uri, "s1", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // THEN each change reached the observer of that store, and only it, carrying the
+    // integration as the API showed it (secrets masked); a deletion only its id and type
+    let after = queued(&components).await;
+    let observer_id = observer["data"]["id"].as_str().expect("id");
+    let seen: Vec<(String, String, Value)> = after
+        .iter()
+        .map(|(_, j)| {
+            (
+                j.store_id.clone(),
+                j.event.kind.clone(),
+                j.event.payload.value(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "s1".to_owned(),
+                "integration.created".to_owned(),
+                json!({"data": created["data"]})
+            ),
+            (
+                "s1".to_owned(),
+                "integration.updated".to_owned(),
+                json!({"data": updated["data"]})
+            ),
+            (
+                "s1".to_owned(),
+                "integration.deleted".to_owned(),
+                json!({"data": {"id": id, "type": "integration"}})
+            ),
+        ]
+    );
+    assert!(after
+        .iter()
+        .all(|(_, j)| j.integration_id.to_string() == observer_id));
+    assert!(after
+        .iter()
+        .all(|(body, _)| !body.contains("SOME_SECRET_KEY")));
+    assert_eq!(
+        created["data"]["configuration"]["secret_key"],
+        "***********_KEY"
+    );
+    // AND each observer was told of its own creation, in its own store
+    let own: Vec<(String, String)> = before
+        .iter()
+        .map(|(_, j)| (j.store_id.clone(), j.event.kind.clone()))
+        .collect();
+    assert_eq!(
+        own,
+        [
+            ("s1".to_owned(), "integration.created".to_owned()),
+            ("s2".to_owned(), "integration.created".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_integration_event_that_cannot_be_queued_does_not_fail_the_api_call() {
+    // GIVEN an observer of integration events, and an internal queue that refuses sends
+    let (app, components) = app().await;
+    let (status, _) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s1",
+        Some(webhook("observer", &OBSERVED)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    queued(&components).await;
+    components
+        .memory_queue
+        .as_ref()
+        .expect("embedded queue")
+        .fail_next_sends(1_000);
+    // WHEN an integration is created, updated and deleted
+    let (status, created) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s1",
+        Some(webhook("orders", &["order.paid"])),
+    )
+    .await;
+    // THEN each call succeeds, the change stands, and no event was queued
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let uri = format!(
+        "/v2/integrations/{}",
+        created["data"]["id"].as_str().expect("id")
+    );
+    let (status, got) = send(&app, "GET", &uri, "s1", None).await;
+    assert_eq!(
+        (status, &got["data"]["name"]),
+        (StatusCode::OK, &json!("orders"))
+    );
+    let (status, _) = send(
+        &app,
+        "PUT",
+        &uri,
+        "s1",
+        Some(json!({"data": {"type": "integration", "name": "renamed"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(&app, "DELETE", &uri, "s1", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(queued(&components).await.len(), 0);
+}
