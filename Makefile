@@ -116,7 +116,7 @@ bench: setup ## benchmarks as ratios against baselines in the same run (throughp
 
 fuzz: ## hostile-input properties at 1,000,000 cases each (event and job parsers, SSRF decisions), time-boxed to FUZZ_SECONDS (600) each; not in CI
 	cargo test --locked --profile harness -p herald-core --lib --no-run
-	for t in job::properties delivery::guard::properties; do \
+	for t in job::properties net::guard::properties; do \
 	  PROPTEST_CASES=$${PROPTEST_CASES:-1000000} timeout $${FUZZ_SECONDS:-600} \
 	    cargo test --locked --profile harness -p herald-core --lib $$t; rc=$$?; \
 	  if [ $$rc = 124 ]; then echo "$$t: no failure within the time box"; elif [ $$rc != 0 ]; then exit $$rc; fi; \

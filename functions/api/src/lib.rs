@@ -109,9 +109,9 @@ impl AppState {
 
 /// The deployment's SSRF guard, for registration (its allow-list was checked when
 /// the settings were read; an unreadable one admits nothing).
-fn registration_guard(settings: &Settings) -> herald_core::delivery::guard::AddressGuard {
-    herald_core::delivery::guard::AddressGuard::from_list(&settings.pipeline.allow_private_cidrs)
-        .unwrap_or_else(|_| herald_core::delivery::guard::AddressGuard::strict())
+fn registration_guard(settings: &Settings) -> herald_core::net::guard::AddressGuard {
+    herald_core::net::guard::AddressGuard::from_list(&settings.pipeline.allow_private_cidrs)
+        .unwrap_or_else(|_| herald_core::net::guard::AddressGuard::strict())
 }
 
 /// One route of the API: what it is, and which statuses it can answer with (the
@@ -690,7 +690,7 @@ async fn test_integration(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let attempt = herald_core::delivery::send_test(
+    let attempt = herald_core::integrations::send_test(
         &integration,
         &triggered_by,
         deliverer.as_ref(),

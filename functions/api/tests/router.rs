@@ -322,7 +322,7 @@ async fn list_paginates_with_links_and_meta() {
 
 #[tokio::test]
 async fn a_log_listing_counts_through_the_next_page_and_says_when_its_total_is_a_lower_bound() {
-    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
+    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::memory::MemoryDeliveryLog;
     use herald_core::ports::DeliveryLog;
 

@@ -100,7 +100,7 @@ pub const INGEST_ENV: FunctionEnv = FunctionEnv {
         "HERALD_BACKEND",
         "HERALD_TABLE",
         "HERALD_QUEUE_URL",
-        crate::access::ENV,
+        "HERALD_IAM_STORE_ACCESS",
         "HERALD_LOG_LEVEL",
     ],
     optional: &["HERALD_INTEGRATION_CACHE_MS"],
@@ -252,7 +252,7 @@ impl PipelineSettings {
         };
         let allow_private_cidrs = var("HERALD_ALLOW_PRIVATE_CIDRS")
             .unwrap_or_else(|| defaults.allow_private_cidrs.to_owned());
-        crate::delivery::guard::AddressGuard::from_list(&allow_private_cidrs)
+        crate::net::guard::AddressGuard::from_list(&allow_private_cidrs)
             .map_err(|e| Error::Config(format!("HERALD_ALLOW_PRIVATE_CIDRS: {e}")))?;
         Ok(Self {
             backend,
@@ -317,6 +317,11 @@ impl PipelineSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ingest_function_lists_the_variable_its_store_access_is_read_from() {
+        assert!(INGEST_ENV.stack.contains(&crate::access::ENV));
+    }
 
     #[test]
     fn a_herald_variable_a_function_does_not_read_is_named_and_others_are_not() {

@@ -39,8 +39,8 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::attempt::{log_entry, DeliveryResult, JobStatus, LogEntry, Outcome};
 use crate::cache::IntegrationCache;
-use crate::delivery::{log_entry, DeliveryResult, JobStatus, LogEntry, Outcome};
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
 use crate::model::{HealthReport, Integration, StoreId};

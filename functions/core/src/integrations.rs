@@ -8,10 +8,10 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::delivery::guard::AddressGuard;
 use crate::error::Result;
 use crate::ingest::{EventStatus, Ingest};
 use crate::model::{Health, Integration, SqsAuth, SqsConfig, StoreId, Target};
+use crate::net::guard::AddressGuard;
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::validate::{self, Draft, FieldError, Policy};
 
@@ -332,4 +332,34 @@ impl Integrations {
             Err(Rejection::NotFound)
         })
     }
+}
+
+/// Delivers a sample event of type `triggered_by` to an integration now, whatever its
+/// `enabled` flag (testing is what people do before enabling), and records the attempt
+/// like any other. Returns the recorded attempt.
+pub async fn send_test(
+    integration: &Integration,
+    triggered_by: &str,
+    deliverer: &dyn crate::ports::Deliverer,
+    log: &dyn crate::ports::DeliveryLog,
+) -> Result<crate::attempt::Attempt> {
+    let now = Utc::now();
+    let resource = triggered_by.split('.').next().unwrap_or("test");
+    let sample_id = format!("test-{}", Uuid::new_v4().simple());
+    let event = crate::job::Event {
+        id: sample_id.clone(),
+        kind: triggered_by.to_owned(),
+        occurred_at: now,
+        payload: json!({ "data": { "id": sample_id, "type": resource, "test": true } }).into(),
+    };
+    let job = crate::job::DeliveryJob::new(&integration.store_id, integration.id, event, now);
+    let result = deliverer.deliver(integration, &job, 1).await;
+    let status = if result.outcome == crate::attempt::Outcome::Delivered {
+        crate::attempt::JobStatus::Delivered
+    } else {
+        crate::attempt::JobStatus::Discarded
+    };
+    let entry = crate::attempt::log_entry(&job, 1, status, &result);
+    log.record(std::slice::from_ref(&entry)).await?;
+    Ok(entry.attempt)
 }

@@ -9,6 +9,7 @@
 //!   and JSON bodies, as every HTTP entry point answers them.
 
 pub mod access;
+pub mod attempt;
 pub mod aws;
 pub mod cache;
 pub mod catalog;
@@ -16,15 +17,16 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fanout;
-pub mod http;
 pub mod ingest;
 pub mod integrations;
 pub mod job;
+pub mod json;
 pub mod jsonapi;
 pub mod mask;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod page;
 pub mod ports;
 pub mod queue;

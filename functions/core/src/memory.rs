@@ -172,7 +172,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::delivery::{Attempt, JobRecord, LogEntry};
+use crate::attempt::{Attempt, JobRecord, LogEntry};
 use crate::page::Page;
 use crate::ports::{
     DeadLetter, DeadLetters, DeliveryLog, IdempotencyStore, JobQueue, JobSource, OutgoingJob,
@@ -646,7 +646,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::delivery::JobStatus;
+    use crate::attempt::JobStatus;
 
     /// An attempt of job `n` made at second `updated_s`.
     fn job(n: u32, updated_s: i64) -> LogEntry {

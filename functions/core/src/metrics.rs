@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::delivery::envelope::json_string;
+use crate::json::json_string;
 
 /// The metrics namespace.
 pub const NAMESPACE: &str = "Herald";

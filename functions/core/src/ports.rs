@@ -230,7 +230,7 @@ pub trait IdempotencyStore: Send + Sync {
 pub trait DeliveryLog: Send + Sync {
     /// Records the attempts of one batch, and the job states they leave, in as few
     /// writes as possible.
-    async fn record(&self, entries: &[crate::delivery::LogEntry]) -> Result<()>;
+    async fn record(&self, entries: &[crate::attempt::LogEntry]) -> Result<()>;
 
     /// A page of a store's attempts, newest first, and their total (counted up to the
     /// page's cap).
@@ -238,7 +238,7 @@ pub trait DeliveryLog: Send + Sync {
         &self,
         store: &StoreId,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
+    ) -> Result<(Vec<crate::attempt::Attempt>, usize)>;
 
     /// A page of one integration's attempts, newest first, and their total (counted
     /// up to the page's cap).
@@ -247,7 +247,7 @@ pub trait DeliveryLog: Send + Sync {
         store: &StoreId,
         integration: Uuid,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
+    ) -> Result<(Vec<crate::attempt::Attempt>, usize)>;
 
     /// A page of one integration's jobs, newest first, and their total (counted up to
     /// the page's cap).
@@ -256,7 +256,7 @@ pub trait DeliveryLog: Send + Sync {
         store: &StoreId,
         integration: Uuid,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::delivery::JobRecord>, usize)>;
+    ) -> Result<(Vec<crate::attempt::JobRecord>, usize)>;
 
     /// A page of one job's attempts, newest first, and their total (counted up to the
     /// page's cap).
@@ -266,7 +266,7 @@ pub trait DeliveryLog: Send + Sync {
         integration: Uuid,
         job: Uuid,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::delivery::Attempt>, usize)>;
+    ) -> Result<(Vec<crate::attempt::Attempt>, usize)>;
 }
 
 /// Delivers one job to its integration's target.
@@ -278,5 +278,5 @@ pub trait Deliverer: Send + Sync {
         integration: &Integration,
         job: &crate::job::DeliveryJob,
         attempt: u32,
-    ) -> crate::delivery::DeliveryResult;
+    ) -> crate::attempt::DeliveryResult;
 }

@@ -10,7 +10,6 @@ use crate::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
 use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
-use crate::delivery::guard::AddressGuard;
 use crate::delivery::sqs::SqsDeliverer;
 use crate::delivery::stomp::StompDeliverer;
 use crate::delivery::webhook::WebhookDeliverer;
@@ -19,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
+use crate::net::guard::AddressGuard;
 use crate::ports::{
     DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
 };
@@ -198,9 +198,8 @@ impl Components {
         let guard =
             AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
         let extra_ca = |path: &Option<String>, setting: &str| match path {
-            Some(path) => {
-                crate::http::read_pem(path).map_err(|e| Error::Config(format!("{setting}: {e}")))
-            }
+            Some(path) => crate::net::client::read_pem(path)
+                .map_err(|e| Error::Config(format!("{setting}: {e}"))),
             None => Ok(Vec::new()),
         };
         let webhook = WebhookDeliverer::new(guard.clone(), self.settings.webhook_timeout)

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use chrono::Utc;
+use herald_core::attempt::Outcome;
 use herald_core::aws::local::moto_config;
 use herald_core::delivery::sqs::SqsDeliverer;
-use herald_core::delivery::Outcome;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Target};
 use herald_core::ports::Deliverer;

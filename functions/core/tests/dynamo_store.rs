@@ -625,9 +625,9 @@ mod delivery_log {
     use std::time::Duration;
 
     use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
+    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::dynamo::DynamoIntegrationStore;
     use herald_core::aws::records::DynamoDeliveryLog;
-    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -937,9 +937,9 @@ mod log_listing_cost {
     use axum::response::Response;
     use chrono::{TimeDelta, TimeZone, Utc};
     use futures_util::StreamExt;
+    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::dynamo::DynamoIntegrationStore;
     use herald_core::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
-    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
     use herald_core::model::StoreId;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
@@ -1410,9 +1410,9 @@ mod log_writer {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use chrono::Utc;
+    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::dynamo::DynamoIntegrationStore;
     use herald_core::aws::records::DynamoDeliveryLog;
-    use herald_core::delivery::{Attempt, JobStatus, LogEntry};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;

@@ -17,16 +17,16 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
+use herald_core::attempt::Outcome;
 use herald_core::aws::local::moto_config;
-use herald_core::delivery::guard::{AddressGuard, Cidr};
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::stomp::StompDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
-use herald_core::delivery::Outcome;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{
     Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
 };
+use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::ports::Deliverer;
 use herald_testkit::stomp::StompSink;
 use serde_json::{json, Value};

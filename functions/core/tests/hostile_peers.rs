@@ -8,18 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use herald_core::attempt::{DeliveryResult, JobStatus, Outcome};
 use herald_core::cache::IntegrationCache;
-use herald_core::delivery::guard::{AddressGuard, Cidr};
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::stomp::StompDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
-use herald_core::delivery::{DeliveryResult, JobStatus, Outcome, TargetDeliverer};
+use herald_core::delivery::TargetDeliverer;
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
 use herald_core::model::{
     Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
 };
+use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
 use herald_core::ports::{
     Deliverer, DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{client, post, read_request};
-use herald_core::http::{Failure, HttpClient, Options, Resolve, Resolving};
+use herald_core::net::client::{Failure, HttpClient, Options, Resolve, Resolving};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use url::Url;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_core::delivery::guard::{AddressGuard, Cidr};
+use herald_core::attempt::Outcome;
 use herald_core::delivery::stomp::{receive, Frame, StompDeliverer};
-use herald_core::delivery::Outcome;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, StompConfig, StoreId, Target};
+use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::ports::Deliverer;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -28,7 +28,7 @@ fn password() -> String {
 }
 
 fn test_ca() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    herald_core::http::read_pem(&format!("{}/broker-ca.pem", run_dir()))
+    herald_core::net::client::read_pem(&format!("{}/broker-ca.pem", run_dir()))
         .expect("the broker's test CA")
 }
 

@@ -6,11 +6,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_core::delivery::guard::{AddressGuard, Cidr};
+use herald_core::attempt::Outcome;
 use herald_core::delivery::stomp::StompDeliverer;
-use herald_core::delivery::Outcome;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, StompConfig, StoreId, Target};
+use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::ports::Deliverer;
 use serde_json::json;
 use uuid::Uuid;

@@ -14,15 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
+use herald_core::attempt::{JobStatus, Outcome};
 use herald_core::cache::IntegrationCache;
-use herald_core::delivery::guard::{AddressGuard, Cidr};
 use herald_core::delivery::webhook::WebhookDeliverer;
-use herald_core::delivery::{JobStatus, Outcome};
 use herald_core::fanout::Fanout;
-use herald_core::http::{Resolve, Resolving};
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
 use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
+use herald_core::net::client::{Resolve, Resolving};
+use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
 use herald_core::ports::{
     Deliverer, DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob,
@@ -250,7 +250,7 @@ async fn a_non_2xx_answer_is_a_retryable_failure_with_status_and_truncated_body(
         .await;
     assert_eq!(result.outcome, Outcome::Retryable { retry_after: None });
     assert_eq!(result.status_code, Some(500));
-    assert_eq!(result.body.len(), herald_core::delivery::MAX_LOGGED_BODY);
+    assert_eq!(result.body.len(), herald_core::attempt::MAX_LOGGED_BODY);
 }
 
 #[tokio::test]

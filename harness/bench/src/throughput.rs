@@ -148,8 +148,8 @@ const BATCH_WRITE: &[(&str, &str)] = &[
 /// them for deliveries that succeeded at the first attempt: what the invocation-shaped
 /// raw loop posts after each batch.
 fn log_bodies_of(batches: &[SqsEvent], log: &DynamoDeliveryLog, table: &str) -> Vec<Vec<Vec<u8>>> {
+    use herald_core::attempt::{log_entry, JobStatus};
     use herald_core::aws::batch_write::{request_body, ITEMS_PER_REQUEST};
-    use herald_core::delivery::{log_entry, JobStatus};
     let result = delivered();
     batches
         .iter()
@@ -673,7 +673,7 @@ fn hmac_us(body: &[u8], runs: usize) -> f64 {
 /// The handler's own work per event, without any I/O: what the fan-out does that a
 /// raw loop posting a prepared body does not (µs per event, median of the runs).
 pub fn work_table(runs: usize) -> Result<String, String> {
-    use herald_core::delivery::{log_entry, JobStatus};
+    use herald_core::attempt::{log_entry, JobStatus};
     let now = Utc::now();
     let i = webhook("bench", "http://127.0.0.1:9/hook", None)?;
     let mut out = String::from(
@@ -744,7 +744,7 @@ pub fn work_table(runs: usize) -> Result<String, String> {
 /// alone, so that what the log adds to it (building the items and the request,
 /// credentials and signing) shows.
 pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
-    use herald_core::delivery::{log_entry, JobStatus};
+    use herald_core::attempt::{log_entry, JobStatus};
     use herald_core::ports::DeliveryLog;
     let sdk = herald_core::aws::local::moto_config(root(&url))
         .await
@@ -819,9 +819,9 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
 }
 
 /// A delivery's result as the receiver gives it: 200, no body, 1 ms.
-fn delivered() -> herald_core::delivery::DeliveryResult {
-    herald_core::delivery::DeliveryResult {
-        outcome: herald_core::delivery::Outcome::Delivered,
+fn delivered() -> herald_core::attempt::DeliveryResult {
+    herald_core::attempt::DeliveryResult {
+        outcome: herald_core::attempt::Outcome::Delivered,
         status_code: Some(200),
         body: String::new(),
         error_detail: None,

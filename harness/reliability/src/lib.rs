@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use herald_core::config::PipelineSettings;
-use herald_core::delivery::guard::AddressGuard;
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::TargetDeliverer;
@@ -31,6 +30,7 @@ use herald_core::ingest::{EventResult, Ingest};
 use herald_core::job::DeliveryJob;
 use herald_core::memory::MemoryQueue;
 use herald_core::model::{Integration, SqsAuth, SqsConfig, StoreId, Target, WebhookConfig};
+use herald_core::net::guard::AddressGuard;
 use herald_core::ports::InsertOutcome;
 use herald_core::retry::RetryPolicy;
 use herald_core::wiring::Components;

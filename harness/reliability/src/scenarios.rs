@@ -1338,16 +1338,17 @@ async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<[usize; 3], Strin
 ///    attempt in the log. `kind` picks the queue; [`QueueKind::Moto`] needs moto
 ///    (`infra/with-peers.sh`).
 pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Report, String> {
+    use herald_core::attempt::JobStatus;
     use herald_core::cache::IntegrationCache;
-    use herald_core::delivery::guard::{AddressGuard, Cidr};
     use herald_core::delivery::webhook::WebhookDeliverer;
-    use herald_core::delivery::{JobStatus, TargetDeliverer};
+    use herald_core::delivery::TargetDeliverer;
     use herald_core::fanout::Fanout;
     use herald_core::ingest::{Ingest, IngestSettings};
     use herald_core::memory::{
         MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue,
     };
     use herald_core::model::{Integration, Target, WebhookConfig};
+    use herald_core::net::guard::{AddressGuard, Cidr};
     use herald_core::ports::{DeliveryLog, IntegrationStore};
     use herald_core::retry::{RetryPolicy, MAX_RECEIVES};
 

@@ -6,7 +6,7 @@
 //! its interceptors, the serialiser and the signer: `make bench`, section `log`), more
 //! than the items in it. This writer takes the items already in DynamoDB's JSON, signs
 //! the request with the signer the SDK itself uses (`aws-sigv4`, the same settings),
-//! and posts it with the fan-out's HTTP client ([`crate::http`]). The endpoint comes
+//! and posts it with the fan-out's HTTP client ([`crate::net::client`]). The endpoint comes
 //! from the SDK's own endpoint rules and overrides (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_DYNAMODB`, FIPS, dual-stack), resolved on the first write;
 //! credentials from the process's provider chain, cached until five minutes before
@@ -23,9 +23,9 @@ use aws_sigv4::sign::v4;
 use futures_util::{FutureExt, StreamExt};
 
 use super::RETRYABLE_CODES;
-use crate::delivery::envelope::json_string;
 use crate::error::{Error, Result};
-use crate::http::{Destination, Failure, HttpClient, Options, SystemResolver};
+use crate::json::json_string;
+use crate::net::client::{Destination, Failure, HttpClient, Options, SystemResolver};
 
 const SERVICE: &str = "DynamoDB";
 

@@ -48,10 +48,10 @@ use uuid::Uuid;
 
 use super::backend_error;
 use super::batch_write::BatchWriter;
-use crate::delivery::envelope::json_escaped;
-use crate::delivery::{Attempt, JobRecord, JobStatus, LogEntry};
+use crate::attempt::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
 use crate::job::timestamp::Millis;
+use crate::json::json_escaped;
 use crate::model::StoreId;
 use crate::page::Page;
 use crate::ports::{DeliveryLog, IdempotencyStore};

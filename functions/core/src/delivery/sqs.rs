@@ -23,7 +23,7 @@ use aws_sdk_sqs::Client;
 use uuid::Uuid;
 
 use super::envelope::{cloud_event, fit_message};
-use super::{DeliveryResult, Outcome};
+use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, SqsAuth, SqsConfig, StoreId, Target, STORE_SESSION_TAG};
 use crate::ports::Deliverer;

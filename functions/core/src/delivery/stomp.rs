@@ -38,10 +38,10 @@ use url::{Host, Url};
 use uuid::Uuid;
 
 use super::envelope::queue_message;
-use super::guard::{AddressGuard, Refused};
-use super::{DeliveryResult, Outcome};
+use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, StompConfig, Target};
+use crate::net::guard::{AddressGuard, Refused};
 use crate::ports::Deliverer;
 use crate::validate::STOMP_SCHEMES;
 
@@ -351,7 +351,7 @@ impl StompDeliverer {
         extra_ca: &[CertificateDer<'static>],
         timeout: Duration,
     ) -> Result<Self, String> {
-        let roots = crate::http::bundled_roots(extra_ca)?;
+        let roots = crate::net::client::bundled_roots(extra_ca)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -466,7 +466,7 @@ impl StompDeliverer {
         config: &StompConfig,
         deadline: tokio::time::Instant,
     ) -> Result<Connection, String> {
-        let tcp = crate::http::connect_first(addrs, self.timeout)
+        let tcp = crate::net::client::connect_first(addrs, self.timeout)
             .await
             .map_err(|e| format!("connecting to {raw}: {e}"))?;
         let stream: Box<dyn Stream> = if tls {
@@ -788,7 +788,7 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::delivery::guard::Cidr;
+    use crate::net::guard::Cidr;
     use crate::testkit::{job_for, stomp};
 
     /// A loopback listener that counts the connections it accepts.

@@ -19,11 +19,14 @@ use rustls::pki_types::CertificateDer;
 use url::{Host, Url};
 use uuid::Uuid;
 
-use super::guard::{AddressGuard, Refused};
-use super::{envelope, DeliveryResult, Outcome, MAX_LOGGED_BODY};
-use crate::http::{Destination, Failure, HttpClient, Options, Resolve, Resolving, SystemResolver};
+use super::envelope;
+use crate::attempt::{DeliveryResult, Outcome, MAX_LOGGED_BODY};
 use crate::job::DeliveryJob;
 use crate::model::{Integration, Target};
+use crate::net::client::{
+    Destination, Failure, HttpClient, Options, Resolve, Resolving, SystemResolver,
+};
+use crate::net::guard::{AddressGuard, Refused};
 use crate::ports::Deliverer;
 use crate::retry::parse_retry_after;
 use crate::signing;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::*;
-use crate::delivery::{Attempt, JobRecord};
+use crate::attempt::{Attempt, JobRecord};
 use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_core::http::{Failure, HttpClient, Options, SystemResolver};
+use herald_core::net::client::{Failure, HttpClient, Options, SystemResolver};
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use url::Url;
