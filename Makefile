@@ -59,9 +59,10 @@ test: setup ## everything CI checks: format, lints, unit/integration/end-to-end 
 unit: setup ## cargo test for the whole workspace, with moto (127.0.0.1:5055, 5056 serial, 5058 for the signature test) and ActiveMQ (127.0.0.1:61613/61614) started and stopped after
 	MOTO_PORT=$(MOTO_PORT) MOTO_AUTH=1 infra/with-peers.sh cargo test --locked --workspace
 
-lint: ## rustfmt check, clippy with warnings as errors, and the fuzz crate's Cargo.lock current (it builds only in `make cargo-fuzz`)
+lint: ## rustfmt check, clippy with warnings as errors, no import cycle between a crate's modules, and the fuzz crate's Cargo.lock current (it builds only in `make cargo-fuzz`)
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
+	python3 infra/check-cycles.py functions/*/src harness/*/src
 	cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 
 fmt: ## format the code
