@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aws::attempt_log::DynamoDeliveryLog;
+use crate::aws::claims::DynamoIdempotency;
 use crate::aws::dynamo::DynamoIntegrationStore;
 use crate::aws::kms::KmsKeys;
-use crate::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
 use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};

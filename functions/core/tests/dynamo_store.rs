@@ -626,8 +626,8 @@ mod delivery_log {
 
     use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
+    use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
-    use herald_core::aws::records::DynamoDeliveryLog;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -670,7 +670,7 @@ mod delivery_log {
         let entry = logged(attempt("s", Uuid::now_v7(), Uuid::now_v7(), 1, true), 0);
         // Bounded here only so that a hang fails the test instead of stalling it.
         let outcome = tokio::time::timeout(
-            3 * herald_core::aws::records::LOG_WRITE_TIMEOUT,
+            3 * herald_core::aws::attempt_log::LOG_WRITE_TIMEOUT,
             log.record(std::slice::from_ref(&entry)),
         )
         .await;
@@ -938,8 +938,9 @@ mod log_listing_cost {
     use chrono::{TimeDelta, TimeZone, Utc};
     use futures_util::StreamExt;
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
+    use herald_core::aws::attempt_log::DynamoDeliveryLog;
+    use herald_core::aws::claims::DynamoIdempotency;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
-    use herald_core::aws::records::{DynamoDeliveryLog, DynamoIdempotency};
     use herald_core::model::StoreId;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
@@ -1324,7 +1325,7 @@ mod log_listing_cost {
         let (entries, table) = seed(5).await;
         for e in &entries[..3] {
             let a = &e.attempt;
-            let shard = herald_core::aws::records::shard_of(a.job_id);
+            let shard = herald_core::aws::attempt_log::shard_of(a.job_id);
             client()
                 .delete_item()
                 .table_name(&table)
@@ -1411,8 +1412,8 @@ mod log_writer {
     use axum::response::IntoResponse;
     use chrono::Utc;
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
+    use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
-    use herald_core::aws::records::DynamoDeliveryLog;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;

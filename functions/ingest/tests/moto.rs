@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use herald_core::aws::claims::DynamoIdempotency;
 use herald_core::aws::dynamo::DynamoIntegrationStore;
 use herald_core::aws::local::{bootstrap, moto_config};
-use herald_core::aws::records::DynamoIdempotency;
 use herald_core::aws::sqs::SqsJobQueue;
 use herald_core::cache::IntegrationCache;
 use herald_core::ingest::{EventStatus, Ingest, IngestSettings};

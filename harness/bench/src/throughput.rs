@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
-use herald_core::aws::records::DynamoDeliveryLog;
+use herald_core::aws::attempt_log::DynamoDeliveryLog;
 use herald_core::config::{PipelineDefaults, PipelineSettings};
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};

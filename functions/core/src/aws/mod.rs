@@ -1,11 +1,12 @@
 //! AWS adapters. The only place where SDK types appear; everything here converts to
 //! and from the core model at the boundary.
 
+pub mod attempt_log;
 pub mod batch_write;
+pub mod claims;
 pub mod dynamo;
 pub mod kms;
 pub mod local;
-pub mod records;
 pub mod sqs;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
