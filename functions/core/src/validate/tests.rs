@@ -486,10 +486,10 @@ fn role_arns_are_checked() {
         "role/x",
     ];
     for arn in good {
-        assert!(is_role_arn(arn), "{arn}");
+        assert!(sqs::is_role_arn(arn), "{arn}");
     }
     for arn in bad {
-        assert!(!is_role_arn(arn), "{arn}");
+        assert!(!sqs::is_role_arn(arn), "{arn}");
     }
 }
 
