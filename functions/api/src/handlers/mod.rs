@@ -1,0 +1,5 @@
+//! The route handlers, by concern.
+
+pub(crate) mod events;
+pub(crate) mod integrations;
+pub(crate) mod logs;
