@@ -26,8 +26,8 @@
 //!   request units counted on the wire, CPU and log bytes measured), per million
 //!   deliveries at us-east-1 list prices, beside EventBridge API destinations.
 //! - `plumbing`: Herald's hand-written pieces against the maintained libraries doing
-//!   the same work (HTTP client vs hyper-util and reqwest, `BatchWriter` vs the SDK,
-//!   JSON escaper vs serde_json, timestamp codec vs chrono); see `docs/decisions/`.
+//!   the same work (its HTTP client vs hyper-util's and reqwest, its `BatchWriter` vs
+//!   the SDK's `batch_write_item`); see `docs/decisions/`.
 //!
 //! Writes the Markdown report to FILE (default `.run/bench.md`); exits non-zero when
 //! any section could not be measured (the report says which and why).

@@ -5,10 +5,9 @@
 //!   uses it) vs hyper-util's legacy pooled `Client` vs reqwest, to the receiver;
 //! - the attempt log's `BatchWriteItem`: Herald's `BatchWriter` vs the SDK's
 //!   DynamoDB client, the same items, to the receiver (which answers it);
-//! - the JSON string escaper (`json::json_string`) vs `serde_json::to_writer`;
-//! - the timestamp codec (`job::timestamp`) vs chrono.
 //!
-//! The decisions these figures carry are in `docs/decisions/`.
+//! The decisions these figures carry are in `docs/decisions/`, with those of the
+//! pieces that lost to their library (the JSON escaper, the timestamp codec) and went.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use futures_util::StreamExt;
 use herald_core::attempt::{log_entry, JobStatus};
 use herald_core::aws::batch_write::{BatchWriter, ITEMS_PER_REQUEST, REQUESTS_IN_FLIGHT};
 use herald_core::aws::records::DynamoDeliveryLog;
-use herald_core::job::{timestamp, DeliveryJob, Event};
+use herald_core::job::{DeliveryJob, Event};
 use herald_core::net::client::{Destination, HttpClient, Options, SystemResolver};
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use http_body_util::{BodyExt, Full};
@@ -185,15 +184,13 @@ fn webhook_bodies(size: usize) -> Result<Vec<Bytes>, String> {
         .collect())
 }
 
-/// The HTTP client table; the Herald client's CPU per request at each concurrency
-/// (the least an event costs, for the per-event shares of the micro rows).
-async fn http_table(url: &str, runs: usize, out: &mut String) -> Result<f64, String> {
+/// The HTTP client table.
+async fn http_table(url: &str, runs: usize, out: &mut String) -> Result<(), String> {
     let posters = Poster::all(url)?;
     let headers = webhook_headers();
     let bodies = webhook_bodies(1024)?;
     let n = 10_000;
     out.push_str("| concurrency | client | events/s | CPU per request (µs) | events/s ÷ Herald's | CPU ÷ Herald's |\n|---:|---|---:|---:|---|---|\n");
-    let mut herald_cpu = f64::INFINITY;
     for concurrency in [10usize, 64] {
         // Per client: the runs' rates and CPU, the clients interleaved within a run.
         let mut rates = vec![Vec::new(); posters.len()];
@@ -224,12 +221,11 @@ async fn http_table(url: &str, runs: usize, out: &mut String) -> Result<f64, Str
                 vs(cpu, &cpus[0]),
             ));
         }
-        herald_cpu = herald_cpu.min(median(cpus[0].clone()));
     }
     out.push_str(&format!(
         "\n{n} POSTs of 1 KiB webhook bodies (the fan-out's, with the deliverer's headers) per client per run, `concurrency` tasks on one current-thread runtime, the clients in turn within each run; median of the runs after a warm-up (min–max of the per-run ratios); CPU = this process's, per request; each client with the deliverer's limits: 10 s for the whole exchange, connections kept alive 60 s, no proxy, no redirects\n\n"
     ));
-    Ok(herald_cpu)
+    Ok(())
 }
 
 /// A DynamoDB-JSON item (as the log writes it) as the SDK's attribute map.
@@ -360,201 +356,13 @@ async fn sdk_write(
     answers.into_iter().collect()
 }
 
-/// ns per call of `f` over `rounds` rounds of `n` calls (a warm-up round first).
-fn ns_per(rounds: usize, n: usize, mut f: impl FnMut(usize)) -> Vec<f64> {
-    let mut per = Vec::new();
-    for round in 0..=rounds {
-        let started = Instant::now();
-        for i in 0..n {
-            f(i);
-        }
-        if round > 0 {
-            per.push(started.elapsed().as_secs_f64() * 1e9 / n as f64);
-        }
-    }
-    per
-}
-
-/// A commerce payload's JSON text of about `size` bytes: an order with line items
-/// (a quote every few bytes), as the webhook body carries it escaped.
-fn order_text(size: usize) -> String {
-    let item = |i: usize| {
-        serde_json::json!({"type": "order_item", "id": format!("9e1b2c3d-{i:04}"), "quantity": 2,
-            "name": "Cotton T-Shirt \"Classic\"", "sku": "TS-CL-M", "unit_price": {"amount": 1999, "currency": "USD"}})
-    };
-    let mut items = Vec::new();
-    let mut text = String::new();
-    while text.len() < size {
-        items.push(item(items.len()));
-        text = serde_json::json!({"data": {"type": "order", "id": "o-1", "status": "paid", "items": items}})
-            .to_string();
-    }
-    // ASCII: any length is a character boundary.
-    text.truncate(size);
-    text
-}
-
-/// Prose of about `size` bytes with a line break every ~80 bytes: a description or an
-/// answer body, few escapes.
-fn prose(size: usize) -> String {
-    let line =
-        "Thanks for your order. Your parcel ships within two business days; track it online.\n";
-    line.repeat(size / line.len() + 1)[..size].to_owned()
-}
-
-/// The escaper table; its Herald ÷ serde_json ns per KiB of a 1 KiB and of a 16 KiB
-/// order, for the per-event shares.
-fn json_table(runs: usize, out: &mut String) -> Result<[(f64, f64); 2], String> {
-    out.push_str("| string | Herald `json_string` (ns per KiB) | `serde_json::to_writer` (ns per KiB) | serde_json ÷ Herald |\n|---|---:|---:|---|\n");
-    let mut order = [(0.0, 0.0); 2];
-    for (kind, size) in [
-        ("plain", 1024usize),
-        ("plain", 16 * 1024),
-        ("prose", 1024),
-        ("prose", 16 * 1024),
-        ("order JSON", 1024),
-        ("order JSON", 16 * 1024),
-    ] {
-        let s = match kind {
-            "plain" => "x".repeat(size),
-            "prose" => prose(size),
-            _ => order_text(size),
-        };
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        json_string_check(&s)?;
-        let n = (64 * 1024 * 1024 / size).max(1) / 8;
-        let mut buf = Vec::with_capacity(2 * size + 2);
-        let kib = size as f64 / 1024.0;
-        for _ in 0..runs {
-            ours.extend(ns_per(1, n, |_| {
-                buf.clear();
-                herald_core::json::json_string(&mut buf, std::hint::black_box(&s));
-                std::hint::black_box(&buf);
-            }));
-            theirs.extend(ns_per(1, n, |_| {
-                buf.clear();
-                let _ = serde_json::to_writer(&mut buf, std::hint::black_box(&s));
-                std::hint::black_box(&buf);
-            }));
-        }
-        let ours: Vec<f64> = ours.iter().map(|v| v / kib).collect();
-        let theirs: Vec<f64> = theirs.iter().map(|v| v / kib).collect();
-        if kind == "order JSON" {
-            order[usize::from(size > 1024)] = (median(ours.clone()), median(theirs.clone()));
-        }
-        out.push_str(&format!(
-            "| {kind}, {} KiB | {:.0} | {:.0} | **{}** |\n",
-            size / 1024,
-            median(ours.clone()),
-            median(theirs.clone()),
-            spread(&ratios(&theirs, &ours), 2),
-        ));
-    }
-    out.push_str("\none thread, into a reused buffer; plain = no byte to escape; prose = a line break every 85 bytes; order JSON = an order's JSON text (a quote to escape every few bytes), as the webhook body carries the payload (escaped, as `resources`); both write the same bytes (checked here); median of the runs (min–max of the per-run ratios)\n\n");
-    Ok(order)
-}
-
-/// Herald's escaper writes what serde_json writes.
-fn json_string_check(s: &str) -> Result<(), String> {
-    let mut ours = Vec::new();
-    herald_core::json::json_string(&mut ours, s);
-    if ours != serde_json::to_vec(s).map_err(|e| e.to_string())? {
-        return Err("json_string and serde_json wrote different bytes".into());
-    }
-    Ok(())
-}
-
-/// The timestamp table; (Herald, chrono) ns per call to write one and to read one.
-fn time_table(runs: usize, out: &mut String) -> Result<[(f64, f64); 2], String> {
-    let base: DateTime<Utc> = "2026-05-01T12:00:00.123Z"
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let times: Vec<DateTime<Utc>> = (0..1024)
-        .map(|i| base + chrono::Duration::milliseconds(i * 7_654_321))
-        .collect();
-    let texts: Vec<String> = times
-        .iter()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .collect();
-    for (t, text) in times.iter().zip(&texts) {
-        if timestamp::Millis::of(t).as_str() != text || timestamp::quick(text) != Some(*t) {
-            return Err(format!("the codec and chrono differ on {text}"));
-        }
-    }
-    let n = 200_000;
-    let (mut write_ours, mut write_chrono, mut read_ours, mut read_chrono) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        write_ours.extend(ns_per(1, n, |i| {
-            let m = timestamp::Millis::of(std::hint::black_box(&times[i % 1024]));
-            std::hint::black_box(m.as_str());
-        }));
-        write_chrono.extend(ns_per(1, n, |i| {
-            let t = std::hint::black_box(&times[i % 1024]);
-            std::hint::black_box(t.to_rfc3339_opts(SecondsFormat::Millis, true));
-        }));
-        read_ours.extend(ns_per(1, n, |i| {
-            std::hint::black_box(timestamp::quick(std::hint::black_box(&texts[i % 1024])));
-        }));
-        read_chrono.extend(ns_per(1, n, |i| {
-            let s = std::hint::black_box(&texts[i % 1024]);
-            std::hint::black_box(s.parse::<DateTime<Utc>>().ok());
-        }));
-    }
-    out.push_str("| operation | Herald `job::timestamp` (ns per call) | chrono (ns per call) | chrono ÷ Herald |\n|---|---:|---:|---|\n");
-    out.push_str(&format!(
-        "| write (`Millis::of` vs `to_rfc3339_opts(SecondsFormat::Millis, true)`) | {:.0} | {:.0} | **{}** |\n",
-        median(write_ours.clone()),
-        median(write_chrono.clone()),
-        spread(&ratios(&write_chrono, &write_ours), 2),
-    ));
-    out.push_str(&format!(
-        "| read (`timestamp::quick` vs `str::parse::<DateTime<Utc>>`) | {:.0} | {:.0} | **{}** |\n",
-        median(read_ours.clone()),
-        median(read_chrono.clone()),
-        spread(&ratios(&read_chrono, &read_ours), 2),
-    ));
-    out.push_str("\none thread, 1,024 different instants in turn; write = the text of one (Herald's on the stack, chrono's a new String); read = one `2026-…T…:…:….123Z` text back to an instant; both give the same texts and instants (checked here); median of the runs (min–max of the per-run ratios)\n\n");
-    Ok([
-        (median(write_ours), median(write_chrono)),
-        (median(read_ours), median(read_chrono)),
-    ])
-}
-
-/// The section: the four tables, then what the micro pieces save per event.
+/// The section: the hand-written pieces Herald keeps, each against the library.
 pub async fn table(url: String, runs: usize) -> Result<String, String> {
     let mut out = String::new();
     out.push_str("### Webhook POSTs: HTTP clients\n\n");
-    let post_cpu = http_table(&url, runs, &mut out).await?;
+    http_table(&url, runs, &mut out).await?;
     out.push_str("### The attempt log's BatchWriteItem: Herald's writer vs the SDK\n\n");
     log_table(&url, runs, &mut out).await?;
-    out.push_str("### JSON string escaping\n\n");
-    let order = json_table(runs, &mut out)?;
-    out.push_str("### Timestamps\n\n");
-    let [write, read] = time_table(runs, &mut out)?;
-    // Per delivered event: the payload escaped once into the webhook body (the order
-    // rows), two timestamps written into its log item and two read from its job.
-    out.push_str("### What the micro pieces save per delivered event\n\n| piece | uses per event | saved per event (ns) | ÷ the least CPU of an event (Herald's POST alone) |\n|---|---|---:|---:|\n");
-    let post_ns = post_cpu * 1e3;
-    for (label, size, (ours, theirs)) in [
-        ("JSON escaper, 1 KiB payload", 1.0, order[0]),
-        ("JSON escaper, 16 KiB payload", 16.0, order[1]),
-    ] {
-        let saved = (theirs - ours) * size;
-        out.push_str(&format!(
-            "| {label} | the payload, once | {saved:.0} | {:.1} % |\n",
-            100.0 * saved / post_ns
-        ));
-    }
-    for (label, (ours, theirs)) in [("timestamp write", write), ("timestamp read", read)] {
-        let saved = 2.0 * (theirs - ours);
-        out.push_str(&format!(
-            "| {label} | 2 | {saved:.0} | {:.1} % |\n",
-            100.0 * saved / post_ns
-        ));
-    }
-    out.push_str(&format!(
-        "\nHerald's POST alone: {post_cpu:.1} µs of CPU per request (its lowest median above); an event costs at least that, so these shares are the most each piece can save\n"
-    ));
+    out.push_str("The JSON escaper and the timestamp codec were measured here too and replaced by serde_json and chrono: see docs/decisions/.\n");
     Ok(out)
 }
