@@ -4,7 +4,7 @@
 //! and runs it; see `infra/bench.sh`.
 //!
 //! ```text
-//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline,cost]
+//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline,cost,plumbing]
 //!              [--lambda-dir DIR] [--artifacts ARCH=BINS:ZIPS,...] [--local PATH]
 //! herald-bench receiver        # the receiver process the others start
 //! herald-bench sink            # reads its stdin to the end: where the functions' logs go
@@ -25,6 +25,9 @@
 //! - `cost`: what the deployed stack would be billed for per delivery (requests and
 //!   request units counted on the wire, CPU and log bytes measured), per million
 //!   deliveries at us-east-1 list prices, beside EventBridge API destinations.
+//! - `plumbing`: Herald's hand-written pieces against the maintained libraries doing
+//!   the same work (its HTTP client vs hyper-util's and reqwest, its `BatchWriter` vs
+//!   the SDK's `batch_write_item`); see `docs/decisions/`.
 //!
 //! Writes the Markdown report to FILE (default `.run/bench.md`); exits non-zero when
 //! any section could not be measured (the report says which and why).
@@ -35,6 +38,7 @@ mod lambda;
 mod meter;
 mod moto;
 mod pipeline;
+mod plumbing;
 mod receiver;
 mod stats;
 mod throughput;
@@ -54,7 +58,7 @@ use crate::receiver::Receiver;
 #[global_allocator]
 static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "tput",
     "log",
     "latency",
@@ -64,6 +68,7 @@ const SECTIONS: [&str; 9] = [
     "ingest",
     "pipeline",
     "cost",
+    "plumbing",
 ];
 
 /// What to run, from the command line.
@@ -430,6 +435,12 @@ async fn run(args: &Args) -> (String, bool) {
         }
         .await;
         section("Cost per million deliveries", result);
+    }
+    if args.wants("plumbing") {
+        section(
+            "Hand-written plumbing vs libraries",
+            on_function_runtime(plumbing::table(receiver.url(), args.runs)),
+        );
     }
     report.push_str(&format!(
         "## How long each section took\n\n| section | seconds |\n|---|---:|\n{timings}\nwall time of the measuring, the builds before it not counted\n"

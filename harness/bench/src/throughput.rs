@@ -242,7 +242,7 @@ pub fn batches(
 }
 
 /// A webhook integration of `store` observing `order.paid`, to `url`.
-fn webhook(store: &str, url: &str, secret: Option<&str>) -> Result<Integration, String> {
+pub(crate) fn webhook(store: &str, url: &str, secret: Option<&str>) -> Result<Integration, String> {
     let now = Utc::now();
     Ok(Integration {
         id: Uuid::now_v7(),
@@ -819,7 +819,7 @@ pub async fn log_table(url: String, runs: usize) -> Result<String, String> {
 }
 
 /// A delivery's result as the receiver gives it: 200, no body, 1 ms.
-fn delivered() -> herald_core::attempt::DeliveryResult {
+pub(crate) fn delivered() -> herald_core::attempt::DeliveryResult {
     herald_core::attempt::DeliveryResult {
         outcome: herald_core::attempt::Outcome::Delivered,
         status_code: Some(200),

@@ -47,7 +47,7 @@ use super::backend_error;
 use super::batch_write::BatchWriter;
 use crate::attempt::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
-use crate::job::timestamp::Millis;
+use crate::job::rfc3339_ms;
 use crate::json::json_escaped;
 use crate::model::StoreId;
 use crate::page::Page;
@@ -266,9 +266,8 @@ impl DynamoDeliveryLog {
         entries.iter().map(|e| self.put_item(e)).collect()
     }
 
-    /// One entry's item, written straight into DynamoDB's JSON: ids and times are
-    /// formatted into buffers on the stack and keys built in parts, so an item costs
-    /// one allocation.
+    /// One entry's item, written straight into DynamoDB's JSON: ids are formatted
+    /// into buffers on the stack and keys built in parts.
     fn put_item(&self, e: &LogEntry) -> Vec<u8> {
         let a = &e.attempt;
         let mut ids = [[0u8; uuid::fmt::Hyphenated::LENGTH]; 3];
@@ -276,7 +275,7 @@ impl DynamoDeliveryLog {
         let log_id: &str = a.id.hyphenated().encode_lower(log_id);
         let integration_id: &str = a.integration_id.hyphenated().encode_lower(integration_id);
         let job_id: &str = a.job_id.hyphenated().encode_lower(job_id);
-        let (enqueued, created) = (Millis::of(&e.enqueued_at), Millis::of(&a.created_at));
+        let (enqueued, created) = (rfc3339_ms(&e.enqueued_at), rfc3339_ms(&a.created_at));
         let (enqueued_at, created_at) = (enqueued.as_str(), created.as_str());
         let store = a.store_id.as_str();
         let shard = SHARD_NAMES[shard_of(a.job_id)];
