@@ -20,7 +20,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use herald_core::attempt::{log_entry, JobStatus};
 use herald_core::aws::batch_write::{BatchWriter, ITEMS_PER_REQUEST, REQUESTS_IN_FLIGHT};
-use herald_core::aws::records::DynamoDeliveryLog;
+use herald_core::aws::attempt_log::DynamoDeliveryLog;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::net::client::{Destination, HttpClient, Options, SystemResolver};
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
