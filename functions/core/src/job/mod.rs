@@ -1,79 +1,18 @@
-//! Events as the commerce backend sends them, and delivery jobs: one event for one
-//! integration, the unit that is queued, delivered, retried and logged.
+//! Delivery jobs: one event for one integration, the unit that is queued, delivered,
+//! retried and logged, and its wire format (the queue message's body). Events as they
+//! come in are in [`event`], timestamps in [`timestamp`].
+
+mod event;
+pub mod timestamp;
+
+pub use event::{parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID};
+pub use timestamp::rfc3339_ms;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::catalog;
 use crate::model::StoreId;
-use crate::validate::FieldError;
-
-/// Largest event accepted, in bytes of its JSON, so that a job carrying it fits in an
-/// SQS message (256 KiB) with room for the job's own fields.
-pub const MAX_EVENT_BYTES: usize = 240 * 1024;
-
-/// Longest event id.
-pub const MAX_EVENT_ID: usize = 128;
-
-/// The fields an event may have.
-pub const EVENT_FIELDS: [&str; 5] = ["id", "type", "store_id", "occurred_at", "payload"];
-
-/// A validated event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// The event's id: the sender's, or one Herald assigned. Deduplication key.
-    pub id: String,
-    /// Observable event key (`order.paid`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// When it happened (the sender's clock), else when Herald received it.
-    #[serde(deserialize_with = "timestamp::deserialize")]
-    pub occurred_at: DateTime<Utc>,
-    /// `{"data": {...}, "included"?: {...}}`.
-    pub payload: Payload,
-}
-
-/// An event's payload as JSON text: serialized once, at ingest, and carried as text
-/// through the queue, so that the fan-out writes it into a webhook body without
-/// parsing it into a tree and serializing it again. Targets that need fields of it
-/// ([`Payload::value`]) parse it when they do.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Payload(Box<RawValue>);
-
-impl Payload {
-    /// The payload of `value`, as compact JSON text (the order of keys kept).
-    pub fn new(value: &(impl Serialize + ?Sized)) -> Self {
-        // JSON values and maps always serialize: their keys are strings.
-        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
-    }
-
-    /// The JSON text.
-    pub fn text(&self) -> &str {
-        self.0.get()
-    }
-
-    /// The payload parsed into a tree (`Null` if the text is not JSON, which cannot
-    /// happen for a payload made by [`Payload::new`] or read by [`DeliveryJob::parse`]).
-    pub fn value(&self) -> Value {
-        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
-    }
-}
-
-impl From<Value> for Payload {
-    fn from(value: Value) -> Self {
-        Self::new(&value)
-    }
-}
-
-impl PartialEq for Payload {
-    fn eq(&self, other: &Self) -> bool {
-        self.text() == other.text()
-    }
-}
 
 /// What to deliver: one event to one integration. Serialized as the internal queue's
 /// message body.
@@ -200,242 +139,13 @@ impl DeliveryJob {
     }
 }
 
-/// A job's timestamps read back, as chrono reads RFC 3339 (why not a hand-written
-/// reader for Herald's own form: `docs/decisions/0004-timestamp-codec.md`).
-pub mod timestamp {
-    use chrono::{DateTime, Utc};
-    use serde::de::{Deserializer, Error, Visitor};
-
-    /// For `#[serde(deserialize_with)]` on an optional timestamp (with `default`).
-    pub fn deserialize_option<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<DateTime<Utc>>, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Timestamp(#[serde(deserialize_with = "deserialize")] DateTime<Utc>);
-        serde::Deserialize::deserialize(d).map(|t: Option<Timestamp>| t.map(|t| t.0))
-    }
-
-    /// For `#[serde(deserialize_with)]`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        struct Timestamp;
-        impl Visitor<'_> for Timestamp {
-            type Value = DateTime<Utc>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an RFC 3339 timestamp")
-            }
-            fn visit_str<E: Error>(self, s: &str) -> Result<Self::Value, E> {
-                s.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Timestamp)
-    }
-}
-
-/// Formats a timestamp as RFC 3339 with milliseconds (`2026-05-01T12:00:00.123Z`:
-/// UTC, milliseconds truncated): Herald's form.
-pub fn rfc3339_ms(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Validates one incoming event. `store_from_caller` is the store named by the HTTP
-/// caller (then a `store_id` in the event must match it or be absent); on direct
-/// invoke it is `None` and the event must carry `store_id`. `pointer` prefixes every
-/// error (`/data/3`).
-pub fn parse_event(
-    raw: &Value,
-    store_from_caller: Option<&StoreId>,
-    pointer: &str,
-    now: DateTime<Utc>,
-) -> Result<(StoreId, Event), Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let err = |errors: &mut Vec<FieldError>, field: &str, detail: &str| {
-        errors.push(FieldError {
-            pointer: format!("{pointer}{field}"),
-            detail: detail.to_owned(),
-        })
-    };
-    let Some(obj) = raw.as_object() else {
-        err(&mut errors, "", "an event must be a JSON object");
-        return Err(errors);
-    };
-    for key in obj.keys() {
-        if !EVENT_FIELDS.contains(&key.as_str()) {
-            err(
-                &mut errors,
-                &format!("/{}", crate::validate::escape_pointer(key)),
-                "is not a field of an event (id, type, store_id, occurred_at, payload)",
-            );
-        }
-    }
-    let id = match obj.get("id") {
-        None | Some(Value::Null) => Some(Uuid::now_v7().to_string()),
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.len() <= MAX_EVENT_ID
-                && s.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Some(s.clone())
-        }
-        Some(_) => {
-            err(
-                &mut errors,
-                "/id",
-                "must be 1 to 128 printable ASCII characters without spaces",
-            );
-            None
-        }
-    };
-    let kind = match obj.get("type") {
-        Some(Value::String(t)) if catalog::is_observable(t) => Some(t.clone()),
-        Some(Value::String(_)) => {
-            err(
-                &mut errors,
-                "/type",
-                "is not an observable event; GET /v2/observable-events lists them",
-            );
-            None
-        }
-        None => {
-            err(&mut errors, "/type", "is required");
-            None
-        }
-        Some(_) => {
-            err(&mut errors, "/type", "must be a string");
-            None
-        }
-    };
-    let store = match (obj.get("store_id"), store_from_caller) {
-        (None | Some(Value::Null), Some(s)) => Some(s.clone()),
-        (None | Some(Value::Null), None) => {
-            err(
-                &mut errors,
-                "/store_id",
-                "is required when the event is sent by direct invocation",
-            );
-            None
-        }
-        (Some(Value::String(raw)), caller) => match StoreId::parse(raw) {
-            Some(s) if caller.is_none_or(|c| *c == s) => Some(s),
-            Some(_) => {
-                err(
-                    &mut errors,
-                    "/store_id",
-                    "does not match the store this request acts for",
-                );
-                None
-            }
-            None => {
-                err(
-                    &mut errors,
-                    "/store_id",
-                    "must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ -",
-                );
-                None
-            }
-        },
-        (Some(_), _) => {
-            err(&mut errors, "/store_id", "must be a string");
-            None
-        }
-    };
-    let occurred_at = match obj.get("occurred_at") {
-        None | Some(Value::Null) => Some(now),
-        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
-            Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(_) => {
-                err(&mut errors, "/occurred_at", "must be an RFC 3339 timestamp");
-                None
-            }
-        },
-        Some(_) => {
-            err(
-                &mut errors,
-                "/occurred_at",
-                "must be an RFC 3339 timestamp string",
-            );
-            None
-        }
-    };
-    let payload = match obj.get("payload") {
-        Some(Value::Object(p)) => check_payload(p, pointer, &mut errors),
-        None => {
-            err(&mut errors, "/payload", "is required: {\"data\": {...}}");
-            None
-        }
-        Some(_) => {
-            err(
-                &mut errors,
-                "/payload",
-                "must be an object: {\"data\": {...}}",
-            );
-            None
-        }
-    };
-    if raw.to_string().len() > MAX_EVENT_BYTES {
-        err(
-            &mut errors,
-            "",
-            &format!("the event is larger than {MAX_EVENT_BYTES} bytes, the most a queue message can carry"),
-        );
-    }
-    match (id, kind, store, occurred_at, payload) {
-        (Some(id), Some(kind), Some(store), Some(occurred_at), Some(payload))
-            if errors.is_empty() =>
-        {
-            Ok((
-                store,
-                Event {
-                    id,
-                    kind,
-                    occurred_at,
-                    payload,
-                },
-            ))
-        }
-        _ => Err(errors),
-    }
-}
-
-fn check_payload(
-    p: &Map<String, Value>,
-    pointer: &str,
-    errors: &mut Vec<FieldError>,
-) -> Option<Payload> {
-    let before = errors.len();
-    match p.get("data") {
-        Some(Value::Object(_)) => {}
-        Some(_) => errors.push(FieldError {
-            pointer: format!("{pointer}/payload/data"),
-            detail: "must be an object".into(),
-        }),
-        None => errors.push(FieldError {
-            pointer: format!("{pointer}/payload/data"),
-            detail: "is required".into(),
-        }),
-    }
-    match p.get("included") {
-        None | Some(Value::Null) | Some(Value::Object(_)) => {}
-        Some(_) => errors.push(FieldError {
-            pointer: format!("{pointer}/payload/included"),
-            detail: "must be an object".into(),
-        }),
-    }
-    for key in p.keys() {
-        if key != "data" && key != "included" {
-            errors.push(FieldError {
-                pointer: format!("{pointer}/payload/{}", crate::validate::escape_pointer(key)),
-                detail: "is not a field of a payload (data, included)".into(),
-            });
-        }
-    }
-    (errors.len() == before).then(|| Payload::new(p))
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::validate::FieldError;
+    use serde_json::Value;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
@@ -576,7 +286,7 @@ mod tests {
     #[test]
     fn a_body_written_before_retries_were_sent_again_is_attempt_one() {
         // The fuzz seed: a body as ingest wrote it before the attempt fields.
-        let old = include_str!("../../../fuzz/seeds/job_parser/valid");
+        let old = include_str!("../../../../fuzz/seeds/job_parser/valid");
         let job = DeliveryJob::parse(old).expect("an old body parses");
         assert_eq!(
             (job.attempt, job.first_queued_at, job.not_before),
@@ -594,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_retry_body_carries_its_attempt_and_times_and_a_restart_drops_them() {
-        let job = DeliveryJob::parse(include_str!("../../../fuzz/seeds/job_parser/retried"))
+        let job = DeliveryJob::parse(include_str!("../../../../fuzz/seeds/job_parser/retried"))
             .expect("a retried body parses");
         assert_eq!(job.attempt, 4);
         assert_eq!(
