@@ -838,37 +838,175 @@ pub async fn poll(
         if *shutdown.borrow() {
             return;
         }
-        let received = tokio::select! {
-            r = source.receive(10, Duration::from_secs(1)) => r,
-            _ = shutdown.changed() => return,
+        let Some(records) = receive(source.as_ref(), &mut shutdown).await else {
+            return;
         };
-        let records = match received {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "receiving from the queue failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        if !records.is_empty() {
+            deliver(source.as_ref(), &fanout, records, batch_deadline).await;
+        }
+    }
+}
+
+/// The longest a poller waits on one receive (SQS's long polling caps it at 20 s).
+const RECEIVE_WAIT: Duration = Duration::from_secs(1);
+
+/// Most records a poller takes at once (SQS's `ReceiveMessage` limit).
+const RECEIVE_MAX: usize = 10;
+
+/// A batch from `source` (empty when none came within [`RECEIVE_WAIT`] or the
+/// receive failed, then after a pause), or `None` once `shutdown` is signalled.
+async fn receive(
+    source: &dyn crate::ports::JobSource,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<Vec<QueuedJob>> {
+    let received = tokio::select! {
+        r = source.receive(RECEIVE_MAX, RECEIVE_WAIT) => r,
+        _ = shutdown.changed() => return None,
+    };
+    match received {
+        Ok(records) => Some(records),
+        Err(e) => {
+            tracing::warn!(error = %e, "receiving from the queue failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some(Vec::new())
+        }
+    }
+}
+
+/// Runs `records` through `fanout` and deletes from `source` those that succeeded.
+async fn deliver(
+    source: &dyn crate::ports::JobSource,
+    fanout: &Fanout,
+    records: Vec<QueuedJob>,
+    batch_deadline: Duration,
+) {
+    let receipts: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.message_id.clone(), r.receipt.clone()))
+        .collect();
+    let failed: HashSet<String> = fanout
+        .process(records, Some(Instant::now() + batch_deadline))
+        .await
+        .into_iter()
+        .collect();
+    for (message_id, receipt) in receipts {
+        if !failed.contains(&message_id) {
+            if let Err(e) = source.delete(&receipt).await {
+                tracing::warn!(error = %e, "deleting a delivered message failed; it may be delivered again");
             }
+        }
+    }
+}
+
+/// Pollers that scale with the queue, as Lambda's event-source mapping adds pollers
+/// while messages wait: one poller always waits on the queue (while fewer than
+/// `most` run), so a batch never waits for another batch's deliveries to end; a
+/// poller that took a batch while no other waited starts one more, and one that
+/// waited a whole receive for nothing stops while another waits. A backlog thus
+/// forms only when the receivers (or `most` × 10 deliveries in flight) set the pace,
+/// not the number of pollers. Returns once `shutdown` is signalled and every poller
+/// has finished its batch.
+pub async fn poll_scaled(
+    source: Arc<dyn crate::ports::JobSource>,
+    fanout: Arc<Fanout>,
+    batch_deadline: Duration,
+    most: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let (more, mut wanted) = tokio::sync::mpsc::unbounded_channel();
+    let crew = Arc::new(Crew {
+        waiting: std::sync::atomic::AtomicUsize::new(1),
+        running: std::sync::atomic::AtomicUsize::new(1),
+        most: most.max(1),
+        more,
+    });
+    let mut pollers = tokio::task::JoinSet::new();
+    let start = |pollers: &mut tokio::task::JoinSet<()>| {
+        pollers.spawn(crew_member(
+            source.clone(),
+            fanout.clone(),
+            batch_deadline,
+            crew.clone(),
+            shutdown.clone(),
+        ));
+    };
+    start(&mut pollers);
+    let mut stop = shutdown.clone();
+    while !*stop.borrow() {
+        tokio::select! {
+            Some(()) = wanted.recv() => start(&mut pollers),
+            Some(_) = pollers.join_next(), if !pollers.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    while pollers.join_next().await.is_some() {}
+}
+
+/// The pollers of [`poll_scaled`]: how many run and how many of those wait on the
+/// queue (counted before the next one starts, so no two start for one need).
+struct Crew {
+    waiting: std::sync::atomic::AtomicUsize,
+    running: std::sync::atomic::AtomicUsize,
+    most: usize,
+    /// Asks [`poll_scaled`] to start one more.
+    more: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Crew {
+    /// A poller took a batch: if no other waits, one more starts (below `most`).
+    fn took_a_batch(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.waiting.fetch_sub(1, SeqCst) == 1
+            && self
+                .running
+                .fetch_update(SeqCst, SeqCst, |n| (n < self.most).then_some(n + 1))
+                .is_ok()
+        {
+            self.waiting.fetch_add(1, SeqCst);
+            let _ = self.more.send(());
+        }
+    }
+
+    /// A poller finished its batch and waits again.
+    fn waits_again(&self) {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A poller waited a whole receive for nothing: it stops, if another waits.
+    fn may_stop(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let stops = self
+            .waiting
+            .fetch_update(SeqCst, SeqCst, |n| (n > 1).then(|| n - 1))
+            .is_ok();
+        if stops {
+            self.running.fetch_sub(1, SeqCst);
+        }
+        stops
+    }
+}
+
+async fn crew_member(
+    source: Arc<dyn crate::ports::JobSource>,
+    fanout: Arc<Fanout>,
+    batch_deadline: Duration,
+    crew: Arc<Crew>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let Some(records) = receive(source.as_ref(), &mut shutdown).await else {
+            return;
         };
         if records.is_empty() {
+            if crew.may_stop() {
+                return;
+            }
             continue;
         }
-        let receipts: Vec<(String, String)> = records
-            .iter()
-            .map(|r| (r.message_id.clone(), r.receipt.clone()))
-            .collect();
-        let failed: HashSet<String> = fanout
-            .process(records, Some(Instant::now() + batch_deadline))
-            .await
-            .into_iter()
-            .collect();
-        for (message_id, receipt) in receipts {
-            if !failed.contains(&message_id) {
-                if let Err(e) = source.delete(&receipt).await {
-                    tracing::warn!(error = %e, "deleting a delivered message failed; it may be delivered again");
-                }
-            }
-        }
+        crew.took_a_batch();
+        deliver(source.as_ref(), &fanout, records, batch_deadline).await;
+        crew.waits_again();
     }
 }
 

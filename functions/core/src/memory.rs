@@ -195,11 +195,60 @@ struct Message {
     sent_at: DateTime<Utc>,
 }
 
+/// The queue's messages, each either visible or hidden (delayed, or in flight until
+/// its visibility ends), indexed so that sending, receiving, hiding and deleting one
+/// message cost the same however many wait: a backlog does not slow its own draining.
 #[derive(Debug, Default)]
 struct QueueState {
-    messages: VecDeque<Message>,
+    /// Every message not deleted, by its number in the order of arrival.
+    messages: HashMap<u64, Message>,
+    /// The visible ones, received in order of arrival.
+    visible: std::collections::BTreeSet<u64>,
+    /// The hidden ones, by when they become visible (their `visible_at`).
+    hidden: std::collections::BTreeSet<(Instant, u64)>,
+    /// The number the next message sent gets.
+    next: u64,
     dead: Vec<Message>,
     failing_sends: usize,
+}
+
+impl QueueState {
+    /// Adds `message`, visible or hidden by its `visible_at`.
+    fn push(&mut self, message: Message, now: Instant) {
+        let n = self.next;
+        self.next += 1;
+        if message.visible_at <= now {
+            self.visible.insert(n);
+        } else {
+            self.hidden.insert((message.visible_at, n));
+        }
+        self.messages.insert(n, message);
+    }
+
+    /// The number of the message `receipt` was given for, if it is still its receipt.
+    fn holder(&self, receipt: &str) -> Option<u64> {
+        let n: u64 = receipt.split_once('-')?.0.parse().ok()?;
+        let m = self.messages.get(&n)?;
+        (m.receipt.as_deref() == Some(receipt)).then_some(n)
+    }
+
+    /// Takes message `n` out of the visible and hidden sets.
+    fn unlist(&mut self, n: u64) {
+        if let Some(m) = self.messages.get(&n) {
+            if !self.hidden.remove(&(m.visible_at, n)) {
+                self.visible.remove(&n);
+            }
+        }
+    }
+
+    /// Hides message `n` until `at`.
+    fn hide(&mut self, n: u64, at: Instant) {
+        self.unlist(n);
+        if let Some(m) = self.messages.get_mut(&n) {
+            m.visible_at = at;
+            self.hidden.insert((at, n));
+        }
+    }
 }
 
 /// An in-process queue with SQS semantics: a visibility timeout, a receive count per
@@ -226,7 +275,7 @@ impl MemoryQueue {
         }
     }
 
-    /// Messages in the queue (visible or in flight).
+    /// Messages in the queue (visible, delayed or in flight).
     pub fn len(&self) -> usize {
         lock(&self.state).messages.len()
     }
@@ -241,21 +290,24 @@ impl MemoryQueue {
     /// received is not in flight.
     pub fn in_flight(&self) -> usize {
         let now = Instant::now();
-        lock(&self.state)
-            .messages
+        let state = lock(&self.state);
+        state
+            .hidden
             .iter()
-            .filter(|m| m.receipt.is_some() && m.visible_at > now)
+            .filter(|(at, n)| {
+                *at > now && state.messages.get(n).is_some_and(|m| m.receipt.is_some())
+            })
             .count()
     }
 
-    /// Bodies of the messages in the queue, visible, delayed or in flight.
+    /// Bodies of the messages in the queue, visible, delayed or in flight, in order
+    /// of arrival.
     #[cfg(test)]
     pub(crate) fn peek(&self) -> Vec<String> {
-        lock(&self.state)
-            .messages
-            .iter()
-            .map(|m| m.body.clone())
-            .collect()
+        let state = lock(&self.state);
+        let mut numbered: Vec<(&u64, &Message)> = state.messages.iter().collect();
+        numbered.sort_unstable_by_key(|(n, _)| **n);
+        numbered.into_iter().map(|(_, m)| m.body.clone()).collect()
     }
 
     /// Bodies of the messages in the dead-letter queue.
@@ -369,6 +421,7 @@ impl MemoryQueue {
             return Err(refused);
         }
         let mut failures = Vec::new();
+        let mut queued = 0;
         {
             let mut state = lock(&self.state);
             let now = Instant::now();
@@ -401,11 +454,16 @@ impl MemoryQueue {
                 if dead {
                     state.dead.push(message);
                 } else {
-                    state.messages.push_back(message);
+                    state.push(message, now);
+                    queued += 1;
                 }
             }
         }
-        self.arrived.notify_waiters();
+        // One receiver woken per message, not every waiting one: a dev server's many
+        // idle pollers do not all wake for each event.
+        for _ in 0..queued {
+            self.arrived.notify_one();
+        }
         Ok(failures)
     }
 }
@@ -418,12 +476,8 @@ impl JobQueue for MemoryQueue {
 
     async fn change_visibility(&self, receipt: &str, delay: Duration) -> Result<()> {
         let mut state = lock(&self.state);
-        if let Some(m) = state
-            .messages
-            .iter_mut()
-            .find(|m| m.receipt.as_deref() == Some(receipt))
-        {
-            m.visible_at = Instant::now() + delay;
+        if let Some(n) = state.holder(receipt) {
+            state.hide(n, Instant::now() + delay);
         }
         Ok(())
     }
@@ -441,41 +495,63 @@ impl JobSource for MemoryQueue {
             let notified = self.arrived.notified();
             let (batch, next_visible) = {
                 let mut state = lock(&self.state);
+                let state = &mut *state;
                 let now = Instant::now();
-                let max_receives = self.max_receives;
-                let mut kept = VecDeque::with_capacity(state.messages.len());
-                let mut dead = Vec::new();
-                for mut m in state.messages.drain(..) {
-                    if m.visible_at <= now && m.receive_count >= max_receives {
-                        // Visible in the DLQ at once, under no receipt yet.
-                        m.receipt = None;
-                        dead.push(m);
-                    } else {
-                        kept.push_back(m);
-                    }
-                }
-                state.messages = kept;
-                state.dead.extend(dead);
-                let mut batch = Vec::new();
-                for m in state.messages.iter_mut() {
-                    if batch.len() >= max {
+                // The hidden messages whose time has come are visible again, in order
+                // of arrival; those received `max_receives` times go to the DLQ instead,
+                // visible there at once, under no receipt yet.
+                let mut due = Vec::new();
+                while let Some(&(at, n)) = state.hidden.first() {
+                    if at > now {
                         break;
                     }
-                    if m.visible_at <= now {
-                        m.receive_count += 1;
-                        m.visible_at = now + self.visibility;
-                        let receipt = Uuid::new_v4().to_string();
-                        m.receipt = Some(receipt.clone());
-                        batch.push(QueuedJob {
-                            message_id: m.id.clone(),
-                            receipt,
-                            body: m.body.clone(),
-                            receive_count: m.receive_count,
-                            sent_at: m.sent_at,
-                        });
+                    state.hidden.pop_first();
+                    due.push(n);
+                }
+                due.sort_unstable();
+                for n in due {
+                    match state.messages.get(&n).map(|m| m.receive_count) {
+                        Some(count) if count >= self.max_receives => {
+                            if let Some(mut m) = state.messages.remove(&n) {
+                                m.receipt = None;
+                                state.dead.push(m);
+                            }
+                        }
+                        Some(_) => {
+                            state.visible.insert(n);
+                        }
+                        None => {}
                     }
                 }
-                let next_visible = state.messages.iter().map(|m| m.visible_at).min();
+                let mut batch = Vec::new();
+                while batch.len() < max {
+                    let Some(n) = state.visible.pop_first() else {
+                        break;
+                    };
+                    let Some(m) = state.messages.get_mut(&n) else {
+                        continue;
+                    };
+                    if m.receive_count >= self.max_receives {
+                        if let Some(mut m) = state.messages.remove(&n) {
+                            m.receipt = None;
+                            state.dead.push(m);
+                        }
+                        continue;
+                    }
+                    m.receive_count += 1;
+                    m.visible_at = now + self.visibility;
+                    let receipt = format!("{n}-{}", Uuid::new_v4().simple());
+                    m.receipt = Some(receipt.clone());
+                    batch.push(QueuedJob {
+                        message_id: m.id.clone(),
+                        receipt,
+                        body: m.body.clone(),
+                        receive_count: m.receive_count,
+                        sent_at: m.sent_at,
+                    });
+                    state.hidden.insert((m.visible_at, n));
+                }
+                let next_visible = state.hidden.first().map(|(at, _)| *at);
                 (batch, next_visible)
             };
             let now = Instant::now();
@@ -491,17 +567,28 @@ impl JobSource for MemoryQueue {
 
     async fn delete(&self, receipt: &str) -> Result<()> {
         let mut state = lock(&self.state);
-        state
-            .messages
-            .retain(|m| m.receipt.as_deref() != Some(receipt));
+        if let Some(n) = state.holder(receipt) {
+            state.unlist(n);
+            state.messages.remove(&n);
+        }
         Ok(())
     }
 }
 
-/// Claimed event ids with their expiry.
+/// Claimed event ids with their expiry. Expired claims are dropped as claims are
+/// made, the soonest first, from a heap: a claim costs the same however many are
+/// held (DynamoDB's TTL keeps them a day).
 #[derive(Default)]
 pub struct MemoryIdempotency {
-    claims: Mutex<HashMap<(StoreId, String), Instant>>,
+    claims: Mutex<Claims>,
+}
+
+#[derive(Default)]
+struct Claims {
+    expiry: HashMap<(StoreId, String), Instant>,
+    /// Every expiry given, soonest on top; one whose claim has since been released,
+    /// or made again with another expiry, is skipped when it comes up.
+    soonest: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, (StoreId, String))>>,
 }
 
 impl MemoryIdempotency {
@@ -515,18 +602,32 @@ impl MemoryIdempotency {
 impl IdempotencyStore for MemoryIdempotency {
     async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
         let mut claims = lock(&self.claims);
+        let Claims { expiry, soonest } = &mut *claims;
         let now = Instant::now();
-        claims.retain(|_, expiry| *expiry > now);
+        while let Some(std::cmp::Reverse((at, _))) = soonest.peek() {
+            if *at > now {
+                break;
+            }
+            if let Some(std::cmp::Reverse((at, key))) = soonest.pop() {
+                if expiry.get(&key) == Some(&at) {
+                    expiry.remove(&key);
+                }
+            }
+        }
         let key = (store.clone(), event_id.to_owned());
-        if claims.contains_key(&key) {
+        if expiry.contains_key(&key) {
             return Ok(false);
         }
-        claims.insert(key, now + ttl);
+        let at = now + ttl;
+        expiry.insert(key.clone(), at);
+        soonest.push(std::cmp::Reverse((at, key)));
         Ok(true)
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
-        lock(&self.claims).remove(&(store.clone(), event_id.to_owned()));
+        lock(&self.claims)
+            .expiry
+            .remove(&(store.clone(), event_id.to_owned()));
         Ok(())
     }
 }
@@ -673,6 +774,144 @@ mod tests {
             status: JobStatus::Delivered,
             enqueued_at: at,
         }
+    }
+
+    fn job_to_send(body: &str, delay: Duration) -> OutgoingJob {
+        OutgoingJob {
+            entry_id: body.to_owned(),
+            body: body.to_owned(),
+            delay,
+        }
+    }
+
+    fn bodies(batch: &[QueuedJob]) -> Vec<&str> {
+        batch.iter().map(|j| j.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn messages_are_received_in_order_of_arrival_and_a_released_one_comes_before_newer_ones()
+    {
+        let queue = MemoryQueue::new(Duration::from_secs(60), 5);
+        let sent: Vec<OutgoingJob> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|b| job_to_send(b, Duration::ZERO))
+            .collect();
+        assert!(queue.send_batch(&sent).await.expect("send").is_empty());
+        let first = queue.receive(2, Duration::ZERO).await.expect("receive");
+        assert_eq!(bodies(&first), ["a", "b"]);
+        assert_eq!(queue.in_flight(), 2);
+
+        // "a" is released: it comes before "c" and "d", received a second time.
+        queue
+            .change_visibility(&first[0].receipt, Duration::ZERO)
+            .await
+            .expect("visibility");
+        let second = queue.receive(10, Duration::ZERO).await.expect("receive");
+        assert_eq!(bodies(&second), ["a", "c", "d"]);
+        assert_eq!(
+            second.iter().map(|j| j.receive_count).collect::<Vec<_>>(),
+            [2, 1, 1]
+        );
+
+        // The receipt of the first receive of "a" no longer deletes it; its new one does.
+        queue.delete(&first[0].receipt).await.expect("delete");
+        assert_eq!(queue.len(), 4);
+        queue.delete(&second[0].receipt).await.expect("delete");
+        queue.delete(&first[1].receipt).await.expect("delete");
+        assert_eq!(queue.peek(), ["c", "d"]);
+        assert_eq!(queue.in_flight(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_message_is_neither_received_nor_in_flight_until_its_delay_ends() {
+        let queue = MemoryQueue::new(Duration::from_secs(60), 5);
+        let sent = [
+            job_to_send("later", Duration::from_secs(600)),
+            job_to_send("now", Duration::ZERO),
+        ];
+        assert!(queue.send_batch(&sent).await.expect("send").is_empty());
+        let batch = queue.receive(10, Duration::ZERO).await.expect("receive");
+        assert_eq!(bodies(&batch), ["now"]);
+        assert!(queue
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty());
+        assert_eq!((queue.len(), queue.in_flight()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_message_received_its_last_time_goes_to_the_dlq_when_its_visibility_ends() {
+        let queue = MemoryQueue::new(Duration::ZERO, 2);
+        let sent = [
+            job_to_send("x", Duration::ZERO),
+            job_to_send("y", Duration::ZERO),
+        ];
+        assert!(queue.send_batch(&sent).await.expect("send").is_empty());
+        for _ in 0..2 {
+            let batch = queue.receive(10, Duration::ZERO).await.expect("receive");
+            assert_eq!(bodies(&batch), ["x", "y"]);
+        }
+        assert!(queue
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty());
+        assert_eq!(queue.dead_letters(), ["x", "y"]);
+        assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_can_be_made_again_and_a_live_one_cannot() {
+        let claims = MemoryIdempotency::new();
+        let store = StoreId::parse("s").expect("store");
+        assert!(claims
+            .claim(&store, "e1", Duration::ZERO)
+            .await
+            .expect("claim"));
+        assert!(claims
+            .claim(&store, "e2", Duration::from_secs(3600))
+            .await
+            .expect("claim"));
+        assert!(claims
+            .claim(&store, "e1", Duration::from_secs(3600))
+            .await
+            .expect("claim"));
+        assert!(!claims
+            .claim(&store, "e1", Duration::ZERO)
+            .await
+            .expect("claim"));
+        assert!(!claims
+            .claim(&store, "e2", Duration::ZERO)
+            .await
+            .expect("claim"));
+    }
+
+    #[tokio::test]
+    async fn a_claim_made_again_after_its_release_keeps_its_own_expiry() {
+        let claims = MemoryIdempotency::new();
+        let store = StoreId::parse("s").expect("store");
+        // The first claim expires at once; released and made again for an hour, the
+        // first claim's expiry coming up must not end the second.
+        assert!(claims
+            .claim(&store, "e", Duration::ZERO)
+            .await
+            .expect("claim"));
+        claims.release(&store, "e").await.expect("release");
+        assert!(claims
+            .claim(&store, "e", Duration::from_secs(3600))
+            .await
+            .expect("claim"));
+        assert!(!claims
+            .claim(&store, "e", Duration::from_secs(3600))
+            .await
+            .expect("claim"));
+        // Claims of other stores are their own.
+        let other = StoreId::parse("t").expect("store");
+        assert!(claims
+            .claim(&other, "e", Duration::from_secs(3600))
+            .await
+            .expect("claim"));
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! `herald-local`: Herald's whole pipeline in one process on loopback. The same
 //! router as the `api` and `ingest` functions (integrations, logs, `POST /v2/events`),
 //! and pollers that feed the internal queue to the same fan-out handler the `fanout`
-//! function runs. The embedded backend by default; `HERALD_BACKEND=aws` uses
+//! function runs, more of them while messages wait (up to `HERALD_POLLERS`). The embedded backend by default; `HERALD_BACKEND=aws` uses
 //! DynamoDB and SQS through the standard AWS environment (e.g. moto).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -57,19 +57,17 @@ async fn run() -> Result<(), String> {
     let state = AppState::from_components(&components, &settings, Some(ingest))
         .map_err(|e| e.to_string())?;
 
-    // Lambda runs several fan-out invocations at once; so does the dev server.
-    let pollers = config::number("HERALD_POLLERS", 4, 1..=64).map_err(|e| e.to_string())?;
+    // Lambda runs more fan-out invocations as messages wait; so does the dev server.
+    let pollers = config::number("HERALD_POLLERS", 64, 1..=64).map_err(|e| e.to_string())?;
     let batch_deadline = settings.pipeline.webhook_timeout + Duration::from_secs(15);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut poller_tasks = Vec::new();
-    for _ in 0..pollers {
-        poller_tasks.push(tokio::spawn(fanout::poll(
-            source.clone(),
-            fanout.clone(),
-            batch_deadline,
-            stopped.clone(),
-        )));
-    }
+    let polling = tokio::spawn(fanout::poll_scaled(
+        source,
+        fanout,
+        batch_deadline,
+        pollers,
+        stopped,
+    ));
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16));
     let listener = TcpListener::bind(addr)
         .await
@@ -85,9 +83,7 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string());
     let _ = stop.send(true);
-    for task in poller_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), polling).await;
     served
 }
 

@@ -949,3 +949,111 @@ async fn a_request_naming_a_host_other_than_loopback_is_refused_so_dns_rebinding
         assert_eq!(status, StatusCode::OK, "{host}: {body}");
     }
 }
+
+/// A webhook receiver on 127.0.0.1 that answers no request until `hold` are in at
+/// once, or until each has waited `limit`; it counts the requests answered and the
+/// most it held at once.
+struct HoldingReceiver {
+    url: String,
+    answered: Arc<std::sync::atomic::AtomicUsize>,
+    most_at_once: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn holding_receiver(hold: usize, limit: Duration) -> HoldingReceiver {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let answered: Arc<AtomicUsize> = Arc::default();
+    let most_at_once: Arc<AtomicUsize> = Arc::default();
+    let held: Arc<AtomicUsize> = Arc::default();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let release = Arc::new(release);
+    let (a, m) = (answered.clone(), most_at_once.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (answered, most, held, release, mut released) = (
+                a.clone(),
+                m.clone(),
+                held.clone(),
+                release.clone(),
+                released.clone(),
+            );
+            async move {
+                let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                if now >= hold {
+                    let _ = release.send(true);
+                }
+                let _ = tokio::time::timeout(limit, released.wait_for(|r| *r)).await;
+                held.fetch_sub(1, Ordering::SeqCst);
+                answered.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    HoldingReceiver {
+        url: format!("http://{addr}/hook"),
+        answered,
+        most_at_once,
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_is_delivered_all_at_once_when_the_receiver_takes_its_time() {
+    use std::sync::atomic::Ordering;
+    // GIVEN a receiver that answers nothing until 200 requests are in at once (or
+    // each has waited 10 s), and a webhook integration delivering to it
+    let hook = holding_receiver(200, Duration::from_secs(10)).await;
+    let server = start(&[]);
+    let api = Api::new(&server);
+    let store = "backlog-store";
+    let (status, created) = api
+        .send(
+            reqwest::Method::POST,
+            "/v2/integrations",
+            store,
+            Some(
+                &json!({"data": {"type": "integration", "integration_type": "webhook",
+                "name": "Backlog", "enabled": true, "observes": ["order.paid"],
+                "configuration": {"url": hook.url}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // WHEN 200 events are posted, in two requests of 100
+    for part in 0..2 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({"id": format!("backlog-{part}-{i}"), "type": "order.paid",
+                "payload": {"data": {"id": format!("o-{i}"), "type": "order"}}})
+            })
+            .collect();
+        let (status, body) = api
+            .send(
+                reqwest::Method::POST,
+                "/v2/events",
+                store,
+                Some(&json!({ "data": events })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+
+    // THEN the fan-out does not wait for the first deliveries to end before it starts
+    // the others: the receiver holds all 200 at once, then answers each once
+    // (bounded: 15 s, past the receiver's own limit)
+    for _ in 0..150 {
+        if hook.answered.load(Ordering::SeqCst) >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hook.most_at_once.load(Ordering::SeqCst), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hook.answered.load(Ordering::SeqCst), 200);
+}

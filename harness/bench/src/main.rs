@@ -4,7 +4,7 @@
 //! and runs it; see `infra/bench.sh`.
 //!
 //! ```text
-//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline,cost,plumbing]
+//! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline,e2e,cost,plumbing]
 //!              [--lambda-dir DIR] [--artifacts ARCH=BINS:ZIPS,...] [--local PATH]
 //! herald-bench receiver        # the receiver process the others start
 //! herald-bench sink            # reads its stdin to the end: where the functions' logs go
@@ -22,6 +22,10 @@
 //! - `ingest`: ingest vs a raw `SendMessageBatch` loop on moto.
 //! - `pipeline`: events/s end to end through the dev server (`--local`), embedded and
 //!   on moto.
+//! - `e2e`: the dev server as `make run` starts it, one event per request from 16
+//!   and 64 connections: accepted/s, delivered/s, p50/p99 from send to receipt, the
+//!   server's CPU per event, nothing lost; the client, the server and the receiver
+//!   each a process.
 //! - `cost`: what the deployed stack would be billed for per delivery (requests and
 //!   request units counted on the wire, CPU and log bytes measured), per million
 //!   deliveries at us-east-1 list prices, beside EventBridge API destinations.
@@ -58,7 +62,7 @@ use crate::receiver::Receiver;
 #[global_allocator]
 static ALLOCATOR: herald_core::Allocator = herald_core::Allocator;
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "tput",
     "log",
     "latency",
@@ -67,6 +71,7 @@ const SECTIONS: [&str; 10] = [
     "artifacts",
     "ingest",
     "pipeline",
+    "e2e",
     "cost",
     "plumbing",
 ];
@@ -383,6 +388,20 @@ async fn run(args: &Args) -> (String, bool) {
         }
         .await;
         section("Pipeline end to end", result);
+    }
+    if args.wants("e2e") {
+        let result = async {
+            let binary = args
+                .local
+                .clone()
+                .ok_or("--local (the herald-local binary) is not given")?;
+            pipeline::per_request_table(&binary, &receiver, 20_000, args.runs, &logs).await
+        }
+        .await;
+        section(
+            "`make run` end to end: one event per request, 16 and 64 connections",
+            result,
+        );
     }
     if args.wants("batch") {
         let result = async {

@@ -1,6 +1,8 @@
 //! End to end through the dev server (`herald-local`): events posted to
 //! `POST /v2/events`, through ingest, the queue and the fan-out pollers, to the
-//! receiver, which counts them. Once with the embedded backend, once on moto.
+//! receiver, which counts them. Once with the embedded backend, once on moto
+//! ([`table`]); and as `make run` serves one event per request to many clients at
+//! once ([`per_request_table`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -12,8 +14,8 @@ use futures_util::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::receiver::Receiver;
-use crate::stats::spread;
+use crate::receiver::{unix_us, Receiver};
+use crate::stats::{median, process_cpu, quantile, ratios, spread};
 use crate::throughput::payload;
 
 struct DevServer {
@@ -29,13 +31,23 @@ impl Drop for DevServer {
 }
 
 impl DevServer {
-    /// Starts `herald-local` on a free loopback port and reads where it listens.
+    /// Starts `herald-local` on a free loopback port, logging at WARN, and reads
+    /// where it listens.
     fn start(binary: &Path, env: &[(String, String)], log: &Path) -> Result<Self, String> {
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG".into(), "warn".into()));
+        Self::start_with(binary, &env, log)
+    }
+
+    /// Starts `herald-local` on a free loopback port with `env` (and its log level,
+    /// INFO unless `env` names one, as `make run` runs it), and reads where it
+    /// listens.
+    fn start_with(binary: &Path, env: &[(String, String)], log: &Path) -> Result<Self, String> {
         let err = std::fs::File::create(log).map_err(|e| e.to_string())?;
         let mut child = Command::new(binary)
+            .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("PORT", "0")
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err)
@@ -152,7 +164,7 @@ pub async fn table(
         .build()
         .map_err(|e| e.to_string())?;
     let mut out = String::from(
-        "| pipeline through the dev server (POST /v2/events → ingest → queue → 4 fan-out pollers → receiver) | events | events/s |\n|---|---:|---|\n",
+        "| pipeline through the dev server (POST /v2/events → ingest → queue → fan-out pollers → receiver) | events | events/s |\n|---|---:|---|\n",
     );
     let embedded = DevServer::start(
         binary,
@@ -189,4 +201,226 @@ pub async fn table(
         ));
     }
     Ok(out)
+}
+
+/// One run of [`per_request`].
+struct PerRequest {
+    accepted_per_s: f64,
+    delivered_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+    /// The client's (this process's) and the receiver's CPU per event.
+    others_us: f64,
+}
+
+/// A webhook integration for a new store, delivering `order.paid` to the receiver;
+/// the store's name.
+async fn webhook_store(
+    server: &DevServer,
+    receiver: &Receiver,
+    client: &reqwest::Client,
+) -> Result<String, String> {
+    let store = format!("bench-{}", Uuid::new_v4().simple());
+    let created = client
+        .post(format!("{}/v2/integrations", server.base))
+        .header("x-store-id", &store)
+        .json(&json!({"data": {
+            "type": "integration", "integration_type": "webhook", "name": "bench",
+            "enabled": true, "observes": ["order.paid"],
+            "configuration": {"url": receiver.url()}
+        }}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if created.status().as_u16() != 201 {
+        return Err(format!("creating the integration: {}", created.status()));
+    }
+    Ok(store)
+}
+
+/// `n` events of 1 KiB, one per `POST /v2/events`, from `connections` keep-alive
+/// connections each posting its next event as soon as the last is accepted (202).
+/// Each event carries when it was sent; the receiver notes when it got it. Accepted/s
+/// is counted to the last 202, delivered/s to the last receipt; the server's CPU
+/// (all its threads, from /proc) is divided by `n`. Every event must reach the
+/// receiver exactly once within the time limit.
+async fn per_request(
+    server: &DevServer,
+    receiver: &Receiver,
+    n: usize,
+    connections: usize,
+) -> Result<PerRequest, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(connections)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let store = webhook_store(server, receiver, &client).await?;
+    let url = format!("{}/v2/events", server.base);
+    let before = receiver.count().await?;
+    receiver.receipts().await?;
+    let pid = server.child.id();
+    let cpu_before = process_cpu(pid).ok_or("the server's CPU time is not readable")?;
+    let others = || {
+        process_cpu(std::process::id())
+            .zip(process_cpu(receiver.pid()))
+            .map(|(a, b)| a + b)
+            .ok_or("the client's or the receiver's CPU time is not readable")
+    };
+    let others_before = others()?;
+    let pad = "x".repeat(1024);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started_us = unix_us();
+    let started = Instant::now();
+    let posters = (0..connections).map(|_| {
+        let (client, url, store, pad, next) = (
+            client.clone(),
+            url.clone(),
+            store.clone(),
+            pad.clone(),
+            next.clone(),
+        );
+        async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), String>(());
+                }
+                let body = format!(
+                    r#"{{"data":{{"id":"{store}-{i}","type":"order.paid","payload":{{"data":{{"type":"order","id":"o-{i}","sent_us":{},"note":"{pad}"}}}}}}}}"#,
+                    unix_us()
+                );
+                let r = client
+                    .post(&url)
+                    .header("x-store-id", &store)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = r.status().as_u16();
+                // Read to the end, so the connection is kept for the next request.
+                let text = r.text().await.map_err(|e| e.to_string())?;
+                if status != 202 {
+                    return Err(format!("POST /v2/events answered {status}: {text}"));
+                }
+            }
+        }
+    });
+    for posted in join_all(posters).await {
+        posted?;
+    }
+    let accepted = started.elapsed().as_secs_f64();
+    receiver
+        .wait_for(before + n, Duration::from_secs(120))
+        .await?;
+    let cpu = process_cpu(pid)
+        .ok_or("the server's CPU time is not readable")?
+        .saturating_sub(cpu_before);
+    let others_cpu = others()?.saturating_sub(others_before);
+    let receipts = receiver.receipts().await?;
+    if receipts.len() != n {
+        return Err(format!(
+            "the receiver noted {} receipts of {n} events sent",
+            receipts.len()
+        ));
+    }
+    let last = receipts.iter().map(|(_, r)| *r).max().unwrap_or(started_us);
+    let mut latencies: Vec<f64> = receipts
+        .iter()
+        .map(|(s, r)| r.saturating_sub(*s) as f64 / 1000.0)
+        .collect();
+    Ok(PerRequest {
+        accepted_per_s: n as f64 / accepted.max(1e-9),
+        delivered_per_s: n as f64 * 1e6 / last.saturating_sub(started_us).max(1) as f64,
+        p50_ms: quantile(&mut latencies, 0.5),
+        p99_ms: quantile(&mut latencies, 0.99),
+        cpu_us: cpu.as_secs_f64() * 1e6 / n as f64,
+        others_us: others_cpu.as_secs_f64() * 1e6 / n as f64,
+    })
+}
+
+/// Concurrency levels of [`per_request_table`]: 16 and 64 connections.
+pub const CONNECTIONS: [usize; 2] = [16, 64];
+
+/// The dev server as `make run` starts it (the embedded backend, INFO to its log),
+/// `n` events per run, one per request, at each of [`CONNECTIONS`]: a run to warm up,
+/// then `runs` measured; each figure is the median (and range) of the runs.
+pub async fn per_request_table(
+    binary: &Path,
+    receiver: &Receiver,
+    n: usize,
+    runs: usize,
+    logs: &Path,
+) -> Result<String, String> {
+    let server = DevServer::start_with(
+        binary,
+        &[("HERALD_BACKEND".into(), "memory".into())],
+        &logs.join("herald-local-per-request.log"),
+    )?;
+    let mut out = format!(
+        "`{}` (embedded backend, its default log level to a file); client and receiver \
+         each a process of their own; {n} events of 1 KiB per run, one per \
+         `POST /v2/events`, each connection posting its next event when the last is \
+         accepted; latency from the client's send to the receiver's receipt; a run \
+         to warm up, then {runs}: median (min–max)\n\n\
+         | connections | accepted/s | delivered/s | delivered ÷ accepted | p50 (ms) | p99 (ms) | server CPU per event (µs) | client and receiver CPU per event (µs) | lost |\n\
+         |---:|---|---|---|---|---|---|---|---:|\n",
+        binary.display()
+    );
+    let mut verdicts = Vec::new();
+    for connections in CONNECTIONS {
+        let mut measured = Vec::new();
+        for run in 0..=runs {
+            let r = per_request(&server, receiver, n, connections).await?;
+            if run > 0 {
+                measured.push(r);
+            }
+        }
+        let of = |f: fn(&PerRequest) -> f64| measured.iter().map(f).collect::<Vec<f64>>();
+        let keeping_up = ratios(&of(|r| r.delivered_per_s), &of(|r| r.accepted_per_s));
+        out.push_str(&format!(
+            "| {connections} | {} | {} | {} | {} | {} | {} | {} | 0 |\n",
+            spread(&of(|r| r.accepted_per_s), 0),
+            spread(&of(|r| r.delivered_per_s), 0),
+            spread(&keeping_up, 2),
+            spread(&of(|r| r.p50_ms), 2),
+            spread(&of(|r| r.p99_ms), 2),
+            spread(&of(|r| r.cpu_us), 1),
+            spread(&of(|r| r.others_us), 1),
+        ));
+        match connections {
+            16 => {
+                let (rate, p99) = (median(of(|r| r.delivered_per_s)), median(of(|r| r.p99_ms)));
+                verdicts.push(format!(
+                    "- 16 connections, ≥ 15,000 delivered/s with p99 ≤ 5 ms: {} ({rate:.0}/s, p99 {p99:.2} ms)",
+                    met(rate >= 15_000.0 && p99 <= 5.0)
+                ));
+            }
+            64 => {
+                let kept = median(keeping_up);
+                verdicts.push(format!(
+                    "- 64 connections, delivered/s ≥ 0.95 × accepted/s: {} ({kept:.2})",
+                    met(kept >= 0.95)
+                ));
+            }
+            _ => {}
+        }
+    }
+    out.push_str(&format!(
+        "\nlost: events that did not reach the receiver (a run with any fails the section)\n\ntargets, on the medians:\n{}\n",
+        verdicts.join("\n")
+    ));
+    Ok(out)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**not met**"
+    }
 }

@@ -2,11 +2,14 @@
 //! process (`herald-bench receiver`), so the CPU the bench process spends is the
 //! client side only. It answers every `POST` with 200 at once and counts them;
 //! `GET /count` answers that count (how the pipeline runs know they are done).
+//! A body that carries `"sent_us":N` (when its event was sent, in microseconds of
+//! the system clock, which every process of the machine shares) is also noted with
+//! when it arrived; `GET /receipts` answers those notes and forgets them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,15 +29,38 @@ pub async fn serve() {
         let _ = stdout.flush();
     }
     let posts = Arc::new(AtomicUsize::new(0));
+    let receipts = Arc::new(Mutex::new(Vec::new()));
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(answer(stream, posts.clone()));
+        tokio::spawn(answer(stream, posts.clone(), receipts.clone()));
     }
+}
+
+/// Microseconds since the Unix epoch by the system clock: comparable across the
+/// processes of one machine, as `Instant` is not.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The `N` of the first `"sent_us":N` in `body`, if any.
+fn sent_us(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sent_us\":";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&body[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// BatchWriteItem's answer when every item was written.
 const ALL_WRITTEN: &str = r#"{"UnprocessedItems":{}}"#;
 
-async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>) {
+/// `(sent_us, received_us)` of each timed body since the last `GET /receipts`.
+type Receipts = Arc<Mutex<Vec<(u64, u64)>>>;
+
+async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>, receipts: Receipts) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -61,10 +87,18 @@ async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let timed = sent_us(&buf[head_end..head_end + length]);
         buf.drain(..head_end + length);
         let reply = if head.starts_with("get /count") {
             let n = posts.load(Ordering::SeqCst).to_string();
             format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{n}", n.len())
+        } else if head.starts_with("get /receipts") {
+            let taken = std::mem::take(&mut *receipts.lock().unwrap_or_else(|p| p.into_inner()));
+            let text: String = taken.iter().map(|(s, r)| format!("{s} {r}\n")).collect();
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            )
         } else if head.contains("x-amz-target: dynamodb_20120810.batchwriteitem") {
             // The fan-out's attempt log (DynamoDB's BatchWriteItem): all written.
             format!(
@@ -72,6 +106,13 @@ async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>) {
                 ALL_WRITTEN.len()
             )
         } else {
+            if let Some(sent) = timed {
+                let received = unix_us();
+                receipts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((sent, received));
+            }
             posts.fetch_add(1, Ordering::SeqCst);
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned()
         };
@@ -121,6 +162,11 @@ impl Receiver {
         })
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The webhook URL to deliver to.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
@@ -138,6 +184,26 @@ impl Receiver {
             .await
             .map_err(|e| e.to_string())?;
         text.trim().parse().map_err(|_| format!("count: {text:?}"))
+    }
+
+    /// `(sent_us, received_us)` of each timed body received since the last call.
+    pub async fn receipts(&self) -> Result<Vec<(u64, u64)>, String> {
+        let text = self
+            .client
+            .get(format!("http://127.0.0.1:{}/receipts", self.port))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        text.lines()
+            .map(|l| {
+                let (s, r) = l.split_once(' ')?;
+                Some((s.parse().ok()?, r.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "the receiver's receipts are not pairs of numbers".to_owned())
     }
 
     /// Waits (polling, bounded by `limit`) until it has answered at least `n` POSTs;

@@ -19,6 +19,18 @@ pub fn cpu_time() -> Duration {
     Duration::from_nanos(total)
 }
 
+/// CPU time process `pid` has used (all its threads, those that ended too), from
+/// `/proc/<pid>/stat` (in the kernel's clock ticks, 100 a second).
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start at the 3rd:
+    // utime and stime are the 14th and 15th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 /// A field of `/proc/<pid>/status` in kB (`VmRSS`: resident now; `VmHWM`: the peak).
 pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -80,6 +92,23 @@ mod tests {
         assert_eq!(quantile(&mut v, 0.5), 50.0);
         assert_eq!(quantile(&mut v, 0.99), 99.0);
         assert_eq!(quantile(&mut v, 1.0), 100.0);
+    }
+
+    #[test]
+    fn this_process_is_charged_the_cpu_it_burns() {
+        let pid = std::process::id();
+        let before = process_cpu(pid).expect("stat");
+        // Burns 200 ms of CPU by the scheduler's own count (not by the clock).
+        let burned = cpu_time();
+        let mut x = 0u64;
+        while cpu_time() < burned + Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = process_cpu(pid).expect("stat");
+        assert!(
+            after >= before + Duration::from_millis(100),
+            "{before:?} then {after:?}"
+        );
     }
 
     #[test]
