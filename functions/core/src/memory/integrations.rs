@@ -1,0 +1,166 @@
+//! Integrations in memory, per store, secrets sealed as in DynamoDB.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{Health, HealthReport, Integration, StoreId};
+use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::secrets::Vault;
+
+/// Integrations in memory, per store, ordered by id (UUIDv7: creation order).
+///
+/// With a [`Vault`] (the embedded default) secrets are held sealed, as in DynamoDB,
+/// and opened on every read; without one (unit tests) integrations are kept as given.
+#[derive(Default)]
+pub struct MemoryIntegrationStore {
+    stores: Mutex<HashMap<StoreId, BTreeMap<Uuid, Stored>>>,
+    external_ids: Mutex<HashMap<StoreId, String>>,
+    vault: Option<Arc<Vault>>,
+}
+
+/// An integration as held: secrets masked and sealed into `blob` when there is a vault.
+#[derive(Clone)]
+struct Stored {
+    integration: Integration,
+    blob: Option<Vec<u8>>,
+}
+
+impl MemoryIntegrationStore {
+    /// An empty store that keeps integrations as given.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store that seals secrets with `vault`.
+    pub fn sealed(vault: Arc<Vault>) -> Self {
+        Self {
+            vault: Some(vault),
+            ..Self::default()
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<StoreId, BTreeMap<Uuid, Stored>>) -> T) -> T {
+        // A panic while holding the lock cannot leave a half-written map behind
+        // (every mutation is a single insert/remove), so a poisoned lock is safe to use.
+        let mut guard = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    async fn stored(&self, integration: &Integration) -> Result<Stored> {
+        Ok(match &self.vault {
+            Some(vault) => {
+                let (integration, blob) = vault.seal_integration(integration).await?;
+                Stored { integration, blob }
+            }
+            None => Stored {
+                integration: integration.clone(),
+                blob: None,
+            },
+        })
+    }
+
+    async fn open(&self, stored: Stored) -> Result<Integration> {
+        match (&self.vault, stored.blob) {
+            (Some(vault), Some(blob)) => vault.open_integration(stored.integration, &blob).await,
+            _ => Ok(stored.integration),
+        }
+    }
+}
+
+#[async_trait]
+impl IntegrationStore for MemoryIntegrationStore {
+    async fn insert(
+        &self,
+        integration: &Integration,
+        max_per_store: usize,
+    ) -> Result<InsertOutcome> {
+        let stored = self.stored(integration).await?;
+        Ok(self.with(|stores| {
+            let store = stores.entry(integration.store_id.clone()).or_default();
+            if store.len() >= max_per_store {
+                InsertOutcome::LimitReached
+            } else {
+                store.insert(integration.id, stored);
+                InsertOutcome::Inserted
+            }
+        }))
+    }
+
+    async fn get(&self, store: &StoreId, id: Uuid) -> Result<Option<Integration>> {
+        let stored = self.with(|stores| stores.get(store).and_then(|s| s.get(&id)).cloned());
+        match stored {
+            Some(stored) => Ok(Some(self.open(stored).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, store: &StoreId) -> Result<Vec<Integration>> {
+        let stored: Vec<Stored> = self.with(|stores| {
+            stores
+                .get(store)
+                .map(|s| s.values().cloned().collect())
+                .unwrap_or_default()
+        });
+        let mut out = Vec::with_capacity(stored.len());
+        for s in stored {
+            out.push(self.open(s).await?);
+        }
+        Ok(out)
+    }
+
+    async fn replace(
+        &self,
+        integration: &Integration,
+        expected_version: u64,
+    ) -> Result<ReplaceOutcome> {
+        let stored = self.stored(integration).await?;
+        Ok(self.with(|stores| {
+            let Some(slot) = stores
+                .get_mut(&integration.store_id)
+                .and_then(|s| s.get_mut(&integration.id))
+            else {
+                return ReplaceOutcome::NotFound;
+            };
+            if slot.integration.version != expected_version {
+                return ReplaceOutcome::VersionConflict;
+            }
+            *slot = stored;
+            ReplaceOutcome::Replaced
+        }))
+    }
+
+    async fn delete(&self, store: &StoreId, id: Uuid) -> Result<bool> {
+        Ok(self.with(|stores| stores.get_mut(store).and_then(|s| s.remove(&id)).is_some()))
+    }
+
+    async fn external_id(&self, store: &StoreId) -> Result<String> {
+        let mut ids = self.external_ids.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ids
+            .entry(store.clone())
+            .or_insert_with(crate::model::issue_external_id)
+            .clone())
+    }
+
+    async fn record_health(
+        &self,
+        store: &StoreId,
+        id: Uuid,
+        report: &HealthReport,
+    ) -> Result<Option<(Health, bool)>> {
+        Ok(self.with(|stores| {
+            let slot = stores.get_mut(store).and_then(|s| s.get_mut(&id))?;
+            let i = &mut slot.integration;
+            let disable = report.apply(&mut i.health, i.enabled);
+            if disable {
+                i.enabled = false;
+                i.version += 1;
+                i.updated_at = chrono::Utc::now().max(i.updated_at);
+            }
+            Some((i.health.clone(), disable))
+        }))
+    }
+}
