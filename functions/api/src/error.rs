@@ -4,7 +4,7 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use herald_core::integrations::Rejection;
+use herald_core::integrations::{Failure, Rejection};
 use herald_core::jsonapi::Errors;
 use herald_core::validate::FieldError;
 
@@ -67,6 +67,15 @@ impl From<Rejection> for ApiError {
                 "the integration was changed by another request while this one was applied; try again",
                 None,
             ),
+        }
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Refused(r) => r.into(),
+            Failure::Failed(e) => e.into(),
         }
     }
 }

@@ -54,8 +54,30 @@ impl Change<'_> {
     }
 }
 
-/// A use-case result: `Err` for infrastructure failures, `Ok(Err(_))` for refusals.
-pub type Outcome<T> = Result<std::result::Result<T, Rejection>>;
+/// Why a use case did not do what was asked: it refused (an expected outcome the caller
+/// answers with a 4xx) or it failed (the infrastructure did).
+#[derive(Debug)]
+pub enum Failure {
+    /// Refused, and why.
+    Refused(Rejection),
+    /// Failed.
+    Failed(crate::Error),
+}
+
+impl From<Rejection> for Failure {
+    fn from(r: Rejection) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// A use-case result: the value, or why there is none.
+pub type Outcome<T> = std::result::Result<T, Failure>;
 
 /// How many times an update re-reads and re-applies itself after losing a race.
 const UPDATE_ATTEMPTS: usize = 5;
@@ -211,17 +233,17 @@ impl Integrations {
     pub async fn create(&self, store_id: &StoreId, body: &Value) -> Outcome<Integration> {
         let mut draft = match validate::parse_create(body, self.policy) {
             Ok(d) => d,
-            Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
+            Err(errors) => return Err(Rejection::Invalid(errors).into()),
         };
         let refused = self.internal_hosts(&draft.target);
         if !refused.is_empty() {
-            return Ok(Err(Rejection::Invalid(refused)));
+            return Err(Rejection::Invalid(refused).into());
         }
         let refused = self
             .bind_external_id(store_id, &mut draft.target, body)
             .await?;
         if !refused.is_empty() {
-            return Ok(Err(Rejection::Invalid(refused)));
+            return Err(Rejection::Invalid(refused).into());
         }
         let now = Utc::now();
         let integration = Integration {
@@ -237,14 +259,13 @@ impl Integrations {
             version: 1,
             health: Default::default(),
         };
-        Ok(
-            match self.store.insert(&integration, self.max_per_store).await? {
-                InsertOutcome::Inserted => Ok(integration),
-                InsertOutcome::LimitReached => Err(Rejection::LimitReached {
-                    max: self.max_per_store,
-                }),
-            },
-        )
+        match self.store.insert(&integration, self.max_per_store).await? {
+            InsertOutcome::Inserted => Ok(integration),
+            InsertOutcome::LimitReached => Err(Rejection::LimitReached {
+                max: self.max_per_store,
+            }
+            .into()),
+        }
     }
 
     /// One integration of the store.
@@ -253,7 +274,7 @@ impl Integrations {
             .store
             .get(store_id, id)
             .await?
-            .ok_or(Rejection::NotFound))
+            .ok_or(Rejection::NotFound)?)
     }
 
     /// A page of the store's integrations (oldest first) and the total count.
@@ -272,7 +293,7 @@ impl Integrations {
     pub async fn update(&self, store_id: &StoreId, id: Uuid, body: &Value) -> Outcome<Integration> {
         for _ in 0..UPDATE_ATTEMPTS {
             let Some(current) = self.store.get(store_id, id).await? else {
-                return Ok(Err(Rejection::NotFound));
+                return Err(Rejection::NotFound.into());
             };
             let draft = Draft {
                 name: current.name.clone(),
@@ -283,17 +304,17 @@ impl Integrations {
             };
             let mut next = match validate::apply_update(&draft, body, self.policy) {
                 Ok(d) => d,
-                Err(errors) => return Ok(Err(Rejection::Invalid(errors))),
+                Err(errors) => return Err(Rejection::Invalid(errors).into()),
             };
             let refused = self.internal_hosts(&next.target);
             if !refused.is_empty() {
-                return Ok(Err(Rejection::Invalid(refused)));
+                return Err(Rejection::Invalid(refused).into());
             }
             let refused = self
                 .bind_external_id(store_id, &mut next.target, body)
                 .await?;
             if !refused.is_empty() {
-                return Ok(Err(Rejection::Invalid(refused)));
+                return Err(Rejection::Invalid(refused).into());
             }
             // Re-enabling starts the health count afresh (the last success is kept).
             let health = if !current.enabled && next.enabled {
@@ -316,21 +337,21 @@ impl Integrations {
                 ..current
             };
             match self.store.replace(&updated, current.version).await? {
-                ReplaceOutcome::Replaced => return Ok(Ok(updated)),
-                ReplaceOutcome::NotFound => return Ok(Err(Rejection::NotFound)),
+                ReplaceOutcome::Replaced => return Ok(updated),
+                ReplaceOutcome::NotFound => return Err(Rejection::NotFound.into()),
                 ReplaceOutcome::VersionConflict => continue,
             }
         }
-        Ok(Err(Rejection::Conflict))
+        Err(Rejection::Conflict.into())
     }
 
     /// Deletes an integration.
     pub async fn delete(&self, store_id: &StoreId, id: Uuid) -> Outcome<()> {
-        Ok(if self.store.delete(store_id, id).await? {
+        if self.store.delete(store_id, id).await? {
             Ok(())
         } else {
-            Err(Rejection::NotFound)
-        })
+            Err(Rejection::NotFound.into())
+        }
     }
 }
 

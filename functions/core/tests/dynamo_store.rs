@@ -570,7 +570,6 @@ async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
                 "configuration": {"url": "https://example.com/a", "secret_key": "SOME_SECRET_KEY"}}}),
         )
         .await
-        .expect("backend")
         .expect("created");
     let updates = [
         json!({"data": {"type": "integration", "name": "renamed"}}),
@@ -588,7 +587,7 @@ async fn concurrent_partial_updates_of_different_fields_are_all_kept() {
         }));
     }
     for t in tasks {
-        let outcome = t.await.expect("task").expect("backend");
+        let outcome = t.await.expect("task");
         // Each writer loses at most once to each of the other four, and re-applies
         // itself on the fresh version, so all five land within the retry budget.
         assert!(outcome.is_ok(), "{outcome:?}");

@@ -28,7 +28,7 @@ pub(crate) async fn replay_integration(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let integration = state.integrations.get(&store, id).await??;
+    let integration = state.integrations.get(&store, id).await?;
     if !integration.enabled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -25,7 +25,7 @@ pub(crate) async fn create_integration(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = json_body(&headers, body).await?;
-    let created = state.integrations.create(&store, &body).await??;
+    let created = state.integrations.create(&store, &body).await?;
     tracing::info!(store = %store, integration = %created.id, kind = created.target.kind().as_str(), "integration created");
     let base = base_url(&state, &headers);
     state
@@ -42,7 +42,7 @@ pub(crate) async fn get_integration(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let found = state.integrations.get(&store, id).await??;
+    let found = state.integrations.get(&store, id).await?;
     Ok(document(
         StatusCode::OK,
         found.to_resource(&base_url(&state, &headers)),
@@ -58,7 +58,7 @@ pub(crate) async fn update_integration(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let body = json_body(&headers, body).await?;
-    let updated = state.integrations.update(&store, id, &body).await??;
+    let updated = state.integrations.update(&store, id, &body).await?;
     tracing::info!(store = %store, integration = %id, "integration updated");
     let base = base_url(&state, &headers);
     state
@@ -75,7 +75,7 @@ pub(crate) async fn delete_integration(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    state.integrations.delete(&store, id).await??;
+    state.integrations.delete(&store, id).await?;
     tracing::info!(store = %store, integration = %id, "integration deleted");
     state
         .integrations
@@ -132,7 +132,7 @@ pub(crate) async fn test_integration(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let integration = state.integrations.get(&store, id).await??;
+    let integration = state.integrations.get(&store, id).await?;
     let Some(deliverer) = state.deliverer.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -37,7 +37,7 @@ pub(crate) async fn owned_integration(
     id: &str,
 ) -> Result<Uuid, ApiError> {
     let id = parse_id(id)?;
-    state.integrations.get(store, id).await??;
+    state.integrations.get(store, id).await?;
     Ok(id)
 }
 

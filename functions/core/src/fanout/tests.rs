@@ -1001,8 +1001,7 @@ async fn re_enabling_through_the_api_resets_the_health() {
     let updated = api
         .update(&fail.store_id, fail.id, &body)
         .await
-        .expect("store")
-        .expect("valid");
+        .expect("stored and valid");
     assert!(updated.enabled);
     assert_eq!(updated.health.consecutive_failures, 0);
     assert_eq!(updated.health.disabled_reason, None);
