@@ -5,9 +5,9 @@
 //! FILE: the operation (`X-Amz-Target`), the sizes of the request and the answer, and,
 //! for DynamoDB, both bodies (the items written and read are sized from them).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -172,25 +172,10 @@ pub struct Meter {
 impl Meter {
     /// Starts `herald-bench meter` in front of `upstream`, recording into `record`.
     pub fn start(upstream: &str, record: &Path) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .arg("meter")
-            .arg(upstream)
-            .arg(record)
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the meter: {e}"))?;
-        let port = child
-            .stdout
-            .take()
-            .and_then(|out| BufReader::new(out).lines().next())
-            .and_then(|l| l.ok())
-            .and_then(|l| l.trim().parse::<u16>().ok());
-        let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the meter did not name its port".into());
-        };
+        let (child, port) = crate::receiver::child(
+            "the meter",
+            &["meter".as_ref(), upstream.as_ref(), record.as_os_str()],
+        )?;
         Ok(Self {
             child,
             url: format!("http://127.0.0.1:{port}"),

@@ -122,6 +122,31 @@ async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>, receipts: Receip
     }
 }
 
+/// Starts `herald-bench <args>` (a process of the bench's own: receiver, meter) and
+/// reads the port it prints first; the child is killed if it names none.
+pub fn child(what: &str, args: &[&std::ffi::OsStr]) -> Result<(Child, u16), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    let port = child
+        .stdout
+        .take()
+        .and_then(|out| BufReader::new(out).lines().next())
+        .and_then(|l| l.ok())
+        .and_then(|l| l.trim().parse::<u16>().ok());
+    match port {
+        Some(port) => Ok((child, port)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("{what} did not name its port"))
+        }
+    }
+}
+
 /// A running receiver process; killed when dropped.
 pub struct Receiver {
     child: Child,
@@ -133,23 +158,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts `herald-bench receiver` and reads its port.
     pub fn start() -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .arg("receiver")
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the receiver: {e}"))?;
-        let port = child
-            .stdout
-            .take()
-            .and_then(|out| BufReader::new(out).lines().next())
-            .and_then(|l| l.ok())
-            .and_then(|l| l.trim().parse::<u16>().ok());
-        let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the receiver did not name its port".into());
-        };
+        let (child, port) = child("the receiver", &["receiver".as_ref()])?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .no_proxy()
