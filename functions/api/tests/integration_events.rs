@@ -251,3 +251,56 @@ async fn an_integration_event_that_cannot_be_queued_does_not_fail_the_api_call()
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(queued(&components).await.len(), 0);
 }
+
+#[tokio::test]
+async fn an_update_with_nothing_to_change_writes_nothing_and_fires_no_event() {
+    // GIVEN an integration observing integration events, and another one
+    let (app, components) = app().await;
+    let (status, _) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s1",
+        Some(webhook("observer", &OBSERVED)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, created) = send(
+        &app,
+        "POST",
+        "/v2/integrations",
+        "s1",
+        Some(webhook("orders", &["order.paid"])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let uri = format!("/v2/integrations/{id}");
+    let _ = queued(&components).await;
+
+    // WHEN it is updated with an empty attributes section, then with its own values
+    let (empty, after_empty) = send(
+        &app,
+        "PUT",
+        &uri,
+        "s1",
+        Some(json!({"data": {"type": "integration"}})),
+    )
+    .await;
+    let (same, after_same) = send(
+        &app,
+        "PUT",
+        &uri,
+        "s1",
+        Some(json!({"data": {"type": "integration", "name": "orders", "enabled": true}})),
+    )
+    .await;
+
+    // THEN both answer the integration as it was (Elastic Path: an empty attributes
+    // section does not update), and no integration.updated is queued
+    assert_eq!(empty, StatusCode::OK);
+    assert_eq!(same, StatusCode::OK);
+    assert_eq!(after_empty["data"], created["data"]);
+    assert_eq!(after_same["data"], created["data"]);
+    assert!(queued(&components).await.is_empty());
+}

@@ -76,6 +76,15 @@ impl From<crate::Error> for Failure {
     }
 }
 
+/// What an update did: the integration as it is now, and whether it changed.
+#[derive(Debug)]
+pub struct Updated {
+    /// The integration after the update.
+    pub integration: Integration,
+    /// Whether anything was written (an update with nothing to change writes nothing).
+    pub changed: bool,
+}
+
 /// A use-case result: the value, or why there is none.
 pub type Outcome<T> = std::result::Result<T, Failure>;
 
@@ -290,7 +299,7 @@ impl Integrations {
 
     /// Applies a partial update; re-reads and re-applies it if a concurrent writer
     /// got there first, so no write is lost and a deleted integration stays deleted.
-    pub async fn update(&self, store_id: &StoreId, id: Uuid, body: &Value) -> Outcome<Integration> {
+    pub async fn update(&self, store_id: &StoreId, id: Uuid, body: &Value) -> Outcome<Updated> {
         for _ in 0..UPDATE_ATTEMPTS {
             let Some(current) = self.store.get(store_id, id).await? else {
                 return Err(Rejection::NotFound.into());
@@ -316,6 +325,14 @@ impl Integrations {
             if !refused.is_empty() {
                 return Err(Rejection::Invalid(refused).into());
             }
+            // Nothing to change (an empty attributes section, or the values it has):
+            // nothing is written, as Elastic Path does not update then.
+            if next == draft {
+                return Ok(Updated {
+                    integration: current,
+                    changed: false,
+                });
+            }
             // Re-enabling starts the health count afresh (the last success is kept).
             let health = if !current.enabled && next.enabled {
                 Health {
@@ -337,7 +354,12 @@ impl Integrations {
                 ..current
             };
             match self.store.replace(&updated, current.version).await? {
-                ReplaceOutcome::Replaced => return Ok(updated),
+                ReplaceOutcome::Replaced => {
+                    return Ok(Updated {
+                        integration: updated,
+                        changed: true,
+                    })
+                }
                 ReplaceOutcome::NotFound => return Err(Rejection::NotFound.into()),
                 ReplaceOutcome::VersionConflict => continue,
             }

@@ -58,13 +58,16 @@ pub(crate) async fn update_integration(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let body = json_body(&headers, body).await?;
-    let updated = state.integrations.update(&store, id, &body).await?;
-    tracing::info!(store = %store, integration = %id, "integration updated");
+    let outcome = state.integrations.update(&store, id, &body).await?;
+    let updated = outcome.integration;
     let base = base_url(&state, &headers);
-    state
-        .integrations
-        .announce(&store, Change::Updated(&updated), &base)
-        .await;
+    if outcome.changed {
+        tracing::info!(store = %store, integration = %id, "integration updated");
+        state
+            .integrations
+            .announce(&store, Change::Updated(&updated), &base)
+            .await;
+    }
     Ok(document(StatusCode::OK, updated.to_resource(&base)))
 }
 

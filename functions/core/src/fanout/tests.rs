@@ -1001,7 +1001,8 @@ async fn re_enabling_through_the_api_resets_the_health() {
     let updated = api
         .update(&fail.store_id, fail.id, &body)
         .await
-        .expect("stored and valid");
+        .expect("stored and valid")
+        .integration;
     assert!(updated.enabled);
     assert_eq!(updated.health.consecutive_failures, 0);
     assert_eq!(updated.health.disabled_reason, None);
