@@ -496,6 +496,40 @@ impl Deliverer for StompDeliverer {
     }
 }
 
+/// A plain-TCP connection to the broker at `address`, logged in and subscribed to
+/// `destination` with auto-acknowledgement: what [`receive`] and [`drain`] read from.
+async fn subscribe(
+    address: &str,
+    login: &str,
+    passcode: &str,
+    destination: &str,
+) -> Result<Connection, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let mut conn = Connection::new(Box::new(stream), address);
+    let connect = encode(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("host", "localhost"),
+            ("login", login),
+            ("passcode", passcode),
+        ],
+        b"",
+        false,
+    );
+    conn.write(&connect).await?;
+    let subscribe = encode(
+        "SUBSCRIBE",
+        &[("id", "0"), ("destination", destination), ("ack", "auto")],
+        b"",
+        true,
+    );
+    conn.write(&subscribe).await?;
+    Ok(conn)
+}
+
 /// Reads `n` messages from `destination` on a plain-TCP broker (`host:port`), for
 /// tests and the demo: subscribes with auto-acknowledgement and gives up after
 /// `timeout`.
@@ -508,29 +542,7 @@ pub async fn receive(
     timeout: Duration,
 ) -> Result<Vec<Frame>, String> {
     let work = async {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|e| format!("connecting to {address}: {e}"))?;
-        let mut conn = Connection::new(Box::new(stream), address);
-        let connect = encode(
-            "CONNECT",
-            &[
-                ("accept-version", "1.2"),
-                ("host", "localhost"),
-                ("login", login),
-                ("passcode", passcode),
-            ],
-            b"",
-            false,
-        );
-        conn.write(&connect).await?;
-        let subscribe = encode(
-            "SUBSCRIBE",
-            &[("id", "0"), ("destination", destination), ("ack", "auto")],
-            b"",
-            true,
-        );
-        conn.write(&subscribe).await?;
+        let mut conn = subscribe(address, login, passcode, destination).await?;
         let mut messages = Vec::new();
         while messages.len() < n {
             let frame = conn.read_frame(timeout).await?;
@@ -561,29 +573,7 @@ pub async fn drain(
     quiet: Duration,
     max: usize,
 ) -> Result<Vec<Frame>, String> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|e| format!("connecting to {address}: {e}"))?;
-    let mut conn = Connection::new(Box::new(stream), address);
-    let connect = encode(
-        "CONNECT",
-        &[
-            ("accept-version", "1.2"),
-            ("host", "localhost"),
-            ("login", login),
-            ("passcode", passcode),
-        ],
-        b"",
-        false,
-    );
-    conn.write(&connect).await?;
-    let subscribe = encode(
-        "SUBSCRIBE",
-        &[("id", "0"), ("destination", destination), ("ack", "auto")],
-        b"",
-        true,
-    );
-    conn.write(&subscribe).await?;
+    let mut conn = subscribe(address, login, passcode, destination).await?;
     let mut messages = Vec::new();
     while messages.len() < max {
         match tokio::time::timeout(quiet, conn.read_frame(quiet)).await {
