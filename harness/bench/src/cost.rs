@@ -650,6 +650,19 @@ struct Line {
     per_million: f64,
 }
 
+/// A per-request (or per-unit) price as the table shows it: dollars per million.
+fn per_million(price: f64, unit: &str) -> String {
+    format!("{} per million{unit}", dollars(price * 1e6))
+}
+
+/// `$0.625`, `$1.00`: up to four decimals, at least two.
+fn dollars(x: f64) -> String {
+    let text = format!("{x:.4}");
+    let trimmed = text.trim_end_matches('0');
+    let decimals = trimmed.split('.').nth(1).map_or(0, str::len);
+    format!("${trimmed}{}", "0".repeat(2usize.saturating_sub(decimals)))
+}
+
 fn report(u: &Units, runs: &[Run]) -> String {
     let p = &PRICES;
     let deliveries: usize = runs.iter().map(|r| r.deliveries).sum();
@@ -679,13 +692,13 @@ fn report(u: &Units, runs: &[Run]) -> String {
         Line {
             what: format!("API Gateway HTTP API requests (`POST /v2/events`, {EVENTS_PER_REQUEST} events each)"),
             per_delivery: format!("{ingest_inv:.3}"),
-            price: "$1.00 per million".into(),
+            price: per_million(p.http_api_request, ""),
             per_million: ingest_inv * p.http_api_request * million,
         },
         Line {
             what: format!("Lambda requests (ingest {ingest_inv:.3}, fan-out {fanout_inv:.3})"),
             per_delivery: format!("{invocations:.3}"),
-            price: "$0.20 per million".into(),
+            price: per_million(p.lambda_request, ""),
             per_million: invocations * p.lambda_request * million,
         },
         Line {
@@ -701,7 +714,7 @@ fn report(u: &Units, runs: &[Run]) -> String {
         lines.push(Line {
             what: format!("SQS `{op}` (64 KiB chunks)"),
             per_delivery: format!("{:.3}", n / d),
-            price: "$0.40 per million".into(),
+            price: per_million(p.sqs_request, ""),
             per_million: n / d * p.sqs_request * million,
         });
     }
@@ -715,20 +728,20 @@ fn report(u: &Units, runs: &[Run]) -> String {
         lines.push(Line {
             what: format!("DynamoDB writes: `{kind}` items{detail}, with their index entries"),
             per_delivery: format!("{:.2} WRU", wru / d),
-            price: "$0.625 per million WRU".into(),
+            price: per_million(p.dynamodb_wru, " WRU"),
             per_million: wru / d * p.dynamodb_wru * million,
         });
     }
     lines.push(Line {
         what: "DynamoDB reads (integrations per cache fill, health)".into(),
         per_delivery: format!("{:.4} RRU", u.reads / d),
-        price: "$0.125 per million RRU".into(),
+        price: per_million(p.dynamodb_rru, " RRU"),
         per_million: u.reads / d * p.dynamodb_rru * million,
     });
     lines.push(Line {
         what: "KMS requests (a secret per cache fill)".into(),
         per_delivery: format!("{:.4}", u.kms / d),
-        price: "$0.03 per 10,000".into(),
+        price: format!("{} per 10,000", dollars(p.kms_request * 10_000.0)),
         per_million: u.kms / d * p.kms_request * million,
     });
     lines.push(Line {
@@ -736,7 +749,7 @@ fn report(u: &Units, runs: &[Run]) -> String {
             "CloudWatch Logs: {log_bytes:.0} B of log lines and EMF measured, plus {PLATFORM_LOG_BYTES_PER_INVOCATION:.0} B of platform records an invocation and {ACCESS_LOG_BYTES_PER_REQUEST:.0} B of access log a request (assumed)"
         ),
         per_delivery: format!("{logged:.0} B"),
-        price: "$0.50 per GB".into(),
+        price: format!("{} per GB", dollars(p.logs_gb)),
         per_million: logged / 1e9 * p.logs_gb * million,
     });
     let total: f64 = lines.iter().map(|l| l.per_million).sum();
@@ -753,7 +766,9 @@ fn report(u: &Units, runs: &[Run]) -> String {
         ));
     }
     out.push_str(&format!(
-        "| **Herald, events posted {EVENTS_PER_REQUEST} to a request** | | | **{total:.2}** |\n| Herald, one event a request (API Gateway and ingest invoked per event) | | | {single:.2} |\n| Amazon EventBridge API destinations, the same work: `PutEvents` ($1.00 per million events) + invocation ($0.20 per million); no per-attempt log | | | {eventbridge:.2} |\n\nLambda duration is billed on wall time; this counts CPU only. Each 10 ms a fan-out invocation waits on receivers or DynamoDB adds ${:.3} per million deliveries (batches of {BATCH_SIZE}). Not per delivery: KMS key ($1 a month), alarms, the dashboard, and the event source's empty receives when the queue is idle.\n",
+        "| **Herald, events posted {EVENTS_PER_REQUEST} to a request** | | | **{total:.2}** |\n| Herald, one event a request (API Gateway and ingest invoked per event) | | | {single:.2} |\n| Amazon EventBridge API destinations, the same work: `PutEvents` ({} events) + invocation ({}); no per-attempt log | | | {eventbridge:.2} |\n\nLambda duration is billed on wall time; this counts CPU only. Each 10 ms a fan-out invocation waits on receivers or DynamoDB adds ${:.3} per million deliveries (batches of {BATCH_SIZE}). Not per delivery: KMS key ($1 a month), alarms, the dashboard, and the event source's empty receives when the queue is idle.\n",
+        per_million(p.eventbridge_event, ""),
+        per_million(p.eventbridge_api_destination, ""),
         10.0 / 1e3 * gb * p.lambda_gb_second_arm64 * fanout_inv * million,
     ));
     if !u.other.is_empty() {
@@ -835,6 +850,19 @@ mod tests {
         assert_eq!(u.writes.get("event-claim"), Some(&2.0));
         // 5,002 bytes: two 4 KiB units, halved.
         assert_eq!(u.reads, 1.0);
+    }
+
+    #[test]
+    fn prices_are_shown_as_the_constants_say() {
+        assert_eq!(
+            per_million(PRICES.dynamodb_wru, " WRU"),
+            "$0.625 per million WRU"
+        );
+        assert_eq!(
+            per_million(PRICES.http_api_request, ""),
+            "$1.00 per million"
+        );
+        assert_eq!(dollars(PRICES.kms_request * 10_000.0), "$0.03");
     }
 
     #[test]
