@@ -1,5 +1,6 @@
-//! Event intake: validate each event, claim its id once, find the store's enabled
-//! integrations that observe it, and queue one delivery job per (event, integration).
+//! Event intake: validate each event, claim its id once (an id the sender gave: one
+//! Herald gives is new), find the store's enabled integrations that observe it, and
+//! queue one delivery job per (event, integration).
 //!
 //! Nothing is lost silently: an event whose jobs could not all be queued has its claim
 //! released and is reported as failed, so the sender can send it again (job ids are
@@ -133,6 +134,8 @@ impl Ingest {
         let now = Utc::now();
         let mut results: Vec<EventResult> = Vec::with_capacity(raw.len());
         let mut valid: Vec<(usize, StoreId, Event)> = Vec::new();
+        // Events the sender named: only their ids can have been sent before.
+        let mut named = HashSet::new();
         for (index, value) in raw.iter().enumerate() {
             match parse_event(value, caller_store, &pointer(index), now) {
                 Ok((store, event)) => {
@@ -141,6 +144,9 @@ impl Ingest {
                         id: Some(event.id.clone()),
                         status: EventStatus::Accepted { jobs: 0 },
                     });
+                    if value.get("id").is_some_and(|id| !id.is_null()) {
+                        named.insert(index);
+                    }
                     valid.push((index, store, event));
                 }
                 Err(errors) => results.push(EventResult {
@@ -162,14 +168,18 @@ impl Ingest {
             }
         }
 
+        // An id Herald gave (a new UUIDv7) cannot have been sent before: its event
+        // needs no claim, and costs no write.
+        let (to_claim, mut claimed): (Vec<_>, Vec<_>) = unique
+            .into_iter()
+            .partition(|(index, _, _)| named.contains(index));
         let ttl = self.settings.idempotency_ttl;
-        let keys: Vec<(StoreId, String)> = unique
+        let keys: Vec<(StoreId, String)> = to_claim
             .iter()
             .map(|(_, store, event)| (store.clone(), event.id.clone()))
             .collect();
         let claims = self.idempotency.claim_all(&keys, ttl).await;
-        let mut claimed = Vec::new();
-        for ((index, store, event), claim) in unique.into_iter().zip(claims) {
+        for ((index, store, event), claim) in to_claim.into_iter().zip(claims) {
             match claim {
                 Ok(true) => claimed.push((index, store, event)),
                 Ok(false) => results[index].status = EventStatus::Duplicate,
@@ -181,6 +191,7 @@ impl Ingest {
                 }
             }
         }
+        claimed.sort_unstable_by_key(|(index, _, _)| *index);
 
         // One store query per store, not per event.
         let stores: Vec<StoreId> = claimed.iter().map(|(_, s, _)| s.clone()).collect();
@@ -199,7 +210,9 @@ impl Ingest {
                     results[index].status = EventStatus::Failed {
                         reason: "integrations could not be read; send the event again".into(),
                     };
-                    to_release.push((store, event.id));
+                    if named.contains(&index) {
+                        to_release.push((store, event.id));
+                    }
                     continue;
                 }
             };
@@ -229,7 +242,9 @@ impl Ingest {
             results[index].status = EventStatus::Failed {
                 reason: "the event could not be queued; send it again".into(),
             };
-            to_release.push((store, id));
+            if named.contains(&index) {
+                to_release.push((store, id));
+            }
         }
         for (store, id) in to_release {
             if let Err(e) = self.idempotency.release(&store, &id).await {

@@ -755,6 +755,11 @@ fn report(u: &Units, runs: &[Run]) -> String {
     let total: f64 = lines.iter().map(|l| l.per_million).sum();
     let single = total - lines[0].per_million - lines[1].per_million
         + (p.http_api_request + p.lambda_request * (1.0 + fanout_inv)) * million;
+    // Events sent without an id are named by Herald and take no claim: the same work
+    // less the claims' writes.
+    let claims =
+        u.writes.get("event-claim").copied().unwrap_or_default() / d * p.dynamodb_wru * million;
+    let unnamed = total - claims;
     let eventbridge = (p.eventbridge_event + p.eventbridge_api_destination) * million;
     let mut out = format!(
         "{deliveries} deliveries of 1 KiB `order.paid` events to one signed webhook (runs of 1,000), through ingest and fan-out on moto; requests counted on the wire, item sizes from the items written; us-east-1 list prices as of {PRICES_AS_OF} (AWS's pricing pages; first-million free tiers not counted)\n\n| billed for | per delivery | price | $ per million deliveries |\n|---|---:|---|---:|\n"
@@ -766,7 +771,7 @@ fn report(u: &Units, runs: &[Run]) -> String {
         ));
     }
     out.push_str(&format!(
-        "| **Herald, events posted {EVENTS_PER_REQUEST} to a request** | | | **{total:.2}** |\n| Herald, one event a request (API Gateway and ingest invoked per event) | | | {single:.2} |\n| Amazon EventBridge API destinations, the same work: `PutEvents` ({} events) + invocation ({}); no per-attempt log | | | {eventbridge:.2} |\n\nLambda duration is billed on wall time; this counts CPU only. Each 10 ms a fan-out invocation waits on receivers or DynamoDB adds ${:.3} per million deliveries (batches of {BATCH_SIZE}). Not per delivery: KMS key ($1 a month), alarms, the dashboard, and the event source's empty receives when the queue is idle.\n",
+        "| **Herald, events posted {EVENTS_PER_REQUEST} to a request** | | | **{total:.2}** |\n| Herald, the same events sent without ids (Herald names them, so they take no claim: the total less the `event-claim` writes) | | | {unnamed:.2} |\n| Herald, one event a request (API Gateway and ingest invoked per event) | | | {single:.2} |\n| Amazon EventBridge API destinations, the same work: `PutEvents` ({} events) + invocation ({}); no per-attempt log | | | {eventbridge:.2} |\n\nLambda duration is billed on wall time; this counts CPU only. Each 10 ms a fan-out invocation waits on receivers or DynamoDB adds ${:.3} per million deliveries (batches of {BATCH_SIZE}). Not per delivery: KMS key ($1 a month), alarms, the dashboard, and the event source's empty receives when the queue is idle.\n",
         per_million(p.eventbridge_event, ""),
         per_million(p.eventbridge_api_destination, ""),
         10.0 / 1e3 * gb * p.lambda_gb_second_arm64 * fanout_inv * million,

@@ -281,3 +281,56 @@ async fn a_large_order_observed_by_ten_integrations_is_queued_in_batches_sqs_tak
     );
     assert_eq!(queued(&queue.inner).await.len(), 10);
 }
+
+/// Claims as [`MemoryIdempotency`] makes them, and the event ids asked for.
+#[derive(Default)]
+struct CountingClaims {
+    inner: MemoryIdempotency,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for CountingClaims {
+    async fn claim(
+        &self,
+        store: &StoreId,
+        event_id: &str,
+        ttl: Duration,
+    ) -> crate::error::Result<bool> {
+        self.asked.lock().expect("lock").push(event_id.to_owned());
+        self.inner.claim(store, event_id, ttl).await
+    }
+
+    async fn release(&self, store: &StoreId, event_id: &str) -> crate::error::Result<()> {
+        self.inner.release(store, event_id).await
+    }
+}
+
+#[tokio::test]
+async fn an_event_without_an_id_is_queued_without_a_claim_and_one_with_an_id_is_claimed() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let claims = Arc::new(CountingClaims::default());
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[&a]).await,
+            Duration::from_secs(5),
+        )),
+        claims.clone(),
+        queue.clone(),
+        IngestSettings::default(),
+    );
+    let unnamed = json!({"type": "order.paid", "payload": {"data": {}}});
+    let results = ingest
+        .ingest(
+            &[unnamed.clone(), event("mine", "order.paid"), unnamed],
+            Some(&store("s")),
+            at,
+        )
+        .await;
+    assert!(results
+        .iter()
+        .all(|r| r.status == EventStatus::Accepted { jobs: 1 }));
+    assert_eq!(*claims.asked.lock().expect("lock"), ["mine"]);
+    assert_eq!(queued(&queue).await.len(), 3);
+}
