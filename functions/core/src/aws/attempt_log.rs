@@ -1,31 +1,42 @@
 //! The delivery log in DynamoDB (attempts and their jobs' states), in the same table
 //! as the integrations and the event claims ([`super::claims`]).
 //!
-//! | item | `pk` | `sk` | GSI1 (`gsi1pk`/`gsi1sk`) | GSI2 (`gsi2pk`/`gsi2sk`) | GSI3 (`gsi3pk`/`gsi3sk`) |
-//! |---|---|---|---|---|---|
-//! | attempt | `LOGS#<store>#<integration>#<n>` | log id (UUIDv7) | `LOGS#<store>#<n>`, log id | `JOBLOGS#<store>#<job>`, log id | `JOBS#<store>#<integration>#<n>`, `<enqueued at>#<job id>#<log id>` |
+//! **Pages.** A write packs the attempts it records for one integration into pages
+//! ([`super::log_page`]): one item holds up to [`PAGE_MOST`](log_page::PAGE_MOST) attempts whose jobs were
+//! queued within [`PAGE_SPAN_MS`] of each other, each with its job's state after it.
+//! An item costs one write unit a kilobyte plus as many again for each index it lands
+//! in, so a page of a batch's attempts costs about what one attempt's item did.
 //!
-//! An attempt's item also holds its job's state after it (`status`, `enqueued_at`), so
-//! a delivery is one item. A job's attempts sit side by side in GSI3 (their sort keys
-//! start with the job's), newest first when read backwards: the jobs listing reads
-//! the first item of each job there, its latest attempt. Earlier builds kept a
-//! separate job item (`pk` `JOBS#<store>#<integration>`); it is not read, and its TTL
-//! removes it.
+//! | item | `pk` | `sk` | GSI1 (`gsi1pk`/`gsi1sk`) | GSI3 (`gsi3pk`/`gsi3sk`) |
+//! |---|---|---|---|---|
+//! | page | `LOGP#<store>#<integration>#<n>` | `<last job's time>#<page>` | `LOGP#<store>#<n>`, `<newest attempt's time>#<page>` | `LOGP#<store>#<integration>#<n>`, `<newest attempt's time>#<page>` |
 //!
-//! **Write sharding.** `<n>` is the attempt's shard, `0` to [`LOG_SHARDS`]` - 1`, from
-//! its job id ([`shard_of`]): a store's (and an integration's) attempts spread over
-//! [`LOG_SHARDS`] partition keys, so one store writes at up to that many times one
-//! partition's rate (1,000 writes a second each), and a job's attempts stay together.
+//! Times are milliseconds, written in 13 digits so that keys sort by them. A store's
+//! attempts newest first are GSI1's, an integration's GSI3's; an integration's jobs
+//! newest first are the table's own order. A job's id tells when it was queued
+//! ([`crate::job::job_time`]), and a page's jobs were queued within [`PAGE_SPAN_MS`]
+//! of each other, so a job's attempts are in the pages whose key's time is in the span
+//! after it: one bounded query a shard. GSI2 holds no page.
+//!
+//! **Write sharding.** `<n>` is the page's shard, `0` to [`PAGE_SHARDS`]` - 1`, taken in
+//! turn: a store's (and an integration's) pages spread over [`PAGE_SHARDS`] partition
+//! keys, so one store writes at up to that many times one partition's rate.
 //! See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-sharding.html>.
 //!
 //! **Bounded listings.** A listing reads each of its partition keys newest first, a
-//! few items at a time, and merges them by sort key until the newest
-//! [`Page::count_cap`] items (or jobs) are known: never the whole history, so a
-//! request reads about `offset + 2 × limit` items plus one chunk per key, whatever
-//! the history; its total is exact below that cap and a lower bound at it
-//! ([`Page::bounded_total`]). Items written before the keys were sharded (under the
-//! same keys without `#<n>`) are read as one more key of the merge, until their
-//! retention expires them.
+//! few items at a time, and merges them until the newest [`Page::count_cap`] attempts
+//! (or jobs) are known: an attempt is placed once every key still open has been read
+//! past its time. It reads about as many pages as hold those attempts, plus one chunk
+//! per key, whatever the history; its total is exact below that cap and a lower bound
+//! at it ([`Page::bounded_total`]).
+//!
+//! **Items of earlier builds**, one an attempt (below), are read as more keys of each
+//! merge until their retention expires them; the fan-out still writes them for jobs
+//! queued by those builds, whose ids tell no time:
+//!
+//! | item | `pk` | `sk` | GSI1 | GSI2 | GSI3 |
+//! |---|---|---|---|---|---|
+//! | attempt | `LOGS#<store>#<integration>[#<n>]` | log id (UUIDv7) | `LOGS#<store>[#<n>]`, log id | `JOBLOGS#<store>#<job>`, log id | `JOBS#<store>#<integration>[#<n>]`, `<enqueued at>#<job id>#<log id>` |
 //!
 //! Every item carries `expires_at` (epoch seconds) for DynamoDB TTL. TTL deletion is
 //! lazy (up to days late), so reads filter expired items.
@@ -45,6 +56,7 @@ use uuid::Uuid;
 
 use super::backend_error;
 use super::batch_write::BatchWriter;
+use super::log_page::{self, job_ms, PAGE_SPAN_MS};
 use crate::attempt::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
 use crate::job::rfc3339_ms;
@@ -80,6 +92,8 @@ pub struct DynamoDeliveryLog {
     writer: BatchWriter,
     table: String,
     retention: Duration,
+    /// The shard of the next page (pages take the shards in turn, from a random one).
+    next_shard: std::sync::atomic::AtomicUsize,
 }
 
 impl DynamoDeliveryLog {
@@ -96,6 +110,7 @@ impl DynamoDeliveryLog {
             writer: BatchWriter::from_sdk(sdk, table.clone(), LOG_ATTEMPT_TIMEOUT),
             table,
             retention,
+            next_shard: std::sync::atomic::AtomicUsize::new(fastrand::usize(..PAGE_SHARDS)),
         }
     }
 
@@ -131,53 +146,53 @@ impl DynamoDeliveryLog {
             .scan_index_forward(false)
     }
 
-    /// The newest items under `keys` (partition keys of one index, or of the table)
-    /// merged newest first by their sort key (`sort_attr`), as far as the newest
-    /// `want` units: an item starts a unit when `starts(previous, item)` says so (each
-    /// item for attempts; the first of a job's run for jobs). Each key is read a few
-    /// items at a time, and only while it may still hold one of those units, so the
-    /// items read are about as many as the units' own, plus at most one chunk per key,
-    /// whatever lies beyond. Returns the items of the newest units, at most `want`
-    /// (fewer when the keys hold fewer).
-    async fn newest(
+    /// The entries of the newest `want` units (attempts or jobs, as `unit` says) under
+    /// `sources`, merged. Each key is read a few items at a time, and only while it may
+    /// still hold one of those units: a unit is placed once every key still open has
+    /// been read past its time. So the items read are about as many as hold the units,
+    /// plus at most one chunk per key, whatever lies beyond. Returns every entry of
+    /// the newest units (all of each job's), at most `want` units.
+    async fn merged(
         &self,
-        index: Option<&str>,
-        (key_attr, sort_attr): (&str, &str),
-        keys: Vec<String>,
+        mut sources: Vec<Source>,
+        unit: Unit,
         want: usize,
-        starts: impl Fn(Option<&Row>, &Row) -> bool,
-    ) -> Result<Vec<Row>> {
-        let mut sources: Vec<Source> = keys.into_iter().map(Source::new).collect();
-        // All items read so far, newest first.
-        let mut merged: Vec<(String, Row)> = Vec::new();
+    ) -> Result<Vec<LogEntry>> {
+        let mut entries: Vec<LogEntry> = Vec::new();
         let (mut items_read, mut queries) = (0usize, 0usize);
         loop {
-            // Units among the items read newer than each key's position: a key still
-            // open is read further only while fewer than `want` units lie above it.
-            let needed: Vec<(usize, usize)> = sources
+            let units = unit.newest_first(&entries);
+            // No unit still unread is newer than the frontier.
+            let frontier = sources
+                .iter()
+                .filter(|src| !src.done)
+                .map(|src| src.bound.unwrap_or(i64::MAX))
+                .max();
+            let placed = match frontier {
+                None => units.len(),
+                Some(f) => units.iter().take_while(|(t, _)| *t > f).count(),
+            };
+            if placed >= want || frontier.is_none() {
+                break;
+            }
+            // Only keys that may still hold one of the newest `want` are read on.
+            let cutoff = units.get(want.saturating_sub(1)).map(|(t, _)| *t);
+            let open: Vec<usize> = sources
                 .iter()
                 .enumerate()
                 .filter(|(_, src)| !src.done)
-                .filter_map(|(i, src)| {
-                    let above = match &src.seen_to {
-                        None => 0,
-                        Some(seen) => units_above(&merged, seen, &starts),
-                    };
-                    (above < want).then(|| (i, want - above))
+                .filter(|(_, src)| match (cutoff, src.bound) {
+                    (Some(c), Some(b)) => b >= c,
+                    _ => true,
                 })
+                .map(|(i, _)| i)
                 .collect();
-            if needed.is_empty() {
-                break;
-            }
-            let share = needed.len();
-            let reads = needed.iter().map(|&(i, missing)| {
+            let share = (want - placed).div_ceil(open.len().max(1));
+            let reads = open.iter().map(|&i| {
                 let src = &sources[i];
-                // A fair share of the missing units, in items (a key's own items per
-                // unit so far: jobs have several attempts), and one more.
-                let per_unit = src.items.div_ceil(src.units.max(1)).max(1);
-                let limit = (missing.div_ceil(share) * per_unit + 1).min(MAX_CHUNK);
+                let limit = src.shape.chunk(share);
                 let query = self
-                    .query(index, key_attr, &src.key)
+                    .query(src.index, src.key_attr, &src.key)
                     .limit(i32::try_from(limit).unwrap_or(i32::MAX))
                     .set_exclusive_start_key(src.start.clone());
                 async move { (i, query.send().await) }
@@ -189,84 +204,116 @@ impl DynamoDeliveryLog {
                 let src = &mut sources[i];
                 match out.last_evaluated_key() {
                     Some(k) if !k.is_empty() => {
-                        src.seen_to = k.get(sort_attr).and_then(|v| v.as_s().ok()).cloned();
+                        let sort = k.get(src.sort_attr).and_then(|v| v.as_s().ok());
+                        src.bound = Some(
+                            sort.and_then(|key| src.shape.bound(key))
+                                .ok_or_else(|| Item(k).corrupt(src.sort_attr))?,
+                        );
                         src.start = Some(k.clone());
                     }
                     _ => src.done = true,
                 }
-                let first = merged.len();
                 for item in out.items.unwrap_or_default() {
-                    let sort = item
-                        .get(sort_attr)
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .ok_or_else(|| Item(&item).corrupt(sort_attr))?;
-                    let previous = match merged.len() {
-                        at if at == first => src.last.as_ref(),
-                        at => Some(&merged[at - 1].1),
-                    };
-                    src.units += usize::from(starts(previous, &item));
-                    src.items += 1;
-                    merged.push((sort, item));
-                }
-                if merged.len() > first {
-                    src.last = merged.last().map(|(_, row)| row.clone());
+                    entries.extend(src.shape.entries(&item)?);
                 }
             }
-            merged.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         }
-        let mut rows = Vec::new();
-        let mut units = 0;
-        let mut previous: Option<&Row> = None;
-        for (_, row) in &merged {
-            if starts(previous, row) {
-                if units == want {
-                    break;
-                }
-                units += 1;
-            }
-            rows.push(row.clone());
-            previous = Some(row);
-        }
+        let keep: std::collections::HashSet<(i64, Uuid)> =
+            unit.newest_first(&entries).into_iter().take(want).collect();
+        entries.retain(|e| keep.contains(&unit.key(e)));
         tracing::debug!(
             keys = sources.len(),
             queries,
             items_read,
-            units,
+            entries = entries.len(),
             "a delivery log listing"
         );
-        Ok(rows)
+        Ok(entries)
     }
 
-    /// A page of the attempts under `keys`, newest first, and their number counted up
-    /// to [`Page::count_cap`].
-    async fn attempts(
-        &self,
-        index: Option<&str>,
-        attrs: (&str, &str),
-        keys: Vec<String>,
-        page: Page,
-    ) -> Result<(Vec<Attempt>, usize)> {
-        let items = self
-            .newest(index, attrs, keys, page.count_cap(), each_item)
+    /// A page of the attempts under `sources`, newest first, and their number counted
+    /// up to [`Page::count_cap`].
+    async fn attempts(&self, sources: Vec<Source>, page: Page) -> Result<(Vec<Attempt>, usize)> {
+        let mut entries = self
+            .merged(sources, Unit::Attempt, page.count_cap())
             .await?;
-        let total = items.len();
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(Unit::Attempt.key(e)));
+        let total = entries.len();
         Ok((
-            page.slice(items)
-                .iter()
-                .map(attempt_from)
-                .collect::<Result<_>>()?,
+            page.slice(entries).into_iter().map(|e| e.attempt).collect(),
             total,
         ))
     }
 
-    /// The items [`DeliveryLog::record`] writes, in DynamoDB's JSON: one per attempt,
-    /// holding its job's state too.
-    pub fn put_items(&self, entries: &[LogEntry]) -> Vec<Vec<u8>> {
-        entries.iter().map(|e| self.put_item(e)).collect()
+    /// The item of a page of attempts, in DynamoDB's JSON.
+    fn page_item(&self, page: &log_page::Page<'_>) -> Vec<u8> {
+        let Some(first) = page.entries.first() else {
+            return Vec::new();
+        };
+        let id = Uuid::now_v7();
+        let shard = SHARD_NAMES[self
+            .next_shard
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % PAGE_SHARDS];
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let integration: &str = first
+            .attempt
+            .integration_id
+            .hyphenated()
+            .encode_lower(&mut buf);
+        let store = first.attempt.store_id.as_str();
+        let newest = log_page::sort_key(page.newest_ms, id);
+        let data = log_page::encode(page);
+        let mut item = JsonItem::with_capacity(512 + data.len() * 4 / 3);
+        item.s_parts("pk", &["LOGP#", store, "#", integration, "#", shard]);
+        item.s("sk", &log_page::sort_key(page.last_job_ms, id));
+        item.s_parts("gsi1pk", &["LOGP#", store, "#", shard]);
+        item.s("gsi1sk", &newest);
+        item.s_parts("gsi3pk", &["LOGP#", store, "#", integration, "#", shard]);
+        item.s("gsi3sk", &newest);
+        item.s("entity", "log-page");
+        item.n(
+            "expires_at",
+            page.newest_ms.div_euclid(1000) + self.retention.as_secs() as i64,
+        );
+        item.n("count", page.entries.len());
+        item.b("d", &data);
+        item.finish()
     }
 
-    /// One entry's item, written straight into DynamoDB's JSON: ids are formatted
+    /// The keys of the pages of `base` (`LOGP#<store>[#<integration>]`): its shards.
+    fn page_keys(base: &str) -> Vec<String> {
+        SHARD_NAMES[..PAGE_SHARDS]
+            .iter()
+            .map(|n| format!("{base}#{n}"))
+            .collect()
+    }
+
+    /// The items [`DeliveryLog::record`] writes, in DynamoDB's JSON: pages of each
+    /// integration's attempts, and an item an attempt for jobs whose ids tell no time.
+    pub fn put_items(&self, entries: &[LogEntry]) -> Vec<Vec<u8>> {
+        let mut items = Vec::new();
+        // Each integration's entries (by store and integration), with their jobs' times.
+        type Group<'a> = ((&'a str, Uuid), Vec<(i64, &'a LogEntry)>);
+        let mut paged: Vec<Group<'_>> = Vec::new();
+        for e in entries {
+            let Some(job) = job_ms(e.attempt.job_id) else {
+                items.push(self.put_item(e));
+                continue;
+            };
+            let key = (e.attempt.store_id.as_str(), e.attempt.integration_id);
+            match paged.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push((job, e)),
+                None => paged.push((key, vec![(job, e)])),
+            }
+        }
+        for (_, group) in paged {
+            items.extend(log_page::pages(group).iter().map(|p| self.page_item(p)));
+        }
+        items
+    }
+
+    /// One entry's item as earlier builds wrote it, straight into DynamoDB's JSON: ids are formatted
     /// into buffers on the stack and keys built in parts.
     fn put_item(&self, e: &LogEntry) -> Vec<u8> {
         let a = &e.attempt;
@@ -318,7 +365,10 @@ impl DynamoDeliveryLog {
     }
 }
 
-/// Partition keys a store's (and an integration's) attempts are spread over.
+/// Partition keys a store's (and an integration's) pages are spread over.
+pub const PAGE_SHARDS: usize = 4;
+
+/// Partition keys earlier builds spread a store's attempt items over.
 pub const LOG_SHARDS: usize = 16;
 
 /// The shards' names, as written into keys.
@@ -329,11 +379,14 @@ const SHARD_NAMES: [&str; LOG_SHARDS] = [
 /// The most items one query of a listing asks for.
 const MAX_CHUNK: usize = 1_000;
 
+/// Attempts a page holds, about, when a listing sizes its reads.
+const ATTEMPTS_A_PAGE: usize = 8;
+
 /// An item as a query answers it.
 type Row = HashMap<String, AttributeValue>;
 
-/// The shard of a job's attempts: FNV-1a of its id's bytes, so it is the same in
-/// every build and every process, and all of a job's attempts share it.
+/// The shard of a job's attempt items in earlier builds: FNV-1a of its id's bytes.
+/// They still write items so for jobs whose ids tell no time.
 pub fn shard_of(job: Uuid) -> usize {
     let hash = job
         .as_bytes()
@@ -344,71 +397,146 @@ pub fn shard_of(job: Uuid) -> usize {
     (hash % LOG_SHARDS as u64) as usize
 }
 
-/// The partition keys of a listing under `base`: its shards `<base>#0` …, then
-/// `base` itself, where items written before the keys were sharded sit.
+/// The partition keys of earlier builds' items under `base`: its shards `<base>#0` …,
+/// then `base` itself, where items written before the keys were sharded sit.
 fn sharded(base: String) -> Vec<String> {
     let mut keys: Vec<String> = SHARD_NAMES.iter().map(|n| format!("{base}#{n}")).collect();
     keys.push(base);
     keys
 }
 
+/// What a listing counts.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Attempts, by the time they were made.
+    Attempt,
+    /// Jobs, by the time they were queued (a job's attempts are one unit).
+    Job,
+}
+
+impl Unit {
+    /// An entry's unit and its time (ms), by which units sort.
+    fn key(self, e: &LogEntry) -> (i64, Uuid) {
+        match self {
+            Self::Attempt => (e.attempt.created_at.timestamp_millis(), e.attempt.id),
+            Self::Job => (
+                job_ms(e.attempt.job_id).unwrap_or_else(|| e.enqueued_at.timestamp_millis()),
+                e.attempt.job_id,
+            ),
+        }
+    }
+
+    /// The units of `entries`, each once, newest first.
+    fn newest_first(self, entries: &[LogEntry]) -> Vec<(i64, Uuid)> {
+        let mut units: Vec<(i64, Uuid)> = entries.iter().map(|e| self.key(e)).collect();
+        units.sort_unstable_by(|a, b| b.cmp(a));
+        units.dedup();
+        units
+    }
+}
+
+/// How the items under a key are sorted, and what they hold.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Pages by their newest attempt's time (GSI1, GSI3).
+    PagesByAttempt,
+    /// Pages by their last job's time (the table's own keys).
+    PagesByJob,
+    /// Earlier builds' attempt items by log id, a UUIDv7 (the table, GSI1, GSI2).
+    ItemsByAttempt,
+    /// Earlier builds' attempt items by their job's queue time (GSI3).
+    ItemsByJob,
+}
+
+impl Shape {
+    /// The newest time (ms) a unit still unread under a key can have, from the sort
+    /// key of the last item read there.
+    fn bound(self, sort: &str) -> Option<i64> {
+        match self {
+            Self::PagesByAttempt | Self::PagesByJob => log_page::sort_key_ms(sort),
+            // An attempt's time is taken a moment after its id's: into the next ms.
+            Self::ItemsByAttempt => Uuid::parse_str(sort)
+                .ok()
+                .and_then(|id| id.get_timestamp())
+                .map(|t| {
+                    let (secs, nanos) = t.to_unix();
+                    secs as i64 * 1000 + i64::from(nanos / 1_000_000) + 1
+                }),
+            Self::ItemsByJob => sort
+                .split('#')
+                .next()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis()),
+        }
+    }
+
+    /// Items to ask a key for when it should give `units` more.
+    fn chunk(self, units: usize) -> usize {
+        match self {
+            Self::PagesByAttempt | Self::PagesByJob => units.div_ceil(ATTEMPTS_A_PAGE) + 1,
+            Self::ItemsByAttempt | Self::ItemsByJob => units + 1,
+        }
+        .min(MAX_CHUNK)
+    }
+
+    /// The entries an item holds.
+    fn entries(self, item: &Row) -> Result<Vec<LogEntry>> {
+        match self {
+            Self::PagesByAttempt | Self::PagesByJob => page_entries(item),
+            Self::ItemsByAttempt | Self::ItemsByJob => Ok(vec![item_entry(item)?]),
+        }
+    }
+}
+
 /// One partition key's part of a merged listing.
 struct Source {
+    index: Option<&'static str>,
+    key_attr: &'static str,
+    sort_attr: &'static str,
     key: String,
+    shape: Shape,
     /// Where its next read starts (the last `LastEvaluatedKey`).
     start: Option<Row>,
-    /// The sort key of the last item read (returned or filtered out): every newer
-    /// item under the key has been read.
-    seen_to: Option<String>,
     /// Whether every item under the key has been read.
     done: bool,
-    /// Items and units read from it, and the last item.
-    items: usize,
-    units: usize,
-    last: Option<Row>,
+    /// No unit still unread under the key is newer than this (ms); `None` before the
+    /// first read.
+    bound: Option<i64>,
 }
 
 impl Source {
-    fn new(key: String) -> Self {
-        Self {
-            key,
-            start: None,
-            seen_to: None,
-            done: false,
-            items: 0,
-            units: 0,
-            last: None,
-        }
+    /// The keys `keys` of `index` (`None`: the table), sorted by `sort_attr`.
+    fn all(
+        index: Option<&'static str>,
+        (key_attr, sort_attr): (&'static str, &'static str),
+        shape: Shape,
+        keys: Vec<String>,
+    ) -> Vec<Self> {
+        keys.into_iter()
+            .map(|key| Self {
+                index,
+                key_attr,
+                sort_attr,
+                key,
+                shape,
+                start: None,
+                done: false,
+                bound: None,
+            })
+            .collect()
     }
 }
 
-/// The units that start among the items of `merged` (newest first) newer than `seen`.
-fn units_above(
-    merged: &[(String, Row)],
-    seen: &str,
-    starts: impl Fn(Option<&Row>, &Row) -> bool,
-) -> usize {
-    let mut previous = None;
-    let mut units = 0;
-    for (sort, row) in merged {
-        if sort.as_str() <= seen {
-            break;
-        }
-        units += usize::from(starts(previous, row));
-        previous = Some(row);
-    }
-    units
-}
-
-/// Whether `item` is the first (the latest attempt) of its job's run, in GSI3's
-/// order where a job's attempts come one after another.
-fn starts_a_job(previous: Option<&Row>, item: &Row) -> bool {
-    previous.and_then(|p| p.get("job_id")) != item.get("job_id")
-}
-
-/// Every item is a unit of its own.
-fn each_item(_: Option<&Row>, _: &Row) -> bool {
-    true
+/// The entries of a page's item.
+fn page_entries(item: &Row) -> Result<Vec<LogEntry>> {
+    let data = item
+        .get("d")
+        .and_then(|v| v.as_b().ok())
+        .ok_or_else(|| Item(item).corrupt("d"))?;
+    log_page::decode(data.as_ref()).map_err(|reason| Error::Corrupt {
+        key: Item(item).opt_text("pk").unwrap_or_default(),
+        reason,
+    })
 }
 
 /// An item being written in DynamoDB's JSON (`{"name":{"S":"value"},…}`). Attribute
@@ -456,6 +584,18 @@ impl JsonItem {
         self.0
             .extend_from_slice(if value { b"true" } else { b"false" });
         self.0.push(b'}');
+    }
+    fn b(&mut self, name: &str, value: &[u8]) {
+        use base64::Engine;
+        self.key(name, b"\"B\"");
+        self.0.push(b'"');
+        let start = self.0.len();
+        self.0.resize(start + value.len().div_ceil(3) * 4, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(value, &mut self.0[start..])
+            .unwrap_or(0);
+        self.0.truncate(start + written);
+        self.0.extend_from_slice(b"\"}");
     }
     fn finish(mut self) -> Vec<u8> {
         self.0.push(b'}');
@@ -527,23 +667,22 @@ fn attempt_from(item: &HashMap<String, AttributeValue>) -> Result<Attempt> {
     })
 }
 
-/// A job's state from its latest attempt's item.
-fn job_from(item: &HashMap<String, AttributeValue>) -> Result<JobRecord> {
+/// An earlier build's attempt item, with its job's state after it.
+fn item_entry(item: &Row) -> Result<LogEntry> {
     let i = Item(item);
-    let attempt = attempt_from(item)?;
     Ok(LogEntry {
         status: JobStatus::parse(&i.text("status")?).ok_or_else(|| i.corrupt("status"))?,
         enqueued_at: i.time("enqueued_at")?,
-        attempt,
-    }
-    .job())
+        attempt: attempt_from(item)?,
+    })
 }
 
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
-    /// Up to 25 items per `BatchWriteItem` and 8 requests at once, what comes back
-    /// unprocessed (or meets a retryable error) written again, each request bounded
-    /// by [`LOG_ATTEMPT_TIMEOUT`] and the whole write by [`LOG_WRITE_TIMEOUT`].
+    /// Pages of the entries (earlier builds' items for jobs whose ids tell no time), up
+    /// to 25 items per `BatchWriteItem` and 8 requests at once, what comes back
+    /// unprocessed (or meets a retryable error) written again, each request bounded by
+    /// [`LOG_ATTEMPT_TIMEOUT`] and the whole write by [`LOG_WRITE_TIMEOUT`].
     async fn record(&self, entries: &[LogEntry]) -> Result<()> {
         match tokio::time::timeout(
             LOG_WRITE_TIMEOUT,
@@ -561,13 +700,20 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
-        self.attempts(
-            Some("gsi1"),
-            ("gsi1pk", "gsi1sk"),
+        let gsi1 = (Some("gsi1"), ("gsi1pk", "gsi1sk"));
+        let mut sources = Source::all(
+            gsi1.0,
+            gsi1.1,
+            Shape::PagesByAttempt,
+            Self::page_keys(&format!("LOGP#{store}")),
+        );
+        sources.extend(Source::all(
+            gsi1.0,
+            gsi1.1,
+            Shape::ItemsByAttempt,
             sharded(format!("LOGS#{store}")),
-            page,
-        )
-        .await
+        ));
+        self.attempts(sources, page).await
     }
 
     async fn integration_logs(
@@ -576,13 +722,19 @@ impl DeliveryLog for DynamoDeliveryLog {
         integration: Uuid,
         page: Page,
     ) -> Result<(Vec<Attempt>, usize)> {
-        self.attempts(
+        let mut sources = Source::all(
+            Some("gsi3"),
+            ("gsi3pk", "gsi3sk"),
+            Shape::PagesByAttempt,
+            Self::page_keys(&format!("LOGP#{store}#{integration}")),
+        );
+        sources.extend(Source::all(
             None,
             ("pk", "sk"),
+            Shape::ItemsByAttempt,
             sharded(format!("LOGS#{store}#{integration}")),
-            page,
-        )
-        .await
+        ));
+        self.attempts(sources, page).await
     }
 
     async fn integration_jobs(
@@ -591,29 +743,42 @@ impl DeliveryLog for DynamoDeliveryLog {
         integration: Uuid,
         page: Page,
     ) -> Result<(Vec<JobRecord>, usize)> {
-        // A job is the run of its attempts in GSI3, its latest attempt first: it is
-        // counted once, and read from that first item.
-        let items = self
-            .newest(
-                Some("gsi3"),
-                ("gsi3pk", "gsi3sk"),
-                sharded(format!("JOBS#{store}#{integration}")),
-                page.count_cap(),
-                starts_a_job,
-            )
-            .await?;
-        let mut latest = Vec::new();
-        let mut previous = None;
-        for item in &items {
-            if starts_a_job(previous, item) {
-                latest.push(item);
+        let mut sources = Source::all(
+            None,
+            ("pk", "sk"),
+            Shape::PagesByJob,
+            Self::page_keys(&format!("LOGP#{store}#{integration}")),
+        );
+        sources.extend(Source::all(
+            Some("gsi3"),
+            ("gsi3pk", "gsi3sk"),
+            Shape::ItemsByJob,
+            sharded(format!("JOBS#{store}#{integration}")),
+        ));
+        let entries = self.merged(sources, Unit::Job, page.count_cap()).await?;
+        // A job's state is its latest attempt's.
+        let mut latest: HashMap<Uuid, &LogEntry> = HashMap::new();
+        for e in &entries {
+            let newer = |held: &&LogEntry| {
+                (e.attempt.attempt, e.attempt.created_at, e.attempt.id)
+                    > (
+                        held.attempt.attempt,
+                        held.attempt.created_at,
+                        held.attempt.id,
+                    )
+            };
+            match latest.get(&e.attempt.job_id) {
+                Some(held) if !newer(held) => {}
+                _ => {
+                    latest.insert(e.attempt.job_id, e);
+                }
             }
-            previous = Some(item);
         }
-        let total = latest.len();
-        let jobs = page.slice(latest);
+        let mut jobs: Vec<&LogEntry> = latest.into_values().collect();
+        jobs.sort_unstable_by_key(|e| std::cmp::Reverse(Unit::Job.key(e)));
+        let total = jobs.len();
         Ok((
-            jobs.into_iter().map(job_from).collect::<Result<_>>()?,
+            page.slice(jobs).into_iter().map(LogEntry::job).collect(),
             total,
         ))
     }
@@ -625,19 +790,64 @@ impl DeliveryLog for DynamoDeliveryLog {
         job: Uuid,
         page: Page,
     ) -> Result<(Vec<Attempt>, usize)> {
-        // The job id is derived from the integration id, so the job's partition holds
-        // only this integration's attempts; the filter below is a second lock.
-        let (attempts, total) = self
-            .attempts(
-                Some("gsi2"),
-                ("gsi2pk", "gsi2sk"),
-                vec![format!("JOBLOGS#{store}#{job}")],
-                page,
-            )
-            .await?;
-        if attempts.iter().any(|a| a.integration_id != integration) {
-            return Ok((Vec::new(), 0));
+        let Some(queued) = job_ms(job) else {
+            // A job of an earlier build: its attempts are items of their own under
+            // GSI2. The job id is derived from the integration id, so the job's
+            // partition holds only this integration's attempts; the filter below is a
+            // second lock.
+            let (attempts, total) = self
+                .attempts(
+                    Source::all(
+                        Some("gsi2"),
+                        ("gsi2pk", "gsi2sk"),
+                        Shape::ItemsByAttempt,
+                        vec![format!("JOBLOGS#{store}#{job}")],
+                    ),
+                    page,
+                )
+                .await?;
+            if attempts.iter().any(|a| a.integration_id != integration) {
+                return Ok((Vec::new(), 0));
+            }
+            return Ok((attempts, total));
+        };
+        // The pages whose last job was queued in the span after this one, in each
+        // shard of the integration: every page that can hold its attempts.
+        let (from, to) = (
+            format!("{queued:013}"),
+            format!("{:013}#~", queued + PAGE_SPAN_MS),
+        );
+        let reads = Self::page_keys(&format!("LOGP#{store}#{integration}"))
+            .into_iter()
+            .map(|key| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :k AND sk BETWEEN :from AND :to")
+                    .filter_expression("expires_at > :now")
+                    .expression_attribute_values(":k", s(key))
+                    .expression_attribute_values(":from", s(from.clone()))
+                    .expression_attribute_values(":to", s(to.clone()))
+                    .expression_attribute_values(":now", n(epoch(Utc::now())))
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .collect::<Vec<_>>()
+            });
+        let mut attempts = Vec::new();
+        for items in futures_util::future::join_all(reads).await {
+            for item in items {
+                let item = item.map_err(|e| backend_error(SERVICE, e))?;
+                attempts.extend(
+                    page_entries(&item)?
+                        .into_iter()
+                        .filter(|e| e.attempt.job_id == job)
+                        .map(|e| e.attempt),
+                );
+            }
         }
-        Ok((attempts, total))
+        attempts.sort_unstable_by_key(|a| std::cmp::Reverse((a.created_at, a.id)));
+        let total = attempts.len();
+        Ok((page.slice(attempts), total))
     }
 }

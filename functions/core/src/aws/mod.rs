@@ -7,6 +7,7 @@ pub mod claims;
 pub mod dynamo;
 pub mod kms;
 pub mod local;
+mod log_page;
 pub mod sqs;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

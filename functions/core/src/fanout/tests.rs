@@ -435,7 +435,7 @@ async fn a_body_without_an_attempt_is_attempt_one_and_its_budget_runs_from_its_m
     let fail = webhook("fail", "s", &["order.paid"], true);
     let (fanout, queue, log) = recorded_world(&[&fail], RetryPolicy::default()).await;
     let old = r#"{"v":1,"job_id":"JOB","store_id":"s","integration_id":"INT","enqueued_at":"2026-11-22T08:00:01Z","event":{"id":"evt-old","type":"order.paid","occurred_at":"2026-11-22T08:00:00Z","payload":{"data":{"id":"o-1"}}}}"#
-        .replace("JOB", &crate::job::job_id("evt-old", fail.id).to_string())
+        .replace("JOB", &crate::job::legacy_job_id("evt-old", fail.id).to_string())
         .replace("INT", &fail.id.to_string());
     let mut records = batch(&queue.inner, vec![old]).await;
     records[0].receive_count = 3;
@@ -544,7 +544,7 @@ async fn retries_of_large_jobs_are_sent_in_batches_sqs_takes() {
         .map(|k| {
             let mut job = job_for(&fail);
             job.event.id = format!("evt-{k}");
-            job.job_id = crate::job::job_id(&job.event.id, fail.id);
+            job.job_id = crate::job::job_id(&job.event.id, fail.id, job.enqueued_at);
             job.event.payload =
                 serde_json::json!({"data": {"blob": "x".repeat(crate::job::MAX_EVENT_BYTES - 500)}})
                     .into();
@@ -720,7 +720,7 @@ async fn a_slow_integration_holds_at_most_its_share_of_the_places_while_others_w
     let record = |i: &Integration, k: usize| {
         let mut job = job_for(i);
         job.event.id = format!("evt-{k}");
-        job.job_id = crate::job::job_id(&job.event.id, i.id);
+        job.job_id = crate::job::job_id(&job.event.id, i.id, job.enqueued_at);
         QueuedJob {
             message_id: format!("m-{}-{k}", i.name),
             receipt: format!("r-{}-{k}", i.name),
@@ -886,7 +886,7 @@ async fn health_world(
 async fn last_attempt(queue: &MemoryQueue, i: &Integration, n: usize) -> Vec<QueuedJob> {
     let mut job = job_for(i);
     job.event.id = format!("evt-{n}");
-    job.job_id = crate::job::job_id(&job.event.id, i.id);
+    job.job_id = crate::job::job_id(&job.event.id, i.id, job.enqueued_at);
     job.attempt = RetryPolicy::default().max_attempts();
     let body = job.to_body();
     let mut records = Vec::new();
@@ -1053,7 +1053,7 @@ async fn a_batch_larger_than_the_in_flight_bound_is_delivered_whole_but_never_mo
         .map(|k| {
             let mut job = job_for(&ok);
             job.event.id = format!("evt-{k}");
-            job.job_id = crate::job::job_id(&job.event.id, ok.id);
+            job.job_id = crate::job::job_id(&job.event.id, ok.id, job.enqueued_at);
             QueuedJob {
                 message_id: format!("m-{k}"),
                 receipt: format!("r-{k}"),

@@ -67,13 +67,36 @@ fn is_first_attempt(attempt: &u32) -> bool {
 /// Namespace of job ids (UUIDv5 over `"<event id>/<integration id>"`).
 const JOB_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_2a7e_9d4b_4c61_8e3a_b0d2_71f4_c9e8);
 
-/// The job id of an (event, integration) pair: the same on every retry and on every
-/// re-ingestion of the same event.
-pub fn job_id(event_id: &str, integration_id: Uuid) -> Uuid {
+/// The job id of an (event, integration) pair queued at `enqueued_at`: the same on
+/// every retry and on every re-ingestion of the event while its claim holds (ingest
+/// queues it at the claim's time). A UUIDv8: its first 48 bits are `enqueued_at` in
+/// milliseconds, as in a UUIDv7 ([`job_time`]), so the delivery log finds a job's
+/// attempts from its id alone; the rest is the pair's UUIDv5 ([`legacy_job_id`]).
+pub fn job_id(event_id: &str, integration_id: Uuid, enqueued_at: DateTime<Utc>) -> Uuid {
+    let mut bytes = *legacy_job_id(event_id, integration_id).as_bytes();
+    let ms = enqueued_at.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::new_v8(bytes)
+}
+
+/// The job id earlier builds gave an (event, integration) pair: the UUIDv5 of
+/// `"<event id>/<integration id>"`, with no time in it. Jobs they queued still parse.
+pub fn legacy_job_id(event_id: &str, integration_id: Uuid) -> Uuid {
     Uuid::new_v5(
         &JOB_NAMESPACE,
         format!("{event_id}/{integration_id}").as_bytes(),
     )
+}
+
+/// When a job was queued, from its id (to the millisecond): the first 48 bits of a
+/// UUIDv8 of [`job_id`] (or of a UUIDv7); `None` for an id of an earlier build.
+pub fn job_time(job: Uuid) -> Option<DateTime<Utc>> {
+    if !matches!(job.get_version_num(), 7 | 8) {
+        return None;
+    }
+    let b = job.as_bytes();
+    let ms = b[..6].iter().fold(0i64, |ms, &x| (ms << 8) | i64::from(x));
+    DateTime::from_timestamp_millis(ms)
 }
 
 impl DeliveryJob {
@@ -86,7 +109,7 @@ impl DeliveryJob {
     ) -> Self {
         Self {
             v: 1,
-            job_id: job_id(&event.id, integration_id),
+            job_id: job_id(&event.id, integration_id, enqueued_at),
             store_id: store.as_str().to_owned(),
             integration_id,
             enqueued_at,
@@ -108,7 +131,9 @@ impl DeliveryJob {
         if StoreId::parse(&job.store_id).is_none() {
             return Err("job has an invalid store_id".into());
         }
-        if job.job_id != job_id(&job.event.id, job.integration_id) {
+        if job.job_id != job_id(&job.event.id, job.integration_id, job.enqueued_at)
+            && job.job_id != legacy_job_id(&job.event.id, job.integration_id)
+        {
             return Err("job_id does not match its event and integration".into());
         }
         if job.attempt == 0 {
@@ -141,6 +166,7 @@ impl DeliveryJob {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
     use serde_json::json;
 
     use super::*;
@@ -275,12 +301,56 @@ mod tests {
     }
 
     #[test]
-    fn job_ids_are_stable_per_event_and_integration() {
+    fn job_ids_are_stable_per_event_integration_and_queue_time() {
         let a = Uuid::now_v7();
         let b = Uuid::now_v7();
-        assert_eq!(job_id("e1", a), job_id("e1", a));
-        assert_ne!(job_id("e1", a), job_id("e1", b));
-        assert_ne!(job_id("e1", a), job_id("e2", a));
+        let t = now();
+        assert_eq!(job_id("e1", a, t), job_id("e1", a, t));
+        assert_ne!(job_id("e1", a, t), job_id("e1", b, t));
+        assert_ne!(job_id("e1", a, t), job_id("e2", a, t));
+        assert_ne!(
+            job_id("e1", a, t),
+            job_id("e1", a, t + chrono::TimeDelta::milliseconds(1))
+        );
+    }
+
+    #[test]
+    fn a_job_id_tells_when_its_job_was_queued_to_the_millisecond() {
+        let t = Utc
+            .timestamp_opt(1_800_000_000, 123_456_789)
+            .single()
+            .expect("time");
+        let id = job_id("e1", Uuid::now_v7(), t);
+        assert_eq!(id.get_version_num(), 8);
+        assert_eq!(
+            job_time(id),
+            Some(
+                Utc.timestamp_opt(1_800_000_000, 123_000_000)
+                    .single()
+                    .expect("ms")
+            )
+        );
+        assert_eq!(job_time(legacy_job_id("e1", Uuid::now_v7())), None);
+    }
+
+    #[test]
+    fn a_job_an_earlier_build_queued_with_a_time_less_id_still_parses() {
+        let (store, event) = parse_event(
+            &json!({"id": "e1", "type": "order.paid", "payload": {"data": {}}}),
+            Some(&store()),
+            "",
+            now(),
+        )
+        .expect("valid");
+        let integration = Uuid::now_v7();
+        let mut job = DeliveryJob::new(&store, integration, event, now());
+        job.job_id = legacy_job_id("e1", integration);
+        assert_eq!(DeliveryJob::parse(&job.to_body()), Ok(job.clone()));
+        job.job_id = Uuid::now_v7();
+        assert_eq!(
+            DeliveryJob::parse(&job.to_body()),
+            Err("job_id does not match its event and integration".to_owned())
+        );
     }
 
     #[test]
@@ -488,7 +558,7 @@ mod properties {
         fn any_queue_message_is_a_checked_job_or_refused(raw in "\\PC{0,200}", value in any_json()) {
             for body in [raw, value.to_string()] {
                 if let Ok(job) = DeliveryJob::parse(&body) {
-                    prop_assert_eq!(job.job_id, job_id(&job.event.id, job.integration_id));
+                    prop_assert_eq!(job.job_id, job_id(&job.event.id, job.integration_id, job.enqueued_at));
                 }
             }
         }
@@ -504,7 +574,7 @@ mod properties {
             let mut job = valid_job();
             job[field] = replacement;
             if let Ok(parsed) = DeliveryJob::parse(&job.to_string()) {
-                prop_assert_eq!(parsed.job_id, job_id(&parsed.event.id, parsed.integration_id));
+                prop_assert_eq!(parsed.job_id, job_id(&parsed.event.id, parsed.integration_id, parsed.enqueued_at));
                 prop_assert!(StoreId::parse(&parsed.store_id).is_some());
                 prop_assert_eq!(parsed.v, 1);
                 prop_assert!(parsed.attempt >= 1);
