@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -169,20 +169,26 @@ impl Ingest {
         }
 
         // An id Herald gave (a new UUIDv7) cannot have been sent before: its event
-        // needs no claim, and costs no write.
-        let (to_claim, mut claimed): (Vec<_>, Vec<_>) = unique
+        // needs no claim, and costs no write. Its jobs are queued now; a claimed
+        // event's at its claim's first time, so that a resend's jobs keep their ids.
+        let (to_claim, unnamed): (Vec<_>, Vec<_>) = unique
             .into_iter()
             .partition(|(index, _, _)| named.contains(index));
+        let now_ms = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        let mut claimed: Vec<_> = unnamed
+            .into_iter()
+            .map(|(index, store, event)| (index, store, event, now_ms))
+            .collect();
         let ttl = self.settings.idempotency_ttl;
         let keys: Vec<(StoreId, String)> = to_claim
             .iter()
             .map(|(_, store, event)| (store.clone(), event.id.clone()))
             .collect();
-        let claims = self.idempotency.claim_all(&keys, ttl).await;
+        let claims = self.idempotency.take_all(&keys, ttl).await;
         for ((index, store, event), claim) in to_claim.into_iter().zip(claims) {
             match claim {
-                Ok(true) => claimed.push((index, store, event)),
-                Ok(false) => results[index].status = EventStatus::Duplicate,
+                Ok(Some(at)) => claimed.push((index, store, event, at)),
+                Ok(None) => results[index].status = EventStatus::Duplicate,
                 Err(e) => {
                     tracing::error!(error = %e, "idempotency claim failed");
                     results[index].status = EventStatus::Failed {
@@ -191,16 +197,16 @@ impl Ingest {
                 }
             }
         }
-        claimed.sort_unstable_by_key(|(index, _, _)| *index);
+        claimed.sort_unstable_by_key(|(index, _, _, _)| *index);
 
         // One store query per store, not per event.
-        let stores: Vec<StoreId> = claimed.iter().map(|(_, s, _)| s.clone()).collect();
+        let stores: Vec<StoreId> = claimed.iter().map(|(_, s, _, _)| s.clone()).collect();
         let lists = self.integrations.snapshot(&stores).await;
 
         let mut jobs: Vec<(usize, DeliveryJob)> = Vec::new();
         let mut queued_events: HashMap<usize, (StoreId, String)> = HashMap::new();
         let mut to_release = Vec::new();
-        for (index, store, event) in claimed {
+        for (index, store, event, queued_at) in claimed {
             let list = match lists.get(&store) {
                 Some(Ok(list)) => list,
                 other => {
@@ -223,7 +229,7 @@ impl Ingest {
             for integration in targets {
                 jobs.push((
                     index,
-                    DeliveryJob::new(&store, integration.id, event.clone(), now),
+                    DeliveryJob::new(&store, integration.id, event.clone(), queued_at),
                 ));
             }
             queued_events.insert(index, (store, event.id));

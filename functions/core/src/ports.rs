@@ -194,29 +194,58 @@ pub trait DeadLetters: Send + Sync {
 /// Remembers which event ids a store has already sent, for a bounded time.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims an event id; `false` when it was claimed before (a duplicate). The claim
-    /// is one atomic conditional write, so concurrent duplicates get one `true`.
+    /// Takes an event id's claim for `ttl`: the time (to the millisecond) it was first
+    /// taken, or `None` when it is held (a duplicate). The claim is one atomic
+    /// conditional write, so concurrent duplicates get one `Some`. A claim given back
+    /// ([`IdempotencyStore::release`]) and taken again keeps its first time: ingest
+    /// queues an event's jobs at that time, and a job's id is made of it
+    /// ([`crate::job::job_id`]), so a resend's jobs have the ids of the first send's.
+    async fn take(
+        &self,
+        store: &StoreId,
+        event_id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>>;
+
+    /// Claims an event id; `false` when it was claimed before (a duplicate):
+    /// [`IdempotencyStore::take`] without the time.
     async fn claim(
         &self,
         store: &StoreId,
         event_id: &str,
         ttl: std::time::Duration,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        Ok(self.take(store, event_id, ttl).await?.is_some())
+    }
 
-    /// Claims many event ids at once (a request's): one result per id, in order, with
-    /// [`IdempotencyStore::claim`]'s meaning: each claimed on its own, all at once. (In
-    /// DynamoDB a claim is a conditional `PutItem`, one write request unit; a
+    /// Takes many event ids' claims at once (a request's): one result per id, in
+    /// order, with [`IdempotencyStore::take`]'s meaning: each taken on its own, all at
+    /// once. (In DynamoDB a claim is a conditional write of one write request unit; a
     /// transaction of claims would cost two a claim: the cost section of `make bench`.)
+    async fn take_all(
+        &self,
+        claims: &[(StoreId, String)],
+        ttl: std::time::Duration,
+    ) -> Vec<Result<Option<chrono::DateTime<chrono::Utc>>>> {
+        futures_util::future::join_all(claims.iter().map(|(store, id)| self.take(store, id, ttl)))
+            .await
+    }
+
+    /// [`IdempotencyStore::take_all`] without the times.
     async fn claim_all(
         &self,
         claims: &[(StoreId, String)],
         ttl: std::time::Duration,
     ) -> Vec<Result<bool>> {
-        futures_util::future::join_all(claims.iter().map(|(store, id)| self.claim(store, id, ttl)))
+        self.take_all(claims, ttl)
             .await
+            .into_iter()
+            .map(|taken| taken.map(|t| t.is_some()))
+            .collect()
     }
 
-    /// Gives a claim back (the event could not be queued, so a resend must pass).
+    /// Gives a claim back (the event could not be queued, so a resend must pass); a
+    /// resend takes it again at its first time.
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()>;
 }
 

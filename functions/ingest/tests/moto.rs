@@ -170,6 +170,41 @@ async fn a_batch_of_events_is_queued_in_batches_of_ten() {
 }
 
 #[tokio::test]
+async fn a_claim_given_back_and_taken_again_keeps_its_first_time_so_a_resends_jobs_keep_their_ids()
+{
+    let w = world(&[]).await;
+    let store = StoreId::parse("s").expect("store");
+    let hour = Duration::from_secs(3600);
+    let first = w.idempotency.take(&store, "e1", hour).await.expect("take");
+    assert!(first.is_some());
+    assert_eq!(
+        w.idempotency.take(&store, "e1", hour).await.expect("held"),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.idempotency.release(&store, "e1").await.expect("release");
+    assert_eq!(
+        w.idempotency.take(&store, "e1", hour).await.expect("again"),
+        first
+    );
+    assert_eq!(
+        w.idempotency.take(&store, "e1", hour).await.expect("held"),
+        None
+    );
+    // Giving back a claim nobody took writes nothing.
+    w.idempotency
+        .release(&store, "never")
+        .await
+        .expect("release");
+    assert!(w
+        .idempotency
+        .take(&store, "never", hour)
+        .await
+        .expect("take")
+        .is_some());
+}
+
+#[tokio::test]
 async fn an_expired_claim_can_be_taken_again_although_ttl_has_not_deleted_it() {
     let w = world(&[]).await;
     let store = StoreId::parse("s").expect("store");

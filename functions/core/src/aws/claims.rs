@@ -5,6 +5,11 @@
 //! |---|---|---|
 //! | event claim | `STORE#<store>` | `EVENT#<event id>` |
 //!
+//! A claim keeps the time it was first taken (`claimed_at`, epoch milliseconds): a
+//! claim given back (`released`, when an event could not be queued) and taken again
+//! by a resend answers that time, so the resend's jobs get the ids of the first
+//! send's ([`crate::job::job_id`] is made of it) and receivers deduplicate them.
+//!
 //! A claim carries `expires_at` (epoch seconds) for DynamoDB TTL. TTL deletion is lazy
 //! (up to days late), so a claim whose `expires_at` has passed may be taken again.
 //! See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/howitworks-ttl.html>.
@@ -61,23 +66,11 @@ impl DynamoIdempotency {
         ])
     }
 
-    fn claim_item(
-        store: &StoreId,
-        event_id: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> HashMap<String, AttributeValue> {
-        let mut item = Self::key(store, event_id);
-        item.insert("entity".into(), s("event-claim"));
-        item.insert(
-            "expires_at".into(),
-            n(now.timestamp() + ttl.as_secs() as i64),
-        );
-        item
-    }
-
-    /// The conditional `PutItem` that claims `event_id` of `store` in `table` at `now`
-    /// for `ttl`: the item and condition every claim writes.
+    /// The conditional `UpdateItem` that takes the claim of `event_id` of `store` in
+    /// `table` at `now` for `ttl`: free when nobody holds it, its holder's time is up
+    /// (TTL deletes late) or it was given back; its first time (`claimed_at`, epoch ms)
+    /// is kept, and comes back in the answer (`ALL_NEW`). One write unit, as a
+    /// conditional `PutItem` (the item is small); a transaction would cost two.
     pub fn claim_request(
         client: &Client,
         table: &str,
@@ -85,41 +78,75 @@ impl DynamoIdempotency {
         event_id: &str,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         client
-            .put_item()
+            .update_item()
             .table_name(table)
-            .set_item(Some(Self::claim_item(store, event_id, now, ttl)))
+            .set_key(Some(Self::key(store, event_id)))
+            .update_expression(
+                "SET entity = :entity, expires_at = :until, claimed_at = if_not_exists(claimed_at, :ms) REMOVE released",
+            )
             .condition_expression(CLAIM_CONDITION)
+            .expression_attribute_values(":entity", s("event-claim"))
+            .expression_attribute_values(":until", n(now.timestamp() + ttl.as_secs() as i64))
+            .expression_attribute_values(":ms", n(now.timestamp_millis()))
             .expression_attribute_values(":now", n(now.timestamp()))
+            .expression_attribute_values(":released", AttributeValue::Bool(true))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
     }
 }
 
-/// A claim is free when nobody holds it or its holder's time is up (TTL deletes late).
-const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expires_at < :now";
+/// A claim is free when nobody holds it, its holder's time is up (TTL deletes late),
+/// or it was given back.
+const CLAIM_CONDITION: &str =
+    "attribute_not_exists(pk) OR expires_at < :now OR released = :released";
 
 #[async_trait]
 impl IdempotencyStore for DynamoIdempotency {
-    async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
-        let result =
-            Self::claim_request(&self.client, &self.table, store, event_id, Utc::now(), ttl)
-                .send()
-                .await;
+    async fn take(
+        &self,
+        store: &StoreId,
+        event_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let now = Utc::now();
+        let result = Self::claim_request(&self.client, &self.table, store, event_id, now, ttl)
+            .send()
+            .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Ok(out) => {
+                let first = out
+                    .attributes()
+                    .and_then(|item| item.get("claimed_at"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|ms| ms.parse().ok())
+                    .and_then(DateTime::from_timestamp_millis);
+                // An item without its time is one an earlier build claimed: now.
+                Ok(Some(first.unwrap_or_else(|| {
+                    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+                })))
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(None),
             Err(e) => Err(backend_error(SERVICE, e)),
         }
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
-        self.client
-            .delete_item()
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(store, event_id)))
+            .update_expression("SET released = :released")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":released", AttributeValue::Bool(true))
             .send()
-            .await
-            .map_err(|e| backend_error(SERVICE, e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Nothing to give back.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(backend_error(SERVICE, e)),
+        }
     }
 }

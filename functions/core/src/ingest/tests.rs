@@ -291,14 +291,14 @@ struct CountingClaims {
 
 #[async_trait::async_trait]
 impl IdempotencyStore for CountingClaims {
-    async fn claim(
+    async fn take(
         &self,
         store: &StoreId,
         event_id: &str,
         ttl: Duration,
-    ) -> crate::error::Result<bool> {
+    ) -> crate::error::Result<Option<chrono::DateTime<chrono::Utc>>> {
         self.asked.lock().expect("lock").push(event_id.to_owned());
-        self.inner.claim(store, event_id, ttl).await
+        self.inner.take(store, event_id, ttl).await
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> crate::error::Result<()> {
@@ -333,4 +333,97 @@ async fn an_event_without_an_id_is_queued_without_a_claim_and_one_with_an_id_is_
         .all(|r| r.status == EventStatus::Accepted { jobs: 1 }));
     assert_eq!(*claims.asked.lock().expect("lock"), ["mine"]);
     assert_eq!(queued(&queue).await.len(), 3);
+}
+
+/// The memory queue, refusing every job of one integration while `refusing` holds (an
+/// entry SQS keeps failing).
+struct Refusing {
+    inner: Arc<MemoryQueue>,
+    integration: uuid::Uuid,
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl JobQueue for Refusing {
+    async fn send_batch(
+        &self,
+        jobs: &[OutgoingJob],
+    ) -> crate::error::Result<Vec<crate::ports::SendFailure>> {
+        let refused = |j: &OutgoingJob| {
+            self.refusing.load(std::sync::atomic::Ordering::SeqCst)
+                && j.body.contains(&self.integration.to_string())
+        };
+        let (no, yes): (Vec<_>, Vec<_>) = jobs.iter().cloned().partition(refused);
+        let mut failed = self.inner.send_batch(&yes).await?;
+        failed.extend(no.into_iter().map(|j| crate::ports::SendFailure {
+            entry_id: j.entry_id,
+            reason: "throttled".into(),
+            retryable: true,
+        }));
+        Ok(failed)
+    }
+
+    async fn change_visibility(&self, receipt: &str, delay: Duration) -> crate::error::Result<()> {
+        self.inner.change_visibility(receipt, delay).await
+    }
+
+    async fn dead_letter(
+        &self,
+        jobs: &[OutgoingJob],
+    ) -> crate::error::Result<Vec<crate::ports::SendFailure>> {
+        self.inner.dead_letter(jobs).await
+    }
+}
+
+#[tokio::test]
+async fn a_resent_event_that_was_partly_queued_gets_the_same_job_ids_so_receivers_deduplicate() {
+    // GIVEN two integrations observing order.paid, the second one's job refused
+    let a = webhook("a", "s", &["order.paid"], true);
+    let b = webhook("b", "s", &["order.paid"], true);
+    let inner = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let queue = Arc::new(Refusing {
+        inner: inner.clone(),
+        integration: b.id,
+        refusing: true.into(),
+    });
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[&a, &b]).await,
+            Duration::from_secs(5),
+        )),
+        Arc::new(MemoryIdempotency::new()),
+        queue.clone(),
+        IngestSettings {
+            send_backoff: Duration::from_millis(1),
+            ..IngestSettings::default()
+        },
+    );
+    let first = ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+    assert!(
+        matches!(first[0].status, EventStatus::Failed { .. }),
+        "{first:?}"
+    );
+    let delivered = queued(&inner).await;
+    assert_eq!(delivered.len(), 1, "a's job was queued");
+
+    // WHEN the sender sends it again, later, and the queue takes everything
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    queue
+        .refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let again = ingest
+        .ingest(&[event("e1", "order.paid")], Some(&store("s")), at)
+        .await;
+
+    // THEN both jobs are queued, and a's has the id it had the first time
+    assert_eq!(again[0].status, EventStatus::Accepted { jobs: 2 });
+    let resent = queued(&inner).await;
+    let a_again = resent
+        .iter()
+        .find(|j| j.integration_id == a.id)
+        .expect("a's job");
+    assert_eq!(a_again.job_id, delivered[0].job_id);
+    assert_eq!(a_again.enqueued_at, delivered[0].enqueued_at);
 }

@@ -5,25 +5,33 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::lock;
 use crate::error::Result;
 use crate::model::StoreId;
 use crate::ports::IdempotencyStore;
 
-/// Claimed event ids with their expiry. Expired claims are dropped as claims are
-/// made, the soonest first, from a heap: a claim costs the same however many are
-/// held (DynamoDB's TTL keeps them a day).
+/// Claimed event ids with their expiry and first time. Expired claims are dropped as
+/// claims are made, the soonest first, from a heap: a claim costs the same however
+/// many are held (DynamoDB's TTL keeps them a day).
 #[derive(Default)]
 pub struct MemoryIdempotency {
     claims: Mutex<Claims>,
 }
 
+/// A claim held: until when, since when, and whether it was given back.
+struct Held {
+    until: Instant,
+    since: DateTime<Utc>,
+    released: bool,
+}
+
 #[derive(Default)]
 struct Claims {
-    expiry: HashMap<(StoreId, String), Instant>,
-    /// Every expiry given, soonest on top; one whose claim has since been released,
-    /// or made again with another expiry, is skipped when it comes up.
+    held: HashMap<(StoreId, String), Held>,
+    /// Every expiry given, soonest on top; one whose claim has since been made again
+    /// with another expiry is skipped when it comes up.
     soonest: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, (StoreId, String))>>,
 }
 
@@ -36,34 +44,52 @@ impl MemoryIdempotency {
 
 #[async_trait]
 impl IdempotencyStore for MemoryIdempotency {
-    async fn claim(&self, store: &StoreId, event_id: &str, ttl: Duration) -> Result<bool> {
+    async fn take(
+        &self,
+        store: &StoreId,
+        event_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<DateTime<Utc>>> {
         let mut claims = lock(&self.claims);
-        let Claims { expiry, soonest } = &mut *claims;
+        let Claims { held, soonest } = &mut *claims;
         let now = Instant::now();
         while let Some(std::cmp::Reverse((at, _))) = soonest.peek() {
             if *at > now {
                 break;
             }
             if let Some(std::cmp::Reverse((at, key))) = soonest.pop() {
-                if expiry.get(&key) == Some(&at) {
-                    expiry.remove(&key);
+                if held.get(&key).map(|h| h.until) == Some(at) {
+                    held.remove(&key);
                 }
             }
         }
         let key = (store.clone(), event_id.to_owned());
-        if expiry.contains_key(&key) {
-            return Ok(false);
-        }
-        let at = now + ttl;
-        expiry.insert(key.clone(), at);
-        soonest.push(std::cmp::Reverse((at, key)));
-        Ok(true)
+        let until = now + ttl;
+        let since = match held.get(&key) {
+            Some(h) if !h.released => return Ok(None),
+            Some(h) => h.since,
+            None => DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap_or_else(Utc::now),
+        };
+        held.insert(
+            key.clone(),
+            Held {
+                until,
+                since,
+                released: false,
+            },
+        );
+        soonest.push(std::cmp::Reverse((until, key)));
+        Ok(Some(since))
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
-        lock(&self.claims)
-            .expiry
-            .remove(&(store.clone(), event_id.to_owned()));
+        if let Some(h) = lock(&self.claims)
+            .held
+            .get_mut(&(store.clone(), event_id.to_owned()))
+        {
+            h.released = true;
+        }
         Ok(())
     }
 }

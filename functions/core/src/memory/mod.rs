@@ -173,6 +173,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_claim_given_back_and_taken_again_keeps_its_first_time() {
+        let claims = MemoryIdempotency::new();
+        let store = StoreId::parse("s").expect("store");
+        let hour = Duration::from_secs(3600);
+        let first = claims.take(&store, "e", hour).await.expect("take");
+        assert!(first.is_some());
+        assert_eq!(claims.take(&store, "e", hour).await.expect("held"), None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        claims.release(&store, "e").await.expect("release");
+        assert_eq!(claims.take(&store, "e", hour).await.expect("again"), first);
+        assert_eq!(claims.take(&store, "e", hour).await.expect("held"), None);
+    }
+
+    #[tokio::test]
     async fn a_claim_made_again_after_its_release_keeps_its_own_expiry() {
         let claims = MemoryIdempotency::new();
         let store = StoreId::parse("s").expect("store");
