@@ -65,11 +65,13 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
         target: Target::Webhook(WebhookConfig {
             url: format!("http://{addr}/hook"),
             secret_key: None,
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     };
     let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
     store.insert(&integration, 100).await.expect("seed");
