@@ -67,6 +67,11 @@ impl From<Rejection> for ApiError {
                 "the integration was changed by another request while this one was applied; try again",
                 None,
             ),
+            Rejection::NotAWebhook(kind) => Self::new(
+                StatusCode::CONFLICT,
+                format!("only a webhook integration has a secret to rotate; this one is {}", kind.as_str()),
+                None,
+            ),
         }
     }
 }

@@ -203,6 +203,12 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::POST,
+            path: "/v2/integrations/{id}/rotate-secret",
+            statuses: &[200, 400, 403, 404, 409, 413, 415, 422, 500],
+            handler: || post(rotate_secret),
+        },
+        Route {
+            method: Method::POST,
             path: "/v2/integrations/{id}/replay",
             statuses: &[200, 400, 403, 404, 409, 500, 503],
             handler: || post(replay_integration),

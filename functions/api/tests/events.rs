@@ -61,11 +61,13 @@ async fn lambda_app_with(tenancy: Tenancy) -> axum::Router {
         target: Target::Webhook(WebhookConfig {
             url: "https://ilovelamp.now.sh/send-shipped-email".into(),
             secret_key: Some(Secret::new("SOME_SECRET_KEY")),
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     };
     store.insert(&seeded, 100).await.expect("seed");
     let settings = Settings {

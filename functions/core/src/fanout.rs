@@ -25,6 +25,10 @@
 //!   [`SHARE_IN_FLIGHT`] of the batch's in-flight places: a store whose endpoint is
 //!   slow slows itself, not the others in the batch.
 //! - Attempts are recorded once per batch, not once per record.
+//! - Each integration's schedule is the fan-out's, stretched to its
+//!   `delivery.retry_window_minutes` ([`RetryPolicy::stretched_to`]): a longer window
+//!   is more attempts and longer waits, each wait still a delayed message (nothing in
+//!   flight), and the DLQ after its last attempt.
 //!
 //! See <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>.
 
@@ -623,13 +627,17 @@ impl Fanout {
             );
         }
 
+        // The schedule of this integration: the default one, or stretched to its
+        // `delivery.retry_window_minutes`.
+        let retry = self.retry.stretched_to(integration.delivery.retry_window());
+
         // Not due yet (a wait longer than one message's delay): sent on as it is,
         // without an attempt. A time further away than the whole retry window was not
         // written by a retry and is not waited for.
         let now = Utc::now();
         if let Some(due) = job.not_before.filter(|&due| {
             let wait = until(now, due);
-            wait > EARLY && wait <= self.retry.last_attempt_by
+            wait > EARLY && wait <= retry.last_attempt_by
         }) {
             return RecordOutcome {
                 send: Some(Send {
@@ -655,10 +663,7 @@ impl Fanout {
                 let first_queued_at = job.first_queued_at.unwrap_or(record.sent_at);
                 let now = Utc::now();
                 let elapsed = until(first_queued_at, now);
-                match self
-                    .retry
-                    .next_delay(attempt, elapsed, *retry_after, fastrand::f64())
-                {
+                match retry.next_delay(attempt, elapsed, *retry_after, fastrand::f64()) {
                     Some(delay) => {
                         let due = now
                             + chrono::Duration::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
@@ -689,7 +694,7 @@ impl Fanout {
                             due: now,
                             // Should the DLQ not take it, the last attempt is made
                             // again after the schedule's longest wait.
-                            fallback: self.retry.delays.iter().max().copied().unwrap_or_default(),
+                            fallback: retry.delays.iter().max().copied().unwrap_or_default(),
                         };
                         (JobStatus::Failed, Some(send))
                     }

@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::ingest::{EventStatus, Ingest};
-use crate::model::{Health, Integration, SqsAuth, SqsConfig, StoreId, Target};
+use crate::model::{
+    Health, Integration, IntegrationType, RetiringSecret, Secret, SqsAuth, SqsConfig, StoreId,
+    Target,
+};
 use crate::net::guard::AddressGuard;
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::validate::{self, Draft, FieldError, Policy};
@@ -29,6 +32,8 @@ pub enum Rejection {
     },
     /// Concurrent writers kept changing the integration; the caller may retry.
     Conflict,
+    /// Only a webhook has a secret to rotate; this integration is of another type.
+    NotAWebhook(IntegrationType),
 }
 
 /// A change made to an integration, which Herald announces to the store's
@@ -83,6 +88,16 @@ pub struct Updated {
     pub integration: Integration,
     /// Whether anything was written (an update with nothing to change writes nothing).
     pub changed: bool,
+}
+
+/// What a secret rotation did.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The integration after the rotation (its new secret is in its target).
+    pub integration: Integration,
+    /// The secret Herald generated, when the request named none: shown to the caller
+    /// once, in the rotation's answer, and nowhere else.
+    pub generated: Option<Secret>,
 }
 
 /// A use-case result: the value, or why there is none.
@@ -267,6 +282,7 @@ impl Integrations {
             updated_at: now,
             version: 1,
             health: Default::default(),
+            delivery: draft.delivery,
         };
         match self.store.insert(&integration, self.max_per_store).await? {
             InsertOutcome::Inserted => Ok(integration),
@@ -310,6 +326,7 @@ impl Integrations {
                 enabled: current.enabled,
                 observes: current.observes.clone(),
                 target: current.target.clone(),
+                delivery: current.delivery,
             };
             let mut next = match validate::apply_update(&draft, body, self.policy) {
                 Ok(d) => d,
@@ -349,6 +366,7 @@ impl Integrations {
                 enabled: next.enabled,
                 observes: next.observes,
                 target: next.target,
+                delivery: next.delivery,
                 updated_at: Utc::now().max(current.updated_at),
                 version: current.version + 1,
                 ..current
@@ -358,6 +376,72 @@ impl Integrations {
                     return Ok(Updated {
                         integration: updated,
                         changed: true,
+                    })
+                }
+                ReplaceOutcome::NotFound => return Err(Rejection::NotFound.into()),
+                ReplaceOutcome::VersionConflict => continue,
+            }
+        }
+        Err(Rejection::Conflict.into())
+    }
+
+    /// Rotates a webhook's secret (`POST /v2/integrations/{id}/rotate-secret`): the
+    /// new secret (the body's, or a generated one) becomes the secret, and the one it
+    /// replaces keeps signing deliveries for `overlap_minutes` beside it, so
+    /// receivers switch at their pace. A rotation during another's overlap ends that
+    /// one: only the secret being replaced keeps signing. Re-reads and re-applies
+    /// itself after losing a race, as an update does.
+    pub async fn rotate_secret(
+        &self,
+        store_id: &StoreId,
+        id: Uuid,
+        body: &Value,
+    ) -> Outcome<Rotated> {
+        let request = validate::parse_rotation(body).map_err(Rejection::Invalid)?;
+        let generated = match &request.secret_key {
+            Some(_) => None,
+            None => Some(crate::secrets::generate_webhook_secret()?),
+        };
+        let Some(new_secret) = request.secret_key.clone().or_else(|| generated.clone()) else {
+            unreachable!("a secret was sent or generated")
+        };
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(current) = self.store.get(store_id, id).await? else {
+                return Err(Rejection::NotFound.into());
+            };
+            let Target::Webhook(config) = &current.target else {
+                return Err(Rejection::NotAWebhook(current.target.kind()).into());
+            };
+            if config.secret_key.as_ref() == Some(&new_secret) {
+                return Err(Rejection::Invalid(vec![FieldError {
+                    pointer: "/data/secret_key".into(),
+                    detail: "is the current secret: a rotation needs a new one".into(),
+                }])
+                .into());
+            }
+            let now = Utc::now();
+            let overlap = chrono::Duration::minutes(i64::from(request.overlap_minutes));
+            let mut config = config.clone();
+            config.retiring = config
+                .secret_key
+                .take()
+                .filter(|_| request.overlap_minutes > 0)
+                .map(|secret| RetiringSecret {
+                    secret,
+                    until: now + overlap,
+                });
+            config.secret_key = Some(new_secret.clone());
+            let updated = Integration {
+                target: Target::Webhook(config),
+                updated_at: now.max(current.updated_at),
+                version: current.version + 1,
+                ..current.clone()
+            };
+            match self.store.replace(&updated, current.version).await? {
+                ReplaceOutcome::Replaced => {
+                    return Ok(Rotated {
+                        integration: updated,
+                        generated,
                     })
                 }
                 ReplaceOutcome::NotFound => return Err(Rejection::NotFound.into()),

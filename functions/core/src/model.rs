@@ -5,6 +5,7 @@
 //! through [`Integration::to_resource`], which masks every secret.
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
@@ -122,6 +123,83 @@ pub struct WebhookConfig {
     pub url: String,
     /// Shared secret: sent as `X-Moltin-Secret-Key` and used to sign deliveries.
     pub secret_key: Option<Secret>,
+    /// The secret a rotation replaced, still signing deliveries until its overlap
+    /// ends (`POST /v2/integrations/{id}/rotate-secret`). Not part of the
+    /// `configuration` object: it is shown (masked) in `meta.secret_rotation`.
+    pub retiring: Option<RetiringSecret>,
+}
+
+/// A webhook secret on its way out: deliveries carry a signature with it as well as
+/// with the current secret until `until`, so receivers switch at their own pace.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RetiringSecret {
+    /// The previous secret.
+    pub secret: Secret,
+    /// When it stops signing (and is dropped from storage on the next write).
+    pub until: DateTime<Utc>,
+}
+
+impl WebhookConfig {
+    /// The secrets that sign a delivery made at `now`: the current one, then the
+    /// retiring one while its overlap lasts.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
+        let retiring = self
+            .retiring
+            .as_ref()
+            .filter(|r| r.until > now)
+            .map(|r| &r.secret);
+        self.secret_key.iter().chain(retiring).collect()
+    }
+}
+
+/// Herald's extension of an integration (its `delivery` attribute): how deliveries
+/// are made. Every field is optional; one left unset behaves as Elastic Path does, and
+/// an integration with none set is shown without `delivery`, as Elastic Path shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct DeliveryOptions {
+    /// `secret_header` (webhooks): send the secret in `X-Moltin-Secret-Key`. Unset:
+    /// yes, as Elastic Path does.
+    pub secret_header: Option<bool>,
+    /// `retry_window_minutes`: how long a job is retried before it is dead-lettered.
+    /// Unset: [`DeliveryOptions::DEFAULT_RETRY_WINDOW_MINUTES`].
+    pub retry_window_minutes: Option<u32>,
+}
+
+impl DeliveryOptions {
+    /// The retry window without `retry_window_minutes` (Elastic Path's 30 minutes).
+    pub const DEFAULT_RETRY_WINDOW_MINUTES: u32 = 30;
+    /// The longest retry window (a day).
+    pub const MAX_RETRY_WINDOW_MINUTES: u32 = 1440;
+
+    /// Whether deliveries carry the secret in `X-Moltin-Secret-Key`.
+    pub fn sends_secret_header(&self) -> bool {
+        self.secret_header.unwrap_or(true)
+    }
+
+    /// How long a job is retried, from its first attempt.
+    pub fn retry_window(&self) -> Duration {
+        let minutes = self
+            .retry_window_minutes
+            .unwrap_or(Self::DEFAULT_RETRY_WINDOW_MINUTES);
+        Duration::from_secs(u64::from(minutes) * 60)
+    }
+
+    /// Whether no field is set (the integration behaves exactly as Elastic Path's).
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The `delivery` object: the fields that are set.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        if let Some(v) = self.secret_header {
+            map.insert("secret_header".into(), Value::Bool(v));
+        }
+        if let Some(v) = self.retry_window_minutes {
+            map.insert("retry_window_minutes".into(), Value::from(v));
+        }
+        Value::Object(map)
+    }
 }
 
 /// Configuration of an Amazon SQS integration.
@@ -276,6 +354,8 @@ pub struct Integration {
     pub version: u64,
     /// How its deliveries have been going (written by the fan-out).
     pub health: Health,
+    /// Herald's `delivery` options (none set: as Elastic Path delivers).
+    pub delivery: DeliveryOptions,
 }
 
 /// How an integration's deliveries have been going. The fan-out records a success
@@ -392,9 +472,11 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
 
 impl Integration {
     /// The JSON:API resource object, secrets masked. `base_url` is prepended to
-    /// `links.self` (e.g. `https://api.example.com`); it may be empty.
+    /// `links.self` (e.g. `https://api.example.com`); it may be empty. `delivery` is
+    /// there only when an option is set, `meta.secret_rotation` only while a rotated
+    /// webhook secret still signs.
     pub fn to_resource(&self, base_url: &str) -> Value {
-        json!({
+        let mut resource = json!({
             "id": self.id.to_string(),
             "type": "integration",
             "name": self.name,
@@ -411,7 +493,31 @@ impl Integration {
                 },
                 "health": self.health.to_json(self.enabled),
             }
-        })
+        });
+        if !self.delivery.is_unset() {
+            resource["delivery"] = self.delivery.to_json();
+        }
+        if let Target::Webhook(WebhookConfig {
+            retiring: Some(r), ..
+        }) = &self.target
+        {
+            resource["meta"]["secret_rotation"] = json!({
+                "previous_secret_key": r.secret.masked(),
+                "ends_at": format_timestamp(&r.until),
+            });
+        }
+        resource
+    }
+
+    /// Drops a retiring webhook secret whose overlap has ended by `now`: the stores
+    /// call it on every read and write, so an ended rotation is never shown, never
+    /// signs, and leaves storage with the next write.
+    pub fn retire_expired(&mut self, now: DateTime<Utc>) {
+        if let Target::Webhook(c) = &mut self.target {
+            if c.retiring.as_ref().is_some_and(|r| r.until <= now) {
+                c.retiring = None;
+            }
+        }
     }
 }
 
@@ -426,6 +532,7 @@ mod tests {
         let cfg = WebhookConfig {
             url: "https://example.com".into(),
             secret_key: Some(s),
+            retiring: None,
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }

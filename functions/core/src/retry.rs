@@ -7,11 +7,19 @@
 //! own duration inside the 30-minute delivery promise. After the last attempt the
 //! fan-out moves the job to the DLQ.
 //!
+//! An integration's `delivery.retry_window_minutes` stretches the schedule to its
+//! window ([`RetryPolicy::stretched_to`]): the same first five waits, then 15 min,
+//! 30 min, 1 h, 2 h and 4 h waits (4 h repeated) while they fit before the window's
+//! last five minutes, the time left going to the last wait; the job is dead-lettered
+//! after the last attempt, near the window's end. Without it (30 minutes), the
+//! schedule is the default above, unchanged.
+//!
 //! The attempt number travels in the job ([`crate::job::DeliveryJob::attempt`]): each
 //! retry is a new message, delayed by its backoff, so the queue's receive count is
 //! not the attempt number and its `maxReceiveCount` is not the schedule: it is
 //! [`MAX_RECEIVES`], the receives one message (one attempt) may take.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -50,7 +58,59 @@ pub const DELIVERY_BUDGET: Duration = Duration::from_secs(30 * 60);
 /// (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
 pub const MAX_RECEIVES: u32 = 10;
 
+/// The waits a longer window adds after the default five, in order; the last one
+/// repeats.
+const LONGER_WAITS: [Duration; 5] = [
+    Duration::from_secs(15 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(3600),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(4 * 3600),
+];
+
+/// Most waits a stretched schedule has (a day's window needs 13).
+const MAX_WAITS: usize = 32;
+
 impl RetryPolicy {
+    /// This schedule stretched to a retry `window` (an integration's
+    /// `delivery.retry_window_minutes`): itself when the window is the delivery
+    /// budget or shorter; else its waits, then [`LONGER_WAITS`] while they fit, with
+    /// the last attempt due by the window less the budget's last five minutes (the
+    /// time left is added to the last wait). Durations follow this schedule's scale
+    /// (a [`RetryPolicy::scaled`] one stretches scaled).
+    pub fn stretched_to(&self, window: Duration) -> Cow<'_, Self> {
+        if window <= DELIVERY_BUDGET {
+            return Cow::Borrowed(self);
+        }
+        let default = Self::default();
+        let scale = self.last_attempt_by.as_secs_f64() / default.last_attempt_by.as_secs_f64();
+        let last_attempt_by = window
+            .saturating_sub(DELIVERY_BUDGET - default.last_attempt_by)
+            .mul_f64(scale);
+        let mut delays = self.delays.clone();
+        let mut total: Duration = delays.iter().sum();
+        let longer = LONGER_WAITS
+            .iter()
+            .chain(std::iter::repeat(&LONGER_WAITS[LONGER_WAITS.len() - 1]));
+        for wait in longer.map(|w| w.mul_f64(scale)) {
+            if wait.is_zero() || delays.len() >= MAX_WAITS || total + wait > last_attempt_by {
+                break;
+            }
+            delays.push(wait);
+            total += wait;
+        }
+        let left = last_attempt_by.saturating_sub(total);
+        match delays.last_mut() {
+            Some(last) if left < *last => *last += left,
+            _ => delays.push(left),
+        }
+        Cow::Owned(Self {
+            delays,
+            last_attempt_by,
+            jitter: self.jitter,
+        })
+    }
+
     /// The default schedule with every duration multiplied by `factor` (tests and
     /// fault drills compress time this way; production uses 1).
     pub fn scaled(factor: f64) -> Self {
@@ -202,6 +262,89 @@ mod tests {
             Some(Duration::from_millis(20))
         );
         assert_eq!(p.max_attempts(), 6);
+    }
+
+    fn minutes(m: u64) -> Duration {
+        Duration::from_secs(m * 60)
+    }
+
+    #[test]
+    fn a_thirty_minute_window_is_the_default_schedule_itself() {
+        let p = RetryPolicy::default();
+        assert!(matches!(p.stretched_to(minutes(30)), Cow::Borrowed(_)));
+        assert_eq!(*p.stretched_to(minutes(30)), RetryPolicy::default());
+        assert_eq!(*p.stretched_to(minutes(5)), RetryPolicy::default());
+    }
+
+    #[test]
+    fn a_longer_window_keeps_the_first_retries_and_stretches_its_waits_to_the_window() {
+        let p = RetryPolicy::default();
+        let secs = |p: &RetryPolicy| p.delays.iter().map(|d| d.as_secs()).collect::<Vec<_>>();
+        let hour = p.stretched_to(minutes(60));
+        assert_eq!(secs(&hour), [20, 60, 180, 360, 480, 900, 1300]);
+        assert_eq!(hour.last_attempt_by, minutes(55));
+        let two = p.stretched_to(minutes(120));
+        assert_eq!(secs(&two), [20, 60, 180, 360, 480, 900, 1800, 3100]);
+        let day = p.stretched_to(minutes(1440));
+        assert_eq!(
+            secs(&day),
+            [20, 60, 180, 360, 480, 900, 1800, 3600, 7200, 14400, 14400, 14400, 28300]
+        );
+        assert_eq!(day.last_attempt_by, minutes(1435));
+        assert_eq!(day.max_attempts(), 14);
+    }
+
+    #[test]
+    fn the_last_attempt_of_a_stretched_schedule_starts_within_its_window_whatever_the_jitter() {
+        let attempt_time = Duration::from_secs(35);
+        for window in [31, 45, 60, 120, 600, 1440] {
+            let p = RetryPolicy::default()
+                .stretched_to(minutes(window))
+                .into_owned();
+            for random in [MIN, 0.5, MAX] {
+                for retry_after in [None, Some(Duration::from_secs(24 * 3600))] {
+                    let mut elapsed = Duration::ZERO;
+                    let mut attempt = 1;
+                    while let Some(d) =
+                        p.next_delay(attempt, elapsed + attempt_time, retry_after, random)
+                    {
+                        elapsed += attempt_time + d;
+                        attempt += 1;
+                    }
+                    assert_eq!(attempt, p.max_attempts());
+                    assert!(
+                        elapsed + attempt_time < minutes(window),
+                        "{window}: {elapsed:?}"
+                    );
+                }
+            }
+            // Without jitter or failures taking time, the last attempt is due five
+            // minutes before the window ends.
+            let mut nominal = p.clone();
+            nominal.jitter = 0.0;
+            let total: Duration = nominal.delays.iter().sum();
+            assert_eq!(total, minutes(window - 5), "{window}");
+        }
+    }
+
+    #[test]
+    fn a_scaled_schedule_stretches_at_its_own_scale() {
+        let p = RetryPolicy::scaled(0.001)
+            .stretched_to(minutes(60))
+            .into_owned();
+        let mut expected = RetryPolicy::default()
+            .stretched_to(minutes(60))
+            .into_owned();
+        expected.delays = expected.delays.iter().map(|d| d.mul_f64(0.001)).collect();
+        expected.last_attempt_by = expected.last_attempt_by.mul_f64(0.001);
+        assert_eq!(p.max_attempts(), expected.max_attempts());
+        for (got, want) in p.delays.iter().zip(&expected.delays) {
+            assert!(
+                got.abs_diff(*want) < Duration::from_micros(10),
+                "{got:?} {want:?}"
+            );
+        }
+        assert!(p.last_attempt_by.abs_diff(expected.last_attempt_by) < Duration::from_micros(10));
     }
 
     #[test]

@@ -30,7 +30,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{secret_fields, Integration, IntegrationType, StoreId, Target};
+use crate::model::{
+    secret_fields, Integration, IntegrationType, RetiringSecret, Secret, StoreId, Target,
+    WebhookConfig,
+};
 use crate::validate::parse_stored_target;
 
 const MAGIC: &[u8] = b"HV1";
@@ -212,18 +215,25 @@ impl Vault {
         target: &Target,
     ) -> Result<Sealed> {
         let configuration = target.configuration(false);
-        let Value::Object(clear) = target.configuration(true) else {
-            unreachable!("a configuration is always an object")
-        };
-        let secrets: Map<String, Value> = clear
-            .into_iter()
-            .filter(|(field, _)| secret_fields(target.kind()).contains(&field.as_str()))
-            .collect();
+        let blob = self
+            .seal_secrets(store, integration, target_secrets(target))
+            .await?;
+        Ok(Sealed {
+            configuration,
+            blob,
+        })
+    }
+
+    /// The envelope of `secrets` (field name to value) for `(store, integration)`;
+    /// `None` when there are none.
+    async fn seal_secrets(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        secrets: Map<String, Value>,
+    ) -> Result<Option<Vec<u8>>> {
         if secrets.is_empty() {
-            return Ok(Sealed {
-                configuration,
-                blob: None,
-            });
+            return Ok(None);
         }
         let ctx = context(store, integration);
         let key = self.keys.generate(&ctx).await?;
@@ -239,10 +249,7 @@ impl Vault {
         blob.extend_from_slice(&key.wrapped);
         blob.extend_from_slice(&sealed);
         self.remember(key.wrapped, key.plain);
-        Ok(Sealed {
-            configuration,
-            blob: Some(blob),
-        })
+        Ok(Some(blob))
     }
 
     /// The target with its secrets back in place: `configuration` is the masked form
@@ -255,10 +262,18 @@ impl Vault {
         configuration: &Value,
         blob: &[u8],
     ) -> Result<Target> {
-        let corrupt = |reason: &str| Error::Corrupt {
-            key: format!("INTEGRATION#{integration}"),
-            reason: format!("secrets: {reason}"),
-        };
+        let secrets = self.open_secrets(store, integration, blob).await?;
+        target_with(integration, kind, configuration, &secrets)
+    }
+
+    /// The secrets (field name to value) sealed in `blob` for `(store, integration)`.
+    async fn open_secrets(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        blob: &[u8],
+    ) -> Result<Map<String, Value>> {
+        let corrupt = |reason: &str| corrupt(integration, reason);
         let rest = blob
             .strip_prefix(MAGIC)
             .ok_or_else(|| corrupt("unknown envelope version"))?;
@@ -282,45 +297,42 @@ impl Vault {
         };
         let plain = open_with(&key, &aad(&ctx), sealed)
             .ok_or_else(|| corrupt("the ciphertext does not open for this integration"))?;
-        let secrets: Map<String, Value> =
-            serde_json::from_slice(&plain).map_err(|_| corrupt("not a JSON object"))?;
-        let Value::Object(mut cfg) = configuration.clone() else {
-            return Err(corrupt("the configuration is not an object"));
-        };
-        for (field, value) in secrets {
-            if secret_fields(kind).contains(&field.as_str()) {
-                cfg.insert(field, value);
-            }
-        }
-        parse_stored_target(kind, &Value::Object(cfg)).map_err(|errors| {
-            corrupt(
-                &errors
-                    .iter()
-                    .map(|e| format!("{} {}", e.pointer, e.detail))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })
+        serde_json::from_slice(&plain).map_err(|_| corrupt("not a JSON object"))
     }
 
     /// The integration as stored: its target with masks in place of secrets, and the
-    /// blob holding them (`None` when it has none).
+    /// blob holding them (`None` when it has none). A webhook's retiring secret is
+    /// sealed beside its secret, under [`RETIRING_FIELD`].
     pub async fn seal_integration(
         &self,
         integration: &Integration,
     ) -> Result<(Integration, Option<Vec<u8>>)> {
-        let sealed = self
-            .seal(&integration.store_id, integration.id, &integration.target)
+        let mut secrets = target_secrets(&integration.target);
+        let retiring = match &integration.target {
+            Target::Webhook(WebhookConfig {
+                retiring: Some(r), ..
+            }) => Some(r),
+            _ => None,
+        };
+        if let Some(r) = retiring {
+            secrets.insert(RETIRING_FIELD.into(), Value::from(r.secret.expose()));
+        }
+        let blob = self
+            .seal_secrets(&integration.store_id, integration.id, secrets)
             .await?;
         let mut masked = integration.clone();
-        masked.target =
-            masked_target(integration.target.kind(), &sealed.configuration).map_err(|reason| {
-                Error::Corrupt {
-                    key: format!("INTEGRATION#{}", integration.id),
-                    reason,
-                }
-            })?;
-        Ok((masked, sealed.blob))
+        masked.target = masked_target(
+            integration.target.kind(),
+            &integration.target.configuration(false),
+        )
+        .map_err(|reason| corrupt(integration.id, &reason))?;
+        if let (Target::Webhook(c), Some(r)) = (&mut masked.target, retiring) {
+            c.retiring = Some(RetiringSecret {
+                secret: Secret::new(r.secret.masked()),
+                until: r.until,
+            });
+        }
+        Ok((masked, blob))
     }
 
     /// The stored form of [`Vault::seal_integration`] with its secrets back in place.
@@ -329,15 +341,27 @@ impl Vault {
         mut masked: Integration,
         blob: &[u8],
     ) -> Result<Integration> {
-        masked.target = self
-            .open(
-                &masked.store_id,
-                masked.id,
-                masked.target.kind(),
-                &masked.target.configuration(true),
-                blob,
-            )
-            .await?;
+        let secrets = self.open_secrets(&masked.store_id, masked.id, blob).await?;
+        let until = match &masked.target {
+            Target::Webhook(WebhookConfig {
+                retiring: Some(r), ..
+            }) => Some(r.until),
+            _ => None,
+        };
+        masked.target = target_with(
+            masked.id,
+            masked.target.kind(),
+            &masked.target.configuration(true),
+            &secrets,
+        )?;
+        if let (Target::Webhook(c), Some(until), Some(Value::String(secret))) =
+            (&mut masked.target, until, secrets.get(RETIRING_FIELD))
+        {
+            c.retiring = Some(RetiringSecret {
+                secret: Secret::new(secret.clone()),
+                until,
+            });
+        }
         Ok(masked)
     }
 
@@ -359,6 +383,66 @@ impl Vault {
         }
         cache.insert(wrapped, (Instant::now(), key));
     }
+}
+
+/// The name a webhook's retiring secret is sealed under, beside its `secret_key`.
+pub const RETIRING_FIELD: &str = "retiring_secret_key";
+
+fn corrupt(integration: Uuid, reason: &str) -> Error {
+    Error::Corrupt {
+        key: format!("INTEGRATION#{integration}"),
+        reason: format!("secrets: {reason}"),
+    }
+}
+
+/// The target's secret fields, in clear.
+fn target_secrets(target: &Target) -> Map<String, Value> {
+    let Value::Object(clear) = target.configuration(true) else {
+        unreachable!("a configuration is always an object")
+    };
+    clear
+        .into_iter()
+        .filter(|(field, _)| secret_fields(target.kind()).contains(&field.as_str()))
+        .collect()
+}
+
+/// The target of `configuration` (masked) with `secrets` put back in place.
+fn target_with(
+    integration: Uuid,
+    kind: IntegrationType,
+    configuration: &Value,
+    secrets: &Map<String, Value>,
+) -> Result<Target> {
+    let Value::Object(mut cfg) = configuration.clone() else {
+        return Err(corrupt(integration, "the configuration is not an object"));
+    };
+    for (field, value) in secrets {
+        if secret_fields(kind).contains(&field.as_str()) {
+            cfg.insert(field.clone(), value.clone());
+        }
+    }
+    parse_stored_target(kind, &Value::Object(cfg)).map_err(|errors| {
+        corrupt(
+            integration,
+            &errors
+                .iter()
+                .map(|e| format!("{} {}", e.pointer, e.detail))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
+/// A new webhook secret in the Standard Webhooks form: `whsec_` and 32 random bytes
+/// (from the operating system's generator) in base64, so the official verification
+/// libraries take it as it is ([`crate::signing`] decodes it the same way).
+pub fn generate_webhook_secret() -> Result<Secret> {
+    use base64::Engine;
+    let bytes = random::<32>()?;
+    Ok(Secret::new(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )))
 }
 
 /// The target as a process without the key sees it: secrets are their masks.
@@ -500,6 +584,7 @@ mod tests {
         let hook = Target::Webhook(WebhookConfig {
             url: "https://example.com/hook".into(),
             secret_key: None,
+            retiring: None,
         });
         let sealed = vault
             .seal(&store(), Uuid::now_v7(), &hook)

@@ -26,11 +26,13 @@ pub fn webhook(name: &str, store_id: &str, observes: &[&str], enabled: bool) -> 
         target: Target::Webhook(WebhookConfig {
             url: format!("https://example.com/{name}"),
             secret_key: None,
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 

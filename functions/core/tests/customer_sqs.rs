@@ -42,6 +42,7 @@ fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 

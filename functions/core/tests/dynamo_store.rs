@@ -14,7 +14,8 @@ use herald_core::aws::kms::{ensure_local_key, KmsKeys};
 use herald_core::aws::local::moto_config;
 use herald_core::integrations::Integrations;
 use herald_core::model::{
-    Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
+    DeliveryOptions, Integration, RetiringSecret, Secret, SqsAuth, SqsConfig, StompConfig, StoreId,
+    Target, WebhookConfig,
 };
 use herald_core::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use herald_core::secrets::Vault;
@@ -108,6 +109,7 @@ fn integration(store: &str, target: Target) -> Integration {
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 
@@ -115,6 +117,7 @@ fn webhook() -> Target {
     Target::Webhook(WebhookConfig {
         url: "https://example.com/hook".into(),
         secret_key: Some(Secret::new("SOME_SECRET_KEY")),
+        retiring: None,
     })
 }
 
@@ -135,6 +138,7 @@ async fn every_target_type_round_trips_through_dynamodb_exactly() {
         Target::Webhook(WebhookConfig {
             url: "http://127.0.0.1:9000/no-secret".into(),
             secret_key: None,
+            retiring: None,
         }),
         Target::AwsSqs(SqsConfig {
             url: "https://sqs.eu-west-1.amazonaws.com/123456789/epcc-external-queue".into(),
@@ -1710,4 +1714,98 @@ mod log_writer {
         assert!(err.is_retryable());
         assert_eq!(seen.load(Ordering::SeqCst), 5, "one request per round");
     }
+}
+
+/// The raw item of integration `i` in `table`.
+async fn raw_item(
+    table: &str,
+    i: &Integration,
+) -> std::collections::HashMap<String, AttributeValue> {
+    client()
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(format!("STORE#{}", i.store_id)))
+        .key("sk", AttributeValue::S(format!("INTEGRATION#{}", i.id)))
+        .send()
+        .await
+        .expect("get item")
+        .item()
+        .cloned()
+        .expect("the item")
+}
+
+#[tokio::test]
+async fn delivery_options_and_a_rotation_round_trip_sealed_and_an_ended_rotation_leaves_storage() {
+    use chrono::{DurationRound, TimeDelta};
+    // GIVEN a webhook with delivery options, in a rotation's overlap
+    let (store, table) = fresh_table_on(endpoint()).await;
+    let mut i = integration("store-rotation", webhook());
+    i.delivery = DeliveryOptions {
+        secret_header: Some(false),
+        retry_window_minutes: Some(120),
+    };
+    let until = (Utc::now() + chrono::Duration::hours(1))
+        .duration_trunc(TimeDelta::milliseconds(1))
+        .expect("trunc");
+    if let Target::Webhook(c) = &mut i.target {
+        c.retiring = Some(RetiringSecret {
+            secret: Secret::new("THE_OLD_SECRET_KEY"),
+            until,
+        });
+    }
+
+    // WHEN it is written and read back
+    store.insert(&i, 10).await.expect("insert");
+
+    // THEN it is the same, and the old secret is sealed, only its mask in clear
+    let read = store.get(&i.store_id, i.id).await.expect("get");
+    assert_eq!(read, Some(at_ms(i.clone())));
+    let dump = format!("{:?}", raw_item(&table, &i).await);
+    assert!(!dump.contains("THE_OLD_SECRET_KEY"), "{dump}");
+    assert!(dump.contains(&herald_core::mask::mask("THE_OLD_SECRET_KEY")));
+
+    // WHEN its overlap has ended (the item says so)
+    client()
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("STORE#store-rotation".into()))
+        .key("sk", AttributeValue::S(format!("INTEGRATION#{}", i.id)))
+        .update_expression("SET retiring_until = :past")
+        .expression_attribute_values(
+            ":past",
+            AttributeValue::S("2026-01-01T00:00:00.000Z".into()),
+        )
+        .send()
+        .await
+        .expect("update item");
+
+    // THEN it is read without it, and the next write leaves nothing of it behind
+    let mut read = store
+        .get(&i.store_id, i.id)
+        .await
+        .expect("get")
+        .expect("found");
+    let Target::Webhook(c) = &read.target else {
+        panic!("a webhook")
+    };
+    assert_eq!(c.retiring, None);
+    assert_eq!(c.secret_key, Some(Secret::new("SOME_SECRET_KEY")));
+    read.name = "renamed".into();
+    read.version += 1;
+    assert_eq!(
+        store
+            .replace(&read, read.version - 1)
+            .await
+            .expect("replace"),
+        ReplaceOutcome::Replaced
+    );
+    let item = raw_item(&table, &i).await;
+    assert!(
+        !item.contains_key("retiring_until") && !item.contains_key("retiring_secret_mask"),
+        "{item:?}"
+    );
+    assert_eq!(
+        store.get(&i.store_id, i.id).await.expect("get"),
+        Some(at_ms(read))
+    );
 }

@@ -58,6 +58,7 @@ fn integration(
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 
@@ -108,6 +109,7 @@ async fn webhook_body_for(ep: &Value, payload: Value) -> Value {
         Target::Webhook(WebhookConfig {
             url,
             secret_key: Some(Secret::new("secret_squirrel")),
+            retiring: None,
         }),
     );
     let j = job(

@@ -55,6 +55,7 @@ fn integration(store: &str, target: Target) -> Integration {
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 
@@ -62,6 +63,7 @@ fn webhook_to(url: &str) -> Target {
     Target::Webhook(WebhookConfig {
         url: url.into(),
         secret_key: Some(Secret::new("a-test-signing-secret")),
+        retiring: None,
     })
 }
 

@@ -64,6 +64,7 @@ fn integration(addresses: &[&str], destination: &str, password: &str) -> Integra
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 

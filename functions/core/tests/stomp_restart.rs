@@ -39,6 +39,7 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     };
     let job = |n: u32| {
         let event = Event {

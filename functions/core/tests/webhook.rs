@@ -20,7 +20,7 @@ use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
-use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, RetiringSecret, Secret, StoreId, Target, WebhookConfig};
 use herald_core::net::client::{Resolve, Resolving};
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
@@ -120,11 +120,13 @@ fn integration(url: &str, secret: Option<&str>) -> Integration {
         target: Target::Webhook(WebhookConfig {
             url: url.into(),
             secret_key: secret.map(Secret::new),
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 
@@ -211,6 +213,88 @@ async fn without_a_secret_no_secret_or_signature_header_is_sent() {
 }
 
 #[tokio::test]
+async fn a_retiring_secret_signs_until_its_overlap_ends_even_in_a_copy_read_before() {
+    // GIVEN a rotated webhook as a cache may hold it: its old secret beside the new
+    let (addr, seen) = start_receiver(always(204), None).await;
+    let mut i = integration(&format!("http://{addr}/hook"), Some("the-new-secret"));
+    let hooks = deliverer(loopback_allowed(), Duration::from_secs(5));
+    for until in [Utc::now() + chrono::Duration::hours(1), Utc::now()] {
+        if let Target::Webhook(c) = &mut i.target {
+            c.retiring = Some(RetiringSecret {
+                secret: Secret::new("the-old-secret"),
+                until,
+            });
+        }
+        // WHEN it delivers during the overlap, then as it has ended
+        let result = hooks.deliver(&i, &job(&i), 1).await;
+        assert_eq!(result.outcome, Outcome::Delivered);
+    }
+    // THEN the first carries both signatures and the new secret, the second the new
+    // signature alone
+    let requests = seen.requests.lock().expect("lock").clone();
+    let check = |n: usize, secret: &str| {
+        let (headers, body) = &requests[n];
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let ts: i64 = h("webhook-timestamp").parse().expect("timestamp");
+        signing::verify(secret, &h("webhook-id"), ts, body, &h("webhook-signature"))
+    };
+    let count = |n: usize| {
+        requests[n].0["webhook-signature"]
+            .to_str()
+            .expect("ascii")
+            .split(' ')
+            .count()
+    };
+    assert_eq!(
+        (
+            count(0),
+            check(0, "the-new-secret"),
+            check(0, "the-old-secret")
+        ),
+        (2, true, true)
+    );
+    assert_eq!(
+        (
+            count(1),
+            check(1, "the-new-secret"),
+            check(1, "the-old-secret")
+        ),
+        (1, true, false)
+    );
+    for (headers, _) in &requests {
+        assert_eq!(headers["x-moltin-secret-key"], "the-new-secret");
+    }
+}
+
+#[tokio::test]
+async fn with_secret_header_off_the_secret_is_not_sent_and_the_signature_still_is() {
+    let (addr, seen) = start_receiver(always(204), None).await;
+    let mut i = integration(&format!("http://{addr}/hook"), Some("SOME_SECRET_KEY"));
+    i.delivery.secret_header = Some(false);
+    let result = deliverer(loopback_allowed(), Duration::from_secs(5))
+        .deliver(&i, &job(&i), 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Delivered);
+    let (headers, body) = seen.requests.lock().expect("lock")[0].clone();
+    assert!(headers.get("x-moltin-secret-key").is_none());
+    let h = |name: &str| headers[name].to_str().expect("ascii").to_owned();
+    let ts: i64 = h("webhook-timestamp").parse().expect("timestamp");
+    assert!(signing::verify(
+        "SOME_SECRET_KEY",
+        &h("webhook-id"),
+        ts,
+        &body,
+        &h("webhook-signature")
+    ));
+}
+
+#[tokio::test]
 async fn an_integration_whose_url_changes_is_delivered_to_its_new_url() {
     // The deliverer keeps each integration's parsed URL: an update must not be missed.
     let (first, seen_first) = start_receiver(always(204), None).await;
@@ -226,6 +310,7 @@ async fn an_integration_whose_url_changes_is_delivered_to_its_new_url() {
     i.target = Target::Webhook(WebhookConfig {
         url: format!("http://{second}/hook"),
         secret_key: None,
+        retiring: None,
     });
     i.version += 1;
     assert_eq!(

@@ -41,11 +41,13 @@ fn integration(id: &str, url: String) -> Integration {
         target: Target::Webhook(WebhookConfig {
             url,
             secret_key: None,
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 

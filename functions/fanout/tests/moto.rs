@@ -65,11 +65,13 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
         target: Target::Webhook(WebhookConfig {
             url: format!("http://{addr}/hook"),
             secret_key: None,
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     };
     let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
     store.insert(&integration, 100).await.expect("seed");
@@ -402,4 +404,150 @@ async fn a_replay_does_not_claim_it_is_complete_while_another_holds_dead_letters
     // THEN it moves its job but does not call the DLQ scanned to its end: a message it
     // could not see may be one of its own
     assert_eq!((done.moved, done.scanned, done.complete), (1, 1, false));
+}
+
+#[tokio::test]
+async fn a_longer_retry_window_is_more_delayed_attempts_on_sqs_and_then_the_dlq() {
+    // GIVEN two integrations whose webhook is down, one with the default window and
+    // one with a 60-minute window, under a schedule compressed 1,500 times (a 25-min
+    // budget of 1 s): the default window makes 2 attempts, the hour 4 (waits of
+    // 0, 0.6 and 1.6 s)
+    let endpoint =
+        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
+    let sdk = moto_config(&endpoint).await.expect("moto");
+    let suffix = Uuid::new_v4().simple().to_string();
+    let table = format!("fanout-{suffix}");
+    let retry = RetryPolicy {
+        delays: vec![Duration::ZERO],
+        last_attempt_by: Duration::from_secs(1),
+        jitter: 0.0,
+    };
+    let (queue_url, dlq_url) = bootstrap(
+        &sdk,
+        &table,
+        &format!("jobs-{suffix}"),
+        herald_core::retry::MAX_RECEIVES,
+    )
+    .await
+    .expect("bootstrap");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/hook", post(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let now = Utc::now();
+    let hook = |name: &str, window: Option<u32>| Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: name.into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url: format!("http://{addr}/hook"),
+            secret_key: None,
+            retiring: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        health: Default::default(),
+        delivery: herald_core::model::DeliveryOptions {
+            retry_window_minutes: window,
+            ..Default::default()
+        },
+    };
+    let default = hook("default", None);
+    let hour = hook("hour", Some(60));
+    let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
+    for i in [&default, &hour] {
+        store.insert(i, 100).await.expect("seed");
+    }
+    let queue =
+        Arc::new(SqsJobQueue::from_sdk(&sdk, queue_url).with_dead_letter_queue(dlq_url.clone()));
+    let log = Arc::new(DynamoDeliveryLog::from_sdk(
+        &sdk,
+        table,
+        Duration::from_secs(3600),
+    ));
+    let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
+    let webhook = WebhookDeliverer::new(guard, Duration::from_secs(5)).expect("client");
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
+        Arc::new(TargetDeliverer::new(Arc::new(webhook))),
+        log,
+        queue.clone(),
+        retry,
+    ));
+    let jobs: Vec<OutgoingJob> = [&default, &hour]
+        .iter()
+        .enumerate()
+        .map(|(n, i)| {
+            let event = Event {
+                id: format!("evt-window-{n}"),
+                kind: "order.paid".into(),
+                occurred_at: now,
+                payload: serde_json::json!({"data": {}}).into(),
+            };
+            OutgoingJob {
+                entry_id: n.to_string(),
+                body: DeliveryJob::new(&i.store_id, i.id, event, now).to_body(),
+                delay: Duration::ZERO,
+            }
+        })
+        .collect();
+    assert!(queue.send_batch(&jobs).await.expect("send").is_empty());
+
+    // WHEN the fan-out runs as the event source would, until both jobs are done
+    // (bounded: 20 receives of at most a second)
+    let mut attempts: Vec<(String, u32, u32)> = Vec::new();
+    for _ in 0..20 {
+        let batch = queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        for m in &batch {
+            let job = DeliveryJob::parse(&m.body).expect("job");
+            let name = if job.integration_id == hour.id {
+                "hour"
+            } else {
+                "default"
+            };
+            attempts.push((name.into(), job.attempt, m.receive_count));
+        }
+        let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
+        let failed = fanout.process(batch, None).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        for receipt in receipts {
+            queue.delete(&receipt).await.expect("delete");
+        }
+        if attempts.len() == 6 {
+            break;
+        }
+    }
+
+    // THEN the hour's job was attempted four times, each a new message received once
+    // (a delayed message, nothing in flight meanwhile), the default's twice, and
+    // both are in the DLQ after their last attempt
+    let of = |name: &str| {
+        attempts
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, a, r)| (*a, *r))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("default"), [(1, 1), (2, 1)]);
+    assert_eq!(of("hour"), [(1, 1), (2, 1), (3, 1), (4, 1)]);
+    let dlq = SqsJobQueue::from_sdk(&sdk, dlq_url);
+    let mut dead: Vec<(bool, u32)> = dlq
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("receive dlq")
+        .iter()
+        .map(|m| {
+            let job = DeliveryJob::parse(&m.body).expect("job");
+            (job.integration_id == hour.id, job.attempt)
+        })
+        .collect();
+    dead.sort();
+    assert_eq!(dead, [(false, 2), (true, 4)]);
 }

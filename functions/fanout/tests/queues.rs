@@ -33,6 +33,7 @@ fn integration(id: &str, target: Target) -> Integration {
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 

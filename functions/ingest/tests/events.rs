@@ -47,11 +47,13 @@ async fn world_with(access: StoreAccess) -> World {
         target: Target::Webhook(WebhookConfig {
             url: "http://127.0.0.1:9/hook".into(),
             secret_key: None,
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     };
     components
         .integrations

@@ -38,11 +38,13 @@ fn hook(observes: &[&str]) -> Integration {
         target: Target::Webhook(WebhookConfig {
             url: "https://example.com/hook".into(),
             secret_key: None,
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     }
 }
 

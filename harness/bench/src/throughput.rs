@@ -254,11 +254,13 @@ pub(crate) fn webhook(store: &str, url: &str, secret: Option<&str>) -> Result<In
         target: Target::Webhook(WebhookConfig {
             url: url.to_owned(),
             secret_key: secret.map(Secret::new),
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     })
 }
 

@@ -345,6 +345,7 @@ impl Pipeline {
             Target::Webhook(WebhookConfig {
                 url,
                 secret_key: Some(herald_core::model::Secret::new(secret)),
+                retiring: None,
             }),
         )
         .await
@@ -388,6 +389,7 @@ impl Pipeline {
             updated_at: now,
             version: 1,
             health: Default::default(),
+            delivery: Default::default(),
         };
         match self
             .components

@@ -1400,11 +1400,13 @@ pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Rep
         target: Target::Webhook(WebhookConfig {
             url: format!("http://{closed}/hook"),
             secret_key: Some(herald_core::model::Secret::new(secret)),
+            retiring: None,
         }),
         created_at: now,
         updated_at: now,
         version: 1,
         health: Default::default(),
+        delivery: Default::default(),
     };
     let integrations = Arc::new(MemoryIntegrationStore::new());
     integrations

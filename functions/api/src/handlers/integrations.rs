@@ -123,6 +123,55 @@ pub(crate) async fn list_integrations(
     ))
 }
 
+/// A body that may be absent: none when declared empty, or sent without a JSON
+/// content type and no length; else read as JSON (415, 413 and 400 as usual).
+async fn optional_json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared == Some(0) || (declared.is_none() && !jsonapi::is_json(headers)) {
+        Ok(Value::Null)
+    } else {
+        json_body(headers, body).await
+    }
+}
+
+/// `POST /v2/integrations/{id}/rotate-secret`: a webhook's new secret (the body's,
+/// or one Herald generates), the old one signing beside it for the overlap. Answers
+/// with the integration (secrets masked, `meta.secret_rotation` saying when the
+/// overlap ends) and, when Herald generated the secret, that secret in clear in the
+/// document's `meta.secret_key`: the only time it is shown. Fires
+/// `integration.updated`. Body optional:
+/// `{"data": {"type": "secret-rotation", "secret_key": "...", "overlap_minutes": 1440}}`.
+pub(crate) async fn rotate_secret(
+    State(state): State<AppState>,
+    Tenant(store): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let body = optional_json_body(&headers, body).await?;
+    let rotated = state.integrations.rotate_secret(&store, id, &body).await?;
+    tracing::info!(store = %store, integration = %id, generated = rotated.generated.is_some(), "webhook secret rotated");
+    let base = base_url(&state, &headers);
+    state
+        .integrations
+        .announce(&store, Change::Updated(&rotated.integration), &base)
+        .await;
+    let mut document = json!({ "data": rotated.integration.to_resource(&base) });
+    if let Some(secret) = &rotated.generated {
+        document["meta"] = json!({ "secret_key": secret.expose() });
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
+    )
+        .into_response())
+}
+
 /// `POST /v2/integrations/{id}/test`: delivers a sample event now (enabled or not)
 /// and answers with the recorded attempt. Body optional:
 /// `{"data": {"type": "test", "triggered_by": "<event key>"}}`; the default event is
@@ -143,15 +192,7 @@ pub(crate) async fn test_integration(
             None,
         ));
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = if declared == Some(0) || (declared.is_none() && !jsonapi::is_json(&headers)) {
-        Value::Null
-    } else {
-        json_body(&headers, body).await?
-    };
+    let body = optional_json_body(&headers, body).await?;
     let mut errors = Vec::new();
     let mut triggered_by = integration
         .observes

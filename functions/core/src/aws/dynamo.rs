@@ -30,7 +30,10 @@ use uuid::Uuid;
 
 use super::backend_error;
 use crate::error::{Error, Result};
-use crate::model::{format_timestamp, Health, HealthReport, Integration, IntegrationType, StoreId};
+use crate::model::{
+    format_timestamp, DeliveryOptions, Health, HealthReport, Integration, IntegrationType,
+    RetiringSecret, Secret, StoreId, Target, WebhookConfig,
+};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::secrets::{masked_target, Vault};
 use crate::validate::parse_stored_target;
@@ -93,12 +96,17 @@ impl DynamoIntegrationStore {
         self
     }
 
-    /// The item for `i`, its secrets sealed.
+    /// The item for `i`, its secrets sealed; a retiring secret whose overlap has
+    /// ended is not written.
     async fn write_item(&self, i: &Integration) -> Result<HashMap<String, AttributeValue>> {
+        let mut i = i.clone();
+        i.retire_expired(Utc::now());
         let (stored, blob) = match &self.vault {
-            Some(vault) => vault.seal_integration(i).await?,
-            None if i.target.configuration(true) == i.target.configuration(false) => {
-                (i.clone(), None)
+            Some(vault) => vault.seal_integration(&i).await?,
+            None if i.target.configuration(true) == i.target.configuration(false)
+                && !has_retiring(&i) =>
+            {
+                (i, None)
             }
             None => {
                 return Err(Error::Config(
@@ -113,14 +121,17 @@ impl DynamoIntegrationStore {
         Ok(item)
     }
 
-    /// The integration in `item`, its secrets opened when this process holds the key.
+    /// The integration in `item`, its secrets opened when this process holds the key;
+    /// a retiring secret whose overlap has ended is not read.
     async fn read_item(&self, item: &HashMap<String, AttributeValue>) -> Result<Integration> {
         let blob = item.get("secrets").and_then(|v| v.as_b().ok());
         let integration = from_item(item, blob.is_some())?;
-        match (&self.vault, blob) {
-            (Some(vault), Some(blob)) => vault.open_integration(integration, blob.as_ref()).await,
-            _ => Ok(integration),
-        }
+        let mut integration = match (&self.vault, blob) {
+            (Some(vault), Some(blob)) => vault.open_integration(integration, blob.as_ref()).await?,
+            _ => integration,
+        };
+        integration.retire_expired(Utc::now());
+        Ok(integration)
     }
 
     /// Builds the client from the process-wide AWS configuration.
@@ -188,6 +199,16 @@ impl DynamoIntegrationStore {
     }
 }
 
+fn has_retiring(i: &Integration) -> bool {
+    matches!(
+        &i.target,
+        Target::Webhook(WebhookConfig {
+            retiring: Some(_),
+            ..
+        })
+    )
+}
+
 fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
     let mut item = key(&i.store_id, i.id);
     item.insert("entity".into(), s("integration"));
@@ -210,7 +231,36 @@ fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
     item.insert("updated_at".into(), s(format_timestamp(&i.updated_at)));
     item.insert("version".into(), AttributeValue::N(i.version.to_string()));
     health_attributes(&i.health, &mut item);
+    if !i.delivery.is_unset() {
+        item.insert("delivery".into(), s(i.delivery.to_json().to_string()));
+    }
+    // The retiring secret itself is in the `secrets` envelope; here its mask and end.
+    if let Target::Webhook(WebhookConfig {
+        retiring: Some(r), ..
+    }) = &i.target
+    {
+        item.insert("retiring_secret_mask".into(), s(r.secret.masked()));
+        item.insert("retiring_until".into(), s(format_timestamp(&r.until)));
+    }
     item
+}
+
+/// The `delivery` options of an item (none on items written before them).
+fn delivery_of(item: &HashMap<String, AttributeValue>) -> Result<DeliveryOptions> {
+    let Some(text) = item.get("delivery").and_then(|v| v.as_s().ok()) else {
+        return Ok(DeliveryOptions::default());
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Corrupt {
+        key: "delivery".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(DeliveryOptions {
+        secret_header: value.get("secret_header").and_then(|v| v.as_bool()),
+        retry_window_minutes: value
+            .get("retry_window_minutes")
+            .and_then(|v| v.as_u64())
+            .and_then(|m| u32::try_from(m).ok()),
+    })
 }
 
 /// The health attributes (`health_*`) of an item; absent ones are left out.
@@ -282,7 +332,7 @@ fn from_item(item: &HashMap<String, AttributeValue>, sealed: bool) -> Result<Int
         .ok_or_else(|| corrupt("integration_type".into()))?;
     let cfg: serde_json::Value = serde_json::from_str(text("configuration")?)
         .map_err(|e| corrupt(format!("configuration is not JSON: {e}")))?;
-    let target = if sealed {
+    let mut target = if sealed {
         masked_target(kind, &cfg).map_err(|e| corrupt(format!("configuration: {e}")))?
     } else {
         parse_stored_target(kind, &cfg).map_err(|errors| {
@@ -296,6 +346,16 @@ fn from_item(item: &HashMap<String, AttributeValue>, sealed: bool) -> Result<Int
             ))
         })?
     };
+    if let (Target::Webhook(c), Some(mask), Ok(until)) = (
+        &mut target,
+        item.get("retiring_secret_mask").and_then(|v| v.as_s().ok()),
+        time("retiring_until"),
+    ) {
+        c.retiring = Some(RetiringSecret {
+            secret: Secret::new(mask.clone()),
+            until,
+        });
+    }
     let observes = item
         .get("observes")
         .and_then(|v| v.as_l().ok())
@@ -327,6 +387,7 @@ fn from_item(item: &HashMap<String, AttributeValue>, sealed: bool) -> Result<Int
         updated_at: time("updated_at")?,
         version,
         health: health_of(item),
+        delivery: delivery_of(item).map_err(|e| corrupt(e.to_string()))?,
     })
 }
 

@@ -175,11 +175,13 @@ mod tests {
             target: Target::Webhook(WebhookConfig {
                 url: "https://example.com".into(),
                 secret_key: Some(Secret::new("top-secret-value")),
+                retiring: None,
             }),
             created_at: now,
             updated_at: now,
             version: 1,
             health: Default::default(),
+            delivery: Default::default(),
         };
         let event = Event {
             id: "evt-1".into(),

@@ -278,13 +278,27 @@ impl Deliverer for WebhookDeliverer {
             headers.insert(WEBHOOK_ID, v);
         }
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
-        if let Some(secret) = &config.secret_key {
+        // The raw secret travels only where the integration wants it (Elastic Path
+        // always sends it; `delivery.secret_header: false` keeps it off the wire).
+        if let Some(secret) = config
+            .secret_key
+            .as_ref()
+            .filter(|_| integration.delivery.sends_secret_header())
+        {
             if let Ok(mut v) = HeaderValue::from_str(secret.expose()) {
                 v.set_sensitive(true);
                 headers.insert(SECRET_KEY, v);
             }
-            let signature = signing::sign(secret.expose(), &msg_id, timestamp, &body);
-            if let Ok(v) = HeaderValue::from_str(&signature) {
+        }
+        // One `v1,` signature per live secret (during a rotation's overlap, the new
+        // one and the one it replaces), space-separated as Standard Webhooks allows.
+        let signatures: Vec<String> = config
+            .signing_secrets(Utc::now())
+            .into_iter()
+            .map(|secret| signing::sign(secret.expose(), &msg_id, timestamp, &body))
+            .collect();
+        if !signatures.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&signatures.join(" ")) {
                 headers.insert(WEBHOOK_SIGNATURE, v);
             }
         }

@@ -1140,3 +1140,66 @@ async fn a_batch_logs_one_summary_line_and_a_line_only_for_attempts_that_did_not
             .each_ref()
     );
 }
+
+#[tokio::test]
+async fn a_longer_retry_window_retries_past_the_default_last_attempt_and_then_dead_letters() {
+    // GIVEN an integration whose deliveries fail, with a one-hour retry window (eight
+    // attempts), and auto-disable after one failed job
+    let mut fail = webhook("fail", "s", &["order.paid"], true);
+    fail.delivery.retry_window_minutes = Some(60);
+    let (fanout, queue, store) = health_world(&[&fail], 1).await;
+    let mut job = job_for(&fail);
+    job.first_queued_at = Some(Utc::now());
+
+    // WHEN its sixth attempt (the default's last) fails
+    job.attempt = 6;
+    let records = batch(&queue, vec![job.to_body()]).await;
+    assert!(fanout.process(records.clone(), None).await.is_empty());
+    queue.delete(&records[0].receipt).await.expect("delete");
+
+    // THEN it is not dead-lettered: attempt 7 waits in the queue, nothing in flight,
+    // and the integration's health is untouched
+    assert!(queue.dead_letters().is_empty());
+    assert_eq!(queue.in_flight(), 0);
+    assert_eq!(
+        queue
+            .peek()
+            .iter()
+            .map(|b| DeliveryJob::parse(b).expect("job").attempt)
+            .collect::<Vec<_>>(),
+        [7]
+    );
+    let now = store
+        .get(&fail.store_id, fail.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!((now.enabled, now.health.consecutive_failures), (true, 0));
+
+    // WHEN its eighth attempt (the window's last) fails
+    job.attempt = 8;
+    job.event.id = "evt-last".into();
+    job.job_id = crate::job::job_id(&job.event.id, fail.id);
+    let records = batch(&queue, vec![job.to_body()]).await;
+    let last: Vec<QueuedJob> = records
+        .into_iter()
+        .filter(|r| r.body == job.to_body())
+        .collect();
+    assert!(fanout.process(last, None).await.is_empty());
+
+    // THEN the job is in the DLQ, and counts as the failed job that disables it
+    assert_eq!(
+        queue
+            .dead_letters()
+            .iter()
+            .map(|b| DeliveryJob::parse(b).expect("job").attempt)
+            .collect::<Vec<_>>(),
+        [8]
+    );
+    let now = store
+        .get(&fail.store_id, fail.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!((now.enabled, now.health.consecutive_failures), (false, 1));
+}

@@ -50,24 +50,30 @@ impl MemoryIntegrationStore {
         f(&mut guard)
     }
 
+    /// The form held; a retiring secret whose overlap has ended is not written.
     async fn stored(&self, integration: &Integration) -> Result<Stored> {
+        let mut integration = integration.clone();
+        integration.retire_expired(chrono::Utc::now());
         Ok(match &self.vault {
             Some(vault) => {
-                let (integration, blob) = vault.seal_integration(integration).await?;
+                let (integration, blob) = vault.seal_integration(&integration).await?;
                 Stored { integration, blob }
             }
             None => Stored {
-                integration: integration.clone(),
+                integration,
                 blob: None,
             },
         })
     }
 
+    /// The integration held; a retiring secret whose overlap has ended is not read.
     async fn open(&self, stored: Stored) -> Result<Integration> {
-        match (&self.vault, stored.blob) {
-            (Some(vault), Some(blob)) => vault.open_integration(stored.integration, &blob).await,
-            _ => Ok(stored.integration),
-        }
+        let mut integration = match (&self.vault, stored.blob) {
+            (Some(vault), Some(blob)) => vault.open_integration(stored.integration, &blob).await?,
+            _ => stored.integration,
+        };
+        integration.retire_expired(chrono::Utc::now());
+        Ok(integration)
     }
 }
 

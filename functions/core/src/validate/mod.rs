@@ -4,6 +4,8 @@
 //! that one request gets one error per problem (not just the first serde failure),
 //! each pointing at its field (`/data/configuration/url`).
 
+mod delivery;
+mod rotation;
 mod sqs;
 mod stomp;
 mod webhook;
@@ -13,13 +15,15 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use rotation::{parse_rotation, RotationRequest, MAX_OVERLAP_MINUTES};
 pub use sqs::{is_region, sqs_url_region};
 pub use stomp::STOMP_SCHEMES;
 
 use crate::catalog;
 use crate::mask::mask;
 use crate::model::{
-    secret_fields, IntegrationType, Secret, SqsAuth, SqsConfig, StompConfig, Target, WebhookConfig,
+    secret_fields, DeliveryOptions, IntegrationType, Secret, SqsAuth, SqsConfig, StompConfig,
+    Target, WebhookConfig,
 };
 
 /// One problem with one field of a request.
@@ -84,6 +88,8 @@ pub struct Draft {
     pub observes: Vec<String>,
     /// `integration_type` + `configuration`.
     pub target: Target,
+    /// `delivery` (Herald's extension).
+    pub delivery: DeliveryOptions,
 }
 
 const ATTRIBUTES: &[&str] = &[
@@ -95,6 +101,8 @@ const ATTRIBUTES: &[&str] = &[
     "integration_type",
     "observes",
     "configuration",
+    // Herald's extension: how deliveries are made.
+    "delivery",
     // Elastic Path's own examples send these back; they are read-only and ignored.
     "links",
     "meta",
@@ -140,13 +148,23 @@ pub fn parse_create(body: &Value, policy: Policy) -> Result<Draft, Vec<FieldErro
         },
     };
 
-    match (name, target) {
-        (Some(name), Some(target)) if errors.is_empty() => Ok(Draft {
+    let delivery = delivery::parse(
+        DeliveryOptions::default(),
+        data.get("delivery"),
+        &mut errors,
+    );
+    if let (Some(kind), Some(options)) = (kind, &delivery) {
+        delivery::check_for(kind, options, &mut errors);
+    }
+
+    match (name, target, delivery) {
+        (Some(name), Some(target), Some(delivery)) if errors.is_empty() => Ok(Draft {
             name,
             description,
             enabled,
             observes,
             target,
+            delivery,
         }),
         _ => Err(errors),
     }
@@ -206,7 +224,7 @@ pub fn apply_update(
             Some(cfg) if kind == current_kind => {
                 let merged = merge_configuration(&current.target, cfg);
                 if let Some(t) = parse_target(kind, &merged, policy, &mut errors) {
-                    next.target = t;
+                    next.target = keep_rotation(&current.target, t);
                 }
                 require_secrets_for_a_new_destination(&current.target, cfg, &merged, &mut errors);
             }
@@ -218,11 +236,30 @@ pub fn apply_update(
         },
     }
 
+    if let Some(d) = delivery::parse(current.delivery, data.get("delivery"), &mut errors) {
+        next.delivery = d;
+        if let Some(kind) = kind {
+            delivery::check_for(kind, &next.delivery, &mut errors);
+        }
+    }
+
     if errors.is_empty() {
         Ok(next)
     } else {
         Err(errors)
     }
+}
+
+/// A rotation's retiring secret stays with an update that keeps the webhook's URL
+/// and secret; a new URL or a new secret ends the overlap at once (a stored secret
+/// never follows a destination change, and a secret set by hand replaces both).
+fn keep_rotation(current: &Target, mut next: Target) -> Target {
+    if let (Target::Webhook(was), Target::Webhook(now)) = (current, &mut next) {
+        if was.url == now.url && was.secret_key == now.secret_key {
+            now.retiring = was.retiring.clone();
+        }
+    }
+    next
 }
 
 /// Reads a stored configuration back. Stored data was validated on the way in, so a

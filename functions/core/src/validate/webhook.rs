@@ -18,6 +18,7 @@ pub(super) fn parse(c: &mut Config<'_>, policy: Policy) -> Option<WebhookConfig>
     Some(WebhookConfig {
         url: url?,
         secret_key,
+        retiring: None,
     })
 }
 
