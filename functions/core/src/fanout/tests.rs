@@ -1179,7 +1179,7 @@ async fn a_longer_retry_window_retries_past_the_default_last_attempt_and_then_de
     // WHEN its eighth attempt (the window's last) fails
     job.attempt = 8;
     job.event.id = "evt-last".into();
-    job.job_id = crate::job::job_id(&job.event.id, fail.id);
+    job.job_id = crate::job::job_id(&job.event.id, fail.id, job.enqueued_at);
     let records = batch(&queue, vec![job.to_body()]).await;
     let last: Vec<QueuedJob> = records
         .into_iter()
