@@ -101,7 +101,14 @@ pub const ACCESS_LOG_BYTES_PER_REQUEST: f64 = 512.0;
 const EVENTS_PER_REQUEST: usize = 100;
 
 /// Records per fan-out invocation (the template's `FanoutBatchSize` default).
-const BATCH_SIZE: i32 = 10;
+const BATCH_SIZE: usize = 10;
+
+/// Records per fan-out invocation of a large store's stack: `FanoutBatchSize=100` with
+/// `FanoutBatchingWindowSeconds=1` (the event source still receives ten at a time).
+const LARGE_BATCH_SIZE: usize = 100;
+
+/// Messages one `ReceiveMessage` (and one `DeleteMessageBatch`) takes at most.
+const SQS_BATCH: usize = 10;
 
 /// The size DynamoDB bills for an attribute value in its JSON form.
 /// See <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html>.
@@ -409,6 +416,7 @@ async fn once(
     run: usize,
     log_bytes: &AtomicU64,
     stdout: MetricsOut,
+    batch: usize,
 ) -> Result<Run, String> {
     let metered = herald_core::aws::local::moto_config(&meter.url)
         .await
@@ -491,21 +499,27 @@ async fn once(
         {
             return Err(format!("ingest: {:?}", bad.status));
         }
-        // The request's jobs, as the event source hands them out.
+        // The request's jobs, as the event source hands them out: received ten at a
+        // time, invoked `batch` at a time, deleted ten at a time.
         let mut left = EVENTS_PER_REQUEST;
         let mut empty = 0;
         while left > 0 && empty < 50 {
-            let got = sqs
-                .receive_message()
-                .queue_url(&queue_url)
-                .max_number_of_messages(BATCH_SIZE)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .map_err(|e| format!("ReceiveMessage: {e}"))?;
-            let messages = got.messages();
+            let mut messages = Vec::new();
+            while messages.len() < batch.min(left) && empty < 50 {
+                let got = sqs
+                    .receive_message()
+                    .queue_url(&queue_url)
+                    .max_number_of_messages(SQS_BATCH.min(batch) as i32)
+                    .message_system_attribute_names(MessageSystemAttributeName::All)
+                    .send()
+                    .await
+                    .map_err(|e| format!("ReceiveMessage: {e}"))?;
+                if got.messages().is_empty() {
+                    empty += 1;
+                }
+                messages.extend(got.messages.unwrap_or_default());
+            }
             if messages.is_empty() {
-                empty += 1;
                 continue;
             }
             let mut event = SqsEvent::default();
@@ -536,23 +550,25 @@ async fn once(
                     answer.batch_item_failures.len()
                 ));
             }
-            let entries: Vec<DeleteMessageBatchRequestEntry> = messages
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(m.receipt_handle()?)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            sqs.delete_message_batch()
-                .queue_url(&queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| format!("DeleteMessageBatch: {e}"))?;
+            for chunk in messages.chunks(SQS_BATCH) {
+                let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle()?)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                sqs.delete_message_batch()
+                    .queue_url(&queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| format!("DeleteMessageBatch: {e}"))?;
+            }
             left = left.saturating_sub(messages.len());
             r.deliveries += messages.len();
         }
@@ -597,49 +613,62 @@ pub async fn table(
         Some("whsec-cost-bench-0123456789abcdef"),
     )
     .await?;
-    let meter = Meter::start(&moto.endpoint, &logs.join("cost-meter.jsonl"))?;
-    let n = 1000;
-    let mut measured = Vec::new();
-    for run in 0..runs {
-        measured.push(
-            once(
-                moto,
-                &meter,
-                receiver,
-                &store,
-                n,
-                run,
-                log_bytes,
-                stdout.clone(),
-            )
-            .await?,
-        );
-    }
-    let calls = meter.calls()?;
-    let client = aws_sdk_dynamodb::Client::new(&direct);
-    let mut tables = HashMap::new();
-    tables.insert(table.clone(), shape(&client, &table).await?);
-    // Items updated in place, as they are now: the size their writes were billed at.
-    let mut after = HashMap::new();
-    for call in calls.iter().filter(|c| c.name() == "UpdateItem") {
-        let t = call.request["TableName"].as_str().unwrap_or_default();
-        let key = (t.to_owned(), call.request["Key"].to_string());
-        if after.contains_key(&key) {
-            continue;
+    let measure = async |batch: usize, first_run: usize| -> Result<(Units, Vec<Run>), String> {
+        let meter = Meter::start(
+            &moto.endpoint,
+            &logs.join(format!("cost-meter-{batch}.jsonl")),
+        )?;
+        let n = 1000;
+        let mut measured = Vec::new();
+        for run in first_run..first_run + runs {
+            measured.push(
+                once(
+                    moto,
+                    &meter,
+                    receiver,
+                    &store,
+                    n,
+                    run,
+                    log_bytes,
+                    stdout.clone(),
+                    batch,
+                )
+                .await?,
+            );
         }
-        let got = client
-            .get_item()
-            .table_name(t)
-            .set_key(Some(key_of(&call.request["Key"])))
-            .send()
-            .await
-            .map_err(|e| format!("GetItem: {e}"))?;
-        if let Some(item) = got.item() {
-            after.insert(key, json_of(item));
+        let calls = meter.calls()?;
+        let client = aws_sdk_dynamodb::Client::new(&direct);
+        let mut tables = HashMap::new();
+        tables.insert(table.clone(), shape(&client, &table).await?);
+        // Items updated in place, as they are now: the size their writes were billed at.
+        let mut after = HashMap::new();
+        for call in calls.iter().filter(|c| c.name() == "UpdateItem") {
+            let t = call.request["TableName"].as_str().unwrap_or_default();
+            let key = (t.to_owned(), call.request["Key"].to_string());
+            if after.contains_key(&key) {
+                continue;
+            }
+            let got = client
+                .get_item()
+                .table_name(t)
+                .set_key(Some(key_of(&call.request["Key"])))
+                .send()
+                .await
+                .map_err(|e| format!("GetItem: {e}"))?;
+            if let Some(item) = got.item() {
+                after.insert(key, json_of(item));
+            }
         }
-    }
-    let u = units(&calls, &tables, &after);
-    Ok(report(&u, &measured))
+        Ok((units(&calls, &tables, &after), measured))
+    };
+    let (u, measured) = measure(BATCH_SIZE, 0).await?;
+    let (large_u, large) = measure(LARGE_BATCH_SIZE, runs).await?;
+    let (mut out, _) = report(&u, &measured, BATCH_SIZE);
+    let (_, (total, unnamed)) = report(&large_u, &large, LARGE_BATCH_SIZE);
+    out.push_str(&format!(
+        "\nThe same runs with a large store's settings, `FanoutBatchSize={LARGE_BATCH_SIZE}` and `FanoutBatchingWindowSeconds=1` (fan-out invocations of up to {LARGE_BATCH_SIZE} records, so fewer invocations and fuller log pages; the event source still receives and deletes ten at a time): **${total:.2}** per million deliveries, **${unnamed:.2}** for events sent without ids.\n"
+    ));
+    Ok(out)
 }
 
 /// A per-delivery figure and its price per million deliveries.
@@ -663,7 +692,9 @@ fn dollars(x: f64) -> String {
     format!("${trimmed}{}", "0".repeat(2usize.saturating_sub(decimals)))
 }
 
-fn report(u: &Units, runs: &[Run]) -> String {
+/// The table of `u` and `runs` (invocations of `batch` records), and its totals: all
+/// events, and events sent without ids.
+fn report(u: &Units, runs: &[Run], batch: usize) -> (String, (f64, f64)) {
     let p = &PRICES;
     let deliveries: usize = runs.iter().map(|r| r.deliveries).sum();
     let d = deliveries.max(1) as f64;
@@ -771,7 +802,7 @@ fn report(u: &Units, runs: &[Run]) -> String {
         ));
     }
     out.push_str(&format!(
-        "| **Herald, events posted {EVENTS_PER_REQUEST} to a request** | | | **{total:.2}** |\n| Herald, the same events sent without ids (Herald names them, so they take no claim: the total less the `event-claim` writes) | | | {unnamed:.2} |\n| Herald, one event a request (API Gateway and ingest invoked per event) | | | {single:.2} |\n| Amazon EventBridge API destinations, the same work: `PutEvents` ({} events) + invocation ({}); no per-attempt log | | | {eventbridge:.2} |\n\nLambda duration is billed on wall time; this counts CPU only. Each 10 ms a fan-out invocation waits on receivers or DynamoDB adds ${:.3} per million deliveries (batches of {BATCH_SIZE}). Not per delivery: KMS key ($1 a month), alarms, the dashboard, and the event source's empty receives when the queue is idle.\n",
+        "| **Herald, events posted {EVENTS_PER_REQUEST} to a request** | | | **{total:.2}** |\n| Herald, the same events sent without ids (Herald names them, so they take no claim: the total less the `event-claim` writes) | | | {unnamed:.2} |\n| Herald, one event a request (API Gateway and ingest invoked per event) | | | {single:.2} |\n| Amazon EventBridge API destinations, the same work: `PutEvents` ({} events) + invocation ({}); no per-attempt log | | | {eventbridge:.2} |\n\nLambda duration is billed on wall time; this counts CPU only. Each 10 ms a fan-out invocation waits on receivers or DynamoDB adds ${:.3} per million deliveries (batches of {batch}). Not per delivery: KMS key ($1 a month), alarms, the dashboard, and the event source's empty receives when the queue is idle.\n",
         per_million(p.eventbridge_event, ""),
         per_million(p.eventbridge_api_destination, ""),
         10.0 / 1e3 * gb * p.lambda_gb_second_arm64 * fanout_inv * million,
@@ -779,7 +810,7 @@ fn report(u: &Units, runs: &[Run]) -> String {
     if !u.other.is_empty() {
         out.push_str(&format!("\nUnpriced calls: {:?}\n", u.other));
     }
-    out
+    (out, (total, unnamed))
 }
 
 #[cfg(test)]
