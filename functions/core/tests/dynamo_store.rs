@@ -843,6 +843,30 @@ mod delivery_log {
     }
 
     #[tokio::test]
+    async fn a_replayed_jobs_state_is_its_newest_attempts_though_its_number_starts_again() {
+        // GIVEN a job that failed its sixth attempt, then was replayed (attempt 1 again)
+        let log = fresh_log(Duration::from_secs(3600)).await;
+        let (i, j) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut last = attempt("s", i, j, 6, false);
+        let mut failed = logged(last.clone(), 0);
+        failed.status = JobStatus::Failed;
+        log.record(&[failed]).await.expect("record");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        last = attempt("s", i, j, 1, true);
+        log.record(&[logged(last.clone(), 0)])
+            .await
+            .expect("record");
+
+        // THEN the job reads as delivered, at its replay's first attempt
+        let (jobs, total) = log
+            .integration_jobs(&store_id("s"), i, Page::default())
+            .await
+            .expect("jobs");
+        assert_eq!(total, 1);
+        assert_eq!(jobs[0], logged(last, 0).job());
+    }
+
+    #[tokio::test]
     async fn jobs_page_by_job_not_by_attempt() {
         // Five jobs of one to three attempts each, queued a minute apart: pages of two
         // jobs hold two jobs each, however many attempts lie between them.

@@ -756,17 +756,11 @@ impl DeliveryLog for DynamoDeliveryLog {
             sharded(format!("JOBS#{store}#{integration}")),
         ));
         let entries = self.merged(sources, Unit::Job, page.count_cap()).await?;
-        // A job's state is its latest attempt's.
+        // A job's state is its newest attempt's (by time: a replay numbers its
+        // attempts from 1 again).
         let mut latest: HashMap<Uuid, &LogEntry> = HashMap::new();
         for e in &entries {
-            let newer = |held: &&LogEntry| {
-                (e.attempt.attempt, e.attempt.created_at, e.attempt.id)
-                    > (
-                        held.attempt.attempt,
-                        held.attempt.created_at,
-                        held.attempt.id,
-                    )
-            };
+            let newer = |held: &&LogEntry| Unit::Attempt.key(e) > Unit::Attempt.key(held);
             match latest.get(&e.attempt.job_id) {
                 Some(held) if !newer(held) => {}
                 _ => {
