@@ -2,8 +2,6 @@
 //! `https://sqs.<region>.amazonaws.com/...` URLs; the endpoint override sends the
 //! calls to moto, as `AWS_ENDPOINT_URL` does in the dev server.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +14,7 @@ use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Target};
+use herald_testkit::http::RequestReader;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -230,11 +229,12 @@ async fn a_role_is_assumed_with_the_stores_session_tag_and_external_id() {
             };
             let recorder = recorder.clone();
             tokio::spawn(async move {
+                let mut requests = RequestReader::new();
                 for _ in 0..8 {
-                    let Some(request) = common::read_request(&mut stream).await else {
+                    let Ok(Some(request)) = requests.read(&mut stream).await else {
                         return;
                     };
-                    let request = String::from_utf8_lossy(&request).into_owned();
+                    let request = request.text();
                     let (status, body) = if request.contains("Action=AssumeRole") {
                         ("200 OK", ASSUMED)
                     } else {

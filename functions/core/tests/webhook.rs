@@ -30,12 +30,11 @@ use herald_core::ports::{
 };
 use herald_core::retry::RetryPolicy;
 use herald_core::signing;
+use herald_testkit::http::read_request;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;
 use uuid::Uuid;
-
-mod common;
 
 /// What the receiver saw.
 #[derive(Clone, Default)]
@@ -880,10 +879,8 @@ async fn tls_receiver(name: &str) -> TlsReceiver {
                 refused.fetch_add(1, Ordering::SeqCst);
                 continue;
             };
-            if let Some(request) = common::read_request(&mut tls).await {
-                seen.lock()
-                    .expect("requests")
-                    .push(String::from_utf8_lossy(&request).into_owned());
+            if let Ok(Some(request)) = read_request(&mut tls).await {
+                seen.lock().expect("requests").push(request.text());
             }
             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
             let _ = tls.write_all(answer).await;
