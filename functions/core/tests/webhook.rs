@@ -30,7 +30,7 @@ use herald_core::ports::{
 };
 use herald_core::retry::RetryPolicy;
 use herald_core::signing;
-use herald_testkit::http::read_request;
+use herald_testkit::http::RequestReader;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;
@@ -879,7 +879,7 @@ async fn tls_receiver(name: &str) -> TlsReceiver {
                 refused.fetch_add(1, Ordering::SeqCst);
                 continue;
             };
-            if let Ok(Some(request)) = read_request(&mut tls).await {
+            if let Ok(Some(request)) = RequestReader::new().read(&mut tls).await {
                 seen.lock().expect("requests").push(request.text());
             }
             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";

@@ -148,7 +148,7 @@ async fn serve(
         };
         let (path, body) = (request.path().to_owned(), request.body);
         let arrived = Instant::now();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let request = Request {
             path,
             event_id: json["id"].as_str().unwrap_or_default().to_owned(),

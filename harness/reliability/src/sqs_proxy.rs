@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_testkit::http::read_request;
+use herald_testkit::http::RequestReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -171,10 +171,11 @@ async fn serve(
     sends: Arc<Mutex<Vec<SendCall>>>,
     slots: Arc<tokio::sync::Semaphore>,
 ) {
-    let Ok(Some(request)) = read_request(&mut client).await else {
+    let mut reader = RequestReader::new();
+    let Ok(Some(request)) = reader.read(&mut client).await else {
         return;
     };
-    let (head, body) = (&request.head, &request.body);
+    let (head, body) = (request.head, request.body);
     counts.requests.fetch_add(1, Ordering::Relaxed);
     let target = request.header("x-amz-target").unwrap_or_default();
     let send_of = (target == "AmazonSQS.SendMessage").then(|| event_id(body));
