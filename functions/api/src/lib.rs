@@ -107,11 +107,9 @@ impl AppState {
     }
 }
 
-/// The deployment's SSRF guard, for registration (its allow-list was checked when
-/// the settings were read; an unreadable one admits nothing).
+/// The deployment's SSRF guard, for registration (parsed when the settings were read).
 fn registration_guard(settings: &Settings) -> herald_core::net::guard::AddressGuard {
-    herald_core::net::guard::AddressGuard::from_list(&settings.pipeline.allow_private_cidrs)
-        .unwrap_or_else(|_| herald_core::net::guard::AddressGuard::strict())
+    settings.pipeline.address_guard.clone()
 }
 
 /// One route of the API: what it is, and which statuses it can answer with (the

@@ -1042,7 +1042,7 @@ async fn replay_without_a_dead_letter_queue_is_a_clear_503() {
 #[tokio::test]
 async fn internal_address_literals_are_refused_at_registration_with_a_pointer() {
     let mut s = settings(100);
-    s.pipeline.allow_private_cidrs = String::new();
+    s.pipeline.address_guard = herald_core::net::guard::AddressGuard::strict();
     let app = herald_api::router(AppState::new(Arc::new(MemoryIntegrationStore::new()), &s));
     let hooks = [
         "https://127.0.0.1/hook",

@@ -2,6 +2,7 @@
 //! start and fails fast with the name of the variable that is wrong.
 
 use crate::error::{Error, Result};
+use crate::net::guard::AddressGuard;
 
 /// Which adapters back the ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,14 @@ pub fn backend(default: Backend) -> Result<Backend> {
             "HERALD_BACKEND must be \"memory\" or \"aws\", not {other:?}"
         ))),
     }
+}
+
+/// `HERALD_ALLOW_PRIVATE_CIDRS` (`raw`, else `default`): the address guard it
+/// describes, parsed once when the settings are read; a bad list is an error naming
+/// the variable.
+fn address_guard(raw: Option<String>, default: &str) -> Result<AddressGuard> {
+    AddressGuard::from_list(raw.as_deref().unwrap_or(default))
+        .map_err(|e| Error::Config(format!("HERALD_ALLOW_PRIVATE_CIDRS: {e}")))
 }
 
 /// A boolean variable (`true`/`false`/`1`/`0`), or `default` when unset.
@@ -169,8 +178,9 @@ pub struct PipelineSettings {
     pub integration_cache: std::time::Duration,
     /// `HERALD_WEBHOOK_TIMEOUT_SECONDS` (1 to 30, default 30).
     pub webhook_timeout: std::time::Duration,
-    /// `HERALD_ALLOW_PRIVATE_CIDRS`: internal networks deliveries may reach anyway.
-    pub allow_private_cidrs: String,
+    /// `HERALD_ALLOW_PRIVATE_CIDRS`, parsed: the SSRF guard of every delivery and of
+    /// registration, which admits these internal networks anyway.
+    pub address_guard: AddressGuard,
     /// `HERALD_ALLOW_PLAIN_STOMP`: whether plain `stomp://` and `tcp://` brokers may be
     /// registered and delivered to (their login and messages travel in clear text).
     pub allow_plain_stomp: bool,
@@ -250,10 +260,10 @@ impl PipelineSettings {
                 }
             },
         };
-        let allow_private_cidrs = var("HERALD_ALLOW_PRIVATE_CIDRS")
-            .unwrap_or_else(|| defaults.allow_private_cidrs.to_owned());
-        crate::net::guard::AddressGuard::from_list(&allow_private_cidrs)
-            .map_err(|e| Error::Config(format!("HERALD_ALLOW_PRIVATE_CIDRS: {e}")))?;
+        let address_guard = address_guard(
+            var("HERALD_ALLOW_PRIVATE_CIDRS"),
+            defaults.allow_private_cidrs,
+        )?;
         Ok(Self {
             backend,
             table,
@@ -272,7 +282,7 @@ impl PipelineSettings {
                 30,
                 1..=30,
             )? as u64),
-            allow_private_cidrs,
+            address_guard,
             allow_plain_stomp: flag("HERALD_ALLOW_PLAIN_STOMP", defaults.allow_plain_stomp)?,
             retry_scale,
             stomp_extra_ca: var("HERALD_STOMP_EXTRA_CA"),
@@ -301,7 +311,8 @@ impl PipelineSettings {
             log_retention: std::time::Duration::from_secs(30 * 86_400),
             integration_cache: std::time::Duration::ZERO,
             webhook_timeout: std::time::Duration::from_secs(30),
-            allow_private_cidrs: PipelineDefaults::LOCAL.allow_private_cidrs.to_owned(),
+            address_guard: AddressGuard::from_list(PipelineDefaults::LOCAL.allow_private_cidrs)
+                .expect("the dev server's allow-list is a list of CIDRs"),
             allow_plain_stomp: PipelineDefaults::LOCAL.allow_plain_stomp,
             retry_scale: 1.0,
             stomp_extra_ca: None,
@@ -317,6 +328,27 @@ impl PipelineSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::net::guard::{AddressGuard, Cidr};
+
+    #[test]
+    fn the_allow_list_is_parsed_into_the_guard_the_settings_hold_and_a_bad_one_names_the_setting() {
+        let cidr = |s: &str| Cidr::parse(s).expect("cidr");
+        assert_eq!(
+            address_guard(None, PipelineDefaults::LOCAL.allow_private_cidrs).expect("default"),
+            AddressGuard::allowing(vec![cidr("127.0.0.0/8"), cidr("::1/128")])
+        );
+        assert_eq!(
+            address_guard(Some(" 10.1.0.0/16 ,".into()), "127.0.0.0/8").expect("set"),
+            AddressGuard::allowing(vec![cidr("10.1.0.0/16")])
+        );
+        assert_eq!(
+            address_guard(Some("10.0.0.0/33".into()), "")
+                .expect_err("bad")
+                .to_string(),
+            "configuration: HERALD_ALLOW_PRIVATE_CIDRS: \"10.0.0.0/33\" is not a CIDR"
+        );
+    }
 
     #[test]
     fn the_ingest_function_lists_the_variable_its_store_access_is_read_from() {

@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
-use crate::net::guard::AddressGuard;
 use crate::ports::{
     DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
 };
@@ -196,8 +195,7 @@ impl Components {
 
     /// Every target's deliverer, with its clients (built here, once).
     pub fn deliverer(&self) -> Result<Arc<dyn Deliverer>> {
-        let guard =
-            AddressGuard::from_list(&self.settings.allow_private_cidrs).map_err(Error::Config)?;
+        let guard = self.settings.address_guard.clone();
         let extra_ca = |path: &Option<String>, setting: &str| match path {
             Some(path) => crate::net::client::read_pem(path)
                 .map_err(|e| Error::Config(format!("{setting}: {e}"))),

@@ -2,8 +2,6 @@
 //! `https://sqs.<region>.amazonaws.com/...` URLs; the endpoint override sends the
 //! calls to moto, as `AWS_ENDPOINT_URL` does in the dev server.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,9 +11,10 @@ use chrono::Utc;
 use herald_core::attempt::Outcome;
 use herald_core::aws::local::moto_config;
 use herald_core::delivery::sqs::SqsDeliverer;
+use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Target};
-use herald_core::ports::Deliverer;
+use herald_testkit::http::RequestReader;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -43,6 +42,14 @@ fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
         version: 1,
         health: Default::default(),
         delivery: Default::default(),
+    }
+}
+
+/// `i`'s aws_sqs configuration, as the dispatcher hands it to the deliverer.
+fn sqs_config(i: &Integration) -> &SqsConfig {
+    match &i.target {
+        Target::AwsSqs(config) => config,
+        other => panic!("not a aws_sqs target: {other:?}"),
     }
 }
 
@@ -102,7 +109,9 @@ async fn a_message_lands_in_the_customer_queue_as_a_cloud_event_with_attributes(
     let (url, sqs) = queue(&sdk, false).await;
     let i = integration(&url, keys("AKIAIOSFODNN7TESTKEY", "test-secret-for-moto"));
     let j = job(&i, "o-1");
-    let result = SqsDeliverer::new(sdk.clone()).deliver(&i, &j, 1).await;
+    let result = SqsDeliverer::new(sdk.clone())
+        .deliver(&i, sqs_config(&i), &j, 1)
+        .await;
     assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     assert!(result.body.starts_with("MessageId "));
 
@@ -134,7 +143,10 @@ async fn fifo_queues_get_a_group_and_a_deduplication_id_so_retries_do_not_duplic
     let deliverer = SqsDeliverer::new(sdk.clone());
     for attempt in 1..=2 {
         assert_eq!(
-            deliverer.deliver(&i, &j, attempt).await.outcome,
+            deliverer
+                .deliver(&i, sqs_config(&i), &j, attempt)
+                .await
+                .outcome,
             Outcome::Delivered
         );
     }
@@ -162,7 +174,9 @@ async fn a_missing_queue_is_a_classified_failure() {
         "https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue",
         keys("AKIAIOSFODNN7TESTKEY", "test-secret-for-moto"),
     );
-    let result = SqsDeliverer::new(sdk).deliver(&i, &job(&i, "o"), 1).await;
+    let result = SqsDeliverer::new(sdk)
+        .deliver(&i, sqs_config(&i), &job(&i, "o"), 1)
+        .await;
     assert!(
         matches!(result.outcome, Outcome::Retryable { .. }),
         "{result:?}"
@@ -186,7 +200,9 @@ async fn a_role_is_assumed_through_sts_for_keyless_delivery() {
     );
     let deliverer = SqsDeliverer::new(sdk);
     for n in 0..2 {
-        let result = deliverer.deliver(&i, &job(&i, &format!("o-{n}")), 1).await;
+        let result = deliverer
+            .deliver(&i, sqs_config(&i), &job(&i, &format!("o-{n}")), 1)
+            .await;
         assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     }
     assert_eq!(read_all(&sqs, &url).await.len(), 2);
@@ -214,11 +230,12 @@ async fn a_role_is_assumed_with_the_stores_session_tag_and_external_id() {
             };
             let recorder = recorder.clone();
             tokio::spawn(async move {
+                let mut requests = RequestReader::new();
                 for _ in 0..8 {
-                    let Some(request) = common::read_request(&mut stream).await else {
+                    let Ok(Some(request)) = requests.read(&mut stream).await else {
                         return;
                     };
-                    let request = String::from_utf8_lossy(&request).into_owned();
+                    let request = request.text();
                     let (status, body) = if request.contains("Action=AssumeRole") {
                         ("200 OK", ASSUMED)
                     } else {
@@ -246,7 +263,9 @@ async fn a_role_is_assumed_with_the_stores_session_tag_and_external_id() {
     );
 
     // WHEN a job is delivered to the integration
-    let _ = SqsDeliverer::new(sdk).deliver(&i, &job(&i, "o-1"), 1).await;
+    let _ = SqsDeliverer::new(sdk)
+        .deliver(&i, sqs_config(&i), &job(&i, "o-1"), 1)
+        .await;
     server.abort();
 
     // THEN the role was asked for with the external id and the store as a session tag
@@ -321,13 +340,20 @@ async fn bad_credentials_and_missing_permissions_are_classified() {
 
     let deliverer = SqsDeliverer::new(sdk);
     let unknown = integration(&url, keys("AKIAUNKNOWNUNKNOWN00", "not-a-real-secret-key"));
-    let result = deliverer.deliver(&unknown, &job(&unknown, "o"), 1).await;
+    let result = deliverer
+        .deliver(&unknown, sqs_config(&unknown), &job(&unknown, "o"), 1)
+        .await;
     let detail = result.error_detail.expect("detail");
     assert!(detail.starts_with("invalid credentials"), "{detail}");
 
     let no_permission = integration(&url, keys(&iam.0, &iam.1));
     let result = deliverer
-        .deliver(&no_permission, &job(&no_permission, "o"), 1)
+        .deliver(
+            &no_permission,
+            sqs_config(&no_permission),
+            &job(&no_permission, "o"),
+            1,
+        )
         .await;
     let detail = result.error_detail.expect("detail");
     assert!(detail.starts_with("access denied"), "{detail}");

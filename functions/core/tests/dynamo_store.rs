@@ -959,9 +959,6 @@ mod log_listing_cost {
     use std::time::Duration;
 
     use aws_sdk_dynamodb::types::AttributeValue;
-    use axum::body::Body;
-    use axum::extract::{Request, State};
-    use axum::response::Response;
     use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
     use futures_util::StreamExt;
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
@@ -972,6 +969,7 @@ mod log_listing_cost {
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use herald_core::ports::IdempotencyStore;
+    use herald_testkit::proxy::{Exchange, RecordingProxy};
     use uuid::Uuid;
 
     use super::{client, endpoint, store_id};
@@ -995,79 +993,26 @@ mod log_listing_cost {
         }
     }
 
-    #[derive(Clone)]
-    struct Proxy {
-        upstream: String,
-        http: reqwest::Client,
-        reads: Arc<Reads>,
-    }
-
-    async fn forward(State(proxy): State<Proxy>, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let body = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .expect("request body");
-        let operation = parts
-            .headers
-            .get("x-amz-target")
-            .and_then(|t| t.to_str().ok())
-            .and_then(|t| t.rsplit('.').next())
-            .unwrap_or_default()
-            .to_owned();
-        let is_query = operation == "Query";
-        proxy
-            .reads
-            .operations
-            .lock()
-            .expect("operations")
-            .push(operation);
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut headers = parts.headers.clone();
-        headers.remove(axum::http::header::HOST);
-        headers.remove(axum::http::header::CONTENT_LENGTH);
-        let answer = proxy
-            .http
-            .request(parts.method, format!("{}{path}", proxy.upstream))
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .expect("moto answers");
-        let status = answer.status();
-        let headers = answer.headers().clone();
-        let bytes = answer.bytes().await.expect("moto's body");
-        if is_query && status.is_success() {
-            let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
-            let scanned = doc["ScannedCount"].as_u64().expect("ScannedCount") as usize;
-            proxy.reads.items.fetch_add(scanned, Ordering::SeqCst);
-            proxy.reads.queries.fetch_add(1, Ordering::SeqCst);
-        }
-        let mut out = Response::builder().status(status);
-        for (name, value) in &headers {
-            if name != axum::http::header::CONTENT_LENGTH
-                && name != axum::http::header::TRANSFER_ENCODING
-            {
-                out = out.header(name, value);
-            }
-        }
-        out.body(Body::from(bytes)).expect("response")
-    }
-
     /// A loopback proxy to moto that counts what each `Query` read.
-    async fn counting_proxy() -> (String, Arc<Reads>) {
+    async fn counting_proxy() -> (RecordingProxy, Arc<Reads>) {
         let reads = Arc::new(Reads::default());
-        let proxy = Proxy {
-            upstream: endpoint(),
-            http: reqwest::Client::new(),
-            reads: reads.clone(),
+        let into = reads.clone();
+        let count = move |e: Exchange| {
+            if e.operation() == "Query" && (200..300).contains(&e.status) {
+                let doc: serde_json::Value = serde_json::from_slice(&e.response).expect("JSON");
+                let scanned = doc["ScannedCount"].as_u64().expect("ScannedCount") as usize;
+                into.items.fetch_add(scanned, Ordering::SeqCst);
+                into.queries.fetch_add(1, Ordering::SeqCst);
+            }
+            into.operations
+                .lock()
+                .expect("operations")
+                .push(e.operation().to_owned());
         };
-        let app = axum::Router::new().fallback(forward).with_state(proxy);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let proxy = RecordingProxy::start(&endpoint(), Arc::new(count))
             .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, reads)
+            .expect("proxy");
+        (proxy, reads)
     }
 
     async fn log_at(url: &str, table: &str) -> DynamoDeliveryLog {
@@ -1154,8 +1099,8 @@ mod log_listing_cost {
     #[allow(clippy::print_stdout)]
     async fn a_page_of_a_hundred_reads_at_most(attempts: usize, most: usize) {
         let (entries, table) = seed(attempts).await;
-        let (url, reads) = counting_proxy().await;
-        let log = log_at(&url, &table).await;
+        let (proxy, reads) = counting_proxy().await;
+        let log = log_at(&proxy.url, &table).await;
         let s = store_id("s");
         let page = Page {
             limit: 100,
@@ -1236,8 +1181,8 @@ mod log_listing_cost {
         DynamoIntegrationStore::create_table(&client(), &table)
             .await
             .expect("table");
-        let (url, seen) = counting_proxy().await;
-        let sdk = herald_core::aws::local::moto_config(&url)
+        let (proxy, seen) = counting_proxy().await;
+        let sdk = herald_core::aws::local::moto_config(&proxy.url)
             .await
             .expect("loopback config");
         let claims = DynamoIdempotency::from_sdk(&sdk, table);

@@ -22,12 +22,12 @@ use herald_core::aws::local::moto_config;
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::stomp::StompDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
+use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{
     Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
 };
 use herald_core::net::guard::{AddressGuard, Cidr};
-use herald_core::ports::Deliverer;
 use herald_testkit::stomp::StompSink;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -120,7 +120,7 @@ async fn webhook_body_for(ep: &Value, payload: Value) -> Value {
     );
     let result = WebhookDeliverer::new(loopback(), Duration::from_secs(5))
         .expect("client")
-        .deliver(&i, &j, 1)
+        .deliver(&i, webhook_config(&i), &j, 1)
         .await;
     assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     let bodies = seen.lock().expect("lock").clone();
@@ -242,7 +242,12 @@ async fn through_sqs(id: &str, store: &str, events: &[(&str, &str, Value)]) -> V
     let mut bodies = Vec::new();
     for (event_id, kind, payload) in events {
         let result = deliverer
-            .deliver(&i, &job(&i, event_id, kind, payload.clone()), 1)
+            .deliver(
+                &i,
+                sqs_config(&i),
+                &job(&i, event_id, kind, payload.clone()),
+                1,
+            )
             .await;
         assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
         // One at a time, so that they are read back in order.
@@ -282,7 +287,12 @@ async fn through_stomp(id: &str, store: &str, events: &[(&str, &str, Value)]) ->
         .dangerous_allow_plain(true);
     for (event_id, kind, payload) in events {
         let result = deliverer
-            .deliver(&i, &job(&i, event_id, kind, payload.clone()), 1)
+            .deliver(
+                &i,
+                stomp_config(&i),
+                &job(&i, event_id, kind, payload.clone()),
+                1,
+            )
             .await;
         assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     }
@@ -322,7 +332,12 @@ async fn through_activemq(id: &str, store: &str, events: &[(&str, &str, Value)])
         .dangerous_allow_plain(true);
     for (event_id, kind, payload) in events {
         let result = deliverer
-            .deliver(&i, &job(&i, event_id, kind, payload.clone()), 1)
+            .deliver(
+                &i,
+                stomp_config(&i),
+                &job(&i, event_id, kind, payload.clone()),
+                1,
+            )
             .await;
         assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     }
@@ -516,4 +531,28 @@ async fn an_existing_consumer_processes_heralds_stomp_frames() {
         .map(|b| existing_consumer::process(b))
         .collect();
     assert_eq!(log, consumer_log());
+}
+
+/// `i`'s webhook configuration, as the dispatcher hands it to the deliverer.
+fn webhook_config(i: &Integration) -> &WebhookConfig {
+    match &i.target {
+        Target::Webhook(config) => config,
+        other => panic!("not a webhook target: {other:?}"),
+    }
+}
+
+/// `i`'s aws_sqs configuration, as the dispatcher hands it to the deliverer.
+fn sqs_config(i: &Integration) -> &SqsConfig {
+    match &i.target {
+        Target::AwsSqs(config) => config,
+        other => panic!("not a aws_sqs target: {other:?}"),
+    }
+}
+
+/// `i`'s STOMP configuration, as the dispatcher hands it to the deliverer.
+fn stomp_config(i: &Integration) -> &StompConfig {
+    match &i.target {
+        Target::Stomp(config) => config,
+        other => panic!("not a STOMP target: {other:?}"),
+    }
 }

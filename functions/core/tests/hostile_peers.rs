@@ -13,7 +13,7 @@ use herald_core::cache::IntegrationCache;
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::stomp::StompDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
-use herald_core::delivery::TargetDeliverer;
+use herald_core::delivery::{DeliverTo, TargetDeliverer};
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
@@ -22,9 +22,7 @@ use herald_core::model::{
 };
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
-use herald_core::ports::{
-    Deliverer, DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob,
-};
+use herald_core::ports::{DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob};
 use herald_core::retry::RetryPolicy;
 use herald_testkit::hostile::{Behaviour, Hostile};
 use serde_json::json;
@@ -87,17 +85,46 @@ fn job(i: &Integration, n: usize) -> DeliveryJob {
     DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }
 
-/// Runs `n` attempts at `i`, one after another, each bounded by [`RUNAWAY`]; returns
-/// their results.
-async fn attempts(deliverer: &dyn Deliverer, i: &Integration, n: usize) -> Vec<DeliveryResult> {
+/// Runs `n` attempts at `i`, whose configuration `config` takes out, one after
+/// another, each bounded by [`RUNAWAY`]; returns their results.
+async fn attempts<C: Sync>(
+    deliverer: &dyn DeliverTo<C>,
+    config: fn(&Integration) -> &C,
+    i: &Integration,
+    n: usize,
+) -> Vec<DeliveryResult> {
     let mut results = Vec::new();
     for k in 0..n {
-        let result = tokio::time::timeout(RUNAWAY, deliverer.deliver(i, &job(i, k), 1))
+        let result = tokio::time::timeout(RUNAWAY, deliverer.deliver(i, config(i), &job(i, k), 1))
             .await
             .expect("the attempt ended by its deadline");
         results.push(result);
     }
     results
+}
+
+/// `i`'s webhook configuration, as the dispatcher hands it to the deliverer.
+fn webhook_config(i: &Integration) -> &WebhookConfig {
+    match &i.target {
+        Target::Webhook(config) => config,
+        other => panic!("not a webhook target: {other:?}"),
+    }
+}
+
+/// `i`'s aws_sqs configuration, as the dispatcher hands it to the deliverer.
+fn sqs_config(i: &Integration) -> &SqsConfig {
+    match &i.target {
+        Target::AwsSqs(config) => config,
+        other => panic!("not a aws_sqs target: {other:?}"),
+    }
+}
+
+/// `i`'s STOMP configuration, as the dispatcher hands it to the deliverer.
+fn stomp_config(i: &Integration) -> &StompConfig {
+    match &i.target {
+        Target::Stomp(config) => config,
+        other => panic!("not a STOMP target: {other:?}"),
+    }
 }
 
 fn assert_failed_with(results: &[DeliveryResult], says: &str) {
@@ -114,7 +141,7 @@ async fn a_tls_tarpit_keeps_no_webhook_connection_once_the_attempts_are_over() {
     let deliverer =
         WebhookDeliverer::new(loopback(), Duration::from_millis(300)).expect("deliverer");
     let i = integration("s", webhook_to(&format!("https://{}/hook", tarpit.addr)));
-    let results = attempts(&deliverer, &i, 5).await;
+    let results = attempts(&deliverer, webhook_config, &i, 5).await;
     assert_failed_with(&results, "no answer within 300 ms");
     assert!(tarpit.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     assert!(
@@ -130,7 +157,7 @@ async fn a_slow_drip_answer_keeps_no_webhook_connection_once_the_attempts_are_ov
     let deliverer =
         WebhookDeliverer::new(loopback(), Duration::from_millis(400)).expect("deliverer");
     let i = integration("s", webhook_to(&format!("http://{}/hook", drip.addr)));
-    let results = attempts(&deliverer, &i, 3).await;
+    let results = attempts(&deliverer, webhook_config, &i, 3).await;
     assert_failed_with(&results, "no answer within 400 ms");
     assert!(
         drip.all_closed_within(CLOSE_LIMIT).await,
@@ -146,7 +173,7 @@ async fn a_broker_flooding_other_receipts_is_cut_at_the_attempts_deadline() {
         .expect("deliverer")
         .dangerous_allow_plain(true);
     let i = integration("s", stomp_to(&format!("stomp://{}", broker.addr)));
-    let results = attempts(&deliverer, &i, 2).await;
+    let results = attempts(&deliverer, stomp_config, &i, 2).await;
     assert_failed_with(&results, "by the attempt's deadline");
     assert!(
         broker.all_closed_within(CLOSE_LIMIT).await,
@@ -161,7 +188,7 @@ async fn a_stomp_tls_tarpit_is_cut_at_the_attempts_deadline() {
     let deliverer =
         StompDeliverer::new(loopback(), &[], Duration::from_millis(500)).expect("deliverer");
     let i = integration("s", stomp_to(&format!("stomp+ssl://{}", tarpit.addr)));
-    let results = attempts(&deliverer, &i, 2).await;
+    let results = attempts(&deliverer, stomp_config, &i, 2).await;
     assert_failed_with(&results, "by the attempt's deadline");
     assert!(
         tarpit.all_closed_within(CLOSE_LIMIT).await,
@@ -188,7 +215,7 @@ async fn a_customer_sqs_endpoint_that_never_answers_is_cut_at_the_attempts_deadl
             },
         }),
     );
-    let results = attempts(&deliverer, &i, 2).await;
+    let results = attempts(&deliverer, sqs_config, &i, 2).await;
     assert_failed_with(&results, "no answer");
     assert!(
         tarpit.all_closed_within(CLOSE_LIMIT).await,

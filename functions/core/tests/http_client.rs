@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, post, read_request};
+use common::{client, post};
 use herald_core::net::client::{Failure, HttpClient, Options, Resolve, Resolving};
+use herald_testkit::http::RequestReader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use url::Url;
@@ -52,7 +53,8 @@ async fn server_answering_after(
             c.connections.fetch_add(1, Ordering::SeqCst);
             let c = c.clone();
             tokio::spawn(async move {
-                while read_request(&mut stream).await.is_some() {
+                let mut requests = RequestReader::new();
+                while let Ok(Some(_)) = requests.read(&mut stream).await {
                     c.requests.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(delay).await;
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());

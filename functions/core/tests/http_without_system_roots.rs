@@ -3,6 +3,7 @@
 //! Its own test binary: it points the system trust store at nothing through the
 //! process's environment, which no other test may see.
 
+use herald_testkit::http::RequestReader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -22,7 +23,7 @@ async fn without_system_roots_the_client_is_built_on_the_bundled_ones_and_delive
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         if let Ok((mut stream, _)) = listener.accept().await {
-            if common::read_request(&mut stream).await.is_some() {
+            if let Ok(Some(_)) = RequestReader::new().read(&mut stream).await {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use herald_core::attempt::Outcome;
 use herald_core::delivery::stomp::{receive, Frame, StompDeliverer};
+use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, StompConfig, StoreId, Target};
 use herald_core::net::guard::{AddressGuard, Cidr};
-use herald_core::ports::Deliverer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -42,6 +42,14 @@ fn deliverer(guard: AddressGuard, with_ca: bool) -> StompDeliverer {
     StompDeliverer::new(guard, &ca, Duration::from_secs(10))
         .expect("deliverer")
         .dangerous_allow_plain(true)
+}
+
+/// `i`'s STOMP configuration, as the dispatcher hands it to the deliverer.
+fn stomp_config(i: &Integration) -> &StompConfig {
+    match &i.target {
+        Target::Stomp(config) => config,
+        other => panic!("not a STOMP target: {other:?}"),
+    }
 }
 
 fn integration(addresses: &[&str], destination: &str, password: &str) -> Integration {
@@ -111,7 +119,9 @@ async fn a_message_lands_on_the_queue_with_its_body_and_headers() {
     let destination = queue();
     let i = integration(&["stomp://127.0.0.1:61613"], &destination, &password());
     let j = job(&i);
-    let result = deliverer(loopback(), false).deliver(&i, &j, 1).await;
+    let result = deliverer(loopback(), false)
+        .deliver(&i, stomp_config(&i), &j, 1)
+        .await;
     assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     assert_eq!(result.body, "RECEIPT from stomp://127.0.0.1:61613");
 
@@ -133,11 +143,15 @@ async fn a_message_lands_on_the_queue_with_its_body_and_headers() {
 async fn tls_works_with_the_brokers_ca_and_fails_without_it() {
     let destination = queue();
     let i = integration(&["stomp+ssl://localhost:61614"], &destination, &password());
-    let ok = deliverer(loopback(), true).deliver(&i, &job(&i), 1).await;
+    let ok = deliverer(loopback(), true)
+        .deliver(&i, stomp_config(&i), &job(&i), 1)
+        .await;
     assert_eq!(ok.outcome, Outcome::Delivered, "{ok:?}");
     assert!(consume_one(&destination).await.body.starts_with(b"{"));
 
-    let untrusted = deliverer(loopback(), false).deliver(&i, &job(&i), 1).await;
+    let untrusted = deliverer(loopback(), false)
+        .deliver(&i, stomp_config(&i), &job(&i), 1)
+        .await;
     assert!(matches!(untrusted.outcome, Outcome::Retryable { .. }));
     let detail = untrusted.error_detail.expect("detail");
     assert!(detail.contains("TLS handshake"), "{detail}");
@@ -146,7 +160,9 @@ async fn tls_works_with_the_brokers_ca_and_fails_without_it() {
 #[tokio::test]
 async fn a_wrong_password_is_a_clear_failure() {
     let i = integration(&["stomp://127.0.0.1:61613"], &queue(), "not-the-password");
-    let result = deliverer(loopback(), false).deliver(&i, &job(&i), 1).await;
+    let result = deliverer(loopback(), false)
+        .deliver(&i, stomp_config(&i), &job(&i), 1)
+        .await;
     assert!(matches!(result.outcome, Outcome::Retryable { .. }));
     let detail = result.error_detail.expect("detail");
     // The broker's ERROR frame, or (ActiveMQ, at times) a close before it is out.
@@ -172,7 +188,9 @@ async fn a_dead_first_address_fails_over_to_the_second() {
         &destination,
         &password(),
     );
-    let result = deliverer(loopback(), false).deliver(&i, &job(&i), 1).await;
+    let result = deliverer(loopback(), false)
+        .deliver(&i, stomp_config(&i), &job(&i), 1)
+        .await;
     assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     assert_eq!(result.body, "RECEIPT from stomp://127.0.0.1:61613");
     consume_one(&destination).await;
@@ -184,7 +202,10 @@ async fn a_connection_is_reused_across_deliveries() {
     let i = integration(&["stomp://127.0.0.1:61613"], &destination, &password());
     let d = deliverer(loopback(), false);
     for _ in 0..3 {
-        assert_eq!(d.deliver(&i, &job(&i), 1).await.outcome, Outcome::Delivered);
+        assert_eq!(
+            d.deliver(&i, stomp_config(&i), &job(&i), 1).await.outcome,
+            Outcome::Delivered
+        );
     }
     assert_eq!(consume(&destination, 3).await.len(), 3);
 }
@@ -212,7 +233,7 @@ async fn broker_addresses_pass_the_address_guard_before_any_connection() {
         &password(),
     );
     let result = deliverer(AddressGuard::strict(), false)
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, stomp_config(&i), &job(&i), 1)
         .await;
     assert_eq!(result.outcome, Outcome::Permanent, "a refusal is for good");
     assert!(result.error_detail.expect("detail").contains("loopback"));
@@ -228,7 +249,9 @@ async fn an_error_frame_for_the_send_fails_the_attempt_with_the_brokers_message(
         "/queue/forbidden.test",
         &password(),
     );
-    let result = deliverer(loopback(), false).deliver(&i, &job(&i), 1).await;
+    let result = deliverer(loopback(), false)
+        .deliver(&i, stomp_config(&i), &job(&i), 1)
+        .await;
     assert!(
         matches!(result.outcome, Outcome::Retryable { .. }),
         "{result:?}"

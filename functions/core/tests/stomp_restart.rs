@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use herald_core::attempt::Outcome;
 use herald_core::delivery::stomp::StompDeliverer;
+use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, Secret, StompConfig, StoreId, Target};
 use herald_core::net::guard::{AddressGuard, Cidr};
-use herald_core::ports::Deliverer;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -56,7 +56,9 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
         .dangerous_allow_plain(true);
 
     assert_eq!(
-        d.deliver(&integration, &job(1), 1).await.outcome,
+        d.deliver(&integration, stomp_config(&integration), &job(1), 1)
+            .await
+            .outcome,
         Outcome::Delivered
     );
     let restarted = Command::new(format!("{root}/infra/activemq.sh"))
@@ -64,6 +66,16 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
         .status()
         .expect("run infra/activemq.sh");
     assert!(restarted.success(), "the broker did not restart");
-    let second = d.deliver(&integration, &job(2), 1).await;
+    let second = d
+        .deliver(&integration, stomp_config(&integration), &job(2), 1)
+        .await;
     assert_eq!(second.outcome, Outcome::Delivered, "{second:?}");
+}
+
+/// `i`'s STOMP configuration, as the dispatcher hands it to the deliverer.
+fn stomp_config(i: &Integration) -> &StompConfig {
+    match &i.target {
+        Target::Stomp(config) => config,
+        other => panic!("not a STOMP target: {other:?}"),
+    }
 }

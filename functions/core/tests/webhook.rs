@@ -17,6 +17,7 @@ use chrono::Utc;
 use herald_core::attempt::{JobStatus, Outcome};
 use herald_core::cache::IntegrationCache;
 use herald_core::delivery::webhook::WebhookDeliverer;
+use herald_core::delivery::{DeliverTo, TargetDeliverer};
 use herald_core::fanout::Fanout;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
@@ -29,12 +30,11 @@ use herald_core::ports::{
 };
 use herald_core::retry::RetryPolicy;
 use herald_core::signing;
+use herald_testkit::http::RequestReader;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;
 use uuid::Uuid;
-
-mod common;
 
 /// What the receiver saw.
 #[derive(Clone, Default)]
@@ -108,6 +108,14 @@ fn deliverer(guard: AddressGuard, timeout: Duration) -> WebhookDeliverer {
     WebhookDeliverer::new(guard, timeout).expect("client")
 }
 
+/// `i`'s webhook configuration, as the dispatcher hands it to the deliverer.
+fn webhook_config(i: &Integration) -> &WebhookConfig {
+    match &i.target {
+        Target::Webhook(config) => config,
+        other => panic!("not a webhook target: {other:?}"),
+    }
+}
+
 fn integration(url: &str, secret: Option<&str>) -> Integration {
     let now = Utc::now();
     Integration {
@@ -146,7 +154,7 @@ async fn the_webhook_gets_the_exact_body_and_headers_and_the_signature_verifies(
     let i = integration(&format!("http://{addr}/hook"), Some("SOME_SECRET_KEY"));
     let j = job(&i);
     let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-        .deliver(&i, &j, 1)
+        .deliver(&i, webhook_config(&i), &j, 1)
         .await;
     assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     assert_eq!(result.status_code, Some(200));
@@ -203,7 +211,7 @@ async fn without_a_secret_no_secret_or_signature_header_is_sent() {
     let (addr, seen) = start_receiver(always(204), None).await;
     let i = integration(&format!("http://{addr}/hook"), None);
     let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     assert_eq!(result.outcome, Outcome::Delivered);
     let (headers, _) = seen.requests.lock().expect("lock")[0].clone();
@@ -226,7 +234,7 @@ async fn a_retiring_secret_signs_until_its_overlap_ends_even_in_a_copy_read_befo
             });
         }
         // WHEN it delivers during the overlap, then as it has ended
-        let result = hooks.deliver(&i, &job(&i), 1).await;
+        let result = hooks.deliver(&i, webhook_config(&i), &job(&i), 1).await;
         assert_eq!(result.outcome, Outcome::Delivered);
     }
     // THEN the first carries both signatures and the new secret, the second the new
@@ -278,7 +286,7 @@ async fn with_secret_header_off_the_secret_is_not_sent_and_the_signature_still_i
     let mut i = integration(&format!("http://{addr}/hook"), Some("SOME_SECRET_KEY"));
     i.delivery.secret_header = Some(false);
     let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     assert_eq!(result.outcome, Outcome::Delivered);
     let (headers, body) = seen.requests.lock().expect("lock")[0].clone();
@@ -303,7 +311,10 @@ async fn an_integration_whose_url_changes_is_delivered_to_its_new_url() {
     let mut i = integration(&format!("http://{first}/hook"), None);
     for _ in 0..2 {
         assert_eq!(
-            hooks.deliver(&i, &job(&i), 1).await.outcome,
+            hooks
+                .deliver(&i, webhook_config(&i), &job(&i), 1)
+                .await
+                .outcome,
             Outcome::Delivered
         );
     }
@@ -314,7 +325,10 @@ async fn an_integration_whose_url_changes_is_delivered_to_its_new_url() {
     });
     i.version += 1;
     assert_eq!(
-        hooks.deliver(&i, &job(&i), 1).await.outcome,
+        hooks
+            .deliver(&i, webhook_config(&i), &job(&i), 1)
+            .await
+            .outcome,
         Outcome::Delivered
     );
     assert_eq!(seen_first.requests.lock().expect("lock").len(), 2);
@@ -331,7 +345,7 @@ async fn a_non_2xx_answer_is_a_retryable_failure_with_status_and_truncated_body(
     .await;
     let i = integration(&format!("http://{addr}/hook"), None);
     let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     assert_eq!(result.outcome, Outcome::Retryable { retry_after: None });
     assert_eq!(result.status_code, Some(500));
@@ -347,7 +361,7 @@ async fn a_410_gone_is_a_permanent_failure_not_retried() {
     .await;
     let i = integration(&format!("http://{addr}/hook"), None);
     let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     assert_eq!(result.outcome, Outcome::Permanent);
     assert_eq!(result.status_code, Some(410));
@@ -370,7 +384,7 @@ async fn retry_after_on_429_is_passed_on() {
     .await;
     let i = integration(&format!("http://{addr}/hook"), None);
     let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     assert_eq!(
         result.outcome,
@@ -385,7 +399,7 @@ async fn a_receiver_slower_than_the_timeout_is_a_failure() {
     let (addr, _) = start_receiver(always(200), Some(Duration::from_secs(5))).await;
     let i = integration(&format!("http://{addr}/hook"), None);
     let result = deliverer(loopback_allowed(), Duration::from_millis(300))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     assert_eq!(result.outcome, Outcome::Retryable { retry_after: None });
     assert_eq!(result.status_code, None);
@@ -414,7 +428,7 @@ async fn redirects_are_never_followed_even_to_loopback() {
         .await;
         let i = integration(&format!("http://{addr}/hook"), None);
         let result = deliverer(loopback_allowed(), Duration::from_secs(5))
-            .deliver(&i, &job(&i), 1)
+            .deliver(&i, webhook_config(&i), &job(&i), 1)
             .await;
         assert_eq!(result.status_code, Some(status));
         assert!(matches!(result.outcome, Outcome::Retryable { .. }));
@@ -540,7 +554,7 @@ async fn loopback_is_refused_at_connect_time_when_not_allowed() {
         format!("http://2130706433:{port}/hook"),
     ] {
         let i = integration(&url, None);
-        let result = d.deliver(&i, &job(&i), 1).await;
+        let result = d.deliver(&i, webhook_config(&i), &job(&i), 1).await;
         assert_eq!(result.outcome, Outcome::Permanent, "{url}: {result:?}");
         let detail = result.error_detail.expect("detail");
         assert!(detail.contains("loopback"), "{url}: {detail}");
@@ -555,7 +569,7 @@ async fn loopback_is_refused_at_connect_time_when_not_allowed() {
     // above was the guard's doing.
     let i = integration(&format!("http://127.0.0.1:{port}/hook"), None);
     let _ = deliverer(loopback_allowed(), Duration::from_millis(300))
-        .deliver(&i, &job(&i), 1)
+        .deliver(&i, webhook_config(&i), &job(&i), 1)
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -574,9 +588,13 @@ async fn a_refused_name_is_told_its_range_but_not_the_address_it_resolved_to() {
     .expect("client");
     // WHEN the name and the address itself are delivered to
     let named = integration(&format!("http://hooks.example.test:{port}/hook"), None);
-    let by_name = d.deliver(&named, &job(&named), 1).await;
+    let by_name = d
+        .deliver(&named, webhook_config(&named), &job(&named), 1)
+        .await;
     let literal = integration(&format!("http://127.0.0.1:{port}/hook"), None);
-    let by_address = d.deliver(&literal, &job(&literal), 1).await;
+    let by_address = d
+        .deliver(&literal, webhook_config(&literal), &job(&literal), 1)
+        .await;
     // THEN both fail for good; the name's refusal keeps the address it resolved to to
     // itself, the literal's names what its author typed; nothing was connected to
     assert_eq!(by_name.outcome, Outcome::Permanent, "{by_name:?}");
@@ -657,8 +675,8 @@ async fn a_name_rebound_from_an_allowed_address_to_loopback_is_refused_at_the_ne
     let i = integration(&format!("http://rebinding.test:{port}/hook"), None);
 
     // WHEN it is delivered to twice
-    let first = d.deliver(&i, &job(&i), 1).await;
-    let second = d.deliver(&i, &job(&i), 2).await;
+    let first = d.deliver(&i, webhook_config(&i), &job(&i), 1).await;
+    let second = d.deliver(&i, webhook_config(&i), &job(&i), 2).await;
 
     // THEN the first goes to the allowed address, the second lookup's loopback answer
     // is refused, and the canary never sees a connection.
@@ -706,7 +724,7 @@ async fn a_name_that_answers_public_for_a_check_and_loopback_for_the_connection_
         &format!("http://rebinding.test:{}/hook", canary_addr.port()),
         None,
     );
-    let result = d.deliver(&i, &job(&i), 1).await;
+    let result = d.deliver(&i, webhook_config(&i), &job(&i), 1).await;
     // THEN the connection is refused on what the name resolves to now.
     assert_eq!(lookups.load(Ordering::SeqCst), 2);
     assert_eq!(result.outcome, Outcome::Permanent, "{result:?}");
@@ -740,7 +758,10 @@ async fn pipeline(integrations: &[&Integration], timeout: Duration) -> Pipeline 
     let log = Arc::new(MemoryDeliveryLog::default());
     let fanout = Arc::new(Fanout::new(
         Arc::new(IntegrationCache::new(store, Duration::from_secs(5))),
-        Arc::new(deliverer(loopback_allowed(), timeout)),
+        Arc::new(TargetDeliverer::new(Arc::new(deliverer(
+            loopback_allowed(),
+            timeout,
+        )))),
         log.clone(),
         queue.clone(),
         RetryPolicy::scaled(0.0),
@@ -943,10 +964,8 @@ async fn tls_receiver(name: &str) -> TlsReceiver {
                 refused.fetch_add(1, Ordering::SeqCst);
                 continue;
             };
-            if let Some(request) = common::read_request(&mut tls).await {
-                seen.lock()
-                    .expect("requests")
-                    .push(String::from_utf8_lossy(&request).into_owned());
+            if let Ok(Some(request)) = RequestReader::new().read(&mut tls).await {
+                seen.lock().expect("requests").push(request.text());
             }
             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
             let _ = tls.write_all(answer).await;
@@ -1012,7 +1031,7 @@ async fn an_https_webhook_is_delivered_over_tls_to_a_certificate_the_deliverer_t
     let receiver = tls_receiver("webhook.test").await;
     let (d, i) = to_tls_receiver(&receiver, true);
     // WHEN an event is delivered to it
-    let result = d.deliver(&i, &job(&i), 1).await;
+    let result = d.deliver(&i, webhook_config(&i), &job(&i), 1).await;
     // THEN it arrives over TLS, signed, and the answer is read
     assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
     assert_eq!(result.status_code, Some(200));
@@ -1038,7 +1057,7 @@ async fn an_https_webhook_whose_certificate_is_not_trusted_is_sent_nothing_and_r
     let receiver = tls_receiver("webhook.test").await;
     let (d, i) = to_tls_receiver(&receiver, false);
     // WHEN an event is delivered to it
-    let result = d.deliver(&i, &job(&i), 1).await;
+    let result = d.deliver(&i, webhook_config(&i), &job(&i), 1).await;
     // THEN the handshake fails on the certificate, the failure says so, the attempt
     // is retried, and no request (so no secret, no event) was sent.
     assert!(

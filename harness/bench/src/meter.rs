@@ -1,8 +1,8 @@
-//! The meter: a recording HTTP proxy in its own process (`herald-bench meter UPSTREAM
-//! FILE`) between the functions' AWS clients and moto, so that the cost section counts
-//! the requests a deployed stack would be billed for from what went on the wire. It
-//! forwards every request to UPSTREAM unchanged and appends one JSON line per call to
-//! FILE: the operation (`X-Amz-Target`), the sizes of the request and the answer, and,
+//! The meter: the recording proxy of `herald_testkit::proxy` in a process of its own
+//! (`herald-bench meter UPSTREAM FILE`) between the functions' AWS clients and moto,
+//! so that the cost section counts the requests a deployed stack would be billed for
+//! from what went on the wire. It forwards every request to UPSTREAM unchanged and
+//! appends one JSON line per call to FILE: the operation (`X-Amz-Target`), the sizes of the request and the answer, and,
 //! for DynamoDB, both bodies (the items written and read are sized from them).
 
 use std::io::Write;
@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use herald_testkit::proxy::{Exchange, RecordingProxy};
 use serde_json::{json, Value};
 
 /// One call the functions made, as the meter saw it.
@@ -55,110 +51,47 @@ impl Call {
     }
 }
 
-struct Forward {
-    upstream: String,
-    client: reqwest::Client,
-    out: Mutex<std::fs::File>,
-}
-
 /// The meter process: prints its port, then forwards until killed.
 pub async fn serve(upstream: String, record: PathBuf) {
     let Ok(out) = std::fs::File::create(&record) else {
         return;
     };
-    let Ok(client) = reqwest::Client::builder().no_proxy().build() else {
-        return;
+    let out = Mutex::new(out);
+    let write = move |e: Exchange| {
+        let op = e.target.as_deref().unwrap_or("unknown");
+        let dynamo = op.starts_with("DynamoDB");
+        let parsed = |b: &[u8]| {
+            if dynamo {
+                serde_json::from_slice(b).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            }
+        };
+        let line = json!({
+            "op": op,
+            "status": e.status,
+            "request_bytes": e.request.len(),
+            "response_bytes": e.response.len(),
+            "request": parsed(&e.request),
+            "response": parsed(&e.response),
+        });
+        if let Ok(mut out) = out.lock() {
+            let _ = writeln!(out, "{line}");
+        }
     };
-    // Refuses anything but loopback: the meter only ever stands in front of moto.
-    if !upstream.starts_with("http://127.0.0.1:") {
-        return;
-    }
-    let state = Arc::new(Forward {
-        upstream: upstream.trim_end_matches('/').to_owned(),
-        client,
-        out: Mutex::new(out),
-    });
-    let app = Router::new()
-        .fallback(forward)
-        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
-        .with_state(state);
-    let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
-        return;
-    };
-    let Ok(addr) = listener.local_addr() else {
+    let Ok(proxy) = RecordingProxy::start(&upstream, Arc::new(write)).await else {
         return;
     };
     {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", addr.port());
+        let _ = writeln!(
+            stdout,
+            "{}",
+            proxy.url.rsplit(':').next().unwrap_or_default()
+        );
         let _ = stdout.flush();
     }
-    let _ = axum::serve(listener, app).await;
-}
-
-/// Headers that belong to one hop, not to the request.
-const HOP: [&str; 5] = [
-    "host",
-    "connection",
-    "content-length",
-    "transfer-encoding",
-    "accept-encoding",
-];
-
-async fn forward(
-    State(s): State<Arc<Forward>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let op = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_owned();
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = s
-        .client
-        .request(method, format!("{}{path}", s.upstream))
-        .body(body.clone());
-    for (k, v) in &headers {
-        if !HOP.contains(&k.as_str()) {
-            request = request.header(k, v);
-        }
-    }
-    let answer = match request.send().await {
-        Ok(a) => a,
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    };
-    let status = answer.status();
-    let mut back = HeaderMap::new();
-    for (k, v) in answer.headers() {
-        if !HOP.contains(&k.as_str()) {
-            back.insert(k.clone(), v.clone());
-        }
-    }
-    let bytes = answer.bytes().await.unwrap_or_default();
-    let dynamo = op.starts_with("DynamoDB");
-    let parsed = |b: &[u8]| {
-        if dynamo {
-            serde_json::from_slice(b).unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        }
-    };
-    let line = json!({
-        "op": op,
-        "status": status.as_u16(),
-        "request_bytes": body.len(),
-        "response_bytes": bytes.len(),
-        "request": parsed(&body),
-        "response": parsed(&bytes),
-    });
-    if let Ok(mut out) = s.out.lock() {
-        let _ = writeln!(out, "{line}");
-    }
-    (status, back, bytes).into_response()
+    std::future::pending::<()>().await;
 }
 
 /// A running meter process in front of an upstream; killed when dropped.

@@ -76,7 +76,8 @@ impl Moto {
         s.queue_url = Some(self.queue_url.clone());
         s.dlq_url = Some(self.dlq_url.clone());
         s.kms_key_id = Some(self.key.clone());
-        s.allow_private_cidrs = "127.0.0.0/8".into();
+        s.address_guard =
+            herald_core::net::guard::AddressGuard::from_list("127.0.0.0/8").expect("a CIDR");
         s
     }
 

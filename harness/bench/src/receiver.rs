@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use herald_testkit::http::RequestReader;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The receiver process: prints its port, then serves until killed.
@@ -62,51 +63,33 @@ type Receipts = Arc<Mutex<Vec<(u64, u64)>>>;
 
 async fn answer(mut stream: TcpStream, posts: Arc<AtomicUsize>, receipts: Receipts) {
     let _ = stream.set_nodelay(true);
-    let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut requests = RequestReader::new();
     loop {
-        // One request: its head, then Content-Length bytes of body.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Ok(Some(request)) = requests.read(&mut stream).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let timed = sent_us(&buf[head_end..head_end + length]);
-        buf.drain(..head_end + length);
-        let reply = if head.starts_with("get /count") {
+        let get = |path: &str| request.method() == "GET" && request.path().starts_with(path);
+        let reply = if get("/count") {
             let n = posts.load(Ordering::SeqCst).to_string();
             format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{n}", n.len())
-        } else if head.starts_with("get /receipts") {
+        } else if get("/receipts") {
             let taken = std::mem::take(&mut *receipts.lock().unwrap_or_else(|p| p.into_inner()));
             let text: String = taken.iter().map(|(s, r)| format!("{s} {r}\n")).collect();
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
                 text.len()
             )
-        } else if head.contains("x-amz-target: dynamodb_20120810.batchwriteitem") {
+        } else if request
+            .header("x-amz-target")
+            .is_some_and(|t| t.eq_ignore_ascii_case("DynamoDB_20120810.BatchWriteItem"))
+        {
             // The fan-out's attempt log (DynamoDB's BatchWriteItem): all written.
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{ALL_WRITTEN}",
                 ALL_WRITTEN.len()
             )
         } else {
-            if let Some(sent) = timed {
+            if let Some(sent) = sent_us(request.body) {
                 let received = unix_us();
                 receipts
                     .lock()

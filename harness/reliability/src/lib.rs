@@ -30,7 +30,6 @@ use herald_core::ingest::{EventResult, Ingest};
 use herald_core::job::DeliveryJob;
 use herald_core::memory::MemoryQueue;
 use herald_core::model::{Integration, SqsAuth, SqsConfig, StoreId, Target, WebhookConfig};
-use herald_core::net::guard::AddressGuard;
 use herald_core::ports::InsertOutcome;
 use herald_core::retry::RetryPolicy;
 use herald_core::wiring::Components;
@@ -292,7 +291,7 @@ impl Pipeline {
         let fanout = Arc::new(match customer_sqs {
             None => components.fanout().map_err(|e| e.to_string())?,
             Some(sqs) => {
-                let guard = AddressGuard::from_list(&settings.allow_private_cidrs)?;
+                let guard = settings.address_guard.clone();
                 let webhook = WebhookDeliverer::new(guard, settings.webhook_timeout)?;
                 let deliverer = TargetDeliverer::new(Arc::new(webhook)).with_sqs(Arc::new(sqs));
                 Fanout::new(

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use herald_testkit::http::RequestReader;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the receiver does with one request.
@@ -134,22 +135,20 @@ impl Receiver {
     }
 }
 
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 8 * 1024 * 1024;
-
 async fn serve(
     mut stream: TcpStream,
     behaviour: Behaviour,
     accepted: Arc<Mutex<Vec<Acceptance>>>,
     injected: Arc<Injected>,
 ) {
-    let mut buf = Vec::with_capacity(4096);
+    let mut requests = RequestReader::new();
     loop {
-        let Some((path, body)) = read_request(&mut stream, &mut buf).await else {
+        let Ok(Some(request)) = requests.read(&mut stream).await else {
             return;
         };
+        let (path, body) = (request.path().to_owned(), request.body);
         let arrived = Instant::now();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let request = Request {
             path,
             event_id: json["id"].as_str().unwrap_or_default().to_owned(),
@@ -202,52 +201,4 @@ async fn serve(
             return;
         }
     }
-}
-
-/// Reads one request: its path and body. `None` when the connection ends or the
-/// request is not one this receiver understands.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return None;
-        }
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let path = head.split_whitespace().nth(1)?.to_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    if length > MAX_BODY {
-        return None;
-    }
-    while buf.len() < head_end + length {
-        let mut chunk = vec![0u8; 65536];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = buf[head_end..head_end + length].to_vec();
-    buf.drain(..head_end + length);
-    Some((path, body))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use herald_testkit::http::RequestReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -148,9 +149,6 @@ impl SqsProxy {
 /// make it time out — a fault of the test's peer, not one the scenario injects.
 const MAX_UPSTREAM: usize = 16;
 
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 8 * 1024 * 1024;
-
 /// SQS's throttling error in the JSON protocol (the SDK reads the code from the
 /// `x-amzn-query-error` header, else from `__type`).
 const THROTTLED_BODY: &str =
@@ -173,12 +171,14 @@ async fn serve(
     sends: Arc<Mutex<Vec<SendCall>>>,
     slots: Arc<tokio::sync::Semaphore>,
 ) {
-    let Some((head, body)) = read_request(&mut client).await else {
+    let mut reader = RequestReader::new();
+    let Ok(Some(request)) = reader.read(&mut client).await else {
         return;
     };
+    let (head, body) = (request.head, request.body);
     counts.requests.fetch_add(1, Ordering::Relaxed);
-    let target = header(&head, "x-amz-target").unwrap_or_default();
-    let send_of = (target == "AmazonSQS.SendMessage").then(|| event_id(&body));
+    let target = request.header("x-amz-target").unwrap_or_default();
+    let send_of = (target == "AmazonSQS.SendMessage").then(|| event_id(body));
     let record = |event_id: &str, rejected: bool, stored: bool| {
         sends
             .lock()
@@ -200,7 +200,7 @@ async fn serve(
         }
     }
     let slot = slots.acquire().await.ok();
-    let response = match forward(upstream, &head, &body).await {
+    let response = match forward(upstream, head, body).await {
         Some(r) => r,
         None => {
             counts.upstream_errors.fetch_add(1, Ordering::Relaxed);
@@ -247,13 +247,6 @@ fn close_connection(head: &str) -> String {
     format!("{}\r\n\r\n", lines.join("\r\n"))
 }
 
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.split("\r\n").find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// The event id of a JSON-protocol `SendMessage` body (`MessageBody` is the
 /// CloudEvents message, as a string).
 fn event_id(body: &[u8]) -> String {
@@ -264,41 +257,6 @@ fn event_id(body: &[u8]) -> String {
     message["id"].as_str().unwrap_or_default().to_owned()
 }
 
-/// Reads one request: its head (as text) and body.
-async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(4096);
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return None;
-        }
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length: usize = header(&head, "content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if length > MAX_BODY {
-        return None;
-    }
-    while buf.len() < head_end + length {
-        let mut chunk = vec![0u8; 65536];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some((head, buf[head_end..head_end + length].to_vec()))
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -306,6 +264,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first header of `head` named `name` (any case).
+    fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+        head.split("\r\n").find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
 
     #[test]
     fn the_throttling_answer_is_a_400_with_the_query_error_code_and_its_own_length() {

@@ -5,10 +5,16 @@
 //! - [`hostile::Hostile`]: peers that accept connections and never finish the
 //!   exchange (TLS tarpit, slow-drip HTTP answer, STOMP receipt flood), counting the
 //!   connections they still hold;
+//! - [`http::RequestReader`]: one HTTP/1.1 request read off a connection by hand
+//!   (head and `Content-Length` body, bounded), for the peers that need the wire;
+//! - [`proxy::RecordingProxy`]: a proxy in front of moto that hands each exchange
+//!   (operation, status, both bodies) to a recorder;
 //! - [`stomp::StompSink`]: a STOMP broker stand-in that keeps every `SEND` it is
 //!   given and answers its receipt.
 
 pub mod hostile;
+pub mod http;
+pub mod proxy;
 pub mod receiver;
 pub mod stomp;
 

@@ -1,6 +1,8 @@
-//! Delivery to targets: one module per target type behind [`crate::ports::Deliverer`],
-//! and the dispatcher that picks one by the integration's target type. What an attempt
-//! comes to and leaves behind is in [`crate::attempt`].
+//! Delivery to targets: one module per target type, each behind [`DeliverTo`] with
+//! its own configuration, and the dispatcher ([`TargetDeliverer`], the
+//! [`crate::ports::Deliverer`]) that picks one by the integration's target type and
+//! hands it that type's configuration. What an attempt comes to and leaves behind is
+//! in [`crate::attempt`].
 
 pub mod envelope;
 pub mod sqs;
@@ -14,19 +16,35 @@ use async_trait::async_trait;
 
 use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, Target};
+use crate::model::{Integration, SqsConfig, StompConfig, Target, WebhookConfig};
 use crate::ports::Deliverer;
+
+/// Delivers to one target type, whose configuration is `C`. The dispatcher takes the
+/// configuration out of the integration once and hands it over, so a deliverer is
+/// never handed another type's integration and has nothing to check.
+#[async_trait]
+pub trait DeliverTo<C: Sync>: Send + Sync {
+    /// One attempt at `config`, `integration`'s target; never panics on bad input,
+    /// never returns early without an outcome.
+    async fn deliver(
+        &self,
+        integration: &Integration,
+        config: &C,
+        job: &DeliveryJob,
+        attempt: u32,
+    ) -> DeliveryResult;
+}
 
 /// Chooses the deliverer for each integration's target type.
 pub struct TargetDeliverer {
-    webhook: Arc<dyn Deliverer>,
-    sqs: Option<Arc<dyn Deliverer>>,
-    stomp: Option<Arc<dyn Deliverer>>,
+    webhook: Arc<dyn DeliverTo<WebhookConfig>>,
+    sqs: Option<Arc<dyn DeliverTo<SqsConfig>>>,
+    stomp: Option<Arc<dyn DeliverTo<StompConfig>>>,
 }
 
 impl TargetDeliverer {
     /// Dispatches webhooks to `webhook`; other targets are refused.
-    pub fn new(webhook: Arc<dyn Deliverer>) -> Self {
+    pub fn new(webhook: Arc<dyn DeliverTo<WebhookConfig>>) -> Self {
         Self {
             webhook,
             sqs: None,
@@ -35,13 +53,13 @@ impl TargetDeliverer {
     }
 
     /// Dispatches `stomp` integrations to `stomp`.
-    pub fn with_stomp(mut self, stomp: Arc<dyn Deliverer>) -> Self {
+    pub fn with_stomp(mut self, stomp: Arc<dyn DeliverTo<StompConfig>>) -> Self {
         self.stomp = Some(stomp);
         self
     }
 
     /// Dispatches `aws_sqs` integrations to `sqs`.
-    pub fn with_sqs(mut self, sqs: Arc<dyn Deliverer>) -> Self {
+    pub fn with_sqs(mut self, sqs: Arc<dyn DeliverTo<SqsConfig>>) -> Self {
         self.sqs = Some(sqs);
         self
     }
@@ -56,9 +74,17 @@ impl Deliverer for TargetDeliverer {
         attempt: u32,
     ) -> DeliveryResult {
         match (&integration.target, &self.sqs, &self.stomp) {
-            (Target::Webhook(_), _, _) => self.webhook.deliver(integration, job, attempt).await,
-            (Target::AwsSqs(_), Some(sqs), _) => sqs.deliver(integration, job, attempt).await,
-            (Target::Stomp(_), _, Some(stomp)) => stomp.deliver(integration, job, attempt).await,
+            (Target::Webhook(config), _, _) => {
+                self.webhook
+                    .deliver(integration, config, job, attempt)
+                    .await
+            }
+            (Target::AwsSqs(config), Some(sqs), _) => {
+                sqs.deliver(integration, config, job, attempt).await
+            }
+            (Target::Stomp(config), _, Some(stomp)) => {
+                stomp.deliver(integration, config, job, attempt).await
+            }
             _ => DeliveryResult::failed(
                 Outcome::Permanent,
                 format!(
@@ -68,5 +94,136 @@ impl Deliverer for TargetDeliverer {
                 Duration::ZERO,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::model::{Secret, SqsAuth, SqsConfig, StompConfig, WebhookConfig};
+    use crate::testkit::{job_for, stomp, webhook};
+
+    /// A deliverer of one target type that answers with what it was handed: the
+    /// configuration's address and the integration's name.
+    struct Echo;
+
+    fn echo(address: &str, integration: &Integration, attempt: u32) -> DeliveryResult {
+        DeliveryResult {
+            outcome: Outcome::Delivered,
+            status_code: None,
+            body: format!("{address} for {} at attempt {attempt}", integration.name),
+            error_detail: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[async_trait]
+    impl DeliverTo<WebhookConfig> for Echo {
+        async fn deliver(
+            &self,
+            integration: &Integration,
+            config: &WebhookConfig,
+            _job: &DeliveryJob,
+            attempt: u32,
+        ) -> DeliveryResult {
+            echo(&format!("webhook {}", config.url), integration, attempt)
+        }
+    }
+
+    #[async_trait]
+    impl DeliverTo<SqsConfig> for Echo {
+        async fn deliver(
+            &self,
+            integration: &Integration,
+            config: &SqsConfig,
+            _job: &DeliveryJob,
+            attempt: u32,
+        ) -> DeliveryResult {
+            echo(&format!("queue {}", config.url), integration, attempt)
+        }
+    }
+
+    #[async_trait]
+    impl DeliverTo<StompConfig> for Echo {
+        async fn deliver(
+            &self,
+            integration: &Integration,
+            config: &StompConfig,
+            _job: &DeliveryJob,
+            attempt: u32,
+        ) -> DeliveryResult {
+            echo(
+                &format!("broker {}", config.addresses[0]),
+                integration,
+                attempt,
+            )
+        }
+    }
+
+    fn sqs() -> Integration {
+        let mut i = webhook("queue", "s", &["order.paid"], true);
+        i.target = Target::AwsSqs(SqsConfig {
+            url: "https://sqs.eu-west-1.amazonaws.com/123456789012/orders".into(),
+            region: "eu-west-1".into(),
+            auth: SqsAuth::Keys {
+                access_key_id: Secret::new("AKIAIOSFODNN7EXAMPLE"),
+                secret_access_key: Secret::new("a-secret-access-key"),
+            },
+        });
+        i
+    }
+
+    #[tokio::test]
+    async fn each_integration_goes_to_the_deliverer_of_its_target_type_with_its_configuration() {
+        // GIVEN a dispatcher with a deliverer for each target type
+        let dispatcher = TargetDeliverer::new(Arc::new(Echo))
+            .with_sqs(Arc::new(Echo))
+            .with_stomp(Arc::new(Echo));
+        // WHEN an integration of each type is delivered to
+        let hook = webhook("hook", "s", &["order.paid"], true);
+        let queue = sqs();
+        let broker = stomp(&["stomp+ssl://mq.example.com:61614"]);
+        let mut bodies = Vec::new();
+        for (i, attempt) in [(&hook, 1), (&queue, 2), (&broker, 3)] {
+            bodies.push(dispatcher.deliver(i, &job_for(i), attempt).await.body);
+        }
+        // THEN each went to its own type's deliverer, with its own configuration
+        assert_eq!(
+            bodies,
+            [
+                "webhook https://example.com/hook for hook at attempt 1",
+                "queue https://sqs.eu-west-1.amazonaws.com/123456789012/orders for queue at attempt 2",
+                "broker stomp+ssl://mq.example.com:61614 for broker at attempt 3",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_type_without_a_deliverer_fails_for_good() {
+        // GIVEN a dispatcher with a webhook deliverer only
+        let dispatcher = TargetDeliverer::new(Arc::new(Echo));
+        // WHEN a queue and a broker integration are delivered to
+        let queue = sqs();
+        let broker = stomp(&["stomp+ssl://mq.example.com:61614"]);
+        let queued = dispatcher.deliver(&queue, &job_for(&queue), 1).await;
+        let brokered = dispatcher.deliver(&broker, &job_for(&broker), 1).await;
+        // THEN both fail for good, saying which type is not delivered to
+        assert_eq!(
+            queued,
+            DeliveryResult::failed(
+                Outcome::Permanent,
+                "delivery to aws_sqs targets is not available in this version of Herald",
+                Duration::ZERO
+            )
+        );
+        assert_eq!(
+            brokered,
+            DeliveryResult::failed(
+                Outcome::Permanent,
+                "delivery to stomp targets is not available in this version of Herald",
+                Duration::ZERO
+            )
+        );
     }
 }

@@ -23,10 +23,10 @@ use aws_sdk_sqs::Client;
 use uuid::Uuid;
 
 use super::envelope::{cloud_event, fit_message};
+use super::DeliverTo;
 use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, SqsAuth, SqsConfig, StoreId, Target, STORE_SESSION_TAG};
-use crate::ports::Deliverer;
+use crate::model::{Integration, SqsAuth, SqsConfig, StoreId, STORE_SESSION_TAG};
 
 /// SQS's message size limit (the classic 256 KiB; queues may allow more, never less).
 pub const MAX_SQS_MESSAGE: usize = 256 * 1024;
@@ -211,21 +211,15 @@ fn classify<E: ProvideErrorMetadata>(
 }
 
 #[async_trait]
-impl Deliverer for SqsDeliverer {
+impl DeliverTo<SqsConfig> for SqsDeliverer {
     async fn deliver(
         &self,
         integration: &Integration,
+        config: &SqsConfig,
         job: &DeliveryJob,
         _attempt: u32,
     ) -> DeliveryResult {
         let started = Instant::now();
-        let Target::AwsSqs(config) = &integration.target else {
-            return DeliveryResult::failed(
-                Outcome::Permanent,
-                "not an aws_sqs integration",
-                started.elapsed(),
-            );
-        };
         let event = cloud_event(job, integration);
         // A FIFO queue's group: the resource's id, read from the message itself.
         let group = config.url.ends_with(".fifo").then(|| {

@@ -19,15 +19,14 @@ use rustls::pki_types::CertificateDer;
 use url::{Host, Url};
 use uuid::Uuid;
 
-use super::envelope;
+use super::{envelope, DeliverTo};
 use crate::attempt::{DeliveryResult, Outcome, MAX_LOGGED_BODY};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, Target};
+use crate::model::{Integration, WebhookConfig};
 use crate::net::client::{
     Destination, Failure, HttpClient, Options, Resolve, Resolving, SystemResolver,
 };
 use crate::net::guard::{AddressGuard, Refused};
-use crate::ports::Deliverer;
 use crate::retry::parse_retry_after;
 use crate::signing;
 
@@ -231,21 +230,15 @@ fn without_answer(failure: &Failure, timeout: Duration, elapsed: Duration) -> De
 }
 
 #[async_trait]
-impl Deliverer for WebhookDeliverer {
+impl DeliverTo<WebhookConfig> for WebhookDeliverer {
     async fn deliver(
         &self,
         integration: &Integration,
+        config: &WebhookConfig,
         job: &DeliveryJob,
         attempt: u32,
     ) -> DeliveryResult {
         let started = Instant::now();
-        let Target::Webhook(config) = &integration.target else {
-            return DeliveryResult::failed(
-                Outcome::Permanent,
-                "not a webhook integration",
-                started.elapsed(),
-            );
-        };
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => {

@@ -1,5 +1,5 @@
-//! What the HTTP tests share: reading one request as a server on 127.0.0.1 sees it,
-//! and the client with its defaults.
+//! What the HTTP tests share: the client with its defaults. (A server on 127.0.0.1
+//! reads requests with `herald_testkit::http`.)
 #![allow(dead_code)] // each test binary uses its own part of it
 
 use std::sync::Arc;
@@ -8,33 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use herald_core::net::client::{Failure, HttpClient, Options, SystemResolver};
 use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use url::Url;
-
-/// Reads one request from `stream`: its head, then as much body as its
-/// content-length says (at most 1,024 reads). `None` at EOF or an error before that.
-pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
-    let mut read = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    for _ in 0..1024 {
-        let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if read.len() >= end + 4 + length {
-                return Some(read);
-            }
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => read.extend_from_slice(&chunk[..n]),
-        }
-    }
-    None
-}
 
 /// The client with the system resolver and roots, a 2 s connect timeout.
 pub fn client() -> HttpClient {

@@ -42,11 +42,11 @@ mod frame;
 pub use frame::{decode, encode, escape, unescape, Frame};
 
 use super::envelope::queue_message;
+use super::DeliverTo;
 use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, StompConfig, Target};
+use crate::model::{Integration, StompConfig};
 use crate::net::guard::{AddressGuard, Refused};
-use crate::ports::Deliverer;
 use crate::validate::STOMP_SCHEMES;
 
 /// Why a plain (`stomp://`, `tcp://`) address is not delivered to.
@@ -417,21 +417,15 @@ impl StompDeliverer {
 }
 
 #[async_trait]
-impl Deliverer for StompDeliverer {
+impl DeliverTo<StompConfig> for StompDeliverer {
     async fn deliver(
         &self,
         integration: &Integration,
+        config: &StompConfig,
         job: &DeliveryJob,
         _attempt: u32,
     ) -> DeliveryResult {
         let started = Instant::now();
-        let Target::Stomp(config) = &integration.target else {
-            return DeliveryResult::failed(
-                Outcome::Permanent,
-                "not a stomp integration",
-                started.elapsed(),
-            );
-        };
         let body = match queue_message(job, integration, MAX_STOMP_MESSAGE) {
             Ok(b) => b,
             Err(detail) => {
@@ -595,6 +589,7 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use crate::model::Target;
     use crate::net::guard::Cidr;
     use crate::testkit::{job_for, stomp};
 
@@ -620,6 +615,14 @@ mod tests {
             .dangerous_allow_plain(true)
     }
 
+    /// `i`'s broker configuration (every integration of these tests is a STOMP one).
+    fn stomp_config(i: &Integration) -> &StompConfig {
+        match &i.target {
+            Target::Stomp(config) => config,
+            other => panic!("not a STOMP target: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn broker_addresses_the_guard_refuses_fail_for_good_without_naming_what_a_name_resolved_to(
     ) {
@@ -631,7 +634,7 @@ mod tests {
         ]);
         // WHEN it is delivered to
         let result = deliverer(AddressGuard::strict())
-            .deliver(&i, &job_for(&i), 1)
+            .deliver(&i, stomp_config(&i), &job_for(&i), 1)
             .await;
         // THEN it fails for good, the literal is named, what the name resolved to is not,
         // and nothing connected
@@ -663,7 +666,9 @@ mod tests {
         // WHEN a deliverer that was not told to allow plain STOMP delivers to it
         let tls_only =
             StompDeliverer::new(guard.clone(), &[], Duration::from_secs(2)).expect("deliverer");
-        let result = tls_only.deliver(&i, &job_for(&i), 1).await;
+        let result = tls_only
+            .deliver(&i, stomp_config(&i), &job_for(&i), 1)
+            .await;
         // THEN it fails for good, says why, and never connects (the login would go
         // out in clear text)
         assert_eq!(result.outcome, Outcome::Permanent, "{result:?}");
@@ -678,7 +683,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(hits.load(Ordering::SeqCst), 0);
         // AND one told to allow it connects (the refusal was the policy's doing)
-        let _ = deliverer(guard).deliver(&i, &job_for(&i), 1).await;
+        let _ = deliverer(guard)
+            .deliver(&i, stomp_config(&i), &job_for(&i), 1)
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(hits.load(Ordering::SeqCst) > 0);
     }
@@ -698,7 +705,9 @@ mod tests {
         ]);
         let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.2/32").expect("cidr")]);
         // WHEN it is delivered to
-        let result = deliverer(guard).deliver(&i, &job_for(&i), 1).await;
+        let result = deliverer(guard)
+            .deliver(&i, stomp_config(&i), &job_for(&i), 1)
+            .await;
         // THEN the attempt is retried: the broker that is down may come back
         assert_eq!(
             result.outcome,
