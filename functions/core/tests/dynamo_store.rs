@@ -1743,6 +1743,7 @@ async fn delivery_options_and_a_rotation_round_trip_sealed_and_an_ended_rotation
     i.delivery = DeliveryOptions {
         secret_header: Some(false),
         retry_window_minutes: Some(120),
+        max_per_second: Some(50),
     };
     let until = (Utc::now() + chrono::Duration::hours(1))
         .duration_trunc(TimeDelta::milliseconds(1))
