@@ -872,8 +872,9 @@ impl Fanout {
             Outcome::Permanent => (JobStatus::Discarded, None),
             Outcome::Retryable { retry_after } => {
                 // The budget counts from when the first attempt was queued, across
-                // every send of the job.
-                let first_queued_at = job.first_queued_at.unwrap_or(record.sent_at);
+                // every send of the job; for a first attempt that waited for its
+                // integration's rate, from its send time (the wait is not retrying).
+                let first_queued_at = job.first_queued_at.or(job.slot).unwrap_or(record.sent_at);
                 let now = Utc::now();
                 let elapsed = until(first_queued_at, now);
                 match retry.next_delay(attempt, elapsed, *retry_after, fastrand::f64()) {

@@ -1444,17 +1444,29 @@ async fn a_bucket_that_cannot_be_reached_leaves_its_jobs_on_the_queue_as_they_ar
 }
 
 #[tokio::test]
-async fn a_retry_of_a_limited_job_reserves_anew_and_carries_no_send_time() {
+async fn a_retry_of_a_job_that_waited_reserves_anew_and_counts_its_window_from_its_first_attempt() {
     // GIVEN a failing webhook limited to 50 a second
     let mut fail = webhook("fail", "s", &["order.paid"], true);
     fail.delivery.max_per_second = Some(50);
     let (fanout, queue, _log) = recorded_world(&[&fail], RetryPolicy::default()).await;
-    let records = batch(&queue.inner, vec![job_for(&fail).to_body()]).await;
+    // and its job back, at its send time, after waiting for it
+    let mut back = job_for(&fail);
+    let slot = Utc::now();
+    back.slot = Some(slot);
+    let records = batch(&queue.inner, vec![back.to_body()]).await;
 
     // WHEN its attempt fails
     assert!(run(&fanout, &queue.inner, records).await.is_empty());
 
-    // THEN its retry is attempt 2, with no send time of attempt 1's
+    // THEN its retry is attempt 2, with no send time of attempt 1's, and its retry
+    // window counts from its first attempt (its send time), not from the wait's start
     let waiting = jobs_in(&queue.inner);
-    assert_eq!((waiting[0].attempt, waiting[0].slot), (2, None));
+    assert_eq!(
+        (
+            waiting[0].attempt,
+            waiting[0].slot,
+            waiting[0].first_queued_at
+        ),
+        (2, None, Some(slot))
+    );
 }
