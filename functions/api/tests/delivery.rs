@@ -236,6 +236,64 @@ async fn delivery_options_change_field_by_field_and_null_clears_them() {
 }
 
 #[tokio::test]
+async fn a_rate_limit_of_any_target_type_is_stored_shown_and_cleared_by_null() {
+    // GIVEN an SQS integration created with a rate limit at its upper bound
+    let (app, _components) = app().await;
+    let sqs = json!({"data": {
+        "type": "integration", "integration_type": "aws_sqs", "name": "q",
+        "observes": ["order.paid"], "delivery": {"max_per_second": 1000},
+        "configuration": {"url": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+            "region": "eu-west-1", "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+    }});
+    let (status, created) = send(&app, "POST", "/v2/integrations", "s1", Some(sqs)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["data"]["delivery"], json!({"max_per_second": 1000}));
+    let uri = format!(
+        "/v2/integrations/{}",
+        created["data"]["id"].as_str().expect("id")
+    );
+    let put = |delivery: Value| json!({"data": {"type": "integration", "delivery": delivery}});
+
+    // WHEN it is lowered to the lower bound, alongside another option
+    let (status, updated) = send(
+        &app,
+        "PUT",
+        &uri,
+        "s1",
+        Some(put(
+            json!({"max_per_second": 1, "retry_window_minutes": 60}),
+        )),
+    )
+    .await;
+    // THEN both show, and read back
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(
+        updated["data"]["delivery"],
+        json!({"retry_window_minutes": 60, "max_per_second": 1})
+    );
+    let (_, read) = send(&app, "GET", &uri, "s1", None).await;
+    assert_eq!(
+        read["data"]["delivery"],
+        json!({"retry_window_minutes": 60, "max_per_second": 1})
+    );
+
+    // WHEN it is set to null THEN the limit is gone and the other option stays
+    let (_, updated) = send(
+        &app,
+        "PUT",
+        &uri,
+        "s1",
+        Some(put(json!({"max_per_second": null}))),
+    )
+    .await;
+    assert_eq!(
+        updated["data"]["delivery"],
+        json!({"retry_window_minutes": 60})
+    );
+}
+
+#[tokio::test]
 async fn bad_delivery_values_are_422_with_a_pointer_to_each() {
     let (app, _components) = app().await;
     let cases = [
@@ -259,6 +317,26 @@ async fn bad_delivery_values_are_422_with_a_pointer_to_each() {
         (
             json!({"retry_window_minutes": -30}),
             vec!["/data/delivery/retry_window_minutes"],
+        ),
+        (
+            json!({"max_per_second": 0}),
+            vec!["/data/delivery/max_per_second"],
+        ),
+        (
+            json!({"max_per_second": 1001}),
+            vec!["/data/delivery/max_per_second"],
+        ),
+        (
+            json!({"max_per_second": 2.5}),
+            vec!["/data/delivery/max_per_second"],
+        ),
+        (
+            json!({"max_per_second": "50"}),
+            vec!["/data/delivery/max_per_second"],
+        ),
+        (
+            json!({"max_per_second": -1}),
+            vec!["/data/delivery/max_per_second"],
         ),
     ];
     for (delivery, expected) in cases {

@@ -29,6 +29,14 @@
 //!   `delivery.retry_window_minutes` ([`RetryPolicy::stretched_to`]): a longer window
 //!   is more attempts and longer waits, each wait still a delayed message (nothing in
 //!   flight), and the DLQ after its last attempt.
+//! - An integration's `delivery.max_per_second` paces its deliveries across every
+//!   invocation ([`RateLimiter`]): a batch reserves send times for its jobs of the
+//!   integration in one call; a job whose time comes within [`HOLD`] waits for it in
+//!   the invocation, a later one is sent back delayed to arrive shortly before it and
+//!   is then delivered at it without reserving again. Waiting is not an attempt: no
+//!   log entry, the same attempt number. A job that arrives (or wakes) more than
+//!   [`LATE`] after its time reserves again, so no send is ever closer to another
+//!   than the rate allows.
 //!
 //! See <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>.
 
@@ -48,7 +56,7 @@ use crate::cache::IntegrationCache;
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
 use crate::model::{HealthReport, Integration, StoreId};
-use crate::ports::{Deliverer, DeliveryLog, JobQueue, OutgoingJob, QueuedJob};
+use crate::ports::{Deliverer, DeliveryLog, JobQueue, OutgoingJob, QueuedJob, RateLimiter};
 use crate::queue::MAX_DELAY;
 use crate::retry::RetryPolicy;
 
@@ -67,6 +75,39 @@ pub const ATTEMPT_LIMIT: Duration = Duration::from_secs(35);
 /// Time kept back before the invocation deadline to send the answer, once the
 /// batch's attempts are being recorded.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The longest a record waits in its invocation for its send time (a rate-limited
+/// integration's); one due later is sent back to the queue to wait there.
+pub const HOLD: Duration = Duration::from_secs(3);
+
+/// How long before its send time a job sent back for it arrives, at least (its delay
+/// is rounded down to whole seconds, as SQS counts them, so at most a second more).
+const LEAD: Duration = Duration::from_secs(1);
+
+/// How late after its send time a job may still be sent: later (it arrived late, or
+/// its invocation was held up), it reserves a new one, so sends stay apart.
+pub const LATE: Duration = Duration::from_millis(50);
+
+/// How a record is paced by its integration's `delivery.max_per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pace {
+    /// No limit (or the job is not delivered now: discarded, not due).
+    Free,
+    /// Send at this time.
+    At(DateTime<Utc>),
+    /// The bucket stayed contended: wait a moment and reserve again.
+    Contended,
+    /// The bucket could not be reached: the record goes back as it is.
+    Unavailable,
+}
+
+/// The integration of `list` a job is delivered to now, if any: it exists, is
+/// enabled and observes the event (else the job is discarded).
+fn deliverable<'a>(job: &DeliveryJob, list: &'a [Integration]) -> Option<&'a Integration> {
+    list.iter()
+        .find(|i| i.id == job.integration_id)
+        .filter(|i| i.enabled && i.observes.contains(&job.event.kind))
+}
 
 /// `margin` before `at` (or `at` itself, if that is too early to express).
 fn before(at: Instant, margin: Duration) -> Instant {
@@ -89,6 +130,8 @@ pub struct Fanout {
     attempt_limit: Duration,
     /// When this process last recorded a success per integration.
     successes: std::sync::Mutex<HashMap<Uuid, Instant>>,
+    /// The integrations' rate buckets (`delivery.max_per_second`).
+    rate: Arc<dyn RateLimiter>,
 }
 
 /// Most deliveries of one batch in flight at once: the template's largest batch
@@ -170,6 +213,8 @@ struct RecordOutcome {
     sample: Option<Sample>,
     /// A message to send before the record is acknowledged.
     send: Option<Send>,
+    /// Sent back to wait for its integration's rate, without an attempt.
+    waits: bool,
 }
 
 impl RecordOutcome {
@@ -179,6 +224,7 @@ impl RecordOutcome {
             entry: None,
             sample: None,
             send: None,
+            waits: false,
         }
     }
 
@@ -237,7 +283,16 @@ impl Fanout {
             auto_disable_after: AUTO_DISABLE_AFTER,
             attempt_limit: ATTEMPT_LIMIT,
             successes: std::sync::Mutex::new(HashMap::new()),
+            rate: Arc::new(crate::memory::MemoryRateLimiter::new()),
         }
+    }
+
+    /// Paces rate-limited integrations with `rate` (default: buckets in this
+    /// process's memory, which holds the rate only if this process is the only one
+    /// delivering; every Lambda instance shares [`crate::aws::rate::DynamoRateLimiter`]).
+    pub fn with_rate_limiter(mut self, rate: Arc<dyn RateLimiter>) -> Self {
+        self.rate = rate;
+        self
     }
 
     /// Cuts every attempt after `limit` (default [`ATTEMPT_LIMIT`]).
@@ -371,6 +426,8 @@ impl Fanout {
             }
         }
 
+        let paces = self.pace(&parsed, &lists).await;
+
         // The records run as futures of this one task, at most MAX_IN_FLIGHT at a time:
         // no task per record, no wakeup across threads to hand a record's result back.
         // A panicking record is caught where it is polled and fails alone.
@@ -400,8 +457,9 @@ impl Fanout {
                     .and_then(|j| j.store())
                     .and_then(|s| lists.get(&s))
                     .and_then(|l| l.as_ref().ok().cloned());
+                let pace = paces.get(index).copied().unwrap_or(Pace::Free);
                 running.push(
-                    AssertUnwindSafe(self.process_one(record, job, list, attempts_end))
+                    AssertUnwindSafe(self.process_one(record, job, list, pace, attempts_end))
                         .catch_unwind()
                         .map(move |outcome| (index, group, outcome)),
                 );
@@ -414,6 +472,7 @@ impl Fanout {
         let mut sends = Vec::new();
         let mut entries = Vec::with_capacity(ids.len());
         let mut samples = Vec::with_capacity(ids.len());
+        let mut waiting = 0;
         loop {
             let next = match cutoff {
                 Some(at) => {
@@ -434,6 +493,7 @@ impl Fanout {
             let message_id = ids[index].take().unwrap_or_default();
             match outcome {
                 Ok(outcome) => {
+                    waiting += usize::from(outcome.waits);
                     if outcome.retry {
                         failed.push(message_id);
                     } else if let Some(send) = outcome.send {
@@ -488,9 +548,159 @@ impl Fanout {
             }
         };
         let (sent, ()) = futures_util::future::join(sent, write).await;
-        summary(records, &entries, &sent, failed.len() + sent.failed.len());
+        summary(
+            records,
+            &entries,
+            &sent,
+            failed.len() + sent.failed.len(),
+            waiting,
+        );
         failed.extend(sent.failed);
         failed
+    }
+
+    /// When a job that is not due yet is due: its `not_before`, when that is more
+    /// than [`EARLY`] away and within the integration's retry window (a time further
+    /// away was not written by a retry and is not waited for).
+    fn not_due(
+        &self,
+        job: &DeliveryJob,
+        integration: &Integration,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let retry = self.retry.stretched_to(integration.delivery.retry_window());
+        job.not_before.filter(|&due| {
+            let wait = until(now, due);
+            wait > EARLY && wait <= retry.last_attempt_by
+        })
+    }
+
+    /// The pace of each record: for the jobs of rate-limited integrations that are
+    /// delivered now, their send times: the one a job carries (unless it is more than
+    /// [`LATE`] past), else one reserved now, with one reservation per integration
+    /// for all its jobs of the batch, in the batch's order.
+    async fn pace(
+        &self,
+        parsed: &[(QueuedJob, Result<DeliveryJob, String>)],
+        lists: &HashMap<StoreId, crate::error::Result<Arc<Vec<Integration>>>>,
+    ) -> Vec<Pace> {
+        let now = Utc::now();
+        let mut paces = vec![Pace::Free; parsed.len()];
+        // (store, integration, rate) → the records that need a send time
+        let mut wanted: Vec<((StoreId, Uuid, u32), Vec<usize>)> = Vec::new();
+        for (index, (_, job)) in parsed.iter().enumerate() {
+            let Ok(job) = job else { continue };
+            let Some(store) = job.store() else { continue };
+            let Some(Ok(list)) = lists.get(&store) else {
+                continue;
+            };
+            let Some(integration) = deliverable(job, list) else {
+                continue;
+            };
+            let Some(rate) = integration.delivery.max_per_second else {
+                continue;
+            };
+            if self.not_due(job, integration, now).is_some() {
+                continue;
+            }
+            match job.slot.filter(|&slot| until(slot, now) <= LATE) {
+                Some(slot) => paces[index] = Pace::At(slot),
+                None => {
+                    let key = (store, integration.id, rate);
+                    match wanted.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, records)) => records.push(index),
+                        None => wanted.push((key, vec![index])),
+                    }
+                }
+            }
+        }
+        let reservations = wanted.iter().map(|((store, id, rate), records)| {
+            self.rate.reserve(store, *id, *rate, records.len() as u32)
+        });
+        let answers = futures_util::future::join_all(reservations).await;
+        for (((_, id, _), records), answer) in wanted.iter().zip(answers) {
+            match answer {
+                Ok(Some(slots)) => {
+                    for (k, &index) in records.iter().enumerate() {
+                        paces[index] = Pace::At(slots.nth(k as u32));
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(integration = %id, jobs = records.len(), "the rate bucket stayed contended; the jobs wait a moment");
+                    for &index in records {
+                        paces[index] = Pace::Contended;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, integration = %id, jobs = records.len(), "reserving send times failed; the records will be retried");
+                    for &index in records {
+                        paces[index] = Pace::Unavailable;
+                    }
+                }
+            }
+        }
+        paces
+    }
+
+    /// The record's job sent back to the queue to wait until `due`, carrying `slot`
+    /// (its send time, if it has one): acknowledged, no attempt made.
+    fn wait(
+        &self,
+        job: &DeliveryJob,
+        slot: Option<DateTime<Utc>>,
+        due: DateTime<Utc>,
+    ) -> RecordOutcome {
+        let body = DeliveryJob {
+            slot,
+            not_before: None,
+            ..job.clone()
+        }
+        .to_body();
+        RecordOutcome {
+            send: Some(Send {
+                body,
+                dead: false,
+                due,
+                fallback: until(Utc::now(), due).min(MAX_VISIBILITY),
+            }),
+            waits: true,
+            ..RecordOutcome::ack()
+        }
+    }
+
+    /// Holds a rate-limited record until its send time, or sends it back to wait
+    /// (`Some`). `None`: deliver it now.
+    async fn wait_for_turn(
+        &self,
+        job: &DeliveryJob,
+        pace: Pace,
+        attempts_end: Option<Instant>,
+    ) -> Option<RecordOutcome> {
+        let slot = match pace {
+            Pace::Free => return None,
+            Pace::Unavailable => return Some(RecordOutcome::again()),
+            Pace::Contended => {
+                let wait = Duration::from_millis(1000 + fastrand::u64(..2000));
+                return Some(self.wait(job, None, Utc::now() + wait));
+            }
+            Pace::At(slot) => slot,
+        };
+        let now = Utc::now();
+        let wait = until(now, slot);
+        // Time for the attempt after the wait, before the invocation's end.
+        let room = attempts_end.map(|end| end.saturating_duration_since(Instant::now()));
+        if wait > HOLD || room.is_some_and(|room| wait + Duration::from_secs(1) > room) {
+            // Back to the queue, to arrive at least LEAD before its time.
+            let ahead = Duration::from_secs(wait.saturating_sub(LEAD).as_secs());
+            let due = now + chrono::Duration::from_std(ahead).unwrap_or_default();
+            return Some(self.wait(job, Some(slot), due));
+        }
+        tokio::time::sleep(wait).await;
+        if until(slot, Utc::now()) > LATE {
+            tracing::info!(job = %job.job_id, "held up past its send time; the job reserves another");
+            return Some(self.wait(job, None, Utc::now()));
+        }
+        None
     }
 
     /// Sends on the batch's retries (delayed) and dead letters, in batches SQS takes,
@@ -595,6 +805,7 @@ impl Fanout {
         record: QueuedJob,
         job: Result<DeliveryJob, String>,
         list: Option<Arc<Vec<Integration>>>,
+        pace: Pace,
         attempts_end: Option<Instant>,
     ) -> RecordOutcome {
         let job = match job {
@@ -635,10 +846,7 @@ impl Fanout {
         // without an attempt. A time further away than the whole retry window was not
         // written by a retry and is not waited for.
         let now = Utc::now();
-        if let Some(due) = job.not_before.filter(|&due| {
-            let wait = until(now, due);
-            wait > EARLY && wait <= retry.last_attempt_by
-        }) {
+        if let Some(due) = self.not_due(&job, integration, now) {
             return RecordOutcome {
                 send: Some(Send {
                     body: record.body,
@@ -650,6 +858,11 @@ impl Fanout {
             };
         }
 
+        // A rate-limited integration's job waits for its send time.
+        if let Some(waits) = self.wait_for_turn(&job, pace, attempts_end).await {
+            return waits;
+        }
+
         let Some(result) = self.attempt(integration, &job, attempt, attempts_end).await else {
             // Too late to start: no attempt was made, the record goes back as it was.
             return RecordOutcome::again();
@@ -659,8 +872,9 @@ impl Fanout {
             Outcome::Permanent => (JobStatus::Discarded, None),
             Outcome::Retryable { retry_after } => {
                 // The budget counts from when the first attempt was queued, across
-                // every send of the job.
-                let first_queued_at = job.first_queued_at.unwrap_or(record.sent_at);
+                // every send of the job; for a first attempt that waited for its
+                // integration's rate, from its send time (the wait is not retrying).
+                let first_queued_at = job.first_queued_at.or(job.slot).unwrap_or(record.sent_at);
                 let now = Utc::now();
                 let elapsed = until(first_queued_at, now);
                 match retry.next_delay(attempt, elapsed, *retry_after, fastrand::f64()) {
@@ -671,6 +885,7 @@ impl Fanout {
                             attempt: attempt + 1,
                             first_queued_at: Some(first_queued_at),
                             not_before: (delay > MAX_DELAY).then_some(due),
+                            slot: None,
                             ..job.clone()
                         };
                         let send = Send {
@@ -686,6 +901,7 @@ impl Fanout {
                         let last = DeliveryJob {
                             first_queued_at: Some(first_queued_at),
                             not_before: None,
+                            slot: None,
                             ..job.clone()
                         };
                         let send = Send {
@@ -735,6 +951,7 @@ impl Fanout {
         });
         RecordOutcome {
             retry: false,
+            waits: false,
             entry: Some(entry),
             sample: Some(Sample {
                 target: integration.target.kind().as_str(),
@@ -813,8 +1030,9 @@ struct Sent {
 }
 
 /// The batch's one INFO line: its records, what their attempts came to, how many
-/// were sent on, and how many go back to the queue as they are.
-fn summary(records: usize, entries: &[LogEntry], sent: &Sent, retried: usize) {
+/// were sent on (of which `waiting` wait for their integration's rate, without an
+/// attempt), and how many go back to the queue as they are.
+fn summary(records: usize, entries: &[LogEntry], sent: &Sent, retried: usize, waiting: usize) {
     let count = |status: JobStatus| entries.iter().filter(|e| e.status == status).count();
     tracing::info!(
         records,
@@ -824,6 +1042,7 @@ fn summary(records: usize, entries: &[LogEntry], sent: &Sent, retried: usize) {
         discarded = count(JobStatus::Discarded),
         resent = sent.resent,
         dead_lettered = sent.dead_lettered,
+        waiting,
         retried,
         "batch done"
     );

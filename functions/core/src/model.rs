@@ -163,6 +163,9 @@ pub struct DeliveryOptions {
     /// `retry_window_minutes`: how long a job is retried before it is dead-lettered.
     /// Unset: [`DeliveryOptions::DEFAULT_RETRY_WINDOW_MINUTES`].
     pub retry_window_minutes: Option<u32>,
+    /// `max_per_second`: the most deliveries the integration is sent per second,
+    /// across every fan-out invocation ([`crate::ports::RateLimiter`]). Unset: no limit.
+    pub max_per_second: Option<u32>,
 }
 
 impl DeliveryOptions {
@@ -170,6 +173,8 @@ impl DeliveryOptions {
     pub const DEFAULT_RETRY_WINDOW_MINUTES: u32 = 30;
     /// The longest retry window (a day).
     pub const MAX_RETRY_WINDOW_MINUTES: u32 = 1440;
+    /// The highest `max_per_second`.
+    pub const MAX_PER_SECOND: u32 = 1000;
 
     /// Whether deliveries carry the secret in `X-Moltin-Secret-Key`.
     pub fn sends_secret_header(&self) -> bool {
@@ -197,6 +202,9 @@ impl DeliveryOptions {
         }
         if let Some(v) = self.retry_window_minutes {
             map.insert("retry_window_minutes".into(), Value::from(v));
+        }
+        if let Some(v) = self.max_per_second {
+            map.insert("max_per_second".into(), Value::from(v));
         }
         Value::Object(map)
     }

@@ -309,3 +309,50 @@ pub trait Deliverer: Send + Sync {
         attempt: u32,
     ) -> crate::attempt::DeliveryResult;
 }
+
+/// Send times reserved in an integration's rate bucket: `count` of them, the first at
+/// `first`, each [`Slots::interval`] after the one before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slots {
+    /// The first send time.
+    pub first: chrono::DateTime<chrono::Utc>,
+    /// Between two send times: a second over the rate, rounded up to the microsecond.
+    pub interval: std::time::Duration,
+    /// How many were reserved.
+    pub count: u32,
+}
+
+impl Slots {
+    /// The time between two sends at `per_second` (at least 1): a second over it,
+    /// rounded up to the microsecond, so the sends never outrun the rate.
+    pub fn interval(per_second: u32) -> std::time::Duration {
+        std::time::Duration::from_micros(1_000_000u64.div_ceil(u64::from(per_second.max(1))))
+    }
+
+    /// The `k`-th send time (from 0).
+    pub fn nth(&self, k: u32) -> chrono::DateTime<chrono::Utc> {
+        let step = self.interval.as_micros() as i64 * i64::from(k);
+        self.first + chrono::Duration::microseconds(step)
+    }
+}
+
+/// An integration's `delivery.max_per_second`, shared by every fan-out invocation: a
+/// token bucket of one token (no burst), kept as the time its next token is free (the
+/// generic cell rate algorithm's "theoretical arrival time"). A reservation takes the
+/// next `count` send times, one [`Slots::interval`] apart, from that time or from
+/// now if it has passed, and moves it on past them: send times are never closer than
+/// the interval, whoever reserved them, and jobs that must wait get a send time in
+/// the order they asked, so none starves and they come back spread at the rate.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Reserves the next `count` send times of integration `id` of `store` at
+    /// `per_second`; `None` when the bucket was contended for a few rounds (the jobs
+    /// wait a moment and ask again).
+    async fn reserve(
+        &self,
+        store: &StoreId,
+        id: Uuid,
+        per_second: u32,
+        count: u32,
+    ) -> Result<Option<Slots>>;
+}

@@ -8,6 +8,7 @@ use crate::aws::attempt_log::DynamoDeliveryLog;
 use crate::aws::claims::DynamoIdempotency;
 use crate::aws::dynamo::DynamoIntegrationStore;
 use crate::aws::kms::KmsKeys;
+use crate::aws::rate::DynamoRateLimiter;
 use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
@@ -18,9 +19,12 @@ use crate::delivery::TargetDeliverer;
 use crate::error::{Error, Result};
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
-use crate::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
+use crate::memory::{
+    MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue, MemoryRateLimiter,
+};
 use crate::ports::{
     DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
+    RateLimiter,
 };
 use crate::retry::RetryPolicy;
 use crate::secrets::Vault;
@@ -47,6 +51,9 @@ pub struct Components {
     pub log: Arc<dyn DeliveryLog>,
     /// Event claims.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Integrations' rate buckets (`delivery.max_per_second`), shared by every
+    /// fan-out of the backend: this process's memory, or the table.
+    pub rate: Arc<dyn RateLimiter>,
     /// The internal queue, when this process has one.
     pub queue: Option<Arc<dyn JobQueue>>,
     /// Receiving from the internal queue (the dev server's poller).
@@ -89,6 +96,7 @@ impl Components {
                     integrations,
                     log: Arc::new(MemoryDeliveryLog::default()),
                     idempotency: Arc::new(MemoryIdempotency::new()),
+                    rate: Arc::new(MemoryRateLimiter::new()),
                     queue: Some(q.clone()),
                     source: Some(q.clone()),
                     dead_letters: Some(q.clone()),
@@ -135,6 +143,7 @@ impl Components {
                         table.clone(),
                         settings.log_retention,
                     )),
+                    rate: Arc::new(DynamoRateLimiter::from_sdk(&sdk, table.clone())),
                     idempotency: Arc::new(DynamoIdempotency::from_sdk(&sdk, table)),
                     queue: sqs.clone().map(|q| q as Arc<dyn JobQueue>),
                     source: sqs.map(|q| q as Arc<dyn JobSource>),
@@ -238,6 +247,7 @@ impl Components {
         .with_metrics(self.settings.emf_metrics)
         .with_stack(self.settings.stack_name.clone())
         .with_auto_disable(self.settings.auto_disable_after)
+        .with_rate_limiter(self.rate.clone())
         // Past every target's own timeout, so that their reasons come first.
         .with_attempt_limit(
             self.settings

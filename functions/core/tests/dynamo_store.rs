@@ -976,11 +976,11 @@ mod log_listing_cost {
 
     /// Items DynamoDB evaluated for the `Query` requests that passed through.
     #[derive(Default)]
-    struct Reads {
+    pub(super) struct Reads {
         items: AtomicUsize,
         queries: AtomicUsize,
         /// Every operation that passed through (`X-Amz-Target`'s last part), in order.
-        operations: std::sync::Mutex<Vec<String>>,
+        pub(super) operations: std::sync::Mutex<Vec<String>>,
     }
 
     impl Reads {
@@ -994,7 +994,7 @@ mod log_listing_cost {
     }
 
     /// A loopback proxy to moto that counts what each `Query` read.
-    async fn counting_proxy() -> (RecordingProxy, Arc<Reads>) {
+    pub(super) async fn counting_proxy() -> (RecordingProxy, Arc<Reads>) {
         let reads = Arc::new(Reads::default());
         let into = reads.clone();
         let count = move |e: Exchange| {
@@ -1712,6 +1712,7 @@ async fn delivery_options_and_a_rotation_round_trip_sealed_and_an_ended_rotation
     i.delivery = DeliveryOptions {
         secret_header: Some(false),
         retry_window_minutes: Some(120),
+        max_per_second: Some(50),
     };
     let until = (Utc::now() + chrono::Duration::hours(1))
         .duration_trunc(TimeDelta::milliseconds(1))
@@ -1777,4 +1778,122 @@ async fn delivery_options_and_a_rotation_round_trip_sealed_and_an_ended_rotation
         store.get(&i.store_id, i.id).await.expect("get"),
         Some(at_ms(read))
     );
+}
+
+/// Integrations' rate buckets (`delivery.max_per_second`) in DynamoDB.
+mod rate_bucket {
+    use chrono::{DateTime, Utc};
+    use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::aws::rate::DynamoRateLimiter;
+    use herald_core::ports::RateLimiter;
+    use uuid::Uuid;
+
+    use super::{client_at, serial_endpoint, store_id};
+
+    async fn table_on(url: String) -> String {
+        let table = format!("herald-rate-{}", Uuid::new_v4());
+        DynamoIntegrationStore::create_table(&client_at(url), &table)
+            .await
+            .expect("table");
+        table
+    }
+
+    #[tokio::test]
+    async fn concurrent_takers_never_get_more_send_times_than_the_rate_allows_in_any_second() {
+        // GIVEN eight fan-outs (each its own limiter, as separate Lambda instances)
+        // sharing an integration's bucket at 50 a second, on a moto that isolates
+        // conditional writes as DynamoDB does
+        let url = serial_endpoint();
+        let table = table_on(url.clone()).await;
+        let id = Uuid::new_v4();
+
+        // WHEN each reserves, ten times over, batches of 1 to 10 send times at once
+        let takers = (0..8).map(|_| {
+            let limiter = DynamoRateLimiter::new(client_at(url.clone()), table.clone());
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                for count in 1..=10 {
+                    let slots = limiter
+                        .reserve(&store_id("rated"), id, 50, count)
+                        .await
+                        .expect("reserve")
+                        .expect("reserved within its rounds");
+                    assert_eq!(slots.count, count);
+                    times.extend((0..count).map(|k| slots.nth(k)));
+                }
+                times
+            })
+        });
+        let mut times: Vec<DateTime<Utc>> = Vec::new();
+        for taker in takers {
+            times.extend(taker.await.expect("taker"));
+        }
+
+        // THEN every send time asked for was given, no two closer than 20 ms, so no
+        // one-second window holds more than 50
+        times.sort();
+        assert_eq!(times.len(), 8 * 55);
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= chrono::Duration::milliseconds(20),
+                "{pair:?}"
+            );
+        }
+        let mut most = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end] - times[start] >= chrono::Duration::seconds(1) {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        assert_eq!(most, 50);
+    }
+
+    #[tokio::test]
+    async fn a_batchs_reservation_is_one_conditional_update_and_two_when_the_bucket_changed_form() {
+        // GIVEN an integration's bucket at 10 a second, through a proxy that sees
+        // each request
+        let table = table_on(super::endpoint()).await;
+        let (proxy, seen) = super::log_listing_cost::counting_proxy().await;
+        let sdk = herald_core::aws::local::moto_config(&proxy.url)
+            .await
+            .expect("loopback config");
+        let limiter = DynamoRateLimiter::from_sdk(&sdk, table.clone());
+        let (store, id) = (store_id("rated"), Uuid::new_v4());
+        let operations = || seen.operations.lock().expect("operations").clone();
+
+        // WHEN a batch of ten reserves on the idle bucket, then another batch
+        let before = Utc::now();
+        let first = limiter
+            .reserve(&store, id, 10, 10)
+            .await
+            .expect("ok")
+            .expect("slots");
+        let second = limiter
+            .reserve(&store, id, 10, 10)
+            .await
+            .expect("ok")
+            .expect("slots");
+
+        // THEN each was one UpdateItem; the first starts now, the second a second later
+        assert_eq!(operations(), ["UpdateItem", "UpdateItem"]);
+        assert!(
+            first.first >= before && first.first <= Utc::now(),
+            "{first:?}"
+        );
+        assert_eq!(second.first, first.nth(10));
+
+        // WHEN another fan-out (no memory of the bucket) reserves while it is busy
+        let other = DynamoRateLimiter::from_sdk(&sdk, table);
+        let third = other
+            .reserve(&store, id, 10, 1)
+            .await
+            .expect("ok")
+            .expect("slots");
+
+        // THEN it tried the idle form first (refused), then the busy one: two writes
+        assert_eq!(operations().len(), 4);
+        assert_eq!(third.first, second.nth(10));
+    }
 }

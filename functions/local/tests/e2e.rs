@@ -1057,3 +1057,114 @@ async fn a_backlog_is_delivered_all_at_once_when_the_receiver_takes_its_time() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hook.answered.load(Ordering::SeqCst), 200);
 }
+
+/// A webhook receiver on 127.0.0.1 that answers 204 and keeps, per request, its
+/// `webhook-id` and when it came in (the receiver's clock).
+struct TimingReceiver {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, Instant)>>>,
+}
+
+async fn timing_receiver() -> TimingReceiver {
+    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let s = s.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                s.lock().expect("seen").push((id, Instant::now()));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TimingReceiver {
+        url: format!("http://{addr}/hook"),
+        seen,
+    }
+}
+
+/// The most of `times` in any one-second window `[t, t + 1 s)`.
+fn most_in_a_second(times: &[Instant]) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+#[tokio::test]
+async fn a_burst_to_an_integration_limited_to_50_a_second_never_passes_55_in_a_second_and_loses_nothing(
+) {
+    // GIVEN a webhook integration limited to 50 deliveries a second, on the dev
+    // server (the embedded queue, its pollers running concurrent fan-out batches)
+    let hook = timing_receiver().await;
+    let server = start(&[]);
+    let api = Api::new(&server);
+    let store = "rate-store";
+    let (status, created) = api
+        .send(
+            reqwest::Method::POST,
+            "/v2/integrations",
+            store,
+            Some(
+                &json!({"data": {"type": "integration", "integration_type": "webhook",
+                "name": "Limited", "enabled": true, "observes": ["order.paid"],
+                "configuration": {"url": hook.url}, "delivery": {"max_per_second": 50}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // WHEN a burst of 2,000 events comes in, in twenty requests of 100
+    for part in 0..20 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({"id": format!("burst-{part}-{i}"), "type": "order.paid",
+                "payload": {"data": {"id": format!("o-{part}-{i}"), "type": "order"}}})
+            })
+            .collect();
+        let (status, body) = api
+            .send(
+                reqwest::Method::POST,
+                "/v2/events",
+                store,
+                Some(&json!({ "data": events })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+
+    // THEN every event is delivered (bounded: 2 minutes, three times what 50 a
+    // second takes), each once, and no one-second window of the receiver's clock
+    // holds more than 55 of them
+    for _ in 0..1200 {
+        if hook.seen.lock().expect("seen").len() >= 2000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = hook.seen.lock().expect("seen").clone();
+    let ids: std::collections::HashSet<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!((seen.len(), ids.len()), (2000, 2000));
+    let times: Vec<Instant> = seen.iter().map(|(_, t)| *t).collect();
+    let most = most_in_a_second(&times);
+    assert!(most <= 55, "{most} deliveries in one second");
+}

@@ -260,6 +260,10 @@ fn delivery_of(item: &HashMap<String, AttributeValue>) -> Result<DeliveryOptions
             .get("retry_window_minutes")
             .and_then(|v| v.as_u64())
             .and_then(|m| u32::try_from(m).ok()),
+        max_per_second: value
+            .get("max_per_second")
+            .and_then(|v| v.as_u64())
+            .and_then(|m| u32::try_from(m).ok()),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod dynamo;
 pub mod kms;
 pub mod local;
 mod log_page;
+pub mod rate;
 pub mod sqs;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

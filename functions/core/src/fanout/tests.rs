@@ -1203,3 +1203,270 @@ async fn a_longer_retry_window_retries_past_the_default_last_attempt_and_then_de
         .expect("found");
     assert_eq!((now.enabled, now.health.consecutive_failures), (false, 1));
 }
+
+/// `n` jobs of distinct events for `i`.
+fn jobs_of(i: &Integration, n: usize) -> Vec<DeliveryJob> {
+    (0..n)
+        .map(|k| {
+            let mut job = job_for(i);
+            job.event.id = format!("evt-{}-{k}", i.name);
+            DeliveryJob::new(&i.store_id, i.id, job.event, job.enqueued_at)
+        })
+        .collect()
+}
+
+/// A webhook that delivers, limited to `per_second`.
+fn limited(per_second: u32) -> Integration {
+    let mut i = webhook("ok", "s", &["order.paid"], true);
+    i.delivery.max_per_second = Some(per_second);
+    i
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_over_the_rate_wait_for_their_send_times_without_an_attempt_or_a_log_entry() {
+    // GIVEN six jobs of a webhook limited to 1 a second, in one batch
+    let one = limited(1);
+    let (fanout, queue, log) = recorded_world(&[&one], RetryPolicy::default()).await;
+    let jobs = jobs_of(&one, 6);
+    let records = batch(&queue.inner, jobs.iter().map(|j| j.to_body()).collect()).await;
+    let before = Utc::now();
+
+    // WHEN the batch runs
+    assert!(run(&fanout, &queue.inner, records).await.is_empty());
+
+    // THEN the four whose send times come within the hold (now, +1, +2, +3 s) are
+    // delivered in the invocation, and the other two are sent back, each to arrive
+    // at least a second before its send time (in whole seconds, as SQS delays): still
+    // attempt 1, carrying that time, and not in the log
+    let logs = log
+        .integration_logs(&store("s"), one.id, Page::default())
+        .await
+        .expect("logs")
+        .0;
+    assert_eq!(logs.len(), 4);
+    assert!(logs.iter().all(|a| a.succeeded && a.attempt == 1));
+    let sent = queue.batches();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let delays = &sent[0].delays;
+    assert_eq!(delays.len(), 2);
+    assert!(
+        delays[0] > Duration::from_millis(1900) && delays[0] <= Duration::from_secs(2),
+        "{delays:?}"
+    );
+    assert!(
+        delays[1] > Duration::from_millis(2900) && delays[1] <= Duration::from_secs(3),
+        "{delays:?}"
+    );
+    let waiting = jobs_in(&queue.inner);
+    assert_eq!(waiting.len(), 2);
+    for (k, w) in waiting.iter().enumerate() {
+        assert_eq!(w.attempt, 1);
+        assert_eq!((w.job_id, w.first_queued_at), (jobs[4 + k].job_id, None));
+        let slot = w.slot.expect("its send time") - before;
+        let expected = chrono::Duration::seconds(4 + k as i64);
+        assert!(
+            slot >= expected && slot < expected + chrono::Duration::milliseconds(500),
+            "{slot}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_back_for_its_send_time_is_delivered_without_reserving_another() {
+    // GIVEN a webhook limited to 1 a second and a job back with its send time
+    let one = limited(1);
+    let (fanout, queue, log) = recorded_world(&[&one], RetryPolicy::default()).await;
+    let limiter = Arc::new(crate::memory::MemoryRateLimiter::new());
+    let fanout = Arc::new(
+        Arc::try_unwrap(fanout)
+            .ok()
+            .expect("one owner")
+            .with_rate_limiter(limiter.clone()),
+    );
+    let mut back = jobs_of(&one, 1).remove(0);
+    back.slot = Some(Utc::now() + chrono::Duration::milliseconds(200));
+    let records = batch(&queue.inner, vec![back.to_body()]).await;
+
+    // WHEN it runs
+    assert!(run(&fanout, &queue.inner, records).await.is_empty());
+
+    // THEN it is delivered, and the bucket was not asked: its next send time is now
+    let total = log
+        .integration_logs(&store("s"), one.id, Page::default())
+        .await
+        .expect("logs")
+        .1;
+    assert_eq!(total, 1);
+    let before = Utc::now();
+    let next = limiter
+        .reserve(&store("s"), one.id, 1, 1)
+        .await
+        .expect("ok")
+        .expect("slots");
+    assert!(next.first >= before && next.first <= Utc::now(), "{next:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_back_too_late_for_its_send_time_reserves_again_at_the_end_of_the_line() {
+    // GIVEN a webhook limited to 1 a second whose next ten send times are taken, and
+    // a job back ten seconds after its send time
+    let one = limited(1);
+    let (fanout, queue, log) = recorded_world(&[&one], RetryPolicy::default()).await;
+    let limiter = Arc::new(crate::memory::MemoryRateLimiter::new());
+    let fanout = Arc::new(
+        Arc::try_unwrap(fanout)
+            .ok()
+            .expect("one owner")
+            .with_rate_limiter(limiter.clone()),
+    );
+    let taken = limiter
+        .reserve(&store("s"), one.id, 1, 10)
+        .await
+        .expect("ok")
+        .expect("slots");
+    let mut late = jobs_of(&one, 1).remove(0);
+    late.slot = Some(Utc::now() - chrono::Duration::seconds(10));
+    let records = batch(&queue.inner, vec![late.to_body()]).await;
+
+    // WHEN it runs
+    assert!(run(&fanout, &queue.inner, records).await.is_empty());
+
+    // THEN it is not delivered late: it waits for the send time after the ten taken
+    let total = log
+        .integration_logs(&store("s"), one.id, Page::default())
+        .await
+        .expect("logs")
+        .1;
+    assert_eq!(total, 0);
+    let waiting = jobs_in(&queue.inner);
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].slot, Some(taken.nth(10)));
+}
+
+/// A rate limiter that answers as told and counts the reservations asked for.
+struct Answering {
+    contended: bool,
+    asked: std::sync::Mutex<Vec<(Uuid, u32, u32)>>,
+}
+
+#[async_trait]
+impl crate::ports::RateLimiter for Answering {
+    async fn reserve(
+        &self,
+        _store: &StoreId,
+        id: Uuid,
+        per_second: u32,
+        count: u32,
+    ) -> crate::Result<Option<crate::ports::Slots>> {
+        self.asked
+            .lock()
+            .expect("asked")
+            .push((id, per_second, count));
+        if self.contended {
+            Ok(None)
+        } else {
+            Err(crate::error::Error::Backend {
+                service: "DynamoDB",
+                message: "unavailable".into(),
+                retryable: true,
+            })
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_reservation_serves_a_batchs_jobs_of_an_integration_and_a_contended_bucket_makes_them_wait_a_moment(
+) {
+    // GIVEN a batch of three jobs of a limited webhook and one of an unlimited one,
+    // and a bucket that stays contended
+    let one = limited(5);
+    let free = webhook("ok", "s", &["order.paid"], true);
+    let (fanout, queue, log) = recorded_world(&[&one, &free], RetryPolicy::default()).await;
+    let answering = Arc::new(Answering {
+        contended: true,
+        asked: Default::default(),
+    });
+    let fanout = Arc::try_unwrap(fanout)
+        .ok()
+        .expect("one owner")
+        .with_rate_limiter(answering.clone());
+    let mut bodies: Vec<String> = jobs_of(&one, 3).iter().map(|j| j.to_body()).collect();
+    bodies.push(job_for(&free).to_body());
+    let records = batch(&queue.inner, bodies).await;
+
+    // WHEN it runs
+    assert!(run(&fanout, &queue.inner, records).await.is_empty());
+
+    // THEN one reservation of three was asked for, the unlimited job was delivered,
+    // and the three were sent back to wait one to three seconds, without an attempt
+    assert_eq!(*answering.asked.lock().expect("asked"), [(one.id, 5, 3)]);
+    let logs = log
+        .store_logs(&store("s"), Page::default())
+        .await
+        .expect("logs")
+        .0;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].integration_id, free.id);
+    let delays = queue.batches()[0].delays.clone();
+    assert_eq!(delays.len(), 3);
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d >= Duration::from_millis(900) && *d < Duration::from_secs(3)),
+        "{delays:?}"
+    );
+    assert!(jobs_in(&queue.inner)
+        .iter()
+        .all(|j| j.attempt == 1 && j.slot.is_none()));
+}
+
+#[tokio::test]
+async fn a_bucket_that_cannot_be_reached_leaves_its_jobs_on_the_queue_as_they_are() {
+    let one = limited(5);
+    let (fanout, queue, log) = recorded_world(&[&one], RetryPolicy::default()).await;
+    let fanout = Arc::try_unwrap(fanout)
+        .ok()
+        .expect("one owner")
+        .with_rate_limiter(Arc::new(Answering {
+            contended: false,
+            asked: Default::default(),
+        }));
+    let records = batch(&queue.inner, vec![job_for(&one).to_body()]).await;
+    let id = records[0].message_id.clone();
+    assert_eq!(run(&fanout, &queue.inner, records).await, vec![id]);
+    let total = log
+        .store_logs(&store("s"), Page::default())
+        .await
+        .expect("logs")
+        .1;
+    assert_eq!(total, 0);
+    assert!(queue.batches().is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_of_a_job_that_waited_reserves_anew_and_counts_its_window_from_its_first_attempt() {
+    // GIVEN a failing webhook limited to 50 a second
+    let mut fail = webhook("fail", "s", &["order.paid"], true);
+    fail.delivery.max_per_second = Some(50);
+    let (fanout, queue, _log) = recorded_world(&[&fail], RetryPolicy::default()).await;
+    // and its job back, at its send time, after waiting for it
+    let mut back = job_for(&fail);
+    let slot = Utc::now();
+    back.slot = Some(slot);
+    let records = batch(&queue.inner, vec![back.to_body()]).await;
+
+    // WHEN its attempt fails
+    assert!(run(&fanout, &queue.inner, records).await.is_empty());
+
+    // THEN its retry is attempt 2, with no send time of attempt 1's, and its retry
+    // window counts from its first attempt (its send time), not from the wait's start
+    let waiting = jobs_in(&queue.inner);
+    assert_eq!(
+        (
+            waiting[0].attempt,
+            waiting[0].slot,
+            waiting[0].first_queued_at
+        ),
+        (2, None, Some(slot))
+    );
+}

@@ -54,6 +54,16 @@ pub struct DeliveryJob {
         deserialize_with = "timestamp::deserialize_option"
     )]
     pub not_before: Option<DateTime<Utc>>,
+    /// The send time reserved for this job in its integration's rate bucket
+    /// (`delivery.max_per_second`, [`crate::ports::RateLimiter`]): a job sent back to
+    /// wait for it is delivered at it without reserving again. Waiting is not an
+    /// attempt: the attempt number stays.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::deserialize_option"
+    )]
+    pub slot: Option<DateTime<Utc>>,
 }
 
 fn first_attempt() -> u32 {
@@ -117,6 +127,7 @@ impl DeliveryJob {
             attempt: 1,
             first_queued_at: None,
             not_before: None,
+            slot: None,
         }
     }
 
@@ -149,6 +160,7 @@ impl DeliveryJob {
             attempt: 1,
             first_queued_at: None,
             not_before: None,
+            slot: None,
             ..self
         }
     }

@@ -14,11 +14,13 @@ mod claims;
 mod integrations;
 mod log;
 mod queue;
+mod rate;
 
 pub use claims::MemoryIdempotency;
 pub use integrations::MemoryIntegrationStore;
 pub use log::MemoryDeliveryLog;
 pub use queue::MemoryQueue;
+pub use rate::MemoryRateLimiter;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 use super::*;
 use crate::model::DeliveryOptions;
 
-const FIELDS: &[&str] = &["secret_header", "retry_window_minutes"];
+const FIELDS: &[&str] = &["secret_header", "retry_window_minutes", "max_per_second"];
 
 /// The `delivery` of a request over `current` (the stored options; default on a
 /// create), or `None` when it has errors (pushed to `errors`).
@@ -55,6 +55,18 @@ pub(super) fn parse(
             None => errors.push(FieldError::new(
                 "/data/delivery/retry_window_minutes",
                 format!("must be a whole number of minutes from {min} to {max} (or null for the default, {min})"),
+            )),
+        },
+    }
+    let most = DeliveryOptions::MAX_PER_SECOND;
+    match obj.get("max_per_second") {
+        None => {}
+        Some(Value::Null) => next.max_per_second = None,
+        Some(v) => match v.as_u64().filter(|n| (1..=u64::from(most)).contains(n)) {
+            Some(n) => next.max_per_second = u32::try_from(n).ok(),
+            None => errors.push(FieldError::new(
+                "/data/delivery/max_per_second",
+                format!("must be a whole number of deliveries per second from 1 to {most} (or null for no limit)"),
             )),
         },
     }
