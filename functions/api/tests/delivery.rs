@@ -2,11 +2,13 @@
 //! with the embedded pipeline, delivering to a receiver on 127.0.0.1: what the
 //! receiver sees is what a store's endpoint would see.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use herald_api::settings::Settings;
@@ -17,9 +19,9 @@ use herald_core::model::{StoreId, Target};
 use herald_core::ports::ReplaceOutcome;
 use herald_core::signing;
 use herald_core::wiring::Components;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+use common::send;
 
 async fn app() -> (Router, Components) {
     let components = Components::build(&PipelineSettings::memory(), false)
@@ -33,36 +35,6 @@ async fn app() -> (Router, Components) {
     settings.policy.allow_http_webhooks = true;
     let state = AppState::from_components(&components, &settings, None).expect("state");
     (herald_api::router(state), components)
-}
-
-async fn send(
-    app: &Router,
-    method: &str,
-    uri: &str,
-    store: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, "herald.test")
-        .header("x-store-id", store);
-    let req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .expect("request");
-    let res = app.clone().oneshot(req).await.expect("infallible");
-    let status = res.status();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON")
-    };
-    (status, body)
 }
 
 /// The requests a receiver on 127.0.0.1 saw: headers and body.

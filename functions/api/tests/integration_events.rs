@@ -3,10 +3,11 @@
 //! through the same ingest path as any event: the integrations of that store that
 //! observe them get a job. With the embedded backend, as the dev server runs it.
 
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use axum::Router;
 use herald_api::settings::Settings;
 use herald_api::tenancy::Tenancy;
@@ -16,9 +17,9 @@ use herald_core::job::DeliveryJob;
 use herald_core::model::StoreId;
 use herald_core::ports::JobSource;
 use herald_core::wiring::Components;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+use common::send;
 
 async fn app() -> (Router, Components) {
     let components = Components::build(&PipelineSettings::memory(), false)
@@ -29,36 +30,6 @@ async fn app() -> (Router, Components) {
     });
     let state = AppState::from_components(&components, &settings, None).expect("state");
     (herald_api::router(state), components)
-}
-
-async fn send(
-    app: &Router,
-    method: &str,
-    uri: &str,
-    store: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, "herald.test")
-        .header("x-store-id", store);
-    let req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .expect("request");
-    let res = app.clone().oneshot(req).await.expect("infallible");
-    let status = res.status();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON")
-    };
-    (status, body)
 }
 
 fn webhook(name: &str, observes: &[&str]) -> Value {
