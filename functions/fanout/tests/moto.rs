@@ -27,12 +27,27 @@ use herald_core::retry::RetryPolicy;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-#[tokio::test]
-async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
+/// moto's SDK configuration (`MOTO_ENDPOINT`), and a new suffix for the names of a
+/// test's own table and queues.
+async fn moto() -> (aws_config::SdkConfig, String) {
     let endpoint =
         std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
     let sdk = moto_config(&endpoint).await.expect("moto");
-    let suffix = Uuid::new_v4().simple().to_string();
+    (sdk, Uuid::new_v4().simple().to_string())
+}
+
+/// A webhook receiver on 127.0.0.1 that answers every POST to `/hook` with 503.
+async fn refusing_receiver() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/hook", post(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
+    let (sdk, suffix) = moto().await;
     let table = format!("fanout-{suffix}");
     // Two attempts in all: one retry after 0 s.
     let retry = RetryPolicy {
@@ -49,10 +64,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
     .await
     .expect("bootstrap");
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = Router::new().route("/hook", post(|| async { StatusCode::SERVICE_UNAVAILABLE }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = refusing_receiver().await;
 
     let now = Utc::now();
     let integration = Integration {
@@ -175,10 +187,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
 async fn replay_moves_exactly_one_integrations_dead_jobs_back_to_the_queue() {
     use aws_sdk_sqs::types::QueueAttributeName;
     use herald_core::aws::sqs::SqsDeadLetters;
-    let endpoint =
-        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
-    let sdk = moto_config(&endpoint).await.expect("moto");
-    let suffix = Uuid::new_v4().simple().to_string();
+    let (sdk, suffix) = moto().await;
     let (queue_url, dlq_url) =
         herald_core::aws::local::create_queues(&sdk, &format!("replay-{suffix}"), 6, 30)
             .await
@@ -301,10 +310,7 @@ async fn dead_lettered(
     aws_sdk_sqs::Client,
     String,
 ) {
-    let endpoint =
-        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
-    let sdk = moto_config(&endpoint).await.expect("moto");
-    let suffix = Uuid::new_v4().simple().to_string();
+    let (sdk, suffix) = moto().await;
     let (queue_url, dlq_url) =
         herald_core::aws::local::create_queues(&sdk, &format!("replay-{suffix}"), 6, 30)
             .await
@@ -412,10 +418,7 @@ async fn a_longer_retry_window_is_more_delayed_attempts_on_sqs_and_then_the_dlq(
     // one with a 60-minute window, under a schedule compressed 1,500 times (a 25-min
     // budget of 1 s): the default window makes 2 attempts, the hour 4 (waits of
     // 0, 0.6 and 1.6 s)
-    let endpoint =
-        std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run `make test`");
-    let sdk = moto_config(&endpoint).await.expect("moto");
-    let suffix = Uuid::new_v4().simple().to_string();
+    let (sdk, suffix) = moto().await;
     let table = format!("fanout-{suffix}");
     let retry = RetryPolicy {
         delays: vec![Duration::ZERO],
@@ -430,10 +433,7 @@ async fn a_longer_retry_window_is_more_delayed_attempts_on_sqs_and_then_the_dlq(
     )
     .await
     .expect("bootstrap");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = Router::new().route("/hook", post(|| async { StatusCode::SERVICE_UNAVAILABLE }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = refusing_receiver().await;
     let now = Utc::now();
     let hook = |name: &str, window: Option<u32>| Integration {
         id: Uuid::now_v7(),
