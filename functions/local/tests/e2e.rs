@@ -953,6 +953,28 @@ async fn a_request_naming_a_host_other_than_loopback_is_refused_so_dns_rebinding
 /// A webhook receiver on 127.0.0.1 that answers no request until `hold` are in at
 /// once, or until each has waited `limit`; it counts the requests answered and the
 /// most it held at once.
+/// Posts `requests` requests of 100 `order.paid` events for `store` (ids
+/// `<prefix>-<request>-<i>`), each answered 202.
+async fn post_orders_paid(api: &Api, store: &str, prefix: &str, requests: usize) {
+    for part in 0..requests {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({"id": format!("{prefix}-{part}-{i}"), "type": "order.paid",
+                "payload": {"data": {"id": format!("o-{part}-{i}"), "type": "order"}}})
+            })
+            .collect();
+        let (status, body) = api
+            .send(
+                reqwest::Method::POST,
+                "/v2/events",
+                store,
+                Some(&json!({ "data": events })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+}
+
 struct HoldingReceiver {
     url: String,
     answered: Arc<std::sync::atomic::AtomicUsize>,
@@ -1026,23 +1048,7 @@ async fn a_backlog_is_delivered_all_at_once_when_the_receiver_takes_its_time() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
     // WHEN 200 events are posted, in two requests of 100
-    for part in 0..2 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| {
-                json!({"id": format!("backlog-{part}-{i}"), "type": "order.paid",
-                "payload": {"data": {"id": format!("o-{i}"), "type": "order"}}})
-            })
-            .collect();
-        let (status, body) = api
-            .send(
-                reqwest::Method::POST,
-                "/v2/events",
-                store,
-                Some(&json!({ "data": events })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    }
+    post_orders_paid(&api, store, "backlog", 2).await;
 
     // THEN the fan-out does not wait for the first deliveries to end before it starts
     // the others: the receiver holds all 200 at once, then answers each once
@@ -1133,23 +1139,7 @@ async fn a_burst_to_an_integration_limited_to_50_a_second_never_passes_55_in_a_s
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
     // WHEN a burst of 2,000 events comes in, in twenty requests of 100
-    for part in 0..20 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| {
-                json!({"id": format!("burst-{part}-{i}"), "type": "order.paid",
-                "payload": {"data": {"id": format!("o-{part}-{i}"), "type": "order"}}})
-            })
-            .collect();
-        let (status, body) = api
-            .send(
-                reqwest::Method::POST,
-                "/v2/events",
-                store,
-                Some(&json!({ "data": events })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    }
+    post_orders_paid(&api, store, "burst", 20).await;
 
     // THEN every event is delivered (bounded: 2 minutes, three times what 50 a
     // second takes), each once, and no one-second window of the receiver's clock
