@@ -631,6 +631,7 @@ mod delivery_log {
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::filter::{Filter, Listed};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -742,15 +743,24 @@ mod delivery_log {
         .await
         .expect("record");
 
-        let (all, total) = log
-            .store_logs(&store_id("s"), Page::default())
+        let Listed {
+            items: all,
+            counted: total,
+            ..
+        } = log
+            .store_logs(&store_id("s"), &Filter::default(), Page::default())
             .await
             .expect("store logs");
         assert_eq!(total, 4);
         assert_eq!(all, vec![a4.clone(), a3.clone(), a2.clone(), a1.clone()]);
-        let (page, total) = log
+        let Listed {
+            items: page,
+            counted: total,
+            ..
+        } = log
             .store_logs(
                 &store_id("s"),
+                &Filter::default(),
                 Page {
                     limit: 1,
                     offset: 1,
@@ -764,8 +774,12 @@ mod delivery_log {
             "counted through the next page only: at least 3"
         );
 
-        let (mine, total) = log
-            .integration_logs(&store_id("s"), i1, Page::default())
+        let Listed {
+            items: mine,
+            counted: total,
+            ..
+        } = log
+            .integration_logs(&store_id("s"), i1, &Filter::default(), Page::default())
             .await
             .expect("integration logs");
         assert_eq!((mine, total), (vec![a4.clone(), a2.clone(), a1.clone()], 3));
@@ -784,8 +798,12 @@ mod delivery_log {
             "a job is only readable through its own integration"
         );
 
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i1, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i1, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(total, 2, "a job is counted once, whatever its attempts");
@@ -801,10 +819,10 @@ mod delivery_log {
             "a job's state is its latest attempt's"
         );
         assert_eq!(
-            log.store_logs(&store_id("t"), Page::default())
+            log.store_logs(&store_id("t"), &Filter::default(), Page::default())
                 .await
                 .expect("t")
-                .1,
+                .counted,
             1
         );
     }
@@ -816,8 +834,12 @@ mod delivery_log {
         log.record(&[logged(attempt("s", i, j, 1, false), 0)])
             .await
             .expect("record");
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(
@@ -827,8 +849,12 @@ mod delivery_log {
         log.record(&[logged(attempt("s", i, j, 2, true), 0)])
             .await
             .expect("record");
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(total, 1);
@@ -858,8 +884,12 @@ mod delivery_log {
             .expect("record");
 
         // THEN the job reads as delivered, at its replay's first attempt
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(total, 1);
@@ -884,8 +914,17 @@ mod delivery_log {
         let mut seen = Vec::new();
         // Counted through the next page: at least 4 from the first page, 5 after.
         for (offset, counted) in [(0, 4), (2, 5), (4, 5)] {
-            let (page, total) = log
-                .integration_jobs(&store_id("s"), i, Page { limit: 2, offset })
+            let Listed {
+                items: page,
+                counted: total,
+                ..
+            } = log
+                .integration_jobs(
+                    &store_id("s"),
+                    i,
+                    &Filter::default(),
+                    Page { limit: 2, offset },
+                )
                 .await
                 .expect("jobs");
             assert_eq!(total, counted);
@@ -910,17 +949,17 @@ mod delivery_log {
             .expect("record");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert_eq!(
-            log.integration_logs(&store_id("s"), i, Page::default())
+            log.integration_logs(&store_id("s"), i, &Filter::default(), Page::default())
                 .await
                 .expect("logs")
-                .1,
+                .counted,
             0
         );
         assert_eq!(
-            log.integration_jobs(&store_id("s"), i, Page::default())
+            log.integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
                 .await
                 .expect("jobs"),
-            (Vec::new(), 0)
+            Listed::default()
         );
     }
 
@@ -937,6 +976,7 @@ mod delivery_log {
             log.integration_logs(
                 &store_id("s"),
                 i,
+                &Filter::default(),
                 Page {
                     limit: 10,
                     offset: 55
@@ -944,7 +984,11 @@ mod delivery_log {
             )
             .await
             .expect("logs"),
-            (attempts[..5].iter().rev().cloned().collect(), 60)
+            Listed {
+                items: attempts[..5].iter().rev().cloned().collect(),
+                counted: 60,
+                reached: None
+            }
         );
     }
 }
@@ -965,6 +1009,7 @@ mod log_listing_cost {
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::claims::DynamoIdempotency;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::filter::{Filter, Listed};
     use herald_core::model::StoreId;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
@@ -1110,12 +1155,15 @@ mod log_listing_cost {
         let job = entries[0].attempt.job_id;
         reads.take();
 
-        let (items, _) = log.store_logs(&s, page).await.expect("store logs");
+        let Listed { items, .. } = log
+            .store_logs(&s, &Filter::default(), page)
+            .await
+            .expect("store logs");
         let store_reads = reads.take();
         assert_eq!(items, newest(&entries, |_| true)[..100].to_vec());
 
-        let (items, _) = log
-            .integration_logs(&s, integration, page)
+        let Listed { items, .. } = log
+            .integration_logs(&s, integration, &Filter::default(), page)
             .await
             .expect("integration logs");
         let integration_reads = reads.take();
@@ -1124,8 +1172,12 @@ mod log_listing_cost {
             newest(&entries, |a| a.integration_id == integration)[..100].to_vec()
         );
 
-        let (jobs, _) = log
-            .integration_jobs(&s, integration, page)
+        let Listed {
+            items: jobs,
+            counted: _,
+            ..
+        } = log
+            .integration_jobs(&s, integration, &Filter::default(), page)
             .await
             .expect("jobs");
         let jobs_reads = reads.take();
@@ -1362,14 +1414,32 @@ mod log_listing_cost {
         let page = Page::default();
 
         // THEN every listing finds them all, newest first
-        let (all, total) = log.store_logs(&s, page).await.expect("store");
+        let Listed {
+            items: all,
+            counted: total,
+            ..
+        } = log
+            .store_logs(&s, &Filter::default(), page)
+            .await
+            .expect("store");
         assert_eq!((all, total), (newest(&entries, |_| true), 5));
-        let (mine, _) = log
-            .integration_logs(&s, i, page)
+        let Listed {
+            items: mine,
+            counted: _,
+            ..
+        } = log
+            .integration_logs(&s, i, &Filter::default(), page)
             .await
             .expect("integration");
         assert_eq!(mine, newest(&entries, |_| true));
-        let (jobs, total) = log.integration_jobs(&s, i, page).await.expect("jobs");
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&s, i, &Filter::default(), page)
+            .await
+            .expect("jobs");
         assert_eq!(total, 4);
         let first = entries[0].attempt.clone();
         assert!(
@@ -1393,8 +1463,12 @@ mod log_listing_cost {
         let mut seen = Vec::new();
         let mut totals = Vec::new();
         for offset in (0..=250).step_by(50) {
-            let (items, total) = log
-                .store_logs(&s, Page { limit: 50, offset })
+            let Listed {
+                items,
+                counted: total,
+                ..
+            } = log
+                .store_logs(&s, &Filter::default(), Page { limit: 50, offset })
                 .await
                 .expect("page");
             seen.extend(items);
@@ -1421,6 +1495,7 @@ mod log_writer {
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::filter::{Filter, Listed};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -1573,7 +1648,7 @@ mod log_writer {
         .record(&[entry("s", i)])
         .await;
         let read = log
-            .integration_logs(&store_id("s"), i, Page::default())
+            .integration_logs(&store_id("s"), i, &Filter::default(), Page::default())
             .await;
         moto_checks(&http, &url, "inf").await;
 
@@ -1581,7 +1656,11 @@ mod log_writer {
         let refused = forged.expect_err("a write signed with the wrong secret is refused");
         assert!(refused.to_string().contains("Signature"), "{refused}");
         assert!(!refused.is_retryable());
-        let (logs, total) = read.expect("read");
+        let Listed {
+            items: logs,
+            counted: total,
+            ..
+        } = read.expect("read");
         assert_eq!(total, 1, "only the signed write is in the log");
         assert_eq!(logs[0].event_id, "evt \"quoted\" \u{e9}\n");
     }
