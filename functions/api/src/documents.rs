@@ -164,7 +164,7 @@ pub(crate) fn listing<T>(
 /// A page of the delivery log answered as a list document at `path`, as [`listing`]
 /// does. When the scan spent its read budget, the total is a lower bound, and unless
 /// the page is full and more were counted past it, `next` carries on before the time
-/// the scan reached.
+/// the scan reached (none when that is no earlier than the filter's own end).
 pub(crate) fn log_listing<T>(
     state: &AppState,
     headers: &HeaderMap,
@@ -178,12 +178,10 @@ pub(crate) fn log_listing<T>(
     let mut total = page.bounded_total(listed.counted);
     let carry_on = listed.reached.and_then(|reached| {
         total.lower_bound = true;
-        (listed.counted <= page.offset + page.limit).then(|| {
-            (
-                filter.before(reached),
-                page.offset.saturating_sub(listed.counted),
-            )
-        })
+        let later = filter.before(reached);
+        // A scan that got no further than its filter's end has no next page to link.
+        (listed.counted <= page.offset + page.limit && later != *filter)
+            .then(|| (later, page.offset.saturating_sub(listed.counted)))
     });
     list_document(&base, path, (page, filter), total, carry_on, data)
 }

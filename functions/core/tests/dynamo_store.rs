@@ -1005,11 +1005,11 @@ mod log_listing_cost {
     use aws_sdk_dynamodb::types::AttributeValue;
     use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
     use futures_util::StreamExt;
-    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
+    use herald_core::attempt::{Attempt, JobRecord, JobStatus, LogEntry};
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::claims::DynamoIdempotency;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
-    use herald_core::filter::{Filter, Listed};
+    use herald_core::filter::{Filter, Listed, Subject, READ_BUDGET};
     use herald_core::model::StoreId;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
@@ -1072,6 +1072,32 @@ mod log_listing_cost {
     /// ingest gives them. Returns the entries in the order they were made (oldest
     /// first) and the table.
     async fn seed(attempts: usize) -> (Vec<LogEntry>, String) {
+        seed_with(attempts, |job| Job {
+            tries: 1 + u32::from(job % 4 == 0),
+            ..Job::default()
+        })
+        .await
+    }
+
+    /// How a seeded job goes: its attempts, whether its last one fails, its event.
+    struct Job {
+        tries: u32,
+        last_fails: bool,
+        kind: &'static str,
+    }
+
+    impl Default for Job {
+        fn default() -> Self {
+            Self {
+                tries: 1,
+                last_fails: false,
+                kind: "order.paid",
+            }
+        }
+    }
+
+    /// A history as [`seed`]'s, each job `n` going as `job(n)` says.
+    async fn seed_with(attempts: usize, job_of: impl Fn(usize) -> Job) -> (Vec<LogEntry>, String) {
         let table = format!("herald-log-{}", Uuid::new_v4());
         DynamoIntegrationStore::create_table(&client(), &table)
             .await
@@ -1084,12 +1110,13 @@ mod log_listing_cost {
             let integration = integrations[job % 3];
             let enqueued_at = start + TimeDelta::milliseconds(10 * job as i64);
             let job_id = herald_core::job::job_id(&format!("evt-{job}"), integration, enqueued_at);
-            let tries = 1 + u32::from(job % 4 == 0);
+            let how = job_of(job);
+            let tries = how.tries;
             for n in 1..=tries {
                 if entries.len() == attempts {
                     break;
                 }
-                let ok = n == tries;
+                let ok = n == tries && !how.last_fails;
                 entries.push(LogEntry {
                     attempt: Attempt {
                         id: Uuid::now_v7(),
@@ -1097,7 +1124,7 @@ mod log_listing_cost {
                         integration_id: integration,
                         job_id,
                         event_id: format!("evt-{job}"),
-                        event_type: "order.paid".into(),
+                        event_type: how.kind.into(),
                         attempt: n,
                         succeeded: ok,
                         status_code: Some(if ok { 200 } else { 500 }),
@@ -1106,10 +1133,10 @@ mod log_listing_cost {
                         processing_time: 0.01,
                         created_at: enqueued_at + TimeDelta::milliseconds(5),
                     },
-                    status: if ok {
-                        JobStatus::Delivered
-                    } else {
-                        JobStatus::Retrying
+                    status: match (ok, n == tries) {
+                        (true, _) => JobStatus::Delivered,
+                        (false, true) => JobStatus::Failed,
+                        (false, false) => JobStatus::Retrying,
                     },
                     enqueued_at,
                 });
@@ -1224,6 +1251,198 @@ mod log_listing_cost {
     #[tokio::test]
     async fn a_page_of_a_hundred_reads_a_few_hundred_items_of_a_hundred_thousand() {
         a_page_of_a_hundred_reads_at_most(100_000, 500).await;
+    }
+
+    fn logs(raw: &str) -> Filter {
+        Filter::parse(raw, Subject::Logs).expect("filter")
+    }
+
+    /// The newest first of the jobs of `entries` (each as its latest attempt left it)
+    /// that `keep` keeps.
+    fn newest_jobs(entries: &[LogEntry], keep: impl Fn(&JobRecord) -> bool) -> Vec<Uuid> {
+        let mut latest: HashMap<Uuid, JobRecord> = HashMap::new();
+        for e in entries {
+            latest.insert(e.attempt.job_id, e.job());
+        }
+        let mut jobs: Vec<&JobRecord> = latest.values().filter(|j| keep(j)).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.enqueued_at, j.job_id)));
+        jobs.iter().map(|j| j.job_id).collect()
+    }
+
+    #[tokio::test]
+    #[allow(clippy::print_stdout)]
+    async fn a_filtered_listing_keeps_what_each_field_says_and_reads_only_the_time_range_it_asks() {
+        // GIVEN 2,500 attempts: every fourth job retried, every seventh failing at
+        // last, every fifth an order.created
+        let (entries, table) = seed_with(2_500, |job| Job {
+            tries: 1 + u32::from(job % 4 == 0),
+            last_fails: job % 7 == 0,
+            kind: if job % 5 == 0 {
+                "order.created"
+            } else {
+                "order.paid"
+            },
+        })
+        .await;
+        let (proxy, reads) = counting_proxy().await;
+        let log = log_at(&proxy.url, &table).await;
+        let s = store_id("s");
+        let page = Page {
+            limit: 100,
+            offset: 0,
+        };
+        let integration = entries[0].attempt.integration_id;
+        let start = entries[0].enqueued_at;
+        let (from, to) = (start + TimeDelta::seconds(5), start + TimeDelta::seconds(7));
+        let window = format!(
+            "ge(created_at,{}):lt(created_at,{})",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        );
+
+        // WHEN each field is filtered on THEN each listing is what the history holds
+        let failed = log
+            .store_logs(&s, &logs("eq(succeeded,false)"), page)
+            .await
+            .expect("store logs");
+        assert_eq!(failed.reached, None);
+        assert_eq!(
+            failed.items,
+            newest(&entries, |a| !a.succeeded)[..100].to_vec()
+        );
+
+        let created = log
+            .integration_logs(
+                &s,
+                integration,
+                &logs("eq(triggered_by,order.created):eq(succeeded,true)"),
+                page,
+            )
+            .await
+            .expect("integration logs");
+        let want = newest(&entries, |a| {
+            a.integration_id == integration && a.event_type == "order.created" && a.succeeded
+        });
+        assert_eq!(created.items, want[..want.len().min(100)].to_vec());
+
+        let failed_jobs = log
+            .integration_jobs(
+                &s,
+                integration,
+                &Filter::parse("eq(status,failed)", Subject::Jobs).expect("filter"),
+                page,
+            )
+            .await
+            .expect("jobs");
+        let want = newest_jobs(&entries, |j| {
+            j.integration_id == integration && j.status == JobStatus::Failed
+        });
+        assert_eq!(
+            failed_jobs
+                .items
+                .iter()
+                .map(|j| j.job_id)
+                .collect::<Vec<_>>(),
+            want[..want.len().min(100)].to_vec()
+        );
+        reads.take();
+
+        // WHEN a two-second window is listed THEN it holds the window's attempts (and
+        // jobs), and the time is a key condition: it reads about the window's pages
+        let in_window = log
+            .store_logs(&s, &logs(&window), page)
+            .await
+            .expect("window");
+        let window_reads = reads.take();
+        let want = newest(&entries, |a| a.created_at >= from && a.created_at < to);
+        assert_eq!(in_window.items, want[..100].to_vec());
+        assert_eq!(in_window.reached, None);
+        let jobs_in_window = log
+            .integration_jobs(
+                &s,
+                integration,
+                &Filter::parse(&window, Subject::Jobs).expect("filter"),
+                page,
+            )
+            .await
+            .expect("jobs window");
+        let jobs_window_reads = reads.take();
+        let want = newest_jobs(&entries, |j| {
+            j.integration_id == integration && j.enqueued_at >= from && j.enqueued_at < to
+        });
+        assert_eq!(
+            jobs_in_window
+                .items
+                .iter()
+                .map(|j| j.job_id)
+                .collect::<Vec<_>>(),
+            want[..want.len().min(100)].to_vec()
+        );
+        println!("a two-second window of 2,500 attempts read (items, queries): store {window_reads:?}, jobs {jobs_window_reads:?}");
+        assert!(window_reads.0 <= 60, "{window_reads:?}");
+        assert!(jobs_window_reads.0 <= 60, "{jobs_window_reads:?}");
+    }
+
+    #[tokio::test]
+    #[allow(clippy::print_stdout)]
+    async fn a_filtered_listing_over_a_long_history_of_successes_reads_at_most_its_budget() {
+        // GIVEN 30,000 attempts, all delivered but the ten oldest jobs'
+        let (entries, table) = seed_with(30_000, |job| Job {
+            last_fails: job < 10,
+            ..Job::default()
+        })
+        .await;
+        let (proxy, reads) = counting_proxy().await;
+        let log = log_at(&proxy.url, &table).await;
+        let s = store_id("s");
+        let page = Page {
+            limit: 100,
+            offset: 0,
+        };
+        let integration = entries[0].attempt.integration_id;
+        reads.take();
+
+        // WHEN the store's failures are listed THEN the request reads no more than
+        // the budget, finds none yet, and says how far its scan reached
+        let listed = log
+            .store_logs(&s, &logs("eq(succeeded,false)"), page)
+            .await
+            .expect("logs");
+        let (store_items, _) = reads.take();
+        assert!(store_items <= READ_BUDGET, "{store_items}");
+        assert_eq!((listed.items.len(), listed.counted), (0, 0));
+        let reached = listed.reached.expect("the scan stopped at its budget");
+        assert!(reached > entries[9].attempt.created_at, "{reached}");
+
+        // WHEN the integration's failed jobs are listed, each request carrying on
+        // where the last stopped THEN none reads more than the budget, and together
+        // they find every failed job, newest first, each once
+        let mut filter = Filter::parse("eq(status,failed)", Subject::Jobs).expect("filter");
+        let (mut found, mut requests) = (Vec::new(), Vec::new());
+        loop {
+            let listed = log
+                .integration_jobs(&s, integration, &filter, page)
+                .await
+                .expect("jobs");
+            let (items, _) = reads.take();
+            requests.push(items);
+            assert!(items <= READ_BUDGET, "{requests:?}");
+            found.extend(listed.items.into_iter().map(|j| j.job_id));
+            match listed.reached {
+                Some(reached) => filter = filter.before(reached),
+                None => break,
+            }
+            assert!(requests.len() < 40, "{requests:?}");
+        }
+        println!(
+            "the failures of 30,000 attempts: the store's listing read {store_items} items; the failed jobs' requests read {requests:?}"
+        );
+        assert!(requests.len() > 1, "{requests:?}");
+        let want = newest_jobs(&entries, |j| {
+            j.integration_id == integration && j.status == JobStatus::Failed
+        });
+        assert_eq!(found, want);
+        assert_eq!(found.len(), 4);
     }
 
     #[tokio::test]

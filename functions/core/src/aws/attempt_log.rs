@@ -215,7 +215,8 @@ impl DynamoDeliveryLog {
             }
             let left = budget.map(|b| b.saturating_sub(items_read));
             if let (Some(0), Some(f)) = (left, frontier) {
-                // The budget is spent: what is placed is answered, and where it stopped.
+                // The budget is spent: what is placed is answered, and where it stopped
+                // (every unit after it has been looked at).
                 reached = Some(f.saturating_add(1));
                 let placed: std::collections::HashSet<Uuid> = units
                     .iter()
@@ -579,9 +580,10 @@ impl Shape {
     /// The sort keys (from, to; inclusive) under which the units in `filter`'s time
     /// range lie. A page's key time is at least each of its units' (its newest
     /// attempt's, its last job's), so a page older than the start holds none. Going
-    /// the other way, a page's jobs lie within [`PAGE_SPAN_MS`] of its key, and its
-    /// attempts within [`PAGE_ATTEMPTS_SPREAD_MS`]. Items of earlier builds are read
-    /// whole (their keys are done once read past the start).
+    /// the other way, a page's jobs lie within [`PAGE_SPAN_MS`] of its key and its
+    /// attempts within [`PAGE_ATTEMPTS_SPREAD_MS`], so pages are read that far past
+    /// the end. Items of earlier builds are read whole (their keys are done once read
+    /// past the start).
     fn range(self, filter: &Filter) -> (Option<String>, Option<String>) {
         let spread = match self {
             Self::PagesByAttempt => PAGE_ATTEMPTS_SPREAD_MS,
