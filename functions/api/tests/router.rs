@@ -1184,3 +1184,185 @@ async fn a_plain_stomp_broker_is_refused_at_registration_where_the_deployment_al
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
 }
+
+/// An attempt of `integration`'s job `n`, made `ms` after the epoch.
+fn attempt_at(
+    integration: uuid::Uuid,
+    n: u32,
+    succeeded: bool,
+    ms: i64,
+) -> herald_core::attempt::LogEntry {
+    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
+    let at = chrono::DateTime::from_timestamp_millis(ms).expect("time");
+    LogEntry {
+        attempt: Attempt {
+            id: uuid::Uuid::now_v7(),
+            store_id: "s".into(),
+            integration_id: integration,
+            job_id: uuid::Uuid::from_u128(u128::from(n)),
+            event_id: format!("evt-{n}"),
+            event_type: "order.paid".into(),
+            attempt: 1,
+            succeeded,
+            status_code: Some(if succeeded { 200 } else { 500 }),
+            body: String::new(),
+            error_detail: None,
+            processing_time: 0.01,
+            created_at: at,
+        },
+        status: if succeeded {
+            JobStatus::Delivered
+        } else {
+            JobStatus::Retrying
+        },
+        enqueued_at: at,
+    }
+}
+
+/// A router whose log holds `entries`, with one integration of store `s` (its id).
+async fn app_with_log(entries: Vec<herald_core::attempt::LogEntry>) -> (Router, String) {
+    use herald_core::memory::MemoryDeliveryLog;
+    use herald_core::ports::DeliveryLog;
+    let log = Arc::new(MemoryDeliveryLog::default());
+    log.record(&entries).await.expect("record");
+    let mut state = AppState::new(Arc::new(MemoryIntegrationStore::new()), &settings(100));
+    state.log = log;
+    let app = herald_api::router(state);
+    let id = create(&app, "s", "hook").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    (app, id)
+}
+
+#[tokio::test]
+async fn a_filter_that_does_not_parse_is_400_naming_the_filter_parameter_and_the_part() {
+    let (app, id) = app_with_log(Vec::new()).await;
+    for (path, filter, detail) in [
+        (
+            "/v2/integrations/logs".to_owned(),
+            "eq(colour,red)",
+            "`eq(colour,red)`: unknown field `colour`: this listing filters on succeeded, triggered_by, created_at",
+        ),
+        (
+            format!("/v2/integrations/{id}/logs"),
+            "eq(succeeded,false):eq(status,failed)",
+            "`eq(status,failed)`: unknown field `status`: this listing filters on succeeded, triggered_by, created_at",
+        ),
+        (
+            format!("/v2/integrations/{id}/jobs"),
+            "eq(succeeded,false)",
+            "`eq(succeeded,false)`: unknown field `succeeded`: this listing filters on status, triggered_by, created_at",
+        ),
+        (
+            format!("/v2/integrations/{id}/jobs"),
+            "ne(status,failed)",
+            "`ne(status,failed)`: `status` takes only `eq`",
+        ),
+        (
+            "/v2/integrations/logs".to_owned(),
+            "ge(created_at,yesterday)",
+            "`ge(created_at,yesterday)`: `created_at` takes an RFC 3339 time",
+        ),
+    ] {
+        let r = send(&app, "GET", &format!("{path}?filter={filter}"), Some("s"), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{filter}: {}", r.raw);
+        assert_eq!(r.body["errors"][0]["source"]["parameter"], "filter", "{filter}");
+        assert_eq!(r.body["errors"][0]["detail"], detail, "{filter}");
+    }
+}
+
+#[tokio::test]
+async fn a_filtered_page_lists_what_the_filter_keeps_and_carries_it_in_every_link() {
+    // GIVEN five failures among ten attempts
+    let integration = uuid::Uuid::now_v7();
+    let entries = (0..10u32)
+        .map(|n| attempt_at(integration, n, n % 2 == 0, 1_000 * i64::from(n)))
+        .collect();
+    let (app, _) = app_with_log(entries).await;
+    // WHEN the failures' second page is listed
+    let r = send(
+        &app,
+        "GET",
+        "/v2/integrations/logs?filter=eq(succeeded,false)&page[limit]=2&page[offset]=2",
+        Some("s"),
+        None,
+    )
+    .await;
+    // THEN it holds the third and fourth newest failures, counted exactly, and every
+    // link keeps the filter
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let events: Vec<_> = r.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["event"]["id"].clone())
+        .collect();
+    assert_eq!(events, vec![json!("evt-5"), json!("evt-3")], "{}", r.raw);
+    assert_eq!(
+        r.body["meta"]["results"],
+        json!({"total": 5, "lower_bound": false})
+    );
+    let link = |offset: usize| {
+        format!("http://herald.test/v2/integrations/logs?page[limit]=2&page[offset]={offset}&filter=eq(succeeded,false)")
+    };
+    assert_eq!(
+        r.body["links"],
+        json!({"self": link(2), "first": link(0), "prev": link(0), "next": link(4), "last": link(4)})
+    );
+}
+
+#[tokio::test]
+async fn a_filtered_listing_that_spends_its_budget_links_next_to_where_its_scan_stopped() {
+    // GIVEN three failures older than twenty thousand successes (more than a filtered
+    // listing looks at)
+    let integration = uuid::Uuid::now_v7();
+    let mut entries: Vec<_> = (1..=3u32)
+        .map(|n| attempt_at(integration, n, false, i64::from(n)))
+        .collect();
+    entries.extend((10..20_011u32).map(|n| attempt_at(integration, n, true, i64::from(n))));
+    let (app, _) = app_with_log(entries).await;
+    // WHEN the failures are listed
+    let r = send(
+        &app,
+        "GET",
+        "/v2/integrations/logs?filter=eq(succeeded,false)&page[limit]=2",
+        Some("s"),
+        None,
+    )
+    .await;
+    // THEN none is found yet, the total is a lower bound, and next carries on before
+    // the newest attempt the scan did not look at
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["data"], json!([]));
+    assert_eq!(
+        r.body["meta"]["results"],
+        json!({"total": 0, "lower_bound": true})
+    );
+    let next = "http://herald.test/v2/integrations/logs?page[limit]=2&page[offset]=0&filter=eq(succeeded,false):lt(created_at,1970-01-01T00:00:00.010000001Z)";
+    assert_eq!(r.body["links"]["next"], next);
+    // AND following it finds the failures, newest first
+    let r = send(
+        &app,
+        "GET",
+        next.trim_start_matches("http://herald.test"),
+        Some("s"),
+        None,
+    )
+    .await;
+    let events: Vec<_> = r.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|d| d["event"]["id"].clone())
+        .collect();
+    assert_eq!(events, vec![json!("evt-3"), json!("evt-2")], "{}", r.raw);
+    assert_eq!(
+        r.body["meta"]["results"],
+        json!({"total": 3, "lower_bound": false})
+    );
+    assert_eq!(
+        r.body["links"]["next"],
+        "http://herald.test/v2/integrations/logs?page[limit]=2&page[offset]=2&filter=eq(succeeded,false):lt(created_at,1970-01-01T00:00:00.010000001Z)"
+    );
+}

@@ -17,6 +17,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fanout;
+pub mod filter;
 pub mod ingest;
 pub mod integrations;
 pub mod job;

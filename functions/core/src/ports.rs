@@ -261,31 +261,36 @@ pub trait DeliveryLog: Send + Sync {
     /// writes as possible.
     async fn record(&self, entries: &[crate::attempt::LogEntry]) -> Result<()>;
 
-    /// A page of a store's attempts, newest first, and their total (counted up to the
-    /// page's cap).
+    /// A page of a store's attempts that `filter` keeps, newest first, and their
+    /// total (counted up to the page's cap). A filtered listing reads at most
+    /// [`READ_BUDGET`](crate::filter::READ_BUDGET) items and says where it stopped.
     async fn store_logs(
         &self,
         store: &StoreId,
+        filter: &crate::filter::Filter,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::attempt::Attempt>, usize)>;
+    ) -> Result<crate::filter::Listed<crate::attempt::Attempt>>;
 
-    /// A page of one integration's attempts, newest first, and their total (counted
-    /// up to the page's cap).
+    /// A page of one integration's attempts that `filter` keeps, newest first, and
+    /// their total (counted up to the page's cap), as [`DeliveryLog::store_logs`].
     async fn integration_logs(
         &self,
         store: &StoreId,
         integration: Uuid,
+        filter: &crate::filter::Filter,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::attempt::Attempt>, usize)>;
+    ) -> Result<crate::filter::Listed<crate::attempt::Attempt>>;
 
-    /// A page of one integration's jobs, newest first, and their total (counted up to
-    /// the page's cap).
+    /// A page of one integration's jobs that `filter` keeps (as each stands after its
+    /// latest attempt), newest first, and their total (counted up to the page's cap),
+    /// as [`DeliveryLog::store_logs`].
     async fn integration_jobs(
         &self,
         store: &StoreId,
         integration: Uuid,
+        filter: &crate::filter::Filter,
         page: crate::page::Page,
-    ) -> Result<(Vec<crate::attempt::JobRecord>, usize)>;
+    ) -> Result<crate::filter::Listed<crate::attempt::JobRecord>>;
 
     /// A page of one job's attempts, newest first, and their total (counted up to the
     /// page's cap).

@@ -631,6 +631,7 @@ mod delivery_log {
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::filter::{Filter, Listed};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -742,15 +743,24 @@ mod delivery_log {
         .await
         .expect("record");
 
-        let (all, total) = log
-            .store_logs(&store_id("s"), Page::default())
+        let Listed {
+            items: all,
+            counted: total,
+            ..
+        } = log
+            .store_logs(&store_id("s"), &Filter::default(), Page::default())
             .await
             .expect("store logs");
         assert_eq!(total, 4);
         assert_eq!(all, vec![a4.clone(), a3.clone(), a2.clone(), a1.clone()]);
-        let (page, total) = log
+        let Listed {
+            items: page,
+            counted: total,
+            ..
+        } = log
             .store_logs(
                 &store_id("s"),
+                &Filter::default(),
                 Page {
                     limit: 1,
                     offset: 1,
@@ -764,8 +774,12 @@ mod delivery_log {
             "counted through the next page only: at least 3"
         );
 
-        let (mine, total) = log
-            .integration_logs(&store_id("s"), i1, Page::default())
+        let Listed {
+            items: mine,
+            counted: total,
+            ..
+        } = log
+            .integration_logs(&store_id("s"), i1, &Filter::default(), Page::default())
             .await
             .expect("integration logs");
         assert_eq!((mine, total), (vec![a4.clone(), a2.clone(), a1.clone()], 3));
@@ -784,8 +798,12 @@ mod delivery_log {
             "a job is only readable through its own integration"
         );
 
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i1, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i1, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(total, 2, "a job is counted once, whatever its attempts");
@@ -801,10 +819,10 @@ mod delivery_log {
             "a job's state is its latest attempt's"
         );
         assert_eq!(
-            log.store_logs(&store_id("t"), Page::default())
+            log.store_logs(&store_id("t"), &Filter::default(), Page::default())
                 .await
                 .expect("t")
-                .1,
+                .counted,
             1
         );
     }
@@ -816,8 +834,12 @@ mod delivery_log {
         log.record(&[logged(attempt("s", i, j, 1, false), 0)])
             .await
             .expect("record");
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(
@@ -827,8 +849,12 @@ mod delivery_log {
         log.record(&[logged(attempt("s", i, j, 2, true), 0)])
             .await
             .expect("record");
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(total, 1);
@@ -858,8 +884,12 @@ mod delivery_log {
             .expect("record");
 
         // THEN the job reads as delivered, at its replay's first attempt
-        let (jobs, total) = log
-            .integration_jobs(&store_id("s"), i, Page::default())
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
             .await
             .expect("jobs");
         assert_eq!(total, 1);
@@ -884,8 +914,17 @@ mod delivery_log {
         let mut seen = Vec::new();
         // Counted through the next page: at least 4 from the first page, 5 after.
         for (offset, counted) in [(0, 4), (2, 5), (4, 5)] {
-            let (page, total) = log
-                .integration_jobs(&store_id("s"), i, Page { limit: 2, offset })
+            let Listed {
+                items: page,
+                counted: total,
+                ..
+            } = log
+                .integration_jobs(
+                    &store_id("s"),
+                    i,
+                    &Filter::default(),
+                    Page { limit: 2, offset },
+                )
                 .await
                 .expect("jobs");
             assert_eq!(total, counted);
@@ -910,17 +949,17 @@ mod delivery_log {
             .expect("record");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert_eq!(
-            log.integration_logs(&store_id("s"), i, Page::default())
+            log.integration_logs(&store_id("s"), i, &Filter::default(), Page::default())
                 .await
                 .expect("logs")
-                .1,
+                .counted,
             0
         );
         assert_eq!(
-            log.integration_jobs(&store_id("s"), i, Page::default())
+            log.integration_jobs(&store_id("s"), i, &Filter::default(), Page::default())
                 .await
                 .expect("jobs"),
-            (Vec::new(), 0)
+            Listed::default()
         );
     }
 
@@ -937,6 +976,7 @@ mod delivery_log {
             log.integration_logs(
                 &store_id("s"),
                 i,
+                &Filter::default(),
                 Page {
                     limit: 10,
                     offset: 55
@@ -944,7 +984,11 @@ mod delivery_log {
             )
             .await
             .expect("logs"),
-            (attempts[..5].iter().rev().cloned().collect(), 60)
+            Listed {
+                items: attempts[..5].iter().rev().cloned().collect(),
+                counted: 60,
+                reached: None
+            }
         );
     }
 }
@@ -961,10 +1005,11 @@ mod log_listing_cost {
     use aws_sdk_dynamodb::types::AttributeValue;
     use chrono::{DurationRound, TimeDelta, TimeZone, Utc};
     use futures_util::StreamExt;
-    use herald_core::attempt::{Attempt, JobStatus, LogEntry};
+    use herald_core::attempt::{Attempt, JobRecord, JobStatus, LogEntry};
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::claims::DynamoIdempotency;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::filter::{Filter, Listed, Subject, READ_BUDGET};
     use herald_core::model::StoreId;
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
@@ -1027,6 +1072,32 @@ mod log_listing_cost {
     /// ingest gives them. Returns the entries in the order they were made (oldest
     /// first) and the table.
     async fn seed(attempts: usize) -> (Vec<LogEntry>, String) {
+        seed_with(attempts, |job| Job {
+            tries: 1 + u32::from(job % 4 == 0),
+            ..Job::default()
+        })
+        .await
+    }
+
+    /// How a seeded job goes: its attempts, whether its last one fails, its event.
+    struct Job {
+        tries: u32,
+        last_fails: bool,
+        kind: &'static str,
+    }
+
+    impl Default for Job {
+        fn default() -> Self {
+            Self {
+                tries: 1,
+                last_fails: false,
+                kind: "order.paid",
+            }
+        }
+    }
+
+    /// A history as [`seed`]'s, each job `n` going as `job(n)` says.
+    async fn seed_with(attempts: usize, job_of: impl Fn(usize) -> Job) -> (Vec<LogEntry>, String) {
         let table = format!("herald-log-{}", Uuid::new_v4());
         DynamoIntegrationStore::create_table(&client(), &table)
             .await
@@ -1039,12 +1110,13 @@ mod log_listing_cost {
             let integration = integrations[job % 3];
             let enqueued_at = start + TimeDelta::milliseconds(10 * job as i64);
             let job_id = herald_core::job::job_id(&format!("evt-{job}"), integration, enqueued_at);
-            let tries = 1 + u32::from(job % 4 == 0);
+            let how = job_of(job);
+            let tries = how.tries;
             for n in 1..=tries {
                 if entries.len() == attempts {
                     break;
                 }
-                let ok = n == tries;
+                let ok = n == tries && !how.last_fails;
                 entries.push(LogEntry {
                     attempt: Attempt {
                         id: Uuid::now_v7(),
@@ -1052,7 +1124,7 @@ mod log_listing_cost {
                         integration_id: integration,
                         job_id,
                         event_id: format!("evt-{job}"),
-                        event_type: "order.paid".into(),
+                        event_type: how.kind.into(),
                         attempt: n,
                         succeeded: ok,
                         status_code: Some(if ok { 200 } else { 500 }),
@@ -1061,10 +1133,10 @@ mod log_listing_cost {
                         processing_time: 0.01,
                         created_at: enqueued_at + TimeDelta::milliseconds(5),
                     },
-                    status: if ok {
-                        JobStatus::Delivered
-                    } else {
-                        JobStatus::Retrying
+                    status: match (ok, n == tries) {
+                        (true, _) => JobStatus::Delivered,
+                        (false, true) => JobStatus::Failed,
+                        (false, false) => JobStatus::Retrying,
                     },
                     enqueued_at,
                 });
@@ -1110,12 +1182,15 @@ mod log_listing_cost {
         let job = entries[0].attempt.job_id;
         reads.take();
 
-        let (items, _) = log.store_logs(&s, page).await.expect("store logs");
+        let Listed { items, .. } = log
+            .store_logs(&s, &Filter::default(), page)
+            .await
+            .expect("store logs");
         let store_reads = reads.take();
         assert_eq!(items, newest(&entries, |_| true)[..100].to_vec());
 
-        let (items, _) = log
-            .integration_logs(&s, integration, page)
+        let Listed { items, .. } = log
+            .integration_logs(&s, integration, &Filter::default(), page)
             .await
             .expect("integration logs");
         let integration_reads = reads.take();
@@ -1124,8 +1199,12 @@ mod log_listing_cost {
             newest(&entries, |a| a.integration_id == integration)[..100].to_vec()
         );
 
-        let (jobs, _) = log
-            .integration_jobs(&s, integration, page)
+        let Listed {
+            items: jobs,
+            counted: _,
+            ..
+        } = log
+            .integration_jobs(&s, integration, &Filter::default(), page)
             .await
             .expect("jobs");
         let jobs_reads = reads.take();
@@ -1172,6 +1251,198 @@ mod log_listing_cost {
     #[tokio::test]
     async fn a_page_of_a_hundred_reads_a_few_hundred_items_of_a_hundred_thousand() {
         a_page_of_a_hundred_reads_at_most(100_000, 500).await;
+    }
+
+    fn logs(raw: &str) -> Filter {
+        Filter::parse(raw, Subject::Logs).expect("filter")
+    }
+
+    /// The newest first of the jobs of `entries` (each as its latest attempt left it)
+    /// that `keep` keeps.
+    fn newest_jobs(entries: &[LogEntry], keep: impl Fn(&JobRecord) -> bool) -> Vec<Uuid> {
+        let mut latest: HashMap<Uuid, JobRecord> = HashMap::new();
+        for e in entries {
+            latest.insert(e.attempt.job_id, e.job());
+        }
+        let mut jobs: Vec<&JobRecord> = latest.values().filter(|j| keep(j)).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse((j.enqueued_at, j.job_id)));
+        jobs.iter().map(|j| j.job_id).collect()
+    }
+
+    #[tokio::test]
+    #[allow(clippy::print_stdout)]
+    async fn a_filtered_listing_keeps_what_each_field_says_and_reads_only_the_time_range_it_asks() {
+        // GIVEN 2,500 attempts: every fourth job retried, every seventh failing at
+        // last, every fifth an order.created
+        let (entries, table) = seed_with(2_500, |job| Job {
+            tries: 1 + u32::from(job % 4 == 0),
+            last_fails: job % 7 == 0,
+            kind: if job % 5 == 0 {
+                "order.created"
+            } else {
+                "order.paid"
+            },
+        })
+        .await;
+        let (proxy, reads) = counting_proxy().await;
+        let log = log_at(&proxy.url, &table).await;
+        let s = store_id("s");
+        let page = Page {
+            limit: 100,
+            offset: 0,
+        };
+        let integration = entries[0].attempt.integration_id;
+        let start = entries[0].enqueued_at;
+        let (from, to) = (start + TimeDelta::seconds(5), start + TimeDelta::seconds(7));
+        let window = format!(
+            "ge(created_at,{}):lt(created_at,{})",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        );
+
+        // WHEN each field is filtered on THEN each listing is what the history holds
+        let failed = log
+            .store_logs(&s, &logs("eq(succeeded,false)"), page)
+            .await
+            .expect("store logs");
+        assert_eq!(failed.reached, None);
+        assert_eq!(
+            failed.items,
+            newest(&entries, |a| !a.succeeded)[..100].to_vec()
+        );
+
+        let created = log
+            .integration_logs(
+                &s,
+                integration,
+                &logs("eq(triggered_by,order.created):eq(succeeded,true)"),
+                page,
+            )
+            .await
+            .expect("integration logs");
+        let want = newest(&entries, |a| {
+            a.integration_id == integration && a.event_type == "order.created" && a.succeeded
+        });
+        assert_eq!(created.items, want[..want.len().min(100)].to_vec());
+
+        let failed_jobs = log
+            .integration_jobs(
+                &s,
+                integration,
+                &Filter::parse("eq(status,failed)", Subject::Jobs).expect("filter"),
+                page,
+            )
+            .await
+            .expect("jobs");
+        let want = newest_jobs(&entries, |j| {
+            j.integration_id == integration && j.status == JobStatus::Failed
+        });
+        assert_eq!(
+            failed_jobs
+                .items
+                .iter()
+                .map(|j| j.job_id)
+                .collect::<Vec<_>>(),
+            want[..want.len().min(100)].to_vec()
+        );
+        reads.take();
+
+        // WHEN a two-second window is listed THEN it holds the window's attempts (and
+        // jobs), and the time is a key condition: it reads about the window's pages
+        let in_window = log
+            .store_logs(&s, &logs(&window), page)
+            .await
+            .expect("window");
+        let window_reads = reads.take();
+        let want = newest(&entries, |a| a.created_at >= from && a.created_at < to);
+        assert_eq!(in_window.items, want[..100].to_vec());
+        assert_eq!(in_window.reached, None);
+        let jobs_in_window = log
+            .integration_jobs(
+                &s,
+                integration,
+                &Filter::parse(&window, Subject::Jobs).expect("filter"),
+                page,
+            )
+            .await
+            .expect("jobs window");
+        let jobs_window_reads = reads.take();
+        let want = newest_jobs(&entries, |j| {
+            j.integration_id == integration && j.enqueued_at >= from && j.enqueued_at < to
+        });
+        assert_eq!(
+            jobs_in_window
+                .items
+                .iter()
+                .map(|j| j.job_id)
+                .collect::<Vec<_>>(),
+            want[..want.len().min(100)].to_vec()
+        );
+        println!("a two-second window of 2,500 attempts read (items, queries): store {window_reads:?}, jobs {jobs_window_reads:?}");
+        assert!(window_reads.0 <= 60, "{window_reads:?}");
+        assert!(jobs_window_reads.0 <= 60, "{jobs_window_reads:?}");
+    }
+
+    #[tokio::test]
+    #[allow(clippy::print_stdout)]
+    async fn a_filtered_listing_over_a_long_history_of_successes_reads_at_most_its_budget() {
+        // GIVEN 30,000 attempts, all delivered but the ten oldest jobs'
+        let (entries, table) = seed_with(30_000, |job| Job {
+            last_fails: job < 10,
+            ..Job::default()
+        })
+        .await;
+        let (proxy, reads) = counting_proxy().await;
+        let log = log_at(&proxy.url, &table).await;
+        let s = store_id("s");
+        let page = Page {
+            limit: 100,
+            offset: 0,
+        };
+        let integration = entries[0].attempt.integration_id;
+        reads.take();
+
+        // WHEN the store's failures are listed THEN the request reads no more than
+        // the budget, finds none yet, and says how far its scan reached
+        let listed = log
+            .store_logs(&s, &logs("eq(succeeded,false)"), page)
+            .await
+            .expect("logs");
+        let (store_items, _) = reads.take();
+        assert!(store_items <= READ_BUDGET, "{store_items}");
+        assert_eq!((listed.items.len(), listed.counted), (0, 0));
+        let reached = listed.reached.expect("the scan stopped at its budget");
+        assert!(reached > entries[9].attempt.created_at, "{reached}");
+
+        // WHEN the integration's failed jobs are listed, each request carrying on
+        // where the last stopped THEN none reads more than the budget, and together
+        // they find every failed job, newest first, each once
+        let mut filter = Filter::parse("eq(status,failed)", Subject::Jobs).expect("filter");
+        let (mut found, mut requests) = (Vec::new(), Vec::new());
+        loop {
+            let listed = log
+                .integration_jobs(&s, integration, &filter, page)
+                .await
+                .expect("jobs");
+            let (items, _) = reads.take();
+            requests.push(items);
+            assert!(items <= READ_BUDGET, "{requests:?}");
+            found.extend(listed.items.into_iter().map(|j| j.job_id));
+            match listed.reached {
+                Some(reached) => filter = filter.before(reached),
+                None => break,
+            }
+            assert!(requests.len() < 40, "{requests:?}");
+        }
+        println!(
+            "the failures of 30,000 attempts: the store's listing read {store_items} items; the failed jobs' requests read {requests:?}"
+        );
+        assert!(requests.len() > 1, "{requests:?}");
+        let want = newest_jobs(&entries, |j| {
+            j.integration_id == integration && j.status == JobStatus::Failed
+        });
+        assert_eq!(found, want);
+        assert_eq!(found.len(), 4);
     }
 
     #[tokio::test]
@@ -1362,14 +1633,32 @@ mod log_listing_cost {
         let page = Page::default();
 
         // THEN every listing finds them all, newest first
-        let (all, total) = log.store_logs(&s, page).await.expect("store");
+        let Listed {
+            items: all,
+            counted: total,
+            ..
+        } = log
+            .store_logs(&s, &Filter::default(), page)
+            .await
+            .expect("store");
         assert_eq!((all, total), (newest(&entries, |_| true), 5));
-        let (mine, _) = log
-            .integration_logs(&s, i, page)
+        let Listed {
+            items: mine,
+            counted: _,
+            ..
+        } = log
+            .integration_logs(&s, i, &Filter::default(), page)
             .await
             .expect("integration");
         assert_eq!(mine, newest(&entries, |_| true));
-        let (jobs, total) = log.integration_jobs(&s, i, page).await.expect("jobs");
+        let Listed {
+            items: jobs,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&s, i, &Filter::default(), page)
+            .await
+            .expect("jobs");
         assert_eq!(total, 4);
         let first = entries[0].attempt.clone();
         assert!(
@@ -1393,8 +1682,12 @@ mod log_listing_cost {
         let mut seen = Vec::new();
         let mut totals = Vec::new();
         for offset in (0..=250).step_by(50) {
-            let (items, total) = log
-                .store_logs(&s, Page { limit: 50, offset })
+            let Listed {
+                items,
+                counted: total,
+                ..
+            } = log
+                .store_logs(&s, &Filter::default(), Page { limit: 50, offset })
                 .await
                 .expect("page");
             seen.extend(items);
@@ -1421,6 +1714,7 @@ mod log_writer {
     use herald_core::attempt::{Attempt, JobStatus, LogEntry};
     use herald_core::aws::attempt_log::DynamoDeliveryLog;
     use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::filter::{Filter, Listed};
     use herald_core::page::Page;
     use herald_core::ports::DeliveryLog;
     use uuid::Uuid;
@@ -1573,7 +1867,7 @@ mod log_writer {
         .record(&[entry("s", i)])
         .await;
         let read = log
-            .integration_logs(&store_id("s"), i, Page::default())
+            .integration_logs(&store_id("s"), i, &Filter::default(), Page::default())
             .await;
         moto_checks(&http, &url, "inf").await;
 
@@ -1581,7 +1875,11 @@ mod log_writer {
         let refused = forged.expect_err("a write signed with the wrong secret is refused");
         assert!(refused.to_string().contains("Signature"), "{refused}");
         assert!(!refused.is_retryable());
-        let (logs, total) = read.expect("read");
+        let Listed {
+            items: logs,
+            counted: total,
+            ..
+        } = read.expect("read");
         assert_eq!(total, 1, "only the signed write is in the log");
         assert_eq!(logs[0].event_id, "evt \"quoted\" \u{e9}\n");
     }

@@ -15,6 +15,7 @@ use herald_core::delivery::stomp::StompDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::{DeliverTo, TargetDeliverer};
 use herald_core::fanout::Fanout;
+use herald_core::filter::Filter;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
 use herald_core::model::{
@@ -315,20 +316,30 @@ async fn an_attempt_cut_by_the_fanout_closes_what_it_had_open_and_the_other_stor
     assert_eq!(retried, expected);
     for stuck in [&stuck_tls, &stuck_stomp] {
         let logs = log
-            .integration_logs(&stuck.store_id, stuck.id, Page::default())
+            .integration_logs(
+                &stuck.store_id,
+                stuck.id,
+                &Filter::default(),
+                Page::default(),
+            )
             .await
             .expect("logs")
-            .0;
+            .items;
         assert_eq!(logs.len(), 1, "{}", stuck.name);
         assert_eq!(
             logs[0].error_detail.as_deref(),
             Some("cut short: the attempt did not finish within 0.8 s")
         );
         let jobs = log
-            .integration_jobs(&stuck.store_id, stuck.id, Page::default())
+            .integration_jobs(
+                &stuck.store_id,
+                stuck.id,
+                &Filter::default(),
+                Page::default(),
+            )
             .await
             .expect("jobs")
-            .0;
+            .items;
         assert_eq!(jobs[0].status, JobStatus::Retrying);
     }
     for peer in [&tarpit, &flood] {

@@ -19,6 +19,7 @@ use herald_core::cache::IntegrationCache;
 use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::{DeliverTo, TargetDeliverer};
 use herald_core::fanout::Fanout;
+use herald_core::filter::Filter;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
 use herald_core::model::{Integration, RetiringSecret, Secret, StoreId, Target, WebhookConfig};
@@ -830,10 +831,10 @@ async fn a_500_then_a_200_is_delivered_on_the_second_attempt_with_one_log_per_at
     assert_eq!(logs[1].body, "down");
     let jobs = p
         .log
-        .integration_jobs(&store, i.id, Page::default())
+        .integration_jobs(&store, i.id, &Filter::default(), Page::default())
         .await
         .expect("jobs")
-        .0;
+        .items;
     assert_eq!(
         (jobs[0].status, jobs[0].attempts),
         (JobStatus::Delivered, 2)

@@ -11,6 +11,7 @@ use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
 use herald_core::config::PipelineSettings;
+use herald_core::filter::{Filter, Listed};
 use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
 use herald_core::page::Page;
 use herald_core::ports::JobSource;
@@ -95,9 +96,13 @@ async fn the_fanout_batch_file_sends_its_retryable_record_on_for_its_next_attemp
     assert_eq!(next, [(RETRY.to_owned(), 3)]);
 
     let store = StoreId::parse("default").expect("store");
-    let (logs, total) = components
+    let Listed {
+        items: logs,
+        counted: total,
+        ..
+    } = components
         .log
-        .store_logs(&store, Page::default())
+        .store_logs(&store, &Filter::default(), Page::default())
         .await
         .expect("logs");
     assert_eq!(

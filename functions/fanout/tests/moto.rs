@@ -17,6 +17,7 @@ use herald_core::cache::IntegrationCache;
 use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::TargetDeliverer;
 use herald_core::fanout::Fanout;
+use herald_core::filter::{Filter, Listed};
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
 use herald_core::net::guard::{AddressGuard, Cidr};
@@ -170,8 +171,17 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
     );
 
     let store_id = StoreId::parse("s").expect("store");
-    let (jobs, _) = log
-        .integration_jobs(&store_id, integration.id, Page::default())
+    let Listed {
+        items: jobs,
+        counted: _,
+        ..
+    } = log
+        .integration_jobs(
+            &store_id,
+            integration.id,
+            &Filter::default(),
+            Page::default(),
+        )
         .await
         .expect("jobs");
     assert_eq!((jobs[0].status, jobs[0].attempts), (JobStatus::Failed, 2));

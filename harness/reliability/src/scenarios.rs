@@ -10,6 +10,7 @@ use chrono::Utc;
 use herald_core::aws::local::{create_queues, moto_config};
 use herald_core::aws::sqs::SqsJobQueue;
 use herald_core::delivery::sqs::SqsDeliverer;
+use herald_core::filter::{Filter, Listed};
 use herald_core::ingest::EventStatus;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::StoreId;
@@ -610,10 +611,14 @@ pub async fn customer_queue_partial_failures(size: &Size) -> Result<Report, Stri
             limit: herald_core::page::MAX_LIMIT,
             offset: attempts.len(),
         };
-        let (batch, total) = pipeline
+        let Listed {
+            items: batch,
+            counted: total,
+            ..
+        } = pipeline
             .components
             .log
-            .integration_logs(&s, id, page)
+            .integration_logs(&s, id, &Filter::default(), page)
             .await
             .map_err(|e| e.to_string())?;
         let done = batch.is_empty() || attempts.len() + batch.len() >= total;
@@ -1527,8 +1532,12 @@ pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Rep
             limit: herald_core::page::MAX_LIMIT,
             offset,
         };
-        let (batch, total) = log
-            .integration_logs(&s, integration.id, page)
+        let Listed {
+            items: batch,
+            counted: total,
+            ..
+        } = log
+            .integration_logs(&s, integration.id, &Filter::default(), page)
             .await
             .map_err(|e| e.to_string())?;
         offset += batch.len();
@@ -1562,8 +1571,12 @@ pub async fn dead_endpoint_in_flight(size: &Size, kind: QueueKind) -> Result<Rep
             limit: herald_core::page::MAX_LIMIT,
             offset,
         };
-        let (batch, total) = log
-            .integration_jobs(&s, integration.id, page)
+        let Listed {
+            items: batch,
+            counted: total,
+            ..
+        } = log
+            .integration_jobs(&s, integration.id, &Filter::default(), page)
             .await
             .map_err(|e| e.to_string())?;
         offset += batch.len();

@@ -3,6 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use herald_core::filter::Subject;
 use herald_core::model::StoreId;
 use uuid::Uuid;
 
@@ -19,13 +20,14 @@ pub(crate) async fn store_logs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let page = page_of(&params)?;
-    let (items, counted) = state.log.store_logs(&store, page).await?;
-    Ok(listing(
+    let filter = filter_of(&params, Subject::Logs)?;
+    let listed = state.log.store_logs(&store, &filter, page).await?;
+    Ok(log_listing(
         &state,
         &headers,
         "/v2/integrations/logs",
-        page,
-        (items, page.bounded_total(counted)),
+        (page, &filter),
+        listed,
         |a, _| a.to_resource(),
     ))
 }
@@ -49,15 +51,19 @@ pub(crate) async fn integration_logs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let page = page_of(&params)?;
+    let filter = filter_of(&params, Subject::Logs)?;
     let id = owned_integration(&state, &store, &id).await?;
-    let (items, counted) = state.log.integration_logs(&store, id, page).await?;
+    let listed = state
+        .log
+        .integration_logs(&store, id, &filter, page)
+        .await?;
     let path = format!("/v2/integrations/{id}/logs");
-    Ok(listing(
+    Ok(log_listing(
         &state,
         &headers,
         &path,
-        page,
-        (items, page.bounded_total(counted)),
+        (page, &filter),
+        listed,
         |a, _| a.to_resource(),
     ))
 }
@@ -70,15 +76,19 @@ pub(crate) async fn integration_jobs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let page = page_of(&params)?;
+    let filter = filter_of(&params, Subject::Jobs)?;
     let id = owned_integration(&state, &store, &id).await?;
-    let (items, counted) = state.log.integration_jobs(&store, id, page).await?;
+    let listed = state
+        .log
+        .integration_jobs(&store, id, &filter, page)
+        .await?;
     let path = format!("/v2/integrations/{id}/jobs");
-    Ok(listing(
+    Ok(log_listing(
         &state,
         &headers,
         &path,
-        page,
-        (items, page.bounded_total(counted)),
+        (page, &filter),
+        listed,
         |j, _| j.to_resource(),
     ))
 }

@@ -59,6 +59,7 @@ use super::batch_write::BatchWriter;
 use super::log_page::{self, job_ms, PAGE_SPAN_MS};
 use crate::attempt::{Attempt, JobRecord, JobStatus, LogEntry};
 use crate::error::{Error, Result};
+use crate::filter::{Filter, Listed, READ_BUDGET};
 use crate::job::rfc3339_ms;
 use crate::json::json_escaped;
 use crate::model::StoreId;
@@ -132,36 +133,73 @@ impl DynamoDeliveryLog {
             .build()
     }
 
-    /// A query of the unexpired items under `key`, newest first.
-    fn query(&self, index: Option<&str>, key_attr: &str, key: &str) -> QueryFluentBuilder {
-        self.client
+    /// A query of the unexpired items under `key` whose sort keys (`sort_attr`) are in
+    /// `range` (from, to; both inclusive, either open), newest first.
+    fn query(
+        &self,
+        index: Option<&str>,
+        (key_attr, sort_attr): (&str, &str),
+        key: &str,
+        range: &(Option<String>, Option<String>),
+    ) -> QueryFluentBuilder {
+        let condition = match range {
+            (None, None) => "#k = :k",
+            (Some(_), None) => "#k = :k AND #s >= :from",
+            (None, Some(_)) => "#k = :k AND #s <= :to",
+            (Some(_), Some(_)) => "#k = :k AND #s BETWEEN :from AND :to",
+        };
+        let mut query = self
+            .client
             .query()
             .table_name(&self.table)
             .set_index_name(index.map(str::to_owned))
-            .key_condition_expression("#k = :k")
+            .key_condition_expression(condition)
             .filter_expression("expires_at > :now")
             .expression_attribute_names("#k", key_attr)
             .expression_attribute_values(":k", s(key))
             .expression_attribute_values(":now", n(epoch(Utc::now())))
-            .scan_index_forward(false)
+            .scan_index_forward(false);
+        if range.0.is_some() || range.1.is_some() {
+            query = query.expression_attribute_names("#s", sort_attr);
+        }
+        if let Some(from) = &range.0 {
+            query = query.expression_attribute_values(":from", s(from.clone()));
+        }
+        if let Some(to) = &range.1 {
+            query = query.expression_attribute_values(":to", s(to.clone()));
+        }
+        query
     }
 
     /// The entries of the newest `want` units (attempts or jobs, as `unit` says) under
-    /// `sources`, merged. Each key is read a few items at a time, and only while it may
-    /// still hold one of those units: a unit is placed once every key still open has
-    /// been read past its time. So the items read are about as many as hold the units,
-    /// plus at most one chunk per key, whatever lies beyond. Returns every entry of
-    /// the newest units (all of each job's), at most `want` units.
+    /// `sources` that `filter` keeps, merged. Each key is read a few items at a time,
+    /// and only while it may still hold one of those units: a unit is placed once every
+    /// key still open has been read past its time. So the items read are about as many
+    /// as hold the units, plus at most one chunk per key, whatever lies beyond. The
+    /// filter's times are key conditions ([`Shape::range`]); a filtered listing reads
+    /// at most [`READ_BUDGET`] items, and when it stops there returns only the units it
+    /// placed, and the time (ms) it reached: every unit newer was looked at. Returns
+    /// every entry of the kept units (all of each job's), at most `want` units.
     async fn merged(
         &self,
         mut sources: Vec<Source>,
         unit: Unit,
         want: usize,
-    ) -> Result<Vec<LogEntry>> {
+        filter: &Filter,
+    ) -> Result<(Vec<LogEntry>, Option<i64>)> {
         let mut entries: Vec<LogEntry> = Vec::new();
         let (mut items_read, mut queries) = (0usize, 0usize);
+        let budget = (!filter.is_empty()).then_some(READ_BUDGET);
+        let since = filter.since.map(|t| t.timestamp_millis());
+        let mut reached = None;
         loop {
-            let units = unit.newest_first(&entries);
+            // A key read past the filter's start holds nothing more it keeps.
+            for src in &mut sources {
+                if let (Some(b), Some(since)) = (src.bound, since) {
+                    src.done |= b < since;
+                }
+            }
+            let units = unit.newest_first(&entries, filter);
             // No unit still unread is newer than the frontier.
             let frontier = sources
                 .iter()
@@ -175,9 +213,22 @@ impl DynamoDeliveryLog {
             if placed >= want || frontier.is_none() {
                 break;
             }
+            let left = budget.map(|b| b.saturating_sub(items_read));
+            if let (Some(0), Some(f)) = (left, frontier) {
+                // The budget is spent: what is placed is answered, and where it stopped
+                // (every unit after it has been looked at).
+                reached = Some(f.saturating_add(1));
+                let placed: std::collections::HashSet<Uuid> = units
+                    .iter()
+                    .take_while(|(t, _)| *t > f)
+                    .map(|(_, id)| *id)
+                    .collect();
+                entries.retain(|e| placed.contains(&unit.key(e).1));
+                break;
+            }
             // Only keys that may still hold one of the newest `want` are read on.
             let cutoff = units.get(want.saturating_sub(1)).map(|(t, _)| *t);
-            let open: Vec<usize> = sources
+            let mut open: Vec<usize> = sources
                 .iter()
                 .enumerate()
                 .filter(|(_, src)| !src.done)
@@ -187,12 +238,24 @@ impl DynamoDeliveryLog {
                 })
                 .map(|(i, _)| i)
                 .collect();
+            if let Some(left) = left {
+                // Within the budget: the keys furthest behind (never read first), at
+                // least an item each.
+                open.sort_by_key(|&i| std::cmp::Reverse(sources[i].bound.unwrap_or(i64::MAX)));
+                open.truncate(left);
+            }
             let share = (want - placed).div_ceil(open.len().max(1));
+            let per_key = left.map_or(usize::MAX, |l| (l / open.len().max(1)).max(1));
             let reads = open.iter().map(|&i| {
                 let src = &sources[i];
-                let limit = src.shape.chunk(share);
+                let limit = src.shape.chunk(share).min(per_key);
                 let query = self
-                    .query(src.index, src.key_attr, &src.key)
+                    .query(
+                        src.index,
+                        (src.key_attr, src.sort_attr),
+                        &src.key,
+                        &src.shape.range(filter),
+                    )
                     .limit(i32::try_from(limit).unwrap_or(i32::MAX))
                     .set_exclusive_start_key(src.start.clone());
                 async move { (i, query.send().await) }
@@ -214,35 +277,52 @@ impl DynamoDeliveryLog {
                     _ => src.done = true,
                 }
                 for item in out.items.unwrap_or_default() {
-                    entries.extend(src.shape.entries(&item)?);
+                    let read = src.shape.entries(&item)?.into_iter();
+                    // An attempt the filter drops is dropped now; a job's entries wait
+                    // until its latest is known.
+                    match unit {
+                        Unit::Attempt => {
+                            entries.extend(read.filter(|e| filter.keeps_attempt(&e.attempt)));
+                        }
+                        Unit::Job => entries.extend(read),
+                    }
                 }
             }
         }
-        let keep: std::collections::HashSet<(i64, Uuid)> =
-            unit.newest_first(&entries).into_iter().take(want).collect();
+        let keep: std::collections::HashSet<(i64, Uuid)> = unit
+            .newest_first(&entries, filter)
+            .into_iter()
+            .take(want)
+            .collect();
         entries.retain(|e| keep.contains(&unit.key(e)));
         tracing::debug!(
             keys = sources.len(),
             queries,
             items_read,
             entries = entries.len(),
+            budget_spent = reached.is_some(),
             "a delivery log listing"
         );
-        Ok(entries)
+        Ok((entries, reached))
     }
 
     /// A page of the attempts under `sources`, newest first, and their number counted
     /// up to [`Page::count_cap`].
-    async fn attempts(&self, sources: Vec<Source>, page: Page) -> Result<(Vec<Attempt>, usize)> {
-        let mut entries = self
-            .merged(sources, Unit::Attempt, page.count_cap())
+    async fn attempts(
+        &self,
+        sources: Vec<Source>,
+        filter: &Filter,
+        page: Page,
+    ) -> Result<Listed<Attempt>> {
+        let (mut entries, reached) = self
+            .merged(sources, Unit::Attempt, page.count_cap(), filter)
             .await?;
         entries.sort_unstable_by_key(|e| std::cmp::Reverse(Unit::Attempt.key(e)));
-        let total = entries.len();
-        Ok((
-            page.slice(entries).into_iter().map(|e| e.attempt).collect(),
-            total,
-        ))
+        Ok(Listed {
+            counted: entries.len(),
+            items: page.slice(entries).into_iter().map(|e| e.attempt).collect(),
+            reached: reached.and_then(DateTime::from_timestamp_millis),
+        })
     }
 
     /// The item of a page of attempts, in DynamoDB's JSON.
@@ -376,6 +456,12 @@ const SHARD_NAMES: [&str; LOG_SHARDS] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
 ];
 
+/// The attempts of one page were all made within this long of each other: a page
+/// holds one `record` call's, which the fan-out makes once a batch, within one
+/// invocation, and a Lambda function runs 15 minutes at most
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html>).
+const PAGE_ATTEMPTS_SPREAD_MS: i64 = 15 * 60 * 1000;
+
 /// The most items one query of a listing asks for.
 const MAX_CHUNK: usize = 1_000;
 
@@ -426,9 +512,30 @@ impl Unit {
         }
     }
 
-    /// The units of `entries`, each once, newest first.
-    fn newest_first(self, entries: &[LogEntry]) -> Vec<(i64, Uuid)> {
-        let mut units: Vec<(i64, Uuid)> = entries.iter().map(|e| self.key(e)).collect();
+    /// The units of `entries` that `filter` keeps, each once, newest first: an
+    /// attempt by itself, a job as it stands after its latest attempt.
+    fn newest_first(self, entries: &[LogEntry], filter: &Filter) -> Vec<(i64, Uuid)> {
+        let mut units: Vec<(i64, Uuid)> = match self {
+            Self::Attempt => entries
+                .iter()
+                .filter(|e| filter.keeps_attempt(&e.attempt))
+                .map(|e| self.key(e))
+                .collect(),
+            Self::Job => {
+                let mut latest: HashMap<Uuid, &LogEntry> = HashMap::new();
+                for e in entries {
+                    let held = latest.entry(e.attempt.job_id).or_insert(e);
+                    if Self::Attempt.key(e) > Self::Attempt.key(held) {
+                        *held = e;
+                    }
+                }
+                latest
+                    .into_values()
+                    .filter(|e| filter.keeps_job(&e.job()))
+                    .map(|e| self.key(e))
+                    .collect()
+            }
+        };
         units.sort_unstable_by(|a, b| b.cmp(a));
         units.dedup();
         units
@@ -468,6 +575,30 @@ impl Shape {
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.timestamp_millis()),
         }
+    }
+
+    /// The sort keys (from, to; inclusive) under which the units in `filter`'s time
+    /// range lie. A page's key time is at least each of its units' (its newest
+    /// attempt's, its last job's), so a page older than the start holds none. Going
+    /// the other way, a page's jobs lie within [`PAGE_SPAN_MS`] of its key and its
+    /// attempts within [`PAGE_ATTEMPTS_SPREAD_MS`], so pages are read that far past
+    /// the end. Items of earlier builds are read whole (their keys are done once read
+    /// past the start).
+    fn range(self, filter: &Filter) -> (Option<String>, Option<String>) {
+        let spread = match self {
+            Self::PagesByAttempt => PAGE_ATTEMPTS_SPREAD_MS,
+            Self::PagesByJob => PAGE_SPAN_MS,
+            Self::ItemsByAttempt | Self::ItemsByJob => return (None, None),
+        };
+        let from = filter
+            .since
+            .map(|t| format!("{:013}", t.timestamp_millis().max(0)));
+        // The newest ms a kept unit can have is the one before the end's (rounded up).
+        let to = filter.until.map(|t| {
+            let ms = t.timestamp_millis() + i64::from(t.timestamp_subsec_nanos() % 1_000_000 != 0);
+            format!("{:013}#~", (ms - 1 + spread).max(0))
+        });
+        (from, to)
     }
 
     /// Items to ask a key for when it should give `units` more.
@@ -699,7 +830,12 @@ impl DeliveryLog for DynamoDeliveryLog {
         }
     }
 
-    async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
+    async fn store_logs(
+        &self,
+        store: &StoreId,
+        filter: &Filter,
+        page: Page,
+    ) -> Result<Listed<Attempt>> {
         let gsi1 = (Some("gsi1"), ("gsi1pk", "gsi1sk"));
         let mut sources = Source::all(
             gsi1.0,
@@ -713,15 +849,16 @@ impl DeliveryLog for DynamoDeliveryLog {
             Shape::ItemsByAttempt,
             sharded(format!("LOGS#{store}")),
         ));
-        self.attempts(sources, page).await
+        self.attempts(sources, filter, page).await
     }
 
     async fn integration_logs(
         &self,
         store: &StoreId,
         integration: Uuid,
+        filter: &Filter,
         page: Page,
-    ) -> Result<(Vec<Attempt>, usize)> {
+    ) -> Result<Listed<Attempt>> {
         let mut sources = Source::all(
             Some("gsi3"),
             ("gsi3pk", "gsi3sk"),
@@ -734,15 +871,16 @@ impl DeliveryLog for DynamoDeliveryLog {
             Shape::ItemsByAttempt,
             sharded(format!("LOGS#{store}#{integration}")),
         ));
-        self.attempts(sources, page).await
+        self.attempts(sources, filter, page).await
     }
 
     async fn integration_jobs(
         &self,
         store: &StoreId,
         integration: Uuid,
+        filter: &Filter,
         page: Page,
-    ) -> Result<(Vec<JobRecord>, usize)> {
+    ) -> Result<Listed<JobRecord>> {
         let mut sources = Source::all(
             None,
             ("pk", "sk"),
@@ -755,7 +893,9 @@ impl DeliveryLog for DynamoDeliveryLog {
             Shape::ItemsByJob,
             sharded(format!("JOBS#{store}#{integration}")),
         ));
-        let entries = self.merged(sources, Unit::Job, page.count_cap()).await?;
+        let (entries, reached) = self
+            .merged(sources, Unit::Job, page.count_cap(), filter)
+            .await?;
         // A job's state is its newest attempt's (by time: a replay numbers its
         // attempts from 1 again).
         let mut latest: HashMap<Uuid, &LogEntry> = HashMap::new();
@@ -770,11 +910,11 @@ impl DeliveryLog for DynamoDeliveryLog {
         }
         let mut jobs: Vec<&LogEntry> = latest.into_values().collect();
         jobs.sort_unstable_by_key(|e| std::cmp::Reverse(Unit::Job.key(e)));
-        let total = jobs.len();
-        Ok((
-            page.slice(jobs).into_iter().map(LogEntry::job).collect(),
-            total,
-        ))
+        Ok(Listed {
+            counted: jobs.len(),
+            items: page.slice(jobs).into_iter().map(LogEntry::job).collect(),
+            reached: reached.and_then(DateTime::from_timestamp_millis),
+        })
     }
 
     async fn job_logs(
@@ -789,7 +929,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             // GSI2. The job id is derived from the integration id, so the job's
             // partition holds only this integration's attempts; the filter below is a
             // second lock.
-            let (attempts, total) = self
+            let listed = self
                 .attempts(
                     Source::all(
                         Some("gsi2"),
@@ -797,9 +937,11 @@ impl DeliveryLog for DynamoDeliveryLog {
                         Shape::ItemsByAttempt,
                         vec![format!("JOBLOGS#{store}#{job}")],
                     ),
+                    &Filter::default(),
                     page,
                 )
                 .await?;
+            let (attempts, total) = (listed.items, listed.counted);
             if attempts.iter().any(|a| a.integration_id != integration) {
                 return Ok((Vec::new(), 0));
             }

@@ -9,6 +9,7 @@ use chrono::Utc;
 
 use super::*;
 use crate::attempt::{Attempt, JobRecord};
+use crate::filter::{Filter, Listed};
 use crate::memory::{MemoryDeliveryLog, MemoryQueue};
 use crate::model::Integration;
 use crate::page::Page;
@@ -145,10 +146,10 @@ async fn a_panicking_record_fails_alone() {
     );
     let logs = w
         .log
-        .store_logs(&store("s"), Page::default())
+        .store_logs(&store("s"), &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs.len(), 1, "the delivered sibling is recorded");
     assert!(logs[0].succeeded);
 }
@@ -172,9 +173,13 @@ async fn malformed_deleted_disabled_and_refused_jobs_are_acknowledged_not_retrie
     )
     .await;
     assert!(w.fanout.process(records, None).await.is_empty());
-    let (logs, total) = w
+    let Listed {
+        items: logs,
+        counted: total,
+        ..
+    } = w
         .log
-        .store_logs(&store("s"), Page::default())
+        .store_logs(&store("s"), &Filter::default(), Page::default())
         .await
         .expect("logs");
     assert_eq!(total, 3, "disabled, refused and deleted are recorded");
@@ -286,10 +291,10 @@ async fn a_retried_job_is_acknowledged_and_sent_again_delayed_for_its_next_attem
         .expect("receive")
         .is_empty());
     let jobs = log
-        .integration_jobs(&store("s"), fail.id, Page::default())
+        .integration_jobs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("jobs")
-        .0;
+        .items;
     assert_eq!(
         (jobs[0].status, jobs[0].attempts, jobs[0].last_status_code),
         (JobStatus::Retrying, 1, Some(500))
@@ -346,17 +351,21 @@ async fn after_its_last_attempt_the_fanout_moves_the_job_to_the_dlq_itself() {
         queue.batches().iter().map(|b| b.dead).collect::<Vec<_>>(),
         [false, true]
     );
-    let (logs, total) = log
-        .integration_logs(&store("s"), fail.id, Page::default())
+    let Listed {
+        items: logs,
+        counted: total,
+        ..
+    } = log
+        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("logs");
     assert_eq!(total, 2, "one log per attempt");
     assert_eq!((logs[0].attempt, logs[1].attempt), (2, 1), "newest first");
     let jobs = log
-        .integration_jobs(&store("s"), fail.id, Page::default())
+        .integration_jobs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("jobs")
-        .0;
+        .items;
     assert_eq!((jobs[0].status, jobs[0].attempts), (JobStatus::Failed, 2));
 }
 
@@ -415,10 +424,10 @@ async fn a_job_received_again_after_a_crash_makes_the_same_attempt_not_the_next(
 
     // THEN it was attempt 2, and the job goes on to attempt 3
     let logs = log
-        .integration_logs(&store("s"), fail.id, Page::default())
+        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs.iter().map(|l| l.attempt).collect::<Vec<_>>(), [2]);
     assert_eq!(
         jobs_in(&queue.inner)
@@ -446,10 +455,10 @@ async fn a_body_without_an_attempt_is_attempt_one_and_its_budget_runs_from_its_m
 
     // THEN it was attempt 1, and attempt 2 counts its budget from that message
     let logs = log
-        .integration_logs(&store("s"), fail.id, Page::default())
+        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs[0].attempt, 1);
     let next = jobs_in(&queue.inner);
     assert_eq!(
@@ -504,10 +513,10 @@ async fn a_wait_longer_than_one_delay_is_several_sends_without_an_attempt() {
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].delays, [crate::queue::MAX_DELAY]);
     let total = log
-        .integration_logs(&store("s"), fail.id, Page::default())
+        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .1;
+        .counted;
     assert_eq!(total, 1, "only attempt 1 is in the log");
     let jobs = jobs_in(&queue.inner);
     assert_eq!(jobs.len(), 2);
@@ -527,10 +536,10 @@ async fn a_wait_longer_than_one_delay_is_several_sends_without_an_attempt() {
 
     // THEN attempt 2 is made (and, the last, dead-letters the job)
     let logs = log
-        .integration_logs(&store("s"), fail.id, Page::default())
+        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs.iter().map(|l| l.attempt).collect::<Vec<_>>(), [2, 1]);
     assert_eq!(queue.inner.dead_letters().len(), 1);
 }
@@ -582,10 +591,10 @@ async fn an_attempt_still_running_as_the_invocation_ends_is_cut_recorded_and_ret
     assert!(Instant::now() < deadline, "answered before the deadline");
     let logs = w
         .log
-        .integration_logs(&store("s"), slow.id, Page::default())
+        .integration_logs(&store("s"), slow.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs.len(), 1, "the cut attempt is in the log");
     assert!(!logs[0].succeeded);
     assert_eq!(
@@ -594,10 +603,10 @@ async fn an_attempt_still_running_as_the_invocation_ends_is_cut_recorded_and_ret
     );
     let jobs = w
         .log
-        .integration_jobs(&store("s"), slow.id, Page::default())
+        .integration_jobs(&store("s"), slow.id, &Filter::default(), Page::default())
         .await
         .expect("jobs")
-        .0;
+        .items;
     assert_eq!(jobs[0].status, JobStatus::Retrying);
     let retried: Vec<DeliveryJob> = w
         .queue
@@ -637,10 +646,10 @@ async fn an_attempt_past_the_attempt_limit_is_cut_even_without_an_invocation_dea
     );
     assert_eq!(queue.len(), 2, "the received message and its retry");
     let logs = log
-        .integration_logs(&store("s"), slow.id, Page::default())
+        .integration_logs(&store("s"), slow.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(
         logs[0].error_detail.as_deref(),
         Some("cut short: the attempt did not finish within 5 s")
@@ -781,25 +790,28 @@ impl DeliveryLog for StuckLog {
     async fn store_logs(
         &self,
         _: &StoreId,
+        _: &Filter,
         _: Page,
-    ) -> crate::error::Result<(Vec<Attempt>, usize)> {
-        Ok((Vec::new(), 0))
+    ) -> crate::error::Result<Listed<Attempt>> {
+        Ok(Listed::default())
     }
     async fn integration_logs(
         &self,
         _: &StoreId,
         _: Uuid,
+        _: &Filter,
         _: Page,
-    ) -> crate::error::Result<(Vec<Attempt>, usize)> {
-        Ok((Vec::new(), 0))
+    ) -> crate::error::Result<Listed<Attempt>> {
+        Ok(Listed::default())
     }
     async fn integration_jobs(
         &self,
         _: &StoreId,
         _: Uuid,
+        _: &Filter,
         _: Page,
-    ) -> crate::error::Result<(Vec<JobRecord>, usize)> {
-        Ok((Vec::new(), 0))
+    ) -> crate::error::Result<Listed<JobRecord>> {
+        Ok(Listed::default())
     }
     async fn job_logs(
         &self,
@@ -1239,10 +1251,10 @@ async fn jobs_over_the_rate_wait_for_their_send_times_without_an_attempt_or_a_lo
     // at least a second before its send time (in whole seconds, as SQS delays): still
     // attempt 1, carrying that time, and not in the log
     let logs = log
-        .integration_logs(&store("s"), one.id, Page::default())
+        .integration_logs(&store("s"), one.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs.len(), 4);
     assert!(logs.iter().all(|a| a.succeeded && a.attempt == 1));
     let sent = queue.batches();
@@ -1292,10 +1304,10 @@ async fn a_job_back_for_its_send_time_is_delivered_without_reserving_another() {
 
     // THEN it is delivered, and the bucket was not asked: its next send time is now
     let total = log
-        .integration_logs(&store("s"), one.id, Page::default())
+        .integration_logs(&store("s"), one.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .1;
+        .counted;
     assert_eq!(total, 1);
     let before = Utc::now();
     let next = limiter
@@ -1333,10 +1345,10 @@ async fn a_job_back_too_late_for_its_send_time_reserves_again_at_the_end_of_the_
 
     // THEN it is not delivered late: it waits for the send time after the ten taken
     let total = log
-        .integration_logs(&store("s"), one.id, Page::default())
+        .integration_logs(&store("s"), one.id, &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .1;
+        .counted;
     assert_eq!(total, 0);
     let waiting = jobs_in(&queue.inner);
     assert_eq!(waiting.len(), 1);
@@ -1401,10 +1413,10 @@ async fn one_reservation_serves_a_batchs_jobs_of_an_integration_and_a_contended_
     // and the three were sent back to wait one to three seconds, without an attempt
     assert_eq!(*answering.asked.lock().expect("asked"), [(one.id, 5, 3)]);
     let logs = log
-        .store_logs(&store("s"), Page::default())
+        .store_logs(&store("s"), &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .0;
+        .items;
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].integration_id, free.id);
     let delays = queue.batches()[0].delays.clone();
@@ -1435,10 +1447,10 @@ async fn a_bucket_that_cannot_be_reached_leaves_its_jobs_on_the_queue_as_they_ar
     let id = records[0].message_id.clone();
     assert_eq!(run(&fanout, &queue.inner, records).await, vec![id]);
     let total = log
-        .store_logs(&store("s"), Page::default())
+        .store_logs(&store("s"), &Filter::default(), Page::default())
         .await
         .expect("logs")
-        .1;
+        .counted;
     assert_eq!(total, 0);
     assert!(queue.batches().is_empty());
 }

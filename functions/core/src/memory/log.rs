@@ -4,11 +4,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::lock;
 use crate::attempt::{Attempt, JobRecord, LogEntry};
 use crate::error::Result;
+use crate::filter::{Filter, Listed, READ_BUDGET};
 use crate::model::StoreId;
 use crate::page::Page;
 use crate::ports::DeliveryLog;
@@ -36,17 +38,67 @@ impl MemoryDeliveryLog {
         }
     }
 
-    /// The page, and the total counted as far as the DynamoDB log counts it
-    /// ([`Page::count_cap`]), so both adapters answer alike.
-    fn page_of<T: Clone>(items: Vec<T>, page: Page) -> (Vec<T>, usize) {
-        let total = items.len().min(page.count_cap());
-        (page.slice(items), total)
-    }
-
-    fn attempts_where(&self, keep: impl Fn(&Attempt) -> bool, page: Page) -> (Vec<Attempt>, usize) {
+    fn attempts_where(
+        &self,
+        keep: impl Fn(&Attempt) -> bool,
+        filter: &Filter,
+        page: Page,
+    ) -> Listed<Attempt> {
         let state = lock(&self.state);
-        let items: Vec<Attempt> = state.0.iter().rev().filter(|a| keep(a)).cloned().collect();
-        Self::page_of(items, page)
+        let mut items: Vec<Attempt> = state
+            .0
+            .iter()
+            .filter(|a| keep(a) && filter.in_range(a.created_at))
+            .cloned()
+            .collect();
+        items.sort_unstable_by_key(|a| std::cmp::Reverse((a.created_at, a.id)));
+        listed(
+            items,
+            |a| a.created_at,
+            |a| filter.keeps_attempt(a),
+            filter,
+            page,
+        )
+    }
+}
+
+/// Attempts (or jobs) a filtered listing looks at, at most: as many as the
+/// [`READ_BUDGET`]'s items of the DynamoDB log hold, so that both adapters answer
+/// alike.
+const SCAN_BUDGET: usize = READ_BUDGET * 100;
+
+/// The page of `candidates` (newest first, in the filter's time range) that `keeps`,
+/// counted as far as the DynamoDB log counts ([`Page::count_cap`]); a filtered listing
+/// looks at [`SCAN_BUDGET`] candidates at most, and says where it stopped.
+fn listed<T>(
+    candidates: Vec<T>,
+    time: impl Fn(&T) -> DateTime<Utc>,
+    keeps: impl Fn(&T) -> bool,
+    filter: &Filter,
+    page: Page,
+) -> Listed<T> {
+    let cap = page.count_cap();
+    let mut kept = Vec::new();
+    let mut reached = None;
+    for (seen, candidate) in candidates.into_iter().enumerate() {
+        if kept.len() >= cap {
+            break;
+        }
+        if seen >= SCAN_BUDGET && !filter.is_empty() {
+            // Every candidate newer than this one was looked at.
+            let at = time(&candidate) + Duration::nanoseconds(1);
+            kept.retain(|k| time(k) >= at);
+            reached = Some(at);
+            break;
+        }
+        if keeps(&candidate) {
+            kept.push(candidate);
+        }
+    }
+    Listed {
+        counted: kept.len(),
+        items: page.slice(kept),
+        reached,
     }
 }
 
@@ -72,18 +124,25 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(())
     }
 
-    async fn store_logs(&self, store: &StoreId, page: Page) -> Result<(Vec<Attempt>, usize)> {
-        Ok(self.attempts_where(|a| a.store_id == store.as_str(), page))
+    async fn store_logs(
+        &self,
+        store: &StoreId,
+        filter: &Filter,
+        page: Page,
+    ) -> Result<Listed<Attempt>> {
+        Ok(self.attempts_where(|a| a.store_id == store.as_str(), filter, page))
     }
 
     async fn integration_logs(
         &self,
         store: &StoreId,
         integration: Uuid,
+        filter: &Filter,
         page: Page,
-    ) -> Result<(Vec<Attempt>, usize)> {
+    ) -> Result<Listed<Attempt>> {
         Ok(self.attempts_where(
             |a| a.store_id == store.as_str() && a.integration_id == integration,
+            filter,
             page,
         ))
     }
@@ -92,13 +151,15 @@ impl DeliveryLog for MemoryDeliveryLog {
         &self,
         store: &StoreId,
         integration: Uuid,
+        filter: &Filter,
         page: Page,
-    ) -> Result<(Vec<JobRecord>, usize)> {
+    ) -> Result<Listed<JobRecord>> {
         let state = lock(&self.state);
         let mut jobs: Vec<JobRecord> = state
             .1
             .values()
             .filter(|j| j.store_id == store.as_str() && j.integration_id == integration)
+            .filter(|j| filter.in_range(j.enqueued_at))
             .cloned()
             .collect();
         jobs.sort_by(|a, b| {
@@ -106,7 +167,13 @@ impl DeliveryLog for MemoryDeliveryLog {
                 .cmp(&a.enqueued_at)
                 .then(b.job_id.cmp(&a.job_id))
         });
-        Ok(Self::page_of(jobs, page))
+        Ok(listed(
+            jobs,
+            |j| j.enqueued_at,
+            |j| filter.keeps_job(j),
+            filter,
+            page,
+        ))
     }
 
     async fn job_logs(
@@ -116,9 +183,218 @@ impl DeliveryLog for MemoryDeliveryLog {
         job: Uuid,
         page: Page,
     ) -> Result<(Vec<Attempt>, usize)> {
-        Ok(self.attempts_where(
+        let all = self.attempts_where(
             |a| a.store_id == store.as_str() && a.integration_id == integration && a.job_id == job,
+            &Filter::default(),
             page,
-        ))
+        );
+        Ok((all.items, all.counted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::attempt::JobStatus;
+    use crate::filter::Subject;
+
+    const I: Uuid = Uuid::from_u128(7);
+
+    fn store() -> StoreId {
+        StoreId::parse("s").expect("store")
+    }
+
+    /// Job `job`'s attempt made `ms` after the epoch, the job queued at `queued` ms.
+    fn entry(job: u128, ms: i64, queued: i64, kind: &str, status: JobStatus) -> LogEntry {
+        LogEntry {
+            attempt: Attempt {
+                id: Uuid::from_u128(u128::try_from(ms).expect("ms") << 64 | job),
+                store_id: "s".into(),
+                integration_id: I,
+                job_id: Uuid::from_u128(job),
+                event_id: format!("e{job}"),
+                event_type: kind.into(),
+                attempt: 1,
+                succeeded: status == JobStatus::Delivered,
+                status_code: None,
+                body: String::new(),
+                error_detail: None,
+                processing_time: 0.1,
+                created_at: Utc.timestamp_millis_opt(ms).unwrap(),
+            },
+            status,
+            enqueued_at: Utc.timestamp_millis_opt(queued).unwrap(),
+        }
+    }
+
+    fn logs(raw: &str) -> Filter {
+        Filter::parse(raw, Subject::Logs).expect("filter")
+    }
+
+    #[tokio::test]
+    async fn a_filtered_log_listing_keeps_the_attempts_every_part_keeps_newest_first() {
+        let log = MemoryDeliveryLog::default();
+        use JobStatus::{Delivered as Ok_, Retrying as No};
+        log.record(&[
+            entry(1, 1_000, 1_000, "order.paid", No),
+            entry(2, 2_000, 2_000, "order.paid", Ok_),
+            entry(3, 3_000, 3_000, "order.created", No),
+            entry(4, 4_000, 4_000, "order.paid", No),
+            entry(5, 5_000, 5_000, "order.paid", No),
+        ])
+        .await
+        .expect("record");
+        let jobs = |l: &Listed<Attempt>| {
+            l.items
+                .iter()
+                .map(|a| a.job_id.as_u128())
+                .collect::<Vec<_>>()
+        };
+
+        let failed = log
+            .store_logs(&store(), &logs("eq(succeeded,false)"), Page::default())
+            .await
+            .expect("list");
+        assert_eq!(
+            (jobs(&failed), failed.counted, failed.reached),
+            (vec![5, 4, 3, 1], 4, None)
+        );
+
+        let paid_failures_in_range = log
+            .integration_logs(
+                &store(),
+                I,
+                &logs("eq(succeeded,false):eq(triggered_by,order.paid):ge(created_at,1970-01-01T00:00:01Z):lt(created_at,1970-01-01T00:00:05Z)"),
+                Page::default(),
+            )
+            .await
+            .expect("list");
+        assert_eq!(jobs(&paid_failures_in_range), vec![4, 1]);
+
+        let after = log
+            .store_logs(
+                &store(),
+                &logs("gt(created_at,1970-01-01T00:00:04Z)"),
+                Page::default(),
+            )
+            .await
+            .expect("list");
+        assert_eq!(jobs(&after), vec![5]);
+        let through = log
+            .store_logs(
+                &store(),
+                &logs("le(created_at,1970-01-01T00:00:02Z)"),
+                Page::default(),
+            )
+            .await
+            .expect("list");
+        assert_eq!(jobs(&through), vec![2, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_jobs_listing_filters_on_each_jobs_state_after_its_latest_attempt() {
+        let log = MemoryDeliveryLog::default();
+        // Job 1 failed and was then delivered; job 2 retried and then failed.
+        log.record(&[
+            entry(1, 1_000, 900, "order.paid", JobStatus::Failed),
+            entry(2, 2_000, 1_900, "order.paid", JobStatus::Retrying),
+            entry(3, 2_500, 2_400, "order.created", JobStatus::Failed),
+        ])
+        .await
+        .expect("record");
+        log.record(&[
+            entry(1, 3_000, 900, "order.paid", JobStatus::Delivered),
+            entry(2, 4_000, 1_900, "order.paid", JobStatus::Failed),
+        ])
+        .await
+        .expect("record");
+        let list = |raw: &'static str| {
+            let log = &log;
+            async move {
+                let f = Filter::parse(raw, Subject::Jobs).expect("filter");
+                let l = log
+                    .integration_jobs(&store(), I, &f, Page::default())
+                    .await
+                    .expect("jobs");
+                l.items
+                    .iter()
+                    .map(|j| j.job_id.as_u128())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(list("eq(status,failed)").await, vec![3, 2]);
+        assert_eq!(
+            list("eq(status,failed):eq(triggered_by,order.paid)").await,
+            vec![2]
+        );
+        // A job's created_at is when it was queued.
+        assert_eq!(
+            list("lt(created_at,1970-01-01T00:00:01.900Z)").await,
+            vec![1]
+        );
+        assert_eq!(
+            list("ge(created_at,1970-01-01T00:00:01.900Z)").await,
+            vec![3, 2]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_filtered_listing_stops_at_its_budget_and_says_where_to_carry_on() {
+        let log = MemoryDeliveryLog::default();
+        // GIVEN one failure older than more successes than the budget looks at
+        let mut entries = vec![entry(0, 1, 1, "order.paid", JobStatus::Retrying)];
+        let n = i64::try_from(SCAN_BUDGET).expect("budget") + 10;
+        entries.extend((1..=n).map(|ms| {
+            entry(
+                ms as u128,
+                10 + ms,
+                10 + ms,
+                "order.paid",
+                JobStatus::Delivered,
+            )
+        }));
+        log.record(&entries).await.expect("record");
+        // WHEN the failures are listed THEN none is found before the budget ends, and
+        // the scan says it reached the newest attempt it did not look at
+        let failures = logs("eq(succeeded,false)");
+        let first = log
+            .store_logs(&store(), &failures, Page::default())
+            .await
+            .expect("list");
+        let unseen = Utc
+            .timestamp_millis_opt(10 + n - i64::try_from(SCAN_BUDGET).expect("budget"))
+            .unwrap();
+        assert_eq!(
+            (first.items.len(), first.counted, first.reached),
+            (0, 0, Some(unseen + Duration::nanoseconds(1)))
+        );
+        // AND carrying on before that time finds the failure
+        let next = log
+            .store_logs(
+                &store(),
+                &failures.before(first.reached.expect("reached")),
+                Page::default(),
+            )
+            .await
+            .expect("list");
+        assert_eq!(
+            (
+                next.items
+                    .iter()
+                    .map(|a| a.job_id.as_u128())
+                    .collect::<Vec<_>>(),
+                next.counted,
+                next.reached
+            ),
+            (vec![0], 1, None)
+        );
+        // AND an unfiltered listing has no budget
+        let all = log
+            .store_logs(&store(), &Filter::default(), Page::default())
+            .await
+            .expect("list");
+        assert_eq!((all.counted, all.reached), (200, None));
     }
 }
