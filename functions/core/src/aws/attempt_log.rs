@@ -949,41 +949,33 @@ impl DeliveryLog for DynamoDeliveryLog {
         };
         // The pages whose last job was queued in the span after this one, in each
         // shard of the integration: every page that can hold its attempts.
-        let (from, to) = (
-            format!("{queued:013}"),
-            format!("{:013}#~", queued + PAGE_SPAN_MS),
+        let range = (
+            Some(format!("{queued:013}")),
+            Some(format!("{:013}#~", queued + PAGE_SPAN_MS)),
         );
         let reads = Self::page_keys(&format!("LOGP#{store}#{integration}"))
             .into_iter()
             .map(|key| {
-                self.client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :k AND sk BETWEEN :from AND :to")
-                    .filter_expression("expires_at > :now")
-                    .expression_attribute_values(":k", s(key))
-                    .expression_attribute_values(":from", s(from.clone()))
-                    .expression_attribute_values(":to", s(to.clone()))
-                    .expression_attribute_values(":now", n(epoch(Utc::now())))
+                self.query(None, ("pk", "sk"), &key, &range)
                     .into_paginator()
                     .items()
                     .send()
                     .collect::<Vec<_>>()
             });
-        let mut attempts = Vec::new();
+        let mut entries = Vec::new();
         for items in futures_util::future::join_all(reads).await {
             for item in items {
                 let item = item.map_err(|e| backend_error(SERVICE, e))?;
-                attempts.extend(
+                entries.extend(
                     page_entries(&item)?
                         .into_iter()
-                        .filter(|e| e.attempt.job_id == job)
-                        .map(|e| e.attempt),
+                        .filter(|e| e.attempt.job_id == job),
                 );
             }
         }
-        attempts.sort_unstable_by_key(|a| std::cmp::Reverse((a.created_at, a.id)));
-        let total = attempts.len();
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(Unit::Attempt.key(e)));
+        let total = entries.len();
+        let attempts = entries.into_iter().map(|e| e.attempt).collect();
         Ok((page.slice(attempts), total))
     }
 }
