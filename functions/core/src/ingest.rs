@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -174,7 +174,7 @@ impl Ingest {
         let (to_claim, unnamed): (Vec<_>, Vec<_>) = unique
             .into_iter()
             .partition(|(index, _, _)| named.contains(index));
-        let now_ms = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        let now_ms = crate::job::to_millis(now);
         let mut claimed: Vec<_> = unnamed
             .into_iter()
             .map(|(index, store, event)| (index, store, event, now_ms))

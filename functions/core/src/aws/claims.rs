@@ -122,9 +122,7 @@ impl IdempotencyStore for DynamoIdempotency {
                     .and_then(|ms| ms.parse().ok())
                     .and_then(DateTime::from_timestamp_millis);
                 // An item without its time is one an earlier build claimed: now.
-                Ok(Some(first.unwrap_or_else(|| {
-                    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
-                })))
+                Ok(Some(first.unwrap_or_else(|| crate::job::to_millis(now))))
             }
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(None),
             Err(e) => Err(backend_error(SERVICE, e)),

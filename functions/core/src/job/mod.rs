@@ -6,7 +6,7 @@ mod event;
 pub mod timestamp;
 
 pub use event::{parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID};
-pub use timestamp::rfc3339_ms;
+pub use timestamp::{rfc3339_ms, to_millis};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

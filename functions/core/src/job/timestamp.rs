@@ -28,6 +28,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::
     }
     d.deserialize_str(Timestamp)
 }
+/// `t` to the millisecond (truncated): the precision of a job id's time, of a claim's
+/// and of everything the log stores.
+pub fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// Formats a timestamp as RFC 3339 with milliseconds (`2026-05-01T12:00:00.123Z`:
 /// UTC, milliseconds truncated): Herald's form.
 pub fn rfc3339_ms(t: &DateTime<Utc>) -> String {

@@ -68,8 +68,7 @@ impl IdempotencyStore for MemoryIdempotency {
         let since = match held.get(&key) {
             Some(h) if !h.released => return Ok(None),
             Some(h) => h.since,
-            None => DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
-                .unwrap_or_else(Utc::now),
+            None => crate::job::to_millis(Utc::now()),
         };
         held.insert(
             key.clone(),
