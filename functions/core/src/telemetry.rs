@@ -130,19 +130,38 @@ where
     }
 }
 
-/// Local binaries: level from `RUST_LOG`, human-readable, to stderr.
+/// Local binaries: level from `RUST_LOG`, human-readable, to stderr; in colour only
+/// when stderr is a terminal and `NO_COLOR` is unset, so a log sent to a file or a
+/// pipe holds no escape codes (and costs no time writing them).
 pub fn init_local() {
+    use std::io::IsTerminal;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
     tracing_subscriber::fmt()
         .with_env_filter(filter(&spec))
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
         .init();
+}
+
+/// Whether local logs are in colour: on a terminal, unless `NO_COLOR` is set.
+fn colour(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{directives, lambda_level};
+    use super::{colour, directives, lambda_level};
+
+    #[test]
+    fn local_logs_are_in_colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, false));
+        assert!(!colour(false, false));
+        assert!(!colour(true, true));
+        assert!(!colour(false, true));
+    }
 
     #[test]
     fn the_stacks_log_level_comes_before_the_one_lambda_filters_at() {

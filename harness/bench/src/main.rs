@@ -7,6 +7,7 @@
 //! herald-bench [--out FILE] [--runs N] [--only tput,log,latency,init,batch,artifacts,ingest,pipeline,e2e,cost,plumbing]
 //!              [--lambda-dir DIR] [--artifacts ARCH=BINS:ZIPS,...] [--local PATH]
 //! herald-bench receiver        # the receiver process the others start
+//! herald-bench forwarder       # the `e2e` section's baseline in the dev server's place
 //! herald-bench sink            # reads its stdin to the end: where the functions' logs go
 //! herald-bench meter URL FILE  # the recording proxy in front of moto (the cost section)
 //! ```
@@ -25,7 +26,7 @@
 //! - `e2e`: the dev server as `make run` starts it, one event per request from 16
 //!   and 64 connections: accepted/s, delivered/s, p50/p99 from send to receipt, the
 //!   server's CPU per event, nothing lost; the client, the server and the receiver
-//!   each a process.
+//!   each a process; against the forwarder (the least a server in that place does).
 //! - `cost`: what the deployed stack would be billed for per delivery (requests and
 //!   request units counted on the wire, CPU and log bytes measured), per million
 //!   deliveries at us-east-1 list prices, beside EventBridge API destinations.
@@ -38,6 +39,7 @@
 
 mod artifacts;
 mod cost;
+mod forwarder;
 mod lambda;
 mod meter;
 mod moto;
@@ -146,6 +148,10 @@ fn main() -> ExitCode {
     };
     if args.first().map(String::as_str) == Some("receiver") {
         runtime.block_on(receiver::serve());
+        return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("forwarder") {
+        runtime.block_on(forwarder::serve());
         return ExitCode::SUCCESS;
     }
     if args.first().map(String::as_str) == Some("meter") {

@@ -43,16 +43,33 @@ impl DevServer {
     /// INFO unless `env` names one, as `make run` runs it), and reads where it
     /// listens.
     fn start_with(binary: &Path, env: &[(String, String)], log: &Path) -> Result<Self, String> {
-        let err = std::fs::File::create(log).map_err(|e| e.to_string())?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PORT", "0")
+            .env("PORT", "0");
+        Self::spawn(command, log)
+    }
+
+    /// Starts the bench's own forwarder (`herald-bench forwarder`), the `e2e`
+    /// section's baseline, in the dev server's place.
+    fn forwarder(log: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut command = Command::new(exe);
+        command.arg("forwarder");
+        Self::spawn(command, log)
+    }
+
+    /// Runs `command`, its stderr to `log`, and reads where it listens from the first
+    /// line it prints.
+    fn spawn(mut command: Command, log: &Path) -> Result<Self, String> {
+        let err = std::fs::File::create(log).map_err(|e| e.to_string())?;
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+            .map_err(|e| format!("starting {command:?}: {e}"))?;
         let line = child
             .stdout
             .take()
@@ -69,7 +86,7 @@ impl DevServer {
                 let _ = child.kill();
                 let _ = child.wait();
                 Err(format!(
-                    "herald-local did not start (see {}): {line:?}",
+                    "{command:?} did not start (see {}): {line:?}",
                     log.display()
                 ))
             }
@@ -347,8 +364,10 @@ async fn per_request(
 pub const CONNECTIONS: [usize; 2] = [16, 64];
 
 /// The dev server as `make run` starts it (the embedded backend, INFO to its log),
-/// `n` events per run, one per request, at each of [`CONNECTIONS`]: a run to warm up,
-/// then `runs` measured; each figure is the median (and range) of the runs.
+/// `n` events per run, one per request, at each of [`CONNECTIONS`], and the same runs
+/// against the [forwarder](crate::forwarder) in its place, each Herald run followed by
+/// a forwarder run: a pair to warm up, then `runs` pairs; each figure is the median
+/// (and range) of the runs, each ratio the median of the pairs' ratios.
 pub async fn per_request_table(
     binary: &Path,
     receiver: &Receiver,
@@ -361,47 +380,75 @@ pub async fn per_request_table(
         &[("HERALD_BACKEND".into(), "memory".into())],
         &logs.join("herald-local-per-request.log"),
     )?;
+    let forwarder = DevServer::forwarder(&logs.join("forwarder.log"))?;
+    let header = "| server | connections | accepted/s | delivered/s | delivered ÷ accepted | p50 (ms) | p99 (ms) | server CPU per event (µs) | client and receiver CPU per event (µs) | lost |\n\
+         |---|---:|---|---|---|---|---|---|---|---:|\n";
     let mut out = format!(
-        "`{}` (embedded backend, its default log level to a file); client and receiver \
-         each a process of their own; {n} events of 1 KiB per run, one per \
-         `POST /v2/events`, each connection posting its next event when the last is \
-         accepted; latency from the client's send to the receiver's receipt; a run \
-         to warm up, then {runs}: median (min–max)\n\n\
-         | connections | accepted/s | delivered/s | delivered ÷ accepted | p50 (ms) | p99 (ms) | server CPU per event (µs) | client and receiver CPU per event (µs) | lost |\n\
-         |---:|---|---|---|---|---|---|---|---:|\n",
+        "`{}` (embedded backend, its default log level to a file), and the forwarder \
+         (`herald-bench forwarder`: answers 202 once the body is read and posts it to \
+         the receiver, keeping, checking and logging nothing) in its place as the \
+         baseline; client and receiver each a process of their own; {n} events of \
+         1 KiB per run, one per `POST /v2/events`, each connection posting its next \
+         event when the last is accepted; latency from the client's send to the \
+         receiver's receipt; each Herald run followed by a forwarder run, a pair to \
+         warm up, then {runs} pairs: median (min–max)\n\n{header}",
         binary.display()
     );
     let mut verdicts = Vec::new();
+    let mut baseline = Vec::new();
     for connections in CONNECTIONS {
-        let mut measured = Vec::new();
+        let (mut measured, mut forwarded) = (Vec::new(), Vec::new());
         for run in 0..=runs {
             let r = per_request(&server, receiver, n, connections).await?;
+            let f = per_request(&forwarder, receiver, n, connections).await?;
             if run > 0 {
                 measured.push(r);
+                forwarded.push(f);
             }
         }
-        let of = |f: fn(&PerRequest) -> f64| measured.iter().map(f).collect::<Vec<f64>>();
-        let keeping_up = ratios(&of(|r| r.delivered_per_s), &of(|r| r.accepted_per_s));
-        out.push_str(&format!(
-            "| {connections} | {} | {} | {} | {} | {} | {} | {} | 0 |\n",
-            spread(&of(|r| r.accepted_per_s), 0),
-            spread(&of(|r| r.delivered_per_s), 0),
-            spread(&keeping_up, 2),
-            spread(&of(|r| r.p50_ms), 2),
-            spread(&of(|r| r.p99_ms), 2),
-            spread(&of(|r| r.cpu_us), 1),
-            spread(&of(|r| r.others_us), 1),
+        let row = |name: &str, of: &[PerRequest]| {
+            let of = |f: fn(&PerRequest) -> f64| of.iter().map(f).collect::<Vec<f64>>();
+            let keeping_up = ratios(&of(|r| r.delivered_per_s), &of(|r| r.accepted_per_s));
+            format!(
+                "| {name} | {connections} | {} | {} | {} | {} | {} | {} | {} | 0 |\n",
+                spread(&of(|r| r.accepted_per_s), 0),
+                spread(&of(|r| r.delivered_per_s), 0),
+                spread(&keeping_up, 2),
+                spread(&of(|r| r.p50_ms), 2),
+                spread(&of(|r| r.p99_ms), 2),
+                spread(&of(|r| r.cpu_us), 1),
+                spread(&of(|r| r.others_us), 1),
+            )
+        };
+        out.push_str(&row("Herald", &measured));
+        out.push_str(&row("forwarder", &forwarded));
+        let of = |from: &[PerRequest], f: fn(&PerRequest) -> f64| {
+            from.iter().map(f).collect::<Vec<f64>>()
+        };
+        let delivered = |r: &PerRequest| r.delivered_per_s;
+        baseline.push(format!(
+            "- {connections} connections: {}",
+            spread(
+                &ratios(&of(&measured, delivered), &of(&forwarded, delivered)),
+                2
+            )
         ));
         match connections {
             16 => {
-                let (rate, p99) = (median(of(|r| r.delivered_per_s)), median(of(|r| r.p99_ms)));
+                let rate = median(of(&measured, delivered));
+                let p99 = median(of(&measured, |r| r.p99_ms));
+                let ceiling = median(of(&forwarded, delivered));
                 verdicts.push(format!(
-                    "- 16 connections, ≥ 15,000 delivered/s with p99 ≤ 5 ms: {} ({rate:.0}/s, p99 {p99:.2} ms)",
+                    "- 16 connections, ≥ 15,000 delivered/s with p99 ≤ 5 ms: {} ({rate:.0}/s, \
+                     p99 {p99:.2} ms; the forwarder, on the same machine: {ceiling:.0}/s)",
                     met(rate >= 15_000.0 && p99 <= 5.0)
                 ));
             }
             64 => {
-                let kept = median(keeping_up);
+                let kept = median(ratios(
+                    &of(&measured, delivered),
+                    &of(&measured, |r| r.accepted_per_s),
+                ));
                 verdicts.push(format!(
                     "- 64 connections, delivered/s ≥ 0.95 × accepted/s: {} ({kept:.2})",
                     met(kept >= 0.95)
@@ -411,7 +458,10 @@ pub async fn per_request_table(
         }
     }
     out.push_str(&format!(
-        "\nlost: events that did not reach the receiver (a run with any fails the section)\n\ntargets, on the medians:\n{}\n",
+        "\nlost: events that did not reach the receiver (a run with any fails the section)\n\n\
+         Herald's delivered/s ÷ the forwarder's, run by run:\n{}\n\n\
+         targets, on the medians:\n{}\n",
+        baseline.join("\n"),
         verdicts.join("\n")
     ));
     Ok(out)
