@@ -1292,3 +1292,74 @@ fn tracing_is_a_choice_and_api_access_is_logged_for_log_retention_days() {
     strings(&group["RetentionInDays"], &mut retention);
     assert_eq!(retention, ["LogRetentionDays"]);
 }
+
+#[test]
+fn large_event_bodies_are_put_by_ingest_read_by_the_fanout_and_kept_private_encrypted_and_expiring()
+{
+    let t = template();
+    let bucket = resource(&t, "EventBucket");
+    assert_eq!(bucket["Type"], "AWS::S3::Bucket");
+    let p = &bucket["Properties"];
+    // Encrypted at rest with S3's own keys (SSE-S3).
+    assert_eq!(
+        p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+            ["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    // Never public.
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(
+            p["PublicAccessBlockConfiguration"][setting], true,
+            "{setting}"
+        );
+    }
+    // Every body expires with the delivery log.
+    let rules = p["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["Status"], "Enabled");
+    let mut days = Vec::new();
+    strings(&rules[0]["ExpirationInDays"], &mut days);
+    assert_eq!(days, ["DeliveryLogRetentionDays"]);
+    // TLS only.
+    let policy = resource(&t, "EventBucketPolicy");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .expect("statements");
+    assert!(statements.iter().any(|s| s["Effect"] == "Deny"
+        && s["Action"] == "s3:*"
+        && s["Condition"]["Bool"]["aws:SecureTransport"] == false));
+    // Ingest puts, the fan-out gets (its presigned URLs are GETs it signs), under
+    // events/ only; the api touches no body.
+    let s3 = |function: &str| -> Vec<(String, Vec<String>)> {
+        grants(&t, function)
+            .into_iter()
+            .filter(|(a, _)| a.starts_with("s3:"))
+            .collect()
+    };
+    let under_events = vec!["${EventBucket.Arn}/events/*".to_owned()];
+    assert_eq!(
+        s3("IngestFunction"),
+        [("s3:PutObject".to_owned(), under_events.clone())]
+    );
+    assert_eq!(
+        s3("FanoutFunction"),
+        [("s3:GetObject".to_owned(), under_events)]
+    );
+    assert_eq!(s3("ApiFunction"), []);
+    for function in ["IngestFunction", "FanoutFunction"] {
+        let mut named = Vec::new();
+        strings(
+            &resource(&t, function)["Properties"]["Environment"]["Variables"]
+                ["HERALD_EVENT_BUCKET"],
+            &mut named,
+        );
+        assert_eq!(named, ["EventBucket"], "{function}");
+    }
+}

@@ -109,6 +109,7 @@ pub const INGEST_ENV: FunctionEnv = FunctionEnv {
         "HERALD_BACKEND",
         "HERALD_TABLE",
         "HERALD_QUEUE_URL",
+        "HERALD_EVENT_BUCKET",
         "HERALD_IAM_STORE_ACCESS",
         "HERALD_LOG_LEVEL",
     ],
@@ -122,6 +123,7 @@ pub const FANOUT_ENV: FunctionEnv = FunctionEnv {
         "HERALD_TABLE",
         "HERALD_QUEUE_URL",
         "HERALD_DLQ_URL",
+        "HERALD_EVENT_BUCKET",
         "HERALD_WEBHOOK_TIMEOUT_SECONDS",
         "HERALD_LOG_RETENTION_DAYS",
         "HERALD_AUTO_DISABLE_AFTER",
@@ -172,6 +174,10 @@ pub struct PipelineSettings {
     /// `HERALD_DLQ_URL`: its dead-letter queue (aws; the fan-out moves jobs there
     /// after their last attempt, the api replays from it).
     pub dlq_url: Option<String>,
+    /// `HERALD_EVENT_BUCKET`: the bucket of event payloads too large for a queue
+    /// message (aws; ingest stores them, the fan-out reads them). Unset: such events
+    /// are refused.
+    pub event_bucket: Option<String>,
     /// `HERALD_LOG_RETENTION_DAYS` (default 30).
     pub log_retention: std::time::Duration,
     /// `HERALD_INTEGRATION_CACHE_MS`: how long a store's integrations are cached.
@@ -269,6 +275,7 @@ impl PipelineSettings {
             table,
             queue_url: var("HERALD_QUEUE_URL"),
             dlq_url: var("HERALD_DLQ_URL"),
+            event_bucket: var("HERALD_EVENT_BUCKET"),
             log_retention: std::time::Duration::from_secs(
                 86_400 * number("HERALD_LOG_RETENTION_DAYS", 30, 1..=3650)? as u64,
             ),
@@ -308,6 +315,7 @@ impl PipelineSettings {
             table: None,
             queue_url: None,
             dlq_url: None,
+            event_bucket: None,
             log_retention: std::time::Duration::from_secs(30 * 86_400),
             integration_cache: std::time::Duration::ZERO,
             webhook_timeout: std::time::Duration::from_secs(30),

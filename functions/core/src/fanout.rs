@@ -56,7 +56,9 @@ use crate::cache::IntegrationCache;
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
 use crate::model::{HealthReport, Integration, StoreId};
-use crate::ports::{Deliverer, DeliveryLog, JobQueue, OutgoingJob, QueuedJob, RateLimiter};
+use crate::ports::{
+    Deliverer, DeliveryLog, EventBodies, JobQueue, OutgoingJob, QueuedJob, RateLimiter,
+};
 use crate::queue::MAX_DELAY;
 use crate::retry::RetryPolicy;
 
@@ -87,6 +89,11 @@ const LEAD: Duration = Duration::from_secs(1);
 /// How late after its send time a job may still be sent: later (it arrived late, or
 /// its invocation was held up), it reserves a new one, so sends stay apart.
 pub const LATE: Duration = Duration::from_millis(50);
+
+/// How long the URL of a stored `data` in a queue message (`dataref`) is valid: 7
+/// days, the most a presigned URL can be (sooner, should the signing credentials
+/// expire first, or the body with the delivery log).
+pub const DATAREF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How a record is paced by its integration's `delivery.max_per_second`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +139,8 @@ pub struct Fanout {
     successes: std::sync::Mutex<HashMap<Uuid, Instant>>,
     /// The integrations' rate buckets (`delivery.max_per_second`).
     rate: Arc<dyn RateLimiter>,
+    /// Where stored payloads are read from (none: their jobs fail for good).
+    bodies: Option<Arc<dyn EventBodies>>,
 }
 
 /// Most deliveries of one batch in flight at once: the template's largest batch
@@ -284,7 +293,15 @@ impl Fanout {
             attempt_limit: ATTEMPT_LIMIT,
             successes: std::sync::Mutex::new(HashMap::new()),
             rate: Arc::new(crate::memory::MemoryRateLimiter::new()),
+            bodies: None,
         }
+    }
+
+    /// Reads the payloads of claim-checked jobs ([`crate::job::Stored`]) from
+    /// `bodies`, and hands out URLs of their `data` to queue messages.
+    pub fn with_bodies(mut self, bodies: Option<Arc<dyn EventBodies>>) -> Self {
+        self.bodies = bodies;
+        self
     }
 
     /// Paces rate-limited integrations with `rate` (default: buckets in this
@@ -863,6 +880,12 @@ impl Fanout {
             return waits;
         }
 
+        // A stored payload is fetched for the attempt (and its `data` given a URL).
+        let job = match self.fetch(job, integration, attempt).await {
+            Ok(job) => job,
+            Err(outcome) => return *outcome,
+        };
+
         let Some(result) = self.attempt(integration, &job, attempt, attempts_end).await else {
             // Too late to start: no attempt was made, the record goes back as it was.
             return RecordOutcome::again();
@@ -996,6 +1019,64 @@ impl Fanout {
                 started.elapsed(),
             ),
         })
+    }
+
+    /// The job with its stored payload fetched and checked against its SHA-256, and
+    /// for a queue target a URL of its `data` when that is stored on its own; the job
+    /// as it is when it carries its payload. A payload that is no longer stored (it
+    /// expired with the delivery log, or was deleted) or is not the one named fails
+    /// the job for good; a store that cannot be reached now sends the record back.
+    async fn fetch(
+        &self,
+        mut job: DeliveryJob,
+        integration: &Integration,
+        attempt: u32,
+    ) -> Result<DeliveryJob, Box<RecordOutcome>> {
+        let Some(stored) = job.stored.clone() else {
+            return Ok(job);
+        };
+        let fail = |job: &DeliveryJob, why: String| {
+            tracing::error!(job = %job.job_id, integration = %integration.id, store = %job.store_id, reason = %why, "the job's stored payload cannot be delivered; job discarded");
+            Err(Box::new(self.discarded(job, attempt, &why)))
+        };
+        let Some(bodies) = &self.bodies else {
+            return fail(
+                &job,
+                "the event's payload is stored, and this fan-out has no event store (HERALD_EVENT_BUCKET)".into(),
+            );
+        };
+        let payload = match bodies.get(&stored.payload_key(&job.store_id)).await {
+            Ok(Some(body)) => match stored.verify(&body) {
+                Ok(payload) => payload,
+                Err(why) => return fail(&job, why),
+            },
+            Ok(None) => {
+                return fail(
+                    &job,
+                    "the event's stored payload is gone: it expired with the delivery log's retention, or was deleted".into(),
+                )
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(job = %job.job_id, error = %e, "reading the job's stored payload failed; the record will be retried");
+                return Err(Box::new(RecordOutcome::again()));
+            }
+            Err(e) => return fail(&job, format!("reading the event's stored payload failed: {e}")),
+        };
+        let queue_target = !matches!(integration.target, crate::model::Target::Webhook(_));
+        let data_ref = match (stored.data_key(&job.store_id), &stored.data_sha256) {
+            (Some(key), Some(sha256)) if queue_target => {
+                match bodies.presign(&key, DATAREF_VALIDITY).await {
+                    Ok(url) => Some((url, sha256.clone())),
+                    Err(e) => {
+                        tracing::warn!(job = %job.job_id, error = %e, "presigning the URL of the job's stored data failed; the record will be retried");
+                        return Err(Box::new(RecordOutcome::again()));
+                    }
+                }
+            }
+            _ => None,
+        };
+        job.fetched = Some(Arc::new(crate::job::Fetched { payload, data_ref }));
+        Ok(job)
     }
 
     async fn hide(&self, message_id: &str, receipt: &str, delay: Duration) {

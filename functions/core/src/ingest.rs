@@ -15,9 +15,9 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::cache::{observers, IntegrationCache};
-use crate::job::{parse_event, DeliveryJob, Event};
+use crate::job::{parse_event, DeliveryJob, Event, Payload, Stored, MAX_INLINE_PAYLOAD};
 use crate::model::StoreId;
-use crate::ports::{IdempotencyStore, JobQueue, OutgoingJob};
+use crate::ports::{EventBodies, IdempotencyStore, JobQueue, OutgoingJob};
 use crate::validate::FieldError;
 
 pub mod request;
@@ -105,6 +105,9 @@ pub struct Ingest {
     idempotency: Arc<dyn IdempotencyStore>,
     queue: Arc<dyn JobQueue>,
     settings: IngestSettings,
+    /// Where payloads too large for a queue message are stored (none: such events
+    /// are refused).
+    bodies: Option<Arc<dyn EventBodies>>,
 }
 
 impl Ingest {
@@ -120,7 +123,15 @@ impl Ingest {
             idempotency,
             queue,
             settings,
+            bodies: None,
         }
+    }
+
+    /// Stores payloads too large for a queue message ([`MAX_INLINE_PAYLOAD`]) in
+    /// `bodies`, and queues their jobs with a claim check ([`Stored`]).
+    pub fn with_bodies(mut self, bodies: Option<Arc<dyn EventBodies>>) -> Self {
+        self.bodies = bodies;
+        self
     }
 
     /// Ingests raw events. `caller_store` is the HTTP caller's store (`None` on direct
@@ -138,6 +149,18 @@ impl Ingest {
         let mut named = HashSet::new();
         for (index, value) in raw.iter().enumerate() {
             match parse_event(value, caller_store, &pointer(index), now) {
+                Ok((_, event))
+                    if self.bodies.is_none() && event.payload.text().len() > MAX_INLINE_PAYLOAD =>
+                {
+                    results.push(EventResult {
+                        index,
+                        id: None,
+                        status: EventStatus::Invalid(vec![crate::validate::FieldError {
+                            pointer: format!("{}/payload", pointer(index)),
+                            detail: format!("is larger than {MAX_INLINE_PAYLOAD} bytes, the most a queue message carries, and this deployment stores no larger ones (HERALD_EVENT_BUCKET)"),
+                        }]),
+                    });
+                }
                 Ok((store, event)) => {
                     results.push(EventResult {
                         index,
@@ -205,6 +228,8 @@ impl Ingest {
 
         let mut jobs: Vec<(usize, DeliveryJob)> = Vec::new();
         let mut queued_events: HashMap<usize, (StoreId, String)> = HashMap::new();
+        // The payloads to store before their jobs are queued, by event.
+        let mut to_store = Vec::new();
         let mut to_release = Vec::new();
         for (index, store, event, queued_at) in claimed {
             let list = match lists.get(&store) {
@@ -226,17 +251,41 @@ impl Ingest {
             results[index].status = EventStatus::Accepted {
                 jobs: targets.len(),
             };
+            // A payload too large for a message is stored (if anyone observes it),
+            // and its jobs carry the claim check instead.
+            let parts = match targets.is_empty() {
+                true => None,
+                false => Stored::parts(&store, &event.payload),
+            };
+            let (event, stored) = match parts {
+                Some(parts) => {
+                    let stored = parts.stored.clone();
+                    to_store.push((index, parts.objects));
+                    let event = Event {
+                        payload: Payload::absent(),
+                        ..event
+                    };
+                    (event, Some(stored))
+                }
+                None => (event, None),
+            };
             for integration in targets {
-                jobs.push((
-                    index,
-                    DeliveryJob::new(&store, integration.id, event.clone(), queued_at),
-                ));
+                let mut job = DeliveryJob::new(&store, integration.id, event.clone(), queued_at);
+                job.stored = stored.clone();
+                jobs.push((index, job));
             }
             queued_events.insert(index, (store, event.id));
         }
 
-        let unqueued = self.send_all(&jobs).await;
         let mut failed_events: HashMap<usize, String> = HashMap::new();
+        for (index, reason) in self.store_bodies(to_store).await {
+            failed_events.insert(index, reason);
+        }
+        let jobs: Vec<(usize, DeliveryJob)> = jobs
+            .into_iter()
+            .filter(|(index, _)| !failed_events.contains_key(index))
+            .collect();
+        let unqueued = self.send_all(&jobs).await;
         for (i, reason) in unqueued {
             failed_events.entry(jobs[i].0).or_insert(reason);
         }
@@ -258,6 +307,30 @@ impl Ingest {
             }
         }
         results
+    }
+
+    /// Stores the payloads of `events` (their objects, by event index), all at once;
+    /// returns the events whose payload could not be stored, with the reason.
+    async fn store_bodies(
+        &self,
+        events: Vec<(usize, Vec<(String, bytes::Bytes)>)>,
+    ) -> Vec<(usize, String)> {
+        let Some(bodies) = &self.bodies else {
+            return Vec::new();
+        };
+        let puts = events.into_iter().map(|(index, objects)| async move {
+            let stored = join_all(
+                objects
+                    .into_iter()
+                    .map(|(key, body)| async move { bodies.put(&key, body).await }),
+            )
+            .await;
+            stored
+                .into_iter()
+                .find_map(|r| r.err())
+                .map(|e| (index, format!("storing the payload failed: {e}")))
+        });
+        join_all(puts).await.into_iter().flatten().collect()
     }
 
     /// Sends every job, retrying entries that fail retryably; returns the indexes

@@ -59,6 +59,14 @@ impl Errors {
         }
     }
 
+    /// 413 with one problem per field error (parts of the body too large).
+    pub fn too_large(errors: Vec<FieldError>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..Self::invalid(errors)
+        }
+    }
+
     /// 404 for a path no route serves.
     pub fn no_such_route() -> Self {
         Self::new(StatusCode::NOT_FOUND, "no such route", None)

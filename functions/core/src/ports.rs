@@ -361,3 +361,22 @@ pub trait RateLimiter: Send + Sync {
         count: u32,
     ) -> Result<Option<Slots>>;
 }
+
+/// Where event payloads too large for a queue message wait for their deliveries (the
+/// claim check, [`crate::job::Stored`]): ingest stores them, the fan-out reads them
+/// back and, for a queue message that cannot carry an event's `data`, hands out a
+/// URL of it. Keys name content ([`crate::job::Stored`]): a key always holds the
+/// same bytes, so storing one again is harmless. Bodies expire with the delivery log
+/// (the bucket's lifecycle rule; the memory adapter keeps them while it lives).
+#[async_trait]
+pub trait EventBodies: Send + Sync {
+    /// Stores `body` under `key`.
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<()>;
+
+    /// The body under `key`; `None` when there is none (expired or deleted).
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>>;
+
+    /// A URL that serves the body under `key` to whoever holds it, for `valid` (a
+    /// presigned GET: no further credentials), or as long as the store can.
+    async fn presign(&self, key: &str, valid: std::time::Duration) -> Result<String>;
+}

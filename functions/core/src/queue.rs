@@ -9,7 +9,7 @@
 //!   by count.
 //! - One message is at most the queue's `MaximumMessageSize`: the template keeps the
 //!   default, [`MAX_MESSAGE_BYTES`]. A job is sized to fit it
-//!   ([`crate::job::MAX_EVENT_BYTES`]).
+//!   ([`crate::job::MAX_INLINE_PAYLOAD`]).
 //! - A message can be delayed ([`crate::ports::OutgoingJob::delay`]) by at most
 //!   [`MAX_DELAY`]; a longer wait is several sends.
 //!

@@ -9,6 +9,7 @@ use crate::aws::claims::DynamoIdempotency;
 use crate::aws::dynamo::DynamoIntegrationStore;
 use crate::aws::kms::KmsKeys;
 use crate::aws::rate::DynamoRateLimiter;
+use crate::aws::s3::S3Bodies;
 use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
@@ -20,11 +21,12 @@ use crate::error::{Error, Result};
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{
-    MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue, MemoryRateLimiter,
+    MemoryBodies, MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue,
+    MemoryRateLimiter,
 };
 use crate::ports::{
-    DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue, JobSource,
-    RateLimiter,
+    DeadLetters, Deliverer, DeliveryLog, EventBodies, IdempotencyStore, IntegrationStore, JobQueue,
+    JobSource, RateLimiter,
 };
 use crate::retry::RetryPolicy;
 use crate::secrets::Vault;
@@ -62,6 +64,9 @@ pub struct Components {
     pub memory_queue: Option<Arc<MemoryQueue>>,
     /// The internal queue's DLQ, for replay (where configured).
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
+    /// Event payloads too large for a queue message (where configured: the memory
+    /// backend always, the bucket `HERALD_EVENT_BUCKET` names).
+    pub bodies: Option<Arc<dyn EventBodies>>,
     /// The AWS configuration customer-queue clients derive from.
     aws: aws_config::SdkConfig,
     settings: PipelineSettings,
@@ -101,6 +106,7 @@ impl Components {
                     source: Some(q.clone()),
                     dead_letters: Some(q.clone()),
                     memory_queue: Some(q),
+                    bodies: Some(Arc::new(MemoryBodies::new())),
                     aws,
                     settings: settings.clone(),
                 }
@@ -134,8 +140,12 @@ impl Components {
                     )) as Arc<dyn DeadLetters>),
                     _ => None,
                 };
+                let bodies = settings.event_bucket.as_ref().map(|bucket| {
+                    Arc::new(S3Bodies::from_sdk(&sdk, bucket.clone())) as Arc<dyn EventBodies>
+                });
                 Self {
                     dead_letters,
+                    bodies,
                     cache: cache(&integrations),
                     integrations,
                     log: Arc::new(DynamoDeliveryLog::from_sdk(
@@ -181,7 +191,8 @@ impl Components {
             self.idempotency.clone(),
             self.queue()?,
             IngestSettings::default(),
-        ))
+        )
+        .with_bodies(self.bodies.clone()))
     }
 
     /// The ingest through which the API announces integration changes
@@ -191,15 +202,18 @@ impl Components {
     /// hear of the next one.
     pub fn announcer(&self) -> Option<Ingest> {
         let queue = self.queue.clone()?;
-        Some(Ingest::new(
-            Arc::new(IntegrationCache::new(
-                self.integrations.clone(),
-                Duration::ZERO,
-            )),
-            self.idempotency.clone(),
-            queue,
-            IngestSettings::default(),
-        ))
+        Some(
+            Ingest::new(
+                Arc::new(IntegrationCache::new(
+                    self.integrations.clone(),
+                    Duration::ZERO,
+                )),
+                self.idempotency.clone(),
+                queue,
+                IngestSettings::default(),
+            )
+            .with_bodies(self.bodies.clone()),
+        )
     }
 
     /// Every target's deliverer, with its clients (built here, once).
@@ -248,6 +262,7 @@ impl Components {
         .with_stack(self.settings.stack_name.clone())
         .with_auto_disable(self.settings.auto_disable_after)
         .with_rate_limiter(self.rate.clone())
+        .with_bodies(self.bodies.clone())
         // Past every target's own timeout, so that their reasons come first.
         .with_attempt_limit(
             self.settings

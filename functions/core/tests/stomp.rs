@@ -140,6 +140,40 @@ async fn a_message_lands_on_the_queue_with_its_body_and_headers() {
 }
 
 #[tokio::test]
+async fn a_stored_order_whose_data_alone_is_over_the_limit_arrives_by_reference() {
+    // GIVEN a job whose stored payload the fan-out fetched, its data (2 MiB) over a
+    // broker message's limit, and a URL of that data
+    let destination = queue();
+    let i = integration(&["stomp://127.0.0.1:61613"], &destination, &password());
+    let mut j = job(&i);
+    let data = json!({"id": "o-1", "type": "order", "note": "x".repeat(2 * 1024 * 1024)});
+    let payload = json!({"data": data, "included": {"items": [{"id": "i-1"}]}});
+    let parts =
+        herald_core::job::Stored::parts(&i.store_id, &payload.clone().into()).expect("stored");
+    let sha256 = parts.stored.data_sha256.clone().expect("data stored apart");
+    j.event.payload = herald_core::job::Payload::absent();
+    j.stored = Some(parts.stored);
+    let url = "http://127.0.0.1:9/herald-events/events/s/abc?X-Amz-Signature=0".to_owned();
+    j.fetched = Some(Arc::new(herald_core::job::Fetched {
+        payload: payload.into(),
+        data_ref: Some((url.clone(), sha256.clone())),
+    }));
+    // WHEN it is delivered
+    let result = deliverer(loopback(), false)
+        .deliver(&i, stomp_config(&i), &j, 1)
+        .await;
+    assert_eq!(result.outcome, Outcome::Delivered, "{result:?}");
+    // THEN the message carries the URL and the data's SHA-256 in place of the data,
+    // its included resources elided
+    let message = consume_one(&destination).await;
+    let body: Value = serde_json::from_slice(&message.body).expect("json");
+    assert_eq!(body.get("data"), None);
+    assert_eq!(body["dataref"], json!(url));
+    assert_eq!(body["datasha256"], json!(sha256));
+    assert_eq!(body["included"], json!({"meta": {"includes_elided": true}}));
+}
+
+#[tokio::test]
 async fn tls_works_with_the_brokers_ca_and_fails_without_it() {
     let destination = queue();
     let i = integration(&["stomp+ssl://localhost:61614"], &destination, &password());

@@ -87,8 +87,9 @@ async fn run() -> Result<(), String> {
     served
 }
 
-/// `make run-aws`: creates the table, the queues and the KMS key (when
-/// `HERALD_KMS_KEY_ID` is an alias) on the moto server named by `AWS_ENDPOINT_URL`
+/// `make run-aws`: creates the table, the queues, the bucket of large event bodies
+/// (`HERALD_EVENT_BUCKET`) and the KMS key (when `HERALD_KMS_KEY_ID` is an alias) on
+/// the moto server named by `AWS_ENDPOINT_URL`
 /// (which must be on loopback), unless they exist already.
 async fn create_local_resources(
     pipeline: &herald_core::config::PipelineSettings,
@@ -125,6 +126,18 @@ async fn create_local_resources(
             tracing::info!("the table and queues exist already")
         }
         Err(e) => return Err(format!("creating the local resources: {e}")),
+    }
+    if let Some(bucket) = &pipeline.event_bucket {
+        match herald_core::aws::s3::S3Bodies::from_sdk(&sdk, bucket.clone())
+            .create_bucket()
+            .await
+        {
+            Ok(()) => tracing::info!(%bucket, "created the bucket of large event bodies on moto"),
+            Err(e) if e.to_string().contains("BucketAlready") => {
+                tracing::info!(%bucket, "the bucket of large event bodies exists already")
+            }
+            Err(e) => return Err(format!("creating the bucket {bucket}: {e}")),
+        }
     }
     if let Some(alias) = pipeline
         .kms_key_id

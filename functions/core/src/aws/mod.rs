@@ -9,6 +9,7 @@ pub mod kms;
 pub mod local;
 mod log_page;
 pub mod rate;
+pub mod s3;
 pub mod sqs;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

@@ -38,7 +38,7 @@ pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) 
     let capacity = if deletion {
         512
     } else {
-        2 * job.event.payload.text().len() + 512
+        2 * job.payload().text().len() + 512
     };
     let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(b"{\"id\":");
@@ -55,12 +55,12 @@ pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) 
     json_string(&mut out, &integration.description);
     out.extend_from_slice(b"},\"resources\":");
     if deletion {
-        let payload = job.event.payload.value();
+        let payload = job.payload().value();
         out.extend_from_slice(reference(&payload, ["id", "type"]).to_string().as_bytes());
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(reference(&payload, ["type", "id"]).to_string().as_bytes());
     } else {
-        let payload = job.event.payload.text();
+        let payload = job.payload().text();
         json_string(&mut out, payload);
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(payload.as_bytes());
@@ -78,7 +78,7 @@ pub fn webhook_body(job: &DeliveryJob, integration: &Integration, attempt: u32) 
 /// on) and `time` (the standard attribute: when the event happened). Members in
 /// Elastic Path's published (alphabetical) order.
 pub fn cloud_event(job: &DeliveryJob, integration: &Integration) -> Value {
-    let payload = job.event.payload.value();
+    let payload = job.payload().value();
     let (data, included) = if catalog::is_deletion(&job.event.kind) {
         (reference(&payload, ["id", "type"]), None)
     } else {
@@ -122,9 +122,17 @@ fn cloud_event_of(
 
 /// Serializes a CloudEvent within `limit` bytes: when too large, its `included`
 /// becomes `{"meta": {"includes_elided": true}}`, as Elastic Path's SQS guide shows;
-/// when still too large (or there was nothing to elide), `Err` says so (the attempt
-/// fails permanently; `data` is never cut).
-pub fn fit_message(mut event: Value, limit: usize) -> Result<String, String> {
+/// when still too large and `data_ref` gives a URL of `data` and its SHA-256 (a
+/// stored payload's, [`crate::job::Fetched`]), `data` gives way to them: the
+/// attributes `dataref` (CloudEvents' claim-check extension: the URL serves exactly
+/// what `data` would have been) and `datasha256` (Herald's: the SHA-256 of those
+/// bytes, lowercase hex). When even that is too large, or there was nothing to do,
+/// `Err` says so (the attempt fails permanently; `data` is never cut).
+pub fn fit_message(
+    mut event: Value,
+    limit: usize,
+    data_ref: Option<&(String, String)>,
+) -> Result<String, String> {
     let whole = event.to_string();
     if whole.len() <= limit {
         return Ok(whole);
@@ -134,13 +142,23 @@ pub fn fit_message(mut event: Value, limit: usize) -> Result<String, String> {
     }
     let slim = event.to_string();
     if slim.len() <= limit {
-        Ok(slim)
-    } else {
-        Err(format!(
-            "the event is {} bytes without its included resources, more than the target's limit of {limit}",
-            slim.len()
-        ))
+        return Ok(slim);
     }
+    if let (Some((url, sha256)), Value::Object(members)) = (data_ref, &mut event) {
+        members.remove("data");
+        members.insert("dataref".into(), url.clone().into());
+        members.insert("datasha256".into(), sha256.clone().into());
+        // Elastic Path's (alphabetical) order.
+        members.sort_keys();
+        let referenced = event.to_string();
+        if referenced.len() <= limit {
+            return Ok(referenced);
+        }
+    }
+    Err(format!(
+        "the event is {} bytes without its included resources, more than the target's limit of {limit}",
+        slim.len()
+    ))
 }
 
 /// The queue message for a job, or the permanent failure to record when it cannot fit
@@ -150,7 +168,12 @@ pub fn queue_message(
     integration: &Integration,
     limit: usize,
 ) -> Result<String, String> {
-    fit_message(cloud_event(job, integration), limit)
+    fit_message(cloud_event(job, integration), limit, data_ref(job))
+}
+
+/// The URL of a stored payload's `data` and its SHA-256, when the fan-out has one.
+pub fn data_ref(job: &DeliveryJob) -> Option<&(String, String)> {
+    job.fetched.as_ref()?.data_ref.as_ref()
 }
 
 #[cfg(test)]
@@ -268,17 +291,64 @@ mod tests {
         let (job, integration) = job("order.paid", payload);
         let ce = cloud_event(&job, &integration);
         let whole: Value =
-            serde_json::from_str(&fit_message(ce.clone(), 100_000).expect("fits")).expect("json");
+            serde_json::from_str(&fit_message(ce.clone(), 100_000, None).expect("fits"))
+                .expect("json");
         assert_eq!(whole["included"]["blob"].as_str().map(str::len), Some(5000));
         // WHEN it is fitted within a smaller limit
-        let slim: Value = serde_json::from_str(&fit_message(ce.clone(), 2_000).expect("fits slim"))
-            .expect("json");
+        let slim: Value =
+            serde_json::from_str(&fit_message(ce.clone(), 2_000, None).expect("fits slim"))
+                .expect("json");
         // THEN `included` says it was elided, as Elastic Path's SQS guide shows, and
         // `data` is untouched
         assert_eq!(slim["included"], json!({"meta": {"includes_elided": true}}));
         assert_eq!(slim["data"], json!({"id": "o1", "type": "order"}));
-        let err = fit_message(ce, 100).expect_err("too large even slim");
+        let err = fit_message(ce, 100, None).expect_err("too large even slim");
         assert!(err.contains("limit of 100"), "{err}");
+    }
+
+    #[test]
+    fn a_message_whose_data_alone_is_too_large_carries_dataref_and_datasha256_in_its_place() {
+        // GIVEN a message whose data is too large even with included elided, and the
+        // URL of that data stored on its own
+        let data = json!({"id": "o1", "type": "order", "note": "x".repeat(5000)});
+        let (job, integration) = job(
+            "order.paid",
+            json!({"data": data, "included": {"items": [1]}}),
+        );
+        let data_ref = (
+            "https://bucket.example/events/s/abc?X-Amz-Signature=1".to_owned(),
+            "ab".repeat(32),
+        );
+        let ce = cloud_event(&job, &integration);
+        // WHEN it is fitted within a limit its data alone exceeds
+        let fitted = fit_message(ce.clone(), 2_000, Some(&data_ref)).expect("fits by reference");
+        // THEN data gives way to dataref and datasha256, in Elastic Path's order, and
+        // included says it was elided
+        let time = ce["time"].as_str().expect("time");
+        assert_eq!(
+            fitted,
+            json!({
+                "datacontenttype": "application/json",
+                "dataref": data_ref.0,
+                "datasha256": data_ref.1,
+                "id": "evt-1",
+                "included": {"meta": {"includes_elided": true}},
+                "integrationid": integration.id.to_string(),
+                "jobid": job.job_id.to_string(),
+                "source": "herald/stores/s",
+                "specversion": "1.0",
+                "storeid": "s",
+                "time": time,
+                "type": "order.paid",
+            })
+            .to_string()
+        );
+        // AND a message that fits keeps its data, whatever URL there is
+        let whole: Value =
+            serde_json::from_str(&fit_message(ce, 100_000, Some(&data_ref)).expect("fits"))
+                .expect("json");
+        assert_eq!(whole["data"], data);
+        assert_eq!(whole.get("dataref"), None);
     }
 
     #[test]
@@ -287,7 +357,7 @@ mod tests {
             "order.paid",
             json!({"data": {"id": "o1", "note": "x".repeat(5000)}}),
         );
-        let err = fit_message(cloud_event(&job, &integration), 2_000).expect_err("too large");
+        let err = fit_message(cloud_event(&job, &integration), 2_000, None).expect_err("too large");
         assert!(err.contains("limit of 2000"), "{err}");
     }
 
@@ -318,7 +388,7 @@ mod tests {
     /// The body as a `json!` document would serialize it: the reference the direct
     /// writer must match byte for byte.
     fn reference_body(job: &DeliveryJob, integration: &Integration, attempt: u32) -> Vec<u8> {
-        let full = job.event.payload.value();
+        let full = job.payload().value();
         let (resources, payload) = if catalog::is_deletion(&job.event.kind) {
             let d = &full["data"];
             (

@@ -22,7 +22,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use aws_sdk_sqs::Client;
 use uuid::Uuid;
 
-use super::envelope::{cloud_event, fit_message};
+use super::envelope::{cloud_event, data_ref, fit_message};
 use super::DeliverTo;
 use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
@@ -229,7 +229,7 @@ impl DeliverTo<SqsConfig> for SqsDeliverer {
                 .unwrap_or(&job.event.kind)
                 .to_owned()
         });
-        let body = match fit_message(event, MAX_SQS_MESSAGE) {
+        let body = match fit_message(event, MAX_SQS_MESSAGE, data_ref(job)) {
             Ok(body) => body,
             Err(detail) => {
                 return DeliveryResult::failed(Outcome::Permanent, detail, started.elapsed())

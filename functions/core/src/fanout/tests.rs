@@ -555,7 +555,7 @@ async fn retries_of_large_jobs_are_sent_in_batches_sqs_takes() {
             job.event.id = format!("evt-{k}");
             job.job_id = crate::job::job_id(&job.event.id, fail.id, job.enqueued_at);
             job.event.payload =
-                serde_json::json!({"data": {"blob": "x".repeat(crate::job::MAX_EVENT_BYTES - 500)}})
+                serde_json::json!({"data": {"blob": "x".repeat(crate::job::MAX_INLINE_PAYLOAD - 500)}})
                     .into();
             job.to_body()
         })
@@ -1480,5 +1480,159 @@ async fn a_retry_of_a_job_that_waited_reserves_anew_and_counts_its_window_from_i
             waiting[0].first_queued_at
         ),
         (2, None, Some(slot))
+    );
+}
+
+/// Records the payload of every job it is handed, and fails each attempt retryably.
+#[derive(Default)]
+struct Seeing {
+    payloads: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Deliverer for Seeing {
+    async fn deliver(
+        &self,
+        _integration: &Integration,
+        job: &DeliveryJob,
+        _attempt: u32,
+    ) -> DeliveryResult {
+        self.payloads
+            .lock()
+            .expect("lock")
+            .push(job.payload().text().to_owned());
+        DeliveryResult::failed(
+            Outcome::Retryable { retry_after: None },
+            "the webhook answered 500",
+            Duration::from_millis(1),
+        )
+    }
+}
+
+/// A fan-out over `deliverer` reading stored payloads from `bodies`.
+async fn storing_world(
+    integration: &Integration,
+    deliverer: Arc<dyn Deliverer>,
+    bodies: Arc<crate::memory::MemoryBodies>,
+) -> World {
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let fanout = Fanout::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[integration]).await,
+            Duration::from_secs(5),
+        )),
+        deliverer,
+        log.clone(),
+        queue.clone(),
+        // One retry, at once.
+        RetryPolicy {
+            delays: vec![Duration::ZERO],
+            last_attempt_by: Duration::from_secs(60),
+            jitter: 0.0,
+        },
+    )
+    .with_bodies(Some(bodies));
+    World {
+        fanout: Arc::new(fanout),
+        queue,
+        log,
+    }
+}
+
+/// A job of `i` whose payload (`{"data": {"secret": <marker>, ...}}`, over a
+/// message's size) is stored in `bodies` when `keep`, else only named.
+async fn stored_job(
+    i: &Integration,
+    bodies: &crate::memory::MemoryBodies,
+    keep: bool,
+) -> (DeliveryJob, crate::job::Payload) {
+    use crate::ports::EventBodies;
+    let payload = crate::job::Payload::new(&serde_json::json!({"data": {
+        "id": "o1", "secret": "card-4111-marker", "blob": "x".repeat(crate::job::MAX_INLINE_PAYLOAD)
+    }}));
+    let parts = crate::job::Stored::parts(&i.store_id, &payload).expect("stored");
+    if keep {
+        for (key, body) in parts.objects {
+            bodies.put(&key, body).await.expect("put");
+        }
+    }
+    let mut job = job_for(i);
+    job.event.payload = crate::job::Payload::absent();
+    job.stored = Some(parts.stored);
+    (job, payload)
+}
+
+#[tokio::test]
+async fn a_stored_payload_reaches_the_deliverer_whole_and_is_never_logged_or_sent_on() {
+    // GIVEN a job whose payload is stored, to a target that fails
+    let hook = webhook("hook", "s", &["order.paid"], true);
+    let bodies = Arc::new(crate::memory::MemoryBodies::new());
+    let seeing = Arc::new(Seeing::default());
+    let w = storing_world(&hook, seeing.clone(), bodies.clone()).await;
+    let (job, payload) = stored_job(&hook, &bodies, true).await;
+    let records = batch(&w.queue, vec![job.to_body()]).await;
+    // WHEN it is processed
+    let lines = info_lines(w.fanout.process(records, None)).await;
+    // THEN the deliverer had the whole payload
+    assert_eq!(
+        *seeing.payloads.lock().expect("lock"),
+        [payload.text().to_owned()]
+    );
+    // AND no log line holds any of it
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(!line.to_string().contains("card-4111-marker"), "{line}");
+    }
+    // AND the retry sent on carries the claim check, not the payload
+    let retry = w.queue.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(retry.len(), 1);
+    let again = DeliveryJob::parse(&retry[0].body).expect("job");
+    assert_eq!((again.attempt, again.stored), (2, job.stored));
+    assert!(retry[0].body.len() < 1024, "{}", retry[0].body);
+}
+
+#[tokio::test]
+async fn a_job_whose_stored_payload_is_gone_is_discarded_with_the_reason_in_the_log() {
+    // GIVEN a job whose stored payload is no longer there (expired)
+    let hook = webhook("hook", "s", &["order.paid"], true);
+    let bodies = Arc::new(crate::memory::MemoryBodies::new());
+    let seeing = Arc::new(Seeing::default());
+    let w = storing_world(&hook, seeing.clone(), bodies.clone()).await;
+    let (job, _) = stored_job(&hook, &bodies, false).await;
+    let records = batch(&w.queue, vec![job.to_body()]).await;
+    // WHEN it is processed
+    let (lines, failed) = {
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = failed.clone();
+        let fanout = w.fanout.clone();
+        let lines = info_lines(async move {
+            *out.lock().expect("lock") = fanout.process(records, None).await;
+        })
+        .await;
+        let failed = failed.lock().expect("lock").clone();
+        (lines, failed)
+    };
+    // THEN it is acknowledged, not delivered, and discarded for good with the reason
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(seeing.payloads.lock().expect("lock").is_empty());
+    let why = "the event's stored payload is gone: it expired with the delivery log's retention, or was deleted";
+    let logs = w
+        .log
+        .integration_logs(&store("s"), hook.id, &Filter::default(), Page::default())
+        .await
+        .expect("logs")
+        .items;
+    assert_eq!(
+        logs.iter()
+            .map(|a| (a.succeeded, a.error_detail.as_deref()))
+            .collect::<Vec<_>>(),
+        [(false, Some(why))]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "ERROR" && l["reason"] == why),
+        "{lines:?}"
     );
 }

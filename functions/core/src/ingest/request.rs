@@ -6,15 +6,19 @@ use http::{header::HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::{EventStatus, Ingest, MAX_EVENTS_PER_REQUEST};
+use crate::job::MAX_EVENT_BYTES;
 use crate::jsonapi::{self, Errors};
 use crate::model::StoreId;
 use crate::validate::FieldError;
 
-/// Largest `POST /v2/events` body (a Lambda invocation carries at most 6 MB).
-pub const MAX_EVENTS_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Largest `POST /v2/events` body: the largest event ([`MAX_EVENT_BYTES`], 5 MiB) and
+/// room for the request's own JSON around it. (Through API Gateway, the Lambda
+/// invocation that carries the body is at most 6 MB.)
+pub const MAX_EVENTS_BODY_BYTES: usize = MAX_EVENT_BYTES + 64 * 1024;
 
 /// Reads the body (415, 413, 400 as [`jsonapi::read_json`]) and ingests its events for
-/// `store`. 202 with each event's id, status and job count; 422 when every event is
+/// `store`. 413 naming each event larger than [`MAX_EVENT_BYTES`] (nothing is
+/// ingested). 202 with each event's id, status and job count; 422 when every event is
 /// invalid; 503 when some could not be queued (the document says which: send those
 /// again).
 pub async fn post_events<B>(
@@ -51,15 +55,30 @@ where
             ))
         }
     };
-    let results = ingest
-        .ingest(&events, Some(store), |i| {
-            if single {
-                "/data".to_owned()
-            } else {
-                format!("/data/{i}")
-            }
+    let pointer = |i: usize| {
+        if single {
+            "/data".to_owned()
+        } else {
+            format!("/data/{i}")
+        }
+    };
+    let too_large: Vec<FieldError> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, event)| {
+            let bytes = json_len(event);
+            (bytes > MAX_EVENT_BYTES).then(|| FieldError {
+                pointer: pointer(i),
+                detail: format!(
+                    "the event is {bytes} bytes of JSON, more than the {MAX_EVENT_BYTES} (5 MiB) an event may be"
+                ),
+            })
         })
-        .await;
+        .collect();
+    if !too_large.is_empty() {
+        return Err(Errors::too_large(too_large));
+    }
+    let results = ingest.ingest(&events, Some(store), pointer).await;
     if results
         .iter()
         .all(|r| matches!(r.status, EventStatus::Invalid(_)))
@@ -88,4 +107,22 @@ where
         Value::Array(data)
     };
     Ok((status, json!({ "data": data })))
+}
+
+/// The length of `value`'s compact JSON, counted without writing it anywhere.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }

@@ -250,7 +250,7 @@ async fn a_large_order_observed_by_ten_integrations_is_queued_in_batches_sqs_tak
         queue.clone(),
         IngestSettings::default(),
     );
-    let blob = "x".repeat(crate::job::MAX_EVENT_BYTES - 200);
+    let blob = "x".repeat(crate::job::MAX_INLINE_PAYLOAD - 200);
     let large = json!({"id": "big", "type": "order.paid", "payload": {"data": {"blob": blob}}});
 
     // WHEN it is ingested
@@ -273,7 +273,7 @@ async fn a_large_order_observed_by_ten_integrations_is_queued_in_batches_sqs_tak
         assert!(b
             .sizes
             .iter()
-            .all(|&s| s > crate::job::MAX_EVENT_BYTES - 200));
+            .all(|&s| s > crate::job::MAX_INLINE_PAYLOAD - 200));
     }
     assert_eq!(
         batches.iter().map(|b| b.sizes.len()).collect::<Vec<_>>(),
@@ -426,4 +426,128 @@ async fn a_resent_event_that_was_partly_queued_gets_the_same_job_ids_so_receiver
         .expect("a's job");
     assert_eq!(a_again.job_id, delivered[0].job_id);
     assert_eq!(a_again.enqueued_at, delivered[0].enqueued_at);
+}
+
+/// A store of bodies that fails every put, or counts them.
+#[derive(Default)]
+struct Bodies {
+    fail: bool,
+    inner: crate::memory::MemoryBodies,
+    puts: std::sync::Mutex<Vec<(String, usize)>>,
+}
+
+#[async_trait::async_trait]
+impl EventBodies for Bodies {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> crate::error::Result<()> {
+        if self.fail {
+            return Err(crate::error::Error::Backend {
+                service: "S3",
+                message: "SlowDown".into(),
+                retryable: true,
+            });
+        }
+        self.puts
+            .lock()
+            .expect("lock")
+            .push((key.to_owned(), body.len()));
+        self.inner.put(key, body).await
+    }
+    async fn get(&self, key: &str) -> crate::error::Result<Option<bytes::Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn presign(&self, key: &str, valid: Duration) -> crate::error::Result<String> {
+        self.inner.presign(key, valid).await
+    }
+}
+
+fn large(id: &str) -> Value {
+    json!({"id": id, "type": "order.paid",
+           "payload": {"data": {"id": "o1", "type": "order"}, "included": {"blob": "x".repeat(1024 * 1024)}}})
+}
+
+#[tokio::test]
+async fn a_payload_too_large_for_a_message_is_stored_once_and_each_job_carries_its_claim_check() {
+    // GIVEN two integrations observing an order of over a MiB, and a body store
+    let a = webhook("a", "s", &["order.paid"], true);
+    let b = webhook("b", "s", &["order.paid"], true);
+    let w = world(&[&a, &b]).await;
+    let bodies = Arc::new(Bodies::default());
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[&a, &b]).await,
+            Duration::ZERO,
+        )),
+        Arc::new(MemoryIdempotency::new()),
+        w.queue.clone(),
+        IngestSettings::default(),
+    )
+    .with_bodies(Some(bodies.clone()));
+    // WHEN it is ingested
+    let results = ingest.ingest(&[large("big")], Some(&store("s")), at).await;
+    // THEN it is accepted, its payload stored once under its SHA-256
+    assert_eq!(results[0].status, EventStatus::Accepted { jobs: 2 });
+    let payload = Payload::new(&large("big")["payload"]);
+    let sha = crate::job::Stored::parts(&store("s"), &payload)
+        .expect("stored")
+        .stored
+        .sha256;
+    assert_eq!(
+        *bodies.puts.lock().expect("lock"),
+        [(format!("events/s/{sha}"), payload.text().len())]
+    );
+    // AND each job names it and carries no payload
+    let jobs = queued(&w.queue).await;
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        assert_eq!(
+            job.stored.as_ref().map(|s| s.sha256.as_str()),
+            Some(sha.as_str())
+        );
+        assert!(job.event.payload.is_absent());
+        assert!(job.to_body().len() < 1024, "{}", job.to_body());
+    }
+}
+
+#[tokio::test]
+async fn an_event_whose_payload_could_not_be_stored_is_failed_and_its_claim_released() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(seeded(&[&a]).await, Duration::ZERO)),
+        Arc::new(MemoryIdempotency::new()),
+        w.queue.clone(),
+        IngestSettings::default(),
+    )
+    .with_bodies(Some(Arc::new(Bodies {
+        fail: true,
+        ..Bodies::default()
+    })));
+    let results = ingest.ingest(&[large("big")], Some(&store("s")), at).await;
+    assert_eq!(
+        results[0].status,
+        EventStatus::Failed {
+            reason: "the event could not be queued; send it again".into()
+        }
+    );
+    assert!(queued(&w.queue).await.is_empty());
+    // The claim was given back: the resend is not a duplicate.
+    let again = ingest.ingest(&[large("big")], Some(&store("s")), at).await;
+    assert_ne!(again[0].status, EventStatus::Duplicate);
+}
+
+#[tokio::test]
+async fn without_a_body_store_a_payload_too_large_for_a_message_is_refused_with_its_pointer() {
+    let a = webhook("a", "s", &["order.paid"], true);
+    let w = world(&[&a]).await;
+    let results = w
+        .ingest
+        .ingest(&[large("big")], Some(&store("s")), at)
+        .await;
+    assert_eq!(
+        results[0].status,
+        EventStatus::Invalid(vec![crate::validate::FieldError {
+            pointer: "/data/0/payload".into(),
+            detail: format!("is larger than {MAX_INLINE_PAYLOAD} bytes, the most a queue message carries, and this deployment stores no larger ones (HERALD_EVENT_BUCKET)"),
+        }])
+    );
 }

@@ -11,9 +11,10 @@ use crate::catalog;
 use crate::model::StoreId;
 use crate::validate::FieldError;
 
-/// Largest event accepted, in bytes of its JSON, so that a job carrying it fits in an
-/// SQS message (256 KiB) with room for the job's own fields.
-pub const MAX_EVENT_BYTES: usize = 240 * 1024;
+/// Largest event accepted, in bytes of its JSON (5 MiB). A payload too large for a
+/// queue message ([`super::MAX_INLINE_PAYLOAD`]) is stored, and its jobs carry a claim
+/// check ([`super::Stored`]).
+pub const MAX_EVENT_BYTES: usize = 5 * 1024 * 1024;
 
 /// Longest event id.
 pub const MAX_EVENT_ID: usize = 128;
@@ -32,7 +33,12 @@ pub struct Event {
     /// When it happened (the sender's clock), else when Herald received it.
     #[serde(deserialize_with = "super::timestamp::deserialize")]
     pub occurred_at: DateTime<Utc>,
-    /// `{"data": {...}, "included"?: {...}}`.
+    /// `{"data": {...}, "included"?: {...}}`; absent from a job whose payload is
+    /// stored ([`super::DeliveryJob::stored`]).
+    #[serde(
+        default = "Payload::absent",
+        skip_serializing_if = "Payload::is_absent"
+    )]
     pub payload: Payload,
 }
 
@@ -49,6 +55,22 @@ impl Payload {
     pub fn new(value: &(impl Serialize + ?Sized)) -> Self {
         // JSON values and maps always serialize: their keys are strings.
         Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// No payload (`null`): what a job whose payload is stored carries. An event's
+    /// payload is never `null` ([`parse_event`] wants an object).
+    pub fn absent() -> Self {
+        Self(RawValue::NULL.to_owned())
+    }
+
+    /// Whether this is [`Payload::absent`].
+    pub fn is_absent(&self) -> bool {
+        self.text() == "null"
+    }
+
+    /// The payload whose JSON text is `text`, checked to be JSON.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
     }
 
     /// The JSON text.
@@ -213,7 +235,9 @@ pub fn parse_event(
         err(
             &mut errors,
             "",
-            &format!("the event is larger than {MAX_EVENT_BYTES} bytes, the most a queue message can carry"),
+            &format!(
+                "the event is larger than {MAX_EVENT_BYTES} bytes (5 MiB), the most Herald takes"
+            ),
         );
     }
     match (id, kind, store, occurred_at, payload) {

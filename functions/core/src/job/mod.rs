@@ -3,9 +3,11 @@
 //! come in are in [`event`], timestamps in [`timestamp`].
 
 mod event;
+mod stored;
 pub mod timestamp;
 
 pub use event::{parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID};
+pub use stored::{Fetched, Stored, StoredParts, MAX_INLINE_DATA, MAX_INLINE_PAYLOAD};
 pub use timestamp::{rfc3339_ms, to_millis};
 
 use chrono::{DateTime, Utc};
@@ -64,6 +66,16 @@ pub struct DeliveryJob {
         deserialize_with = "timestamp::deserialize_option"
     )]
     pub slot: Option<DateTime<Utc>>,
+    /// The claim check of an event whose payload is too large for a queue message
+    /// ([`MAX_INLINE_PAYLOAD`]): where ingest stored it, the event carrying no
+    /// payload of its own. Every send of the job (retries, the DLQ, replay) carries
+    /// the reference, never the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Stored>,
+    /// The stored payload, once the fan-out has fetched it for an attempt (never
+    /// written to a message).
+    #[serde(skip)]
+    pub fetched: Option<std::sync::Arc<Fetched>>,
 }
 
 fn first_attempt() -> u32 {
@@ -128,6 +140,17 @@ impl DeliveryJob {
             first_queued_at: None,
             not_before: None,
             slot: None,
+            stored: None,
+            fetched: None,
+        }
+    }
+
+    /// The event's payload: the one the job carries, or the stored one the fan-out
+    /// fetched (absent, `null`, before it is fetched).
+    pub fn payload(&self) -> &Payload {
+        match &self.fetched {
+            Some(fetched) => &fetched.payload,
+            None => &self.event.payload,
         }
     }
 
@@ -149,6 +172,12 @@ impl DeliveryJob {
         }
         if job.attempt == 0 {
             return Err("job attempt must be 1 or more".into());
+        }
+        match (&job.stored, job.event.payload.is_absent()) {
+            (None, true) => return Err("job has neither a payload nor a stored one".into()),
+            (Some(_), false) => return Err("job has both a payload and a stored one".into()),
+            (Some(stored), true) => stored.check()?,
+            (None, false) => {}
         }
         Ok(job)
     }
@@ -304,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn an_event_too_large_for_a_queue_message_is_refused() {
+    fn an_event_larger_than_5_mib_is_refused() {
         let big = json!({"type": "order.paid", "payload": {"data": {"blob": "x".repeat(MAX_EVENT_BYTES)}}});
         assert_eq!(
             pointers(parse_event(&big, Some(&store()), "/data", now())),
@@ -412,6 +441,72 @@ mod tests {
         assert_eq!(
             DeliveryJob::parse(&zero.to_string()),
             Err("job attempt must be 1 or more".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_claim_checked_job_carries_the_reference_never_the_payload_on_every_send() {
+        // GIVEN a job whose payload is stored, and fetched for an attempt
+        let (s, e) = parse_event(
+            &json!({"id": "big", "type": "order.paid", "payload": {"data": {"id": "o1"}}}),
+            Some(&store()),
+            "",
+            now(),
+        )
+        .expect("valid");
+        let payload = e.payload.clone();
+        let mut job = DeliveryJob::new(
+            &s,
+            Uuid::now_v7(),
+            Event {
+                payload: Payload::absent(),
+                ..e
+            },
+            now(),
+        );
+        let stored = Stored {
+            sha256: "0".repeat(64),
+            bytes: 17,
+            data_sha256: None,
+        };
+        job.stored = Some(stored.clone());
+        job.fetched = Some(std::sync::Arc::new(Fetched {
+            payload: payload.clone(),
+            data_ref: Some(("https://bucket.example/secret-url".into(), "1".repeat(64))),
+        }));
+        assert_eq!(job.payload(), &payload);
+        // WHEN it is written as a message (a retry's, the DLQ's)
+        let body = job.to_body();
+        // THEN it names the stored payload and carries neither it nor its URL
+        let wire: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            wire["stored"],
+            json!({"sha256": "0".repeat(64), "bytes": 17})
+        );
+        assert_eq!(wire["event"].get("payload"), None);
+        assert!(
+            !body.contains("secret-url") && !body.contains("o1"),
+            "{body}"
+        );
+        // AND it reads back as the claim check, not yet fetched
+        let again = DeliveryJob::parse(&body).expect("parses");
+        assert_eq!(
+            (again.stored.as_ref(), again.fetched.as_ref()),
+            (Some(&stored), None)
+        );
+        assert!(again.payload().is_absent());
+        // AND a job with neither a payload nor a stored one, or both, is poison
+        let mut neither = wire.clone();
+        neither.as_object_mut().expect("object").remove("stored");
+        assert_eq!(
+            DeliveryJob::parse(&neither.to_string()),
+            Err("job has neither a payload nor a stored one".to_owned())
+        );
+        let mut both = wire;
+        both["event"]["payload"] = json!({"data": {}});
+        assert_eq!(
+            DeliveryJob::parse(&both.to_string()),
+            Err("job has both a payload and a stored one".to_owned())
         );
     }
 

@@ -10,12 +10,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+mod bodies;
 mod claims;
 mod integrations;
 mod log;
 mod queue;
 mod rate;
 
+pub use bodies::MemoryBodies;
 pub use claims::MemoryIdempotency;
 pub use integrations::MemoryIntegrationStore;
 pub use log::MemoryDeliveryLog;
