@@ -762,10 +762,12 @@ async fn integration_events_go_through_sqs_in_moto_too() {
 }
 
 /// The "done when" of the queue targets: with the dev server and the local peers up,
-/// one order.paid event reaches a webhook, a customer SQS queue (moto) and an
-/// ActiveMQ queue, each in its documented format, and the test route works for each.
+/// one order.paid event reaches a webhook, a customer SQS queue, EventBridge bus and
+/// SNS topic (moto) and an ActiveMQ queue, each in its documented format, and the test
+/// route works for each.
 #[tokio::test]
-async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can_be_tested() {
+async fn one_event_reaches_a_webhook_an_sqs_queue_a_bus_a_topic_and_a_stomp_queue_and_each_can_be_tested(
+) {
     let endpoint = moto_endpoint();
     let root = herald_testkit::checkout();
     let ca = format!("{root}/.run/activemq/broker-ca.pem");
@@ -794,7 +796,14 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can
         .as_str()
         .is_some_and(|s| s.starts_with("v1,")));
 
-    for (target, ce) in [("sqs", &report.sqs), ("stomp", &report.stomp.1)] {
+    assert_eq!(report.eventbridge["source"], "herald");
+    assert_eq!(report.eventbridge["detail-type"], "demo.order.paid");
+    for (target, ce) in [
+        ("sqs", &report.sqs),
+        ("stomp", &report.stomp.1),
+        ("eventbridge", &report.eventbridge["detail"]),
+        ("sns", &report.sns),
+    ] {
         assert_eq!(ce["specversion"], "1.0", "{target}");
         assert_eq!(ce["type"], "order.paid", "{target}");
         assert_eq!(ce["storeid"], "tour", "{target}");
@@ -806,7 +815,7 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can
     assert_eq!(report.stomp.0["content-type"], "application/json");
     assert_eq!(report.stomp.0["herald-job-id"], report.stomp.1["jobid"]);
 
-    assert_eq!(report.tests.len(), 3);
+    assert_eq!(report.tests.len(), 5);
     for (kind, log) in &report.tests {
         assert_eq!(log["type"], "integration-log", "{kind}");
         assert_eq!(log["succeeded"], true, "{kind}: {log}");
