@@ -52,7 +52,7 @@ run-aws: setup ## the dev server on DynamoDB, SQS and KMS in moto (started on 12
 	  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	  PORT=$(PORT) cargo run --locked --quiet --profile $(RUN_PROFILE) -p herald-local --bin herald-local
 
-demo: setup ## the product tour: one order.paid event to a webhook, an SQS queue (moto) and an ActiveMQ queue, and a test delivery to each
+demo: setup ## the product tour: one order.paid event to a webhook, an SQS queue, an EventBridge bus and an SNS topic (moto) and an ActiveMQ queue, and a test delivery to each
 	infra/demo.sh
 
 test: setup ## everything CI checks: format, lints, unit/integration/end-to-end tests on moto, template, Lambda smoke
@@ -73,8 +73,8 @@ lint: ## rustfmt check, clippy with warnings as errors, no import cycle between 
 fmt: ## format the code
 	cargo fmt --all
 
-validate: setup ## cfn-lint on template.yaml and infra/customer/sqs-queue.yaml, sam validate --lint (offline)
-	AWS_DEFAULT_REGION=us-east-1 $(CFN_LINT) template.yaml infra/customer/sqs-queue.yaml
+validate: setup ## cfn-lint on template.yaml and infra/customer/*.yaml, sam validate --lint (offline)
+	AWS_DEFAULT_REGION=us-east-1 $(CFN_LINT) template.yaml infra/customer/sqs-queue.yaml infra/customer/eventbridge-bus.yaml infra/customer/sns-topic.yaml
 	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline $(SAM) validate --lint
 
 watch: setup ## serve the Lambda functions locally (cargo lambda watch, embedded backend) on 127.0.0.1:9061

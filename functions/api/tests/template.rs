@@ -474,50 +474,57 @@ fn alarms_watch_the_dlq_the_backlog_and_fanout_errors_and_the_dashboard_is_json(
 }
 
 fn customer_template() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../infra/customer/sqs-queue.yaml"
-    );
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("sqs-queue.yaml")).expect("YAML")
+    customer_template_named("sqs-queue.yaml")
 }
 
-#[test]
-fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a_secret() {
-    let t = customer_template();
-    // The role: assumable only by the Herald roles named, only with the store's
-    // external id, and only in a session tagged with the store.
-    let trust =
-        &resource(&t, "DeliveryRole")["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+fn customer_template_named(file: &str) -> Value {
+    let path = format!("{}/../../infra/customer/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect(file)).expect("YAML")
+}
+
+/// The customer-side templates: each file, the one action Herald may take and the
+/// resource it may take it on.
+const CUSTOMER_TEMPLATES: [(&str, &str, &str); 3] = [
+    ("sqs-queue.yaml", "sqs:SendMessage", "Queue.Arn"),
+    ("eventbridge-bus.yaml", "events:PutEvents", "EventBus.Arn"),
+    ("sns-topic.yaml", "sns:Publish", "Topic"),
+];
+
+/// Herald's way into a customer template's resource: a role assumable only by the
+/// Herald roles named, only with the store's external id and only in a session tagged
+/// with the store, or a user; either may take `action` on `resource` and nothing else,
+/// and no output carries the secret half of the key.
+fn assert_herald_may_only(file: &str, t: &Value, action_allowed: &str, resource_allowed: &str) {
+    let trust = &resource(t, "DeliveryRole")["Properties"]["AssumeRolePolicyDocument"]["Statement"];
     let mut actions = Vec::new();
     for st in trust.as_sequence().expect("statements") {
         let action = st["Action"].as_str().expect("one action").to_owned();
         let equals = &st["Condition"]["StringEquals"];
         let mut tag = Vec::new();
         strings(&equals["aws:RequestTag/herald:store"], &mut tag);
-        assert_eq!(tag, ["StoreId"], "{action}");
+        assert_eq!(tag, ["StoreId"], "{file} {action}");
         if action == "sts:AssumeRole" {
             let mut id = Vec::new();
             strings(&equals["sts:ExternalId"], &mut id);
-            assert_eq!(id, ["ExternalId"]);
+            assert_eq!(id, ["ExternalId"], "{file}");
         } else {
-            assert_eq!(action, "sts:TagSession");
+            assert_eq!(action, "sts:TagSession", "{file}");
         }
         actions.push(action);
         let mut principals = Vec::new();
         strings(&st["Principal"]["AWS"], &mut principals);
         assert!(
             principals.iter().any(|p| p == "HeraldFanoutRoleArn"),
-            "{principals:?}"
+            "{file} {principals:?}"
         );
         assert!(principals
             .iter()
             .all(|p| p.starts_with("Herald") || p == "HasApiRole"));
     }
     actions.sort();
-    assert_eq!(actions, ["sts:AssumeRole", "sts:TagSession"]);
-    // The role and the user may do one thing: SendMessage on this queue.
+    assert_eq!(actions, ["sts:AssumeRole", "sts:TagSession"], "{file}");
     for who in ["DeliveryRole", "DeliveryUser"] {
-        for policy in resource(&t, who)["Properties"]["Policies"]
+        for policy in resource(t, who)["Properties"]["Policies"]
             .as_sequence()
             .expect("policies")
         {
@@ -528,11 +535,23 @@ fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a
                 let (mut actions, mut resources) = (Vec::new(), Vec::new());
                 strings(&st["Action"], &mut actions);
                 strings(&st["Resource"], &mut resources);
-                assert_eq!(actions, ["sqs:SendMessage"], "{who}");
-                assert_eq!(resources, ["Queue.Arn"], "{who}");
+                assert_eq!(actions, [action_allowed], "{file} {who}");
+                assert_eq!(resources, [resource_allowed], "{file} {who}");
             }
         }
     }
+    let mut outputs = Vec::new();
+    strings(&t["Outputs"], &mut outputs);
+    assert!(
+        !outputs.iter().any(|o| o.contains("SecretAccessKey")),
+        "{file} {outputs:?}"
+    );
+}
+
+#[test]
+fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a_secret() {
+    let t = customer_template();
+    assert_herald_may_only("sqs-queue.yaml", &t, "sqs:SendMessage", "Queue.Arn");
     // Both queues encrypted, the queue redrives to its DLQ.
     for q in ["Queue", "DeadLetterQueue"] {
         assert_eq!(resource(&t, q)["Properties"]["SqsManagedSseEnabled"], true);
@@ -543,13 +562,23 @@ fn the_customer_template_lets_herald_only_send_to_that_queue_and_never_outputs_a
         &mut redrive,
     );
     assert!(redrive.iter().any(|s| s == "DeadLetterQueue.Arn"));
-    // No output carries the secret half of the key.
-    let mut outputs = Vec::new();
-    strings(&t["Outputs"], &mut outputs);
-    assert!(
-        !outputs.iter().any(|o| o.contains("SecretAccessKey")),
-        "{outputs:?}"
+}
+
+#[test]
+fn the_bus_and_topic_templates_let_herald_only_put_events_or_publish_there_and_never_output_a_secret(
+) {
+    for (file, action, resource_allowed) in &CUSTOMER_TEMPLATES[1..] {
+        let t = customer_template_named(file);
+        assert_herald_may_only(file, &t, action, resource_allowed);
+    }
+    // The topic is encrypted.
+    let t = customer_template_named("sns-topic.yaml");
+    let mut key = Vec::new();
+    strings(
+        &resource(&t, "Topic")["Properties"]["KmsMasterKeyId"],
+        &mut key,
     );
+    assert_eq!(key, ["alias/aws/sns"]);
 }
 
 #[test]
@@ -657,10 +686,8 @@ fn functions_used(v: &Value, out: &mut Vec<String>) {
 
 #[test]
 fn every_rule_uses_only_the_functions_cloudformation_allows_in_rules() {
-    for (file, t) in [
-        ("template.yaml", template()),
-        ("sqs-queue.yaml", customer_template()),
-    ] {
+    let customer = CUSTOMER_TEMPLATES.map(|(file, _, _)| (file, customer_template_named(file)));
+    for (file, t) in std::iter::once(("template.yaml", template())).chain(customer) {
         let rules = t["Rules"].as_mapping().expect("rules");
         assert!(!rules.is_empty());
         for (name, rule) in rules {

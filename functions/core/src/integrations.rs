@@ -11,8 +11,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::ingest::{EventStatus, Ingest};
 use crate::model::{
-    Health, Integration, IntegrationType, RetiringSecret, Secret, SqsAuth, SqsConfig, StoreId,
-    Target,
+    Health, Integration, IntegrationType, RetiringSecret, Secret, SqsAuth, StoreId, Target,
 };
 use crate::net::guard::AddressGuard;
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
@@ -213,16 +212,17 @@ impl Integrations {
                 .enumerate()
                 .filter_map(|(i, a)| check(a, format!("/data/configuration/addresses/{i}")))
                 .collect(),
-            Target::AwsSqs(_) => Vec::new(),
+            Target::AwsSqs(_) | Target::AwsEventBridge(_) | Target::AwsSns(_) => Vec::new(),
         }
     }
 
-    /// The store's external id for keyless SQS delivery, issued on first request.
+    /// The store's external id for keyless delivery to AWS targets (SQS, EventBridge,
+    /// SNS), issued on first request.
     pub async fn external_id(&self, store_id: &StoreId) -> Result<String> {
         self.store.external_id(store_id).await
     }
 
-    /// Binds a keyless SQS target to the external id Herald issued to the store: a
+    /// Binds a keyless AWS target to the external id Herald issued to the store: a
     /// request may leave `external_id` out (Herald fills it in) or send the issued
     /// one; any other value is refused, so no store can borrow another's.
     async fn bind_external_id(
@@ -231,11 +231,7 @@ impl Integrations {
         target: &mut Target,
         body: &Value,
     ) -> Result<Vec<FieldError>> {
-        let Target::AwsSqs(SqsConfig {
-            auth: SqsAuth::AssumeRole { external_id, .. },
-            ..
-        }) = target
-        else {
+        let Some(SqsAuth::AssumeRole { external_id, .. }) = target.aws_auth_mut() else {
             return Ok(Vec::new());
         };
         let issued = self.store.external_id(store_id).await?;

@@ -1,4 +1,4 @@
-//! The integration model: what a store owner registers, and the three kinds of target.
+//! The integration model: what a store owner registers, and the five kinds of target.
 //!
 //! Secrets live in [`Secret`], whose `Debug` is redacted, so that no `{:?}` of an
 //! integration can put a credential in a log line. Rendering for the API always goes
@@ -75,7 +75,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The three kinds of integration, named as in Elastic Path's `integration_type`.
+/// The kinds of integration, named as in Elastic Path's `integration_type` (its three,
+/// and Herald's `aws_eventbridge` and `aws_sns`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum IntegrationType {
     /// An HTTP endpoint that receives a `POST` per event.
@@ -84,18 +85,30 @@ pub enum IntegrationType {
     AwsSqs,
     /// A queue on a STOMP broker (ActiveMQ, Amazon MQ, RabbitMQ).
     Stomp,
+    /// The store owner's own Amazon EventBridge event bus.
+    AwsEventBridge,
+    /// The store owner's own Amazon SNS topic.
+    AwsSns,
 }
 
 impl IntegrationType {
     /// Every type, in the order the API documents them.
-    pub const ALL: [IntegrationType; 3] = [Self::Webhook, Self::AwsSqs, Self::Stomp];
+    pub const ALL: [IntegrationType; 5] = [
+        Self::Webhook,
+        Self::AwsSqs,
+        Self::Stomp,
+        Self::AwsEventBridge,
+        Self::AwsSns,
+    ];
 
-    /// The wire name (`webhook`, `aws_sqs`, `stomp`).
+    /// The wire name (`webhook`, `aws_sqs`, `stomp`, `aws_eventbridge`, `aws_sns`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::AwsSqs => "aws_sqs",
             Self::Stomp => "stomp",
+            Self::AwsEventBridge => "aws_eventbridge",
+            Self::AwsSns => "aws_sns",
         }
     }
 
@@ -114,6 +127,10 @@ pub enum Target {
     AwsSqs(SqsConfig),
     /// `integration_type: stomp`.
     Stomp(StompConfig),
+    /// `integration_type: aws_eventbridge`.
+    AwsEventBridge(EventBridgeConfig),
+    /// `integration_type: aws_sns`.
+    AwsSns(SnsConfig),
 }
 
 /// Configuration of a webhook integration.
@@ -221,7 +238,40 @@ pub struct SqsConfig {
     pub auth: SqsAuth,
 }
 
-/// Credentials for a customer's SQS queue.
+/// Configuration of an Amazon EventBridge integration.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EventBridgeConfig {
+    /// The event bus ARN (`arn:aws:events:<region>:<account>:event-bus/<name>`).
+    pub event_bus_arn: String,
+    /// The bus's region.
+    pub region: String,
+    /// Put before the event key in each event's `DetailType` (`acme.` gives
+    /// `acme.order.paid`); none: the event key alone.
+    pub detail_type_prefix: Option<String>,
+    /// How Herald authenticates to the store owner's account (as for SQS).
+    pub auth: SqsAuth,
+}
+
+/// Configuration of an Amazon SNS integration.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SnsConfig {
+    /// The topic ARN (`arn:aws:sns:<region>:<account>:<name>`, `.fifo` for a FIFO topic).
+    pub topic_arn: String,
+    /// The topic's region.
+    pub region: String,
+    /// How Herald authenticates to the store owner's account (as for SQS).
+    pub auth: SqsAuth,
+}
+
+impl SnsConfig {
+    /// Whether the topic is a FIFO topic (its name ends in `.fifo`): each message
+    /// then needs a group id and a deduplication id.
+    pub fn is_fifo(&self) -> bool {
+        self.topic_arn.ends_with(".fifo")
+    }
+}
+
+/// Credentials for a customer's AWS target (SQS queue, EventBridge bus, SNS topic).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum SqsAuth {
     /// Static access keys, as Elastic Path takes them.
@@ -270,7 +320,9 @@ pub struct StompConfig {
 pub fn secret_fields(kind: IntegrationType) -> &'static [&'static str] {
     match kind {
         IntegrationType::Webhook => &["secret_key"],
-        IntegrationType::AwsSqs => &["aws_access_key_id", "aws_secret_access_key"],
+        IntegrationType::AwsSqs | IntegrationType::AwsEventBridge | IntegrationType::AwsSns => {
+            &["aws_access_key_id", "aws_secret_access_key"]
+        }
         IntegrationType::Stomp => &["password"],
     }
 }
@@ -282,6 +334,29 @@ impl Target {
             Self::Webhook(_) => IntegrationType::Webhook,
             Self::AwsSqs(_) => IntegrationType::AwsSqs,
             Self::Stomp(_) => IntegrationType::Stomp,
+            Self::AwsEventBridge(_) => IntegrationType::AwsEventBridge,
+            Self::AwsSns(_) => IntegrationType::AwsSns,
+        }
+    }
+
+    /// The AWS credentials of a target in the store owner's AWS account (SQS,
+    /// EventBridge, SNS); `None` for the others.
+    pub fn aws_auth(&self) -> Option<&SqsAuth> {
+        match self {
+            Self::AwsSqs(c) => Some(&c.auth),
+            Self::AwsEventBridge(c) => Some(&c.auth),
+            Self::AwsSns(c) => Some(&c.auth),
+            Self::Webhook(_) | Self::Stomp(_) => None,
+        }
+    }
+
+    /// [`Target::aws_auth`], to change.
+    pub fn aws_auth_mut(&mut self) -> Option<&mut SqsAuth> {
+        match self {
+            Self::AwsSqs(c) => Some(&mut c.auth),
+            Self::AwsEventBridge(c) => Some(&mut c.auth),
+            Self::AwsSns(c) => Some(&mut c.auth),
+            Self::Webhook(_) | Self::Stomp(_) => None,
         }
     }
 
@@ -306,22 +381,17 @@ impl Target {
             Self::AwsSqs(c) => {
                 map.insert("url".into(), json!(c.url));
                 map.insert("region".into(), json!(c.region));
-                match &c.auth {
-                    SqsAuth::Keys {
-                        access_key_id,
-                        secret_access_key,
-                    } => {
-                        map.insert("aws_access_key_id".into(), secret(access_key_id));
-                        map.insert("aws_secret_access_key".into(), secret(secret_access_key));
-                    }
-                    SqsAuth::AssumeRole {
-                        role_arn,
-                        external_id,
-                    } => {
-                        map.insert("role_arn".into(), json!(role_arn));
-                        map.insert("external_id".into(), json!(external_id));
-                    }
+            }
+            Self::AwsEventBridge(c) => {
+                map.insert("event_bus_arn".into(), json!(c.event_bus_arn));
+                map.insert("region".into(), json!(c.region));
+                if let Some(p) = &c.detail_type_prefix {
+                    map.insert("detail_type_prefix".into(), json!(p));
                 }
+            }
+            Self::AwsSns(c) => {
+                map.insert("topic_arn".into(), json!(c.topic_arn));
+                map.insert("region".into(), json!(c.region));
             }
             Self::Stomp(c) => {
                 map.insert("addresses".into(), json!(c.addresses));
@@ -332,6 +402,23 @@ impl Target {
                     map.insert("host".into(), json!(h));
                 }
             }
+        }
+        match self.aws_auth() {
+            Some(SqsAuth::Keys {
+                access_key_id,
+                secret_access_key,
+            }) => {
+                map.insert("aws_access_key_id".into(), secret(access_key_id));
+                map.insert("aws_secret_access_key".into(), secret(secret_access_key));
+            }
+            Some(SqsAuth::AssumeRole {
+                role_arn,
+                external_id,
+            }) => {
+                map.insert("role_arn".into(), json!(role_arn));
+                map.insert("external_id".into(), json!(external_id));
+            }
+            None => {}
         }
         Value::Object(map)
     }

@@ -604,4 +604,30 @@ mod tests {
         let target = masked_target(IntegrationType::AwsSqs, &cfg).expect("masked target");
         assert_eq!(target.configuration(false), cfg);
     }
+
+    #[test]
+    fn masked_access_keys_of_a_bus_or_a_topic_read_back_too() {
+        let keys = serde_json::json!({
+            "aws_access_key_id": "****************MPLE",
+            "aws_secret_access_key": "************************************EKEY",
+        });
+        for (kind, mut cfg) in [
+            (
+                IntegrationType::AwsEventBridge,
+                serde_json::json!({"event_bus_arn": "arn:aws:events:us-east-1:123456789012:event-bus/b",
+                    "region": "us-east-1"}),
+            ),
+            (
+                IntegrationType::AwsSns,
+                serde_json::json!({"topic_arn": "arn:aws:sns:us-east-1:123456789012:t",
+                    "region": "us-east-1"}),
+            ),
+        ] {
+            for (k, v) in keys.as_object().expect("object") {
+                cfg[k] = v.clone();
+            }
+            let target = masked_target(kind, &cfg).expect("masked target");
+            assert_eq!(target.configuration(false), cfg, "{kind:?}");
+        }
+    }
 }

@@ -5,7 +5,11 @@
 //! at TRACE, which carry integration secrets (a DynamoDB read returns the stored
 //! configuration); the Lambda runtime logs every raw invocation event at TRACE (an API
 //! request's body and its `Authorization` header); axum logs rejections, which can
-//! quote the body, at TRACE; the HTTP/TLS stack is held at INFO.
+//! quote the body, at TRACE; the HTTP/TLS stack is held at INFO. The SDK's endpoint
+//! resolution is held at INFO: at DEBUG it prints its parameters, which for some
+//! services (EventBridge) carry the caller's identity, a customer's access key id;
+//! request signing (`aws_sigv4`) logs the identity and the request, body included, at
+//! TRACE.
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,8 +17,13 @@ use tracing_subscriber::EnvFilter;
 /// most each may log.
 const CAPS: &[(&str, &str)] = &[
     ("aws_smithy_runtime", "debug"),
+    (
+        "aws_smithy_runtime::client::orchestrator::endpoints",
+        "info",
+    ),
     ("aws_smithy_runtime_api", "debug"),
     ("aws_smithy_http_client", "debug"),
+    ("aws_sigv4", "debug"),
     ("lambda_runtime", "debug"),
     ("lambda_runtime_api_client", "debug"),
     ("lambda_http", "debug"),
@@ -51,13 +60,21 @@ pub fn directives(spec: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut global = None;
     let mut named: Vec<&str> = Vec::new();
+    // The level each named target ends up at, capped.
+    let mut named_levels: Vec<(&str, Option<usize>)> = Vec::new();
     for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         match d.rsplit_once('=') {
             Some((target, level)) if rank(level).is_some() => {
                 named.push(target);
                 match cap_of(target) {
-                    Some(max) if rank(level) > rank(max) => out.push(format!("{target}={max}")),
-                    _ => out.push(d.to_owned()),
+                    Some(max) if rank(level) > rank(max) => {
+                        named_levels.push((target, rank(max)));
+                        out.push(format!("{target}={max}"));
+                    }
+                    _ => {
+                        named_levels.push((target, rank(level)));
+                        out.push(d.to_owned());
+                    }
                 }
             }
             None if rank(d).is_some() => {
@@ -67,14 +84,22 @@ pub fn directives(spec: &str) -> String {
             _ => out.push(d.to_owned()),
         }
     }
-    if let Some(global) = global {
-        for (target, max) in CAPS {
-            let mentioned = named
-                .iter()
-                .any(|n| n == target || n.starts_with(&format!("{target}::")));
-            if !mentioned && Some(global) > rank(max) {
-                out.push(format!("{target}={max}"));
-            }
+    for (target, max) in CAPS {
+        // A capped target inside one named (`aws_smithy_runtime=debug` holds its
+        // endpoint resolution at its own cap): the closest named parent's level.
+        let parent = named_levels
+            .iter()
+            .filter(|(n, _)| target.starts_with(&format!("{n}::")))
+            .max_by_key(|(n, _)| n.len());
+        let mentioned = named
+            .iter()
+            .any(|n| n == target || n.starts_with(&format!("{target}::")));
+        let level = match parent {
+            Some((_, level)) => *level,
+            None => global,
+        };
+        if !mentioned && level > rank(max) {
+            out.push(format!("{target}={max}"));
         }
     }
     out.join(",")
@@ -199,11 +224,11 @@ mod tests {
     fn trace_holds_the_sdk_the_lambda_runtime_and_axum_at_debug_and_the_http_stack_at_info() {
         assert_eq!(
             directives("trace"),
-            "trace,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,lambda_runtime=debug,lambda_runtime_api_client=debug,lambda_http=debug,axum=debug,hyper=info,hyper_util=info,h2=info,rustls=info"
+            "trace,aws_smithy_runtime=debug,aws_smithy_runtime::client::orchestrator::endpoints=info,aws_smithy_runtime_api=debug,aws_smithy_http_client=debug,aws_sigv4=debug,lambda_runtime=debug,lambda_runtime_api_client=debug,lambda_http=debug,axum=debug,hyper=info,hyper_util=info,h2=info,rustls=info"
         );
         assert_eq!(
             directives("debug"),
-            "debug,hyper=info,hyper_util=info,h2=info,rustls=info"
+            "debug,aws_smithy_runtime::client::orchestrator::endpoints=info,hyper=info,hyper_util=info,h2=info,rustls=info"
         );
     }
 
@@ -211,8 +236,45 @@ mod tests {
     fn a_capped_target_asked_for_by_name_is_held_at_its_cap() {
         assert_eq!(
             directives("warn,aws_smithy_runtime=trace,hyper::proto=debug,lambda_runtime=trace"),
-            "warn,aws_smithy_runtime=debug,hyper::proto=info,lambda_runtime=debug"
+            "warn,aws_smithy_runtime=debug,hyper::proto=info,lambda_runtime=debug,aws_smithy_runtime::client::orchestrator::endpoints=info"
         );
+    }
+
+    #[test]
+    fn the_sdks_endpoint_resolution_which_shows_an_access_key_id_is_held_at_info() {
+        // Its DEBUG line prints the endpoint parameters, which for EventBridge hold the
+        // integration's identity: the access key id in clear.
+        let endpoints = "aws_smithy_runtime::client::orchestrator::endpoints=info";
+        assert_eq!(
+            directives("debug"),
+            format!("debug,{endpoints},hyper=info,hyper_util=info,h2=info,rustls=info")
+        );
+        assert_eq!(
+            directives("warn,aws_smithy_runtime=trace"),
+            format!("warn,aws_smithy_runtime=debug,{endpoints}")
+        );
+        assert_eq!(
+            directives("debug,aws_smithy_runtime=debug"),
+            format!("debug,aws_smithy_runtime=debug,{endpoints},hyper=info,hyper_util=info,h2=info,rustls=info")
+        );
+        assert_eq!(
+            directives("aws_smithy_runtime::client=debug"),
+            format!("aws_smithy_runtime::client=debug,{endpoints}")
+        );
+        assert_eq!(
+            directives("info,aws_smithy_runtime=info"),
+            "info,aws_smithy_runtime=info"
+        );
+    }
+
+    #[test]
+    fn request_signing_which_traces_the_identity_and_the_body_is_held_at_debug() {
+        assert!(
+            directives("trace").contains(",aws_sigv4=debug,"),
+            "{}",
+            directives("trace")
+        );
+        assert_eq!(directives("aws_sigv4=trace"), "aws_sigv4=debug");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::aws::s3::S3Bodies;
 use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use crate::cache::IntegrationCache;
 use crate::config::{Backend, PipelineSettings};
+use crate::delivery::eventbridge::EventBridgeDeliverer;
+use crate::delivery::sns::SnsDeliverer;
 use crate::delivery::sqs::SqsDeliverer;
 use crate::delivery::stomp::StompDeliverer;
 use crate::delivery::webhook::WebhookDeliverer;
@@ -231,6 +233,8 @@ impl Components {
                 "HERALD_WEBHOOK_EXTRA_CA",
             )?);
         let sqs = SqsDeliverer::new(self.aws.clone());
+        let eventbridge = EventBridgeDeliverer::new(self.aws.clone());
+        let sns = SnsDeliverer::new(self.aws.clone());
         let stomp_ca = extra_ca(&self.settings.stomp_extra_ca, "HERALD_STOMP_EXTRA_CA")?;
         let stomp = StompDeliverer::new(guard, &stomp_ca, STOMP_TIMEOUT)
             .map_err(Error::Config)?
@@ -238,7 +242,9 @@ impl Components {
         Ok(Arc::new(
             TargetDeliverer::new(Arc::new(webhook))
                 .with_sqs(Arc::new(sqs))
-                .with_stomp(Arc::new(stomp)),
+                .with_stomp(Arc::new(stomp))
+                .with_eventbridge(Arc::new(eventbridge))
+                .with_sns(Arc::new(sns)),
         ))
     }
 

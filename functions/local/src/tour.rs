@@ -1,13 +1,16 @@
-//! The product tour behind `make demo` (and the end-to-end test of all three
-//! targets): against a running dev server, with a webhook receiver started here, an
-//! SQS queue on moto and a queue on ActiveMQ, it creates one integration of each
-//! type, sends one `order.paid` event, reads back what each target received, and
-//! runs the test route for each integration. Loopback only.
+//! The product tour behind `make demo` (and the end-to-end test of every target):
+//! against a running dev server, with a webhook receiver started here, an SQS queue,
+//! an EventBridge bus and an SNS topic on moto and a queue on ActiveMQ, it creates one
+//! integration of each type, sends one `order.paid` event, reads back what each
+//! target received (the bus's and the topic's through a queue: a rule's target and a
+//! raw subscription), and runs the test route for each integration. Loopback only.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_core::aws::local::{create_queues, moto_config};
+use herald_core::aws::local::{
+    create_bus_into_queue, create_queues, create_topic_into_queue, moto_config,
+};
 use herald_core::aws::sqs::SqsJobQueue;
 use herald_core::delivery::stomp;
 use herald_core::ports::JobSource;
@@ -32,15 +35,37 @@ pub struct Report {
     pub webhook: (Value, Value),
     /// The SQS message body.
     pub sqs: Value,
+    /// The event on the EventBridge bus, as its rule delivered it to a queue.
+    pub eventbridge: Value,
+    /// The SNS message, as a raw subscription delivered it to a queue.
+    pub sns: Value,
     /// The STOMP message: headers and body.
     pub stomp: (Value, Value),
     /// `(integration_type, log object)` of each test delivery.
     pub tests: Vec<(String, Value)>,
-    /// The ids of the created integrations, webhook/aws_sqs/stomp.
+    /// The ids of the created integrations, in [`KINDS`]' order.
     pub integrations: Vec<String>,
 }
 
+/// The integration types the tour creates, in its order.
+pub const KINDS: [&str; 5] = ["webhook", "aws_sqs", "stomp", "aws_eventbridge", "aws_sns"];
+
 type Seen = Arc<Mutex<Vec<(Value, Value)>>>;
+
+/// The first message on the moto queue at `url`, deleted once read (at most 30 s).
+async fn read_queue(queue: &SqsJobQueue, what: &str) -> Result<Value, String> {
+    for _ in 0..15 {
+        let messages = queue
+            .receive(1, Duration::from_secs(2))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(m) = messages.first() {
+            queue.delete(&m.receipt).await.map_err(|e| e.to_string())?;
+            return Ok(serde_json::from_str::<Value>(&m.body).unwrap_or(Value::Null));
+        }
+    }
+    Err(format!("{what} received nothing within 30 s"))
+}
 
 async fn webhook_receiver() -> Result<(String, Seen), String> {
     let seen: Seen = Arc::default();
@@ -120,6 +145,13 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
         .await
         .map_err(|e| e.to_string())?;
     let destination = format!("/queue/herald.demo.{suffix}");
+    let (bus_arn, bus_queue) = create_bus_into_queue(&sdk, &format!("herald-demo-{suffix}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (topic_arn, topic_queue) =
+        create_topic_into_queue(&sdk, &format!("herald-demo-{suffix}"), true)
+            .await
+            .map_err(|e| e.to_string())?;
 
     let create = |kind: &str, name: &str, configuration: Value| {
         json!({"data": {"type": "integration", "integration_type": kind, "name": name, "enabled": true,
@@ -142,6 +174,18 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
             "Demo ActiveMQ queue",
             json!({"addresses": ["stomp+ssl://localhost:61614", "stomp://127.0.0.1:61613"], "destination": destination,
                    "username": "herald", "password": peers.broker_password}),
+        ),
+        create(
+            "aws_eventbridge",
+            "Demo EventBridge bus",
+            json!({"event_bus_arn": bus_arn, "region": "us-east-1", "detail_type_prefix": "demo.",
+                   "aws_access_key_id": "AKIAIOSFODNN7DEMOKEY", "aws_secret_access_key": "demo-secret-for-moto"}),
+        ),
+        create(
+            "aws_sns",
+            "Demo SNS topic",
+            json!({"topic_arn": topic_arn, "region": "us-east-1",
+                   "aws_access_key_id": "AKIAIOSFODNN7DEMOKEY", "aws_secret_access_key": "demo-secret-for-moto"}),
         ),
     ];
     let mut ids = Vec::new();
@@ -189,20 +233,21 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
     }
     let webhook = webhook.ok_or("the webhook received nothing within 30 s")?;
 
-    let queue = SqsJobQueue::from_sdk(&sdk, moto_queue_url.clone());
-    let mut sqs = None;
-    for _ in 0..15 {
-        let messages = queue
-            .receive(1, Duration::from_secs(2))
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(m) = messages.first() {
-            queue.delete(&m.receipt).await.map_err(|e| e.to_string())?;
-            sqs = Some(serde_json::from_str::<Value>(&m.body).unwrap_or(Value::Null));
-            break;
-        }
-    }
-    let sqs = sqs.ok_or("the SQS queue received nothing within 30 s")?;
+    let sqs = read_queue(
+        &SqsJobQueue::from_sdk(&sdk, moto_queue_url.clone()),
+        "the SQS queue",
+    )
+    .await?;
+    let eventbridge = read_queue(
+        &SqsJobQueue::from_sdk(&sdk, bus_queue),
+        "the EventBridge bus's rule",
+    )
+    .await?;
+    let sns = read_queue(
+        &SqsJobQueue::from_sdk(&sdk, topic_queue),
+        "the SNS topic's subscription",
+    )
+    .await?;
 
     let frames = stomp::receive(
         "127.0.0.1:61613",
@@ -223,7 +268,7 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
     let stomp_body: Value = serde_json::from_slice(&frame.body).unwrap_or(Value::Null);
 
     let mut tests = Vec::new();
-    for (id, kind) in ids.iter().zip(["webhook", "aws_sqs", "stomp"]) {
+    for (id, kind) in ids.iter().zip(KINDS) {
         let (status, doc) = call(
             &http,
             peers,
@@ -242,6 +287,8 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
     Ok(Report {
         webhook,
         sqs,
+        eventbridge,
+        sns,
         stomp: (Value::Object(stomp_headers), stomp_body),
         tests,
         integrations: ids,

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::aws::local::{bootstrap, moto_config};
+use herald_core::aws::local::{
+    bootstrap, create_bus_into_queue, create_topic_into_queue, moto_config,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -760,10 +762,12 @@ async fn integration_events_go_through_sqs_in_moto_too() {
 }
 
 /// The "done when" of the queue targets: with the dev server and the local peers up,
-/// one order.paid event reaches a webhook, a customer SQS queue (moto) and an
-/// ActiveMQ queue, each in its documented format, and the test route works for each.
+/// one order.paid event reaches a webhook, a customer SQS queue, EventBridge bus and
+/// SNS topic (moto) and an ActiveMQ queue, each in its documented format, and the test
+/// route works for each.
 #[tokio::test]
-async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can_be_tested() {
+async fn one_event_reaches_a_webhook_an_sqs_queue_a_bus_a_topic_and_a_stomp_queue_and_each_can_be_tested(
+) {
     let endpoint = moto_endpoint();
     let root = herald_testkit::checkout();
     let ca = format!("{root}/.run/activemq/broker-ca.pem");
@@ -792,7 +796,14 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can
         .as_str()
         .is_some_and(|s| s.starts_with("v1,")));
 
-    for (target, ce) in [("sqs", &report.sqs), ("stomp", &report.stomp.1)] {
+    assert_eq!(report.eventbridge["source"], "herald");
+    assert_eq!(report.eventbridge["detail-type"], "demo.order.paid");
+    for (target, ce) in [
+        ("sqs", &report.sqs),
+        ("stomp", &report.stomp.1),
+        ("eventbridge", &report.eventbridge["detail"]),
+        ("sns", &report.sns),
+    ] {
         assert_eq!(ce["specversion"], "1.0", "{target}");
         assert_eq!(ce["type"], "order.paid", "{target}");
         assert_eq!(ce["storeid"], "tour", "{target}");
@@ -804,7 +815,7 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_and_a_stomp_queue_and_each_can
     assert_eq!(report.stomp.0["content-type"], "application/json");
     assert_eq!(report.stomp.0["herald-job-id"], report.stomp.1["jobid"]);
 
-    assert_eq!(report.tests.len(), 3);
+    assert_eq!(report.tests.len(), 5);
     for (kind, log) in &report.tests {
         assert_eq!(log["type"], "integration-log", "{kind}");
         assert_eq!(log["succeeded"], true, "{kind}: {log}");
@@ -1157,4 +1168,263 @@ async fn a_burst_to_an_integration_limited_to_50_a_second_never_passes_55_in_a_s
     let times: Vec<Instant> = seen.iter().map(|(_, t)| *t).collect();
     let most = most_in_a_second(&times);
     assert!(most <= 55, "{most} deliveries in one second");
+}
+
+/// Reads the queue at `url` until it holds a message (at most 10 s): its body.
+async fn first_message(sqs: &aws_sdk_sqs::Client, url: &str) -> Value {
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if let Some(m) = out.messages().first() {
+            return serde_json::from_str(m.body().unwrap_or_default()).expect("JSON");
+        }
+    }
+    panic!("nothing reached {url} within 10 s");
+}
+
+/// The dev server (embedded backend) whose calls to customers' AWS accounts go to moto.
+fn start_with_customer_aws_on_moto(extra: &[(&str, &str)]) -> DevServer {
+    let endpoint = moto_endpoint();
+    let mut env = vec![
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    env.extend_from_slice(extra);
+    start(&env)
+}
+
+fn aws_target(kind: &str, configuration: Value) -> Value {
+    json!({"data": {"type": "integration", "integration_type": kind, "name": kind, "enabled": true,
+                    "observes": ["order.paid"], "configuration": configuration}})
+}
+
+#[tokio::test]
+async fn one_event_reaches_an_eventbridge_bus_and_an_sns_topic_and_each_can_be_tested() {
+    use reqwest::Method;
+    // GIVEN a bus whose rule feeds a queue and a topic with a queue subscribed, on moto
+    let sdk = moto_config(&moto_endpoint()).await.expect("moto");
+    let suffix = uuid_like();
+    let (bus_arn, bus_queue) = create_bus_into_queue(&sdk, &format!("e2e-bus-{suffix}"))
+        .await
+        .expect("bus");
+    let (topic_arn, topic_queue) =
+        create_topic_into_queue(&sdk, &format!("e2e-topic-{suffix}"), true)
+            .await
+            .expect("topic");
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let server = start_with_customer_aws_on_moto(&[]);
+    let api = Api::new(&server);
+    let store = "aws-targets";
+
+    // WHEN an integration is created for each, the bus with keys and the topic with a role
+    let (status, bus) = api
+        .send(
+            Method::POST,
+            "/v2/integrations",
+            store,
+            Some(&aws_target(
+                "aws_eventbridge",
+                json!({"event_bus_arn": bus_arn, "region": "us-east-1", "detail_type_prefix": "shop.",
+                       "aws_access_key_id": SECRETS[1], "aws_secret_access_key": SECRETS[2]}),
+            )),
+        )
+        .await;
+    // THEN each is created, the keys masked, the topic bound to the store's external id
+    assert_eq!(status, StatusCode::CREATED, "{bus}");
+    assert_eq!(
+        bus["data"]["configuration"],
+        json!({"event_bus_arn": bus_arn, "region": "us-east-1", "detail_type_prefix": "shop.",
+               "aws_access_key_id": "****************PSYQ",
+               "aws_secret_access_key": "************************************pUSJ"})
+    );
+    let (status, topic) = api
+        .send(
+            Method::POST,
+            "/v2/integrations",
+            store,
+            Some(&aws_target(
+                "aws_sns",
+                json!({"topic_arn": topic_arn, "region": "us-east-1",
+                       "role_arn": "arn:aws:iam::123456789012:role/herald-delivery"}),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{topic}");
+    let (_, external) = api
+        .send(Method::GET, "/v2/integrations/external-id", store, None)
+        .await;
+    let issued = external["data"]["external_id"].as_str().expect("issued id");
+    assert!(issued.starts_with("herald-"), "{external}");
+    assert_eq!(topic["data"]["configuration"]["external_id"], issued);
+
+    // WHEN an order.paid event is posted
+    let (status, accepted) = api
+        .send(
+            Method::POST,
+            "/v2/events",
+            store,
+            Some(
+                &json!({"data": {"id": format!("evt-{suffix}"), "type": "order.paid",
+                "payload": {"data": {"id": "order-7", "type": "order", "status": "paid"}}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+
+    // THEN the bus's rule got it from `herald`, typed by the prefixed event key, with
+    // the CloudEvent as its detail; the topic's queue got the CloudEvent itself
+    let event = first_message(&sqs, &bus_queue).await;
+    assert_eq!(event["source"], "herald");
+    assert_eq!(event["detail-type"], "shop.order.paid");
+    let message = first_message(&sqs, &topic_queue).await;
+    for (target, ce) in [("eventbridge", &event["detail"]), ("sns", &message)] {
+        assert_eq!(ce["specversion"], "1.0", "{target}");
+        assert_eq!(ce["id"], format!("evt-{suffix}"), "{target}");
+        assert_eq!(ce["type"], "order.paid", "{target}");
+        assert_eq!(ce["storeid"], store, "{target}");
+        assert_eq!(
+            ce["data"],
+            json!({"id": "order-7", "type": "order", "status": "paid"}),
+            "{target}"
+        );
+    }
+
+    // AND the test route delivers to each, and each has both attempts in its logs
+    for created in [&bus, &topic] {
+        let id = created["data"]["id"].as_str().expect("id");
+        let (status, tested) = api
+            .send(
+                Method::POST,
+                &format!("/v2/integrations/{id}/test"),
+                store,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{tested}");
+        assert_eq!(tested["data"]["succeeded"], true, "{tested}");
+        let (_, logs) = api
+            .send(
+                Method::GET,
+                &format!("/v2/integrations/{id}/logs"),
+                store,
+                None,
+            )
+            .await;
+        assert_eq!(
+            logs["meta"]["results"]["total"], 2,
+            "the event and the test delivery: {logs}"
+        );
+    }
+    assert_eq!(
+        first_message(&sqs, &bus_queue).await["detail-type"],
+        "shop.order.paid"
+    );
+    assert_no_secret_was_logged(server.stop_and_read_log());
+}
+
+#[tokio::test]
+async fn a_bus_or_topic_that_does_not_exist_fails_the_job_for_good_and_disables_the_integration() {
+    use reqwest::Method;
+    // GIVEN integrations for a bus and a topic that do not exist, on a dev server that
+    // retries at once and disables after one failed job
+    let server = start_with_customer_aws_on_moto(&[
+        ("HERALD_RETRY_SCALE", "0"),
+        ("HERALD_AUTO_DISABLE_AFTER", "1"),
+    ]);
+    let api = Api::new(&server);
+    let store = "aws-missing";
+    let keys = |mut c: Value| {
+        c["aws_access_key_id"] = json!("AKIAIOSFODNN7TESTKEY");
+        c["aws_secret_access_key"] = json!("test-secret-for-moto");
+        c
+    };
+    let mut ids = Vec::new();
+    for (kind, configuration) in [
+        (
+            "aws_eventbridge",
+            keys(
+                json!({"event_bus_arn": "arn:aws:events:us-east-1:123456789012:event-bus/no-such-bus",
+                        "region": "us-east-1"}),
+            ),
+        ),
+        (
+            "aws_sns",
+            keys(
+                json!({"topic_arn": "arn:aws:sns:us-east-1:123456789012:no-such-topic",
+                        "region": "us-east-1"}),
+            ),
+        ),
+    ] {
+        let (status, created) = api
+            .send(
+                Method::POST,
+                "/v2/integrations",
+                store,
+                Some(&aws_target(kind, configuration)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.push(created["data"]["id"].as_str().expect("id").to_owned());
+    }
+
+    // WHEN an event they observe is posted
+    let (status, _) = api
+        .send(
+            Method::POST,
+            "/v2/events",
+            store,
+            Some(&json!({"data": {"type": "order.paid",
+                "payload": {"data": {"id": "order-8", "type": "order"}}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // THEN each job fails for good after its retries, and Herald disables each
+    // integration, saying why
+    for (id, why) in ids
+        .iter()
+        .zip(["the event bus does not exist", "the topic does not exist"])
+    {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            let (_, now) = api
+                .send(Method::GET, &format!("/v2/integrations/{id}"), store, None)
+                .await;
+            last = now;
+            if last["data"]["enabled"] == false {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let health = &last["data"]["meta"]["health"];
+        assert_eq!(last["data"]["enabled"], false, "{last}");
+        assert_eq!(health["status"], "disabled", "{last}");
+        assert_eq!(health["consecutive_failures"], 1, "{last}");
+        assert_eq!(
+            health["disabled_reason"],
+            format!("disabled by Herald after 1 consecutive failed jobs; last: {why}"),
+            "{last}"
+        );
+        let (_, logs) = api
+            .send(
+                Method::GET,
+                &format!("/v2/integrations/{id}/logs"),
+                store,
+                None,
+            )
+            .await;
+        let attempts = logs["data"].as_array().expect("logs");
+        assert!(!attempts.is_empty(), "{logs}");
+        for attempt in attempts {
+            assert_eq!(attempt["succeeded"], false, "{attempt}");
+            assert_eq!(attempt["error_detail"], why, "{attempt}");
+        }
+    }
 }

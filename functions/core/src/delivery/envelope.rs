@@ -161,6 +161,17 @@ pub fn fit_message(
     ))
 }
 
+/// The message group of a job's CloudEvent `event` in a FIFO queue or topic: the
+/// resource's id (so that one resource's events keep their order and others' do not
+/// wait behind them), else the event key.
+pub fn message_group(event: &Value, job: &DeliveryJob) -> String {
+    event["data"]["id"]
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .unwrap_or(&job.event.kind)
+        .to_owned()
+}
+
 /// The queue message for a job, or the permanent failure to record when it cannot fit
 /// in `limit` bytes.
 pub fn queue_message(

@@ -4,7 +4,10 @@
 //! hands it that type's configuration. What an attempt comes to and leaves behind is
 //! in [`crate::attempt`].
 
+mod customer_aws;
 pub mod envelope;
+pub mod eventbridge;
+pub mod sns;
 pub mod sqs;
 pub mod stomp;
 pub mod webhook;
@@ -16,7 +19,9 @@ use async_trait::async_trait;
 
 use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, SqsConfig, StompConfig, Target, WebhookConfig};
+use crate::model::{
+    EventBridgeConfig, Integration, SnsConfig, SqsConfig, StompConfig, Target, WebhookConfig,
+};
 use crate::ports::Deliverer;
 
 /// Delivers to one target type, whose configuration is `C`. The dispatcher takes the
@@ -40,6 +45,8 @@ pub struct TargetDeliverer {
     webhook: Arc<dyn DeliverTo<WebhookConfig>>,
     sqs: Option<Arc<dyn DeliverTo<SqsConfig>>>,
     stomp: Option<Arc<dyn DeliverTo<StompConfig>>>,
+    eventbridge: Option<Arc<dyn DeliverTo<EventBridgeConfig>>>,
+    sns: Option<Arc<dyn DeliverTo<SnsConfig>>>,
 }
 
 impl TargetDeliverer {
@@ -49,6 +56,8 @@ impl TargetDeliverer {
             webhook,
             sqs: None,
             stomp: None,
+            eventbridge: None,
+            sns: None,
         }
     }
 
@@ -63,6 +72,18 @@ impl TargetDeliverer {
         self.sqs = Some(sqs);
         self
     }
+
+    /// Dispatches `aws_eventbridge` integrations to `eventbridge`.
+    pub fn with_eventbridge(mut self, eventbridge: Arc<dyn DeliverTo<EventBridgeConfig>>) -> Self {
+        self.eventbridge = Some(eventbridge);
+        self
+    }
+
+    /// Dispatches `aws_sns` integrations to `sns`.
+    pub fn with_sns(mut self, sns: Arc<dyn DeliverTo<SnsConfig>>) -> Self {
+        self.sns = Some(sns);
+        self
+    }
 }
 
 #[async_trait]
@@ -73,27 +94,42 @@ impl Deliverer for TargetDeliverer {
         job: &DeliveryJob,
         attempt: u32,
     ) -> DeliveryResult {
-        match (&integration.target, &self.sqs, &self.stomp) {
-            (Target::Webhook(config), _, _) => {
-                self.webhook
+        match &integration.target {
+            Target::Webhook(config) => {
+                return self
+                    .webhook
                     .deliver(integration, config, job, attempt)
                     .await
             }
-            (Target::AwsSqs(config), Some(sqs), _) => {
-                sqs.deliver(integration, config, job, attempt).await
+            Target::AwsSqs(config) => {
+                if let Some(sqs) = &self.sqs {
+                    return sqs.deliver(integration, config, job, attempt).await;
+                }
             }
-            (Target::Stomp(config), _, Some(stomp)) => {
-                stomp.deliver(integration, config, job, attempt).await
+            Target::Stomp(config) => {
+                if let Some(stomp) = &self.stomp {
+                    return stomp.deliver(integration, config, job, attempt).await;
+                }
             }
-            _ => DeliveryResult::failed(
-                Outcome::Permanent,
-                format!(
-                    "delivery to {} targets is not available in this version of Herald",
-                    integration.target.kind().as_str()
-                ),
-                Duration::ZERO,
-            ),
+            Target::AwsEventBridge(config) => {
+                if let Some(eventbridge) = &self.eventbridge {
+                    return eventbridge.deliver(integration, config, job, attempt).await;
+                }
+            }
+            Target::AwsSns(config) => {
+                if let Some(sns) = &self.sns {
+                    return sns.deliver(integration, config, job, attempt).await;
+                }
+            }
         }
+        DeliveryResult::failed(
+            Outcome::Permanent,
+            format!(
+                "delivery to {} targets is not available in this version of Herald",
+                integration.target.kind().as_str()
+            ),
+            Duration::ZERO,
+        )
     }
 }
 
@@ -101,7 +137,9 @@ impl Deliverer for TargetDeliverer {
 mod tests {
     use super::*;
 
-    use crate::model::{Secret, SqsAuth, SqsConfig, StompConfig, WebhookConfig};
+    use crate::model::{
+        EventBridgeConfig, Secret, SnsConfig, SqsAuth, SqsConfig, StompConfig, WebhookConfig,
+    };
     use crate::testkit::{job_for, stomp, webhook};
 
     /// A deliverer of one target type that answers with what it was handed: the
@@ -161,6 +199,64 @@ mod tests {
         }
     }
 
+    #[async_trait]
+    impl DeliverTo<EventBridgeConfig> for Echo {
+        async fn deliver(
+            &self,
+            integration: &Integration,
+            config: &EventBridgeConfig,
+            _job: &DeliveryJob,
+            attempt: u32,
+        ) -> DeliveryResult {
+            echo(
+                &format!("bus {}", config.event_bus_arn),
+                integration,
+                attempt,
+            )
+        }
+    }
+
+    #[async_trait]
+    impl DeliverTo<SnsConfig> for Echo {
+        async fn deliver(
+            &self,
+            integration: &Integration,
+            config: &SnsConfig,
+            _job: &DeliveryJob,
+            attempt: u32,
+        ) -> DeliveryResult {
+            echo(&format!("topic {}", config.topic_arn), integration, attempt)
+        }
+    }
+
+    fn keys() -> SqsAuth {
+        SqsAuth::Keys {
+            access_key_id: Secret::new("AKIAIOSFODNN7EXAMPLE"),
+            secret_access_key: Secret::new("a-secret-access-key"),
+        }
+    }
+
+    fn bus() -> Integration {
+        let mut i = webhook("bus", "s", &["order.paid"], true);
+        i.target = Target::AwsEventBridge(EventBridgeConfig {
+            event_bus_arn: "arn:aws:events:eu-west-1:123456789012:event-bus/orders".into(),
+            region: "eu-west-1".into(),
+            detail_type_prefix: None,
+            auth: keys(),
+        });
+        i
+    }
+
+    fn topic() -> Integration {
+        let mut i = webhook("topic", "s", &["order.paid"], true);
+        i.target = Target::AwsSns(SnsConfig {
+            topic_arn: "arn:aws:sns:eu-west-1:123456789012:orders".into(),
+            region: "eu-west-1".into(),
+            auth: keys(),
+        });
+        i
+    }
+
     fn sqs() -> Integration {
         let mut i = webhook("queue", "s", &["order.paid"], true);
         i.target = Target::AwsSqs(SqsConfig {
@@ -179,13 +275,22 @@ mod tests {
         // GIVEN a dispatcher with a deliverer for each target type
         let dispatcher = TargetDeliverer::new(Arc::new(Echo))
             .with_sqs(Arc::new(Echo))
-            .with_stomp(Arc::new(Echo));
+            .with_stomp(Arc::new(Echo))
+            .with_eventbridge(Arc::new(Echo))
+            .with_sns(Arc::new(Echo));
         // WHEN an integration of each type is delivered to
         let hook = webhook("hook", "s", &["order.paid"], true);
         let queue = sqs();
         let broker = stomp(&["stomp+ssl://mq.example.com:61614"]);
+        let (bus, topic) = (bus(), topic());
         let mut bodies = Vec::new();
-        for (i, attempt) in [(&hook, 1), (&queue, 2), (&broker, 3)] {
+        for (i, attempt) in [
+            (&hook, 1),
+            (&queue, 2),
+            (&broker, 3),
+            (&bus, 4),
+            (&topic, 5),
+        ] {
             bodies.push(dispatcher.deliver(i, &job_for(i), attempt).await.body);
         }
         // THEN each went to its own type's deliverer, with its own configuration
@@ -195,6 +300,8 @@ mod tests {
                 "webhook https://example.com/hook for hook at attempt 1",
                 "queue https://sqs.eu-west-1.amazonaws.com/123456789012/orders for queue at attempt 2",
                 "broker stomp+ssl://mq.example.com:61614 for broker at attempt 3",
+                "bus arn:aws:events:eu-west-1:123456789012:event-bus/orders for bus at attempt 4",
+                "topic arn:aws:sns:eu-west-1:123456789012:orders for topic at attempt 5",
             ]
         );
     }

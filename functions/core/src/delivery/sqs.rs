@@ -1,56 +1,48 @@
 //! The customer SQS target: the event as a CloudEvents message in the store owner's
 //! own queue, with the integration's own credentials (static keys, or a role assumed
-//! with an external id).
-//!
-//! Clients are cached per integration and credential set, reused across invocations
-//! and never shared between integrations. Assumed-role credentials are cached by the
-//! client's identity cache until shortly before they expire. The standard endpoint
-//! environment (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_STS`) is
-//! honoured, which is how tests reach moto while integrations keep real queue URLs.
+//! with an external id), through a client per integration
+//! ([`super::customer_aws`]).
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_config::sts::AssumeRoleProvider;
-use aws_config::{Region, SdkConfig};
-use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::MessageAttributeValue;
 use aws_sdk_sqs::Client;
-use uuid::Uuid;
 
-use super::envelope::{cloud_event, data_ref, fit_message};
+use super::customer_aws::{classify, CustomerClients, Service};
+use super::envelope::{cloud_event, data_ref, fit_message, message_group};
 use super::DeliverTo;
 use crate::attempt::{DeliveryResult, Outcome};
 use crate::job::DeliveryJob;
-use crate::model::{Integration, SqsAuth, SqsConfig, StoreId, STORE_SESSION_TAG};
+use crate::model::{Integration, SqsConfig};
+
+pub use super::customer_aws::SEND_TIMEOUT;
 
 /// SQS's message size limit (the classic 256 KiB; queues may allow more, never less).
 pub const MAX_SQS_MESSAGE: usize = 256 * 1024;
 
-/// How long one send to a customer queue may take, credentials included: the
-/// SDK's own retries of it happen within this too.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+const SQS: Service = Service {
+    noun: "queue",
+    missing: &[
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+    ],
+    busy: &[],
+    refused_for_good: &[],
+};
 
 /// Delivers to customer queues.
 pub struct SqsDeliverer {
-    base: SdkConfig,
-    timeout: Duration,
-    clients: Mutex<HashMap<(Uuid, u64), Client>>,
+    clients: CustomerClients<Client>,
 }
 
 impl SqsDeliverer {
     /// Delivers with clients derived from `base` (the process's AWS configuration:
     /// endpoints, retries), each with its integration's own credentials, each send
     /// given up after [`SEND_TIMEOUT`].
-    pub fn new(base: SdkConfig) -> Self {
+    pub fn new(base: aws_config::SdkConfig) -> Self {
         Self {
-            base,
-            timeout: SEND_TIMEOUT,
-            clients: Mutex::new(HashMap::new()),
+            clients: CustomerClients::new(base),
         }
     }
 
@@ -58,155 +50,8 @@ impl SqsDeliverer {
     /// the role, connecting, every SDK retry) ends by then, and with it its
     /// connections.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.clients.set_timeout(timeout);
         self
-    }
-
-    fn fingerprint(config: &SqsConfig) -> u64 {
-        let mut h = DefaultHasher::new();
-        config.region.hash(&mut h);
-        match &config.auth {
-            SqsAuth::Keys {
-                access_key_id,
-                secret_access_key,
-            } => {
-                access_key_id.expose().hash(&mut h);
-                secret_access_key.expose().hash(&mut h);
-            }
-            SqsAuth::AssumeRole {
-                role_arn,
-                external_id,
-            } => {
-                role_arn.hash(&mut h);
-                external_id.hash(&mut h);
-            }
-        }
-        h.finish()
-    }
-
-    async fn client(&self, integration: Uuid, store: &StoreId, config: &SqsConfig) -> Client {
-        let key = (integration, Self::fingerprint(config));
-        if let Some(c) = self
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return c.clone();
-        }
-        let region = Region::new(config.region.clone());
-        let credentials = match &config.auth {
-            SqsAuth::Keys {
-                access_key_id,
-                secret_access_key,
-            } => SharedCredentialsProvider::new(Credentials::new(
-                access_key_id.expose(),
-                secret_access_key.expose(),
-                None,
-                None,
-                "herald-integration",
-            )),
-            SqsAuth::AssumeRole {
-                role_arn,
-                external_id,
-            } => SharedCredentialsProvider::new(
-                // The store rides along as a session tag, which the customer's trust
-                // policy requires: a role trusts Herald only while it acts for the
-                // role's own store, whatever external id an integration carries.
-                AssumeRoleProvider::builder(role_arn)
-                    .external_id(external_id)
-                    .tags([(STORE_SESSION_TAG, store.as_str())])
-                    .session_name(format!("herald-{}", integration.simple()))
-                    .region(region.clone())
-                    .configure(&self.base)
-                    .build()
-                    .await,
-            ),
-        };
-        let client = Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&self.base)
-                .region(region)
-                .credentials_provider(credentials)
-                .timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .operation_timeout(self.timeout)
-                        .connect_timeout(self.timeout)
-                        .build(),
-                )
-                .build(),
-        );
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        // Credentials of an integration changed: drop its old clients.
-        clients.retain(|(id, _), _| *id != integration);
-        clients.insert(key, client.clone());
-        client
-    }
-}
-
-/// The error code: from the parsed error, else from an XML `<Code>` in the raw body
-/// (some SQS-compatible endpoints answer JSON-protocol requests with XML errors).
-fn error_code<E: ProvideErrorMetadata>(
-    err: &SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
-) -> Option<String> {
-    if let Some(code) = err.code() {
-        return Some(code.to_owned());
-    }
-    let raw = err.raw_response()?;
-    let from_xml = raw
-        .body()
-        .bytes()
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|body| {
-            let start = body.find("<Code>")? + "<Code>".len();
-            let end = body[start..].find("</Code>")? + start;
-            Some(body[start..end].to_owned())
-        });
-    from_xml.or_else(|| (raw.status().as_u16() == 403).then(|| "AccessDenied".to_owned()))
-}
-
-fn classify<E: ProvideErrorMetadata>(
-    err: &SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
-) -> (Outcome, String) {
-    let retry = Outcome::Retryable { retry_after: None };
-    match err {
-        SdkError::TimeoutError(_) => (
-            retry,
-            "no answer from the queue by the attempt's deadline".into(),
-        ),
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            (retry, "the queue could not be reached".into())
-        }
-        _ => {
-            let code = error_code(err).unwrap_or_else(|| "unknown".to_owned());
-            let code = code.as_str();
-            let detail = match code {
-                "AccessDenied" | "AccessDeniedException" => {
-                    "access denied: the credentials may not send to this queue".to_owned()
-                }
-                "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => {
-                    "the queue does not exist".to_owned()
-                }
-                "InvalidClientTokenId"
-                | "UnrecognizedClientException"
-                | "SignatureDoesNotMatch"
-                | "InvalidAccessKeyId"
-                | "ExpiredToken"
-                | "InvalidSecurity" => {
-                    format!("invalid credentials ({code})")
-                }
-                c if c.starts_with("KMS.") => {
-                    format!("the queue's KMS key refused the message ({code})")
-                }
-                c if crate::aws::sqs::RETRYABLE_CODES.contains(&c) => {
-                    format!("the queue is throttling or unavailable ({code})")
-                }
-                _ => format!("the queue refused the message ({code})"),
-            };
-            // Configuration problems (access, credentials, a missing queue) can be
-            // fixed by the store owner within the retry budget, so they are retried
-            // too; the detail says which it is.
-            (retry, detail)
-        }
     }
 }
 
@@ -222,13 +67,10 @@ impl DeliverTo<SqsConfig> for SqsDeliverer {
         let started = Instant::now();
         let event = cloud_event(job, integration);
         // A FIFO queue's group: the resource's id, read from the message itself.
-        let group = config.url.ends_with(".fifo").then(|| {
-            event["data"]["id"]
-                .as_str()
-                .filter(|s| !s.is_empty() && s.len() <= 128)
-                .unwrap_or(&job.event.kind)
-                .to_owned()
-        });
+        let group = config
+            .url
+            .ends_with(".fifo")
+            .then(|| message_group(&event, job));
         let body = match fit_message(event, MAX_SQS_MESSAGE, data_ref(job)) {
             Ok(body) => body,
             Err(detail) => {
@@ -236,7 +78,14 @@ impl DeliverTo<SqsConfig> for SqsDeliverer {
             }
         };
         let client = self
-            .client(integration.id, &integration.store_id, config)
+            .clients
+            .client(
+                integration.id,
+                &integration.store_id,
+                &config.region,
+                &config.auth,
+                Client::new,
+            )
             .await;
         let attr = |v: &str| {
             MessageAttributeValue::builder()
@@ -272,7 +121,7 @@ impl DeliverTo<SqsConfig> for SqsDeliverer {
                 duration: started.elapsed(),
             },
             Err(e) => {
-                let (outcome, detail) = classify(&e);
+                let (outcome, detail) = classify(&e, &SQS);
                 DeliveryResult::failed(outcome, detail, started.elapsed())
             }
         }

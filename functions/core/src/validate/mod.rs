@@ -4,8 +4,11 @@
 //! that one request gets one error per problem (not just the first serde failure),
 //! each pointing at its field (`/data/configuration/url`).
 
+mod aws;
 mod delivery;
+mod eventbridge;
 mod rotation;
+mod sns;
 mod sqs;
 mod stomp;
 mod webhook;
@@ -15,8 +18,10 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use aws::is_region;
+pub use eventbridge::MAX_DETAIL_TYPE_PREFIX;
 pub use rotation::{parse_rotation, RotationRequest, MAX_OVERLAP_MINUTES};
-pub use sqs::{is_region, sqs_url_region};
+pub use sqs::sqs_url_region;
 pub use stomp::STOMP_SCHEMES;
 
 use crate::catalog;
@@ -285,7 +290,7 @@ pub fn parse_masked_target(kind: IntegrationType, cfg: &Value) -> Result<Target,
     };
     let mut probe = obj.clone();
     let masked_id = match probe.get("aws_access_key_id") {
-        Some(Value::String(id)) if kind == IntegrationType::AwsSqs => {
+        Some(Value::String(id)) if secret_fields(kind).contains(&"aws_access_key_id") => {
             let id = id.clone();
             probe.insert("aws_access_key_id".into(), Value::from("MASKEDACCESSKEYID"));
             Some(id)
@@ -293,13 +298,8 @@ pub fn parse_masked_target(kind: IntegrationType, cfg: &Value) -> Result<Target,
         _ => None,
     };
     let mut target = parse_stored_target(kind, &Value::Object(probe))?;
-    if let (
-        Some(id),
-        Target::AwsSqs(SqsConfig {
-            auth: SqsAuth::Keys { access_key_id, .. },
-            ..
-        }),
-    ) = (masked_id, &mut target)
+    if let (Some(id), Some(SqsAuth::Keys { access_key_id, .. })) =
+        (masked_id, target.aws_auth_mut())
     {
         *access_key_id = Secret::new(id);
     }
@@ -309,12 +309,14 @@ pub fn parse_masked_target(kind: IntegrationType, cfg: &Value) -> Result<Target,
 /// The configuration fields that say where an integration's deliveries, and with
 /// them its secrets, go: the webhook's URL (its secret travels in
 /// `X-Moltin-Secret-Key`), the STOMP brokers and virtual host (the password travels
-/// in `CONNECT`), the SQS queue, its region and the role.
+/// in `CONNECT`), the SQS queue, EventBridge bus or SNS topic, its region and the role.
 pub fn destination_fields(kind: IntegrationType) -> &'static [&'static str] {
     match kind {
         IntegrationType::Webhook => &["url"],
         IntegrationType::AwsSqs => &["url", "region", "role_arn"],
         IntegrationType::Stomp => &["addresses", "host"],
+        IntegrationType::AwsEventBridge => &["event_bus_arn", "region", "role_arn"],
+        IntegrationType::AwsSns => &["topic_arn", "region", "role_arn"],
     }
 }
 
@@ -515,9 +517,13 @@ fn observes(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Vec<Strin
 fn integration_type(v: &Value, errors: &mut Vec<FieldError>) -> Option<IntegrationType> {
     let parsed = v.as_str().and_then(IntegrationType::parse);
     if parsed.is_none() {
+        let names: Vec<String> = IntegrationType::ALL
+            .iter()
+            .map(|t| format!("{:?}", t.as_str()))
+            .collect();
         errors.push(FieldError::new(
             "/data/integration_type",
-            "must be one of \"webhook\", \"aws_sqs\", \"stomp\"",
+            format!("must be one of {}", names.join(", ")),
         ));
     }
     parsed
@@ -608,6 +614,8 @@ fn parse_target(
         IntegrationType::Webhook => webhook::parse(&mut c, policy).map(Target::Webhook),
         IntegrationType::AwsSqs => sqs::parse(&mut c).map(Target::AwsSqs),
         IntegrationType::Stomp => stomp::parse(&mut c, policy).map(Target::Stomp),
+        IntegrationType::AwsEventBridge => eventbridge::parse(&mut c).map(Target::AwsEventBridge),
+        IntegrationType::AwsSns => sns::parse(&mut c).map(Target::AwsSns),
     };
     if errors.len() == before {
         target

@@ -486,10 +486,10 @@ fn role_arns_are_checked() {
         "role/x",
     ];
     for arn in good {
-        assert!(sqs::is_role_arn(arn), "{arn}");
+        assert!(aws::is_role_arn(arn), "{arn}");
     }
     for arn in bad {
-        assert!(!sqs::is_role_arn(arn), "{arn}");
+        assert!(!aws::is_role_arn(arn), "{arn}");
     }
 }
 
@@ -944,4 +944,242 @@ fn huge_values_are_shortened_in_error_details() {
     let key = "z".repeat(10_000);
     let b = with(webhook_body(), "/data/observes", json!([key]));
     assert!(detail_of(parse_create(&b, STRICT), "/data/observes/0").len() < 200);
+}
+
+fn eventbridge_keys() -> Value {
+    json!({
+        "event_bus_arn": "arn:aws:events:eu-west-1:123456789012:event-bus/orders",
+        "region": "eu-west-1",
+        "aws_access_key_id": "ASIAJLVYNHUWCPKOPSYQ",
+        "aws_secret_access_key": "mgJteE7dZgSLC2eo2vKsAUWRSnchrWzCRnoDpUSJ"
+    })
+}
+
+fn sns_keys() -> Value {
+    json!({
+        "topic_arn": "arn:aws:sns:eu-west-1:123456789012:orders",
+        "region": "eu-west-1",
+        "aws_access_key_id": "ASIAJLVYNHUWCPKOPSYQ",
+        "aws_secret_access_key": "mgJteE7dZgSLC2eo2vKsAUWRSnchrWzCRnoDpUSJ"
+    })
+}
+
+#[test]
+fn an_aws_eventbridge_configuration_is_accepted_and_shown_with_its_keys_masked() {
+    // GIVEN an event bus with static keys and a detail-type prefix
+    let mut cfg = eventbridge_keys();
+    cfg["detail_type_prefix"] = json!("acme.");
+    // WHEN it is validated
+    let d = parse_create(&with_config("aws_eventbridge", cfg), STRICT).expect("valid");
+    // THEN it is an EventBridge target whose API form masks both keys
+    assert_eq!(d.target.kind().as_str(), "aws_eventbridge");
+    assert_eq!(
+        d.target.configuration(false),
+        json!({
+            "event_bus_arn": "arn:aws:events:eu-west-1:123456789012:event-bus/orders",
+            "region": "eu-west-1",
+            "detail_type_prefix": "acme.",
+            "aws_access_key_id": "****************PSYQ",
+            "aws_secret_access_key": "************************************pUSJ"
+        })
+    );
+}
+
+#[test]
+fn an_aws_sns_configuration_with_a_role_is_accepted_with_the_external_id_left_to_herald() {
+    let cfg = json!({
+        "topic_arn": "arn:aws:sns:us-east-1:123456789012:orders.fifo",
+        "region": "us-east-1",
+        "role_arn": "arn:aws:iam::123456789012:role/herald-delivery"
+    });
+    let d = parse_create(&with_config("aws_sns", cfg), STRICT).expect("valid");
+    assert_eq!(d.target.kind().as_str(), "aws_sns");
+    assert_eq!(
+        d.target.configuration(false),
+        json!({
+            "topic_arn": "arn:aws:sns:us-east-1:123456789012:orders.fifo",
+            "region": "us-east-1",
+            "role_arn": "arn:aws:iam::123456789012:role/herald-delivery",
+            "external_id": ""
+        })
+    );
+}
+
+#[test]
+fn aws_eventbridge_checks_the_bus_arn_region_prefix_and_credentials_each_with_a_pointer() {
+    let cases = [
+        (
+            "event_bus_arn",
+            json!("orders"),
+            "/data/configuration/event_bus_arn",
+        ),
+        (
+            "event_bus_arn",
+            json!("arn:aws:sns:eu-west-1:123456789012:orders"),
+            "/data/configuration/event_bus_arn",
+        ),
+        (
+            "event_bus_arn",
+            json!("arn:aws:events:eu-west-1:1234:event-bus/orders"),
+            "/data/configuration/event_bus_arn",
+        ),
+        (
+            "event_bus_arn",
+            json!("arn:aws:events:eu-west-1:123456789012:rule/orders"),
+            "/data/configuration/event_bus_arn",
+        ),
+        (
+            "event_bus_arn",
+            json!("arn:aws:events:eu-west-1:123456789012:event-bus/bad name"),
+            "/data/configuration/event_bus_arn",
+        ),
+        ("region", json!("us-east-1"), "/data/configuration/region"),
+        ("region", json!("europe"), "/data/configuration/region"),
+        (
+            "detail_type_prefix",
+            json!(""),
+            "/data/configuration/detail_type_prefix",
+        ),
+        (
+            "detail_type_prefix",
+            json!("x".repeat(65)),
+            "/data/configuration/detail_type_prefix",
+        ),
+        (
+            "detail_type_prefix",
+            json!(7),
+            "/data/configuration/detail_type_prefix",
+        ),
+        (
+            "aws_access_key_id",
+            json!("short"),
+            "/data/configuration/aws_access_key_id",
+        ),
+        (
+            "url",
+            json!("https://example.com"),
+            "/data/configuration/url",
+        ),
+    ];
+    for (field, value, pointer) in cases {
+        let mut cfg = eventbridge_keys();
+        cfg[field] = value.clone();
+        assert_eq!(
+            pointers(parse_create(&with_config("aws_eventbridge", cfg), STRICT)),
+            vec![pointer],
+            "{field}={value}"
+        );
+    }
+    let mut cfg = eventbridge_keys();
+    cfg["region"] = json!("us-east-1");
+    assert_eq!(
+        detail_of(
+            parse_create(&with_config("aws_eventbridge", cfg), STRICT),
+            "/data/configuration/region"
+        ),
+        "does not match the event bus ARN's region (eu-west-1)"
+    );
+    let mut missing = eventbridge_keys();
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("event_bus_arn");
+    assert_eq!(
+        detail_of(
+            parse_create(&with_config("aws_eventbridge", missing), STRICT),
+            "/data/configuration/event_bus_arn"
+        ),
+        "is required"
+    );
+}
+
+#[test]
+fn aws_sns_checks_the_topic_arn_region_and_credentials_each_with_a_pointer() {
+    let cases = [
+        (
+            "topic_arn",
+            json!("orders"),
+            "/data/configuration/topic_arn",
+        ),
+        (
+            "topic_arn",
+            json!("arn:aws:sqs:eu-west-1:123456789012:orders"),
+            "/data/configuration/topic_arn",
+        ),
+        (
+            "topic_arn",
+            json!("arn:aws:sns:eu-west-1:123456789012:orders:sub-id"),
+            "/data/configuration/topic_arn",
+        ),
+        (
+            "topic_arn",
+            json!("arn:aws:sns:eu-west-1:123456789012:"),
+            "/data/configuration/topic_arn",
+        ),
+        (
+            "topic_arn",
+            json!(format!(
+                "arn:aws:sns:eu-west-1:123456789012:{}",
+                "t".repeat(257)
+            )),
+            "/data/configuration/topic_arn",
+        ),
+        ("region", json!("us-east-1"), "/data/configuration/region"),
+        (
+            "aws_secret_access_key",
+            json!(""),
+            "/data/configuration/aws_secret_access_key",
+        ),
+        (
+            "role_arn",
+            json!("arn:aws:iam::123456789012:role/x"),
+            "/data/configuration/role_arn",
+        ),
+        (
+            "detail_type_prefix",
+            json!("acme."),
+            "/data/configuration/detail_type_prefix",
+        ),
+    ];
+    for (field, value, pointer) in cases {
+        let mut cfg = sns_keys();
+        cfg[field] = value.clone();
+        assert_eq!(
+            pointers(parse_create(&with_config("aws_sns", cfg), STRICT)),
+            vec![pointer],
+            "{field}={value}"
+        );
+    }
+}
+
+#[test]
+fn a_new_bus_or_topic_needs_both_keys_again() {
+    for (kind, cfg, field, elsewhere) in [
+        (
+            "aws_eventbridge",
+            eventbridge_keys(),
+            "event_bus_arn",
+            "arn:aws:events:eu-west-1:999999999999:event-bus/elsewhere",
+        ),
+        (
+            "aws_sns",
+            sns_keys(),
+            "topic_arn",
+            "arn:aws:sns:eu-west-1:999999999999:elsewhere",
+        ),
+    ] {
+        let current = parse_create(&with_config(kind, cfg), STRICT).expect("valid");
+        assert_eq!(
+            pointers(apply_update(
+                &current,
+                &body(json!({"type": "integration", "configuration": {field: elsewhere}})),
+                STRICT,
+            )),
+            vec![
+                "/data/configuration/aws_access_key_id",
+                "/data/configuration/aws_secret_access_key"
+            ],
+            "{kind}"
+        );
+    }
 }

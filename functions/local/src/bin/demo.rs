@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
         broker_password: password.trim().to_owned(),
         store: var("HERALD_DEMO_STORE", "demo"),
     };
-    println!("Herald tour: one order.paid event to a webhook, an SQS queue (moto) and an ActiveMQ queue\n");
+    println!("Herald tour: one order.paid event to a webhook, an SQS queue, an EventBridge bus and an SNS topic (moto) and an ActiveMQ queue\n");
     match run(&peers).await {
         Ok(report) => {
             let pretty =
@@ -36,6 +36,14 @@ async fn main() -> ExitCode {
             println!(
                 "== SQS queue received (CloudEvent) ==\n{}\n",
                 pretty(&report.sqs)
+            );
+            println!(
+                "== EventBridge bus received (the event, as its rule delivered it) ==\n{}\n",
+                pretty(&report.eventbridge)
+            );
+            println!(
+                "== SNS topic received (CloudEvent, as a raw subscription delivered it) ==\n{}\n",
+                pretty(&report.sns)
             );
             println!(
                 "== ActiveMQ queue received (headers) ==\n{}",
