@@ -858,7 +858,7 @@ async fn observable_events_lists_the_catalog() {
         .expect("order.paid listed");
     assert_eq!(
         paid,
-        &json!({"type": "observable-event", "id": "order.paid", "resource": "order", "action": "paid", "legacy": false})
+        &json!({"type": "observable-event", "id": "order.paid", "resource": "order", "action": "paid", "legacy": false, "emitted_by": "platform"})
     );
 }
 

@@ -17,6 +17,9 @@ pub struct EventKey {
     pub action: &'static str,
     /// Whether the key is kept only for older clients.
     pub legacy: bool,
+    /// Whether Herald itself emits it (an operational event, `herald.…`): such
+    /// events are never taken from senders ([`is_emitted_by_herald`]).
+    pub herald: bool,
 }
 
 const CRUD: &[&str] = &["created", "updated", "deleted"];
@@ -77,6 +80,12 @@ const GROUPS: &[(&str, &[&str], bool)] = &[
     ("category", CRUD, true),
     ("collection", CRUD, true),
     ("product", CRUD, true),
+    // Herald's own operational events ([`crate::alerts`]).
+    (
+        "herald.integration",
+        &["disabled", "failing", "recovered"],
+        false,
+    ),
 ];
 
 /// Every observable event key, current ones first, each group in catalog order.
@@ -91,6 +100,7 @@ pub fn all() -> &'static [EventKey] {
                     resource,
                     action,
                     legacy: *legacy,
+                    herald: is_emitted_by_herald(resource),
                 })
             })
             .collect()
@@ -105,6 +115,12 @@ pub fn lookup(key: &str) -> Option<&'static EventKey> {
 /// Whether `key` may be observed.
 pub fn is_observable(key: &str) -> bool {
     lookup(key).is_some()
+}
+
+/// Whether events of `key` (or of a resource named so) are Herald's own operational
+/// events (`herald.…`), which only Herald emits.
+pub fn is_emitted_by_herald(key: &str) -> bool {
+    key.starts_with("herald.")
 }
 
 /// Whether the event's payload carries only `{id, type}` (Elastic Path sends
@@ -165,7 +181,7 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), before);
-        assert_eq!(before, 85);
+        assert_eq!(before, 88, "85 of Elastic Path's and Herald's own 3");
     }
 
     #[test]

@@ -51,11 +51,13 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::alerts::{Alert, Cause};
 use crate::attempt::{log_entry, DeliveryResult, JobStatus, LogEntry, Outcome};
 use crate::cache::IntegrationCache;
+use crate::ingest::EventStatus;
 use crate::job::DeliveryJob;
 use crate::metrics::Sample;
-use crate::model::{HealthReport, Integration, StoreId};
+use crate::model::{HealthChange, HealthReport, Integration, StoreId};
 use crate::ports::{
     Deliverer, DeliveryLog, EventBodies, JobQueue, OutgoingJob, QueuedJob, RateLimiter,
 };
@@ -141,6 +143,12 @@ pub struct Fanout {
     rate: Arc<dyn RateLimiter>,
     /// Where stored payloads are read from (none: their jobs fail for good).
     bodies: Option<Arc<dyn EventBodies>>,
+    /// Where operational events ([`crate::alerts`]) go (none: not emitted).
+    alerts: Option<crate::ingest::Ingest>,
+    /// Integrations a job of which failed for good in this process since their last
+    /// success here: their next success is reported whatever the cache says, so the
+    /// recovery is recorded (and announced) at once.
+    failed: std::sync::Mutex<HashSet<Uuid>>,
 }
 
 /// Most deliveries of one batch in flight at once: the template's largest batch
@@ -294,7 +302,17 @@ impl Fanout {
             successes: std::sync::Mutex::new(HashMap::new()),
             rate: Arc::new(crate::memory::MemoryRateLimiter::new()),
             bodies: None,
+            alerts: None,
+            failed: std::sync::Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Emits Herald's operational events (an integration disabled, failing,
+    /// recovered) through `ingest`, to the integrations of its store that observe
+    /// them.
+    pub fn with_alerts(mut self, ingest: Option<crate::ingest::Ingest>) -> Self {
+        self.alerts = ingest;
+        self
     }
 
     /// Reads the payloads of claim-checked jobs ([`crate::job::Stored`]) from
@@ -349,7 +367,12 @@ impl Fanout {
                 let stale = integration.health.last_success_at.is_none_or(|t| {
                     (at - t).to_std().unwrap_or_default() >= SUCCESS_RECORD_INTERVAL
                 });
-                let after_failures = integration.health.consecutive_failures > 0;
+                let failed_here = self
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&integration.id);
+                let after_failures = integration.health.consecutive_failures > 0 || failed_here;
                 if (after_failures || stale) && !recent {
                     marks.insert(integration.id, Instant::now());
                     Some(HealthReport::Succeeded { at })
@@ -366,6 +389,10 @@ impl Fanout {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&integration.id);
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(integration.id);
                 Some(HealthReport::JobFailed {
                     at,
                     disable_after: self.auto_disable_after,
@@ -376,23 +403,81 @@ impl Fanout {
         }
     }
 
-    async fn record_health(&self, integration: &Integration, report: HealthReport) {
+    /// Records `report`, caused by an attempt at `job`, and announces the change it
+    /// made, if any, unless `job` is itself an operational event's (they cause none).
+    async fn record_health(
+        &self,
+        integration: &Integration,
+        report: HealthReport,
+        job: &DeliveryJob,
+    ) {
         match self
             .integrations
             .store()
             .record_health(&integration.store_id, integration.id, &report)
             .await
         {
-            Ok(Some((health, true))) => tracing::warn!(
-                integration = %integration.id,
-                store = %integration.store_id,
-                reason = health.disabled_reason.as_deref().unwrap_or_default(),
-                "integration disabled"
-            ),
-            Ok(_) => {}
+            Ok(Some(change)) => {
+                if change.disabled {
+                    tracing::warn!(
+                        integration = %integration.id,
+                        store = %integration.store_id,
+                        reason = change.after.disabled_reason.as_deref().unwrap_or_default(),
+                        "integration disabled"
+                    );
+                }
+                if crate::catalog::is_emitted_by_herald(&job.event.kind) {
+                    return;
+                }
+                if let Some(alert) = Alert::of(&change) {
+                    self.alert(alert, integration, &change, &report, job).await;
+                }
+            }
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, integration = %integration.id, "recording the integration's health failed")
             }
+        }
+    }
+
+    /// Queues operational event `alert` for `integration`'s store. An event that
+    /// cannot be queued is logged at ERROR; the health change stands.
+    async fn alert(
+        &self,
+        alert: Alert,
+        integration: &Integration,
+        change: &HealthChange,
+        report: &HealthReport,
+        job: &DeliveryJob,
+    ) {
+        let Some(ingest) = &self.alerts else {
+            return;
+        };
+        let (last_error, gone, at) = match report {
+            HealthReport::Succeeded { at } => (None, false, *at),
+            HealthReport::JobFailed { at, reason, .. } => (Some(reason.as_str()), false, *at),
+            HealthReport::Gone { at, reason } => (Some(reason.as_str()), true, *at),
+        };
+        let cause = Cause {
+            job_id: job.job_id,
+            last_error,
+            gone,
+            at,
+        };
+        let event = crate::alerts::event(alert, integration, change, &cause);
+        match ingest.emit(&integration.store_id, &event).await.status {
+            EventStatus::Accepted { jobs } => tracing::info!(
+                integration = %integration.id,
+                event = alert.key(),
+                jobs,
+                "operational event queued"
+            ),
+            other => tracing::error!(
+                integration = %integration.id,
+                event = alert.key(),
+                outcome = ?other,
+                "the operational event could not be queued"
+            ),
         }
     }
 
@@ -964,7 +1049,7 @@ impl Fanout {
             attempt_line!(info);
         }
         if let Some(report) = self.health_report(integration, status, &result) {
-            self.record_health(integration, report).await;
+            self.record_health(integration, report, &job).await;
         }
         let entry = log_entry(&job, attempt, status, &result);
         let lag_ms = (status == JobStatus::Delivered).then(|| {

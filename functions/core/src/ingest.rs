@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::cache::{observers, IntegrationCache};
+use crate::catalog;
 use crate::job::{parse_event, DeliveryJob, Event, Payload, Stored, MAX_INLINE_PAYLOAD};
 use crate::model::StoreId;
 use crate::ports::{EventBodies, IdempotencyStore, JobQueue, OutgoingJob};
@@ -134,13 +135,44 @@ impl Ingest {
         self
     }
 
-    /// Ingests raw events. `caller_store` is the HTTP caller's store (`None` on direct
-    /// invoke); `pointer` gives each event's JSON pointer prefix.
+    /// Ingests raw events from a sender. `caller_store` is the HTTP caller's store
+    /// (`None` on direct invoke); `pointer` gives each event's JSON pointer prefix.
+    /// Herald's own operational events ([`crate::alerts`]) are refused.
     pub async fn ingest(
         &self,
         raw: &[Value],
         caller_store: Option<&StoreId>,
         pointer: impl Fn(usize) -> String,
+    ) -> Vec<EventResult> {
+        self.take(raw, caller_store, pointer, false).await
+    }
+
+    /// Emits `event`, one of Herald's own (an integration change, an operational
+    /// event), for `store`: as [`Ingest::ingest`], but operational events are taken.
+    pub async fn emit(&self, store: &StoreId, event: &Value) -> EventResult {
+        let mut results = self
+            .take(
+                std::slice::from_ref(event),
+                Some(store),
+                |_| String::new(),
+                true,
+            )
+            .await;
+        results.pop().unwrap_or(EventResult {
+            index: 0,
+            id: None,
+            status: EventStatus::Failed {
+                reason: "nothing was ingested".into(),
+            },
+        })
+    }
+
+    async fn take(
+        &self,
+        raw: &[Value],
+        caller_store: Option<&StoreId>,
+        pointer: impl Fn(usize) -> String,
+        from_herald: bool,
     ) -> Vec<EventResult> {
         let now = Utc::now();
         let mut results: Vec<EventResult> = Vec::with_capacity(raw.len());
@@ -149,6 +181,16 @@ impl Ingest {
         let mut named = HashSet::new();
         for (index, value) in raw.iter().enumerate() {
             match parse_event(value, caller_store, &pointer(index), now) {
+                Ok((_, event)) if !from_herald && catalog::is_emitted_by_herald(&event.kind) => {
+                    results.push(EventResult {
+                        index,
+                        id: None,
+                        status: EventStatus::Invalid(vec![crate::validate::FieldError {
+                            pointer: format!("{}/type", pointer(index)),
+                            detail: "is emitted by Herald itself; it cannot be sent".into(),
+                        }]),
+                    });
+                }
                 Ok((_, event))
                     if self.bodies.is_none() && event.payload.text().len() > MAX_INLINE_PAYLOAD =>
                 {
@@ -247,7 +289,11 @@ impl Ingest {
                     continue;
                 }
             };
-            let targets = observers(list, &event.kind);
+            let mut targets = observers(list, &event.kind);
+            // An operational event never goes to the integration it concerns.
+            if let Some(subject) = crate::alerts::subject(&event) {
+                targets.retain(|i| i.id != subject);
+            }
             results[index].status = EventStatus::Accepted {
                 jobs: targets.len(),
             };

@@ -162,11 +162,8 @@ impl Integrations {
             "occurred_at": crate::job::rfc3339_ms(&occurred_at),
             "payload": { "data": data },
         });
-        let results = ingest
-            .ingest(std::slice::from_ref(&event), Some(store), |_| String::new())
-            .await;
-        match results.first().map(|r| &r.status) {
-            Some(EventStatus::Accepted { jobs }) => {
+        match &ingest.emit(store, &event).await.status {
+            EventStatus::Accepted { jobs } => {
                 tracing::debug!(store = %store, event = change.kind(), jobs, "integration event queued");
             }
             other => {

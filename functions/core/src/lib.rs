@@ -9,6 +9,7 @@
 //!   and JSON bodies, as every HTTP entry point answers them.
 
 pub mod access;
+pub mod alerts;
 pub mod attempt;
 pub mod aws;
 pub mod cache;

@@ -520,6 +520,17 @@ pub enum HealthReport {
     },
 }
 
+/// What one health report changed ([`crate::ports::IntegrationStore::record_health`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthChange {
+    /// The health the report was applied to.
+    pub before: Health,
+    /// The health it left.
+    pub after: Health,
+    /// Whether this report disabled the integration.
+    pub disabled: bool,
+}
+
 impl HealthReport {
     /// Applies the report to `health`; `true` when the integration must now be
     /// disabled (it was enabled and crossed the threshold, or is gone).

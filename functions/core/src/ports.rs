@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Health, HealthReport, Integration, StoreId};
+use crate::model::{HealthChange, HealthReport, Integration, StoreId};
 
 /// The outcome of inserting a new integration.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,14 +63,16 @@ pub trait IntegrationStore: Send + Sync {
     async fn external_id(&self, store: &StoreId) -> Result<String>;
 
     /// Records what the fan-out saw of an integration's deliveries, and disables it
-    /// (a new version) when the report says so. Returns its health afterwards and
-    /// whether this call disabled it; `None` when the integration is gone.
+    /// (a new version) when the report says so. Returns its health before and after
+    /// and whether this call disabled it; `None` when the integration is gone.
+    /// Reports apply one at a time: of concurrent reports, each sees the health the
+    /// one before it left, so a change (the first failure, a recovery) is seen once.
     async fn record_health(
         &self,
         store: &StoreId,
         id: Uuid,
         report: &HealthReport,
-    ) -> Result<Option<(Health, bool)>>;
+    ) -> Result<Option<HealthChange>>;
 }
 
 /// A delivery job as sent to the internal queue.

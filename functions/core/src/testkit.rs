@@ -126,7 +126,7 @@ impl IntegrationStore for Counting {
         s: &StoreId,
         id: Uuid,
         r: &crate::model::HealthReport,
-    ) -> crate::Result<Option<(crate::model::Health, bool)>> {
+    ) -> crate::Result<Option<crate::model::HealthChange>> {
         self.inner.record_health(s, id, r).await
     }
 }

@@ -269,6 +269,7 @@ impl Components {
         .with_auto_disable(self.settings.auto_disable_after)
         .with_rate_limiter(self.rate.clone())
         .with_bodies(self.bodies.clone())
+        .with_alerts(self.announcer())
         // Past every target's own timeout, so that their reasons come first.
         .with_attempt_limit(
             self.settings

@@ -331,18 +331,32 @@ async fn health_reports_count_failed_jobs_disable_at_the_threshold_and_keep_the_
         disable_after: 2,
         reason: format!("HTTP 500 #{n}"),
     };
-    let (h, disabled) = store
+    let change = store
         .record_health(&i.store_id, i.id, &failed(1))
         .await
         .expect("record")
         .expect("exists");
-    assert_eq!((h.consecutive_failures, disabled), (1, false));
-    let (h, disabled) = store
+    assert_eq!(
+        (
+            change.before.consecutive_failures,
+            change.after.consecutive_failures,
+            change.disabled
+        ),
+        (0, 1, false)
+    );
+    let change = store
         .record_health(&i.store_id, i.id, &failed(2))
         .await
         .expect("record")
         .expect("exists");
-    assert_eq!((h.consecutive_failures, disabled), (2, true));
+    assert_eq!(
+        (
+            change.before.consecutive_failures,
+            change.after.consecutive_failures,
+            change.disabled
+        ),
+        (1, 2, true)
+    );
     let now = store
         .get(&i.store_id, i.id)
         .await
@@ -357,7 +371,7 @@ async fn health_reports_count_failed_jobs_disable_at_the_threshold_and_keep_the_
         .is_some_and(|r| r.contains("HTTP 500 #2")));
     assert_eq!(now.target, i.target, "the sealed secrets are untouched");
     // A success resets the count; an unknown integration is reported as gone.
-    let (h, _) = store
+    let change = store
         .record_health(
             &i.store_id,
             i.id,
@@ -366,8 +380,9 @@ async fn health_reports_count_failed_jobs_disable_at_the_threshold_and_keep_the_
         .await
         .expect("record")
         .expect("exists");
-    assert_eq!(h.consecutive_failures, 0);
-    assert!(h.last_success_at.is_some());
+    assert_eq!(change.before.consecutive_failures, 2);
+    assert_eq!(change.after.consecutive_failures, 0);
+    assert!(change.after.last_success_at.is_some());
     assert_eq!(
         store
             .record_health(&i.store_id, Uuid::now_v7(), &failed(3))
@@ -375,6 +390,38 @@ async fn health_reports_count_failed_jobs_disable_at_the_threshold_and_keep_the_
             .expect("record"),
         None
     );
+}
+
+#[tokio::test]
+async fn concurrent_failure_reports_each_count_once_and_one_alone_sees_the_first_failure() {
+    use herald_core::model::HealthReport;
+    let store = fresh_store().await;
+    let i = integration("store-health-race", webhook());
+    store.insert(&i, 10).await.expect("insert");
+    let failed = HealthReport::JobFailed {
+        at: Utc::now(),
+        disable_after: 0,
+        reason: "HTTP 500".into(),
+    };
+    // Eight reports at once, as eight fan-out invocations would send them.
+    let reports = (0..8).map(|_| store.record_health(&i.store_id, i.id, &failed));
+    let changes: Vec<_> = futures_util::future::join_all(reports)
+        .await
+        .into_iter()
+        .map(|r| r.expect("record").expect("exists"))
+        .collect();
+    let mut befores: Vec<u32> = changes
+        .iter()
+        .map(|c| c.before.consecutive_failures)
+        .collect();
+    befores.sort_unstable();
+    assert_eq!(befores, (0..8).collect::<Vec<u32>>());
+    let now = store
+        .get(&i.store_id, i.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(now.health.consecutive_failures, 8);
 }
 
 #[tokio::test]

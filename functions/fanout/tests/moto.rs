@@ -561,3 +561,142 @@ async fn a_longer_retry_window_is_more_delayed_attempts_on_sqs_and_then_the_dlq(
     dead.sort();
     assert_eq!(dead, [(false, 2), (true, 4)]);
 }
+
+/// A webhook receiver on 127.0.0.1 that answers every POST to `/hook` with `status`
+/// and keeps the bodies it got.
+async fn keeping_receiver(
+    status: StatusCode,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| async move {
+            let body = serde_json::from_slice(&body).unwrap_or_default();
+            kept.lock().expect("lock").push(body);
+            status
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn an_integration_disabled_on_moto_is_announced_through_the_queue_to_its_stores_watcher() {
+    use herald_core::aws::claims::DynamoIdempotency;
+    use herald_core::ingest::{Ingest, IngestSettings};
+    let (sdk, suffix) = moto().await;
+    let table = format!("alerts-{suffix}");
+    let (queue_url, dlq_url) = bootstrap(
+        &sdk,
+        &table,
+        &format!("alerts-{suffix}"),
+        herald_core::retry::MAX_RECEIVES,
+    )
+    .await
+    .expect("bootstrap");
+    // GIVEN an integration whose receiver is gone (410) and a watcher of the same
+    // store observing herald.integration.disabled
+    let (gone_addr, gone) = keeping_receiver(StatusCode::GONE).await;
+    let (watch_addr, watcher) = keeping_receiver(StatusCode::NO_CONTENT).await;
+    let now = Utc::now();
+    let webhook = |name: &str, addr: std::net::SocketAddr, observes: &str| Integration {
+        id: Uuid::now_v7(),
+        store_id: StoreId::parse("s").expect("store"),
+        name: name.into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec![observes.into()],
+        target: Target::Webhook(WebhookConfig {
+            url: format!("http://{addr}/hook"),
+            secret_key: None,
+            retiring: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        health: Default::default(),
+        delivery: Default::default(),
+    };
+    let broken = webhook("gone", gone_addr, "order.paid");
+    let watch = webhook("watch", watch_addr, "herald.integration.disabled");
+    let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
+    store.insert(&broken, 100).await.expect("seed");
+    store.insert(&watch, 100).await.expect("seed");
+    let queue = Arc::new(SqsJobQueue::from_sdk(&sdk, queue_url).with_dead_letter_queue(dlq_url));
+    let log = Arc::new(DynamoDeliveryLog::from_sdk(
+        &sdk,
+        table.clone(),
+        Duration::from_secs(3600),
+    ));
+    let guard = AddressGuard::allowing(vec![Cidr::parse("127.0.0.1/32").expect("cidr")]);
+    let deliverer = WebhookDeliverer::new(guard, Duration::from_secs(5)).expect("client");
+    let alerts = Ingest::new(
+        Arc::new(IntegrationCache::new(store.clone(), Duration::ZERO)),
+        Arc::new(DynamoIdempotency::from_sdk(&sdk, table)),
+        queue.clone(),
+        IngestSettings::default(),
+    );
+    let fanout = Fanout::new(
+        Arc::new(IntegrationCache::new(store.clone(), Duration::ZERO)),
+        Arc::new(TargetDeliverer::new(Arc::new(deliverer))),
+        log,
+        queue.clone(),
+        RetryPolicy::default(),
+    )
+    .with_alerts(Some(alerts));
+    let event = Event {
+        id: "evt-gone".into(),
+        kind: "order.paid".into(),
+        occurred_at: now,
+        payload: serde_json::json!({"data": {"id": "o-1", "type": "order"}}).into(),
+    };
+    let job = DeliveryJob::new(&broken.store_id, broken.id, event, now);
+    let failures = queue
+        .send_batch(&[OutgoingJob {
+            entry_id: "0".into(),
+            body: job.to_body(),
+            delay: Duration::ZERO,
+        }])
+        .await
+        .expect("send");
+    assert!(failures.is_empty());
+    // WHEN the fan-out runs until the queue is empty (bounded: 10 rounds)
+    for _ in 0..10 {
+        let batch = queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
+        let failed = fanout.process(batch, None).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        for receipt in receipts {
+            queue.delete(&receipt).await.expect("delete");
+        }
+    }
+    // THEN the integration is disabled in DynamoDB, and the watcher got one event
+    // about it, through SQS
+    let now = store
+        .get(&broken.store_id, broken.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(!now.enabled);
+    assert_eq!(gone.lock().expect("lock").len(), 1);
+    let seen = watcher.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["triggered_by"], "herald.integration.disabled");
+    let data = &seen[0]["payload"]["data"];
+    assert_eq!(data["id"], broken.id.to_string());
+    assert_eq!(data["enabled"], false);
+    assert_eq!(data["meta"]["alert"]["reason"], "gone");
+    assert_eq!(data["meta"]["alert"]["job_id"], job.job_id.to_string());
+}

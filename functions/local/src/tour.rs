@@ -3,7 +3,10 @@
 //! an EventBridge bus and an SNS topic on moto and a queue on ActiveMQ, it creates one
 //! integration of each type, sends one `order.paid` event, reads back what each
 //! target received (the bus's and the topic's through a queue: a rule's target and a
-//! raw subscription), and runs the test route for each integration. Loopback only.
+//! raw subscription), and runs the test route for each integration. Then one of
+//! Herald's operational events: an integration whose endpoint answers `410 Gone` is
+//! disabled, and a watcher observing `herald.integration.disabled` hears of it.
+//! Loopback only.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +48,9 @@ pub struct Report {
     pub tests: Vec<(String, Value)>,
     /// The ids of the created integrations, in [`KINDS`]' order.
     pub integrations: Vec<String>,
+    /// The `herald.integration.disabled` event the watcher received (its body), and
+    /// the id of the integration it is about.
+    pub operational: (Value, String),
 }
 
 /// The integration types the tour creates, in its order.
@@ -101,6 +107,11 @@ async fn webhook_receiver() -> Result<(String, Seen), String> {
                 }
             },
         ),
+    );
+    // An endpoint that is gone for good: Herald disables what delivers to it.
+    let app = app.route(
+        "/gone",
+        axum::routing::post(|| async { axum::http::StatusCode::GONE }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -284,7 +295,9 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
         }
         tests.push((kind.to_owned(), doc["data"].clone()));
     }
+    let operational = operational_event(&http, peers, &hook_url, &hook_seen).await?;
     Ok(Report {
+        operational,
         webhook,
         sqs,
         eventbridge,
@@ -293,4 +306,62 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
         tests,
         integrations: ids,
     })
+}
+
+/// Creates a watcher (the webhook receiver, observing `herald.integration.disabled`)
+/// and an integration whose endpoint is gone (`order.fulfilled` to `/gone`), sends an
+/// `order.fulfilled`, and waits (at most 30 s) for the watcher's event about it.
+async fn operational_event(
+    http: &reqwest::Client,
+    peers: &Peers,
+    hook_url: &str,
+    hook_seen: &Seen,
+) -> Result<(Value, String), String> {
+    let gone_url = hook_url.replace("/hook", "/gone");
+    let mut ids = Vec::new();
+    for (name, url, observes) in [
+        ("Demo watcher", hook_url, "herald.integration.disabled"),
+        ("Demo gone endpoint", gone_url.as_str(), "order.fulfilled"),
+    ] {
+        let body = json!({"data": {"type": "integration", "integration_type": "webhook", "name": name,
+            "enabled": true, "observes": [observes], "configuration": {"url": url}}});
+        let (status, doc) = call(
+            http,
+            peers,
+            reqwest::Method::POST,
+            "/v2/integrations",
+            Some(body),
+        )
+        .await?;
+        if status != 201 {
+            return Err(format!("creating {name} answered {status}: {doc}"));
+        }
+        ids.push(doc["data"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let event = json!({"data": {"type": "order.fulfilled",
+        "payload": {"data": {"id": "order-1001", "type": "order", "status": "fulfilled"}}}});
+    let (status, accepted) = call(
+        http,
+        peers,
+        reqwest::Method::POST,
+        "/v2/events",
+        Some(event),
+    )
+    .await?;
+    if status != 202 {
+        return Err(format!("POST /v2/events answered {status}: {accepted}"));
+    }
+    for _ in 0..150 {
+        let found = hook_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(_, body)| body["triggered_by"] == "herald.integration.disabled")
+            .map(|(_, body)| body.clone());
+        if let Some(body) = found {
+            return Ok((body, ids[1].clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the watcher heard of no disabled integration within 30 s".into())
 }

@@ -821,6 +821,11 @@ async fn one_event_reaches_a_webhook_an_sqs_queue_a_bus_a_topic_and_a_stomp_queu
         assert_eq!(log["succeeded"], true, "{kind}: {log}");
         assert_eq!(log["event"]["type"], "order.paid", "{kind}");
     }
+    let (event, gone) = &report.operational;
+    assert_eq!(event["triggered_by"], "herald.integration.disabled");
+    assert_eq!(event["payload"]["data"]["id"], gone.as_str());
+    assert_eq!(event["payload"]["data"]["enabled"], false);
+    assert_eq!(event["payload"]["data"]["meta"]["alert"]["reason"], "gone");
     let api = Api::new(&server);
     for id in &report.integrations {
         let (status, logs) = api

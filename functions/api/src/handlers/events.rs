@@ -97,6 +97,7 @@ pub(crate) async fn observable_events() -> Response {
                 "resource": e.resource,
                 "action": e.action,
                 "legacy": e.legacy,
+                "emitted_by": if e.herald { "herald" } else { "platform" },
             })
         })
         .collect();

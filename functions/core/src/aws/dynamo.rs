@@ -31,8 +31,8 @@ use uuid::Uuid;
 use super::backend_error;
 use crate::error::{Error, Result};
 use crate::model::{
-    format_timestamp, DeliveryOptions, Health, HealthReport, Integration, IntegrationType,
-    RetiringSecret, Secret, StoreId, Target, WebhookConfig,
+    format_timestamp, DeliveryOptions, Health, HealthChange, HealthReport, Integration,
+    IntegrationType, RetiringSecret, Secret, StoreId, Target, WebhookConfig,
 };
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::secrets::{masked_target, Vault};
@@ -570,11 +570,12 @@ impl IntegrationStore for DynamoIntegrationStore {
         store: &StoreId,
         id: Uuid,
         report: &HealthReport,
-    ) -> Result<Option<(Health, bool)>> {
+    ) -> Result<Option<HealthChange>> {
         // Read the health, enabled flag and version (never the secrets), apply the
-        // report, and write it back conditional on the version read: a concurrent
-        // API update or report makes us read again.
-        for _ in 0..5 {
+        // report, and write it back conditional on the version and the failure count
+        // read: a concurrent API update or report makes us read again, so that each
+        // report applies to what the one before it left.
+        for _ in 0..10 {
             let out = self
                 .client
                 .get_item()
@@ -600,15 +601,22 @@ impl IntegrationStore for DynamoIntegrationStore {
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            let mut health = health_of(item);
+            let before = health_of(item);
+            let mut health = before.clone();
             let disable = report.apply(&mut health, enabled);
             let mut attrs = HashMap::new();
             health_attributes(&health, &mut attrs);
             let mut sets = Vec::new();
-            let mut values = HashMap::from([(
-                ":expected".to_owned(),
-                AttributeValue::N(version.to_string()),
-            )]);
+            let mut values = HashMap::from([
+                (
+                    ":expected".to_owned(),
+                    AttributeValue::N(version.to_string()),
+                ),
+                (
+                    ":failures_read".to_owned(),
+                    AttributeValue::N(before.consecutive_failures.to_string()),
+                ),
+            ]);
             for (name, value) in attrs {
                 sets.push(format!("{name} = :{name}"));
                 values.insert(format!(":{name}"), value);
@@ -627,12 +635,23 @@ impl IntegrationStore for DynamoIntegrationStore {
                 .table_name(&self.table)
                 .set_key(Some(key(store, id)))
                 .update_expression(format!("SET {}", sets.join(", ")))
-                .condition_expression("attribute_exists(pk) AND version = :expected")
+                // Items written before health was tracked have no count: zero.
+                .condition_expression(if before.consecutive_failures == 0 {
+                    "attribute_exists(pk) AND version = :expected AND (attribute_not_exists(health_failures) OR health_failures = :failures_read)"
+                } else {
+                    "attribute_exists(pk) AND version = :expected AND health_failures = :failures_read"
+                })
                 .set_expression_attribute_values(Some(values))
                 .send()
                 .await;
             match result {
-                Ok(_) => return Ok(Some((health, disable))),
+                Ok(_) => {
+                    return Ok(Some(HealthChange {
+                        before,
+                        after: health,
+                        disabled: disable,
+                    }))
+                }
                 Err(err) if err.code() == Some("ConditionalCheckFailedException") => continue,
                 Err(err) => return Err(backend_error(SERVICE, err)),
             }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Health, HealthReport, Integration, StoreId};
+use crate::model::{HealthChange, HealthReport, Integration, StoreId};
 use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
 use crate::secrets::Vault;
 
@@ -156,17 +156,22 @@ impl IntegrationStore for MemoryIntegrationStore {
         store: &StoreId,
         id: Uuid,
         report: &HealthReport,
-    ) -> Result<Option<(Health, bool)>> {
+    ) -> Result<Option<HealthChange>> {
         Ok(self.with(|stores| {
             let slot = stores.get_mut(store).and_then(|s| s.get_mut(&id))?;
             let i = &mut slot.integration;
-            let disable = report.apply(&mut i.health, i.enabled);
-            if disable {
+            let before = i.health.clone();
+            let disabled = report.apply(&mut i.health, i.enabled);
+            if disabled {
                 i.enabled = false;
                 i.version += 1;
                 i.updated_at = chrono::Utc::now().max(i.updated_at);
             }
-            Some((i.health.clone(), disable))
+            Some(HealthChange {
+                before,
+                after: i.health.clone(),
+                disabled,
+            })
         }))
     }
 }

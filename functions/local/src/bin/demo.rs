@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
         broker_password: password.trim().to_owned(),
         store: var("HERALD_DEMO_STORE", "demo"),
     };
-    println!("Herald tour: one order.paid event to a webhook, an SQS queue, an EventBridge bus and an SNS topic (moto) and an ActiveMQ queue\n");
+    println!("Herald tour: one order.paid event to a webhook, an SQS queue, an EventBridge bus and an SNS topic (moto) and an ActiveMQ queue, then one of Herald's operational events\n");
     match run(&peers).await {
         Ok(report) => {
             let pretty =
@@ -59,6 +59,11 @@ async fn main() -> ExitCode {
                     log["succeeded"], log["status_code"], log["body"], log["error_detail"]
                 );
             }
+            println!(
+                "\n== an operational event: the watcher heard that Herald disabled {} (its endpoint answered 410 Gone) ==\n{}",
+                report.operational.1,
+                pretty(&report.operational.0["payload"]["data"]["meta"]["alert"])
+            );
             println!("\nintegrations: {}", report.integrations.join(", "));
             ExitCode::SUCCESS
         }
