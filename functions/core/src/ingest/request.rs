@@ -6,7 +6,7 @@ use http::{header::HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::{EventStatus, Ingest, MAX_EVENTS_PER_REQUEST};
-use crate::job::MAX_EVENT_BYTES;
+use crate::job::{json_len, MAX_EVENT_BYTES};
 use crate::jsonapi::{self, Errors};
 use crate::model::StoreId;
 use crate::validate::FieldError;
@@ -107,22 +107,4 @@ where
         Value::Array(data)
     };
     Ok((status, json!({ "data": data })))
-}
-
-/// The length of `value`'s compact JSON, counted without writing it anywhere.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a JSON value to a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }

@@ -231,7 +231,7 @@ pub fn parse_event(
             None
         }
     };
-    if raw.to_string().len() > MAX_EVENT_BYTES {
+    if json_len(raw) > MAX_EVENT_BYTES {
         err(
             &mut errors,
             "",
@@ -256,6 +256,24 @@ pub fn parse_event(
         }
         _ => Err(errors),
     }
+}
+
+/// The length of `value`'s JSON text, counted as it is written, never held.
+pub fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn check_payload(

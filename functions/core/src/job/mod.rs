@@ -6,7 +6,9 @@ mod event;
 mod stored;
 pub mod timestamp;
 
-pub use event::{parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID};
+pub use event::{
+    json_len, parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID,
+};
 pub use stored::{Fetched, Stored, StoredParts, MAX_INLINE_DATA, MAX_INLINE_PAYLOAD};
 pub use timestamp::{rfc3339_ms, to_millis};
 
