@@ -247,25 +247,47 @@ class Portal(unittest.TestCase):
         self.find("#view-logs .filters button[type=submit]").click()
         self.text_of("#logs-table tbody tr td:nth-child(5)", "Succeeded (200)")
 
-        # Disable it, then delete it after confirming.
+        # Its page: the job as a timeline of its attempts, and the replay of its dead
+        # letters (none) with its counts.
         self.find('#nav button[data-view="integrations"]').click()
+        self.find("#integrations-table tbody th button").click()
+        self.text_of("#integration-title", "Shipping hook")
+        job = self.find("#jobs .job p")
+        self.assertRegex(
+            job.text, r"^order\.paid · delivered after 1 attempt · last status 200 · queued .+$"
+        )
+        attempts = self.find("#jobs .job button[aria-expanded]")
+        attempts.click()
+        self.assertEqual(attempts.get_attribute("aria-expanded"), "true")
+        self.text_of("#jobs .timeline li strong", "Attempt 1")
+        timeline = [e.text for e in b.find_elements(By.CSS_SELECTOR, "#jobs .timeline dd")]
+        self.assertEqual(timeline[0:2], ["Delivered", "200"])
+        self.find("#integration-body .actions button").click()  # Replay dead letters
+        self.text_of(
+            "#replay-result p",
+            "Replayed 0 of 0 dead-lettered jobs (the dead-letter queue was read to its end).",
+        )
+        self.shot("07-jobs-and-replay")
+
+        # Disable it, then delete it after confirming.
+        self.find("#back-to-list").click()
         self.press("Disable Shipping hook")
         self.text_of("#notice", "Shipping hook is disabled.")
         self.assertEqual(
             self.row_cells(),
             ["Shipping hook", "Webhook", "Disabled", "order.paid", "Disabled"],
         )
-        self.shot("07-disabled")
+        self.shot("08-disabled")
         b.set_window_size(390, 844)
-        self.shot("08-phone")
+        self.shot("09-phone")
         b.set_window_size(1200, 860)
         self.press("Delete Shipping hook")
         self.text_of("#confirm-title", "Delete Shipping hook?")
-        self.shot("09-confirm-delete")
+        self.shot("10-confirm-delete")
         self.find("#confirm-ok").click()
         self.text_of("#notice", "Shipping hook is deleted.")
         self.text_of("#no-integrations", "No integrations yet.")
-        self.shot("10-deleted")
+        self.shot("11-deleted")
 
         # No script, style or connection was refused by the page's policy, and
         # nothing failed in the page but the refused creation the browser reports.
