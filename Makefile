@@ -23,7 +23,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup run run-aws demo activemq-up activemq-down test unit lint fmt validate watch invoke lambda-smoke build sam-build rehearse deploy redrive-ingest reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
+.PHONY: help setup run run-aws demo activemq-up activemq-down test unit portal-test lint fmt validate watch invoke lambda-smoke build sam-build rehearse deploy redrive-ingest reliability bench fuzz cargo-fuzz api-fuzz moto-up moto-down clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ setup: $(STAMP) ## create the project virtualenv (moto, cfn-lint, aws-sam-cli, c
 # from a cold target on 2 cores). RUN_PROFILE=dev builds it unoptimised, quicker to rebuild while editing.
 RUN_PROFILE ?= harness
 
-run: ## start the dev server on http://127.0.0.1:3000 (PORT overrides) with the embedded backend, optimised (RUN_PROFILE=dev: a debug build)
+run: ## start the dev server on http://127.0.0.1:3000 (PORT overrides) with the embedded backend, optimised (RUN_PROFILE=dev: a debug build); it prints the portal's URL
 	PORT=$(PORT) cargo run --locked --quiet --profile $(RUN_PROFILE) -p herald-local --bin herald-local
 
 run-aws: setup ## the dev server on DynamoDB, SQS and KMS in moto (started on 127.0.0.1:$(MOTO_PORT), resources created)
@@ -58,11 +58,17 @@ demo: setup ## the product tour: one order.paid event to a webhook, an SQS queue
 test: setup ## everything CI checks: format, lints, unit/integration/end-to-end tests on moto, template, Lambda smoke
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory portal-test
 	$(MAKE) --no-print-directory validate
 	$(MAKE) --no-print-directory lambda-smoke
 
 unit: setup ## cargo test for the whole workspace, with moto (127.0.0.1:5055, 5056 serial, 5058 for the signature test) and ActiveMQ (127.0.0.1:61613/61614) started and stopped after
 	MOTO_PORT=$(MOTO_PORT) MOTO_AUTH=1 infra/with-peers.sh cargo test --locked --workspace
+
+portal-test: setup ## the store owner's portal in headless Chromium against the dev server (Debian's chromium and chromium-driver, installed the first time): screenshots in .run/portal/
+	infra/chromium.sh install
+	cargo build --locked --quiet -p herald-local --bin herald-local
+	$(PY) infra/portal_test.py $(TARGET)/debug/herald-local
 
 lint: ## rustfmt check, clippy with warnings as errors, no import cycle between a crate's modules, and the fuzz crate's Cargo.lock current (it builds only in `make cargo-fuzz`)
 	cargo fmt --all -- --check

@@ -9,6 +9,7 @@ pub mod error;
 mod handlers;
 pub mod hosts;
 pub mod lambda;
+pub mod portal;
 pub mod settings;
 pub mod tenancy;
 
@@ -59,6 +60,8 @@ pub struct AppState {
     pub tenancy: Tenancy,
     /// Base of absolute links, when configured.
     pub public_url: Option<Arc<str>>,
+    /// The portal's sign-in and policy.
+    pub portal: Arc<portal::Portal>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             dead_letters: None,
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
+            portal: Arc::new(portal::Portal::new(&settings.tenancy, &settings.portal)),
         }
     }
 
@@ -103,6 +107,7 @@ impl AppState {
             dead_letters: components.dead_letters.clone(),
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
+            portal: Arc::new(portal::Portal::new(&settings.tenancy, &settings.portal)),
         })
     }
 }
@@ -220,7 +225,7 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The router with every route, JSON:API fallbacks for unknown paths and methods,
+/// The router with every route, the portal's files (`/portal`), JSON:API fallbacks for unknown paths and methods,
 /// panic isolation and request logging.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
@@ -229,6 +234,8 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .route("/openapi.yaml", get(openapi))
+        .route("/portal", get(portal::page))
+        .route("/portal/{asset}", get(portal::asset))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -27,6 +27,9 @@ pub const ENV: FunctionEnv = FunctionEnv {
         "HERALD_DLQ_URL",
         "HERALD_ALLOW_PLAIN_STOMP",
         "HERALD_LOG_LEVEL",
+        // The portal's sign-in (OpenID Connect against the JWT authorizer's issuer).
+        "HERALD_JWT_ISSUER",
+        "HERALD_PORTAL_CLIENT_ID",
     ],
     optional: &[
         "HERALD_INTEGRATION_CACHE_MS",
@@ -53,6 +56,35 @@ pub struct Settings {
     pub policy: Policy,
     /// `HERALD_PUBLIC_URL`: base of `links` (else derived from the request's host).
     pub public_url: Option<String>,
+    /// How the portal (`/portal`) signs its users in under JWT.
+    pub portal: PortalSignIn,
+}
+
+/// The portal's OpenID Connect sign-in, used when the API takes JWTs: the stack's
+/// issuer (the JWT authorizer's) and the portal's client id there. Without a client id
+/// the portal says that sign-in is not configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortalSignIn {
+    /// `HERALD_JWT_ISSUER`, without a trailing `/`.
+    pub issuer: Option<String>,
+    /// `HERALD_PORTAL_CLIENT_ID`: a public client (no secret) allowed the
+    /// authorization-code flow with PKCE, redirecting to `<API>/portal`.
+    pub client_id: Option<String>,
+}
+
+impl PortalSignIn {
+    /// `https://host[:port]` of the issuer, when it is an `https` URL whose host is
+    /// plain (letters, digits, `-`, `.`, a port): it goes into the page's
+    /// Content-Security-Policy as it is.
+    pub fn issuer_origin(&self) -> Option<String> {
+        let rest = self.issuer.as_deref()?.strip_prefix("https://")?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let plain = !authority.is_empty()
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+        plain.then(|| format!("https://{authority}"))
+    }
 }
 
 /// Per-binary defaults.
@@ -93,6 +125,7 @@ impl Settings {
                 allow_plain_stomp: false,
             },
             public_url: None,
+            portal: PortalSignIn::default(),
         }
     }
 
@@ -133,6 +166,15 @@ impl Settings {
         let public_url =
             config::var("HERALD_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
         let allow_plain_stomp = pipeline.allow_plain_stomp;
+        let portal = PortalSignIn {
+            issuer: config::var("HERALD_JWT_ISSUER").map(|i| i.trim_end_matches('/').to_owned()),
+            client_id: config::var("HERALD_PORTAL_CLIENT_ID"),
+        };
+        if portal.issuer.is_some() && portal.issuer_origin().is_none() {
+            return Err(Error::Config(
+                "HERALD_JWT_ISSUER must be an https URL (https://host[:port]/path)".into(),
+            ));
+        }
         Ok(Self {
             pipeline,
             tenancy,
@@ -149,6 +191,7 @@ impl Settings {
                 allow_plain_stomp,
             },
             public_url,
+            portal,
         })
     }
 }

@@ -79,6 +79,7 @@ async fn lambda_app_with(tenancy: Tenancy) -> axum::Router {
             allow_plain_stomp: false,
         },
         public_url: None,
+        portal: Default::default(),
     };
     herald_api::lambda::router(AppState::new(store, &settings))
 }

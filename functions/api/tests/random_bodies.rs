@@ -28,6 +28,7 @@ fn app() -> axum::Router {
             allow_plain_stomp: true,
         },
         public_url: None,
+        portal: Default::default(),
     };
     herald_api::router(AppState::new(
         Arc::new(MemoryIntegrationStore::new()),

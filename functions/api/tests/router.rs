@@ -28,6 +28,7 @@ fn settings(max_per_store: usize) -> Settings {
             allow_plain_stomp: false,
         },
         public_url: None,
+        portal: Default::default(),
     }
 }
 

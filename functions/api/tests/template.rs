@@ -143,10 +143,15 @@ fn secrets_are_sealed_by_the_api_opened_by_the_fanout_and_never_seen_by_ingest()
     assert!(ingest_env["HERALD_KMS_KEY_ID"].is_null());
 }
 
+/// The portal's page and files: static, the same for everyone, so they are served
+/// without an authorizer (the API calls the page makes carry the bearer token).
+const OPEN_ROUTES: [&str; 2] = ["GET /portal", "GET /portal/{asset}"];
+
 #[test]
-fn every_route_requires_an_authorizer() {
+fn every_route_but_the_portals_static_files_requires_an_authorizer() {
     let t = template();
     let mut routes = 0;
+    let mut open = Vec::new();
     for (name, r) in t["Resources"].as_mapping().expect("resources") {
         if r["Type"] == "AWS::ApiGatewayV2::Route" {
             routes += 1;
@@ -154,10 +159,64 @@ fn every_route_requires_an_authorizer() {
             let mut values = Vec::new();
             strings(auth, &mut values);
             assert!(!values.is_empty(), "{name:?} has no AuthorizationType");
-            assert!(!values.iter().any(|v| v == "NONE"), "{name:?} is open");
+            if values == ["NONE"] {
+                open.push(
+                    r["Properties"]["RouteKey"]
+                        .as_str()
+                        .expect("key")
+                        .to_owned(),
+                );
+                let mut target = Vec::new();
+                strings(&r["Properties"]["Target"], &mut target);
+                assert_eq!(target, ["integrations/${ApiIntegration}"], "{name:?}");
+            } else {
+                assert!(!values.iter().any(|v| v == "NONE"), "{name:?} is open");
+            }
         }
     }
-    assert!(routes > 0);
+    assert!(routes > OPEN_ROUTES.len());
+    open.sort();
+    assert_eq!(open, OPEN_ROUTES);
+}
+
+#[test]
+fn api_gateway_may_invoke_the_api_function_for_the_portal_and_v2_only() {
+    let t = template();
+    let mut sources = Vec::new();
+    for (_, r) in t["Resources"].as_mapping().expect("resources") {
+        if r["Type"] == "AWS::Lambda::Permission" {
+            let mut function = Vec::new();
+            strings(&r["Properties"]["FunctionName"], &mut function);
+            if function == ["ApiFunction"] {
+                let mut arn = Vec::new();
+                strings(&r["Properties"]["SourceArn"], &mut arn);
+                sources.extend(arn);
+            }
+        }
+    }
+    sources.sort();
+    let base = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}";
+    assert_eq!(
+        sources,
+        [format!("{base}/*/*/v2/*"), format!("{base}/*/GET/portal*")]
+    );
+}
+
+#[test]
+fn the_portal_signs_in_at_the_stacks_issuer_with_its_own_client_id_empty_by_default() {
+    let t = template();
+    let parameter = &t["Parameters"]["PortalClientId"];
+    assert_eq!(parameter["Type"], "String");
+    assert_eq!(parameter["Default"], "");
+    let env = &resource(&t, "ApiFunction")["Properties"]["Environment"]["Variables"];
+    for (variable, parameter) in [
+        ("HERALD_PORTAL_CLIENT_ID", "PortalClientId"),
+        ("HERALD_JWT_ISSUER", "JwtIssuer"),
+    ] {
+        let mut named = Vec::new();
+        strings(&env[variable], &mut named);
+        assert_eq!(named, [parameter], "{variable}");
+    }
 }
 
 fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {

@@ -152,10 +152,11 @@ async fn create_local_resources(
     Ok(())
 }
 
-/// The one line people (and the end-to-end tests) read to find the server.
+/// The one line people (and the end-to-end tests) read to find the server, with the
+/// store owner's portal (`/portal`) on it: one line, as readers take only the first.
 #[allow(clippy::print_stdout)]
 fn announce(addr: SocketAddr, backend: &str) {
-    println!("herald-local listening on http://{addr} (backend: {backend})");
+    println!("herald-local listening on http://{addr} (backend: {backend}); portal: http://{addr}/portal");
 }
 
 /// Registers the handlers for Ctrl-C and SIGTERM now, and returns the future that
