@@ -27,6 +27,7 @@ os.environ["SE_OFFLINE"] = "true"
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -105,7 +106,11 @@ class Portal(unittest.TestCase):
         cls.browser = webdriver.Chrome(
             service=Service(executable_path=driver), options=options
         )
-        cls.wait = WebDriverWait(cls.browser, WAIT)
+        # The page re-renders what it shows: an element found a moment ago may be
+        # replaced before it is read, so a stale one is looked up again.
+        cls.wait = WebDriverWait(
+            cls.browser, WAIT, ignored_exceptions=[StaleElementReferenceException]
+        )
 
     @classmethod
     def tearDownClass(cls):
