@@ -719,6 +719,8 @@ mod delivery_log {
             status,
             enqueued_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time")
                 + TimeDelta::minutes(minute),
+            replay_of: None,
+            archive: None,
         }
     }
 
@@ -1139,6 +1141,8 @@ mod log_listing_cost {
                         (false, false) => JobStatus::Retrying,
                     },
                     enqueued_at,
+                    replay_of: None,
+                    archive: None,
                 });
             }
             job += 1;
@@ -1605,6 +1609,8 @@ mod log_listing_cost {
                 },
                 status: JobStatus::Delivered,
                 enqueued_at: created_at,
+                replay_of: None,
+                archive: None,
             }
         };
         let mut entries = Vec::new();
@@ -1754,6 +1760,8 @@ mod log_writer {
             },
             status: JobStatus::Delivered,
             enqueued_at: now,
+            replay_of: None,
+            archive: None,
         }
     }
 
