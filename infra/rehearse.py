@@ -18,7 +18,8 @@ offline, failing on what a deploy would fail on.
    (on the same moto, static keys of an IAM user allowed sqs:SendMessage on it) and an
    ActiveMQ queue (STOMP over TLS); one order.paid event through ingest; every target
    receives it; the logs and jobs routes show the attempts; a failing webhook ends in
-   the DLQ and replay brings it back; the test route works for each type.
+   the DLQ and replay brings it back; a delivered job replayed by id (from the archive)
+   arrives as a new job under a new webhook-id; the test route works for each type.
 
 Deliberate differences from a deployed stack, on top of the stack's environment:
 AWS_ENDPOINT_URL (moto), HERALD_ALLOW_PRIVATE_CIDRS=127.0.0.1/32 (the receiver and the
@@ -1089,6 +1090,28 @@ class Rehearsal:
             raise Failure(f"{left} message(s) left in the DLQ")
         return f"replayed {doc['data']['replayed']}, delivered, the DLQ empty"
 
+    def replay_job(self):
+        delivered = [j for j in self.jobs("webhook") if j.get("status") == "delivered"]
+        if not delivered:
+            raise Failure("no delivered job of the webhook integration to replay")
+        old = delivered[0]["id"]
+        before = len(self.receiver.seen["/hook"])
+        status, doc = self.gateway.call("POST", f"/v2/integrations/{self.ids['webhook']}/jobs/{old}/replay")
+        if status != 202 or doc["data"].get("meta", {}).get("replay_of") != old:
+            raise Failure(f"replay of job {old} answered {status}: {json.dumps(doc)[:300]}")
+        new = doc["data"]["id"]
+        until("the replayed job reaching the webhook", lambda: len(self.receiver.seen["/hook"]) > before, 30)
+        headers = self.receiver.seen["/hook"][-1][0]
+        webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
+        if webhook_id != new:
+            raise Failure(f"the replay came with webhook-id {webhook_id}, not the new job's {new}")
+        until(
+            "the replay delivered, naming the job it replays",
+            lambda: [j for j in self.jobs("webhook") if j["id"] == new and j.get("status") == "delivered" and j.get("meta", {}).get("replay_of") == old],
+            15,
+        )
+        return f"202, delivered under webhook-id {new}, replay_of {old}"
+
     def test_route(self, name):
         status, doc = self.gateway.call("POST", f"/v2/integrations/{self.ids[name]}/test", {"data": {"type": "test", "triggered_by": "order.paid"}})
         if status != 200 or not doc["data"].get("succeeded"):
@@ -1138,6 +1161,7 @@ class Rehearsal:
         s.run("logs and jobs routes show the delivered attempts", self.logs_and_jobs)
         s.run("failing webhook's job retried, then dead-lettered", self.dead_lettered)
         s.run("replay brings it back and it is delivered", self.replay)
+        s.run("a delivered job replayed by id from the archive: a new job, a new webhook-id", self.replay_job)
         for name in ("webhook", "aws_sqs", "stomp"):
             s.run(f"test route delivers to the {name} integration", lambda n=name: self.test_route(n))
         s.run("functions and event source mapping ran without errors", self.functions_healthy)

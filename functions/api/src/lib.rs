@@ -24,8 +24,10 @@ use axum::Router;
 use herald_core::ingest::Ingest;
 use herald_core::integrations::Integrations;
 use herald_core::jsonapi::Errors;
-use herald_core::memory::MemoryDeliveryLog;
-use herald_core::ports::{DeadLetters, Deliverer, DeliveryLog, IntegrationStore};
+use herald_core::memory::{MemoryDeliveryLog, MemoryIdempotency};
+use herald_core::ports::{
+    DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue,
+};
 use herald_core::wiring::Components;
 
 use crate::error::ApiError;
@@ -56,6 +58,10 @@ pub struct AppState {
     pub deliverer: Option<Arc<dyn Deliverer>>,
     /// The internal queue's DLQ, for `POST /v2/integrations/{id}/replay`.
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
+    /// The internal queue, for replays from the archive.
+    pub queue: Option<Arc<dyn JobQueue>>,
+    /// Claims: which jobs a range replay has replayed already.
+    pub claims: Arc<dyn IdempotencyStore>,
     /// How the caller's store is found.
     pub tenancy: Tenancy,
     /// Base of absolute links, when configured.
@@ -75,6 +81,8 @@ impl AppState {
             ingest: None,
             deliverer: None,
             dead_letters: None,
+            queue: None,
+            claims: Arc::new(MemoryIdempotency::new()),
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
             portal: Arc::new(portal::Portal::new(&settings.tenancy, &settings.portal)),
@@ -105,6 +113,8 @@ impl AppState {
             ingest,
             deliverer: Some(components.deliverer()?),
             dead_letters: components.dead_letters.clone(),
+            queue: components.queue.clone(),
+            claims: components.idempotency.clone(),
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
             portal: Arc::new(portal::Portal::new(&settings.tenancy, &settings.portal)),
@@ -213,8 +223,14 @@ pub fn routes() -> Vec<Route> {
         Route {
             method: Method::POST,
             path: "/v2/integrations/{id}/replay",
-            statuses: &[200, 400, 403, 404, 409, 500, 503],
+            statuses: &[200, 400, 403, 404, 409, 413, 415, 422, 500, 503],
             handler: || post(replay_integration),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v2/integrations/{id}/jobs/{job_id}/replay",
+            statuses: &[202, 400, 403, 404, 409, 500, 503],
+            handler: || post(replay_job),
         },
         Route {
             method: Method::POST,

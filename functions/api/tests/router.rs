@@ -349,6 +349,8 @@ async fn a_log_listing_counts_through_the_next_page_and_says_when_its_total_is_a
             },
             status: JobStatus::Delivered,
             enqueued_at: chrono::Utc::now(),
+            replay_of: None,
+            archive: None,
         })
         .collect();
     log.record(&entries).await.expect("record");
@@ -1217,6 +1219,8 @@ fn attempt_at(
             JobStatus::Retrying
         },
         enqueued_at: at,
+        replay_of: None,
+        archive: None,
     }
 }
 

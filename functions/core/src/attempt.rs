@@ -148,6 +148,8 @@ pub struct JobRecord {
     pub enqueued_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The job it replays, when it is a replay.
+    pub replay_of: Option<Uuid>,
 }
 
 fn relationship(kind: &str, id: impl ToString) -> Value {
@@ -177,9 +179,9 @@ impl Attempt {
 }
 
 impl JobRecord {
-    /// The API's job object.
+    /// The API's job object (`meta.replay_of` names the job a replay replays).
     pub fn to_resource(&self) -> Value {
-        json!({
+        let mut resource = json!({
             "id": self.job_id.to_string(),
             "type": "integration-job",
             "status": self.status.as_str(),
@@ -192,7 +194,11 @@ impl JobRecord {
                 "created_at": rfc3339_ms(&self.enqueued_at),
                 "updated_at": rfc3339_ms(&self.updated_at),
             } }
-        })
+        });
+        if let Some(of) = self.replay_of {
+            resource["meta"]["replay_of"] = json!(of.to_string());
+        }
+        resource
     }
 }
 
@@ -206,6 +212,12 @@ pub struct LogEntry {
     pub status: JobStatus,
     /// When ingest queued the job.
     pub enqueued_at: DateTime<Utc>,
+    /// The job it replays, when it is a replay ([`DeliveryJob::replay_of`]).
+    pub replay_of: Option<Uuid>,
+    /// The job's message body as first queued, kept for replay (the event archive):
+    /// the fan-out sets it on a job's first attempt, so the log keeps each job once.
+    /// Its payload is the event's, or the claim check of a stored one.
+    pub archive: Option<String>,
 }
 
 impl LogEntry {
@@ -224,6 +236,7 @@ impl LogEntry {
             last_error: a.error_detail.clone(),
             enqueued_at: self.enqueued_at,
             updated_at: a.created_at,
+            replay_of: self.replay_of,
         }
     }
 }
@@ -253,5 +266,7 @@ pub fn log_entry(
         },
         status,
         enqueued_at: job.enqueued_at,
+        replay_of: job.replay_of,
+        archive: None,
     }
 }

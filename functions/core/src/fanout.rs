@@ -235,6 +235,14 @@ struct RecordOutcome {
 }
 
 impl RecordOutcome {
+    /// The same outcome, its log entry keeping `archive` ([`LogEntry::archive`]).
+    fn archiving(mut self, archive: Option<String>) -> Self {
+        if let Some(entry) = &mut self.entry {
+            entry.archive = archive;
+        }
+        self
+    }
+
     fn ack() -> Self {
         Self {
             retry: false,
@@ -929,15 +937,19 @@ impl Fanout {
             tracing::warn!(job = %job.job_id, integration = %job.integration_id, "integration deleted; job discarded");
             return self.discarded(&job, attempt, "the integration was deleted");
         };
+        // A job's first attempt keeps its body in the log, for replay (the archive).
+        let archive = |record: QueuedJob| (attempt == 1).then_some(record.body);
         if !integration.enabled {
-            return self.discarded(&job, attempt, "the integration is disabled");
+            let entry = self.discarded(&job, attempt, "the integration is disabled");
+            return entry.archiving(archive(record));
         }
         if !integration.observes.contains(&job.event.kind) {
-            return self.discarded(
+            let entry = self.discarded(
                 &job,
                 attempt,
                 "the integration no longer observes this event",
             );
+            return entry.archiving(archive(record));
         }
 
         // The schedule of this integration: the default one, or stretched to its
@@ -1051,7 +1063,10 @@ impl Fanout {
         if let Some(report) = self.health_report(integration, status, &result) {
             self.record_health(integration, report, &job).await;
         }
-        let entry = log_entry(&job, attempt, status, &result);
+        let entry = LogEntry {
+            archive: archive(record),
+            ..log_entry(&job, attempt, status, &result)
+        };
         let lag_ms = (status == JobStatus::Delivered).then(|| {
             (Utc::now() - job.event.occurred_at)
                 .num_milliseconds()

@@ -294,6 +294,18 @@ pub trait DeliveryLog: Send + Sync {
         page: crate::page::Page,
     ) -> Result<crate::filter::Listed<crate::attempt::JobRecord>>;
 
+    /// The archive: of `jobs`, those of `store`'s `integration` whose bodies the log
+    /// keeps ([`crate::attempt::LogEntry::archive`], written with a job's first
+    /// attempt, kept for the log's retention), as queue message bodies, in no order.
+    /// A job not found (never attempted, expired, of another integration or store)
+    /// is left out.
+    async fn archived(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        jobs: &[Uuid],
+    ) -> Result<Vec<String>>;
+
     /// A page of one job's attempts, newest first, and their total (counted up to the
     /// page's cap).
     async fn job_logs(

@@ -766,6 +766,8 @@ mod delivery_log {
             status,
             enqueued_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time")
                 + TimeDelta::minutes(minute),
+            replay_of: None,
+            archive: None,
         }
     }
 
@@ -1186,6 +1188,8 @@ mod log_listing_cost {
                         (false, false) => JobStatus::Retrying,
                     },
                     enqueued_at,
+                    replay_of: None,
+                    archive: None,
                 });
             }
             job += 1;
@@ -1652,6 +1656,8 @@ mod log_listing_cost {
                 },
                 status: JobStatus::Delivered,
                 enqueued_at: created_at,
+                replay_of: None,
+                archive: None,
             }
         };
         let mut entries = Vec::new();
@@ -1801,6 +1807,8 @@ mod log_writer {
             },
             status: JobStatus::Delivered,
             enqueued_at: now,
+            replay_of: None,
+            archive: None,
         }
     }
 

@@ -52,6 +52,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::backend_error;
@@ -388,9 +389,58 @@ impl DynamoDeliveryLog {
             }
         }
         for (_, group) in paged {
-            items.extend(log_page::pages(group).iter().map(|p| self.page_item(p)));
+            for page in log_page::pages(group) {
+                items.push(self.page_item(&page));
+                items.extend(
+                    log_page::archive_chunks(&page)
+                        .iter()
+                        .map(|bodies| self.archive_item(&page, bodies)),
+                );
+            }
         }
         items
+    }
+
+    /// An archive item of a page's jobs ([`LogEntry::archive`]): their bodies,
+    /// deflated, under `ARCH#<store>#<integration>#<n>` by the page's last job's time
+    /// (as the page itself), on the table alone: no index holds it, so it costs one
+    /// write unit a kilobyte (docs/decisions/0007).
+    fn archive_item(&self, page: &log_page::Page<'_>, bodies: &[&str]) -> Vec<u8> {
+        let Some(first) = page.entries.first() else {
+            return Vec::new();
+        };
+        let id = Uuid::now_v7();
+        let shard = SHARD_NAMES[self
+            .next_shard
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % PAGE_SHARDS];
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let integration: &str = first
+            .attempt
+            .integration_id
+            .hyphenated()
+            .encode_lower(&mut buf);
+        let data = log_page::encode_archive(bodies);
+        let mut item = JsonItem::with_capacity(256 + data.len() * 4 / 3);
+        item.s_parts(
+            "pk",
+            &[
+                "ARCH#",
+                first.attempt.store_id.as_str(),
+                "#",
+                integration,
+                "#",
+                shard,
+            ],
+        );
+        item.s("sk", &log_page::sort_key(page.last_job_ms, id));
+        item.s("entity", "archive");
+        item.n(
+            "expires_at",
+            page.newest_ms.div_euclid(1000) + self.retention.as_secs() as i64,
+        );
+        item.b("d", &data);
+        item.finish()
     }
 
     /// One entry's item as earlier builds wrote it, straight into DynamoDB's JSON: ids are formatted
@@ -461,6 +511,19 @@ const SHARD_NAMES: [&str; LOG_SHARDS] = [
 /// invocation, and a Lambda function runs 15 minutes at most
 /// (<https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html>).
 const PAGE_ATTEMPTS_SPREAD_MS: i64 = 15 * 60 * 1000;
+
+/// Archive queries in flight at once, at most (a range replay's jobs may lie in many
+/// runs).
+const ARCHIVE_READS_AT_ONCE: usize = 16;
+
+/// The job id of an archived body, read without parsing its event.
+fn archived_job_id(body: &str) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        job_id: Uuid,
+    }
+    serde_json::from_str::<Id>(body).ok().map(|i| i.job_id)
+}
 
 /// The most items one query of a listing asks for.
 const MAX_CHUNK: usize = 1_000;
@@ -805,6 +868,8 @@ fn item_entry(item: &Row) -> Result<LogEntry> {
         status: JobStatus::parse(&i.text("status")?).ok_or_else(|| i.corrupt("status"))?,
         enqueued_at: i.time("enqueued_at")?,
         attempt: attempt_from(item)?,
+        replay_of: None,
+        archive: None,
     })
 }
 
@@ -915,6 +980,72 @@ impl DeliveryLog for DynamoDeliveryLog {
             items: page.slice(jobs).into_iter().map(LogEntry::job).collect(),
             reached: reached.and_then(DateTime::from_timestamp_millis),
         })
+    }
+
+    async fn archived(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        jobs: &[Uuid],
+    ) -> Result<Vec<String>> {
+        // The jobs' times, in runs no more than a page's span apart: one range of
+        // archive items a run, from its first job's time to a span past its last's.
+        let mut times: Vec<i64> = jobs.iter().filter_map(|j| job_ms(*j)).collect();
+        times.sort_unstable();
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for t in times {
+            match runs.last_mut() {
+                Some((_, last)) if t - *last <= PAGE_SPAN_MS => *last = t,
+                _ => runs.push((t, t)),
+            }
+        }
+        let keys = Self::page_keys(&format!("ARCH#{store}#{integration}"));
+        let mut ranges: Vec<(String, (Option<String>, Option<String>))> = Vec::new();
+        for (from, to) in &runs {
+            for key in &keys {
+                let range = (
+                    Some(format!("{from:013}")),
+                    Some(format!("{:013}#~", to + PAGE_SPAN_MS)),
+                );
+                ranges.push((key.clone(), range));
+            }
+        }
+        let reads: Vec<_> = ranges
+            .iter()
+            .map(|(key, range)| {
+                self.query(None, ("pk", "sk"), key, range)
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let wanted: std::collections::HashSet<Uuid> = jobs.iter().copied().collect();
+        let mut found: HashMap<Uuid, String> = HashMap::new();
+        let answers: Vec<_> = futures_util::stream::iter(reads)
+            .buffer_unordered(ARCHIVE_READS_AT_ONCE)
+            .collect()
+            .await;
+        for items in answers {
+            for item in items {
+                let item = item.map_err(|e| backend_error(SERVICE, e))?;
+                let data = item
+                    .get("d")
+                    .and_then(|v| v.as_b().ok())
+                    .ok_or_else(|| Item(&item).corrupt("d"))?;
+                let bodies =
+                    log_page::decode_archive(data.as_ref()).map_err(|reason| Error::Corrupt {
+                        key: Item(&item).opt_text("pk").unwrap_or_default(),
+                        reason,
+                    })?;
+                for body in bodies {
+                    if let Some(id) = archived_job_id(&body).filter(|id| wanted.contains(id)) {
+                        found.entry(id).or_insert(body);
+                    }
+                }
+            }
+        }
+        Ok(found.into_values().collect())
     }
 
     async fn job_logs(

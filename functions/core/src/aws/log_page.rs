@@ -53,7 +53,8 @@ struct Rows {
 
 /// One attempt: `[id, job ("" when its id is the one `job_id` derives), event id, event
 /// type, attempt, succeeded, status code, processing time (s), created (ms after `b`),
-/// queued (ms after `b`), job status, body, error detail]`.
+/// queued (ms after `b`), job status, body, error detail, the job it replays (absent
+/// when none; rows written before replays have no such element)]`.
 #[derive(Serialize, Deserialize)]
 struct Row(
     Uuid,
@@ -69,6 +70,7 @@ struct Row(
     String,
     String,
     Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")] Option<Uuid>,
 );
 
 /// When a job was queued, in ms, as pages sort it: from its id, which every job
@@ -168,6 +170,7 @@ pub fn encode(page: &Page<'_>) -> Vec<u8> {
                     e.status.as_str().to_owned(),
                     a.body.clone(),
                     a.error_detail.clone(),
+                    e.replay_of,
                 )
             })
             .collect(),
@@ -207,6 +210,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<LogEntry>, String> {
                 status,
                 body,
                 error,
+                replay_of,
             ) = row;
             let enqueued_at = time(queued)?;
             let job_id = if job.is_empty() {
@@ -232,9 +236,61 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<LogEntry>, String> {
                 },
                 status: JobStatus::parse(&status).ok_or_else(|| format!("a status: {status}"))?,
                 enqueued_at,
+                replay_of,
+                archive: None,
             })
         })
         .collect()
+}
+
+/// The most bytes of job bodies one archive item holds (before deflating): inside
+/// DynamoDB's 400 KB item even when they do not deflate, and more than one job's
+/// (a payload over [`crate::job::MAX_INLINE_PAYLOAD`] is stored, not archived).
+const ARCHIVE_BYTES_MOST: usize = 300 * 1024;
+
+/// The archived job bodies of a page ([`LogEntry::archive`]), cut into the bodies of
+/// archive items: each at most [`ARCHIVE_BYTES_MOST`] bytes (a body larger than that
+/// alone in one).
+pub fn archive_chunks<'a>(page: &Page<'a>) -> Vec<Vec<&'a str>> {
+    let mut chunks: Vec<Vec<&'a str>> = Vec::new();
+    let mut bytes = 0;
+    for body in page.entries.iter().filter_map(|e| e.archive.as_deref()) {
+        match chunks.last_mut() {
+            Some(chunk) if bytes + body.len() <= ARCHIVE_BYTES_MOST => {
+                chunk.push(body);
+                bytes += body.len();
+            }
+            _ => {
+                chunks.push(vec![body]);
+                bytes = body.len();
+            }
+        }
+    }
+    chunks
+}
+
+/// An archive item's job bodies, as a JSON array of them, deflated. A body that is
+/// not JSON (never: they are queue messages Herald wrote) is left out.
+pub fn encode_archive(bodies: &[&str]) -> Vec<u8> {
+    let raw: Vec<&serde_json::value::RawValue> = bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect();
+    let mut out = DeflateEncoder::new(Vec::new(), Compression::default());
+    let _ = serde_json::to_writer(&mut out, &raw);
+    out.finish().unwrap_or_default()
+}
+
+/// The job bodies of an archive item; `Err` says what is wrong with it.
+pub fn decode_archive(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut json = Vec::new();
+    DeflateDecoder::new(bytes)
+        .take(INFLATED_MOST)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("the archive does not inflate: {e}"))?;
+    let raw: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&json).map_err(|e| format!("the archive's jobs: {e}"))?;
+    Ok(raw.into_iter().map(|r| r.get().to_owned()).collect())
 }
 
 /// A page's sort keys: `<ms, 13 digits>#<page id>`, so that they sort by time.
@@ -282,6 +338,8 @@ mod tests {
                 JobStatus::Retrying
             },
             enqueued_at,
+            replay_of: None,
+            archive: None,
         }
     }
 

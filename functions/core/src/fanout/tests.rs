@@ -787,6 +787,14 @@ impl DeliveryLog for StuckLog {
     async fn record(&self, _: &[LogEntry]) -> crate::error::Result<()> {
         std::future::pending().await
     }
+    async fn archived(
+        &self,
+        _: &StoreId,
+        _: uuid::Uuid,
+        _: &[uuid::Uuid],
+    ) -> crate::error::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     async fn store_logs(
         &self,
         _: &StoreId,

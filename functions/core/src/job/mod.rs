@@ -74,6 +74,11 @@ pub struct DeliveryJob {
     /// the reference, never the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<Stored>,
+    /// The job this one replays (`POST …/jobs/{job_id}/replay`, or a range replay
+    /// from the archive): a replay is a new job, with an id of its own (a new
+    /// `webhook-id`, which receivers that deduplicate do not drop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<Uuid>,
     /// The stored payload, once the fan-out has fetched it for an attempt (never
     /// written to a message).
     #[serde(skip)]
@@ -143,6 +148,7 @@ impl DeliveryJob {
             not_before: None,
             slot: None,
             stored: None,
+            replay_of: None,
             fetched: None,
         }
     }
@@ -193,6 +199,21 @@ impl DeliveryJob {
             not_before: None,
             slot: None,
             ..self
+        }
+    }
+
+    /// A replay of this job (as the archive keeps it): the same event, for the same
+    /// integration, queued anew at `at` for its first attempt: a new job, whose id
+    /// ([`job_id`] of the event, the integration and `at`) is its own, naming this
+    /// one in `replay_of`.
+    pub fn replayed_at(self, at: DateTime<Utc>) -> Self {
+        let replay_of = Some(self.job_id);
+        Self {
+            job_id: job_id(&self.event.id, self.integration_id, at),
+            enqueued_at: at,
+            replay_of,
+            fetched: None,
+            ..self.restarted()
         }
     }
 

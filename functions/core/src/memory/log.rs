@@ -19,6 +19,8 @@ use crate::ports::DeliveryLog;
 /// longest ago, are dropped, so a long-running dev server does not grow without bound.
 pub struct MemoryDeliveryLog {
     pub(super) state: Mutex<(VecDeque<Attempt>, HashMap<Uuid, JobRecord>)>,
+    /// The archive: each kept job's body as first queued, dropped with its job.
+    archive: Mutex<HashMap<Uuid, String>>,
     cap: usize,
 }
 
@@ -34,6 +36,7 @@ impl MemoryDeliveryLog {
     pub fn new(cap: usize) -> Self {
         Self {
             state: Mutex::new((VecDeque::new(), HashMap::new())),
+            archive: Mutex::new(HashMap::new()),
             cap,
         }
     }
@@ -110,8 +113,12 @@ impl DeliveryLog for MemoryDeliveryLog {
         while state.0.len() > self.cap {
             state.0.pop_front();
         }
+        let mut archive = lock(&self.archive);
         for entry in entries {
             state.1.insert(entry.attempt.job_id, entry.job());
+            if let Some(body) = &entry.archive {
+                archive.insert(entry.attempt.job_id, body.clone());
+            }
         }
         if state.1.len() > self.cap + self.cap / 10 {
             let mut by_age: Vec<_> = state.1.values().map(|j| (j.updated_at, j.job_id)).collect();
@@ -119,6 +126,7 @@ impl DeliveryLog for MemoryDeliveryLog {
             let excess = state.1.len() - self.cap;
             for (_, id) in by_age.into_iter().take(excess) {
                 state.1.remove(&id);
+                archive.remove(&id);
             }
         }
         Ok(())
@@ -176,6 +184,25 @@ impl DeliveryLog for MemoryDeliveryLog {
         ))
     }
 
+    async fn archived(
+        &self,
+        store: &StoreId,
+        integration: Uuid,
+        jobs: &[Uuid],
+    ) -> Result<Vec<String>> {
+        let state = lock(&self.state);
+        let archive = lock(&self.archive);
+        Ok(jobs
+            .iter()
+            .filter(|id| {
+                state.1.get(id).is_some_and(|j| {
+                    j.store_id == store.as_str() && j.integration_id == integration
+                })
+            })
+            .filter_map(|id| archive.get(id).cloned())
+            .collect())
+    }
+
     async fn job_logs(
         &self,
         store: &StoreId,
@@ -226,6 +253,8 @@ mod tests {
             },
             status,
             enqueued_at: Utc.timestamp_millis_opt(queued).unwrap(),
+            replay_of: None,
+            archive: None,
         }
     }
 

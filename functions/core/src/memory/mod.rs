@@ -62,6 +62,8 @@ mod tests {
             },
             status: JobStatus::Delivered,
             enqueued_at: at,
+            replay_of: None,
+            archive: None,
         }
     }
 
