@@ -395,7 +395,9 @@ async fn health_reports_count_failed_jobs_disable_at_the_threshold_and_keep_the_
 #[tokio::test]
 async fn concurrent_failure_reports_each_count_once_and_one_alone_sees_the_first_failure() {
     use herald_core::model::HealthReport;
-    let store = fresh_store().await;
+    // On the serial moto: DynamoDB's conditional writes are isolated, moto's threads
+    // are not.
+    let store = fresh_store_on(serial_endpoint()).await;
     let i = integration("store-health-race", webhook());
     store.insert(&i, 10).await.expect("insert");
     let failed = HealthReport::JobFailed {
