@@ -1012,6 +1012,31 @@ class Rehearsal:
             raise Failure(f"POST /v2/events answered {status}: {json.dumps(doc)[:400]}")
         return f"202 for {self.event_id}"
 
+    def large_event(self):
+        """An order too large for a queue message: ingest stores its payload in the
+        stack's EventBucket (s3:PutObject on its role), the fan-out reads it back
+        (s3:GetObject on its role) and the webhook gets it whole."""
+        event_id = self.event_id + "-large"
+        items = [{"id": f"item-{n}", "type": "order_item", "sku": "x" * 980} for n in range(300)]
+        payload = {"data": {"id": "order-1002", "type": "order", "status": "paid"}, "included": {"items": items}}
+        status, doc = self.gateway.call("POST", "/v2/events", {"data": {
+            "id": event_id, "type": "order.paid", "payload": payload}})
+        if status != 202:
+            raise Failure(f"POST /v2/events answered {status}: {json.dumps(doc)[:400]}")
+
+        def arrived():
+            return [b for _, b in self.receiver.seen["/hook"] if b and json.dumps(b).find(event_id) >= 0]
+
+        body = until("the webhook receiving the large event", arrived, 60)[0]
+        if body.get("payload") != payload:
+            raise Failure("the webhook got the large event without its whole payload")
+        bucket = self.resolve({"Ref": "EventBucket"})
+        objects = client(self.admin, "s3").list_objects_v2(Bucket=bucket, Prefix="events/").get("Contents", [])
+        if not objects:
+            raise Failure(f"nothing was stored under events/ in {bucket}")
+        size = len(json.dumps(payload))
+        return f"{size // 1024} KiB payload stored in the event bucket ({len(objects)} object(s) under events/) and delivered whole"
+
     def webhook_received(self):
         headers, body = until("the webhook receiving the event", lambda: self.receiver.seen["/hook"][:1], 30)[0]
         if json.dumps(body).find(self.event_id) < 0:
@@ -1164,6 +1189,7 @@ class Rehearsal:
         s.run("a delivered job replayed by id from the archive: a new job, a new webhook-id", self.replay_job)
         for name in ("webhook", "aws_sqs", "stomp"):
             s.run(f"test route delivers to the {name} integration", lambda n=name: self.test_route(n))
+        s.run("an event too large for a queue message: stored in S3 by ingest, read back by the fan-out, delivered whole", self.large_event)
         s.run("functions and event source mapping ran without errors", self.functions_healthy)
         s.run("no AccessDenied for any function during the tour", lambda: self.no_access_denied(offset))
 
