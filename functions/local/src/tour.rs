@@ -140,6 +140,43 @@ async fn call(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// Creates the integration `body` describes (201 expected); its id.
+async fn create_integration(
+    http: &reqwest::Client,
+    peers: &Peers,
+    body: Value,
+) -> Result<String, String> {
+    let name = body["data"]["name"].as_str().unwrap_or_default().to_owned();
+    let (status, doc) = call(
+        http,
+        peers,
+        reqwest::Method::POST,
+        "/v2/integrations",
+        Some(body),
+    )
+    .await?;
+    if status != 201 {
+        return Err(format!("creating {name} answered {status}: {doc}"));
+    }
+    Ok(doc["data"]["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Posts `event` (`{"data": {...}}`) to `POST /v2/events` (202 expected).
+async fn post_event(http: &reqwest::Client, peers: &Peers, event: Value) -> Result<(), String> {
+    let (status, accepted) = call(
+        http,
+        peers,
+        reqwest::Method::POST,
+        "/v2/events",
+        Some(event),
+    )
+    .await?;
+    if status != 202 {
+        return Err(format!("POST /v2/events answered {status}: {accepted}"));
+    }
+    Ok(())
+}
+
 /// Runs the tour. Every wait is bounded (at most 30 s in all per target).
 pub async fn run(peers: &Peers) -> Result<Report, String> {
     let http = reqwest::Client::builder()
@@ -201,33 +238,12 @@ pub async fn run(peers: &Peers) -> Result<Report, String> {
     ];
     let mut ids = Vec::new();
     for body in bodies {
-        let (status, doc) = call(
-            &http,
-            peers,
-            reqwest::Method::POST,
-            "/v2/integrations",
-            Some(body),
-        )
-        .await?;
-        if status != 201 {
-            return Err(format!("creating an integration answered {status}: {doc}"));
-        }
-        ids.push(doc["data"]["id"].as_str().unwrap_or_default().to_owned());
+        ids.push(create_integration(&http, peers, body).await?);
     }
 
     let event = json!({"data": {"id": format!("evt-demo-{suffix}"), "type": "order.paid",
         "payload": {"data": {"id": "order-1001", "type": "order", "status": "paid", "total": 4200}}}});
-    let (status, accepted) = call(
-        &http,
-        peers,
-        reqwest::Method::POST,
-        "/v2/events",
-        Some(event),
-    )
-    .await?;
-    if status != 202 {
-        return Err(format!("POST /v2/events answered {status}: {accepted}"));
-    }
+    post_event(&http, peers, event).await?;
 
     let mut webhook = None;
     for _ in 0..150 {
@@ -325,32 +341,11 @@ async fn operational_event(
     ] {
         let body = json!({"data": {"type": "integration", "integration_type": "webhook", "name": name,
             "enabled": true, "observes": [observes], "configuration": {"url": url}}});
-        let (status, doc) = call(
-            http,
-            peers,
-            reqwest::Method::POST,
-            "/v2/integrations",
-            Some(body),
-        )
-        .await?;
-        if status != 201 {
-            return Err(format!("creating {name} answered {status}: {doc}"));
-        }
-        ids.push(doc["data"]["id"].as_str().unwrap_or_default().to_owned());
+        ids.push(create_integration(http, peers, body).await?);
     }
     let event = json!({"data": {"type": "order.fulfilled",
         "payload": {"data": {"id": "order-1001", "type": "order", "status": "fulfilled"}}}});
-    let (status, accepted) = call(
-        http,
-        peers,
-        reqwest::Method::POST,
-        "/v2/events",
-        Some(event),
-    )
-    .await?;
-    if status != 202 {
-        return Err(format!("POST /v2/events answered {status}: {accepted}"));
-    }
+    post_event(http, peers, event).await?;
     for _ in 0..150 {
         let found = hook_seen
             .lock()
