@@ -326,16 +326,28 @@ impl DynamoDeliveryLog {
         })
     }
 
+    /// The shard the next page or archive item goes to: round robin over
+    /// [`PAGE_SHARDS`], from a random start per process.
+    fn next_shard(&self) -> &'static str {
+        SHARD_NAMES[self
+            .next_shard
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % PAGE_SHARDS]
+    }
+
+    /// When a page's items expire (its newest attempt plus the retention), in epoch
+    /// seconds.
+    fn expires_at(&self, page: &log_page::Page<'_>) -> i64 {
+        page.newest_ms.div_euclid(1000) + self.retention.as_secs() as i64
+    }
+
     /// The item of a page of attempts, in DynamoDB's JSON.
     fn page_item(&self, page: &log_page::Page<'_>) -> Vec<u8> {
         let Some(first) = page.entries.first() else {
             return Vec::new();
         };
         let id = Uuid::now_v7();
-        let shard = SHARD_NAMES[self
-            .next_shard
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % PAGE_SHARDS];
+        let shard = self.next_shard();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let integration: &str = first
             .attempt
@@ -353,10 +365,7 @@ impl DynamoDeliveryLog {
         item.s_parts("gsi3pk", &["LOGP#", store, "#", integration, "#", shard]);
         item.s("gsi3sk", &newest);
         item.s("entity", "log-page");
-        item.n(
-            "expires_at",
-            page.newest_ms.div_euclid(1000) + self.retention.as_secs() as i64,
-        );
+        item.n("expires_at", self.expires_at(page));
         item.n("count", page.entries.len());
         item.b("d", &data);
         item.finish()
@@ -410,10 +419,7 @@ impl DynamoDeliveryLog {
             return Vec::new();
         };
         let id = Uuid::now_v7();
-        let shard = SHARD_NAMES[self
-            .next_shard
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % PAGE_SHARDS];
+        let shard = self.next_shard();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let integration: &str = first
             .attempt
@@ -435,10 +441,7 @@ impl DynamoDeliveryLog {
         );
         item.s("sk", &log_page::sort_key(page.last_job_ms, id));
         item.s("entity", "archive");
-        item.n(
-            "expires_at",
-            page.newest_ms.div_euclid(1000) + self.retention.as_secs() as i64,
-        );
+        item.n("expires_at", self.expires_at(page));
         item.b("d", &data);
         item.finish()
     }
