@@ -137,18 +137,16 @@ pub struct Fanout {
     auto_disable_after: u32,
     /// The longest one attempt may take.
     attempt_limit: Duration,
-    /// When this process last recorded a success per integration.
-    successes: std::sync::Mutex<HashMap<Uuid, Instant>>,
+    /// What this process last saw of each integration's health: when it last
+    /// recorded a success, or that a job failed for good since (the next success is
+    /// then recorded whatever the cache says, so the recovery is seen at once).
+    marks: std::sync::Mutex<HashMap<Uuid, Mark>>,
     /// The integrations' rate buckets (`delivery.max_per_second`).
     rate: Arc<dyn RateLimiter>,
     /// Where stored payloads are read from (none: their jobs fail for good).
     bodies: Option<Arc<dyn EventBodies>>,
     /// Where operational events ([`crate::alerts`]) go (none: not emitted).
     alerts: Option<crate::ingest::Ingest>,
-    /// Integrations a job of which failed for good in this process since their last
-    /// success here: their next success is reported whatever the cache says, so the
-    /// recovery is recorded (and announced) at once.
-    failed: std::sync::Mutex<HashSet<Uuid>>,
 }
 
 /// Most deliveries of one batch in flight at once: the template's largest batch
@@ -215,6 +213,14 @@ impl<T> Turns<T> {
     fn finished(&mut self, g: usize) {
         self.groups[g].running = self.groups[g].running.saturating_sub(1);
     }
+}
+
+/// What a process last saw of an integration's health ([`Fanout`]'s marks).
+enum Mark {
+    /// It recorded a success then.
+    Succeeded(Instant),
+    /// A job failed for good since.
+    Failed,
 }
 
 /// How often a process records an integration's successes while it is healthy.
@@ -307,11 +313,10 @@ impl Fanout {
             stack: None,
             auto_disable_after: AUTO_DISABLE_AFTER,
             attempt_limit: ATTEMPT_LIMIT,
-            successes: std::sync::Mutex::new(HashMap::new()),
+            marks: std::sync::Mutex::new(HashMap::new()),
             rate: Arc::new(crate::memory::MemoryRateLimiter::new()),
             bodies: None,
             alerts: None,
-            failed: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -368,21 +373,18 @@ impl Fanout {
         };
         match status {
             JobStatus::Delivered => {
-                let mut marks = self.successes.lock().unwrap_or_else(|p| p.into_inner());
-                let recent = marks
-                    .get(&integration.id)
-                    .is_some_and(|t| t.elapsed() < SUCCESS_RECORD_INTERVAL);
+                let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+                let (recent, failed_here) = match marks.get(&integration.id) {
+                    Some(Mark::Succeeded(t)) => (t.elapsed() < SUCCESS_RECORD_INTERVAL, false),
+                    Some(Mark::Failed) => (false, true),
+                    None => (false, false),
+                };
                 let stale = integration.health.last_success_at.is_none_or(|t| {
                     (at - t).to_std().unwrap_or_default() >= SUCCESS_RECORD_INTERVAL
                 });
-                let failed_here = self
-                    .failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&integration.id);
                 let after_failures = integration.health.consecutive_failures > 0 || failed_here;
                 if (after_failures || stale) && !recent {
-                    marks.insert(integration.id, Instant::now());
+                    marks.insert(integration.id, Mark::Succeeded(Instant::now()));
                     Some(HealthReport::Succeeded { at })
                 } else {
                     None
@@ -393,14 +395,10 @@ impl Fanout {
                 reason: reason(),
             }),
             JobStatus::Discarded | JobStatus::Failed => {
-                self.successes
+                self.marks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&integration.id);
-                self.failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(integration.id);
+                    .insert(integration.id, Mark::Failed);
                 Some(HealthReport::JobFailed {
                     at,
                     disable_after: self.auto_disable_after,
