@@ -11,6 +11,8 @@
 //! request signing (`aws_sigv4`) logs the identity and the request, body included, at
 //! TRACE.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use tracing_subscriber::EnvFilter;
 
 /// The AWS SDK's HTTP layer, the Lambda runtime, axum and the HTTP/TLS stack, and the
@@ -171,6 +173,108 @@ pub fn init_local() {
         .init();
 }
 
+/// How many lines a second each [`LineQuota`]'d INFO line may print: all of them
+/// unless set (the Lambda functions, one request or batch an invocation), and
+/// `HERALD_LOG_LINES_PER_SECOND` in the dev server (see [`set_lines_per_second`]).
+static LINES_PER_SECOND: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Sets how many lines a second each quota'd line may print (0: none); the rest are
+/// left out and counted, and the count is said before the next line printed.
+pub fn set_lines_per_second(lines: u32) {
+    LINES_PER_SECOND.store(lines, Ordering::Relaxed);
+}
+
+/// A per-second budget for one routine INFO line (the dev server's request line and
+/// batch line): at thousands of events a second, writing them all costs the dev
+/// server more CPU than delivering, and no one reads them. A past second's lines left
+/// out are counted and reported with the first line admitted after it.
+pub struct LineQuota {
+    /// The second (since the process's first quota'd line) in the high half, the
+    /// lines asked for in it in the low half.
+    state: AtomicU64,
+}
+
+/// Whether a quota'd line may be written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Write it; `left_out` lines were left out in the last second that had any
+    /// before this one (say so first when not zero).
+    Yes {
+        /// Lines left out before it, to be said first.
+        left_out: u32,
+    },
+    /// Leave it out (it is counted).
+    No,
+}
+
+impl LineQuota {
+    /// A quota with no line asked for yet.
+    pub const fn new() -> Self {
+        Self {
+            state: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be written now, under the process's quota.
+    pub fn admit(&self) -> Admit {
+        let limit = LINES_PER_SECOND.load(Ordering::Relaxed);
+        if limit == u32::MAX {
+            return Admit::Yes { left_out: 0 };
+        }
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let second = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs();
+        self.admit_at(second, limit)
+    }
+
+    /// [`LineQuota::admit`] in `second`, allowing `limit` lines a second.
+    fn admit_at(&self, second: u64, limit: u32) -> Admit {
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (at, asked) = (current >> 32, current as u32);
+            let (next, admit) = if at == second {
+                let admit = if asked < limit {
+                    Admit::Yes { left_out: 0 }
+                } else {
+                    Admit::No
+                };
+                ((at << 32) | u64::from(asked.saturating_add(1)), admit)
+            } else {
+                let left_out = asked.saturating_sub(limit);
+                let admit = if limit > 0 {
+                    Admit::Yes { left_out }
+                } else {
+                    Admit::No
+                };
+                // A second with no quota keeps the count of what it left out.
+                let asked = if limit > 0 {
+                    1
+                } else {
+                    asked.saturating_add(1)
+                };
+                (((second & 0xffff_ffff) << 32) | u64::from(asked), admit)
+            };
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return admit,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+impl Default for LineQuota {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Whether local logs are in colour: on a terminal, unless `NO_COLOR` is set.
 fn colour(terminal: bool, no_color: bool) -> bool {
     terminal && !no_color
@@ -178,7 +282,60 @@ fn colour(terminal: bool, no_color: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{colour, directives, lambda_level};
+    use super::{colour, directives, lambda_level, Admit, LineQuota};
+
+    #[test]
+    fn past_its_quota_a_line_is_left_out_and_the_next_seconds_first_line_counts_what_was() {
+        let quota = LineQuota::new();
+        let admitted: Vec<Admit> = (0..5).map(|_| quota.admit_at(7, 3)).collect();
+        assert_eq!(
+            admitted,
+            vec![
+                Admit::Yes { left_out: 0 },
+                Admit::Yes { left_out: 0 },
+                Admit::Yes { left_out: 0 },
+                Admit::No,
+                Admit::No
+            ]
+        );
+        assert_eq!(quota.admit_at(9, 3), Admit::Yes { left_out: 2 });
+        assert_eq!(quota.admit_at(9, 3), Admit::Yes { left_out: 0 });
+    }
+
+    #[test]
+    fn a_quota_of_zero_writes_nothing() {
+        let quota = LineQuota::new();
+        assert_eq!(quota.admit_at(1, 0), Admit::No);
+        assert_eq!(quota.admit_at(1, 0), Admit::No);
+        assert_eq!(quota.admit_at(2, 0), Admit::No);
+    }
+
+    #[test]
+    fn threads_sharing_a_quota_never_write_more_lines_in_a_second_than_it_allows() {
+        let quota = std::sync::Arc::new(LineQuota::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let quota = quota.clone();
+                std::thread::spawn(move || {
+                    (0..1_000)
+                        .filter(|_| quota.admit_at(3, 100) != Admit::No)
+                        .count()
+                })
+            })
+            .collect();
+        let written: usize = threads
+            .into_iter()
+            .map(|t| t.join().expect("a thread asking the quota"))
+            .sum();
+        assert_eq!(written, 100);
+        assert_eq!(quota.admit_at(4, 100), Admit::Yes { left_out: 3_900 });
+    }
+
+    #[test]
+    fn without_a_quota_every_line_is_written() {
+        let quota = LineQuota::new();
+        assert!((0..10_000).all(|_| quota.admit() == Admit::Yes { left_out: 0 }));
+    }
 
     #[test]
     fn local_logs_are_in_colour_only_on_a_terminal_without_no_color() {

@@ -41,6 +41,9 @@ async fn run() -> Result<(), String> {
         );
     }
     let port = config::number("PORT", 3000, 0..=65_535).map_err(|e| e.to_string())?;
+    let lines = config::number("HERALD_LOG_LINES_PER_SECOND", 20, 0..=1_000_000)
+        .map_err(|e| e.to_string())?;
+    herald_core::telemetry::set_lines_per_second(lines as u32);
     let backend = settings.pipeline.backend.as_str();
     if config::flag("HERALD_CREATE_LOCAL_RESOURCES", false).map_err(|e| e.to_string())? {
         create_local_resources(&settings.pipeline).await?;
