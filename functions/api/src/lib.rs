@@ -28,6 +28,7 @@ use herald_core::memory::{MemoryDeliveryLog, MemoryIdempotency};
 use herald_core::ports::{
     DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue,
 };
+use herald_core::telemetry::{Admit, LineQuota};
 use herald_core::wiring::Components;
 
 use crate::error::ApiError;
@@ -136,7 +137,7 @@ pub struct Route {
     pub path: &'static str,
     /// Every status the route answers with.
     pub statuses: &'static [u16],
-    handler: fn() -> MethodRouter<AppState>,
+    handler: fn() -> MethodRouter<Arc<AppState>>,
 }
 
 /// The API's routes.
@@ -254,7 +255,7 @@ pub fn router(state: AppState) -> Router {
         .route("/portal/{asset}", get(portal::asset))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(Arc::new(state))
         .layer(middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -272,7 +273,8 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Logs method, route, status, duration and, under IAM, the caller's ARN; never
-/// bodies, queries or headers.
+/// bodies, queries or headers. At most `HERALD_LOG_LINES_PER_SECOND` lines a second in
+/// the dev server (every request in Lambda); the rest are counted.
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let caller = req.extensions().get::<IamCaller>().map(|c| c.0.clone());
@@ -283,6 +285,17 @@ async fn log_request(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "<unmatched>".into());
     let started = std::time::Instant::now();
     let response = next.run(req).await;
+    static LINES: LineQuota = LineQuota::new();
+    match LINES.admit() {
+        Admit::No => return response,
+        Admit::Yes { left_out: 0 } => {}
+        Admit::Yes { left_out } => {
+            tracing::info!(
+                left_out,
+                "request lines left out in a second, past HERALD_LOG_LINES_PER_SECOND"
+            )
+        }
+    }
     tracing::info!(
         %method,
         route,

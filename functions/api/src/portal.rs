@@ -5,6 +5,8 @@
 //! are served to anyone, under a Content-Security-Policy that allows no inline code
 //! and no other origin but the sign-in issuer's.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -109,13 +111,13 @@ impl Portal {
 }
 
 /// `GET /portal`.
-pub(crate) async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     serve(&state.portal, &PAGE, &headers)
 }
 
 /// `GET /portal/{name}`: a module, the style sheet, or `config.json`.
 pub(crate) async fn asset(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {

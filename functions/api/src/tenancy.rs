@@ -2,6 +2,7 @@
 //! store first; nothing below it can name another store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -52,12 +53,12 @@ pub enum Tenancy {
 #[derive(Clone, Debug)]
 pub struct Tenant(pub StoreId);
 
-impl FromRequestParts<AppState> for Tenant {
+impl FromRequestParts<Arc<AppState>> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let store = match &state.tenancy {
             Tenancy::Header { default } => {

@@ -1,6 +1,8 @@
 //! Events in (`POST /v2/events`), the catalog of observable events, and replay of an
 //! integration's dead letters.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -59,7 +61,7 @@ fn queue(state: &AppState) -> Result<std::sync::Arc<dyn herald_core::ports::JobQ
 /// [`herald_core::replay::RANGE_BATCH`] a call; `next` is the body of the call that
 /// carries on.
 pub(crate) async fn replay_integration(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -111,7 +113,7 @@ pub const REPLAY_MEMORY: std::time::Duration = std::time::Duration::from_secs(24
 
 /// A range replay from the archive (the body of `POST …/replay`).
 async fn replay_range(
-    state: AppState,
+    state: Arc<AppState>,
     store: herald_core::model::StoreId,
     id: &str,
     headers: &HeaderMap,
@@ -153,7 +155,7 @@ async fn replay_range(
 /// from the archive, whatever the job's state, as a new job naming it
 /// (`meta.replay_of`); 202 with the new job.
 pub(crate) async fn replay_job(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path((id, job_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -200,7 +202,7 @@ pub(crate) async fn replay_job(
 /// `POST /v2/events`: `{"data": <event>}` or `{"data": [<event>, ...]}`, answered as
 /// the ingest function answers it ([`herald_core::ingest::request::post_events`]).
 pub(crate) async fn ingest_events(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     headers: HeaderMap,
     body: Body,

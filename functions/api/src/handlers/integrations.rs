@@ -1,6 +1,8 @@
 //! `/v2/integrations` and `/v2/integrations/{id}`: create, read, update, delete,
 //! list, the store's external id, and test deliveries.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,7 +21,7 @@ use crate::documents::*;
 use crate::AppState;
 
 pub(crate) async fn create_integration(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     headers: HeaderMap,
     body: Body,
@@ -36,7 +38,7 @@ pub(crate) async fn create_integration(
 }
 
 pub(crate) async fn get_integration(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -50,7 +52,7 @@ pub(crate) async fn get_integration(
 }
 
 pub(crate) async fn update_integration(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -72,7 +74,7 @@ pub(crate) async fn update_integration(
 }
 
 pub(crate) async fn delete_integration(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -91,7 +93,7 @@ pub(crate) async fn delete_integration(
 /// requires as `sts:ExternalId`, with the session tag Herald adds, read before the
 /// role is deployed (`infra/customer/sqs-queue.yaml`).
 pub(crate) async fn external_id(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
 ) -> Result<Response, ApiError> {
     let id = state.integrations.external_id(&store).await?;
@@ -106,7 +108,7 @@ pub(crate) async fn external_id(
 }
 
 pub(crate) async fn list_integrations(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -145,7 +147,7 @@ async fn optional_json_body(headers: &HeaderMap, body: Body) -> Result<Value, Ap
 /// `integration.updated`. Body optional:
 /// `{"data": {"type": "secret-rotation", "secret_key": "...", "overlap_minutes": 1440}}`.
 pub(crate) async fn rotate_secret(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -177,7 +179,7 @@ pub(crate) async fn rotate_secret(
 /// `{"data": {"type": "test", "triggered_by": "<event key>"}}`; the default event is
 /// the first the integration observes.
 pub(crate) async fn test_integration(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     headers: HeaderMap,

@@ -1,5 +1,7 @@
 //! The delivery log: a store's logs, an integration's logs and jobs, a job's logs.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -14,7 +16,7 @@ use crate::documents::*;
 use crate::AppState;
 
 pub(crate) async fn store_logs(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -44,7 +46,7 @@ pub(crate) async fn owned_integration(
 }
 
 pub(crate) async fn integration_logs(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
@@ -69,7 +71,7 @@ pub(crate) async fn integration_logs(
 }
 
 pub(crate) async fn integration_jobs(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
@@ -94,7 +96,7 @@ pub(crate) async fn integration_jobs(
 }
 
 pub(crate) async fn job_logs(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Tenant(store): Tenant,
     Path((id, job_id)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
