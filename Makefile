@@ -65,10 +65,12 @@ test: setup ## everything CI checks: format, lints, unit/integration/end-to-end 
 unit: setup ## cargo test for the whole workspace, with moto (127.0.0.1:5055, 5056 serial, 5058 for the signature test) and ActiveMQ (127.0.0.1:61613/61614) started and stopped after
 	MOTO_PORT=$(MOTO_PORT) MOTO_AUTH=1 infra/with-peers.sh cargo test --locked --workspace
 
-portal-test: setup ## the store owner's portal in headless Chromium against the dev server (Debian's chromium and chromium-driver, installed the first time): screenshots in .run/portal/
+portal-test: setup ## the store owner's portal in headless Chromium against the dev server, with its store picker and under JWT with an OpenID Provider on loopback (Debian's chromium and chromium-driver, and npm's oidc-provider, installed the first time): screenshots in .run/portal/
 	infra/chromium.sh install
+	infra/oidc.sh install
 	cargo build --locked --quiet -p herald-local --bin herald-local
-	$(PY) infra/portal_test.py $(TARGET)/debug/herald-local
+	$(PY) infra/portal_test.py $(TARGET)/debug/herald-local header
+	$(PY) infra/portal_test.py $(TARGET)/debug/herald-local jwt
 
 lint: ## rustfmt check, clippy with warnings as errors, no import cycle between a crate's modules, and the fuzz crate's Cargo.lock current (it builds only in `make cargo-fuzz`)
 	cargo fmt --all -- --check

@@ -2,18 +2,28 @@
 """The store owner's portal in a real browser: headless Chromium (Debian's chromium
 and chromium-driver, infra/chromium.sh) driven through WebDriver against the dev
 server, with a webhook receiver on loopback. Each step saves a screenshot under
-.run/portal/ for review.
+.run/portal/<mode>/ for review.
 
-    infra/portal_test.py <path to herald-local>
+    infra/portal_test.py <path to herald-local> [header|jwt]
 
-Everything stays on 127.0.0.1: the dev server and the receiver on ports the OS picks,
-Chromium with its background services off and every other host unresolvable.
+header (the default): the dev server's store picker (X-Store-Id).
+jwt: the dev server with HERALD_AUTH=jwt (API Gateway's JWT authorizer on loopback)
+and an OpenID Provider on loopback (infra/oidc/provider.mjs, the npm registry's
+oidc-provider, installed by infra/oidc.sh): sign in on the provider's login page,
+authorization code with PKCE, the code exchanged at a token endpoint on another origin
+than the issuer's.
+
+Everything stays on 127.0.0.1: the dev server, the receiver and the provider on ports
+the OS picks, Chromium with its background services off and every other host
+unresolvable.
 """
 
 import http.server
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,8 +43,9 @@ from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / ".run" / "portal"
+SHOTS = ROOT / ".run" / "portal"  # and the mode's folder under it
 SERVER = None  # path to herald-local, from the command line
+CLIENT_ID = "herald-portal"  # the portal's client at the loopback OpenID Provider
 SECRET = "portal-test-secret-never-shown-again"
 WAIT = 15  # seconds for any one thing to appear
 
@@ -61,19 +72,25 @@ class Receiver(http.server.ThreadingHTTPServer):
             pass
 
 
-class Portal(unittest.TestCase):
-    """One store owner's visit, step by step, in one browser."""
+class Browser(unittest.TestCase):
+    """The dev server, a webhook receiver and headless Chromium, for one class's
+    visit; MODE names the sign-in and the screenshots' folder."""
+
+    MODE = "header"
 
     @classmethod
     def setUpClass(cls):
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        for old in SHOTS.glob("*.png"):
+        cls.shots = SHOTS / cls.MODE
+        cls.shots.mkdir(parents=True, exist_ok=True)
+        for old in cls.shots.glob("*.png"):
             old.unlink()
         cls.receiver = Receiver()
         threading.Thread(target=cls.receiver.serve_forever, daemon=True).start()
-        cls.log = open(SHOTS / "herald-local.log", "w")
+        cls.log = open(cls.shots / "herald-local.log", "w")
+        cls.provider = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         env.update({"PORT": "0", "RUST_LOG": "warn"})
+        env.update(cls.server_env())
         cls.server = subprocess.Popen(
             [SERVER], env=env, stdout=subprocess.PIPE, stderr=cls.log, text=True
         )
@@ -81,6 +98,7 @@ class Portal(unittest.TestCase):
         found = re.search(r"portal: (http://127\.0\.0\.1:\d+/portal)", line)
         if not found:
             cls.server.kill()
+            cls.stop_provider()
             raise RuntimeError(f"herald-local did not start: {line!r}")
         cls.portal = found.group(1)
         cls.profile = tempfile.mkdtemp(prefix="herald-portal-chromium-")
@@ -113,6 +131,20 @@ class Portal(unittest.TestCase):
         )
 
     @classmethod
+    def server_env(cls):
+        """The dev server's settings for this mode: the store picker."""
+        return {}
+
+    @classmethod
+    def stop_provider(cls):
+        if cls.provider is not None:
+            cls.provider.terminate()
+            try:
+                cls.provider.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                cls.provider.kill()
+
+    @classmethod
     def tearDownClass(cls):
         cls.browser.quit()
         cls.server.terminate()
@@ -120,6 +152,7 @@ class Portal(unittest.TestCase):
             cls.server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             cls.server.kill()
+        cls.stop_provider()
         cls.receiver.shutdown()
         cls.log.close()
         shutil.rmtree(cls.profile, ignore_errors=True)
@@ -127,7 +160,7 @@ class Portal(unittest.TestCase):
     # --- helpers -----------------------------------------------------------------
 
     def shot(self, name):
-        self.browser.save_screenshot(str(SHOTS / f"{name}.png"))
+        self.browser.save_screenshot(str(self.shots / f"{name}.png"))
 
     def find(self, css):
         return self.wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, css)))
@@ -147,6 +180,17 @@ class Portal(unittest.TestCase):
     def press(self, label):
         self.find(f'button[aria-label="{label}"]').click()
 
+    def create_webhook(self, name, hook):
+        """Creates a webhook observing order.paid through the form."""
+        self.find("#new-integration").click()
+        self.text_of("#editor-title", "New integration")
+        self.find("#f-data-name").send_keys(name)
+        self.find('input[name=observes][value="order.paid"]').click()
+        self.find("#f-data-configuration-url").send_keys(hook)
+        self.find("#f-data-configuration-secret-key").send_keys(SECRET)
+        self.find("#integration-form button[type=submit]").click()
+        self.text_of("#notice", f"{name} is created.")
+
     def console_errors(self):
         return [
             e["message"]
@@ -154,7 +198,12 @@ class Portal(unittest.TestCase):
             if e["level"] == "SEVERE"
         ]
 
-    # --- the visit ---------------------------------------------------------------
+
+
+class Portal(Browser):
+    """One store owner's visit, step by step, in one browser (the dev server's store
+    picker)."""
+
 
     def test_a_store_owner_creates_tests_finds_disables_and_deletes_a_webhook(self):
         b = self.browser
@@ -306,14 +355,143 @@ class Portal(unittest.TestCase):
         )
 
 
+def free_port():
+    """A port free on 127.0.0.1 now: the dev server's, which the provider must know
+    first (its client's redirect URI)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PortalJwt(Browser):
+    """The portal under AuthMode=JWT: OpenID Connect against a real OpenID Provider on
+    loopback, the dev server validating its tokens as API Gateway's JWT authorizer
+    does."""
+
+    MODE = "jwt"
+
+    @classmethod
+    def server_env(cls):
+        port = free_port()
+        cls.provider_log = open(cls.shots / "oidc-provider.log", "w")
+        cls.provider = subprocess.Popen(
+            [
+                "node",
+                str(ROOT / "infra" / "oidc" / "provider.mjs"),
+                "--redirect-uri",
+                f"http://127.0.0.1:{port}/portal",
+                "--client-id",
+                CLIENT_ID,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=cls.provider_log,
+            text=True,
+        )
+        line = cls.provider.stdout.readline()
+        try:
+            started = json.loads(line)
+        except ValueError:
+            cls.stop_provider()
+            raise RuntimeError(
+                f"the OpenID Provider did not start (infra/oidc.sh install?): {line!r}"
+            )
+        cls.issuer = started["issuer"]
+        cls.token_endpoint = started["token_endpoint"]
+        return {
+            "PORT": str(port),
+            "HERALD_AUTH": "jwt",
+            "HERALD_JWT_ISSUER": cls.issuer,
+            "HERALD_JWT_AUDIENCE": CLIENT_ID,
+            "HERALD_PORTAL_CLIENT_ID": CLIENT_ID,
+        }
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.provider_log.close()
+
+    def storage(self):
+        """Every key and value of the page's local and session storage, and its
+        cookies."""
+        return self.browser.execute_script(
+            "const all = (s) => Object.fromEntries(Object.keys(s).map((k) => [k, s.getItem(k)]));"
+            "return {local: all(localStorage), session: all(sessionStorage), cookie: document.cookie};"
+        )
+
+    def test_a_store_owner_signs_in_at_the_issuer_creates_a_webhook_and_signs_out(self):
+        b = self.browser
+        hook = f"http://127.0.0.1:{self.receiver.server_address[1]}/hook"
+        self.assertNotEqual(
+            self.issuer.rsplit(":", 1)[1],
+            self.token_endpoint.split(":")[2].split("/")[0],
+            "the token endpoint is on another origin than the issuer",
+        )
+
+        # The page offers the stack's issuer.
+        b.get(self.portal)
+        self.text_of("#signin-body p", f"Sign in with your account at {self.issuer}.")
+        self.shot("01-sign-in")
+        self.find("#signin-body button.primary").click()
+
+        # The provider's own login page: the login is the account, and the store.
+        login = self.find("input[name=login]")
+        self.assertTrue(b.current_url.startswith(f"{self.issuer}/interaction/"), b.current_url)
+        login.send_keys("jwt-shop")
+        self.find("input[name=password]").send_keys("any password")
+        self.shot("02-provider-login")
+        self.find("button[type=submit]").click()
+
+        # Back on the portal: the code exchanged (at the token endpoint's own origin),
+        # the address bar cleaned, the token in the page's memory only.
+        self.text_of("#who-store", "Signed in")
+        self.text_of("#no-integrations", "No integrations yet.")
+        self.assertEqual(b.current_url, self.portal)
+        self.assertEqual(self.storage(), {"local": {}, "session": {}, "cookie": ""})
+        self.shot("03-signed-in")
+
+        # A webhook through the form, for the store the token names.
+        self.create_webhook("Token hook", hook)
+        self.assertEqual(
+            self.row_cells(),
+            ["Token hook", "Webhook", "Enabled", "order.paid", "Healthy"],
+        )
+        self.assertNotIn(SECRET, b.page_source)
+        self.assertEqual(self.storage(), {"local": {}, "session": {}, "cookie": ""})
+        self.shot("04-listed")
+
+        # Sign out: the token is forgotten, the sign-in is offered again.
+        self.find("#sign-out").click()
+        self.text_of("#notice", "Signed out.")
+        self.text_of("#signin-body p", f"Sign in with your account at {self.issuer}.")
+        self.assertFalse(self.find_all_visible("#integrations-list tr"))
+        self.shot("05-signed-out")
+
+        # No script, style or connection was refused by the portal's policy, and no
+        # request of the portal failed. (The provider's development login page asks for
+        # a web font, which no host resolves to here, and a favicon it lacks.)
+        provider_page = (f"{self.issuer}/favicon.ico ", "https://fonts.googleapis.com/")
+        self.assertEqual(
+            [e for e in self.console_errors() if not e.startswith(provider_page)], []
+        )
+
+    def find_all_visible(self, css):
+        return [e for e in self.browser.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+
+
 def main():
     global SERVER
-    if len(sys.argv) != 2:
-        sys.exit("usage: infra/portal_test.py <path to herald-local>")
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["header"], ["jwt"]):
+        sys.exit("usage: infra/portal_test.py <path to herald-local> [header|jwt]")
     SERVER = os.path.abspath(sys.argv[1])
+    mode = (sys.argv[2:] or ["header"])[0]
+    test = {"header": Portal, "jwt": PortalJwt}[mode]
     started = time.monotonic()
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    print(f"portal browser tests: {time.monotonic() - started:.1f} s; screenshots in {SHOTS}")
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(test)
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    print(
+        f"portal browser tests ({mode}): {time.monotonic() - started:.1f} s; "
+        f"screenshots in {SHOTS / mode}"
+    )
     sys.exit(0 if result.wasSuccessful() else 1)
 
 

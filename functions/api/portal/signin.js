@@ -1,7 +1,8 @@
 // Sign-in, by the deployment's mode (GET /portal/config.json):
 //  - header (the dev server): pick the store the X-Store-Id header names;
-//  - jwt: OpenID Connect authorization code with PKCE against the stack's issuer,
-//    the token kept in memory only;
+//  - jwt: OpenID Connect authorization code with PKCE against the stack's issuer, at
+//    the endpoints its discovery document names (read by the API, which lets the page
+//    reach the token endpoint's origin), the token kept in memory only;
 //  - iam: the portal is off (a browser cannot sign SigV4 requests).
 
 import { $, h, fill } from './dom.js';
@@ -29,6 +30,9 @@ export async function render(cfg, done) {
     return fill(body, h('p', { class: 'off' },
       'Sign-in is not configured: set the stack\'s PortalClientId parameter to a public client of the ',
       'issuer (authorization code with PKCE, redirecting to this page).'));
+  }
+  if (cfg.error) {
+    return fill(body, h('p', { class: 'field-error', role: 'alert' }, `Sign-in is unavailable: ${cfg.error}.`));
   }
   const params = new URLSearchParams(window.location.search);
   if (params.has('code') || params.has('error')) return finishOidc(body, cfg, params, done);
@@ -76,20 +80,13 @@ const base64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
 const random = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
 const redirectUri = () => `${window.location.origin}/portal`;
 
-async function discovery(issuer) {
-  const response = await fetch(`${issuer}/.well-known/openid-configuration`, { credentials: 'omit' });
-  if (!response.ok) throw new Error(`the issuer's OpenID configuration could not be read (HTTP ${response.status})`);
-  return response.json();
-}
-
 async function startOidc(body, cfg) {
   try {
-    const meta = await discovery(cfg.issuer);
     const verifier = random(48);
     const state = random(24);
     const challenge = base64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier)));
     sessionStorage.setItem(PENDING, JSON.stringify({ state, verifier }));
-    const url = new URL(meta.authorization_endpoint);
+    const url = new URL(cfg.authorization_endpoint);
     url.search = new URLSearchParams({
       response_type: 'code', client_id: cfg.client_id, redirect_uri: redirectUri(),
       scope: 'openid', state, code_challenge: challenge, code_challenge_method: 'S256',
@@ -110,8 +107,7 @@ async function finishOidc(body, cfg, params, done) {
   if (params.has('error')) return fail(params.get('error_description') || params.get('error'));
   if (!pending || pending.state !== params.get('state')) return fail('the answer does not match this sign-in');
   try {
-    const meta = await discovery(cfg.issuer);
-    const response = await fetch(meta.token_endpoint, {
+    const response = await fetch(cfg.token_endpoint, {
       method: 'POST', credentials: 'omit',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({

@@ -4,11 +4,13 @@
 //! The contract follows Elastic Path's Integrations API: JSON:API bodies, EP field
 //! names, masked secrets, `{"errors": [...]}` with a pointer per problem.
 
+pub mod authorizer;
 mod documents;
 pub mod error;
 mod handlers;
 pub mod hosts;
 pub mod lambda;
+pub mod oidc;
 pub mod portal;
 pub mod settings;
 pub mod tenancy;

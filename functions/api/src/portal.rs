@@ -3,7 +3,8 @@
 //! this same API with `fetch`, naming its store as any client does (`X-Store-Id` on the
 //! dev server, a bearer token under JWT), so the files themselves need no store: they
 //! are served to anyone, under a Content-Security-Policy that allows no inline code
-//! and no other origin but the sign-in issuer's.
+//! and no other origin but the sign-in's: the issuer's and its token endpoint's, read
+//! from the issuer's discovery document once per process ([`crate::oidc`]).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use herald_core::jsonapi::Errors;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::oidc::Discovery;
 use crate::settings::PortalSignIn;
 use crate::tenancy::Tenancy;
 use crate::AppState;
@@ -65,44 +67,49 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// What the portal's files are served with, fixed per deployment.
-#[derive(Clone, Debug)]
+/// What the portal's files are served with: fixed per deployment, but for the
+/// sign-in under JWT, which the issuer's discovery document completes on first use.
+#[derive(Debug)]
 pub struct Portal {
+    /// The dev server's, IAM's, and a JWT deployment's whose sign-in is not configured.
+    fixed: Option<Served>,
+    /// A JWT deployment's OpenID Connect sign-in.
+    oidc: Option<OidcSignIn>,
+}
+
+#[derive(Debug)]
+struct OidcSignIn {
+    discovery: Discovery,
+    client_id: String,
+    issuer_origin: String,
+}
+
+/// `config.json` and the Content-Security-Policy of every file.
+#[derive(Clone, Debug)]
+struct Served {
     /// `GET /portal/config.json`: how the page signs in.
     config: String,
     /// The Content-Security-Policy of every portal file.
     policy: HeaderValue,
 }
 
-impl Portal {
-    /// The portal of a deployment whose API names stores by `tenancy`.
-    pub fn new(tenancy: &Tenancy, sign_in: &PortalSignIn) -> Self {
-        let (config, issuer) = match tenancy {
-            Tenancy::Header { default } => (
-                json!({"mode": "header", "default_store": default.as_str()}),
-                None,
-            ),
-            Tenancy::IamHeader { .. } => (json!({"mode": "iam"}), None),
-            Tenancy::JwtClaim { .. } => (
-                json!({
-                    "mode": "jwt",
-                    "issuer": sign_in.issuer.as_deref().map(|i| i.trim_end_matches('/')),
-                    "client_id": sign_in.client_id,
-                }),
-                sign_in.issuer_origin(),
-            ),
-        };
-        let connect = match issuer {
-            Some(origin) => format!("'self' {origin}"),
-            None => "'self'".to_owned(),
-        };
+impl Served {
+    /// `config`, and a policy that lets the page connect to itself and to `origins`.
+    fn new(config: serde_json::Value, origins: &[&str]) -> Self {
+        let mut connect = vec!["'self'"];
+        for origin in origins {
+            if !connect.contains(origin) {
+                connect.push(origin);
+            }
+        }
         let policy = format!(
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src {connect}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+             connect-src {}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            connect.join(" ")
         );
         Self {
             config: config.to_string(),
-            // The issuer's origin holds only characters a header value may hold.
+            // Origins are ASCII serializations (`oidc::origin`): valid in a header.
             policy: HeaderValue::from_str(&policy).unwrap_or_else(|_| {
                 HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
             }),
@@ -110,9 +117,86 @@ impl Portal {
     }
 }
 
+impl Portal {
+    /// The portal of a deployment whose API names stores by `tenancy`.
+    pub fn new(tenancy: &Tenancy, sign_in: &PortalSignIn) -> Self {
+        let fixed = |config| Self {
+            fixed: Some(Served::new(config, &[])),
+            oidc: None,
+        };
+        match tenancy {
+            Tenancy::Header { default } => {
+                fixed(json!({"mode": "header", "default_store": default.as_str()}))
+            }
+            Tenancy::IamHeader { .. } => fixed(json!({"mode": "iam"})),
+            Tenancy::JwtClaim { .. } => {
+                let issuer = sign_in.issuer.as_deref().map(|i| i.trim_end_matches('/'));
+                let config =
+                    json!({"mode": "jwt", "issuer": issuer, "client_id": sign_in.client_id});
+                let (Some(issuer), Some(client_id), Some(issuer_origin)) =
+                    (issuer, &sign_in.client_id, sign_in.issuer_origin())
+                else {
+                    // Not configured: the page says so, and needs no other origin.
+                    return fixed(config);
+                };
+                match Discovery::new(issuer, sign_in.loopback_http) {
+                    Ok(discovery) => Self {
+                        fixed: None,
+                        oidc: Some(OidcSignIn {
+                            discovery,
+                            client_id: client_id.clone(),
+                            issuer_origin,
+                        }),
+                    },
+                    Err(why) => fixed(json!({
+                        "mode": "jwt", "issuer": issuer, "client_id": client_id,
+                        "error": format!("sign-in is unavailable: {why}"),
+                    })),
+                }
+            }
+        }
+    }
+
+    /// What the files are served with now: under JWT, the issuer's endpoints once its
+    /// discovery document is read (the page may then connect to the token endpoint's
+    /// origin, which need not be the issuer's), else why not.
+    async fn served(&self) -> Served {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
+        let Some(oidc) = &self.oidc else {
+            return Served::new(json!({"mode": "jwt"}), &[]);
+        };
+        let issuer = oidc.discovery.issuer();
+        match oidc.discovery.metadata().await {
+            Ok(meta) => {
+                // Checked by the discovery: an allowed URL, so it has an origin.
+                let token_origin =
+                    crate::oidc::origin(&meta.token_endpoint, oidc.discovery.loopback_http())
+                        .unwrap_or_default();
+                Served::new(
+                    json!({
+                        "mode": "jwt", "issuer": issuer, "client_id": oidc.client_id,
+                        "authorization_endpoint": meta.authorization_endpoint,
+                        "token_endpoint": meta.token_endpoint,
+                    }),
+                    &[&oidc.issuer_origin, &token_origin],
+                )
+            }
+            Err(why) => Served::new(
+                json!({
+                    "mode": "jwt", "issuer": issuer, "client_id": oidc.client_id,
+                    "error": format!("the issuer's OpenID configuration could not be read: {why}"),
+                }),
+                &[&oidc.issuer_origin],
+            ),
+        }
+    }
+}
+
 /// `GET /portal`.
 pub(crate) async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    serve(&state.portal, &PAGE, &headers)
+    serve(&state.portal.served().await, &PAGE, &headers)
 }
 
 /// `GET /portal/{name}`: a module, the style sheet, or `config.json`.
@@ -122,24 +206,25 @@ pub(crate) async fn asset(
     headers: HeaderMap,
 ) -> Response {
     if name == "config.json" {
+        let served = state.portal.served().await;
         let mut response = (
             [
                 (header::CONTENT_TYPE, "application/json"),
                 (header::CACHE_CONTROL, "no-store"),
             ],
-            state.portal.config.clone(),
+            served.config.clone(),
         )
             .into_response();
-        secure(&state.portal, response.headers_mut());
+        secure(&served, response.headers_mut());
         return response;
     }
     match ASSETS.iter().find(|a| a.name == name) {
-        Some(asset) => serve(&state.portal, asset, &headers),
+        Some(asset) => serve(&state.portal.served().await, asset, &headers),
         None => ApiError::from(Errors::no_such_route()).into_response(),
     }
 }
 
-fn serve(portal: &Portal, asset: &Asset, request: &HeaderMap) -> Response {
+fn serve(portal: &Served, asset: &Asset, request: &HeaderMap) -> Response {
     let etag = format!("\"{:016x}\"", asset.hash);
     let unchanged = request
         .get(header::IF_NONE_MATCH)
@@ -161,7 +246,7 @@ fn serve(portal: &Portal, asset: &Asset, request: &HeaderMap) -> Response {
     response
 }
 
-fn secure(portal: &Portal, headers: &mut HeaderMap) {
+fn secure(portal: &Served, headers: &mut HeaderMap) {
     headers.insert(header::CONTENT_SECURITY_POLICY, portal.policy.clone());
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

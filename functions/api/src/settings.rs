@@ -70,20 +70,16 @@ pub struct PortalSignIn {
     /// `HERALD_PORTAL_CLIENT_ID`: a public client (no secret) allowed the
     /// authorization-code flow with PKCE, redirecting to `<API>/portal`.
     pub client_id: Option<String>,
+    /// Whether an `http` issuer on a loopback host is allowed (the dev server, which
+    /// tests its JWT mode against an OpenID Provider on loopback); never in Lambda.
+    pub loopback_http: bool,
 }
 
 impl PortalSignIn {
-    /// `https://host[:port]` of the issuer, when it is an `https` URL whose host is
-    /// plain (letters, digits, `-`, `.`, a port): it goes into the page's
-    /// Content-Security-Policy as it is.
+    /// The issuer's origin (`https://host[:port]`, or `http://` on loopback where
+    /// allowed), as it goes into the page's Content-Security-Policy.
     pub fn issuer_origin(&self) -> Option<String> {
-        let rest = self.issuer.as_deref()?.strip_prefix("https://")?;
-        let authority = rest.split('/').next().unwrap_or_default();
-        let plain = !authority.is_empty()
-            && authority
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
-        plain.then(|| format!("https://{authority}"))
+        crate::oidc::origin(self.issuer.as_deref()?, self.loopback_http)
     }
 }
 
@@ -96,6 +92,8 @@ pub struct Defaults {
     pub auth: &'static str,
     /// Whether plain-http webhooks are allowed when unset.
     pub allow_http_webhooks: bool,
+    /// Whether `HERALD_JWT_ISSUER` may be `http` on a loopback host.
+    pub loopback_http_issuer: bool,
 }
 
 impl Defaults {
@@ -104,12 +102,14 @@ impl Defaults {
         pipeline: PipelineDefaults::LAMBDA,
         auth: "jwt",
         allow_http_webhooks: false,
+        loopback_http_issuer: false,
     };
     /// The dev server: embedded store, `X-Store-Id` header, plain http allowed.
     pub const LOCAL: Defaults = Defaults {
         pipeline: PipelineDefaults::LOCAL,
         auth: "header",
         allow_http_webhooks: true,
+        loopback_http_issuer: true,
     };
 }
 
@@ -169,11 +169,17 @@ impl Settings {
         let portal = PortalSignIn {
             issuer: config::var("HERALD_JWT_ISSUER").map(|i| i.trim_end_matches('/').to_owned()),
             client_id: config::var("HERALD_PORTAL_CLIENT_ID"),
+            loopback_http: defaults.loopback_http_issuer,
         };
         if portal.issuer.is_some() && portal.issuer_origin().is_none() {
-            return Err(Error::Config(
-                "HERALD_JWT_ISSUER must be an https URL (https://host[:port]/path)".into(),
-            ));
+            return Err(Error::Config(format!(
+                "HERALD_JWT_ISSUER must be an https URL (https://host[:port]/path){}",
+                if portal.loopback_http {
+                    ", or http on a loopback host (http://127.0.0.1:port/path)"
+                } else {
+                    ""
+                }
+            )));
         }
         Ok(Self {
             pipeline,

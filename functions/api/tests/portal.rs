@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::Router;
 use herald_api::settings::{PortalSignIn, Settings};
 use herald_api::tenancy::Tenancy;
@@ -48,6 +49,8 @@ fn jwt(issuer: Option<&str>, client_id: Option<&str>) -> Router {
         PortalSignIn {
             issuer: issuer.map(str::to_owned),
             client_id: client_id.map(str::to_owned),
+            // The dev server's: the tests' issuers are on loopback.
+            loopback_http: true,
         },
     )
 }
@@ -202,6 +205,7 @@ async fn the_portal_learns_its_sign_in_from_the_deployment() {
             PortalSignIn {
                 issuer: Some("https://id.example".into()),
                 client_id: Some("portal".into()),
+                loopback_http: false,
             },
         ))
         .await,
@@ -211,20 +215,133 @@ async fn the_portal_learns_its_sign_in_from_the_deployment() {
         config(&jwt(Some("https://id.example/pool-1/"), None)).await,
         json!({"mode": "jwt", "issuer": "https://id.example/pool-1", "client_id": null})
     );
-    let app = jwt(Some("https://id.example/pool-1"), Some("portal-client"));
+    // Not configured: the page says so, and reaches nothing outside.
+    let (_, headers, _) = get(
+        &jwt(Some("https://id.example/pool-1"), None),
+        "/portal",
+        &[],
+    )
+    .await;
+    assert_eq!(header_of(&headers, "content-security-policy"), DEV_POLICY);
+}
+
+/// An issuer on loopback (`http://127.0.0.1:<port>/pool-1`) whose discovery document
+/// is `document(issuer)`, or a 404 when `None`.
+async fn issuer_serving(document: fn(&str) -> Option<Value>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}/pool-1", listener.local_addr().expect("addr"));
+    let answer = document(&issuer);
+    let app = Router::new().route(
+        "/pool-1/.well-known/openid-configuration",
+        axum::routing::get(move || async move {
+            match answer {
+                Some(doc) => axum::Json(doc).into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+/// As Amazon Cognito's: the endpoints on another origin than the issuer (its user
+/// pool's domain), here `localhost` where the issuer is `127.0.0.1`.
+fn cognito_like(issuer: &str) -> Option<Value> {
+    let domain = issuer
+        .replace("127.0.0.1", "localhost")
+        .replace("/pool-1", "");
+    Some(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{domain}/oauth2/authorize"),
+        "token_endpoint": format!("{domain}/oauth2/token"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "response_types_supported": ["code"],
+    }))
+}
+
+#[tokio::test]
+async fn the_page_may_reach_the_token_endpoint_the_issuers_discovery_names_on_another_origin() {
+    let issuer = issuer_serving(cognito_like).await;
+    let domain = issuer
+        .replace("127.0.0.1", "localhost")
+        .replace("/pool-1", "");
+    let app = jwt(Some(&issuer), Some("portal-client"));
     assert_eq!(
         config(&app).await,
-        json!({"mode": "jwt", "issuer": "https://id.example/pool-1", "client_id": "portal-client"})
+        json!({
+            "mode": "jwt", "issuer": issuer, "client_id": "portal-client",
+            "authorization_endpoint": format!("{domain}/oauth2/authorize"),
+            "token_endpoint": format!("{domain}/oauth2/token"),
+        })
     );
-    // The page may reach the issuer (discovery, token) and nothing else outside.
-    let (_, headers, _) = get(&app, "/portal", &[]).await;
-    assert_eq!(
-        header_of(&headers, "content-security-policy"),
-        DEV_POLICY.replace(
-            "connect-src 'self';",
-            "connect-src 'self' https://id.example;"
-        )
-    );
+    let issuer_origin = issuer.trim_end_matches("/pool-1");
+    for uri in ["/portal", "/portal/signin.js"] {
+        let (_, headers, _) = get(&app, uri, &[]).await;
+        assert_eq!(
+            header_of(&headers, "content-security-policy"),
+            DEV_POLICY.replace(
+                "connect-src 'self';",
+                &format!("connect-src 'self' {issuer_origin} {domain};")
+            ),
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_issuer_whose_discovery_cannot_be_used_leaves_the_page_a_message_and_its_own_origin() {
+    fn another_issuer(_: &str) -> Option<Value> {
+        Some(json!({
+            "issuer": "https://id.example/pool-1",
+            "authorization_endpoint": "https://id.example/auth",
+            "token_endpoint": "https://id.example/token",
+            "jwks_uri": "https://id.example/jwks",
+        }))
+    }
+    fn plain_http_token_endpoint(issuer: &str) -> Option<Value> {
+        Some(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": "http://id.example/token",
+            "jwks_uri": format!("{issuer}/jwks"),
+        }))
+    }
+    for (document, why) in [
+        (
+            (|_| None) as fn(&str) -> Option<Value>,
+            "{doc} answered HTTP 404".to_owned(),
+        ),
+        (
+            another_issuer,
+            "{doc} names the issuer \"https://id.example/pool-1\", not \"{issuer}\"".to_owned(),
+        ),
+        (
+            plain_http_token_endpoint,
+            "{doc}: its token_endpoint \"http://id.example/token\" is not an https URL".to_owned(),
+        ),
+    ] {
+        let issuer = issuer_serving(document).await;
+        let doc = format!("{issuer}/.well-known/openid-configuration");
+        let why = why.replace("{doc}", &doc).replace("{issuer}", &issuer);
+        let app = jwt(Some(&issuer), Some("portal-client"));
+        assert_eq!(
+            config(&app).await,
+            json!({
+                "mode": "jwt", "issuer": issuer, "client_id": "portal-client",
+                "error": format!("the issuer's OpenID configuration could not be read: {why}"),
+            })
+        );
+        let (_, headers, _) = get(&app, "/portal", &[]).await;
+        assert_eq!(
+            header_of(&headers, "content-security-policy"),
+            DEV_POLICY.replace(
+                "connect-src 'self';",
+                &format!("connect-src 'self' {};", issuer.trim_end_matches("/pool-1"))
+            )
+        );
+    }
 }
 
 #[tokio::test]

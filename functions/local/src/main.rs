@@ -35,11 +35,17 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), String> {
     let settings = Settings::from_env(Defaults::LOCAL).map_err(|e| e.to_string())?;
-    if !matches!(settings.tenancy, Tenancy::Header { .. }) {
-        return Err(
-            "the dev server names stores with the X-Store-Id header; unset HERALD_AUTH".into(),
-        );
-    }
+    let authorizer = match &settings.tenancy {
+        Tenancy::Header { .. } => None,
+        Tenancy::JwtClaim { .. } => Some(Arc::new(jwt_authorizer(&settings)?)),
+        Tenancy::IamHeader { .. } => {
+            return Err(
+                "the dev server names stores with the X-Store-Id header (HERALD_AUTH unset) \
+                 or takes JWTs (HERALD_AUTH=jwt); it cannot check IAM signatures"
+                    .into(),
+            )
+        }
+    };
     let port = config::number("PORT", 3000, 0..=65_535).map_err(|e| e.to_string())?;
     let lines = config::number("HERALD_LOG_LINES_PER_SECOND", 20, 0..=1_000_000)
         .map_err(|e| e.to_string())?;
@@ -80,7 +86,11 @@ async fn run() -> Result<(), String> {
     // soon as someone reads the line must stop the server gracefully, not kill it.
     let shutdown = shutdown()?;
     announce(bound, backend);
-    let app = herald_api::hosts::loopback_only(herald_api::router(state));
+    let router = match authorizer {
+        Some(authorizer) => herald_api::authorizer::router(state, authorizer),
+        None => herald_api::router(state),
+    };
+    let app = herald_api::hosts::loopback_only(router);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -88,6 +98,24 @@ async fn run() -> Result<(), String> {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), polling).await;
     served
+}
+
+/// `HERALD_AUTH=jwt`: API Gateway's JWT authorizer on loopback, for the issuer
+/// `HERALD_JWT_ISSUER` and the audiences `HERALD_JWT_AUDIENCE` (comma-separated client
+/// ids, as the template's `JwtAudience`).
+fn jwt_authorizer(settings: &Settings) -> Result<herald_api::authorizer::JwtAuthorizer, String> {
+    let issuer = settings
+        .portal
+        .issuer
+        .as_deref()
+        .ok_or("HERALD_AUTH=jwt needs HERALD_JWT_ISSUER (the issuer's URL)")?;
+    let audiences = config::required("HERALD_JWT_AUDIENCE").map_err(|e| e.to_string())?;
+    herald_api::authorizer::JwtAuthorizer::new(
+        issuer,
+        audiences.split(',').map(str::to_owned).collect(),
+        settings.portal.loopback_http,
+    )
+    .map_err(|e| format!("HERALD_JWT_ISSUER: {e}"))
 }
 
 /// `make run-aws`: creates the table, the queues, the bucket of large event bodies
