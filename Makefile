@@ -47,7 +47,7 @@ run-aws: setup ## the dev server on DynamoDB, SQS and KMS in moto (started on 12
 	HERALD_BACKEND=aws HERALD_TABLE=herald HERALD_CREATE_LOCAL_RESOURCES=true HERALD_KMS_KEY_ID=alias/herald-secrets \
 	  HERALD_QUEUE_URL=http://127.0.0.1:$(MOTO_PORT)/123456789012/herald-jobs \
 	  HERALD_DLQ_URL=http://127.0.0.1:$(MOTO_PORT)/123456789012/herald-jobs-dlq \
-	  HERALD_EVENT_BUCKET=herald-events \
+	  HERALD_EVENT_BUCKET=herald-events HERALD_DATAREF_KEY_ID=alias/herald-dataref \
 	  AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_REGION=us-east-1 \
 	  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	  PORT=$(PORT) cargo run --locked --quiet --profile $(RUN_PROFILE) -p herald-local --bin herald-local

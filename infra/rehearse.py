@@ -33,6 +33,7 @@ only; everything started here is stopped on the way out.
 """
 import base64
 import datetime
+import hashlib
 import io
 import json
 import os
@@ -45,6 +46,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -461,6 +463,7 @@ class ApiGateway:
         self.api = api
         self.ingest = ingest
         self.store_claim = store_claim
+        self.headers = {}  # of the last answer
         self.caller_arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/commerce-backend/commerce"
 
     def call(self, method, path, body=None, query=None, store=STORE):
@@ -507,6 +510,11 @@ class ApiGateway:
                 "accountId": ACCOUNT, "callerId": "AROAREHEARSAL:commerce", "principalOrgId": None,
                 "userArn": self.caller_arn, "userId": "AROAREHEARSAL:commerce", "cognitoIdentity": None,
             }}
+        elif method == "GET" and path.startswith("/v2/event-data/"):
+            # Its own route, with no authorizer: the token is the capability.
+            function = self.api
+            route = "GET /v2/event-data/{token}"
+            event["pathParameters"] = {"token": path[len("/v2/event-data/"):]}
         elif path.startswith("/v2/"):
             function = self.api
             route = "ANY /v2/{proxy+}"
@@ -527,6 +535,7 @@ class ApiGateway:
             return (503 if kind == "timeout" else 500), {"message": "Internal Server Error", "function": kind, "detail": answer}
         if not isinstance(answer, dict) or "statusCode" not in answer:
             return 200, answer
+        self.headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
         text = answer.get("body") or ""
         if answer.get("isBase64Encoded"):
             text = base64.b64decode(text).decode("utf-8", "replace")
@@ -1015,10 +1024,16 @@ class Rehearsal:
     def large_event(self):
         """An order too large for a queue message: ingest stores its payload in the
         stack's EventBucket (s3:PutObject on its role), the fan-out reads it back
-        (s3:GetObject on its role) and the webhook gets it whole."""
+        (s3:GetObject on its role) and the webhook gets it whole; its data alone is
+        too large for an SQS message, so the customer queue gets a dataref (its code
+        made with DatarefKey under the fan-out's role), which the api checks (VerifyMac
+        under its role) and redirects to a GET it presigned (s3:GetObject on its
+        role) that serves exactly the data."""
         event_id = self.event_id + "-large"
-        items = [{"id": f"item-{n}", "type": "order_item", "sku": "x" * 980} for n in range(300)]
-        payload = {"data": {"id": "order-1002", "type": "order", "status": "paid"}, "included": {"items": items}}
+        lines = [{"id": f"line-{n}", "type": "order_line", "sku": "x" * 980} for n in range(300)]
+        items = [{"id": f"item-{n}", "type": "order_item", "sku": "x" * 980} for n in range(50)]
+        data = {"id": "order-1002", "type": "order", "status": "paid", "lines": lines}
+        payload = {"data": data, "included": {"items": items}}
         status, doc = self.gateway.call("POST", "/v2/events", {"data": {
             "id": event_id, "type": "order.paid", "payload": payload}})
         if status != 202:
@@ -1035,7 +1050,37 @@ class Rehearsal:
         if not objects:
             raise Failure(f"nothing was stored under events/ in {bucket}")
         size = len(json.dumps(payload))
-        return f"{size // 1024} KiB payload stored in the event bucket ({len(objects)} object(s) under events/) and delivered whole"
+
+        url, _, _ = self.customer_queue
+        sqs = client(self.admin, "sqs")
+
+        def queued():
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                if event_id in m["Body"]:
+                    return json.loads(m["Body"])
+            return None
+
+        message = until("the customer queue receiving the large event", queued, 60, 0)
+        dataref = message.get("dataref", "")
+        if "data" in message or ".execute-api." not in dataref or "/v2/event-data/" not in dataref:
+            raise Failure(f"the queue message carries no dataref of the api: {json.dumps(message)[:300]}")
+        path = "/" + dataref.split("://", 1)[1].split("/", 1)[1]
+        status, _ = self.gateway.call("GET", path)
+        location = self.gateway.headers.get("location", "")
+        if status != 307 or not location:
+            raise Failure(f"GET {path[:40]}... answered {status}, not a redirect")
+        with urllib.request.urlopen(location, timeout=30) as r:
+            fetched = r.read()
+        if hashlib.sha256(fetched).hexdigest() != message.get("datasha256") or json.loads(fetched) != data:
+            raise Failure("the dataref's redirect served other bytes than the order's data")
+        edited = path[:-1] + ("A" if path[-1] != "A" else "B")
+        status, _ = self.gateway.call("GET", edited)
+        if status != 404:
+            raise Failure(f"a token changed in its last character answered {status}, not 404")
+        return (f"{size // 1024} KiB payload stored in the event bucket ({len(objects)} object(s) under events/) "
+                f"and delivered whole; the queue's dataref redirected to its {len(fetched) // 1024} KiB of data; "
+                "an edited token 404")
 
     def webhook_received(self):
         headers, body = until("the webhook receiving the event", lambda: self.receiver.seen["/hook"][:1], 30)[0]
@@ -1189,7 +1234,7 @@ class Rehearsal:
         s.run("a delivered job replayed by id from the archive: a new job, a new webhook-id", self.replay_job)
         for name in ("webhook", "aws_sqs", "stomp"):
             s.run(f"test route delivers to the {name} integration", lambda n=name: self.test_route(n))
-        s.run("an event too large for a queue message: stored in S3 by ingest, read back by the fan-out, delivered whole", self.large_event)
+        s.run("an event too large for a queue message: stored in S3 by ingest, read back by the fan-out, delivered whole; its dataref fetched through the api", self.large_event)
         s.run("functions and event source mapping ran without errors", self.functions_healthy)
         s.run("no AccessDenied for any function during the tour", lambda: self.no_access_denied(offset))
 

@@ -34,6 +34,7 @@ use herald_core::telemetry::{Admit, LineQuota};
 use herald_core::wiring::Components;
 
 use crate::error::ApiError;
+use crate::handlers::event_data::event_data;
 use crate::handlers::events::*;
 use crate::handlers::integrations::*;
 use crate::handlers::logs::*;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub public_url: Option<Arc<str>>,
     /// The portal's sign-in and policy.
     pub portal: Arc<portal::Portal>,
+    /// Opens `dataref` tokens (`GET /v2/event-data/{token}`), where configured.
+    pub event_data: Option<Arc<herald_core::event_data::EventData>>,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ impl AppState {
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
             portal: Arc::new(portal::Portal::new(&settings.tenancy, &settings.portal)),
+            event_data: None,
         }
     }
 
@@ -121,6 +125,7 @@ impl AppState {
             tenancy: settings.tenancy.clone(),
             public_url: settings.public_url.as_deref().map(Arc::from),
             portal: Arc::new(portal::Portal::new(&settings.tenancy, &settings.portal)),
+            event_data: components.event_data.clone(),
         })
     }
 }
@@ -234,6 +239,12 @@ pub fn routes() -> Vec<Route> {
             path: "/v2/integrations/{id}/jobs/{job_id}/replay",
             statuses: &[202, 400, 403, 404, 409, 500, 503],
             handler: || post(replay_job),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v2/event-data/{token}",
+            statuses: &[200, 307, 404, 410, 500],
+            handler: || get(event_data),
         },
         Route {
             method: Method::POST,

@@ -23,6 +23,9 @@ pub const ENV: FunctionEnv = FunctionEnv {
         // Test deliveries record their attempts, kept as long as the fan-out's.
         "HERALD_LOG_RETENTION_DAYS",
         "HERALD_KMS_KEY_ID",
+        // GET /v2/event-data/{token}: the dataref key (VerifyMac) and the bucket.
+        "HERALD_DATAREF_KEY_ID",
+        "HERALD_EVENT_BUCKET",
         "HERALD_QUEUE_URL",
         "HERALD_DLQ_URL",
         "HERALD_ALLOW_PLAIN_STOMP",

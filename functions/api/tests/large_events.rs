@@ -179,3 +179,120 @@ async fn an_event_over_5_mib_is_413_with_a_pointer_to_it_and_nothing_is_queued()
     let queue = components.memory_queue.clone().expect("embedded queue");
     assert_eq!(queue.len(), 0);
 }
+
+/// The embedded pipeline minting datarefs under `http://herald.test`, the data of a
+/// payload too large for a queue message stored as ingest stores it, and that data.
+async fn stored_data() -> (Router, Components, String, Value) {
+    let mut pipeline = PipelineSettings::memory();
+    pipeline.public_url = Some("http://herald.test".into());
+    let components = Components::build(&pipeline, false)
+        .await
+        .expect("components");
+    let settings = Settings::memory(Tenancy::Header {
+        default: StoreId::parse("default").expect("store"),
+    });
+    let state = AppState::from_components(&components, &settings, None).expect("state");
+    let data = order("evt-data", 1)["payload"]["included"].clone();
+    let payload = herald_core::job::Payload::new(&json!({"data": data}));
+    let parts = herald_core::job::Stored::parts(&StoreId::parse("s1").expect("store"), &payload)
+        .expect("stored");
+    let bodies = components.bodies.clone().expect("bodies");
+    for (key, body) in parts.objects {
+        bodies.put(&key, body).await.expect("put");
+    }
+    let sha256 = parts.stored.data_sha256.expect("data stored apart");
+    (herald_api::router(state), components, sha256, data)
+}
+
+/// The path of `url`, a dataref minted under `http://herald.test`.
+fn path_of(url: &str) -> &str {
+    url.strip_prefix("http://herald.test")
+        .expect("under the API's public URL")
+}
+
+#[tokio::test]
+async fn a_dataref_serves_its_data_to_whoever_holds_it() {
+    // GIVEN the dataref the fan-out would hand a queue message for store s1's data
+    let (app, components, sha256, data) = stored_data().await;
+    let event_data = components.event_data.clone().expect("event data");
+    let url = event_data
+        .link("s1", &sha256, chrono::Utc::now())
+        .await
+        .expect("link");
+    assert!(
+        url.starts_with("http://herald.test/v2/event-data/"),
+        "{url}"
+    );
+    // WHEN it is followed, by a caller naming another store or none
+    for store in ["s1", "someone-else"] {
+        let (status, body) = send(&app, "GET", path_of(&url), store, None).await;
+        // THEN it serves exactly the data
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, data);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_dataref_is_410_gone_with_a_json_api_error() {
+    // GIVEN a dataref handed out 7 days and a minute ago
+    let (app, components, sha256, _) = stored_data().await;
+    let event_data = components.event_data.clone().expect("event data");
+    let handed_out = chrono::Utc::now() - chrono::Duration::days(7) - chrono::Duration::minutes(1);
+    let url = event_data
+        .link("s1", &sha256, handed_out)
+        .await
+        .expect("link");
+    // WHEN it is followed THEN it is gone, and says why
+    let (status, body) = send(&app, "GET", path_of(&url), "s1", None).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(
+        body,
+        json!({"errors": [{"status": 410, "title": "Gone",
+            "detail": "this dataref has expired: a dataref is valid for 7 days"}]})
+    );
+}
+
+#[tokio::test]
+async fn an_edited_or_made_up_token_is_404_and_says_nothing_of_why() {
+    let (app, components, sha256, _) = stored_data().await;
+    let event_data = components.event_data.clone().expect("event data");
+    let url = event_data
+        .link("s1", &sha256, chrono::Utc::now())
+        .await
+        .expect("link");
+    let token = path_of(&url)
+        .strip_prefix("/v2/event-data/")
+        .expect("token")
+        .to_owned();
+    let mut tokens: Vec<String> = (0..token.len())
+        .step_by(7)
+        .map(|i| {
+            let mut edited = token.clone().into_bytes();
+            edited[i] = if edited[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(edited).expect("ascii")
+        })
+        .collect();
+    tokens.extend(
+        [
+            "x",
+            "a.b",
+            "%FF%FE",
+            "..%2F..%2Fevents",
+            "%00",
+            "%E2%80%8B",
+            &"A".repeat(600),
+            &format!("{token}.{token}"),
+        ]
+        .map(str::to_owned),
+    );
+    for token in tokens {
+        let (status, body) =
+            send(&app, "GET", &format!("/v2/event-data/{token}"), "s1", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{token}");
+        assert_eq!(
+            body,
+            json!({"errors": [{"status": 404, "title": "Not Found", "detail": "no such event data"}]}),
+            "{token}"
+        );
+    }
+}

@@ -144,8 +144,13 @@ fn secrets_are_sealed_by_the_api_opened_by_the_fanout_and_never_seen_by_ingest()
 }
 
 /// The portal's page and files: static, the same for everyone, so they are served
-/// without an authorizer (the API calls the page makes carry the bearer token).
-const OPEN_ROUTES: [&str; 2] = ["GET /portal", "GET /portal/{asset}"];
+/// without an authorizer (the API calls the page makes carry the bearer token); and
+/// the `dataref` of a queue message, whose token is the capability.
+const OPEN_ROUTES: [&str; 3] = [
+    "GET /portal",
+    "GET /portal/{asset}",
+    "GET /v2/event-data/{token}",
+];
 
 #[test]
 fn every_route_but_the_portals_static_files_requires_an_authorizer() {
@@ -1041,6 +1046,8 @@ fn eval(t: &Value, v: &Value, params: &[(&str, &str)]) -> String {
                         .all(|a| eval(t, a, params) == "true"),
                 ),
                 "Not" => truth(eval(t, &arg(args, 0), params) == "false"),
+                // Left as written: its names are the stack's, not parameters.
+                "Sub" => args.as_str().expect("a plain !Sub").to_owned(),
                 "Condition" => eval(t, &t["Conditions"][args.as_str().expect("name")], params),
                 "If" => {
                     let condition = args[0].as_str().expect("a condition");
@@ -1166,7 +1173,12 @@ fn every_variable_the_functions_settings_read_is_listed() {
 /// A key policy's statements: (sid, principals, actions, the statement). A statement
 /// for principal `*` names its principals by `aws:PrincipalArn` (and must).
 fn key_statements(t: &Value) -> Vec<(String, Vec<String>, Vec<String>, Value)> {
-    resource(t, "SecretsKey")["Properties"]["KeyPolicy"]["Statement"]
+    key_statements_of(t, "SecretsKey")
+}
+
+/// [`key_statements`] of the key `key`.
+fn key_statements_of(t: &Value, key: &str) -> Vec<(String, Vec<String>, Vec<String>, Value)> {
+    resource(t, key)["Properties"]["KeyPolicy"]["Statement"]
         .as_sequence()
         .expect("statements")
         .iter()
@@ -1421,8 +1433,8 @@ fn large_event_bodies_are_put_by_ingest_read_by_the_fanout_and_kept_private_encr
     assert!(statements.iter().any(|s| s["Effect"] == "Deny"
         && s["Action"] == "s3:*"
         && s["Condition"]["Bool"]["aws:SecureTransport"] == false));
-    // Ingest puts, the fan-out gets (its presigned URLs are GETs it signs), under
-    // events/ only; the api touches no body.
+    // Ingest puts, the fan-out gets, the api gets (the minutes-long GETs it presigns
+    // for GET /v2/event-data/{token}), under events/ only.
     let s3 = |function: &str| -> Vec<(String, Vec<String>)> {
         grants(&t, function)
             .into_iter()
@@ -1436,10 +1448,13 @@ fn large_event_bodies_are_put_by_ingest_read_by_the_fanout_and_kept_private_encr
     );
     assert_eq!(
         s3("FanoutFunction"),
+        [("s3:GetObject".to_owned(), under_events.clone())]
+    );
+    assert_eq!(
+        s3("ApiFunction"),
         [("s3:GetObject".to_owned(), under_events)]
     );
-    assert_eq!(s3("ApiFunction"), []);
-    for function in ["IngestFunction", "FanoutFunction"] {
+    for function in ["IngestFunction", "FanoutFunction", "ApiFunction"] {
         let mut named = Vec::new();
         strings(
             &resource(&t, function)["Properties"]["Environment"]["Variables"]
@@ -1448,4 +1463,79 @@ fn large_event_bodies_are_put_by_ingest_read_by_the_fanout_and_kept_private_encr
         );
         assert_eq!(named, ["EventBucket"], "{function}");
     }
+}
+
+#[test]
+fn datarefs_are_made_by_the_fanout_and_checked_by_the_api_with_an_hmac_key_nobody_reads() {
+    let t = template();
+    // An HMAC key in KMS: its bytes never leave KMS.
+    let key = resource(&t, "DatarefKey");
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Properties"]["KeySpec"], "HMAC_256");
+    assert_eq!(key["Properties"]["KeyUsage"], "GENERATE_VERIFY_MAC");
+    // Its policy lets the fan-out make codes and the api check them, nothing more;
+    // the account administers it without using it.
+    let who_may = |action: &str| -> Vec<String> {
+        let mut out: Vec<String> = key_statements_of(&t, "DatarefKey")
+            .into_iter()
+            .filter(|(_, _, actions, _)| actions.iter().any(|a| covers(a, action)))
+            .flat_map(|(_, principals, _, _)| principals)
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(who_may("kms:GenerateMac"), ["FanoutFunctionRole.Arn"]);
+    assert_eq!(who_may("kms:VerifyMac"), ["ApiFunctionRole.Arn"]);
+    for action in [
+        "kms:CreateGrant",
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+    ] {
+        assert!(
+            who_may(action).is_empty(),
+            "{action}: {:?}",
+            who_may(action)
+        );
+    }
+    let admin = who_may("kms:PutKeyPolicy");
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert!(admin[0].ends_with(":root"), "{admin:?}");
+    let uses: Vec<Vec<String>> = key_statements_of(&t, "DatarefKey")
+        .into_iter()
+        .filter(|(_, principals, _, _)| principals != &admin)
+        .map(|(_, _, actions, _)| actions)
+        .collect();
+    assert_eq!(uses, [vec!["kms:GenerateMac"], vec!["kms:VerifyMac"]]);
+    // The roles' own policies name no KMS action.
+    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+        assert!(kms_grants(&t, function).is_empty(), "{function}");
+    }
+    // Both functions name the key; ingest does not.
+    for function in ["ApiFunction", "FanoutFunction"] {
+        let mut named = Vec::new();
+        strings(
+            &resource(&t, function)["Properties"]["Environment"]["Variables"]
+                ["HERALD_DATAREF_KEY_ID"],
+            &mut named,
+        );
+        assert_eq!(named, ["DatarefKey.Arn"], "{function}");
+    }
+    assert!(
+        resource(&t, "IngestFunction")["Properties"]["Environment"]["Variables"]
+            ["HERALD_DATAREF_KEY_ID"]
+            .is_null()
+    );
+    // The fan-out's URLs start with the API's address: the PublicUrl parameter (a
+    // custom domain) when set, else the HTTP API's own.
+    let base = &resource(&t, "FanoutFunction")["Properties"]["Environment"]["Variables"]
+        ["HERALD_PUBLIC_URL"];
+    assert_eq!(
+        eval(&t, base, &[("PublicUrl", "")]),
+        "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+    );
+    assert_eq!(
+        eval(&t, base, &[("PublicUrl", "https://events.example.com")]),
+        "https://events.example.com"
+    );
 }

@@ -128,6 +128,8 @@ pub const FANOUT_ENV: FunctionEnv = FunctionEnv {
         "HERALD_LOG_RETENTION_DAYS",
         "HERALD_AUTO_DISABLE_AFTER",
         "HERALD_KMS_KEY_ID",
+        "HERALD_DATAREF_KEY_ID",
+        "HERALD_PUBLIC_URL",
         "HERALD_ALLOW_PLAIN_STOMP",
         "HERALD_STACK_NAME",
         "HERALD_LOG_LEVEL",
@@ -210,6 +212,13 @@ pub struct PipelineSettings {
     /// `HERALD_AUTO_DISABLE_AFTER`: consecutive failed jobs after which the fan-out
     /// disables an integration (default 20; 0: never).
     pub auto_disable_after: u32,
+    /// `HERALD_DATAREF_KEY_ID`: the KMS HMAC key of `dataref` tokens (aws; the
+    /// fan-out makes codes with it, the API checks them). See [`crate::event_data`].
+    pub dataref_key_id: Option<String>,
+    /// `HERALD_PUBLIC_URL`: the API's public base URL (`https://<api>`), which the
+    /// fan-out's `dataref` URLs start with and the API's links too (else the API
+    /// derives its links from the request's host).
+    pub public_url: Option<String>,
 }
 
 /// Per-binary defaults of [`PipelineSettings`].
@@ -305,6 +314,8 @@ impl PipelineSettings {
                 crate::fanout::AUTO_DISABLE_AFTER as usize,
                 0..=100_000,
             )? as u32,
+            dataref_key_id: var("HERALD_DATAREF_KEY_ID"),
+            public_url: var("HERALD_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
 
@@ -329,6 +340,8 @@ impl PipelineSettings {
             stack_name: None,
             kms_key_id: None,
             auto_disable_after: crate::fanout::AUTO_DISABLE_AFTER,
+            dataref_key_id: None,
+            public_url: None,
         }
     }
 }

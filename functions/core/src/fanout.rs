@@ -93,11 +93,6 @@ const LEAD: Duration = Duration::from_secs(1);
 /// its invocation was held up), it reserves a new one, so sends stay apart.
 pub const LATE: Duration = Duration::from_millis(50);
 
-/// How long the URL of a stored `data` in a queue message (`dataref`) is valid: 7
-/// days, the most a presigned URL can be (sooner, should the signing credentials
-/// expire first, or the body with the delivery log).
-pub const DATAREF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// How a record is paced by its integration's `delivery.max_per_second`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pace {
@@ -146,6 +141,9 @@ pub struct Fanout {
     rate: Arc<dyn RateLimiter>,
     /// Where stored payloads are read from (none: their jobs fail for good).
     bodies: Option<Arc<dyn EventBodies>>,
+    /// Where the `dataref` URLs of queue messages come from (none: a job whose
+    /// `data` a queue message cannot carry fails for good).
+    event_data: Option<Arc<crate::event_data::EventData>>,
     /// Where operational events ([`crate::alerts`]) go (none: not emitted).
     alerts: Option<crate::ingest::Ingest>,
 }
@@ -317,6 +315,7 @@ impl Fanout {
             marks: std::sync::Mutex::new(HashMap::new()),
             rate: Arc::new(crate::memory::MemoryRateLimiter::new()),
             bodies: None,
+            event_data: None,
             alerts: None,
         }
     }
@@ -330,9 +329,19 @@ impl Fanout {
     }
 
     /// Reads the payloads of claim-checked jobs ([`crate::job::Stored`]) from
-    /// `bodies`, and hands out URLs of their `data` to queue messages.
+    /// `bodies`.
     pub fn with_bodies(mut self, bodies: Option<Arc<dyn EventBodies>>) -> Self {
         self.bodies = bodies;
+        self
+    }
+
+    /// Hands queue messages that cannot carry an event's `data` a `dataref` made by
+    /// `event_data` ([`crate::event_data`]).
+    pub fn with_event_data(
+        mut self,
+        event_data: Option<Arc<crate::event_data::EventData>>,
+    ) -> Self {
+        self.event_data = event_data;
         self
     }
 
@@ -1162,12 +1171,23 @@ impl Fanout {
             Err(e) => return fail(&job, format!("reading the event's stored payload failed: {e}")),
         };
         let queue_target = !matches!(integration.target, crate::model::Target::Webhook(_));
-        let data_ref = match (stored.data_key(&job.store_id), &stored.data_sha256) {
-            (Some(key), Some(sha256)) if queue_target => {
-                match bodies.presign(&key, DATAREF_VALIDITY).await {
+        let data_ref = match &stored.data_sha256 {
+            Some(sha256) if queue_target => {
+                let Some(event_data) = &self.event_data else {
+                    return fail(
+                        &job,
+                        "the event's data is too large for a queue message, and this fan-out cannot make its dataref (HERALD_DATAREF_KEY_ID, HERALD_PUBLIC_URL)".into(),
+                    );
+                };
+                match event_data.link(&job.store_id, sha256, Utc::now()).await {
                     Ok(url) => Some((url, sha256.clone())),
+                    Err(e @ crate::error::Error::Config(_)) => {
+                        return fail(&job, format!("making the event's dataref failed: {e}"))
+                    }
+                    // KMS unreachable, throttled or refusing: the record goes back and,
+                    // should that last, on to the DLQ, from where it can be replayed.
                     Err(e) => {
-                        tracing::warn!(job = %job.job_id, error = %e, "presigning the URL of the job's stored data failed; the record will be retried");
+                        tracing::warn!(job = %job.job_id, error = %e, "making the dataref of the job's stored data failed; the record will be retried");
                         return Err(Box::new(RecordOutcome::again()));
                     }
                 }

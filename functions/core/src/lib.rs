@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod event_data;
 pub mod fanout;
 pub mod filter;
 pub mod ingest;

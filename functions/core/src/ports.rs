@@ -378,8 +378,8 @@ pub trait RateLimiter: Send + Sync {
 
 /// Where event payloads too large for a queue message wait for their deliveries (the
 /// claim check, [`crate::job::Stored`]): ingest stores them, the fan-out reads them
-/// back and, for a queue message that cannot carry an event's `data`, hands out a
-/// URL of it. Keys name content ([`crate::job::Stored`]): a key always holds the
+/// back, and the API hands an event's `data` to whoever holds its `dataref`
+/// ([`crate::event_data`]). Keys name content ([`crate::job::Stored`]): a key always holds the
 /// same bytes, so storing one again is harmless. Bodies expire with the delivery log
 /// (the bucket's lifecycle rule; the memory adapter keeps them while it lives).
 #[async_trait]
@@ -390,7 +390,40 @@ pub trait EventBodies: Send + Sync {
     /// The body under `key`; `None` when there is none (expired or deleted).
     async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>>;
 
-    /// A URL that serves the body under `key` to whoever holds it, for `valid` (a
-    /// presigned GET: no further credentials), or as long as the store can.
-    async fn presign(&self, key: &str, valid: std::time::Duration) -> Result<String>;
+    /// How to hand the body under `key` to someone without credentials: a URL that
+    /// serves it for `valid` (S3: a GET presigned now), or the bytes themselves (a
+    /// store with no URL of its own); `None` when there is no such body.
+    async fn open(&self, key: &str, valid: std::time::Duration) -> Result<Option<BodyAt>>;
+}
+
+/// Where a stored body can be had ([`EventBodies::open`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum BodyAt {
+    /// A URL serving it for a few minutes, with no further credentials.
+    Url(String),
+    /// The body itself.
+    Bytes(bytes::Bytes),
+}
+
+/// `Debug` shows neither the URL (whoever holds it reads the body) nor the body.
+impl std::fmt::Debug for BodyAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(_) => f.write_str("Url(<redacted>)"),
+            Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+/// A key that authenticates messages (HMAC-SHA-256) and that nobody reads: the
+/// `dataref` tokens' ([`crate::event_data`]). The fan-out only makes codes, the API
+/// only checks them, each through its own permission (KMS `GenerateMac`, `VerifyMac`).
+#[async_trait]
+pub trait MacKey: Send + Sync {
+    /// The code of `message`.
+    async fn mac(&self, message: &[u8]) -> Result<Vec<u8>>;
+
+    /// Whether `mac` is the code of `message`, compared in constant time; `Ok(false)`
+    /// for any wrong code.
+    async fn verify(&self, message: &[u8], mac: &[u8]) -> Result<bool>;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::aws::attempt_log::DynamoDeliveryLog;
 use crate::aws::claims::DynamoIdempotency;
 use crate::aws::dynamo::DynamoIntegrationStore;
-use crate::aws::kms::KmsKeys;
+use crate::aws::kms::{KmsKeys, KmsMac};
 use crate::aws::rate::DynamoRateLimiter;
 use crate::aws::s3::S3Bodies;
 use crate::aws::sqs::{SqsDeadLetters, SqsJobQueue};
@@ -20,11 +20,12 @@ use crate::delivery::stomp::StompDeliverer;
 use crate::delivery::webhook::WebhookDeliverer;
 use crate::delivery::TargetDeliverer;
 use crate::error::{Error, Result};
+use crate::event_data::EventData;
 use crate::fanout::Fanout;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::memory::{
-    MemoryBodies, MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryQueue,
-    MemoryRateLimiter,
+    MemoryBodies, MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore, MemoryMacKey,
+    MemoryQueue, MemoryRateLimiter,
 };
 use crate::ports::{
     DeadLetters, Deliverer, DeliveryLog, EventBodies, IdempotencyStore, IntegrationStore, JobQueue,
@@ -69,9 +70,21 @@ pub struct Components {
     /// Event payloads too large for a queue message (where configured: the memory
     /// backend always, the bucket `HERALD_EVENT_BUCKET` names).
     pub bodies: Option<Arc<dyn EventBodies>>,
+    /// The `dataref` tokens of those bodies (where configured: the memory backend
+    /// always, with a random key; the KMS key `HERALD_DATAREF_KEY_ID` names with the
+    /// bucket). Mints URLs when `HERALD_PUBLIC_URL` is set.
+    pub event_data: Option<Arc<EventData>>,
     /// The AWS configuration customer-queue clients derive from.
     aws: aws_config::SdkConfig,
     settings: PipelineSettings,
+}
+
+/// `data`, minting URLs under the API's public address when it is known.
+fn event_data(data: EventData, settings: &PipelineSettings) -> Arc<EventData> {
+    Arc::new(match &settings.public_url {
+        Some(base) => data.minting_at(base),
+        None => data,
+    })
 }
 
 impl Components {
@@ -98,6 +111,11 @@ impl Components {
                 ));
                 let integrations: Arc<dyn IntegrationStore> =
                     Arc::new(MemoryIntegrationStore::sealed(Arc::new(Vault::local()?)));
+                let bodies: Arc<dyn EventBodies> = Arc::new(MemoryBodies::new());
+                let event_data = event_data(
+                    EventData::new(Arc::new(MemoryMacKey::random()?), bodies.clone()),
+                    settings,
+                );
                 Self {
                     cache: cache(&integrations),
                     integrations,
@@ -108,7 +126,8 @@ impl Components {
                     source: Some(q.clone()),
                     dead_letters: Some(q.clone()),
                     memory_queue: Some(q),
-                    bodies: Some(Arc::new(MemoryBodies::new())),
+                    bodies: Some(bodies),
+                    event_data: Some(event_data),
                     aws,
                     settings: settings.clone(),
                 }
@@ -145,9 +164,20 @@ impl Components {
                 let bodies = settings.event_bucket.as_ref().map(|bucket| {
                     Arc::new(S3Bodies::from_sdk(&sdk, bucket.clone())) as Arc<dyn EventBodies>
                 });
+                let event_data = match (&bodies, &settings.dataref_key_id) {
+                    (Some(bodies), Some(key)) => Some(event_data(
+                        EventData::new(
+                            Arc::new(KmsMac::from_sdk(&sdk, key.clone())),
+                            bodies.clone(),
+                        ),
+                        settings,
+                    )),
+                    _ => None,
+                };
                 Self {
                     dead_letters,
                     bodies,
+                    event_data,
                     cache: cache(&integrations),
                     integrations,
                     log: Arc::new(DynamoDeliveryLog::from_sdk(
@@ -257,6 +287,14 @@ impl Components {
                 "HERALD_DLQ_URL must be set: the fan-out moves jobs to the DLQ after their last attempt".into(),
             ));
         }
+        if self.settings.backend == Backend::Aws
+            && self.bodies.is_some()
+            && (self.event_data.is_none() || self.settings.public_url.is_none())
+        {
+            return Err(Error::Config(
+                "HERALD_DATAREF_KEY_ID and HERALD_PUBLIC_URL must be set with HERALD_EVENT_BUCKET: the fan-out hands queue messages a dataref of data too large for them".into(),
+            ));
+        }
         Ok(Fanout::new(
             self.cache.clone(),
             self.deliverer()?,
@@ -269,6 +307,7 @@ impl Components {
         .with_auto_disable(self.settings.auto_disable_after)
         .with_rate_limiter(self.rate.clone())
         .with_bodies(self.bodies.clone())
+        .with_event_data(self.event_data.clone())
         .with_alerts(self.announcer())
         // Past every target's own timeout, so that their reasons come first.
         .with_attempt_limit(

@@ -1,7 +1,8 @@
 //! Events too large for a queue message, through moto (loopback): the payload stored
 //! in S3 by ingest, the job through SQS with its claim check, and the fan-out
 //! delivering the whole body to a webhook and, to a customer queue whose message
-//! cannot carry the order's `data`, a presigned URL of it (`dataref`).
+//! cannot carry the order's `data`, a `dataref`: an API URL whose token, made with an
+//! HMAC key in KMS, opens a minutes-long presigned GET of the data.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
+use herald_core::aws::kms::{ensure_local_mac_key, KmsMac};
 use herald_core::aws::local::{create_queues, moto_config};
 use herald_core::aws::s3::S3Bodies;
 use herald_core::aws::sqs::SqsJobQueue;
@@ -19,12 +21,13 @@ use herald_core::cache::IntegrationCache;
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::TargetDeliverer;
+use herald_core::event_data::{EventData, Opened};
 use herald_core::fanout::Fanout;
 use herald_core::ingest::{EventStatus, Ingest, IngestSettings};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIdempotency, MemoryIntegrationStore};
 use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Target, WebhookConfig};
 use herald_core::net::guard::{AddressGuard, Cidr};
-use herald_core::ports::{EventBodies, IntegrationStore, JobSource};
+use herald_core::ports::{BodyAt, EventBodies, IntegrationStore, JobSource, MacKey};
 use herald_core::retry::RetryPolicy;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -50,7 +53,8 @@ async fn bucket(sdk: &aws_config::SdkConfig) -> S3Bodies {
 }
 
 #[tokio::test]
-async fn a_body_stored_in_s3_reads_back_its_presigned_url_serves_it_and_a_missing_one_is_none() {
+async fn a_body_stored_in_s3_reads_back_a_minutes_long_url_of_it_serves_it_and_a_missing_one_is_none(
+) {
     let sdk = moto_config(&endpoint()).await.expect("moto");
     let bodies = bucket(&sdk).await;
     let body = Bytes::from(format!(
@@ -66,17 +70,61 @@ async fn a_body_stored_in_s3_reads_back_its_presigned_url_serves_it_and_a_missin
         Some(body.clone())
     );
     assert_eq!(bodies.get("events/s1/none").await.expect("get"), None);
-    let url = bodies
-        .presign("events/s1/abc", Duration::from_secs(7 * 24 * 3600))
+    let Some(BodyAt::Url(url)) = bodies
+        .open("events/s1/abc", Duration::from_secs(300))
         .await
-        .expect("presign");
+        .expect("open")
+    else {
+        panic!("no URL of the body");
+    };
     assert!(
-        url.contains("X-Amz-Signature=") && url.contains("X-Amz-Expires=604800"),
+        url.contains("X-Amz-Signature=") && url.contains("X-Amz-Expires=300"),
         "{url}"
     );
     let fetched = reqwest::get(&url).await.expect("GET");
     assert_eq!(fetched.status(), reqwest::StatusCode::OK);
     assert_eq!(fetched.bytes().await.expect("body"), body);
+    assert_eq!(
+        bodies
+            .open("events/s1/none", Duration::from_secs(300))
+            .await
+            .expect("open"),
+        None
+    );
+}
+
+/// A new HMAC key on moto.
+async fn mac_key(sdk: &aws_config::SdkConfig) -> KmsMac {
+    let alias = format!("alias/herald-dataref-{}", Uuid::new_v4().simple());
+    let alias = ensure_local_mac_key(sdk, &alias).await.expect("HMAC key");
+    KmsMac::from_sdk(sdk, alias)
+}
+
+#[tokio::test]
+async fn an_hmac_key_in_kms_makes_codes_that_verify_and_no_other_code_or_message_does() {
+    let sdk = moto_config(&endpoint()).await.expect("moto");
+    let key = mac_key(&sdk).await;
+    let mac = key.mac(b"store/sha/expiry").await.expect("GenerateMac");
+    assert_eq!(mac.len(), 32);
+    assert!(key
+        .verify(b"store/sha/expiry", &mac)
+        .await
+        .expect("VerifyMac"));
+    assert!(!key
+        .verify(b"store/sha/expirz", &mac)
+        .await
+        .expect("VerifyMac"));
+    let mut other = mac.clone();
+    other[0] ^= 1;
+    assert!(!key
+        .verify(b"store/sha/expiry", &other)
+        .await
+        .expect("VerifyMac"));
+    assert!(!mac_key(&sdk)
+        .await
+        .verify(b"store/sha/expiry", &mac)
+        .await
+        .expect("VerifyMac"));
 }
 
 /// A receiver on 127.0.0.1 keeping every body posted to `/hook`, whatever its size.
@@ -190,6 +238,10 @@ async fn a_4_mib_order_reaches_a_webhook_whole_and_an_sqs_queue_by_reference_thr
         WebhookDeliverer::new(guard, Duration::from_secs(20)).expect("client"),
     ))
     .with_sqs(Arc::new(SqsDeliverer::new(sdk.clone())));
+    let event_data = Arc::new(
+        EventData::new(Arc::new(mac_key(&sdk).await), bodies.clone())
+            .minting_at("https://api.example"),
+    );
     let fanout = Fanout::new(
         cache,
         Arc::new(deliverer),
@@ -197,7 +249,8 @@ async fn a_4_mib_order_reaches_a_webhook_whole_and_an_sqs_queue_by_reference_thr
         queue.clone(),
         RetryPolicy::default(),
     )
-    .with_bodies(Some(bodies));
+    .with_bodies(Some(bodies.clone()))
+    .with_event_data(Some(event_data.clone()));
 
     // WHEN a 4 MiB order is ingested and its jobs delivered
     let event = order();
@@ -240,10 +293,16 @@ async fn a_4_mib_order_reaches_a_webhook_whole_and_an_sqs_queue_by_reference_thr
     );
     let data = event["payload"]["data"].to_string();
     assert_eq!(message["datasha256"], json!(hex(data.as_bytes())));
-    // AND the URL serves exactly the data, whose SHA-256 is the one given
+    // AND the dataref is the API's, and its token opens a URL that serves exactly the
+    // data, whose SHA-256 is the one given
     let dataref = message["dataref"].as_str().expect("dataref");
-    assert!(dataref.contains("X-Amz-Expires=604800"), "{dataref}");
-    let fetched = reqwest::get(dataref).await.expect("GET");
+    let token = dataref
+        .strip_prefix("https://api.example/v2/event-data/")
+        .unwrap_or_else(|| panic!("{dataref} is not the API's"));
+    let Opened::Body(BodyAt::Url(url)) = event_data.open(token).await.expect("open") else {
+        panic!("the dataref opens no URL");
+    };
+    let fetched = reqwest::get(url).await.expect("GET");
     assert_eq!(fetched.status(), reqwest::StatusCode::OK);
     let fetched = fetched.bytes().await.expect("body");
     assert_eq!(hex(&fetched), message["datasha256"].as_str().expect("sha"));

@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let settings = Settings::from_env(Defaults::LOCAL).map_err(|e| e.to_string())?;
+    let mut settings = Settings::from_env(Defaults::LOCAL).map_err(|e| e.to_string())?;
     let authorizer = match &settings.tenancy {
         Tenancy::Header { .. } => None,
         Tenancy::JwtClaim { .. } => Some(Arc::new(jwt_authorizer(&settings)?)),
@@ -54,6 +54,16 @@ async fn run() -> Result<(), String> {
     if config::flag("HERALD_CREATE_LOCAL_RESOURCES", false).map_err(|e| e.to_string())? {
         create_local_resources(&settings.pipeline).await?;
     }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16));
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT to use another port)"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // The fan-out's dataref URLs lead here, unless HERALD_PUBLIC_URL says otherwise.
+    settings
+        .pipeline
+        .public_url
+        .get_or_insert_with(|| format!("http://{bound}"));
     let components = Components::build(&settings.pipeline, true)
         .await
         .map_err(|e| format!("cannot reach the {backend} backend: {e}"))?;
@@ -77,11 +87,6 @@ async fn run() -> Result<(), String> {
         pollers,
         stopped,
     ));
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port as u16));
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT to use another port)"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
     // The signal handlers exist before the address is announced: a SIGTERM sent as
     // soon as someone reads the line must stop the server gracefully, not kill it.
     let shutdown = shutdown()?;
@@ -119,7 +124,8 @@ fn jwt_authorizer(settings: &Settings) -> Result<herald_api::authorizer::JwtAuth
 }
 
 /// `make run-aws`: creates the table, the queues, the bucket of large event bodies
-/// (`HERALD_EVENT_BUCKET`) and the KMS key (when `HERALD_KMS_KEY_ID` is an alias) on
+/// (`HERALD_EVENT_BUCKET`) and the KMS keys (when `HERALD_KMS_KEY_ID` and
+/// `HERALD_DATAREF_KEY_ID` are aliases) on
 /// the moto server named by `AWS_ENDPOINT_URL`
 /// (which must be on loopback), unless they exist already.
 async fn create_local_resources(
@@ -179,6 +185,16 @@ async fn create_local_resources(
             .await
             .map_err(|e| format!("creating the KMS key {alias}: {e}"))?;
         tracing::info!(%alias, "the KMS key for integration secrets is ready on moto");
+    }
+    if let Some(alias) = pipeline
+        .dataref_key_id
+        .as_deref()
+        .filter(|k| k.starts_with("alias/"))
+    {
+        herald_core::aws::kms::ensure_local_mac_key(&sdk, alias)
+            .await
+            .map_err(|e| format!("creating the KMS key {alias}: {e}"))?;
+        tracing::info!(%alias, "the KMS key of dataref tokens is ready on moto");
     }
     Ok(())
 }

@@ -1433,3 +1433,118 @@ async fn a_bus_or_topic_that_does_not_exist_fails_the_job_for_good_and_disables_
         }
     }
 }
+
+#[tokio::test]
+async fn a_4_mib_order_reaches_a_customer_queue_by_a_dataref_that_the_api_redirects_to_its_data() {
+    use reqwest::Method;
+    use sha2::{Digest, Sha256};
+    // GIVEN the dev server on moto with the bucket of large bodies and an HMAC key
+    // for datarefs, and a customer queue there observing order.paid
+    let sdk = moto_config(&moto_endpoint()).await.expect("moto");
+    let suffix = uuid_like();
+    let bucket = format!("herald-events-{suffix}");
+    herald_core::aws::s3::S3Bodies::from_sdk(&sdk, bucket.clone())
+        .create_bucket()
+        .await
+        .expect("bucket");
+    let key = herald_core::aws::kms::ensure_local_mac_key(&sdk, &format!("alias/dataref-{suffix}"))
+        .await
+        .expect("HMAC key");
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = format!("customer-{suffix}");
+    sqs.create_queue()
+        .queue_name(&queue)
+        .send()
+        .await
+        .expect("queue");
+    let queue_url = format!("https://sqs.us-east-1.amazonaws.com/123456789012/{queue}");
+    let server = start_on_moto(&[
+        ("HERALD_EVENT_BUCKET", bucket.as_str()),
+        ("HERALD_DATAREF_KEY_ID", key.as_str()),
+    ])
+    .await;
+    let api = Api::new(&server);
+    let (status, created) = api
+        .send(
+            Method::POST,
+            "/v2/integrations",
+            "s1",
+            Some(&aws_target(
+                "aws_sqs",
+                json!({"url": queue_url, "region": "us-east-1",
+                       "aws_access_key_id": SECRETS[1], "aws_secret_access_key": SECRETS[2]}),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // WHEN an order whose data alone is 4 MiB is posted
+    let lines: Vec<Value> = (0..4 * 1024)
+        .map(|n| json!({"id": format!("line-{n}"), "sku": "x".repeat(1000)}))
+        .collect();
+    let data = json!({"id": "order-4mib", "type": "order", "status": "paid", "lines": lines});
+    let (status, accepted) = api
+        .send(
+            Method::POST,
+            "/v2/events",
+            "s1",
+            Some(
+                &json!({"data": {"id": format!("evt-{suffix}"), "type": "order.paid",
+                                  "payload": {"data": data}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+
+    // THEN the queue's message carries a dataref at the dev server's API instead of
+    // the data, and its SHA-256
+    let message = first_message(&sqs, &queue_url).await;
+    assert_eq!(message.get("data"), None);
+    let dataref = message["dataref"].as_str().expect("dataref");
+    assert!(
+        dataref.starts_with(&format!("{}/v2/event-data/", server.base)),
+        "{dataref}"
+    );
+    // AND following it, with no credentials, redirects to the data in the bucket
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("client");
+    let first = plain.get(dataref).send().await.expect("GET");
+    assert_eq!(first.status(), StatusCode::TEMPORARY_REDIRECT);
+    let location = first.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(
+        location.starts_with(&moto_endpoint()) && location.contains(&bucket),
+        "{location}"
+    );
+    let fetched = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(dataref)
+        .send()
+        .await
+        .expect("GET, following the redirect");
+    assert_eq!(fetched.status(), StatusCode::OK);
+    let bytes = fetched.bytes().await.expect("body");
+    assert!(bytes.len() > 4 * 1024 * 1024);
+    let sha256: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(message["datasha256"], json!(sha256));
+    assert_eq!(serde_json::from_slice::<Value>(&bytes).expect("JSON"), data);
+    // AND the same token changed in one character is 404
+    let mut edited = dataref.to_owned().into_bytes();
+    let last = edited.len() - 1;
+    edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).expect("ascii");
+    assert_eq!(
+        plain.get(&edited).send().await.expect("GET").status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -5,12 +5,14 @@
 //! integration each call was for).
 
 use async_trait::async_trait;
+use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::types::{DataKeySpec, MacAlgorithmSpec};
 use aws_sdk_kms::Client;
 
 use super::backend_error;
 use crate::error::{Error, Result};
+use crate::ports::MacKey;
 use crate::secrets::{Context, DataKey, KeyWrapper, KEY_LEN};
 
 const SERVICE: &str = "KMS";
@@ -82,9 +84,73 @@ impl KeyWrapper for KmsKeys {
     }
 }
 
+/// An HMAC key in KMS (`HERALD_DATAREF_KEY_ID`: `KeySpec: HMAC_256`, `KeyUsage:
+/// GENERATE_VERIFY_MAC`) as the [`MacKey`] of `dataref` tokens: its bytes never leave
+/// KMS; the fan-out may only `GenerateMac` and the API only `VerifyMac`, which compares
+/// in KMS. <https://docs.aws.amazon.com/kms/latest/developerguide/hmac.html>
+#[derive(Clone, Debug)]
+pub struct KmsMac {
+    client: Client,
+    key_id: String,
+}
+
+impl KmsMac {
+    /// Uses `key_id` through a client built from the process-wide configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, key_id: impl Into<String>) -> Self {
+        Self {
+            client: Client::new(sdk),
+            key_id: key_id.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl MacKey for KmsMac {
+    async fn mac(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let out = self
+            .client
+            .generate_mac()
+            .key_id(&self.key_id)
+            .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+            .message(Blob::new(message))
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        Ok(out.mac().map(|m| m.as_ref().to_vec()).unwrap_or_default())
+    }
+
+    async fn verify(&self, message: &[u8], mac: &[u8]) -> Result<bool> {
+        match self
+            .client
+            .verify_mac()
+            .key_id(&self.key_id)
+            .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+            .message(Blob::new(message))
+            .mac(Blob::new(mac))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.mac_valid()),
+            // A wrong code is an error in KMS's API, an answer here.
+            Err(e) if e.code() == Some("KMSInvalidMacException") => Ok(false),
+            Err(e) => Err(backend_error(SERVICE, e)),
+        }
+    }
+}
+
+/// Creates an HMAC key named `alias` unless the alias exists (for `make run-aws` and
+/// tests on moto). Returns the alias.
+pub async fn ensure_local_mac_key(sdk: &aws_config::SdkConfig, alias: &str) -> Result<String> {
+    ensure_alias(sdk, alias, true).await
+}
+
 /// Creates a symmetric key named `alias` (`alias/...`) unless the alias exists (for
 /// `make run-aws` and tests on moto). Returns the alias.
 pub async fn ensure_local_key(sdk: &aws_config::SdkConfig, alias: &str) -> Result<String> {
+    ensure_alias(sdk, alias, false).await
+}
+
+async fn ensure_alias(sdk: &aws_config::SdkConfig, alias: &str, hmac: bool) -> Result<String> {
     let client = Client::new(sdk);
     let aliases = client
         .list_aliases()
@@ -98,12 +164,16 @@ pub async fn ensure_local_key(sdk: &aws_config::SdkConfig, alias: &str) -> Resul
     {
         return Ok(alias.to_owned());
     }
-    let key = client
-        .create_key()
-        .description("Herald integration secrets (local)")
-        .send()
-        .await
-        .map_err(|e| backend_error(SERVICE, e))?;
+    let create = client.create_key();
+    let create = if hmac {
+        create
+            .description("Herald dataref tokens (local)")
+            .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
+    } else {
+        create.description("Herald integration secrets (local)")
+    };
+    let key = create.send().await.map_err(|e| backend_error(SERVICE, e))?;
     let key_id = key
         .key_metadata()
         .map(|m| m.key_id().to_owned())

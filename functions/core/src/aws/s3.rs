@@ -1,11 +1,12 @@
 //! Amazon S3 as [`EventBodies`]: the stack's bucket of event payloads too large for a
-//! queue message (the claim check). Ingest puts, the fan-out gets and presigns; the
+//! queue message (the claim check). Ingest puts, the fan-out gets, the API presigns
+//! a GET for a few minutes for whoever holds a `dataref` ([`crate::event_data`]); the
 //! bucket encrypts (SSE-S3), is private, TLS only, and expires every body with the
 //! delivery log (template.yaml).
 //!
 //! A missing key reads as `AccessDenied` (403), not `NoSuchKey`, to a caller without
-//! `s3:ListBucket`, which the fan-out does not have: both come back as `None`, a body
-//! that is no longer there. See
+//! `s3:ListBucket`, which neither the fan-out nor the API has: both come back as
+//! `None`, a body that is no longer there. See
 //! <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax>.
 
 use async_trait::async_trait;
@@ -17,12 +18,13 @@ use aws_sdk_s3::Client;
 
 use super::backend_error;
 use crate::error::{Error, Result};
-use crate::ports::EventBodies;
+use crate::ports::{BodyAt, EventBodies};
 
 const SERVICE: &str = "S3";
 
 /// The longest a presigned URL can be valid (SigV4's limit). A URL signed with
-/// temporary credentials (a Lambda role's) stops working when they expire, sooner.
+/// temporary credentials (a Lambda role's) stops working when they expire, sooner:
+/// Herald presigns only for minutes, at the moment a `dataref` is followed.
 pub const MAX_PRESIGNED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Event bodies in one bucket (`HERALD_EVENT_BUCKET`).
@@ -97,7 +99,26 @@ impl EventBodies for S3Bodies {
         Ok(Some(body.into_bytes()))
     }
 
-    async fn presign(&self, key: &str, valid: std::time::Duration) -> Result<String> {
+    async fn open(&self, key: &str, valid: std::time::Duration) -> Result<Option<BodyAt>> {
+        // HeadObject (allowed by s3:GetObject) tells a body that expired from one that
+        // is there, so that a URL is handed out only for a body it will serve.
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 403 | 404)) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(backend_error(SERVICE, e)),
+        }
         let config = PresigningConfig::expires_in(valid.min(MAX_PRESIGNED))
             .map_err(|e| Error::Config(format!("presigning for {} s: {e}", valid.as_secs())))?;
         let request = self
@@ -108,6 +129,6 @@ impl EventBodies for S3Bodies {
             .presigned(config)
             .await
             .map_err(|e| backend_error(SERVICE, e))?;
-        Ok(request.uri().to_owned())
+        Ok(Some(BodyAt::Url(request.uri().to_owned())))
     }
 }

@@ -455,8 +455,12 @@ impl EventBodies for Bodies {
     async fn get(&self, key: &str) -> crate::error::Result<Option<bytes::Bytes>> {
         self.inner.get(key).await
     }
-    async fn presign(&self, key: &str, valid: Duration) -> crate::error::Result<String> {
-        self.inner.presign(key, valid).await
+    async fn open(
+        &self,
+        key: &str,
+        valid: Duration,
+    ) -> crate::error::Result<Option<crate::ports::BodyAt>> {
+        self.inner.open(key, valid).await
     }
 }
 

@@ -9,6 +9,9 @@ pub mod timestamp;
 pub use event::{
     json_len, parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID,
 };
+pub(crate) use stored::key as body_key;
+#[cfg(test)]
+pub(crate) use stored::sha256_hex;
 pub use stored::{Fetched, Stored, StoredParts, MAX_INLINE_DATA, MAX_INLINE_PAYLOAD};
 pub use timestamp::{rfc3339_ms, to_millis};
 

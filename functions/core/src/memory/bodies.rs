@@ -7,10 +7,10 @@ use async_trait::async_trait;
 
 use super::lock;
 use crate::error::Result;
-use crate::ports::EventBodies;
+use crate::ports::{BodyAt, EventBodies};
 
-/// Bodies in a map, kept while the process lives. Its URLs (`memory:<key>`) name a
-/// body but serve nothing: the dev server has no object store to hand out.
+/// Bodies in a map, kept while the process lives. It has no URLs of its own: a body is
+/// handed out as its bytes (the dev server's `dataref` route answers them itself).
 #[derive(Default)]
 pub struct MemoryBodies {
     bodies: Mutex<HashMap<String, bytes::Bytes>>,
@@ -34,7 +34,7 @@ impl EventBodies for MemoryBodies {
         Ok(lock(&self.bodies).get(key).cloned())
     }
 
-    async fn presign(&self, key: &str, _valid: std::time::Duration) -> Result<String> {
-        Ok(format!("memory:{key}"))
+    async fn open(&self, key: &str, _valid: std::time::Duration) -> Result<Option<BodyAt>> {
+        Ok(lock(&self.bodies).get(key).cloned().map(BodyAt::Bytes))
     }
 }

@@ -14,6 +14,7 @@ mod bodies;
 mod claims;
 mod integrations;
 mod log;
+mod mac;
 mod queue;
 mod rate;
 
@@ -21,6 +22,7 @@ pub use bodies::MemoryBodies;
 pub use claims::MemoryIdempotency;
 pub use integrations::MemoryIntegrationStore;
 pub use log::MemoryDeliveryLog;
+pub use mac::MemoryMacKey;
 pub use queue::MemoryQueue;
 pub use rate::MemoryRateLimiter;
 
