@@ -11,7 +11,8 @@
 //! `{"message":"Unauthorized"}`, as API Gateway answers; an accepted one hands its
 //! claims to the router as [`AuthorizerClaims`], as the Lambda edge
 //! ([`crate::lambda`]) does from API Gateway's request context. Like the template,
-//! only `/v2/...` routes are authorized; the portal's files are not.
+//! only `/v2/...` routes are authorized but `GET /v2/event-data/{token}` (a dataref,
+//! its token its own capability); the portal's files are not.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -208,7 +209,10 @@ async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Response {
-    if !req.uri().path().starts_with("/v2/") {
+    // As the template: /v2 routes are authorized but the dataref's, whose token is
+    // its own capability; the portal's files are open.
+    let path = req.uri().path();
+    if !path.starts_with("/v2/") || path.starts_with("/v2/event-data/") {
         return next.run(req).await;
     }
     // Only the authorizer's claims reach the router, never a caller's.

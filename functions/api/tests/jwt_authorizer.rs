@@ -382,3 +382,14 @@ async fn the_portals_files_need_no_token_as_in_the_template() {
         assert_eq!(answer.status, StatusCode::OK, "{uri}");
     }
 }
+
+#[tokio::test]
+async fn a_dataref_needs_no_token_as_in_the_template() {
+    // GET /v2/event-data/{token} is the template's one /v2 route without the
+    // authorizer: a queue message's reader follows it with no credentials. A made-up
+    // token is the route's own 404, not the authorizer's 401.
+    let issuer = issuer().await;
+    let api = issuer.api();
+    let answer = call(&api, "GET", "/v2/event-data/not-a-token", None, None).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}

@@ -3,6 +3,8 @@
 //! (template.yaml): the token is the capability. Any string gets a 4xx or the body;
 //! only an unreachable key or bucket is a 5xx.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -17,7 +19,7 @@ use crate::AppState;
 /// server), 410 once the token or the body expired, 404 for anything else, with no
 /// word on why (the route is no oracle for forging tokens).
 pub(crate) async fn event_data(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     token: Result<Path<String>, PathRejection>,
 ) -> Response {
     let not_found =
