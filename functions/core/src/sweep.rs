@@ -4,6 +4,7 @@
 //! within minutes: the `sweeper` function on a schedule in AWS
 //! ([`SCHEDULE`]), a timer in the dev server ([`LOCAL_INTERVAL`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -53,10 +54,33 @@ pub async fn sweep(store: &dyn RetiredSecrets, now: DateTime<Utc>) -> Result<Swe
     Ok(swept)
 }
 
+/// Sweeps every `interval` until `stop` turns true (the dev server's timer, in
+/// place of the schedule). A failed sweep is logged; the next one tries again.
+pub async fn every(
+    store: Arc<dyn RetiredSecrets>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(e) = sweep(store.as_ref(), Utc::now()).await {
+                    tracing::warn!(error = %e, "the sweep of ended rotations failed; the next one tries again");
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use chrono::Duration;
     use serde_json::json;
 
