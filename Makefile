@@ -96,7 +96,7 @@ lambda-smoke: setup ## run every events/api-*.json through cargo lambda watch + 
 
 build: setup ## release build of the Lambda bootstraps for ARCH=arm64|x86_64 (cargo lambda + zig)
 	rustup target add $(if $(filter arm64,$(ARCH)),aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CL) lambda build --release --locked --bin api --bin ingest --bin fanout $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CL) lambda build --release --locked --bin api --bin ingest --bin fanout --bin sweeper $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
 
 sam-build: setup ## sam build (cargo lambda + zig from the virtualenv), ARCH=arm64|x86_64
 	rustup target add $(if $(filter arm64,$(ARCH)),aarch64-unknown-linux-gnu,x86_64-unknown-linux-gnu)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every events/*.json through the real Lambda runtime emulator: `cargo lambda
 # watch` serves the functions on loopback (embedded backend), `cargo lambda invoke`
-# sends each file to the function its name starts with (api-, ingest-, fanout-), and
+# sends each file to the function its name starts with (api-, ingest-, fanout-, sweeper-), and
 # each answer must be a function result, not an error, and, for HTTP events, an API
 # Gateway response below 500.
 set -euo pipefail

@@ -35,7 +35,7 @@ const EXPECTED: &[(&str, u16)] = &[
 ];
 
 /// Prefixes of event files that other crates' tests run.
-const OTHER_PREFIXES: &[&str] = &["ingest-", "fanout-"];
+const OTHER_PREFIXES: &[&str] = &["ingest-", "fanout-", "sweeper-"];
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events")

@@ -105,7 +105,8 @@ fn grants(t: &Value, function: &str) -> Vec<(String, Vec<String>)> {
 }
 
 #[test]
-fn secrets_are_sealed_by_the_api_opened_by_the_fanout_and_never_seen_by_ingest() {
+fn secrets_are_sealed_by_the_api_opened_by_the_fanout_sealed_again_by_the_sweeper_and_never_seen_by_ingest(
+) {
     let t = template();
     let key = resource(&t, "SecretsKey");
     assert_eq!(key["Type"], "AWS::KMS::Key");
@@ -129,11 +130,20 @@ fn secrets_are_sealed_by_the_api_opened_by_the_fanout_and_never_seen_by_ingest()
         ["kms:Decrypt", "kms:GenerateDataKey"]
     );
     assert_eq!(granted("FanoutFunctionRole"), ["kms:Decrypt"]);
+    assert_eq!(
+        granted("SweeperFunctionRole"),
+        ["kms:Decrypt", "kms:GenerateDataKey"]
+    );
     assert!(granted("IngestFunctionRole").is_empty());
-    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+    for function in [
+        "ApiFunction",
+        "IngestFunction",
+        "FanoutFunction",
+        "SweeperFunction",
+    ] {
         assert!(kms_grants(&t, function).is_empty(), "{function}");
     }
-    for function in ["ApiFunction", "FanoutFunction"] {
+    for function in ["ApiFunction", "FanoutFunction", "SweeperFunction"] {
         let env = &resource(&t, function)["Properties"]["Environment"]["Variables"];
         let mut named = Vec::new();
         strings(&env["HERALD_KMS_KEY_ID"], &mut named);
@@ -243,6 +253,7 @@ fn every_function_is_built_from_its_own_binary() {
         ("ApiFunction", "api"),
         ("IngestFunction", "ingest"),
         ("FanoutFunction", "fanout"),
+        ("SweeperFunction", "sweeper"),
     ] {
         let f = resource(&t, name);
         assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}");
@@ -1120,6 +1131,7 @@ fn every_function_is_given_what_its_stack_sets_and_nothing_it_does_not_read() {
         ("ApiFunction", herald_api::settings::ENV),
         ("IngestFunction", herald_core::config::INGEST_ENV),
         ("FanoutFunction", herald_core::config::FANOUT_ENV),
+        ("SweeperFunction", herald_core::config::SWEEPER_ENV),
     ] {
         let given = environment(&t, function);
         for name in env.stack {
@@ -1140,6 +1152,7 @@ fn every_variable_the_functions_settings_read_is_listed() {
         herald_api::settings::ENV,
         herald_core::config::INGEST_ENV,
         herald_core::config::FANOUT_ENV,
+        herald_core::config::SWEEPER_ENV,
     ];
     let mut seen = 0;
     for file in [
@@ -1209,7 +1222,7 @@ fn covers(pattern: &str, action: &str) -> bool {
 }
 
 #[test]
-fn only_the_api_and_fanout_roles_use_the_secrets_key_and_the_account_only_administers_it() {
+fn only_the_api_fanout_and_sweeper_roles_use_the_secrets_key_and_the_account_only_administers_it() {
     let t = template();
     let uses = [
         "kms:Decrypt",
@@ -1231,9 +1244,16 @@ fn only_the_api_and_fanout_roles_use_the_secrets_key_and_the_account_only_admini
     };
     assert_eq!(
         who_may("kms:Decrypt"),
-        ["ApiFunctionRole.Arn", "FanoutFunctionRole.Arn"]
+        [
+            "ApiFunctionRole.Arn",
+            "FanoutFunctionRole.Arn",
+            "SweeperFunctionRole.Arn"
+        ]
     );
-    assert_eq!(who_may("kms:GenerateDataKey"), ["ApiFunctionRole.Arn"]);
+    assert_eq!(
+        who_may("kms:GenerateDataKey"),
+        ["ApiFunctionRole.Arn", "SweeperFunctionRole.Arn"]
+    );
     for action in &uses[1..] {
         if *action != "kms:GenerateDataKey" {
             assert!(
@@ -1278,7 +1298,12 @@ fn only_the_api_and_fanout_roles_use_the_secrets_key_and_the_account_only_admini
         "{limit:?}"
     );
     // The functions' own policies grant no KMS action: the key policy alone decides.
-    for function in ["ApiFunction", "IngestFunction", "FanoutFunction"] {
+    for function in [
+        "ApiFunction",
+        "IngestFunction",
+        "FanoutFunction",
+        "SweeperFunction",
+    ] {
         assert!(kms_grants(&t, function).is_empty(), "{function}");
     }
     let alias = resource(&t, "SecretsKeyAlias");
@@ -1538,4 +1563,85 @@ fn datarefs_are_made_by_the_fanout_and_checked_by_the_api_with_an_hmac_key_nobod
         eval(&t, base, &[("PublicUrl", "https://events.example.com")]),
         "https://events.example.com"
     );
+}
+
+#[test]
+fn the_sweeper_removes_ended_rotations_on_a_schedule_through_a_sparse_index_with_only_what_it_needs(
+) {
+    let t = template();
+    // The sparse index of live rotations: keys only, queried by the overlap's end.
+    let table = &resource(&t, "Table")["Properties"];
+    let gsi = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("indexes")
+        .iter()
+        .find(|i| i["IndexName"] == "gsi4")
+        .expect("the index gsi4");
+    let keys: Vec<(&str, &str)> = gsi["KeySchema"]
+        .as_sequence()
+        .expect("key schema")
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().expect("name"),
+                k["KeyType"].as_str().expect("type"),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("gsi4pk", "HASH"), ("gsi4sk", "RANGE")]);
+    assert_eq!(gsi["Projection"]["ProjectionType"], "KEYS_ONLY");
+    for name in ["gsi4pk", "gsi4sk"] {
+        assert!(
+            table["AttributeDefinitions"]
+                .as_sequence()
+                .expect("definitions")
+                .iter()
+                .any(|d| d["AttributeName"] == name && d["AttributeType"] == "S"),
+            "{name}"
+        );
+    }
+    // The sweeper runs on its schedule, and nothing else invokes it.
+    let f = resource(&t, "SweeperFunction");
+    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "sweeper");
+    let events = f["Properties"]["Events"].as_mapping().expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (_, event) = events.iter().next().expect("one event");
+    assert_eq!(event["Type"], "Schedule");
+    assert_eq!(
+        event["Properties"]["Schedule"],
+        herald_core::sweep::SCHEDULE
+    );
+    assert_eq!(herald_core::sweep::SCHEDULE, "rate(5 minutes)");
+    // It queries the index, reads an item and updates it: nothing else.
+    let mut granted = grants(&t, "SweeperFunction");
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            ("dynamodb:GetItem".to_owned(), vec!["Table.Arn".to_owned()]),
+            (
+                "dynamodb:Query".to_owned(),
+                vec!["${Table.Arn}/index/gsi4".to_owned()]
+            ),
+            (
+                "dynamodb:UpdateItem".to_owned(),
+                vec!["Table.Arn".to_owned()]
+            ),
+        ]
+    );
+    // It opens the secrets and seals them again without the previous one, under the
+    // encryption context of one store's integration (checked for every use below).
+    let mut keyed: Vec<String> = key_statements(&t)
+        .into_iter()
+        .filter(|(_, principals, _, _)| principals == &["SweeperFunctionRole.Arn".to_owned()])
+        .flat_map(|(_, _, actions, _)| actions)
+        .collect();
+    keyed.sort();
+    assert_eq!(keyed, ["kms:Decrypt", "kms:GenerateDataKey"]);
+    let mut named = Vec::new();
+    strings(
+        &f["Properties"]["Environment"]["Variables"]["HERALD_KMS_KEY_ID"],
+        &mut named,
+    );
+    assert_eq!(named, ["SecretsKey.Arn"]);
 }

@@ -144,6 +144,18 @@ pub const FANOUT_ENV: FunctionEnv = FunctionEnv {
     ],
 };
 
+/// The sweeper function's variables (it removes ended rotations' previous secrets,
+/// sealing the rest again: it needs the table and the key).
+pub const SWEEPER_ENV: FunctionEnv = FunctionEnv {
+    stack: &[
+        "HERALD_BACKEND",
+        "HERALD_TABLE",
+        "HERALD_KMS_KEY_ID",
+        "HERALD_LOG_LEVEL",
+    ],
+    optional: &[],
+};
+
 /// The `HERALD_*` names among `names` that `env` does not read.
 pub fn unread(env: &FunctionEnv, names: impl IntoIterator<Item = String>) -> Vec<String> {
     names

@@ -37,6 +37,7 @@ pub mod replay;
 pub mod retry;
 pub mod secrets;
 pub mod signing;
+pub mod sweep;
 pub mod telemetry;
 pub mod validate;
 pub mod wiring;

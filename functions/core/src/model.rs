@@ -152,7 +152,8 @@ pub struct WebhookConfig {
 pub struct RetiringSecret {
     /// The previous secret.
     pub secret: Secret,
-    /// When it stops signing (and is dropped from storage on the next write).
+    /// When it stops signing; the sweep ([`crate::sweep`]) takes it out of storage
+    /// within minutes after (or the integration's next write, if that comes first).
     pub until: DateTime<Utc>,
 }
 
@@ -616,8 +617,8 @@ impl Integration {
     }
 
     /// Drops a retiring webhook secret whose overlap has ended by `now`: the stores
-    /// call it on every read and write, so an ended rotation is never shown, never
-    /// signs, and leaves storage with the next write.
+    /// call it on every read and write, so an ended rotation is never shown and never
+    /// signs, whether or not the sweep ([`crate::sweep`]) has taken it out yet.
     pub fn retire_expired(&mut self, now: DateTime<Utc>) {
         if let Target::Webhook(c) = &mut self.target {
             if c.retiring.as_ref().is_some_and(|r| r.until <= now) {

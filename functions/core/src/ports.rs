@@ -2,6 +2,7 @@
 //! embedded default, also used in unit tests) and an AWS adapter.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -73,6 +74,39 @@ pub trait IntegrationStore: Send + Sync {
         id: Uuid,
         report: &HealthReport,
     ) -> Result<Option<HealthChange>>;
+}
+
+/// A secret rotation whose overlap has ended while its previous secret is still
+/// stored, as [`RetiredSecrets::ended_rotations`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedRotation {
+    /// The integration's store.
+    pub store_id: StoreId,
+    /// The integration.
+    pub id: Uuid,
+    /// When the overlap ended: it names the rotation, so that a later one (which ends
+    /// at another time) is never taken for it.
+    pub until: DateTime<Utc>,
+}
+
+/// The sweep of ended secret rotations ([`crate::sweep`]): a webhook's previous
+/// secret leaves storage within minutes of its overlap's end, not at the
+/// integration's next write. The only port that looks across stores, and it sees
+/// nothing of an integration but its key and the rotation's end.
+#[async_trait]
+pub trait RetiredSecrets: Send + Sync {
+    /// Up to `limit` rotations whose overlap ended at or before `now` and whose
+    /// previous secret is still stored, the earliest first. Never reads the table
+    /// whole: only the integrations in a rotation are looked at.
+    async fn ended_rotations(&self, now: DateTime<Utc>, limit: usize)
+        -> Result<Vec<EndedRotation>>;
+
+    /// Removes the previous secret of `ended` (sealed again without it) and the
+    /// rotation's end, if the integration is still in that rotation at the version
+    /// read; `false`, having changed nothing, when it is not (a new rotation, an edit
+    /// or a health change won the race, or it was deleted): the next sweep sees it
+    /// again if it still has to.
+    async fn remove_retired_secret(&self, ended: &EndedRotation) -> Result<bool>;
 }
 
 /// A delivery job as sent to the internal queue.

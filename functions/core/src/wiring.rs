@@ -29,7 +29,7 @@ use crate::memory::{
 };
 use crate::ports::{
     DeadLetters, Deliverer, DeliveryLog, EventBodies, IdempotencyStore, IntegrationStore, JobQueue,
-    JobSource, RateLimiter,
+    JobSource, RateLimiter, RetiredSecrets,
 };
 use crate::retry::RetryPolicy;
 use crate::secrets::Vault;
@@ -50,6 +50,9 @@ const ATTEMPT_SLACK: Duration = Duration::from_secs(5);
 pub struct Components {
     /// Integrations.
     pub integrations: Arc<dyn IntegrationStore>,
+    /// The sweep of ended rotations' previous secrets ([`crate::sweep`]): the same
+    /// store as `integrations`.
+    pub retired_secrets: Arc<dyn RetiredSecrets>,
     /// Their short-lived per-process cache.
     pub cache: Arc<IntegrationCache>,
     /// Attempts and jobs.
@@ -109,8 +112,8 @@ impl Components {
                     LOCAL_VISIBILITY,
                     crate::retry::MAX_RECEIVES,
                 ));
-                let integrations: Arc<dyn IntegrationStore> =
-                    Arc::new(MemoryIntegrationStore::sealed(Arc::new(Vault::local()?)));
+                let store = Arc::new(MemoryIntegrationStore::sealed(Arc::new(Vault::local()?)));
+                let integrations: Arc<dyn IntegrationStore> = store.clone();
                 let bodies: Arc<dyn EventBodies> = Arc::new(MemoryBodies::new());
                 let event_data = event_data(
                     EventData::new(Arc::new(MemoryMacKey::random()?), bodies.clone()),
@@ -119,6 +122,7 @@ impl Components {
                 Self {
                     cache: cache(&integrations),
                     integrations,
+                    retired_secrets: store,
                     log: Arc::new(MemoryDeliveryLog::default()),
                     idempotency: Arc::new(MemoryIdempotency::new()),
                     rate: Arc::new(MemoryRateLimiter::new()),
@@ -152,7 +156,8 @@ impl Components {
                         None => queue,
                     })
                 });
-                let integrations: Arc<dyn IntegrationStore> = Arc::new(store);
+                let store = Arc::new(store);
+                let integrations: Arc<dyn IntegrationStore> = store.clone();
                 let dead_letters = match (&sqs, &settings.dlq_url) {
                     (Some(q), Some(dlq)) => Some(Arc::new(SqsDeadLetters::from_sdk(
                         &sdk,
@@ -180,6 +185,7 @@ impl Components {
                     event_data,
                     cache: cache(&integrations),
                     integrations,
+                    retired_secrets: store,
                     log: Arc::new(DynamoDeliveryLog::from_sdk(
                         &sdk,
                         table.clone(),

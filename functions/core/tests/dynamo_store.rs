@@ -2252,3 +2252,263 @@ mod rate_bucket {
         assert_eq!(third.first, second.nth(10));
     }
 }
+
+/// The sweep of ended secret rotations (`herald_core::sweep`) on DynamoDB.
+mod rotation_sweep {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+    use herald_core::aws::dynamo::DynamoIntegrationStore;
+    use herald_core::aws::kms::{ensure_local_key, KmsKeys};
+    use herald_core::aws::local::moto_config;
+    use herald_core::integrations::Integrations;
+    use herald_core::model::{format_timestamp, Integration, RetiringSecret, Secret, Target};
+    use herald_core::ports::{EndedRotation, IntegrationStore, RetiredSecrets};
+    use herald_core::secrets::Vault;
+    use herald_core::sweep::{sweep, Swept};
+    use herald_core::validate::Policy;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::{client, client_at, endpoint, integration, raw_item, webhook};
+
+    /// The store, its table's name and its vault (to open a stored envelope).
+    async fn fresh() -> (DynamoIntegrationStore, String, Arc<Vault>) {
+        let url = endpoint();
+        let table = format!("herald-sweep-{}", Uuid::new_v4());
+        DynamoIntegrationStore::create_table(&client_at(url.clone()), &table)
+            .await
+            .expect("create table");
+        let sdk = moto_config(&url).await.expect("moto config");
+        let alias = ensure_local_key(&sdk, &format!("alias/herald-test-{}", Uuid::new_v4()))
+            .await
+            .expect("KMS key on moto");
+        let vault = Arc::new(Vault::new(Arc::new(KmsKeys::from_sdk(&sdk, alias))));
+        let store = DynamoIntegrationStore::new(client(), table.clone()).with_vault(vault.clone());
+        (store, table, vault)
+    }
+
+    fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+        t.duration_trunc(TimeDelta::milliseconds(1)).expect("trunc")
+    }
+
+    /// A webhook (secret `SOME_SECRET_KEY`) whose previous secret signs until `until`.
+    fn rotating(store: &str, previous: &str, until: DateTime<Utc>) -> Integration {
+        let mut i = integration(store, webhook());
+        if let Target::Webhook(c) = &mut i.target {
+            c.retiring = Some(RetiringSecret {
+                secret: Secret::new(previous),
+                until,
+            });
+        }
+        i
+    }
+
+    fn retiring(i: &Integration) -> Option<RetiringSecret> {
+        match &i.target {
+            Target::Webhook(c) => c.retiring.clone(),
+            _ => panic!("a webhook"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_an_ended_rotations_previous_secret_from_the_item_and_leaves_one_in_its_window(
+    ) {
+        // GIVEN two webhooks in a rotation, one's overlap ending in an hour, the
+        // other's in three
+        let (store, table, vault) = fresh().await;
+        let now = ms(Utc::now());
+        let ending = rotating(
+            "store-sweep",
+            "THE_OLD_SECRET_KEY",
+            now + Duration::hours(1),
+        );
+        let lasting = rotating(
+            "store-sweep",
+            "ANOTHER_OLD_SECRET",
+            now + Duration::hours(3),
+        );
+        store.insert(&ending, 10).await.expect("insert");
+        store.insert(&lasting, 10).await.expect("insert");
+
+        // WHEN the sweep runs two hours from now
+        let swept = sweep(&store, now + Duration::hours(2))
+            .await
+            .expect("sweep");
+
+        // THEN it removed the first one's previous secret: not in the item, not in
+        // its envelope, not in its resource
+        assert_eq!(
+            swept,
+            Swept {
+                removed: 1,
+                skipped: 0
+            }
+        );
+        let item = raw_item(&table, &ending).await;
+        for gone in ["retiring_until", "retiring_secret_mask", "gsi4pk", "gsi4sk"] {
+            assert!(!item.contains_key(gone), "{gone} is left: {item:?}");
+        }
+        let blob = item["secrets"]
+            .as_b()
+            .expect("the envelope")
+            .as_ref()
+            .to_vec();
+        let mut masked = store
+            .get(&ending.store_id, ending.id)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(retiring(&masked), None);
+        assert_eq!(masked.version, 1);
+        let resource = masked.to_resource("");
+        assert!(
+            resource["meta"].get("secret_rotation").is_none(),
+            "{resource}"
+        );
+        if let Target::Webhook(c) = &mut masked.target {
+            assert_eq!(c.secret_key, Some(Secret::new("SOME_SECRET_KEY")));
+            c.retiring = Some(RetiringSecret {
+                secret: Secret::new("*"),
+                until: now + Duration::hours(1),
+            });
+        }
+        let opened = vault.open_integration(masked, &blob).await.expect("open");
+        assert_eq!(retiring(&opened), None, "the envelope still holds it");
+
+        // AND the other one is untouched
+        let item = raw_item(&table, &lasting).await;
+        let until = format_timestamp(&(now + Duration::hours(3)));
+        assert_eq!(item["retiring_until"].as_s().expect("until"), &until);
+        assert_eq!(item["gsi4sk"].as_s().expect("index key"), &until);
+        let read = store
+            .get(&lasting.store_id, lasting.id)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(
+            retiring(&read),
+            Some(RetiringSecret {
+                secret: Secret::new("ANOTHER_OLD_SECRET"),
+                until: now + Duration::hours(3),
+            })
+        );
+
+        // AND a second sweep at the same time finds nothing to do
+        assert_eq!(
+            sweep(&store, now + Duration::hours(2))
+                .await
+                .expect("sweep"),
+            Swept::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_loses_the_race_to_a_new_rotation_changes_nothing_and_the_new_rotation_stays(
+    ) {
+        // GIVEN a webhook whose rotation's overlap ends in an hour, found by a sweep
+        // running two hours from now
+        let (store, _table, _vault) = fresh().await;
+        let now = ms(Utc::now());
+        let i = rotating("store-race", "THE_OLD_SECRET_KEY", now + Duration::hours(1));
+        store.insert(&i, 10).await.expect("insert");
+        let found = store
+            .ended_rotations(now + Duration::hours(2), 10)
+            .await
+            .expect("query");
+        assert_eq!(
+            found,
+            [EndedRotation {
+                store_id: i.store_id.clone(),
+                id: i.id,
+                until: now + Duration::hours(1),
+            }]
+        );
+
+        // WHEN the secret is rotated again before the sweep removes anything
+        let service = Integrations::new(
+            Arc::new(store.clone()) as Arc<dyn IntegrationStore>,
+            Policy {
+                allow_http_webhooks: false,
+                allow_plain_stomp: false,
+            },
+            10,
+        );
+        let rotated = service
+            .rotate_secret(
+                &i.store_id,
+                i.id,
+                &json!({"data": {"type": "secret-rotation", "secret_key": "THE_NEWEST_SECRET_KEY", "overlap_minutes": 60}}),
+            )
+            .await
+            .expect("rotated");
+        let removed = store
+            .remove_retired_secret(&found[0])
+            .await
+            .expect("remove");
+
+        // THEN the sweep removed nothing: the new rotation's previous secret (the one
+        // it replaced) signs until the new rotation's end
+        assert!(!removed);
+        let read = store
+            .get(&i.store_id, i.id)
+            .await
+            .expect("get")
+            .expect("found");
+        let Target::Webhook(c) = &read.target else {
+            panic!("a webhook")
+        };
+        assert_eq!(c.secret_key, Some(Secret::new("THE_NEWEST_SECRET_KEY")));
+        let until = retiring(&rotated.integration).expect("a rotation").until;
+        assert_eq!(
+            c.retiring,
+            Some(RetiringSecret {
+                secret: Secret::new("SOME_SECRET_KEY"),
+                until: ms(until),
+            })
+        );
+        assert_eq!(read.version, 2);
+    }
+
+    #[tokio::test]
+    async fn an_integration_written_before_the_rotation_index_is_not_found_by_the_sweep() {
+        // GIVEN a webhook in a rotation whose item has no index attributes (as one
+        // written before them)
+        let (store, table, _vault) = fresh().await;
+        let now = ms(Utc::now());
+        let i = rotating("store-old", "THE_OLD_SECRET_KEY", now + Duration::hours(1));
+        store.insert(&i, 10).await.expect("insert");
+        client()
+            .update_item()
+            .table_name(&table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S("STORE#store-old".into()),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("INTEGRATION#{}", i.id)),
+            )
+            .update_expression("REMOVE gsi4pk, gsi4sk")
+            .send()
+            .await
+            .expect("update item");
+
+        // WHEN the sweep runs after its end
+        let swept = sweep(&store, now + Duration::hours(2))
+            .await
+            .expect("sweep");
+
+        // THEN it finds nothing, and the integration reads as before
+        assert_eq!(swept, Swept::default());
+        let read = store
+            .get(&i.store_id, i.id)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(
+            retiring(&read).map(|r| r.secret),
+            Some(Secret::new("THE_OLD_SECRET_KEY"))
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! `herald-local`: Herald's whole pipeline in one process on loopback. The same
 //! router as the `api` and `ingest` functions (integrations, logs, `POST /v2/events`),
 //! and pollers that feed the internal queue to the same fan-out handler the `fanout`
-//! function runs, more of them while messages wait (up to `HERALD_POLLERS`). The embedded backend by default; `HERALD_BACKEND=aws` uses
+//! function runs, more of them while messages wait (up to `HERALD_POLLERS`), and the
+//! sweeper's sweep of ended rotations every 30 s. The embedded backend by default; `HERALD_BACKEND=aws` uses
 //! DynamoDB and SQS through the standard AWS environment (e.g. moto).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -87,6 +88,13 @@ async fn run() -> Result<(), String> {
         pollers,
         stopped,
     ));
+    // The previous secrets of ended rotations leave storage within 30 s, as the
+    // sweeper function's schedule takes them out of the table in AWS.
+    let sweeping = tokio::spawn(herald_core::sweep::every(
+        components.retired_secrets.clone(),
+        herald_core::sweep::LOCAL_INTERVAL,
+        stop.subscribe(),
+    ));
     // The signal handlers exist before the address is announced: a SIGTERM sent as
     // soon as someone reads the line must stop the server gracefully, not kill it.
     let shutdown = shutdown()?;
@@ -102,6 +110,7 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string());
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), polling).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), sweeping).await;
     served
 }
 

@@ -5,6 +5,12 @@
 //! | integration | `STORE#<store>` | `INTEGRATION#<id>` |
 //! | store counter | `STORE#<store>` | `STORE` (attribute `integration_count`) |
 //!
+//! A webhook in a secret rotation's overlap also carries `gsi4pk` = `ROTATIONS` and
+//! `gsi4sk` = the overlap's end: the sparse index `gsi4` (keys only) holds just the
+//! integrations whose previous secret is stored, so the sweep
+//! ([`crate::sweep`]) finds the ended ones with one `Query` (`gsi4sk <= now`), never a
+//! scan. Both go with the previous secret.
+//!
 //! All integrations of a store share a partition, so listing is one `Query` and ids
 //! (UUIDv7) sort in creation order. Creating and deleting go through
 //! `TransactWriteItems` together with the store's counter, so the per-store limit
@@ -34,12 +40,18 @@ use crate::model::{
     format_timestamp, DeliveryOptions, Health, HealthChange, HealthReport, Integration,
     IntegrationType, RetiringSecret, Secret, StoreId, Target, WebhookConfig,
 };
-use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::ports::{
+    EndedRotation, InsertOutcome, IntegrationStore, ReplaceOutcome, RetiredSecrets,
+};
 use crate::secrets::{masked_target, Vault};
 use crate::validate::parse_stored_target;
 
 const SERVICE: &str = "DynamoDB";
 const COUNTER_SK: &str = "STORE";
+/// The sparse index of the rotations whose previous secret is stored.
+pub const ROTATION_INDEX: &str = "gsi4";
+/// Its one partition key value.
+const ROTATIONS: &str = "ROTATIONS";
 
 /// Integrations in a DynamoDB table (`HERALD_TABLE`).
 ///
@@ -140,7 +152,8 @@ impl DynamoIntegrationStore {
     }
 
     /// Creates the table as the template does (for tests and local moto setups):
-    /// `pk`/`sk`, and the three log indexes `gsi1`, `gsi2` and `gsi3`.
+    /// `pk`/`sk`, the three log indexes `gsi1`, `gsi2` and `gsi3`, and the rotations'
+    /// sparse index `gsi4` (keys only).
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         let attr = |name: &str| {
             AttributeDefinition::builder()
@@ -159,23 +172,25 @@ impl DynamoIntegrationStore {
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest);
         for name in [
-            "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+            "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "gsi4pk",
+            "gsi4sk",
         ] {
             request = request.attribute_definitions(built_ok(attr(name))?);
         }
         request = request
             .key_schema(built_ok(key("pk", KeyType::Hash))?)
             .key_schema(built_ok(key("sk", KeyType::Range))?);
-        for index in ["gsi1", "gsi2", "gsi3"] {
+        for index in ["gsi1", "gsi2", "gsi3", ROTATION_INDEX] {
+            let projection = if index == ROTATION_INDEX {
+                ProjectionType::KeysOnly
+            } else {
+                ProjectionType::All
+            };
             let gsi = GlobalSecondaryIndex::builder()
                 .index_name(index)
                 .key_schema(built_ok(key(&format!("{index}pk"), KeyType::Hash))?)
                 .key_schema(built_ok(key(&format!("{index}sk"), KeyType::Range))?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(projection).build())
                 .build();
             request = request.global_secondary_indexes(built_ok(gsi)?);
         }
@@ -241,6 +256,8 @@ fn to_item(i: &Integration) -> HashMap<String, AttributeValue> {
     {
         item.insert("retiring_secret_mask".into(), s(r.secret.masked()));
         item.insert("retiring_until".into(), s(format_timestamp(&r.until)));
+        item.insert("gsi4pk".into(), s(ROTATIONS));
+        item.insert("gsi4sk".into(), s(format_timestamp(&r.until)));
     }
     item
 }
@@ -720,6 +737,115 @@ impl IntegrationStore for DynamoIntegrationStore {
                     Err(backend_error(SERVICE, err))
                 }
             }
+        }
+    }
+}
+
+/// The rotation a `gsi4` entry names; `None` for an entry that is not one.
+fn ended_rotation(item: &HashMap<String, AttributeValue>) -> Option<EndedRotation> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+    let store_id = StoreId::parse(text("pk")?.strip_prefix("STORE#")?)?;
+    let id = Uuid::parse_str(text("sk")?.strip_prefix("INTEGRATION#")?).ok()?;
+    let until = DateTime::parse_from_rfc3339(text("gsi4sk")?)
+        .ok()?
+        .with_timezone(&Utc);
+    Some(EndedRotation {
+        store_id,
+        id,
+        until,
+    })
+}
+
+#[async_trait]
+impl RetiredSecrets for DynamoIntegrationStore {
+    /// One `Query` of the sparse index `gsi4` (keys only) per page of 1 MB: it holds
+    /// only the integrations in a rotation, so a sweep with nothing to do reads
+    /// nothing but its empty answer.
+    async fn ended_rotations(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<EndedRotation>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ROTATION_INDEX)
+                .key_condition_expression("gsi4pk = :rotations AND gsi4sk <= :now")
+                .expression_attribute_values(":rotations", s(ROTATIONS))
+                .expression_attribute_values(":now", s(format_timestamp(&now)))
+                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend_error(SERVICE, e))?;
+            out.extend(page.items().iter().filter_map(ended_rotation));
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the item (consistently), seals its secrets again without the previous
+    /// one, and writes the new envelope with one `UpdateItem` conditional on the
+    /// version read and the rotation's end: a rotation, an edit or a health change
+    /// made meanwhile fails the condition, and nothing is written. Only the envelope
+    /// and the rotation's attributes change (the version too stays: what the API
+    /// shows is the same, as reads drop an ended rotation already).
+    async fn remove_retired_secret(&self, ended: &EndedRotation) -> Result<bool> {
+        let Some(vault) = &self.vault else {
+            return Err(Error::Config(
+                "this process holds no key for integration secrets (HERALD_KMS_KEY_ID)".into(),
+            ));
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&ended.store_id, ended.id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend_error(SERVICE, e))?;
+        let Some(item) = out.item() else {
+            return Ok(false);
+        };
+        let until = format_timestamp(&ended.until);
+        if item.get("retiring_until").and_then(|v| v.as_s().ok()) != Some(&until) {
+            return Ok(false);
+        }
+        let mut integration = self.read_item(item).await?;
+        if let Target::Webhook(c) = &mut integration.target {
+            c.retiring = None;
+        }
+        let (_, blob) = vault.seal_integration(&integration).await?;
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&ended.store_id, ended.id)))
+            .condition_expression("version = :read AND retiring_until = :until")
+            .expression_attribute_values(
+                ":read",
+                AttributeValue::N(integration.version.to_string()),
+            )
+            .expression_attribute_values(":until", s(until));
+        let remove = "REMOVE retiring_secret_mask, retiring_until, gsi4pk, gsi4sk";
+        request = match blob {
+            Some(blob) => request
+                .update_expression(format!("SET secrets = :secrets {remove}"))
+                .expression_attribute_values(":secrets", AttributeValue::B(Blob::new(blob))),
+            None => request.update_expression(format!("{remove}, secrets")),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if err.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(err) => Err(backend_error(SERVICE, err)),
         }
     }
 }

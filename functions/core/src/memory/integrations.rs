@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{HealthChange, HealthReport, Integration, StoreId};
-use crate::ports::{InsertOutcome, IntegrationStore, ReplaceOutcome};
+use crate::model::{HealthChange, HealthReport, Integration, StoreId, Target};
+use crate::ports::{
+    EndedRotation, InsertOutcome, IntegrationStore, ReplaceOutcome, RetiredSecrets,
+};
 use crate::secrets::Vault;
 
 /// Integrations in memory, per store, ordered by id (UUIDv7: creation order).
@@ -172,6 +174,78 @@ impl IntegrationStore for MemoryIntegrationStore {
                 after: i.health.clone(),
                 disabled,
             })
+        }))
+    }
+}
+
+/// When the overlap of `i`'s rotation ends, if its previous secret is held.
+fn rotation_end(i: &Integration) -> Option<chrono::DateTime<chrono::Utc>> {
+    match &i.target {
+        Target::Webhook(c) => c.retiring.as_ref().map(|r| r.until),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl RetiredSecrets for MemoryIntegrationStore {
+    async fn ended_rotations(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<EndedRotation>> {
+        let mut ended: Vec<EndedRotation> = self.with(|stores| {
+            stores
+                .values()
+                .flat_map(|s| s.values())
+                .filter_map(|held| {
+                    let until = rotation_end(&held.integration).filter(|u| *u <= now)?;
+                    Some(EndedRotation {
+                        store_id: held.integration.store_id.clone(),
+                        id: held.integration.id,
+                        until,
+                    })
+                })
+                .collect()
+        });
+        ended.sort_by_key(|e| e.until);
+        ended.truncate(limit);
+        Ok(ended)
+    }
+
+    /// Seals the secrets again without the previous one, then swaps the new form in
+    /// only if the integration is still at the version read and in that rotation,
+    /// with the health held then (a report changes it without a new version).
+    async fn remove_retired_secret(&self, ended: &EndedRotation) -> Result<bool> {
+        let held = self.with(|stores| {
+            stores
+                .get(&ended.store_id)
+                .and_then(|s| s.get(&ended.id))
+                .cloned()
+        });
+        let Some(held) = held.filter(|h| rotation_end(&h.integration) == Some(ended.until)) else {
+            return Ok(false);
+        };
+        let version = held.integration.version;
+        let mut integration = self.open(held).await?;
+        if let Target::Webhook(c) = &mut integration.target {
+            c.retiring = None;
+        }
+        let mut stored = self.stored(&integration).await?;
+        Ok(self.with(|stores| {
+            match stores
+                .get_mut(&ended.store_id)
+                .and_then(|s| s.get_mut(&ended.id))
+            {
+                Some(slot)
+                    if slot.integration.version == version
+                        && rotation_end(&slot.integration) == Some(ended.until) =>
+                {
+                    stored.integration.health = slot.integration.health.clone();
+                    *slot = stored;
+                    true
+                }
+                _ => false,
+            }
         }))
     }
 }
