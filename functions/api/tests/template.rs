@@ -1114,6 +1114,16 @@ fn lambda_keeps_report_lines_and_emf_records_whatever_the_log_level() {
     }
 }
 
+/// The resources and attributes a function's variable `name` refers to.
+fn variable_refs(t: &Value, function: &str, name: &str) -> Vec<String> {
+    let mut named = Vec::new();
+    strings(
+        &resource(t, function)["Properties"]["Environment"]["Variables"][name],
+        &mut named,
+    );
+    named
+}
+
 /// The `HERALD_*` variables a function is given.
 fn environment(t: &Value, function: &str) -> Vec<String> {
     resource(t, function)["Properties"]["Environment"]["Variables"]
@@ -1480,13 +1490,11 @@ fn large_event_bodies_are_put_by_ingest_read_by_the_fanout_and_kept_private_encr
         [("s3:GetObject".to_owned(), under_events)]
     );
     for function in ["IngestFunction", "FanoutFunction", "ApiFunction"] {
-        let mut named = Vec::new();
-        strings(
-            &resource(&t, function)["Properties"]["Environment"]["Variables"]
-                ["HERALD_EVENT_BUCKET"],
-            &mut named,
+        assert_eq!(
+            variable_refs(&t, function, "HERALD_EVENT_BUCKET"),
+            ["EventBucket"],
+            "{function}"
         );
-        assert_eq!(named, ["EventBucket"], "{function}");
     }
 }
 
@@ -1538,13 +1546,11 @@ fn datarefs_are_made_by_the_fanout_and_checked_by_the_api_with_an_hmac_key_nobod
     }
     // Both functions name the key; ingest does not.
     for function in ["ApiFunction", "FanoutFunction"] {
-        let mut named = Vec::new();
-        strings(
-            &resource(&t, function)["Properties"]["Environment"]["Variables"]
-                ["HERALD_DATAREF_KEY_ID"],
-            &mut named,
+        assert_eq!(
+            variable_refs(&t, function, "HERALD_DATAREF_KEY_ID"),
+            ["DatarefKey.Arn"],
+            "{function}"
         );
-        assert_eq!(named, ["DatarefKey.Arn"], "{function}");
     }
     assert!(
         resource(&t, "IngestFunction")["Properties"]["Environment"]["Variables"]

@@ -76,6 +76,12 @@ async fn fresh_store_on(url: String) -> DynamoIntegrationStore {
 
 /// The store, and the table's name for scanning it.
 async fn fresh_table_on(url: String) -> (DynamoIntegrationStore, String) {
+    let (store, table, _vault) = fresh_vaulted_table_on(url).await;
+    (store, table)
+}
+
+/// The store, its table's name, and its vault (to open a stored envelope).
+async fn fresh_vaulted_table_on(url: String) -> (DynamoIntegrationStore, String, Arc<Vault>) {
     let client = client_at(url.clone());
     let table = format!("herald-test-{}", Uuid::new_v4());
     DynamoIntegrationStore::create_table(&client, &table)
@@ -85,10 +91,10 @@ async fn fresh_table_on(url: String) -> (DynamoIntegrationStore, String) {
     let alias = ensure_local_key(&sdk, &format!("alias/herald-test-{}", Uuid::new_v4()))
         .await
         .expect("KMS key on moto");
-    let vault = Vault::new(Arc::new(KmsKeys::from_sdk(&sdk, alias)));
-    let store = DynamoIntegrationStore::new(client, table.clone()).with_vault(Arc::new(vault));
+    let vault = Arc::new(Vault::new(Arc::new(KmsKeys::from_sdk(&sdk, alias))));
+    let store = DynamoIntegrationStore::new(client, table.clone()).with_vault(vault.clone());
     store.check_table().await.expect("table exists");
-    (store, table)
+    (store, table, vault)
 }
 
 fn store_id(s: &str) -> StoreId {
@@ -2259,8 +2265,6 @@ mod rotation_sweep {
 
     use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
     use herald_core::aws::dynamo::DynamoIntegrationStore;
-    use herald_core::aws::kms::{ensure_local_key, KmsKeys};
-    use herald_core::aws::local::moto_config;
     use herald_core::integrations::Integrations;
     use herald_core::model::{format_timestamp, Integration, RetiringSecret, Secret, Target};
     use herald_core::ports::{EndedRotation, IntegrationStore, RetiredSecrets};
@@ -2268,24 +2272,12 @@ mod rotation_sweep {
     use herald_core::sweep::{sweep, Swept};
     use herald_core::validate::Policy;
     use serde_json::json;
-    use uuid::Uuid;
 
-    use super::{client, client_at, endpoint, integration, raw_item, webhook};
+    use super::{client, endpoint, fresh_vaulted_table_on, integration, raw_item, webhook};
 
     /// The store, its table's name and its vault (to open a stored envelope).
     async fn fresh() -> (DynamoIntegrationStore, String, Arc<Vault>) {
-        let url = endpoint();
-        let table = format!("herald-sweep-{}", Uuid::new_v4());
-        DynamoIntegrationStore::create_table(&client_at(url.clone()), &table)
-            .await
-            .expect("create table");
-        let sdk = moto_config(&url).await.expect("moto config");
-        let alias = ensure_local_key(&sdk, &format!("alias/herald-test-{}", Uuid::new_v4()))
-            .await
-            .expect("KMS key on moto");
-        let vault = Arc::new(Vault::new(Arc::new(KmsKeys::from_sdk(&sdk, alias))));
-        let store = DynamoIntegrationStore::new(client(), table.clone()).with_vault(vault.clone());
-        (store, table, vault)
+        fresh_vaulted_table_on(endpoint()).await
     }
 
     fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
