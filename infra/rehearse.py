@@ -1188,6 +1188,51 @@ class Rehearsal:
             raise Failure(f"answered {status}: {json.dumps(doc)[:400]}")
         return f"200, delivered in {doc['data'].get('processing_time')} s"
 
+    def rotation_swept(self):
+        """A secret rotation whose overlap has ended leaves the table by the sweeper,
+        invoked with its schedule's event under its role: Query on gsi4, GetItem and
+        UpdateItem on the table, KMS Decrypt and GenerateDataKey to seal the remaining
+        secret again. The overlap's end is moved into the past in the table (as if its
+        minute had passed); the webhook's secret still signs afterwards."""
+        hook = self.ids["webhook"]
+        status, doc = self.gateway.call("POST", f"/v2/integrations/{hook}/rotate-secret", {"data": {
+            "type": "secret-rotation", "overlap_minutes": 1}})
+        if status != 200 or "secret_rotation" not in doc["data"].get("meta", {}):
+            raise Failure(f"rotate-secret answered {status}: {json.dumps(doc)[:300]}")
+        ddb = client(self.admin, "dynamodb")
+        table = self.resources["Table"]["PhysicalResourceId"]
+
+        def rotating():
+            items = ddb.scan(TableName=table)["Items"]
+            return [i for i in items if any(hook in v.get("S", "") for v in i.values()) and "retiring_until" in i]
+
+        found = rotating()
+        if len(found) != 1 or found[0].get("gsi4pk", {}).get("S") != "ROTATIONS":
+            raise Failure(f"the rotating webhook's item is not in the rotation index: {len(found)} item(s)")
+        item = found[0]
+        ended = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        ddb.update_item(
+            TableName=table, Key={"pk": item["pk"], "sk": item["sk"]},
+            UpdateExpression="SET retiring_until = :e, gsi4sk = :e",
+            ExpressionAttributeValues={":e": {"S": ended}})
+        kind, answer = self.functions["SweeperFunction"].invoke(json.loads((ROOT / "events" / "sweeper-schedule.json").read_text()))
+        if kind != "response" or not isinstance(answer, dict) or answer.get("removed") != 1:
+            raise Failure(f"the sweeper answered {kind}: {json.dumps(answer)[:300]}")
+        left = rotating()
+        after = ddb.get_item(TableName=table, Key={"pk": item["pk"], "sk": item["sk"]}, ConsistentRead=True)["Item"]
+        kept = sorted(k for k in ("retiring_secret_mask", "retiring_until", "gsi4pk", "gsi4sk") if k in after)
+        if left or kept:
+            raise Failure(f"the previous secret's attributes are still stored: {kept}")
+        if after.get("secrets") == item.get("secrets"):
+            raise Failure("the sealed secrets were not sealed again without the previous one")
+        before = len(self.receiver.seen["/hook"])
+        self.test_route("webhook")
+        headers = self.receiver.seen["/hook"][before][0]
+        signatures = next((v for k, v in headers.items() if k.lower() == "webhook-signature"), "").split()
+        if len(signatures) != 1:
+            raise Failure(f"a delivery after the sweep carries {len(signatures)} signatures")
+        return f"swept by SweeperFunction ({json.dumps(answer)}): the previous secret's mask, end and index keys gone, the secrets sealed again; the next delivery signed once"
+
     def functions_healthy(self):
         problems = []
         for f in self.functions.values():
@@ -1235,6 +1280,7 @@ class Rehearsal:
         for name in ("webhook", "aws_sqs", "stomp"):
             s.run(f"test route delivers to the {name} integration", lambda n=name: self.test_route(n))
         s.run("an event too large for a queue message: stored in S3 by ingest, read back by the fan-out, delivered whole; its dataref fetched through the api", self.large_event)
+        s.run("an ended secret rotation swept from the table by the sweeper", self.rotation_swept)
         s.run("functions and event source mapping ran without errors", self.functions_healthy)
         s.run("no AccessDenied for any function during the tour", lambda: self.no_access_denied(offset))
 
