@@ -212,7 +212,7 @@ async fn authorize(
     // As the template: /v2 routes are authorized but the dataref's, whose token is
     // its own capability; the portal's files are open.
     let path = req.uri().path();
-    if !path.starts_with("/v2/") || path.starts_with("/v2/event-data/") {
+    if !path.starts_with("/v2/") || path.starts_with(herald_core::event_data::PATH) {
         return next.run(req).await;
     }
     // Only the authorizer's claims reach the router, never a caller's.
