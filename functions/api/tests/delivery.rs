@@ -11,9 +11,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use herald_api::settings::Settings;
-use herald_api::tenancy::Tenancy;
-use herald_api::AppState;
 use herald_core::config::PipelineSettings;
 use herald_core::model::{StoreId, Target};
 use herald_core::ports::ReplaceOutcome;
@@ -24,17 +21,9 @@ use serde_json::{json, Value};
 use common::send;
 
 async fn app() -> (Router, Components) {
-    let components = Components::build(&PipelineSettings::memory(), false)
-        .await
-        .expect("components");
-    let mut settings = Settings::memory(Tenancy::Header {
-        default: StoreId::parse("default").expect("store"),
-    });
     // The receiver listens on plain http, on loopback (which the embedded pipeline's
     // guard admits, as the dev server's does).
-    settings.policy.allow_http_webhooks = true;
-    let state = AppState::from_components(&components, &settings, None).expect("state");
-    (herald_api::router(state), components)
+    common::embedded_app(&PipelineSettings::memory(), true, false).await
 }
 
 /// The requests a receiver on 127.0.0.1 saw: headers and body.

@@ -9,12 +9,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::Router;
-use herald_api::settings::Settings;
-use herald_api::tenancy::Tenancy;
-use herald_api::AppState;
 use herald_core::config::PipelineSettings;
 use herald_core::job::DeliveryJob;
-use herald_core::model::StoreId;
 use herald_core::ports::JobSource;
 use herald_core::wiring::Components;
 use serde_json::{json, Value};
@@ -22,14 +18,7 @@ use serde_json::{json, Value};
 use common::send;
 
 async fn app() -> (Router, Components) {
-    let components = Components::build(&PipelineSettings::memory(), false)
-        .await
-        .expect("components");
-    let settings = Settings::memory(Tenancy::Header {
-        default: StoreId::parse("default").expect("store"),
-    });
-    let state = AppState::from_components(&components, &settings, None).expect("state");
-    (herald_api::router(state), components)
+    common::embedded_app(&PipelineSettings::memory(), false, false).await
 }
 
 fn webhook(name: &str, observes: &[&str]) -> Value {

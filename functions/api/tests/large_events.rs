@@ -25,16 +25,7 @@ use serde_json::{json, Value};
 use common::send;
 
 async fn app() -> (Router, Components) {
-    let components = Components::build(&PipelineSettings::memory(), false)
-        .await
-        .expect("components");
-    let mut settings = Settings::memory(Tenancy::Header {
-        default: StoreId::parse("default").expect("store"),
-    });
-    settings.policy.allow_http_webhooks = true;
-    let ingest = Arc::new(components.ingest().expect("ingest"));
-    let state = AppState::from_components(&components, &settings, Some(ingest)).expect("state");
-    (herald_api::router(state), components)
+    common::embedded_app(&PipelineSettings::memory(), true, true).await
 }
 
 type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;

@@ -15,11 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use herald_api::settings::Settings;
-use herald_api::tenancy::Tenancy;
-use herald_api::AppState;
 use herald_core::config::PipelineSettings;
-use herald_core::model::StoreId;
 use herald_core::ports::JobSource;
 use herald_core::wiring::Components;
 use serde_json::{json, Value};
@@ -31,16 +27,7 @@ use common::send;
 async fn app() -> (Router, Components) {
     let mut pipeline = PipelineSettings::memory();
     pipeline.retry_scale = 0.0;
-    let components = Components::build(&pipeline, false)
-        .await
-        .expect("components");
-    let mut settings = Settings::memory(Tenancy::Header {
-        default: StoreId::parse("default").expect("store"),
-    });
-    settings.policy.allow_http_webhooks = true;
-    let ingest = Arc::new(components.ingest().expect("ingest"));
-    let state = AppState::from_components(&components, &settings, Some(ingest)).expect("state");
-    (herald_api::router(state), components)
+    common::embedded_app(&pipeline, true, true).await
 }
 
 /// A receiver on 127.0.0.1 that keeps what it gets and answers with `status`, which

@@ -12,11 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use herald_api::settings::Settings;
-use herald_api::tenancy::Tenancy;
-use herald_api::AppState;
 use herald_core::config::PipelineSettings;
-use herald_core::model::StoreId;
 use herald_core::ports::JobSource;
 use herald_core::wiring::Components;
 use serde_json::{json, Value};
@@ -24,16 +20,7 @@ use serde_json::{json, Value};
 use common::send;
 
 async fn app() -> (Router, Components) {
-    let components = Components::build(&PipelineSettings::memory(), false)
-        .await
-        .expect("components");
-    let mut settings = Settings::memory(Tenancy::Header {
-        default: StoreId::parse("default").expect("store"),
-    });
-    settings.policy.allow_http_webhooks = true;
-    let ingest = Arc::new(components.ingest().expect("ingest"));
-    let state = AppState::from_components(&components, &settings, Some(ingest)).expect("state");
-    (herald_api::router(state), components)
+    common::embedded_app(&PipelineSettings::memory(), true, true).await
 }
 
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
