@@ -30,7 +30,7 @@ use herald_core::memory::{MemoryDeliveryLog, MemoryIdempotency};
 use herald_core::ports::{
     DeadLetters, Deliverer, DeliveryLog, IdempotencyStore, IntegrationStore, JobQueue,
 };
-use herald_core::telemetry::{Admit, LineQuota};
+use herald_core::telemetry::LineQuota;
 use herald_core::wiring::Components;
 
 use crate::error::ApiError;
@@ -298,16 +298,9 @@ async fn log_request(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "<unmatched>".into());
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    static LINES: LineQuota = LineQuota::new();
-    match LINES.admit() {
-        Admit::No => return response,
-        Admit::Yes { left_out: 0 } => {}
-        Admit::Yes { left_out } => {
-            tracing::info!(
-                left_out,
-                "request lines left out in a second, past HERALD_LOG_LINES_PER_SECOND"
-            )
-        }
+    static LINES: LineQuota = LineQuota::new("request");
+    if !LINES.admit() {
+        return response;
     }
     tracing::info!(
         %method,

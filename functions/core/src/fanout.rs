@@ -63,7 +63,7 @@ use crate::ports::{
 };
 use crate::queue::MAX_DELAY;
 use crate::retry::RetryPolicy;
-use crate::telemetry::{Admit, LineQuota};
+use crate::telemetry::LineQuota;
 
 /// Time kept back before the invocation deadline to answer and record.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
@@ -1234,16 +1234,9 @@ struct Sent {
 /// were sent on (of which `waiting` wait for their integration's rate, without an
 /// attempt), and how many go back to the queue as they are.
 fn summary(records: usize, entries: &[LogEntry], sent: &Sent, retried: usize, waiting: usize) {
-    static LINES: LineQuota = LineQuota::new();
-    match LINES.admit() {
-        Admit::No => return,
-        Admit::Yes { left_out: 0 } => {}
-        Admit::Yes { left_out } => {
-            tracing::info!(
-                left_out,
-                "batch lines left out in a second, past HERALD_LOG_LINES_PER_SECOND"
-            )
-        }
+    static LINES: LineQuota = LineQuota::new("batch");
+    if !LINES.admit() {
+        return;
     }
     let count = |status: JobStatus| entries.iter().filter(|e| e.status == status).count();
     tracing::info!(

@@ -189,6 +189,8 @@ pub fn set_lines_per_second(lines: u32) {
 /// server more CPU than delivering, and no one reads them. A past second's lines left
 /// out are counted and reported with the first line admitted after it.
 pub struct LineQuota {
+    /// Which line it is, as the count of those left out names it (`request`).
+    line: &'static str,
     /// The second (since the process's first quota'd line) in the high half, the
     /// lines asked for in it in the low half.
     state: AtomicU64,
@@ -196,7 +198,7 @@ pub struct LineQuota {
 
 /// Whether a quota'd line may be written.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admit {
+enum Admit {
     /// Write it; `left_out` lines were left out in the last second that had any
     /// before this one (say so first when not zero).
     Yes {
@@ -208,25 +210,38 @@ pub enum Admit {
 }
 
 impl LineQuota {
-    /// A quota with no line asked for yet.
-    pub const fn new() -> Self {
+    /// The quota of the line named `line`, none asked for yet.
+    pub const fn new(line: &'static str) -> Self {
         Self {
+            line,
             state: AtomicU64::new(0),
         }
     }
 
-    /// Whether a line may be written now, under the process's quota.
-    pub fn admit(&self) -> Admit {
+    /// Whether a line may be written now, under the process's quota; when a past
+    /// second left some out, says how many first.
+    pub fn admit(&self) -> bool {
         let limit = LINES_PER_SECOND.load(Ordering::Relaxed);
         if limit == u32::MAX {
-            return Admit::Yes { left_out: 0 };
+            return true;
         }
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let second = START
             .get_or_init(std::time::Instant::now)
             .elapsed()
             .as_secs();
-        self.admit_at(second, limit)
+        match self.admit_at(second, limit) {
+            Admit::No => false,
+            Admit::Yes { left_out: 0 } => true,
+            Admit::Yes { left_out } => {
+                tracing::info!(
+                    line = self.line,
+                    left_out,
+                    "lines left out in a second, past HERALD_LOG_LINES_PER_SECOND"
+                );
+                true
+            }
+        }
     }
 
     /// [`LineQuota::admit`] in `second`, allowing `limit` lines a second.
@@ -269,12 +284,6 @@ impl LineQuota {
     }
 }
 
-impl Default for LineQuota {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Whether local logs are in colour: on a terminal, unless `NO_COLOR` is set.
 fn colour(terminal: bool, no_color: bool) -> bool {
     terminal && !no_color
@@ -286,7 +295,7 @@ mod tests {
 
     #[test]
     fn past_its_quota_a_line_is_left_out_and_the_next_seconds_first_line_counts_what_was() {
-        let quota = LineQuota::new();
+        let quota = LineQuota::new("test");
         let admitted: Vec<Admit> = (0..5).map(|_| quota.admit_at(7, 3)).collect();
         assert_eq!(
             admitted,
@@ -304,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_quota_of_zero_writes_nothing() {
-        let quota = LineQuota::new();
+        let quota = LineQuota::new("test");
         assert_eq!(quota.admit_at(1, 0), Admit::No);
         assert_eq!(quota.admit_at(1, 0), Admit::No);
         assert_eq!(quota.admit_at(2, 0), Admit::No);
@@ -312,7 +321,7 @@ mod tests {
 
     #[test]
     fn threads_sharing_a_quota_never_write_more_lines_in_a_second_than_it_allows() {
-        let quota = std::sync::Arc::new(LineQuota::new());
+        let quota = std::sync::Arc::new(LineQuota::new("test"));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let quota = quota.clone();
@@ -333,8 +342,8 @@ mod tests {
 
     #[test]
     fn without_a_quota_every_line_is_written() {
-        let quota = LineQuota::new();
-        assert!((0..10_000).all(|_| quota.admit() == Admit::Yes { left_out: 0 }));
+        let quota = LineQuota::new("test");
+        assert!((0..10_000).all(|_| quota.admit()));
     }
 
     #[test]
