@@ -1279,8 +1279,14 @@ pub async fn poll(
 /// The longest a poller waits on one receive (SQS's long polling caps it at 20 s).
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
-/// Most records a poller takes at once (SQS's `ReceiveMessage` limit).
-const RECEIVE_MAX: usize = 10;
+/// Most records a poller takes at once: as many as the fan-out function takes in one
+/// invocation ([`MAX_IN_FLIGHT`]). An SQS receive gives at most 10; the embedded
+/// queue gives what waits.
+const RECEIVE_MAX: usize = MAX_IN_FLIGHT;
+
+/// How long every poller may stay busy, none coming back to the queue, before
+/// [`poll_scaled`] starts one more.
+pub const SCALE_OUT_AFTER: Duration = Duration::from_millis(1);
 
 /// A batch from `source` (empty when none came within [`RECEIVE_WAIT`] or the
 /// receive failed, then after a pause), or `None` once `shutdown` is signalled.
@@ -1328,13 +1334,16 @@ async fn deliver(
 }
 
 /// Pollers that scale with the queue, as Lambda's event-source mapping adds pollers
-/// while messages wait: one poller always waits on the queue (while fewer than
-/// `most` run), so a batch never waits for another batch's deliveries to end; a
-/// poller that took a batch while no other waited starts one more, and one that
-/// waited a whole receive for nothing stops while another waits. A backlog thus
-/// forms only when the receivers (or `most` × 10 deliveries in flight) set the pace,
-/// not the number of pollers. Returns once `shutdown` is signalled and every poller
-/// has finished its batch.
+/// while messages wait. A poller takes what waits (up to [`RECEIVE_MAX`]) as one batch.
+/// When every poller has been busy for [`SCALE_OUT_AFTER`], none coming back to the
+/// queue meanwhile, one more starts (up to `most`), so a batch held by a slow receiver
+/// keeps the others waiting that long at most; one that waited a whole receive for
+/// nothing stops while another waits. While the pollers keep up, each comes back
+/// within that time and takes what arrived meanwhile: batches grow with the load
+/// instead of pollers, and what a batch costs beyond its records is spread over them.
+/// A backlog thus forms only when the receivers (or `most` × [`RECEIVE_MAX`]
+/// deliveries in flight) set the pace, not the number of pollers. Returns once
+/// `shutdown` is signalled and every poller has finished its batch.
 pub async fn poll_scaled(
     source: Arc<dyn crate::ports::JobSource>,
     fanout: Arc<Fanout>,
@@ -1346,6 +1355,7 @@ pub async fn poll_scaled(
     let crew = Arc::new(Crew {
         waiting: std::sync::atomic::AtomicUsize::new(1),
         running: std::sync::atomic::AtomicUsize::new(1),
+        returns: std::sync::atomic::AtomicU64::new(0),
         most: most.max(1),
         more,
     });
@@ -1360,10 +1370,26 @@ pub async fn poll_scaled(
         ));
     };
     start(&mut pollers);
+    // The pending look at whether one more is needed: when, and how many returns to
+    // the queue there had been when every poller was last seen busy.
+    let mut check: Option<(tokio::time::Instant, u64)> = None;
     let mut stop = shutdown.clone();
     while !*stop.borrow() {
+        let at = check.map(|(at, _)| at);
         tokio::select! {
-            Some(()) = wanted.recv() => start(&mut pollers),
+            Some(seen) = wanted.recv() => {
+                check.get_or_insert((tokio::time::Instant::now() + SCALE_OUT_AFTER, seen));
+            }
+            _ = tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)), if at.is_some() => {
+                let seen = check.take().map_or(0, |(_, seen)| seen);
+                match crew.look(seen) {
+                    Look::Start => start(&mut pollers),
+                    Look::Again(seen) => {
+                        check = Some((tokio::time::Instant::now() + SCALE_OUT_AFTER, seen));
+                    }
+                    Look::Enough => {}
+                }
+            }
             Some(_) = pollers.join_next(), if !pollers.is_empty() => {}
             _ = stop.changed() => break,
         }
@@ -1371,35 +1397,65 @@ pub async fn poll_scaled(
     while pollers.join_next().await.is_some() {}
 }
 
-/// The pollers of [`poll_scaled`]: how many run and how many of those wait on the
-/// queue (counted before the next one starts, so no two start for one need).
+/// The pollers of [`poll_scaled`]: how many run, how many of those wait on the queue
+/// (counted before the next one starts, so no two start for one need), and how many
+/// times one came back to the queue after a batch.
 struct Crew {
     waiting: std::sync::atomic::AtomicUsize,
     running: std::sync::atomic::AtomicUsize,
+    returns: std::sync::atomic::AtomicU64,
     most: usize,
-    /// Asks [`poll_scaled`] to start one more.
-    more: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Asks [`poll_scaled`] to look, after [`SCALE_OUT_AFTER`], whether one more is
+    /// needed: sent with the returns counted when no poller waited.
+    more: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+/// What [`Crew::look`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Look {
+    /// Every poller stayed busy: one more is counted in; start it.
+    Start,
+    /// A poller came back meanwhile, and all are busy again: look again later.
+    Again(u64),
+    /// A poller waits, or `most` run.
+    Enough,
 }
 
 impl Crew {
-    /// A poller took a batch: if no other waits, one more starts (below `most`).
+    /// A poller took a batch: if no other waits, [`poll_scaled`] looks again later.
     fn took_a_batch(&self) {
         use std::sync::atomic::Ordering::SeqCst;
-        if self.waiting.fetch_sub(1, SeqCst) == 1
-            && self
-                .running
-                .fetch_update(SeqCst, SeqCst, |n| (n < self.most).then_some(n + 1))
-                .is_ok()
-        {
-            self.waiting.fetch_add(1, SeqCst);
-            let _ = self.more.send(());
+        if self.waiting.fetch_sub(1, SeqCst) == 1 {
+            let _ = self.more.send(self.returns.load(SeqCst));
         }
+    }
+
+    /// [`SCALE_OUT_AFTER`] after no poller waited, with `seen` returns counted then.
+    fn look(&self, seen: u64) -> Look {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.waiting.load(SeqCst) > 0 {
+            return Look::Enough;
+        }
+        let returns = self.returns.load(SeqCst);
+        if returns != seen {
+            return Look::Again(returns);
+        }
+        if self
+            .running
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.most).then_some(n + 1))
+            .is_err()
+        {
+            return Look::Enough;
+        }
+        self.waiting.fetch_add(1, SeqCst);
+        Look::Start
     }
 
     /// A poller finished its batch and waits again.
     fn waits_again(&self) {
-        self.waiting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.returns.fetch_add(1, SeqCst);
+        self.waiting.fetch_add(1, SeqCst);
     }
 
     /// A poller waited a whole receive for nothing: it stops, if another waits.

@@ -1,7 +1,7 @@
 //! `herald-local`: Herald's whole pipeline in one process on loopback. The same
 //! router as the `api` and `ingest` functions (integrations, logs, `POST /v2/events`),
 //! and pollers that feed the internal queue to the same fan-out handler the `fanout`
-//! function runs, more of them while messages wait (up to `HERALD_POLLERS`), and the
+//! function runs, more of them while every one is busy (up to `HERALD_POLLERS`), and the
 //! sweeper's sweep of ended rotations every 30 s. The embedded backend by default; `HERALD_BACKEND=aws` uses
 //! DynamoDB and SQS through the standard AWS environment (e.g. moto).
 

@@ -1644,3 +1644,201 @@ async fn a_job_whose_stored_payload_is_gone_is_discarded_with_the_reason_in_the_
         "{lines:?}"
     );
 }
+
+/// Jobs `k` of `i` (`evt-<k>`), as queue message bodies.
+fn bodies_of(i: &Integration, ks: std::ops::Range<usize>) -> Vec<OutgoingJob> {
+    ks.map(|k| {
+        let mut job = job_for(i);
+        job.event.id = format!("evt-{k}");
+        job.job_id = crate::job::job_id(&job.event.id, i.id, job.enqueued_at);
+        OutgoingJob {
+            entry_id: k.to_string(),
+            body: job.to_body(),
+            delay: Duration::ZERO,
+        }
+    })
+    .collect()
+}
+
+async fn queue_all(queue: &MemoryQueue, jobs: &[OutgoingJob]) {
+    for batch in crate::queue::batches(jobs) {
+        assert!(queue.send_batch(batch).await.expect("send").is_empty());
+    }
+}
+
+/// The embedded queue, noting the size of every batch received.
+struct Noting {
+    queue: Arc<MemoryQueue>,
+    sizes: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl JobSource for Noting {
+    async fn receive(&self, max: usize, wait: Duration) -> crate::error::Result<Vec<QueuedJob>> {
+        let got = self.queue.receive(max, wait).await?;
+        if !got.is_empty() {
+            self.sizes.lock().expect("sizes").push(got.len());
+        }
+        Ok(got)
+    }
+
+    async fn delete(&self, receipt: &str) -> crate::error::Result<()> {
+        self.queue.delete(receipt).await
+    }
+}
+
+/// Polls `source` into `fanout` as the dev server does, with at most `most` pollers,
+/// until `check` holds (bounded: 10 s, in 10 ms steps); then stops them and says
+/// whether it held.
+async fn polled_until(
+    source: Arc<dyn JobSource>,
+    fanout: Arc<Fanout>,
+    most: usize,
+    check: impl Fn() -> bool,
+    release: impl Fn(),
+) -> bool {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let polling = tokio::spawn(poll_scaled(
+        source,
+        fanout,
+        Duration::from_secs(60),
+        most,
+        stopped,
+    ));
+    let mut held = false;
+    for _ in 0..1000 {
+        if check() {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(true);
+    for _ in 0..200 {
+        release();
+        if polling.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    polling.await.expect("pollers");
+    held
+}
+
+#[tokio::test]
+async fn jobs_waiting_when_a_poller_looks_go_out_as_one_batch_not_ten_at_a_time() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // GIVEN 40 jobs waiting on the embedded queue
+    let ok = webhook("ok", "s", &["order.paid"], true);
+    let w = world(&[&ok]).await;
+    queue_all(&w.queue, &bodies_of(&ok, 0..40)).await;
+    let noting = Arc::new(Noting {
+        queue: w.queue.clone(),
+        sizes: Default::default(),
+    });
+    let peak = Arc::new(Peak::default());
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[&ok]).await,
+            Duration::from_secs(5),
+        )),
+        peak.clone(),
+        w.log.clone(),
+        w.queue.clone(),
+        RetryPolicy::default(),
+    ));
+    // WHEN the dev server's pollers start
+    let all_done = polled_until(
+        noting.clone(),
+        fanout,
+        8,
+        || peak.done.load(SeqCst) == 40,
+        || {},
+    )
+    .await;
+    // THEN the first poller takes all 40 as one batch, delivered at once
+    assert!(all_done, "{} of 40 delivered", peak.done.load(SeqCst));
+    assert_eq!(*noting.sizes.lock().expect("sizes"), [40]);
+    assert_eq!(peak.most.load(SeqCst), 40);
+}
+
+#[tokio::test]
+async fn a_batch_held_by_a_hanging_receiver_holds_back_no_job_queued_after_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // GIVEN the dev server's pollers, one of them holding a batch whose endpoint hangs
+    let slow = webhook("slow", "s", &["order.paid"], true);
+    let ok = webhook("ok", "t", &["order.paid"], true);
+    let gated = Arc::new(Gated {
+        gate: tokio::sync::Notify::new(),
+        slow_running: Default::default(),
+        slow_at_ok_start: Default::default(),
+        ok_done: Default::default(),
+    });
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(IntegrationCache::new(
+            seeded(&[&slow, &ok]).await,
+            Duration::from_secs(5),
+        )),
+        gated.clone(),
+        Arc::new(MemoryDeliveryLog::default()),
+        queue.clone(),
+        RetryPolicy::default(),
+    ));
+    queue_all(&queue, &bodies_of(&slow, 0..1)).await;
+    let sender = {
+        let (queue, gated) = (queue.clone(), gated.clone());
+        tokio::spawn(async move {
+            for _ in 0..1000 {
+                if gated.slow_running.load(SeqCst) == 1 {
+                    // WHEN jobs for a healthy endpoint arrive after it
+                    queue_all(&queue, &bodies_of(&ok, 0..5)).await;
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        })
+    };
+    let delivered = polled_until(
+        queue.clone(),
+        fanout,
+        4,
+        || gated.ok_done.load(SeqCst) == 5,
+        || gated.gate.notify_waiters(),
+    )
+    .await;
+    // THEN another poller delivers them while the first still waits on the hanging one
+    assert!(
+        sender.await.expect("sender"),
+        "the hanging job was never taken"
+    );
+    assert!(delivered, "{} of 5 delivered", gated.ok_done.load(SeqCst));
+    assert_eq!(gated.slow_at_ok_start.load(SeqCst), 1);
+}
+
+#[test]
+fn one_more_poller_starts_only_when_none_came_back_to_the_queue_for_the_whole_wait() {
+    let (more, mut wanted) = tokio::sync::mpsc::unbounded_channel();
+    let crew = Crew {
+        waiting: 1.into(),
+        running: 1.into(),
+        returns: 0.into(),
+        most: 2,
+        more,
+    };
+    // The only poller takes a batch: poll_scaled is asked to look later.
+    crew.took_a_batch();
+    let seen = wanted.try_recv().expect("asked to look");
+    // It came back and took the next batch before the look: look again later.
+    crew.waits_again();
+    crew.took_a_batch();
+    assert_eq!(crew.look(seen), Look::Again(1));
+    // It stayed busy for the whole wait: one more starts, counted as waiting.
+    assert_eq!(crew.look(1), Look::Start);
+    assert_eq!(crew.running.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // While one waits, none more; once both are busy, `most` is the bound.
+    assert_eq!(crew.look(1), Look::Enough);
+    crew.took_a_batch();
+    assert_eq!(crew.look(1), Look::Enough);
+}
