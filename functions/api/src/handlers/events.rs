@@ -216,12 +216,9 @@ pub(crate) async fn ingest_events(
     };
     let (status, document) =
         herald_core::ingest::request::post_events(&ingest, &store, &headers, body).await?;
-    Ok((
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        document.to_string(),
-    )
-        .into_response())
+    // Serialising a JSON value cannot fail.
+    let bytes = serde_json::to_vec(&document).unwrap_or_default();
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 pub(crate) async fn observable_events() -> Response {

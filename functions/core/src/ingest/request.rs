@@ -31,15 +31,17 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let body = jsonapi::read_json(headers, body, MAX_EVENTS_BODY_BYTES).await?;
+    let mut body = jsonapi::read_json(headers, body, MAX_EVENTS_BODY_BYTES).await?;
     let invalid = |detail: String| {
         Errors::invalid(vec![FieldError {
             pointer: "/data".into(),
             detail,
         }])
     };
-    let (events, single) = match body.get("data") {
-        Some(Value::Object(_)) => (vec![body["data"].clone()], true),
+    // The events are taken out of the document, not copied.
+    let data = body.get_mut("data").map(Value::take);
+    let (events, single) = match data {
+        Some(event @ Value::Object(_)) => (vec![event], true),
         Some(Value::Array(list)) if list.is_empty() => {
             return Err(invalid("must list at least one event".into()))
         }
@@ -48,7 +50,7 @@ where
                 "must list at most {MAX_EVENTS_PER_REQUEST} events"
             )))
         }
-        Some(Value::Array(list)) => (list.clone(), false),
+        Some(Value::Array(list)) => (list, false),
         _ => {
             return Err(invalid(
                 "is required: an event object or a list of events".into(),
