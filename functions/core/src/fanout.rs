@@ -1253,9 +1253,11 @@ fn summary(records: usize, entries: &[LogEntry], sent: &Sent, retried: usize, wa
     );
 }
 
-/// The dev server's stand-in for Lambda's event-source mapping: receives batches from
-/// a [`crate::ports::JobSource`], runs them through [`Fanout::process`] with a deadline,
-/// and deletes what succeeded. Runs until `shutdown` resolves.
+/// One poller in Lambda's event-source mapping's place, at the template's default batch
+/// of 10 (the reliability harness runs a fixed number; the dev server runs
+/// [`poll_scaled`]): receives batches from a [`crate::ports::JobSource`], runs them
+/// through [`Fanout::process`] with a deadline, and deletes what succeeded. Runs until
+/// `shutdown` resolves.
 pub async fn poll(
     source: Arc<dyn crate::ports::JobSource>,
     fanout: Arc<Fanout>,
@@ -1267,7 +1269,7 @@ pub async fn poll(
         if *shutdown.borrow() {
             return;
         }
-        let Some(records) = receive(source.as_ref(), &mut shutdown).await else {
+        let Some(records) = receive(source.as_ref(), RECEIVE_MAX, &mut shutdown).await else {
             return;
         };
         if !records.is_empty() {
@@ -1279,10 +1281,14 @@ pub async fn poll(
 /// The longest a poller waits on one receive (SQS's long polling caps it at 20 s).
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
-/// Most records a poller takes at once: as many as the fan-out function takes in one
-/// invocation ([`MAX_IN_FLIGHT`]). An SQS receive gives at most 10; the embedded
-/// queue gives what waits.
-const RECEIVE_MAX: usize = MAX_IN_FLIGHT;
+/// Most records a [`poll`] poller takes at once: SQS's `ReceiveMessage` limit, and the
+/// template's default batch of the fan-out function.
+const RECEIVE_MAX: usize = 10;
+
+/// Most records a [`poll_scaled`] poller takes at once: as many as the fan-out function
+/// takes in one invocation ([`MAX_IN_FLIGHT`]). An SQS receive gives at most 10; the
+/// embedded queue gives what waits.
+const SCALED_RECEIVE_MAX: usize = MAX_IN_FLIGHT;
 
 /// How long every poller may stay busy, none coming back to the queue, before
 /// [`poll_scaled`] starts one more.
@@ -1292,10 +1298,11 @@ pub const SCALE_OUT_AFTER: Duration = Duration::from_millis(1);
 /// receive failed, then after a pause), or `None` once `shutdown` is signalled.
 async fn receive(
     source: &dyn crate::ports::JobSource,
+    max: usize,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Option<Vec<QueuedJob>> {
     let received = tokio::select! {
-        r = source.receive(RECEIVE_MAX, RECEIVE_WAIT) => r,
+        r = source.receive(max, RECEIVE_WAIT) => r,
         _ = shutdown.changed() => return None,
     };
     match received {
@@ -1334,14 +1341,14 @@ async fn deliver(
 }
 
 /// Pollers that scale with the queue, as Lambda's event-source mapping adds pollers
-/// while messages wait. A poller takes what waits (up to [`RECEIVE_MAX`]) as one batch.
+/// while messages wait. A poller takes what waits (up to [`SCALED_RECEIVE_MAX`]) as one batch.
 /// When every poller has been busy for [`SCALE_OUT_AFTER`], none coming back to the
 /// queue meanwhile, one more starts (up to `most`), so a batch held by a slow receiver
 /// keeps the others waiting that long at most; one that waited a whole receive for
 /// nothing stops while another waits. While the pollers keep up, each comes back
 /// within that time and takes what arrived meanwhile: batches grow with the load
 /// instead of pollers, and what a batch costs beyond its records is spread over them.
-/// A backlog thus forms only when the receivers (or `most` × [`RECEIVE_MAX`]
+/// A backlog thus forms only when the receivers (or `most` × [`SCALED_RECEIVE_MAX`]
 /// deliveries in flight) set the pace, not the number of pollers. Returns once
 /// `shutdown` is signalled and every poller has finished its batch.
 pub async fn poll_scaled(
@@ -1480,7 +1487,8 @@ async fn crew_member(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
-        let Some(records) = receive(source.as_ref(), &mut shutdown).await else {
+        let Some(records) = receive(source.as_ref(), SCALED_RECEIVE_MAX, &mut shutdown).await
+        else {
             return;
         };
         if records.is_empty() {
