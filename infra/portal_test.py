@@ -43,6 +43,8 @@ from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# infra/oidc.sh links the Node.js the OpenID Provider runs on here.
+NODE = ROOT / "infra" / "oidc" / "node"
 SHOTS = ROOT / ".run" / "portal"  # and the mode's folder under it
 SERVER = None  # path to herald-local, from the command line
 CLIENT_ID = "herald-portal"  # the portal's client at the loopback OpenID Provider
@@ -376,7 +378,8 @@ class PortalJwt(Browser):
         cls.provider_log = open(cls.shots / "oidc-provider.log", "w")
         cls.provider = subprocess.Popen(
             [
-                "node",
+                # The Node.js infra/oidc.sh chose (20 or later), else the machine's.
+                str(NODE) if NODE.exists() else "node",
                 str(ROOT / "infra" / "oidc" / "provider.mjs"),
                 "--redirect-uri",
                 f"http://127.0.0.1:{port}/portal",
