@@ -1346,6 +1346,28 @@ fn alarms_watch_the_api_the_functions_the_table_jobs_in_flight_and_ingest_failur
             );
         }
     }
+    // The sweeper runs every 5 minutes, and what a failed run leaves the next one sweeps:
+    // its alarm fires on two failed runs within 15 minutes (of about three).
+    assert_alarm(
+        &t,
+        "SweeperErrorsAlarm",
+        "AWS/Lambda",
+        "Errors",
+        &[("FunctionName", "SweeperFunction")],
+    );
+    let sweeper = &resource(&t, "SweeperErrorsAlarm")["Properties"];
+    assert_eq!(
+        (
+            number(&sweeper["Period"]),
+            number(&sweeper["EvaluationPeriods"]),
+            number(&sweeper["Threshold"]),
+        ),
+        (900, 1, 2)
+    );
+    assert_eq!(
+        sweeper["ComparisonOperator"],
+        "GreaterThanOrEqualToThreshold"
+    );
     assert_alarm(
         &t,
         "InFlightAlarm",
