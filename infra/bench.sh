@@ -22,6 +22,16 @@ cargo build --locked --quiet --profile harness -p herald-bench -p herald-local
 # Where cargo put them (CARGO_TARGET_DIR, when set, as cargo itself reads it).
 harness="${CARGO_TARGET_DIR:-target}/harness"
 export PATH="$here/.venv/bin:$PATH"
+# Only the sections `init`, `batch` and `artifacts` run the release bootstraps: a
+# BENCH_ONLY without them (e.g. `e2e`) builds none.
+lambdas=yes
+if [ -n "${BENCH_ONLY:-}" ]; then
+  lambdas=no
+  for wanted in ${BENCH_ONLY//,/ }; do
+    case "$wanted" in init | batch | artifacts) lambdas=yes ;; esac
+  done
+fi
+[ "$lambdas" = yes ] || arches=""
 artifacts=""
 for arch in $arches; do
   if [ "$arch" = arm64 ]; then triple=aarch64-unknown-linux-gnu; flag=--arm64; else triple=x86_64-unknown-linux-gnu; flag=--x86-64; fi
@@ -37,6 +47,10 @@ MOTO_PORT=$port infra/moto.sh start
 trap 'MOTO_PORT=$port infra/moto.sh stop' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+lambda_args=()
+if [ "$lambdas" = yes ]; then
+  lambda_args=(--lambda-dir "target/bench/binary-$host" --artifacts "$artifacts")
+fi
 "$harness/herald-bench" --out "${BENCH_OUT:-.run/bench.md}" --runs "${BENCH_RUNS:-5}" \
   ${BENCH_ONLY:+--only "$BENCH_ONLY"} \
-  --lambda-dir "target/bench/binary-$host" --artifacts "$artifacts" --local "$harness/herald-local"
+  "${lambda_args[@]}" --local "$harness/herald-local"
