@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 from pathlib import Path
 
 # Selenium Manager must not look for a driver online: the driver is Debian's.
@@ -53,16 +54,19 @@ WAIT = 15  # seconds for any one thing to appear
 
 
 class Receiver(http.server.ThreadingHTTPServer):
-    """A webhook receiver on loopback that answers 200 and remembers the paths."""
+    """A webhook receiver on loopback that answers 200 and remembers the paths and
+    the headers."""
 
     def __init__(self):
         self.paths = []
+        self.headers = []
         super().__init__(("127.0.0.1", 0), self.Handler)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.server.paths.append(self.path)
+            self.server.headers.append({k.lower(): v for k, v in self.headers.items()})
             body = b"thanks, got it"
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
@@ -355,6 +359,104 @@ class Portal(Browser):
                 "responded with a status of 422 (Unprocessable Entity)"
             ],
         )
+
+
+    def test_a_store_owner_sets_a_webhooks_delivery_options_and_sees_a_bad_one_beside_its_field(self):
+        b = self.browser
+        hook = f"http://127.0.0.1:{self.receiver.server_address[1]}/options"
+        b.get(self.portal)
+        store = self.find("#store")
+        store.clear()
+        store.send_keys("options-shop")
+        self.find("#view-signin button[type=submit]").click()
+        self.text_of("#who-store", "Store options-shop")
+
+        # A webhook that keeps its secret off the wire, retries for 5 minutes (under
+        # the 30 the API allows) and takes 50 a second: the 5 is refused beside its
+        # field, then 240 is taken.
+        self.find("#new-integration").click()
+        self.text_of("#editor-title", "New integration")
+        self.find("#f-data-name").send_keys("Rated hook")
+        self.find('input[name=observes][value="order.paid"]').click()
+        self.find("#f-data-configuration-url").send_keys(hook)
+        self.find("#f-data-configuration-secret-key").send_keys(SECRET)
+        header = self.find("#f-data-delivery-secret-header")
+        self.assertTrue(header.is_selected(), "Elastic Path's header is the default")
+        header.click()
+        window = self.find("#f-data-delivery-retry-window-minutes")
+        window.send_keys("5")
+        self.find("#f-data-delivery-max-per-second").send_keys("50")
+        self.find("#integration-form button[type=submit]").click()
+        self.text_of(
+            "#f-data-delivery-retry-window-minutes-error",
+            "must be a whole number of minutes from 30 to 1440 (or null for the default, 30)",
+        )
+        self.assertEqual(window.get_attribute("aria-invalid"), "true")
+        self.assertEqual(b.switch_to.active_element, window)
+        self.shot("12-delivery-option-refused")
+        window.clear()
+        window.send_keys("240")
+        self.find("#f-data-configuration-secret-key").send_keys(SECRET)
+        self.find("#integration-form button[type=submit]").click()
+        self.text_of("#notice", "Rated hook is created.")
+        [stored] = self.integrations("options-shop")
+        self.assertEqual(
+            stored["delivery"],
+            {"secret_header": False, "retry_window_minutes": 240, "max_per_second": 50},
+        )
+
+        # Its test delivery carries the signature and not the secret.
+        self.press("Send a test delivery to Rated hook")
+        self.text_of("#test-result h2", "Test delivery to Rated hook (order.paid)")
+        sent = self.receiver.headers[self.receiver.paths.index("/options")]
+        self.assertNotIn("x-moltin-secret-key", sent)
+        self.assertRegex(sent["webhook-signature"], r"^v1,")
+
+        # Editing shows the stored options; clearing the rate and sending the header
+        # again leaves only the retry window.
+        self.press("Edit Rated hook")
+        self.text_of("#editor-title", "Edit Rated hook")
+        self.assertFalse(self.find("#f-data-delivery-secret-header").is_selected())
+        window = self.find("#f-data-delivery-retry-window-minutes")
+        self.assertEqual(window.get_attribute("value"), "240")
+        rate = self.find("#f-data-delivery-max-per-second")
+        self.assertEqual(rate.get_attribute("value"), "50")
+        b.execute_script("arguments[0].scrollIntoView()", self.find("fieldset.delivery"))
+        self.shot("13-delivery-options")
+        rate.clear()
+        self.find("#f-data-delivery-secret-header").click()
+        self.find("#integration-form button[type=submit]").click()
+        self.text_of("#notice", "Rated hook is saved.")
+        [stored] = self.integrations("options-shop")
+        self.assertEqual(stored["delivery"], {"retry_window_minutes": 240})
+
+        # An SQS integration's form has no secret header to offer.
+        self.find("#new-integration").click()
+        Select(self.find("#f-data-integration-type")).select_by_visible_text("Amazon SQS queue")
+        self.find("#f-data-delivery-max-per-second")
+        self.assertEqual(
+            b.find_elements(By.CSS_SELECTOR, "#f-data-delivery-secret-header"), []
+        )
+        self.find("#integration-form button[type=button]").click()  # Cancel
+
+        origin = self.portal.removesuffix("/portal")
+        self.assertEqual(
+            self.console_errors(),
+            [
+                f"{origin}/v2/integrations - Failed to load resource: the server "
+                "responded with a status of 422 (Unprocessable Entity)"
+            ],
+        )
+
+    def integrations(self, store):
+        """The store's integrations, as the API lists them (its own request)."""
+        origin = self.portal.removesuffix("/portal")
+        request = urllib.request.Request(
+            f"{origin}/v2/integrations", headers={"X-Store-Id": store}
+        )
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(request, timeout=WAIT) as answer:
+            return json.load(answer)["data"]
 
 
 def free_port():

@@ -1,6 +1,7 @@
 // Integrations: the list (type, enabled, observed events, health), the create and
-// edit forms per type with the API's errors beside their fields, test deliveries,
-// enable/disable, delete, and the once-only generated secret of a rotation.
+// edit forms per type (with Herald's delivery options) and the API's errors beside
+// their fields, test deliveries, enable/disable, delete, and the once-only generated
+// secret of a rotation.
 
 import { $, h, fill, announce, show, when, seconds, confirmAction } from './dom.js';
 import { call, observableEvents, Problem } from './api.js';
@@ -42,6 +43,12 @@ export const TYPES = {
     ...CREDENTIALS,
   ] },
 };
+
+/** Herald's delivery options (`delivery`), as the API names them; empty is the default. */
+const DELIVERY = [
+  { key: 'retry_window_minutes', label: 'Retry failed deliveries for (minutes)', help: '30 to 1440; empty: 30, as Elastic Path.', min: 30, max: 1440 },
+  { key: 'max_per_second', label: 'At most this many deliveries a second', help: '1 to 1000; empty: no limit.', min: 1, max: 1000 },
+];
 
 const typeLabel = (type) => TYPES[type]?.label || type;
 let names = new Map(); // integration id -> name, for the logs
@@ -213,6 +220,10 @@ export async function edit(existing = null) {
   const renderConfig = () => fill(config, TYPES[type.value].fields.map((f) => configField(f, editing ? existing : null)));
   type.addEventListener('change', renderConfig);
   renderConfig();
+  const delivery = h('div', { class: 'config' });
+  const renderDelivery = () => fill(delivery, deliveryFields(type.value, existing?.delivery || {}));
+  type.addEventListener('change', renderDelivery);
+  renderDelivery();
   const summary = h('ul', { class: 'form-errors', role: 'alert', tabindex: '-1', hidden: true });
   const form = h('form', { id: 'integration-form', novalidate: true },
     summary,
@@ -222,6 +233,7 @@ export async function edit(existing = null) {
     h('div', { class: 'field check' }, enabled, h('label', { for: 'f-enabled' }, ' Enabled: deliver events as they happen')),
     events,
     h('fieldset', {}, h('legend', {}, 'Configuration'), config),
+    h('fieldset', { class: 'delivery' }, h('legend', {}, 'Delivery'), delivery),
     h('div', { class: 'actions' },
       h('button', { type: 'submit', class: 'primary' }, editing ? 'Save changes' : 'Create integration'),
       h('button', { type: 'button', onclick: () => { fill($('editor-body')); show('integrations'); } }, 'Cancel')));
@@ -245,6 +257,45 @@ export async function edit(existing = null) {
   });
   fill($('editor-body'), form);
   show('editor');
+}
+
+/** The delivery options' fields, filled from `stored` (the integration's `delivery`). */
+function deliveryFields(type, stored) {
+  const fields = DELIVERY.map((o) => field(`/data/delivery/${o.key}`, o.label,
+    h('input', { type: 'number', name: o.key, min: o.min, max: o.max, step: 1, inputmode: 'numeric', value: stored[o.key] ?? '', autocomplete: 'off' }),
+    o.help));
+  if (type !== 'webhook') return fields;
+  // Only a webhook sends its secret in a header (Elastic Path's X-Moltin-Secret-Key).
+  const pointer = '/data/delivery/secret_header';
+  const id = fieldId(pointer);
+  const header = h('input', { type: 'checkbox', name: 'secret_header', checked: stored.secret_header !== false });
+  header.id = id;
+  header.dataset.pointer = pointer;
+  header.setAttribute('aria-describedby', `${id}-help ${id}-error`);
+  return [h('div', { class: 'field check' }, header,
+    h('label', { for: id }, ' Send the secret key in X-Moltin-Secret-Key'),
+    h('p', { id: `${id}-help`, class: 'help' }, 'As Elastic Path does. Off: receivers verify the webhook-signature header instead, and the secret never travels.'),
+    h('p', { id: `${id}-error`, class: 'field-error' })), ...fields];
+}
+
+/** What `delivery` sends: on a create the options set; on an edit the ones changed. */
+function deliveryOf(form, type, existing) {
+  const old = existing?.delivery || {};
+  const next = {};
+  const header = form.querySelector('[name=secret_header]');
+  if (type === 'webhook' && header) {
+    next.secret_header = header.checked ? (old.secret_header === true ? true : null) : false;
+  }
+  for (const o of DELIVERY) {
+    const raw = form.querySelector(`[name="${o.key}"]`).value.trim();
+    // A number as a number; anything else as typed, for the API to say what is wrong.
+    next[o.key] = raw === '' ? null : (/^\d+$/.test(raw) ? Number(raw) : raw);
+  }
+  const changed = {};
+  for (const [key, value] of Object.entries(next)) {
+    if (existing ? value !== (old[key] ?? null) : value !== null) changed[key] = value;
+  }
+  return Object.keys(changed).length > 0 ? changed : undefined;
 }
 
 function configField(f, existing) {
@@ -291,6 +342,8 @@ function bodyOf(form, controls, existing) {
     }
   }
   if (!existing || Object.keys(configuration).length > 0) data.configuration = configuration;
+  const delivery = deliveryOf(form, controls.type.value, existing);
+  if (delivery) data.delivery = delivery;
   return { data };
 }
 
