@@ -146,7 +146,19 @@ pub struct Fanout {
     event_data: Option<Arc<crate::event_data::EventData>>,
     /// Where operational events ([`crate::alerts`]) go (none: not emitted).
     alerts: Option<crate::ingest::Ingest>,
+    /// The room for stored payloads in flight, in KiB ([`STORED_IN_FLIGHT_BYTES`]).
+    stored_room: tokio::sync::Semaphore,
+    /// Its size, in KiB.
+    stored_room_kib: u32,
 }
+
+/// The most bytes of stored payloads (claim-checked events, up to 5 MiB each) the
+/// fan-out holds for attempts at once, across the records in flight. Each such
+/// attempt holds several times its payload (the bytes read, the payload, a webhook
+/// body carrying it twice), so without a bound a batch of large events could hold
+/// more than the function's memory. Records past it wait for room, within their
+/// attempts' deadline; records with their payload inline never wait.
+pub const STORED_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Most deliveries of one batch in flight at once: the template's largest batch
 /// (`FanoutBatchSize` ≤ 100) is delivered all at once; a larger one (a direct
@@ -288,6 +300,11 @@ const EARLY: Duration = Duration::from_secs(1);
 /// The longest SQS hides a received message.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
+/// `bytes` in KiB, rounded up (at most `u32::MAX`).
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
 /// `to - from`, or zero when `to` is not later.
 fn until(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
     (to - from).to_std().unwrap_or_default()
@@ -317,7 +334,18 @@ impl Fanout {
             bodies: None,
             event_data: None,
             alerts: None,
+            stored_room: tokio::sync::Semaphore::new(kib(STORED_IN_FLIGHT_BYTES) as usize),
+            stored_room_kib: kib(STORED_IN_FLIGHT_BYTES),
         }
+    }
+
+    /// Holds at most `bytes` of stored payloads for attempts at once (default
+    /// [`STORED_IN_FLIGHT_BYTES`]).
+    pub fn with_stored_in_flight(mut self, bytes: usize) -> Self {
+        let room = kib(bytes).max(1);
+        self.stored_room = tokio::sync::Semaphore::new(room as usize);
+        self.stored_room_kib = room;
+        self
     }
 
     /// Emits Herald's operational events (an integration disabled, failing,
@@ -985,7 +1013,11 @@ impl Fanout {
             return waits;
         }
 
-        // A stored payload is fetched for the attempt (and its `data` given a URL).
+        // A stored payload is fetched for the attempt (and its `data` given a URL),
+        // once there is room for it; the room is held until the attempt is done.
+        let Ok(_room) = self.room_for(&job, attempts_end).await else {
+            return RecordOutcome::again();
+        };
         let job = match self.fetch(job, integration, attempt).await {
             Ok(job) => job,
             Err(outcome) => return *outcome,
@@ -1127,6 +1159,27 @@ impl Fanout {
                 started.elapsed(),
             ),
         })
+    }
+
+    /// Room for the job's stored payload among those in flight ([`STORED_IN_FLIGHT_BYTES`];
+    /// one larger than all of it takes all of it), waited for until `until`; none
+    /// needed for a job that carries its payload. `Err` when the time came first.
+    async fn room_for(
+        &self,
+        job: &DeliveryJob,
+        until: Option<Instant>,
+    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, ()> {
+        let Some(stored) = &job.stored else {
+            return Ok(None);
+        };
+        let wanted = kib(stored.bytes).clamp(1, self.stored_room_kib);
+        let room = self.stored_room.acquire_many(wanted);
+        let room = match until {
+            Some(at) => tokio::time::timeout_at(at, room).await.map_err(|_| ())?,
+            None => room.await,
+        };
+        // The semaphore is never closed.
+        room.map(Some).map_err(|_| ())
     }
 
     /// The job with its stored payload fetched and checked against its SHA-256, and

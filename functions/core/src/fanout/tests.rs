@@ -1842,3 +1842,44 @@ fn one_more_poller_starts_only_when_none_came_back_to_the_queue_for_the_whole_wa
     crew.took_a_batch();
     assert_eq!(crew.look(1), Look::Enough);
 }
+
+#[tokio::test]
+async fn stored_payloads_in_flight_stay_within_the_fanouts_room_and_all_are_delivered() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // GIVEN 8 jobs whose payloads (over 240 KiB each) are stored, in one batch
+    let hook = webhook("hook", "s", &["order.paid"], true);
+    let bodies = Arc::new(crate::memory::MemoryBodies::new());
+    let mut bodies_of_jobs = Vec::new();
+    let mut size = 0;
+    for k in 0..8 {
+        let (mut job, payload) = stored_job(&hook, &bodies, true).await;
+        job.event.id = format!("evt-{k}");
+        job.job_id = crate::job::job_id(&job.event.id, hook.id, job.enqueued_at);
+        size = payload.text().len();
+        bodies_of_jobs.push(job.to_body());
+    }
+    let run = |room: Option<usize>| {
+        let (hook, bodies, bodies_of_jobs) = (hook.clone(), bodies.clone(), bodies_of_jobs.clone());
+        async move {
+            let peak = Arc::new(Peak::default());
+            let w = storing_world(&hook, peak.clone(), bodies).await;
+            let fanout = match room {
+                Some(bytes) => Arc::try_unwrap(w.fanout)
+                    .ok()
+                    .expect("one owner")
+                    .with_stored_in_flight(bytes),
+                None => Arc::try_unwrap(w.fanout).ok().expect("one owner"),
+            };
+            let records = batch(&w.queue, bodies_of_jobs).await;
+            let failed = fanout.process(records, None).await;
+            assert!(failed.is_empty(), "{failed:?}");
+            (peak.most.load(SeqCst), peak.done.load(SeqCst))
+        }
+    };
+    // WHEN the fan-out has room for two and a half of them
+    let bounded = run(Some(size * 5 / 2)).await;
+    // THEN at most two are attempted at once, and all eight are delivered
+    assert_eq!(bounded, (2, 8));
+    // AND with the default room (32 MiB) all eight go at once
+    assert_eq!(run(None).await, (8, 8));
+}
