@@ -1883,3 +1883,44 @@ async fn stored_payloads_in_flight_stay_within_the_fanouts_room_and_all_are_deli
     // AND with the default room (32 MiB) all eight go at once
     assert_eq!(run(None).await, (8, 8));
 }
+
+#[tokio::test]
+async fn a_stored_job_that_finds_no_room_before_its_attempts_deadline_goes_back_unattempted() {
+    // GIVEN two jobs with stored payloads to an endpoint that hangs, and room for one
+    let slow = webhook("slow", "s", &["order.paid"], true);
+    let bodies = Arc::new(crate::memory::MemoryBodies::new());
+    let w = storing_world(&slow, Arc::new(Scripted), bodies.clone()).await;
+    let mut sent = Vec::new();
+    let mut size = 0;
+    for k in 0..2 {
+        let (mut job, payload) = stored_job(&slow, &bodies, true).await;
+        job.event.id = format!("evt-{k}");
+        job.job_id = crate::job::job_id(&job.event.id, slow.id, job.enqueued_at);
+        size = payload.text().len();
+        sent.push(job.to_body());
+    }
+    let fanout = Arc::try_unwrap(w.fanout)
+        .ok()
+        .expect("one owner")
+        .with_stored_in_flight(size);
+    let records = batch(&w.queue, sent).await;
+    // WHEN the batch runs with its invocation ending in 3.5 s (attempts end after 1 s)
+    let deadline = Instant::now() + Duration::from_millis(3500);
+    let failed = fanout.process(records.clone(), Some(deadline)).await;
+    // THEN one job was attempted (and cut), and the other went back as it was, never
+    // attempted
+    let logs = w
+        .log
+        .integration_logs(&store("s"), slow.id, &Filter::default(), Page::default())
+        .await
+        .expect("logs")
+        .items;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let attempted = logs[0].job_id;
+    let unattempted: Vec<String> = records
+        .iter()
+        .filter(|r| DeliveryJob::parse(&r.body).expect("job").job_id != attempted)
+        .map(|r| r.message_id.clone())
+        .collect();
+    assert_eq!(failed, unattempted);
+}
