@@ -1843,21 +1843,32 @@ fn one_more_poller_starts_only_when_none_came_back_to_the_queue_for_the_whole_wa
     assert_eq!(crew.look(1), Look::Enough);
 }
 
+/// `n` jobs of `i` (`evt-<k>`) whose payload is stored in `bodies`, as message
+/// bodies, and the payload's size in bytes.
+async fn stored_jobs(
+    i: &Integration,
+    bodies: &crate::memory::MemoryBodies,
+    n: usize,
+) -> (Vec<String>, usize) {
+    let mut sent = Vec::new();
+    let mut size = 0;
+    for k in 0..n {
+        let (mut job, payload) = stored_job(i, bodies, true).await;
+        job.event.id = format!("evt-{k}");
+        job.job_id = crate::job::job_id(&job.event.id, i.id, job.enqueued_at);
+        size = payload.text().len();
+        sent.push(job.to_body());
+    }
+    (sent, size)
+}
+
 #[tokio::test]
 async fn stored_payloads_in_flight_stay_within_the_fanouts_room_and_all_are_delivered() {
     use std::sync::atomic::Ordering::SeqCst;
     // GIVEN 8 jobs whose payloads (over 240 KiB each) are stored, in one batch
     let hook = webhook("hook", "s", &["order.paid"], true);
     let bodies = Arc::new(crate::memory::MemoryBodies::new());
-    let mut bodies_of_jobs = Vec::new();
-    let mut size = 0;
-    for k in 0..8 {
-        let (mut job, payload) = stored_job(&hook, &bodies, true).await;
-        job.event.id = format!("evt-{k}");
-        job.job_id = crate::job::job_id(&job.event.id, hook.id, job.enqueued_at);
-        size = payload.text().len();
-        bodies_of_jobs.push(job.to_body());
-    }
+    let (bodies_of_jobs, size) = stored_jobs(&hook, &bodies, 8).await;
     let run = |room: Option<usize>| {
         let (hook, bodies, bodies_of_jobs) = (hook.clone(), bodies.clone(), bodies_of_jobs.clone());
         async move {
@@ -1890,15 +1901,7 @@ async fn a_stored_job_that_finds_no_room_before_its_attempts_deadline_goes_back_
     let slow = webhook("slow", "s", &["order.paid"], true);
     let bodies = Arc::new(crate::memory::MemoryBodies::new());
     let w = storing_world(&slow, Arc::new(Scripted), bodies.clone()).await;
-    let mut sent = Vec::new();
-    let mut size = 0;
-    for k in 0..2 {
-        let (mut job, payload) = stored_job(&slow, &bodies, true).await;
-        job.event.id = format!("evt-{k}");
-        job.job_id = crate::job::job_id(&job.event.id, slow.id, job.enqueued_at);
-        size = payload.text().len();
-        sent.push(job.to_body());
-    }
+    let (sent, size) = stored_jobs(&slow, &bodies, 2).await;
     let fanout = Arc::try_unwrap(w.fanout)
         .ok()
         .expect("one owner")
