@@ -107,6 +107,13 @@ async fn batch(queue: &MemoryQueue, bodies: Vec<String>) -> Vec<QueuedJob> {
     queue.receive(10, Duration::ZERO).await.expect("receive")
 }
 
+/// The log of `i`'s attempts, newest first (the first page).
+async fn logs_of(log: &dyn DeliveryLog, i: &Integration) -> Listed<Attempt> {
+    log.integration_logs(&i.store_id, i.id, &Filter::default(), Page::default())
+        .await
+        .expect("logs")
+}
+
 fn id_of(records: &[QueuedJob], body: &str) -> String {
     records
         .iter()
@@ -355,10 +362,7 @@ async fn after_its_last_attempt_the_fanout_moves_the_job_to_the_dlq_itself() {
         items: logs,
         counted: total,
         ..
-    } = log
-        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs");
+    } = logs_of(&*log, &fail).await;
     assert_eq!(total, 2, "one log per attempt");
     assert_eq!((logs[0].attempt, logs[1].attempt), (2, 1), "newest first");
     let jobs = log
@@ -423,11 +427,7 @@ async fn a_job_received_again_after_a_crash_makes_the_same_attempt_not_the_next(
     assert!(run(&fanout, &queue.inner, records).await.is_empty());
 
     // THEN it was attempt 2, and the job goes on to attempt 3
-    let logs = log
-        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*log, &fail).await.items;
     assert_eq!(logs.iter().map(|l| l.attempt).collect::<Vec<_>>(), [2]);
     assert_eq!(
         jobs_in(&queue.inner)
@@ -454,11 +454,7 @@ async fn a_body_without_an_attempt_is_attempt_one_and_its_budget_runs_from_its_m
     assert!(run(&fanout, &queue.inner, records).await.is_empty());
 
     // THEN it was attempt 1, and attempt 2 counts its budget from that message
-    let logs = log
-        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*log, &fail).await.items;
     assert_eq!(logs[0].attempt, 1);
     let next = jobs_in(&queue.inner);
     assert_eq!(
@@ -512,11 +508,7 @@ async fn a_wait_longer_than_one_delay_is_several_sends_without_an_attempt() {
     let sent = queue.batches();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].delays, [crate::queue::MAX_DELAY]);
-    let total = log
-        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .counted;
+    let total = logs_of(&*log, &fail).await.counted;
     assert_eq!(total, 1, "only attempt 1 is in the log");
     let jobs = jobs_in(&queue.inner);
     assert_eq!(jobs.len(), 2);
@@ -535,11 +527,7 @@ async fn a_wait_longer_than_one_delay_is_several_sends_without_an_attempt() {
     assert!(fanout.process(vec![last], None).await.is_empty());
 
     // THEN attempt 2 is made (and, the last, dead-letters the job)
-    let logs = log
-        .integration_logs(&store("s"), fail.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*log, &fail).await.items;
     assert_eq!(logs.iter().map(|l| l.attempt).collect::<Vec<_>>(), [2, 1]);
     assert_eq!(queue.inner.dead_letters().len(), 1);
 }
@@ -589,12 +577,7 @@ async fn an_attempt_still_running_as_the_invocation_ends_is_cut_recorded_and_ret
     let failed = w.fanout.process(records.clone(), Some(deadline)).await;
     assert!(failed.is_empty(), "{failed:?}");
     assert!(Instant::now() < deadline, "answered before the deadline");
-    let logs = w
-        .log
-        .integration_logs(&store("s"), slow.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*w.log, &slow).await.items;
     assert_eq!(logs.len(), 1, "the cut attempt is in the log");
     assert!(!logs[0].succeeded);
     assert_eq!(
@@ -645,11 +628,7 @@ async fn an_attempt_past_the_attempt_limit_is_cut_even_without_an_invocation_dea
         "not the full minute"
     );
     assert_eq!(queue.len(), 2, "the received message and its retry");
-    let logs = log
-        .integration_logs(&store("s"), slow.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*log, &slow).await.items;
     assert_eq!(
         logs[0].error_detail.as_deref(),
         Some("cut short: the attempt did not finish within 5 s")
@@ -1258,11 +1237,7 @@ async fn jobs_over_the_rate_wait_for_their_send_times_without_an_attempt_or_a_lo
     // delivered in the invocation, and the other two are sent back, each to arrive
     // at least a second before its send time (in whole seconds, as SQS delays): still
     // attempt 1, carrying that time, and not in the log
-    let logs = log
-        .integration_logs(&store("s"), one.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*log, &one).await.items;
     assert_eq!(logs.len(), 4);
     assert!(logs.iter().all(|a| a.succeeded && a.attempt == 1));
     let sent = queue.batches();
@@ -1311,11 +1286,7 @@ async fn a_job_back_for_its_send_time_is_delivered_without_reserving_another() {
     assert!(run(&fanout, &queue.inner, records).await.is_empty());
 
     // THEN it is delivered, and the bucket was not asked: its next send time is now
-    let total = log
-        .integration_logs(&store("s"), one.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .counted;
+    let total = logs_of(&*log, &one).await.counted;
     assert_eq!(total, 1);
     let before = Utc::now();
     let next = limiter
@@ -1352,11 +1323,7 @@ async fn a_job_back_too_late_for_its_send_time_reserves_again_at_the_end_of_the_
     assert!(run(&fanout, &queue.inner, records).await.is_empty());
 
     // THEN it is not delivered late: it waits for the send time after the ten taken
-    let total = log
-        .integration_logs(&store("s"), one.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .counted;
+    let total = logs_of(&*log, &one).await.counted;
     assert_eq!(total, 0);
     let waiting = jobs_in(&queue.inner);
     assert_eq!(waiting.len(), 1);
@@ -1625,12 +1592,7 @@ async fn a_job_whose_stored_payload_is_gone_is_discarded_with_the_reason_in_the_
     assert!(failed.is_empty(), "{failed:?}");
     assert!(seeing.payloads.lock().expect("lock").is_empty());
     let why = "the event's stored payload is gone: it expired with the delivery log's retention, or was deleted";
-    let logs = w
-        .log
-        .integration_logs(&store("s"), hook.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*w.log, &hook).await.items;
     assert_eq!(
         logs.iter()
             .map(|a| (a.succeeded, a.error_detail.as_deref()))
@@ -1912,12 +1874,7 @@ async fn a_stored_job_that_finds_no_room_before_its_attempts_deadline_goes_back_
     let failed = fanout.process(records.clone(), Some(deadline)).await;
     // THEN one job was attempted (and cut), and the other went back as it was, never
     // attempted
-    let logs = w
-        .log
-        .integration_logs(&store("s"), slow.id, &Filter::default(), Page::default())
-        .await
-        .expect("logs")
-        .items;
+    let logs = logs_of(&*w.log, &slow).await.items;
     assert_eq!(logs.len(), 1, "{logs:?}");
     let attempted = logs[0].job_id;
     let unattempted: Vec<String> = records
