@@ -1199,6 +1199,17 @@ fn key_statements(t: &Value) -> Vec<(String, Vec<String>, Vec<String>, Value)> {
     key_statements_of(t, "SecretsKey")
 }
 
+/// The principals the policy of the key `key` allows `action`, sorted.
+fn may(t: &Value, key: &str, action: &str) -> Vec<String> {
+    let mut out: Vec<String> = key_statements_of(t, key)
+        .into_iter()
+        .filter(|(_, _, actions, _)| actions.iter().any(|a| covers(a, action)))
+        .flat_map(|(_, principals, _, _)| principals)
+        .collect();
+    out.sort();
+    out
+}
+
 /// [`key_statements`] of the key `key`.
 fn key_statements_of(t: &Value, key: &str) -> Vec<(String, Vec<String>, Vec<String>, Value)> {
     resource(t, key)["Properties"]["KeyPolicy"]["Statement"]
@@ -1243,15 +1254,7 @@ fn only_the_api_fanout_and_sweeper_roles_use_the_secrets_key_and_the_account_onl
         "kms:ReEncryptTo",
         "kms:CreateGrant",
     ];
-    let who_may = |action: &str| -> Vec<String> {
-        let mut out: Vec<String> = key_statements(&t)
-            .into_iter()
-            .filter(|(_, _, actions, _)| actions.iter().any(|a| covers(a, action)))
-            .flat_map(|(_, principals, _, _)| principals)
-            .collect();
-        out.sort();
-        out
-    };
+    let who_may = |action: &str| may(&t, "SecretsKey", action);
     assert_eq!(
         who_may("kms:Decrypt"),
         [
@@ -1530,15 +1533,7 @@ fn datarefs_are_made_by_the_fanout_and_checked_by_the_api_with_an_hmac_key_nobod
     assert_eq!(key["Properties"]["KeyUsage"], "GENERATE_VERIFY_MAC");
     // Its policy lets the fan-out make codes and the api check them, nothing more;
     // the account administers it without using it.
-    let who_may = |action: &str| -> Vec<String> {
-        let mut out: Vec<String> = key_statements_of(&t, "DatarefKey")
-            .into_iter()
-            .filter(|(_, _, actions, _)| actions.iter().any(|a| covers(a, action)))
-            .flat_map(|(_, principals, _, _)| principals)
-            .collect();
-        out.sort();
-        out
-    };
+    let who_may = |action: &str| may(&t, "DatarefKey", action);
     assert_eq!(who_may("kms:GenerateMac"), ["FanoutFunctionRole.Arn"]);
     assert_eq!(who_may("kms:VerifyMac"), ["ApiFunctionRole.Arn"]);
     for action in [
