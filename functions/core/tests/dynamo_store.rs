@@ -2296,6 +2296,15 @@ mod rotation_sweep {
         i
     }
 
+    /// `i` as the store reads it now.
+    async fn current(store: &DynamoIntegrationStore, i: &Integration) -> Integration {
+        store
+            .get(&i.store_id, i.id)
+            .await
+            .expect("get")
+            .expect("found")
+    }
+
     fn retiring(i: &Integration) -> Option<RetiringSecret> {
         match &i.target {
             Target::Webhook(c) => c.retiring.clone(),
@@ -2346,11 +2355,7 @@ mod rotation_sweep {
             .expect("the envelope")
             .as_ref()
             .to_vec();
-        let mut masked = store
-            .get(&ending.store_id, ending.id)
-            .await
-            .expect("get")
-            .expect("found");
+        let mut masked = current(&store, &ending).await;
         assert_eq!(retiring(&masked), None);
         assert_eq!(masked.version, 1);
         let resource = masked.to_resource("");
@@ -2373,11 +2378,7 @@ mod rotation_sweep {
         let until = format_timestamp(&(now + Duration::hours(3)));
         assert_eq!(item["retiring_until"].as_s().expect("until"), &until);
         assert_eq!(item["gsi4sk"].as_s().expect("index key"), &until);
-        let read = store
-            .get(&lasting.store_id, lasting.id)
-            .await
-            .expect("get")
-            .expect("found");
+        let read = current(&store, &lasting).await;
         assert_eq!(
             retiring(&read),
             Some(RetiringSecret {
@@ -2442,11 +2443,7 @@ mod rotation_sweep {
         // THEN the sweep removed nothing: the new rotation's previous secret (the one
         // it replaced) signs until the new rotation's end
         assert!(!removed);
-        let read = store
-            .get(&i.store_id, i.id)
-            .await
-            .expect("get")
-            .expect("found");
+        let read = current(&store, &i).await;
         let Target::Webhook(c) = &read.target else {
             panic!("a webhook")
         };
@@ -2493,11 +2490,7 @@ mod rotation_sweep {
 
         // THEN it finds nothing, and the integration reads as before
         assert_eq!(swept, Swept::default());
-        let read = store
-            .get(&i.store_id, i.id)
-            .await
-            .expect("get")
-            .expect("found");
+        let read = current(&store, &i).await;
         assert_eq!(
             retiring(&read).map(|r| r.secret),
             Some(Secret::new("THE_OLD_SECRET_KEY"))
