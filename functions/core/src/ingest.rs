@@ -10,13 +10,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::cache::{observers, IntegrationCache};
 use crate::catalog;
-use crate::job::{parse_event, DeliveryJob, Event, Payload, Stored, MAX_INLINE_PAYLOAD};
+use crate::job::{
+    json_len, parse_event, parse_event_text, text_len, DeliveryJob, Event, Payload, Stored,
+    MAX_EVENT_BYTES, MAX_INLINE_PAYLOAD,
+};
 use crate::model::StoreId;
 use crate::ports::{EventBodies, IdempotencyStore, JobQueue, OutgoingJob};
 use crate::validate::FieldError;
@@ -100,6 +104,58 @@ impl EventResult {
     }
 }
 
+/// An incoming event, as ingest takes it: parsed (a direct invocation's, Herald's own)
+/// or as its JSON text (`POST /v2/events`, whose events are never parsed into trees).
+pub trait Incoming: Sync {
+    /// The event validated ([`parse_event`]), and whether its sender named it (gave
+    /// it an id).
+    fn read(
+        &self,
+        store_from_caller: Option<&StoreId>,
+        pointer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(StoreId, Event, bool), Vec<FieldError>>;
+
+    /// Bytes of its JSON text written compactly, when more than [`MAX_EVENT_BYTES`].
+    fn oversize(&self) -> Option<usize>;
+}
+
+impl Incoming for Value {
+    fn read(
+        &self,
+        store_from_caller: Option<&StoreId>,
+        pointer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(StoreId, Event, bool), Vec<FieldError>> {
+        let named = self.get("id").is_some_and(|id| !id.is_null());
+        parse_event(self, store_from_caller, pointer, now)
+            .map(|(store, event)| (store, event, named))
+    }
+
+    fn oversize(&self) -> Option<usize> {
+        Some(json_len(self)).filter(|&n| n > MAX_EVENT_BYTES)
+    }
+}
+
+impl Incoming for &RawValue {
+    fn read(
+        &self,
+        store_from_caller: Option<&StoreId>,
+        pointer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(StoreId, Event, bool), Vec<FieldError>> {
+        parse_event_text(self, store_from_caller, pointer, now)
+    }
+
+    fn oversize(&self) -> Option<usize> {
+        // Compact text is never longer than the text.
+        let text = self.get();
+        (text.len() > MAX_EVENT_BYTES)
+            .then(|| text_len(text))
+            .filter(|&n| n > MAX_EVENT_BYTES)
+    }
+}
+
 /// The ingest use case.
 pub struct Ingest {
     integrations: Arc<IntegrationCache>,
@@ -140,7 +196,7 @@ impl Ingest {
     /// Herald's own operational events ([`crate::alerts`]) are refused.
     pub async fn ingest(
         &self,
-        raw: &[Value],
+        raw: &[impl Incoming],
         caller_store: Option<&StoreId>,
         pointer: impl Fn(usize) -> String,
     ) -> Vec<EventResult> {
@@ -169,7 +225,7 @@ impl Ingest {
 
     async fn take(
         &self,
-        raw: &[Value],
+        raw: &[impl Incoming],
         caller_store: Option<&StoreId>,
         pointer: impl Fn(usize) -> String,
         from_herald: bool,
@@ -179,9 +235,9 @@ impl Ingest {
         let mut valid: Vec<(usize, StoreId, Event)> = Vec::new();
         // Events the sender named: only their ids can have been sent before.
         let mut named = HashSet::new();
-        for (index, value) in raw.iter().enumerate() {
-            match parse_event(value, caller_store, &pointer(index), now) {
-                Ok((_, event)) if !from_herald && catalog::is_emitted_by_herald(&event.kind) => {
+        for (index, incoming) in raw.iter().enumerate() {
+            match incoming.read(caller_store, &pointer(index), now) {
+                Ok((_, event, _)) if !from_herald && catalog::is_emitted_by_herald(&event.kind) => {
                     results.push(EventResult {
                         index,
                         id: None,
@@ -191,7 +247,7 @@ impl Ingest {
                         }]),
                     });
                 }
-                Ok((_, event))
+                Ok((_, event, _))
                     if self.bodies.is_none() && event.payload.text().len() > MAX_INLINE_PAYLOAD =>
                 {
                     results.push(EventResult {
@@ -203,13 +259,13 @@ impl Ingest {
                         }]),
                     });
                 }
-                Ok((store, event)) => {
+                Ok((store, event, is_named)) => {
                     results.push(EventResult {
                         index,
                         id: Some(event.id.clone()),
                         status: EventStatus::Accepted { jobs: 0 },
                     });
-                    if value.get("id").is_some_and(|id| !id.is_null()) {
+                    if is_named {
                         named.insert(index);
                     }
                     valid.push((index, store, event));

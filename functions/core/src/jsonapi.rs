@@ -137,6 +137,31 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    parse_json(&read_body(headers, body, limit).await?)
+}
+
+/// `bytes` parsed as JSON, or 400 saying why they are not.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, Errors> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Errors::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+            Some(Source::Pointer(String::new())),
+        )
+    })
+}
+
+/// Reads a JSON body of at most `limit` bytes, unparsed: 415 for another content
+/// type, 413 past the limit (declared or read).
+pub async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<bytes::Bytes, Errors>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if !is_json(headers) {
         return Err(Errors::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -158,7 +183,7 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = Limited::new(body, limit)
+    Ok(Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
@@ -168,12 +193,5 @@ where
                 Errors::new(StatusCode::BAD_REQUEST, "the body could not be read", None)
             }
         })?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Errors::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not valid JSON: {e}"),
-            Some(Source::Pointer(String::new())),
-        )
-    })
+        .to_bytes())
 }

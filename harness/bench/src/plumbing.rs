@@ -5,6 +5,8 @@
 //!   uses it) vs hyper-util's legacy pooled `Client` vs reqwest, to the receiver;
 //! - the attempt log's `BatchWriteItem`: Herald's `BatchWriter` vs the SDK's
 //!   DynamoDB client, the same items, to the receiver (which answers it);
+//! - the events of `POST /v2/events`: read as their JSON text (`parse_event_text`,
+//!   with its hand-written compaction of payloads) vs parsed into serde_json trees;
 //!
 //! The decisions these figures carry are in `docs/decisions/`, with those of the
 //! pieces that lost to their library (the JSON escaper, the timestamp codec) and went.
@@ -239,6 +241,14 @@ fn attribute_map(item: &[u8]) -> Result<HashMap<String, AttributeValue>, String>
             ("S", serde_json::Value::String(s)) => AttributeValue::S(s.clone()),
             ("N", serde_json::Value::String(n)) => AttributeValue::N(n.clone()),
             ("BOOL", serde_json::Value::Bool(b)) => AttributeValue::Bool(*b),
+            ("B", serde_json::Value::String(b)) => {
+                use base64::Engine as _;
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .map_err(|e| format!("a B attribute: {e}"))?,
+                ))
+            }
             ("NULL", _) => AttributeValue::Null(true),
             (other, _) => return Err(format!("an attribute of type {other}")),
         })
@@ -356,6 +366,124 @@ async fn sdk_write(
     answers.into_iter().collect()
 }
 
+/// Events per run of [`events_table`].
+const EVENTS_PER_RUN: usize = 20_000;
+
+/// `POST /v2/events` bodies carrying [`EVENTS_PER_RUN`] events of 1 KiB (as the
+/// `make run` section sends them), `per_request` to a body; `tree` puts `"data":
+/// null` first, a field twice, which the text read refuses: such a body is parsed
+/// into a tree, as every body was before the text read.
+fn event_bodies(per_request: usize, tree: bool) -> Vec<Bytes> {
+    let pad = "x".repeat(1024);
+    let event = |i: usize| {
+        format!(
+            r#"{{"id":"e-{i}","type":"order.paid","payload":{{"data":{{"type":"order","id":"o-{i}","sent_us":{i},"note":"{pad}"}}}}}}"#
+        )
+    };
+    (0..EVENTS_PER_RUN / per_request)
+        .map(|r| {
+            let events: Vec<String> = (r * per_request..(r + 1) * per_request)
+                .map(event)
+                .collect();
+            let first = if tree { r#""data":null,"# } else { "" };
+            Bytes::from(format!(r#"{{{first}"data":[{}]}}"#, events.join(",")))
+        })
+        .collect()
+}
+
+/// CPU per event of `herald_core::ingest::request::post_events` over the embedded
+/// adapters (one webhook integration observing the events, a fresh queue and fresh
+/// claims), taking `bodies` one after the other.
+async fn ingest_cpu(bodies: &[Bytes]) -> Result<f64, String> {
+    use herald_core::cache::IntegrationCache;
+    use herald_core::ingest::{request::post_events, Ingest, IngestSettings};
+    use herald_core::memory::{MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
+    use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+    use herald_core::ports::IntegrationStore;
+
+    let store = StoreId::parse("s1").ok_or("no store id")?;
+    let integrations = Arc::new(MemoryIntegrationStore::new());
+    let now = Utc::now();
+    let hook = Integration {
+        id: uuid::Uuid::now_v7(),
+        store_id: store.clone(),
+        name: "bench".into(),
+        description: String::new(),
+        enabled: true,
+        observes: vec!["order.paid".into()],
+        target: Target::Webhook(WebhookConfig {
+            url: "https://example.com/hook".into(),
+            secret_key: None,
+            retiring: None,
+        }),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        health: Default::default(),
+        delivery: Default::default(),
+    };
+    integrations
+        .insert(&hook, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
+    let ingest = Ingest::new(
+        Arc::new(IntegrationCache::new(integrations, Duration::from_secs(5))),
+        Arc::new(MemoryIdempotency::new()),
+        queue.clone(),
+        IngestSettings::default(),
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let before = cpu_time();
+    for body in bodies {
+        let (status, _) = post_events(&ingest, &store, &headers, Full::new(body.clone()))
+            .await
+            .map_err(|e| format!("POST /v2/events: {e:?}"))?;
+        if status != http::StatusCode::ACCEPTED {
+            return Err(format!("POST /v2/events answered {status}"));
+        }
+    }
+    let cpu = cpu_time().saturating_sub(before);
+    if queue.len() != EVENTS_PER_RUN {
+        return Err(format!("{} jobs queued of {EVENTS_PER_RUN}", queue.len()));
+    }
+    Ok(cpu.as_secs_f64() * 1e6 / EVENTS_PER_RUN as f64)
+}
+
+async fn events_table(runs: usize, out: &mut String) -> Result<(), String> {
+    out.push_str("| events per request | as text: CPU per event (µs) | as trees: CPU per event (µs) | trees ÷ text |
+|---:|---:|---:|---|
+");
+    for per_request in [1, 100] {
+        let (text_bodies, tree_bodies) = (
+            event_bodies(per_request, false),
+            event_bodies(per_request, true),
+        );
+        let (mut text, mut tree) = (Vec::new(), Vec::new());
+        for run in 0..=runs {
+            let (a, b) = (
+                ingest_cpu(&text_bodies).await?,
+                ingest_cpu(&tree_bodies).await?,
+            );
+            if run > 0 {
+                text.push(a);
+                tree.push(b);
+            }
+        }
+        out.push_str(&format!(
+            "| {per_request} | {:.1} | {:.1} | **{}** |
+",
+            median(text.clone()),
+            median(tree.clone()),
+            spread(&ratios(&tree, &text), 2),
+        ));
+    }
+    out.push_str(&format!("
+{EVENTS_PER_RUN} events of 1 KiB per run, each named (an id to claim), observed by one webhook integration, through `ingest::request::post_events` over the embedded adapters (the dev server's), one request after another; as trees = the same bodies with `\"data\":null,` first, a field twice, which the text read refuses, so that they take the path every body took before it: parsed into serde_json trees, each event validated as a tree and its payload written out again; median of the runs after a warm-up (min–max of the per-run ratios)\n\n"));
+    Ok(())
+}
+
 /// The section: the hand-written pieces Herald keeps, each against the library.
 pub async fn table(url: String, runs: usize) -> Result<String, String> {
     let mut out = String::new();
@@ -363,6 +491,8 @@ pub async fn table(url: String, runs: usize) -> Result<String, String> {
     http_table(&url, runs, &mut out).await?;
     out.push_str("### The attempt log's BatchWriteItem: Herald's writer vs the SDK\n\n");
     log_table(&url, runs, &mut out).await?;
+    out.push_str("### The events of POST /v2/events: read as text vs parsed into trees\n\n");
+    events_table(runs, &mut out).await?;
     out.push_str("The JSON escaper and the timestamp codec were measured here too and replaced by serde_json and chrono: see docs/decisions/.\n");
     Ok(out)
 }

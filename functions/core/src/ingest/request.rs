@@ -3,10 +3,14 @@
 //! caller acts for.
 
 use http::{header::HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::{EventStatus, Ingest, MAX_EVENTS_PER_REQUEST};
-use crate::job::{json_len, MAX_EVENT_BYTES};
+use super::{EventStatus, Incoming, Ingest, MAX_EVENTS_PER_REQUEST};
+#[cfg(doc)]
+use crate::job::parse_event_text;
+use crate::job::MAX_EVENT_BYTES;
 use crate::jsonapi::{self, Errors};
 use crate::model::StoreId;
 use crate::validate::FieldError;
@@ -21,6 +25,11 @@ pub const MAX_EVENTS_BODY_BYTES: usize = MAX_EVENT_BYTES + 64 * 1024;
 /// ingested). 202 with each event's id, status and job count; 422 when every event is
 /// invalid; 503 when some could not be queued (the document says which: send those
 /// again).
+///
+/// The events are read as the JSON text they came as ([`parse_event_text`]): no tree of
+/// them is built, and their payloads are delivered as their sender wrote them. A body
+/// that does not read so (not an object, not JSON, `data` twice) is parsed into a
+/// tree, which answers as before.
 pub async fn post_events<B>(
     ingest: &Ingest,
     store: &StoreId,
@@ -31,27 +40,73 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut body = jsonapi::read_json(headers, body, MAX_EVENTS_BODY_BYTES).await?;
+    /// The document, its events unread.
+    #[derive(Deserialize)]
+    struct Document<'a> {
+        #[serde(default, borrow)]
+        data: Option<&'a RawValue>,
+    }
+
+    let bytes = jsonapi::read_body(headers, body, MAX_EVENTS_BODY_BYTES).await?;
+    // serde reads a struct from an array too: only an object is a document.
+    let document = match bytes.trim_ascii_start().first() {
+        Some(b'{') => serde_json::from_slice::<Document<'_>>(&bytes).ok(),
+        _ => None,
+    };
+    if let Some(document) = document {
+        let data = match document
+            .data
+            .map(|d| (d, d.get().as_bytes().trim_ascii_start().first()))
+        {
+            Some((one, Some(b'{'))) => Data::One(one),
+            Some((list, Some(b'['))) => match serde_json::from_str::<Vec<&RawValue>>(list.get()) {
+                Ok(list) => Data::List(list),
+                Err(_) => Data::Neither,
+            },
+            _ => Data::Neither,
+        };
+        return take(ingest, store, data).await;
+    }
+    let mut body = jsonapi::parse_json(&bytes)?;
+    // The events are taken out of the document, not copied.
+    let data = match body.get_mut("data").map(Value::take) {
+        Some(event @ Value::Object(_)) => Data::One(event),
+        Some(Value::Array(list)) => Data::List(list),
+        _ => Data::Neither,
+    };
+    take(ingest, store, data).await
+}
+
+/// A document's `data`: an event, a list, or neither.
+enum Data<E> {
+    One(E),
+    List(Vec<E>),
+    Neither,
+}
+
+async fn take<E: Incoming>(
+    ingest: &Ingest,
+    store: &StoreId,
+    data: Data<E>,
+) -> Result<(StatusCode, Value), Errors> {
     let invalid = |detail: String| {
         Errors::invalid(vec![FieldError {
             pointer: "/data".into(),
             detail,
         }])
     };
-    // The events are taken out of the document, not copied.
-    let data = body.get_mut("data").map(Value::take);
     let (events, single) = match data {
-        Some(event @ Value::Object(_)) => (vec![event], true),
-        Some(Value::Array(list)) if list.is_empty() => {
+        Data::One(event) => (vec![event], true),
+        Data::List(list) if list.is_empty() => {
             return Err(invalid("must list at least one event".into()))
         }
-        Some(Value::Array(list)) if list.len() > MAX_EVENTS_PER_REQUEST => {
+        Data::List(list) if list.len() > MAX_EVENTS_PER_REQUEST => {
             return Err(invalid(format!(
                 "must list at most {MAX_EVENTS_PER_REQUEST} events"
             )))
         }
-        Some(Value::Array(list)) => (list, false),
-        _ => {
+        Data::List(list) => (list, false),
+        Data::Neither => {
             return Err(invalid(
                 "is required: an event object or a list of events".into(),
             ))
@@ -68,8 +123,7 @@ where
         .iter()
         .enumerate()
         .filter_map(|(i, event)| {
-            let bytes = json_len(event);
-            (bytes > MAX_EVENT_BYTES).then(|| FieldError {
+            event.oversize().map(|bytes| FieldError {
                 pointer: pointer(i),
                 detail: format!(
                     "the event is {bytes} bytes of JSON, more than the {MAX_EVENT_BYTES} (5 MiB) an event may be"

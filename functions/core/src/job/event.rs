@@ -1,6 +1,8 @@
 //! Events as the commerce backend sends them: their limits, the payload kept as the
 //! JSON text it came as, and the validation of one incoming event.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -68,6 +70,16 @@ impl Payload {
         self.text() == "null"
     }
 
+    /// The payload whose JSON text is `raw` as its sender wrote it (key order,
+    /// numbers and string escapes kept), without the whitespace between its tokens.
+    fn from_raw(raw: &RawValue) -> Self {
+        match compact(raw.get()) {
+            Cow::Borrowed(_) => Self(raw.to_owned()),
+            // Whitespace between the tokens of JSON removed is JSON still.
+            Cow::Owned(text) => Self::from_text(text).unwrap_or_else(|_| Self(raw.to_owned())),
+        }
+    }
+
     /// The payload whose JSON text is `text`, checked to be JSON.
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
         RawValue::from_string(text).map(Self)
@@ -129,13 +141,7 @@ pub fn parse_event(
     }
     let id = match obj.get("id") {
         None | Some(Value::Null) => Some(Uuid::now_v7().to_string()),
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.len() <= MAX_EVENT_ID
-                && s.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Some(s.clone())
-        }
+        Some(Value::String(s)) if is_event_id(s) => Some(s.clone()),
         Some(_) => {
             err(
                 &mut errors,
@@ -255,6 +261,179 @@ pub fn parse_event(
             ))
         }
         _ => Err(errors),
+    }
+}
+
+/// Whether `id` may be an event's id: 1 to [`MAX_EVENT_ID`] printable ASCII characters.
+fn is_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_EVENT_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The fields of an incoming event, read from its text: strings borrowed where they
+/// hold no escape, the payload as its text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventText<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    store_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    occurred_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+/// The fields of an incoming payload, read from its text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayloadText<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default, borrow)]
+    included: Option<&'a RawValue>,
+}
+
+/// Validates one incoming event given as its JSON text, as [`parse_event`] does the
+/// parsed event, and tells whether the sender named it (gave it an id). The event's
+/// tree is never built: its payload is kept as the sender wrote it ([`Payload`],
+/// whitespace between tokens removed), so that numbers keep every digit they came
+/// with. An event this cannot read at once (an invalid one, or one with a field
+/// twice) is parsed and validated as [`parse_event`] does, for its errors.
+pub fn parse_event_text(
+    raw: &RawValue,
+    store_from_caller: Option<&StoreId>,
+    pointer: &str,
+    now: DateTime<Utc>,
+) -> Result<(StoreId, Event, bool), Vec<FieldError>> {
+    if let Some(read) = read_event_text(raw, store_from_caller, now) {
+        return Ok(read);
+    }
+    let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+        vec![FieldError {
+            pointer: pointer.to_owned(),
+            detail: format!("is not JSON: {e}"),
+        }]
+    })?;
+    let named = value.get("id").is_some_and(|id| !id.is_null());
+    parse_event(&value, store_from_caller, pointer, now).map(|(store, event)| (store, event, named))
+}
+
+/// A valid event read from its text, or `None` (then [`parse_event`] says why).
+fn read_event_text(
+    raw: &RawValue,
+    store_from_caller: Option<&StoreId>,
+    now: DateTime<Utc>,
+) -> Option<(StoreId, Event, bool)> {
+    // serde reads a struct from an array too: only an object is an event.
+    let text = raw.get();
+    if !is_object(text) || (text.len() > MAX_EVENT_BYTES && text_len(text) > MAX_EVENT_BYTES) {
+        return None;
+    }
+    let fields: EventText<'_> = serde_json::from_str(text).ok()?;
+    let (id, named) = match fields.id {
+        None => (Uuid::now_v7().to_string(), false),
+        Some(id) if is_event_id(&id) => (id.into_owned(), true),
+        Some(_) => return None,
+    };
+    if !catalog::is_observable(&fields.kind) {
+        return None;
+    }
+    let store = match (fields.store_id, store_from_caller) {
+        (None, caller) => caller?.clone(),
+        (Some(named), caller) => {
+            let store = StoreId::parse(&named)?;
+            if caller.is_some_and(|c| *c != store) {
+                return None;
+            }
+            store
+        }
+    };
+    let occurred_at = match fields.occurred_at {
+        None => now,
+        Some(at) => DateTime::parse_from_rfc3339(&at).ok()?.with_timezone(&Utc),
+    };
+    if !is_object(fields.payload.get()) {
+        return None;
+    }
+    let payload: PayloadText<'_> = serde_json::from_str(fields.payload.get()).ok()?;
+    if !is_object(payload.data.get()) || payload.included.is_some_and(|i| !is_object(i.get())) {
+        return None;
+    }
+    Some((
+        store,
+        Event {
+            id,
+            kind: fields.kind.into_owned(),
+            occurred_at,
+            payload: Payload::from_raw(fields.payload),
+        },
+        named,
+    ))
+}
+
+/// Whether the JSON text `text` is an object.
+fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
+/// The JSON text `text` without the whitespace between its tokens (borrowed when it
+/// has none there).
+fn compact(text: &str) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut from = 0;
+    spaces_between_tokens(text, |at| {
+        // Whitespace is ASCII: `at` is a character boundary.
+        let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        out.push_str(&text[from..at]);
+        from = at + 1;
+    });
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut out) => {
+            out.push_str(&text[from..]);
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// The length of the JSON text `text` without the whitespace between its tokens: the
+/// length of its compact form, as [`json_len`] counts a parsed value's.
+pub fn text_len(text: &str) -> usize {
+    let mut spaces = 0;
+    spaces_between_tokens(text, |_| spaces += 1);
+    text.len() - spaces
+}
+
+/// Calls `f` with the position of each whitespace byte of the JSON text `text` that
+/// is not in a string.
+fn spaces_between_tokens(text: &str, mut f: impl FnMut(usize)) {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'"' => {
+                // To the string's closing quote, past every escaped character.
+                at += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', bytes.get(at..).unwrap_or_default()) {
+                        Some(i) if bytes[at + i] == b'\\' => at += i + 2,
+                        Some(i) => {
+                            at += i + 1;
+                            break;
+                        }
+                        None => return,
+                    }
+                }
+            }
+            b' ' | b'\n' | b'\t' | b'\r' => {
+                f(at);
+                at += 1;
+            }
+            _ => at += 1,
+        }
     }
 }
 

@@ -7,7 +7,8 @@ mod stored;
 pub mod timestamp;
 
 pub use event::{
-    json_len, parse_event, Event, Payload, EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID,
+    json_len, parse_event, parse_event_text, text_len, Event, Payload, EVENT_FIELDS,
+    MAX_EVENT_BYTES, MAX_EVENT_ID,
 };
 pub(crate) use stored::key as body_key;
 #[cfg(test)]
@@ -358,6 +359,56 @@ mod tests {
         assert!(parse_event(&named, Some(&store()), "", now()).is_ok());
     }
 
+    fn read_text(
+        text: &str,
+        caller: Option<&StoreId>,
+    ) -> Result<(StoreId, Event, bool), Vec<FieldError>> {
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(text).expect("json");
+        parse_event_text(&raw, caller, "/data", now())
+    }
+
+    #[test]
+    fn an_events_payload_keeps_the_digits_and_escapes_its_sender_wrote_without_the_whitespace() {
+        let (_, event, named) = read_text(
+            "{\"type\": \"order.paid\",\n \"payload\": {\"data\": {\"total\": 19.90, \"ref\": 123456789012345678901234567890,\n\t\"note\": \"a \\\" b\\u00e9 \", \"e\": 1E2}}}",
+            Some(&store()),
+        )
+        .expect("valid");
+        assert!(!named);
+        assert_eq!(
+            event.payload.text(),
+            r#"{"data":{"total":19.90,"ref":123456789012345678901234567890,"note":"a \" b\u00e9 ","e":1E2}}"#
+        );
+    }
+
+    #[test]
+    fn an_event_read_from_its_text_is_refused_with_the_same_errors_as_its_tree() {
+        let bad = r#"{"id": "has space", "type": "order.exploded", "occurred_at": "yesterday",
+                      "payload": {"data": [], "included": 3, "extra": 1}, "other": true}"#;
+        let tree: Value = serde_json::from_str(bad).expect("json");
+        assert_eq!(
+            read_text(bad, Some(&store())).expect_err("invalid"),
+            parse_event(&tree, Some(&store()), "/data", now()).expect_err("invalid")
+        );
+        // A field twice: the tree keeps the last, and so does the text.
+        let (_, event, named) = read_text(
+            r#"{"id": "a", "id": "b", "type": "order.paid", "payload": {"data": {}}}"#,
+            Some(&store()),
+        )
+        .expect("valid");
+        assert_eq!((event.id.as_str(), named), ("b", true));
+        // An array is not an event, though serde would read a struct from one.
+        assert_eq!(
+            read_text(
+                r#"["e1", "order.paid", null, null, {"data": {}}]"#,
+                Some(&store())
+            )
+            .expect_err("invalid")
+            .len(),
+            1
+        );
+    }
+
     #[test]
     fn an_event_larger_than_5_mib_is_refused() {
         let big = json!({"type": "order.paid", "payload": {"data": {"blob": "x".repeat(MAX_EVENT_BYTES)}}});
@@ -626,6 +677,68 @@ mod properties {
         })
     }
 
+    /// An object with an event's fields, each valid or not, often all valid.
+    fn event_like() -> impl Strategy<Value = Value> {
+        let object = || {
+            prop::collection::vec((key(), any_json()), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>()))
+        };
+        let field = |valid: BoxedStrategy<Value>| {
+            prop::option::weighted(0.7, prop_oneof![3 => valid, 1 => any_json()])
+        };
+        (
+            field(prop_oneof![Just(Value::Null), "[!-~]{1,12}".prop_map(Value::from)].boxed()),
+            field(
+                prop::sample::select(vec!["order.paid", "cart.updated"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+            field(
+                prop::sample::select(vec!["s1", "s2"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+            field(
+                prop::sample::select(vec![
+                    "2026-11-22T08:00:00Z",
+                    "2026-11-22T08:00:00.123+02:00",
+                ])
+                .prop_map(Value::from)
+                .boxed(),
+            ),
+            field(
+                (
+                    prop_oneof![3 => object(), 1 => any_json()],
+                    prop::option::of(prop_oneof![Just(Value::Null), object(), any_json()]),
+                )
+                    .prop_map(|(data, included)| {
+                        let mut p = Map::new();
+                        p.insert("data".into(), data);
+                        if let Some(i) = included {
+                            p.insert("included".into(), i);
+                        }
+                        Value::Object(p)
+                    })
+                    .boxed(),
+            ),
+        )
+            .prop_map(|(id, kind, store, at, payload)| {
+                let mut event = Map::new();
+                for (k, v) in [
+                    ("id", id),
+                    ("type", kind),
+                    ("store_id", store),
+                    ("occurred_at", at),
+                    ("payload", payload),
+                ] {
+                    if let Some(v) = v {
+                        event.insert(k.into(), v);
+                    }
+                }
+                Value::Object(event)
+            })
+    }
+
     fn valid_job() -> Value {
         let store = StoreId::parse("s1").expect("store");
         let event = Event {
@@ -668,6 +781,36 @@ mod properties {
                         prop_assert!(!e.detail.is_empty());
                     }
                 }
+            }
+        }
+
+        #[test]
+        fn an_event_read_from_its_text_is_the_event_read_from_its_tree(
+            value in prop_oneof![any_json(), event_like()],
+            pretty in any::<bool>(),
+            direct in any::<bool>(),
+        ) {
+            let store = StoreId::parse("s1").expect("store");
+            let caller = (!direct).then_some(&store);
+            let text = match pretty {
+                true => serde_json::to_string_pretty(&value),
+                false => serde_json::to_string(&value),
+            }.expect("json");
+            let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&text).expect("json");
+            let now = Utc::now();
+            let from_text = parse_event_text(&raw, caller, "/data/3", now);
+            let from_tree = parse_event(&value, caller, "/data/3", now);
+            match (from_text, from_tree) {
+                (Ok((s1, mut e1, named)), Ok((s2, e2))) => {
+                    prop_assert_eq!(s1, s2);
+                    prop_assert_eq!(named, value.get("id").is_some_and(|id| !id.is_null()));
+                    if !named {
+                        e1.id = e2.id.clone();
+                    }
+                    prop_assert_eq!(e1, e2);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "text: {:?}, tree: {:?}", a.map(|r| r.1), b.map(|r| r.1)),
             }
         }
 
