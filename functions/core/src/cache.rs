@@ -74,9 +74,8 @@ impl IntegrationCache {
 }
 
 /// The enabled integrations of a list that observe `event_type`.
-pub fn observers(list: &[Integration], event_type: &str) -> Vec<Integration> {
+pub fn observers<'a>(list: &'a [Integration], event_type: &str) -> Vec<&'a Integration> {
     list.iter()
         .filter(|i| i.enabled && i.observes.iter().any(|o| o == event_type))
-        .cloned()
         .collect()
 }

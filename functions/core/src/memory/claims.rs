@@ -42,16 +42,11 @@ impl MemoryIdempotency {
     }
 }
 
-#[async_trait]
-impl IdempotencyStore for MemoryIdempotency {
-    async fn take(
-        &self,
-        store: &StoreId,
-        event_id: &str,
-        ttl: Duration,
-    ) -> Result<Option<DateTime<Utc>>> {
-        let mut claims = lock(&self.claims);
-        let Claims { held, soonest } = &mut *claims;
+impl Claims {
+    /// Claims `event_id` of `store` for `ttl`: when its first claim was made, or
+    /// `None` while it is held.
+    fn take(&mut self, store: &StoreId, event_id: &str, ttl: Duration) -> Option<DateTime<Utc>> {
+        let Claims { held, soonest } = self;
         let now = Instant::now();
         while let Some(std::cmp::Reverse((at, _))) = soonest.peek() {
             if *at > now {
@@ -66,7 +61,7 @@ impl IdempotencyStore for MemoryIdempotency {
         let key = (store.clone(), event_id.to_owned());
         let until = now + ttl;
         let since = match held.get(&key) {
-            Some(h) if !h.released => return Ok(None),
+            Some(h) if !h.released => return None,
             Some(h) => h.since,
             None => crate::job::to_millis(Utc::now()),
         };
@@ -79,7 +74,31 @@ impl IdempotencyStore for MemoryIdempotency {
             },
         );
         soonest.push(std::cmp::Reverse((until, key)));
-        Ok(Some(since))
+        Some(since)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotency {
+    async fn take(
+        &self,
+        store: &StoreId,
+        event_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<DateTime<Utc>>> {
+        Ok(lock(&self.claims).take(store, event_id, ttl))
+    }
+
+    /// One lock for the request's claims, not one each.
+    async fn take_all(
+        &self,
+        keys: &[(StoreId, String)],
+        ttl: Duration,
+    ) -> Vec<Result<Option<DateTime<Utc>>>> {
+        let mut claims = lock(&self.claims);
+        keys.iter()
+            .map(|(store, id)| Ok(claims.take(store, id, ttl)))
+            .collect()
     }
 
     async fn release(&self, store: &StoreId, event_id: &str) -> Result<()> {
