@@ -370,14 +370,19 @@ async fn sdk_write(
 const EVENTS_PER_RUN: usize = 20_000;
 
 /// `POST /v2/events` bodies carrying [`EVENTS_PER_RUN`] events of 1 KiB (as the
-/// `make run` section sends them), `per_request` to a body; `tree` puts `"data":
-/// null` first, a field twice, which the text read refuses: such a body is parsed
-/// into a tree, as every body was before the text read.
-fn event_bodies(per_request: usize, tree: bool) -> Vec<Bytes> {
+/// `make run` section sends them), `per_request` to a body, their payloads
+/// pretty-printed (an indented line per field) or not; `tree` puts `"data": null`
+/// first, a field twice, which the text read refuses: such a body is parsed into a
+/// tree, as every body was before the text read.
+fn event_bodies(per_request: usize, pretty: bool, tree: bool) -> Vec<Bytes> {
     let pad = "x".repeat(1024);
+    let (nl, top, at, sp) = match pretty {
+        true => ("\n", "\n  ", "\n    ", " "),
+        false => ("", "", "", ""),
+    };
     let event = |i: usize| {
         format!(
-            r#"{{"id":"e-{i}","type":"order.paid","payload":{{"data":{{"type":"order","id":"o-{i}","sent_us":{i},"note":"{pad}"}}}}}}"#
+            r#"{{"id":"e-{i}","type":"order.paid","payload":{{{top}"data":{sp}{{{at}"type":{sp}"order",{at}"id":{sp}"o-{i}",{at}"sent_us":{sp}{i},{at}"note":{sp}"{pad}"{top}}}{nl}}}}}"#
         )
     };
     (0..EVENTS_PER_RUN / per_request)
@@ -452,13 +457,11 @@ async fn ingest_cpu(bodies: &[Bytes]) -> Result<f64, String> {
 }
 
 async fn events_table(runs: usize, out: &mut String) -> Result<(), String> {
-    out.push_str("| events per request | as text: CPU per event (µs) | as trees: CPU per event (µs) | trees ÷ text |
-|---:|---:|---:|---|
-");
-    for per_request in [1, 100] {
+    out.push_str("| events per request | payloads | as text: CPU per event (µs) | as trees: CPU per event (µs) | trees ÷ text |\n|---:|---|---:|---:|---|\n");
+    for (per_request, pretty) in [(1, false), (100, false), (1, true)] {
         let (text_bodies, tree_bodies) = (
-            event_bodies(per_request, false),
-            event_bodies(per_request, true),
+            event_bodies(per_request, pretty, false),
+            event_bodies(per_request, pretty, true),
         );
         let (mut text, mut tree) = (Vec::new(), Vec::new());
         for run in 0..=runs {
@@ -472,15 +475,14 @@ async fn events_table(runs: usize, out: &mut String) -> Result<(), String> {
             }
         }
         out.push_str(&format!(
-            "| {per_request} | {:.1} | {:.1} | **{}** |
-",
+            "| {per_request} | {} | {:.1} | {:.1} | **{}** |\n",
+            if pretty { "pretty-printed" } else { "compact" },
             median(text.clone()),
             median(tree.clone()),
             spread(&ratios(&tree, &text), 2),
         ));
     }
-    out.push_str(&format!("
-{EVENTS_PER_RUN} events of 1 KiB per run, each named (an id to claim), observed by one webhook integration, through `ingest::request::post_events` over the embedded adapters (the dev server's), one request after another; as trees = the same bodies with `\"data\":null,` first, a field twice, which the text read refuses, so that they take the path every body took before it: parsed into serde_json trees, each event validated as a tree and its payload written out again; median of the runs after a warm-up (min–max of the per-run ratios)\n\n"));
+    out.push_str(&format!("\n{EVENTS_PER_RUN} events of 1 KiB per run, each named (an id to claim), observed by one webhook integration, through `ingest::request::post_events` over the embedded adapters (the dev server's), one request after another; pretty-printed = each payload field on an indented line of its own, which the text read removes (`compact`, hand-written); as trees = the same bodies with `\"data\":null,` first, a field twice, which the text read refuses, so that they take the path every body took before it: parsed into serde_json trees, each event validated as a tree and its payload written out again; median of the runs after a warm-up (min–max of the per-run ratios)\n\n"));
     Ok(())
 }
 
