@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     let caller = (mode & 1 == 0).then_some(&store);
     let raw: Box<serde_json::value::RawValue> =
         serde_json::from_slice(rest).expect("JSON a tree was read from");
-    match (parse_event_text(&raw, caller, "/data/7", now), parse_event(&value, caller, "/data/7", now)) {
+    match (
+        parse_event_text(&raw, caller, "/data/7", now),
+        parse_event(&value, caller, "/data/7", now),
+    ) {
         (Ok((s1, mut e1, named)), Ok((s2, e2))) => {
             assert_eq!(s1, s2);
             assert_eq!(named, value.get("id").is_some_and(|id| !id.is_null()));
@@ -38,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
                 e1.id = e2.id.clone();
             }
             assert_eq!(e1.payload.value(), e2.payload.value());
-            assert_eq!((&e1.id, &e1.kind, e1.occurred_at), (&e2.id, &e2.kind, e2.occurred_at));
+            assert_eq!(
+                (&e1.id, &e1.kind, e1.occurred_at),
+                (&e2.id, &e2.kind, e2.occurred_at)
+            );
         }
         (Err(a), Err(b)) => assert_eq!(a, b),
         (a, b) => panic!("text: {:?}, tree: {:?}", a.map(|r| r.1), b.map(|r| r.1)),

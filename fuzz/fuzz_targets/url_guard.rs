@@ -18,8 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use herald_core::net::guard::AddressGuard;
 use herald_core::delivery::webhook::WebhookDeliverer;
+use herald_core::net::guard::AddressGuard;
 use herald_core::validate::{parse_create, Policy};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;

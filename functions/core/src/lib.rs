@@ -56,5 +56,5 @@ pub use error::{Error, Result};
 /// and 22.5 MB.
 pub use mimalloc::MiMalloc as Allocator;
 
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

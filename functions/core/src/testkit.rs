@@ -1,4 +1,4 @@
-//! Helpers for the core's own unit tests.
+//! Helpers for the core's own unit tests, and (feature `testkit`) for the harness.
 
 use std::sync::Arc;
 
@@ -10,10 +10,12 @@ use crate::memory::MemoryIntegrationStore;
 use crate::model::{Integration, Secret, StompConfig, StoreId, Target, WebhookConfig};
 use crate::ports::IntegrationStore;
 
+/// The store id `s` (which must be valid).
 pub fn store(s: &str) -> StoreId {
     StoreId::parse(s).expect("store id")
 }
 
+/// A webhook integration named `name` of store `store_id` to `https://example.com/<name>`.
 pub fn webhook(name: &str, store_id: &str, observes: &[&str], enabled: bool) -> Integration {
     let now = Utc::now();
     Integration {
@@ -60,6 +62,7 @@ pub fn job_for(i: &Integration) -> DeliveryJob {
     DeliveryJob::new(&i.store_id, i.id, event, Utc::now())
 }
 
+/// An embedded integration store holding `integrations`.
 pub async fn seeded(integrations: &[&Integration]) -> Arc<MemoryIntegrationStore> {
     let store = Arc::new(MemoryIntegrationStore::new());
     for i in integrations {
@@ -75,6 +78,7 @@ pub struct Counting {
 }
 
 impl Counting {
+    /// Counting the reads of `inner`.
     pub fn new(inner: Arc<MemoryIntegrationStore>) -> Self {
         Self {
             inner,
@@ -82,6 +86,7 @@ impl Counting {
         }
     }
 
+    /// The reads so far.
     pub fn reads(&self) -> usize {
         self.reads.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -177,11 +182,13 @@ pub struct SentBatch {
 
 /// The embedded queue, keeping every batch it was given (what a sender builds).
 pub struct Recording {
+    /// The queue the batches go on to.
     pub inner: Arc<crate::memory::MemoryQueue>,
     batches: std::sync::Mutex<Vec<SentBatch>>,
 }
 
 impl Recording {
+    /// Recording what goes to `inner`.
     pub fn new(inner: Arc<crate::memory::MemoryQueue>) -> Self {
         Self {
             inner,
@@ -189,6 +196,7 @@ impl Recording {
         }
     }
 
+    /// The batches so far.
     pub fn batches(&self) -> Vec<SentBatch> {
         self.batches.lock().expect("batches").clone()
     }

@@ -402,35 +402,11 @@ fn event_bodies(per_request: usize, pretty: bool, tree: bool) -> Vec<Bytes> {
 async fn ingest_cpu(bodies: &[Bytes]) -> Result<f64, String> {
     use herald_core::cache::IntegrationCache;
     use herald_core::ingest::{request::post_events, Ingest, IngestSettings};
-    use herald_core::memory::{MemoryIdempotency, MemoryIntegrationStore, MemoryQueue};
-    use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
-    use herald_core::ports::IntegrationStore;
+    use herald_core::memory::{MemoryIdempotency, MemoryQueue};
+    use herald_core::testkit::{seeded, store, webhook};
 
-    let store = StoreId::parse("s1").ok_or("no store id")?;
-    let integrations = Arc::new(MemoryIntegrationStore::new());
-    let now = Utc::now();
-    let hook = Integration {
-        id: uuid::Uuid::now_v7(),
-        store_id: store.clone(),
-        name: "bench".into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
-        target: Target::Webhook(WebhookConfig {
-            url: "https://example.com/hook".into(),
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
-    };
-    integrations
-        .insert(&hook, 100)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = store("s1");
+    let integrations = seeded(&[&webhook("bench", "s1", &["order.paid"], true)]).await;
     let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60), 6));
     let ingest = Ingest::new(
         Arc::new(IntegrationCache::new(integrations, Duration::from_secs(5))),
