@@ -38,6 +38,19 @@ pub fn webhook(name: &str, store_id: &str, observes: &[&str], enabled: bool) -> 
     }
 }
 
+/// An enabled webhook integration named `name` of store `store_id` to `url`, observing
+/// `order.paid`.
+pub fn webhook_to(name: &str, store_id: &str, url: &str) -> Integration {
+    Integration {
+        target: Target::Webhook(WebhookConfig {
+            url: url.into(),
+            secret_key: None,
+            retiring: None,
+        }),
+        ..webhook(name, store_id, &["order.paid"], true)
+    }
+}
+
 /// A STOMP integration of store `s` to `addresses`, observing `order.paid`.
 pub fn stomp(addresses: &[&str]) -> Integration {
     let mut i = webhook("broker", "s", &["order.paid"], true);

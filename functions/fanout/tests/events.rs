@@ -9,12 +9,12 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use chrono::Utc;
 use herald_core::config::PipelineSettings;
 use herald_core::filter::{Filter, Listed};
-use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, StoreId};
 use herald_core::page::Page;
 use herald_core::ports::JobSource;
+use herald_core::testkit::webhook_to;
 use herald_core::wiring::Components;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -31,24 +31,9 @@ async fn receiver(status: StatusCode) -> String {
 }
 
 fn integration(id: &str, url: String) -> Integration {
-    let now = Utc::now();
     Integration {
         id: Uuid::parse_str(id).expect("uuid"),
-        store_id: StoreId::parse("default").expect("store"),
-        name: id.into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
-        target: Target::Webhook(WebhookConfig {
-            url,
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook_to(id, "default", &url)
     }
 }
 

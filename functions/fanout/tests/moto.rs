@@ -25,6 +25,7 @@ use herald_core::page::Page;
 use herald_core::ports::{DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob};
 use herald_core::replay::redrive;
 use herald_core::retry::RetryPolicy;
+use herald_core::testkit::webhook_to;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -68,24 +69,7 @@ async fn a_job_that_keeps_failing_lands_in_the_dlq_after_its_last_attempt() {
     let addr = refusing_receiver().await;
 
     let now = Utc::now();
-    let integration = Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: "down".into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
-        target: Target::Webhook(WebhookConfig {
-            url: format!("http://{addr}/hook"),
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
-    };
+    let integration = webhook_to("down", "s", &format!("http://{addr}/hook"));
     let store = Arc::new(DynamoIntegrationStore::from_sdk(&sdk, table.clone()));
     store.insert(&integration, 100).await.expect("seed");
     let queue =
@@ -445,26 +429,13 @@ async fn a_longer_retry_window_is_more_delayed_attempts_on_sqs_and_then_the_dlq(
     .expect("bootstrap");
     let addr = refusing_receiver().await;
     let now = Utc::now();
+    let url = format!("http://{addr}/hook");
     let hook = |name: &str, window: Option<u32>| Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: name.into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
-        target: Target::Webhook(WebhookConfig {
-            url: format!("http://{addr}/hook"),
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
         delivery: herald_core::model::DeliveryOptions {
             retry_window_minutes: window,
             ..Default::default()
         },
+        ..webhook_to(name, "s", &url)
     };
     let default = hook("default", None);
     let hour = hook("hour", Some(60));

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use herald_core::aws::claims::DynamoIdempotency;
 use herald_core::aws::dynamo::DynamoIntegrationStore;
 use herald_core::aws::local::{bootstrap, moto_config};
@@ -12,8 +11,9 @@ use herald_core::aws::sqs::SqsJobQueue;
 use herald_core::cache::IntegrationCache;
 use herald_core::ingest::{EventStatus, Ingest, IngestSettings};
 use herald_core::job::DeliveryJob;
-use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, StoreId};
 use herald_core::ports::{IdempotencyStore, IntegrationStore, JobSource};
+use herald_core::testkit::webhook;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -27,25 +27,7 @@ fn serial_endpoint() -> String {
 }
 
 fn hook(observes: &[&str]) -> Integration {
-    let now = Utc::now();
-    Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: "hook".into(),
-        description: String::new(),
-        enabled: true,
-        observes: observes.iter().map(|s| s.to_string()).collect(),
-        target: Target::Webhook(WebhookConfig {
-            url: "https://example.com/hook".into(),
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
-    }
+    webhook("hook", "s", observes, true)
 }
 
 struct World {
