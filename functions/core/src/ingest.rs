@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::cache::{observers, IntegrationCache};
 use crate::catalog;
 use crate::job::{
-    json_len, parse_event, parse_event_text, text_len, DeliveryJob, Event, Payload, Stored,
+    json_len, parse_event_text, parse_named_event, text_len, DeliveryJob, Event, Payload, Stored,
     MAX_EVENT_BYTES, MAX_INLINE_PAYLOAD,
 };
 use crate::model::StoreId;
@@ -107,7 +107,7 @@ impl EventResult {
 /// An incoming event, as ingest takes it: parsed (a direct invocation's, Herald's own)
 /// or as its JSON text (`POST /v2/events`, whose events are never parsed into trees).
 pub trait Incoming: Sync {
-    /// The event validated ([`parse_event`]), and whether its sender named it (gave
+    /// The event validated ([`parse_event`](crate::job::parse_event)), and whether its sender named it (gave
     /// it an id).
     fn read(
         &self,
@@ -127,9 +127,7 @@ impl Incoming for Value {
         pointer: &str,
         now: DateTime<Utc>,
     ) -> Result<(StoreId, Event, bool), Vec<FieldError>> {
-        let named = self.get("id").is_some_and(|id| !id.is_null());
-        parse_event(self, store_from_caller, pointer, now)
-            .map(|(store, event)| (store, event, named))
+        parse_named_event(self, store_from_caller, pointer, now)
     }
 
     fn oversize(&self) -> Option<usize> {

@@ -8,8 +8,6 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{EventStatus, Incoming, Ingest, MAX_EVENTS_PER_REQUEST};
-#[cfg(doc)]
-use crate::job::parse_event_text;
 use crate::job::MAX_EVENT_BYTES;
 use crate::jsonapi::{self, Errors};
 use crate::model::StoreId;
@@ -26,7 +24,7 @@ pub const MAX_EVENTS_BODY_BYTES: usize = MAX_EVENT_BYTES + 64 * 1024;
 /// invalid; 503 when some could not be queued (the document says which: send those
 /// again).
 ///
-/// The events are read as the JSON text they came as ([`parse_event_text`]): no tree of
+/// The events are read as the JSON text they came as ([`crate::job::parse_event_text`]): no tree of
 /// them is built, and their payloads are delivered as their sender wrote them. A body
 /// that does not read so (not an object, not JSON, `data` twice) is parsed into a
 /// tree, which answers as before.

@@ -317,8 +317,19 @@ pub fn parse_event_text(
             detail: format!("is not JSON: {e}"),
         }]
     })?;
+    parse_named_event(&value, store_from_caller, pointer, now)
+}
+
+/// [`parse_event`], and whether the sender named the event (gave it an id): how an
+/// event already parsed into a tree is read, and one its text could not give.
+pub fn parse_named_event(
+    value: &Value,
+    store_from_caller: Option<&StoreId>,
+    pointer: &str,
+    now: DateTime<Utc>,
+) -> Result<(StoreId, Event, bool), Vec<FieldError>> {
     let named = value.get("id").is_some_and(|id| !id.is_null());
-    parse_event(&value, store_from_caller, pointer, now).map(|(store, event)| (store, event, named))
+    parse_event(value, store_from_caller, pointer, now).map(|(store, event)| (store, event, named))
 }
 
 /// A valid event read from its text, or `None` (then [`parse_event`] says why).

@@ -7,8 +7,8 @@ mod stored;
 pub mod timestamp;
 
 pub use event::{
-    json_len, parse_event, parse_event_text, text_len, Event, Payload, EVENT_FIELDS,
-    MAX_EVENT_BYTES, MAX_EVENT_ID,
+    json_len, parse_event, parse_event_text, parse_named_event, text_len, Event, Payload,
+    EVENT_FIELDS, MAX_EVENT_BYTES, MAX_EVENT_ID,
 };
 pub(crate) use stored::key as body_key;
 #[cfg(test)]
