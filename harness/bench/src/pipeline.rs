@@ -270,13 +270,15 @@ async fn per_request(
 ) -> Result<PerRequest, String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(connections)
-        .tcp_nodelay(true)
         .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
     let store = webhook_store(server, receiver, &client).await?;
-    let url = format!("{}/v2/events", server.base);
+    let authority = server
+        .base
+        .strip_prefix("http://")
+        .ok_or("the server's address is not http://")?
+        .to_owned();
     let before = receiver.count().await?;
     receiver.receipts().await?;
     let pid = server.child.id();
@@ -293,14 +295,10 @@ async fn per_request(
     let started_us = unix_us();
     let started = Instant::now();
     let posters = (0..connections).map(|_| {
-        let (client, url, store, pad, next) = (
-            client.clone(),
-            url.clone(),
-            store.clone(),
-            pad.clone(),
-            next.clone(),
-        );
+        let (authority, store, pad, next) =
+            (authority.clone(), store.clone(), pad.clone(), next.clone());
         async move {
+            let mut connection = Poster::connect(&authority).await?;
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
@@ -310,17 +308,7 @@ async fn per_request(
                     r#"{{"data":{{"id":"{store}-{i}","type":"order.paid","payload":{{"data":{{"type":"order","id":"o-{i}","sent_us":{},"note":"{pad}"}}}}}}}}"#,
                     unix_us()
                 );
-                let r = client
-                    .post(&url)
-                    .header("x-store-id", &store)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = r.status().as_u16();
-                // Read to the end, so the connection is kept for the next request.
-                let text = r.text().await.map_err(|e| e.to_string())?;
+                let (status, text) = connection.post(&authority, &store, body).await?;
                 if status != 202 {
                     return Err(format!("POST /v2/events answered {status}: {text}"));
                 }
@@ -358,6 +346,78 @@ async fn per_request(
         cpu_us: cpu.as_secs_f64() * 1e6 / n as f64,
         others_us: others_cpu.as_secs_f64() * 1e6 / n as f64,
     })
+}
+
+/// One keep-alive connection of the `e2e` client: hyper's HTTP/1.1 connection and
+/// nothing above it (no pool, no URL parsed per request), so that the client takes as
+/// little of the machine as it can from the server it measures.
+struct Poster {
+    requests: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Poster {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Poster {
+    async fn connect(authority: &str) -> Result<Self, String> {
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("connecting to {authority}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (requests, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("connecting to {authority}: {e}"))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { requests, driver })
+    }
+
+    /// `POST /v2/events` of `body` for `store`: the answer's status and body, within
+    /// a minute.
+    async fn post(
+        &mut self,
+        authority: &str,
+        store: &str,
+        body: String,
+    ) -> Result<(u16, String), String> {
+        use http_body_util::BodyExt;
+        let request = http::Request::post("/v2/events")
+            .header(http::header::HOST, authority)
+            .header("x-store-id", store)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            // A request sent before the connection is ready is refused.
+            self.requests
+                .ready()
+                .await
+                .map_err(|e| format!("POST /v2/events: {e}"))?;
+            let answer = self
+                .requests
+                .send_request(request)
+                .await
+                .map_err(|e| format!("POST /v2/events: {e}"))?;
+            let status = answer.status().as_u16();
+            // Read to the end, so the connection is ready for the next request.
+            let body = answer
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(60), exchange)
+            .await
+            .map_err(|_| "POST /v2/events: no answer within a minute".to_owned())?
+    }
 }
 
 /// Concurrency levels of [`per_request_table`]: 16 and 64 connections.
