@@ -181,6 +181,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn past_their_cap_the_embedded_claims_give_up_the_one_that_expires_soonest() {
+        let claims = MemoryIdempotency::with_cap(3);
+        let store = StoreId::parse("s").expect("store");
+        let hour = Duration::from_secs(3600);
+        for (id, ttl) in [("a", 2), ("b", 1), ("c", 3)] {
+            assert!(claims.claim(&store, id, hour * ttl).await.expect("claim"));
+        }
+        // A fourth claim: "b" expires soonest and is given up; the others are held.
+        assert!(claims.claim(&store, "d", hour).await.expect("claim"));
+        assert_eq!(claims.held(), 3);
+        for held in ["a", "c", "d"] {
+            assert!(!claims.claim(&store, held, hour).await.expect("claim"));
+        }
+        assert!(claims.claim(&store, "b", hour * 4).await.expect("claim"));
+        assert_eq!(claims.held(), 3);
+        // Taking them all at once keeps the cap too.
+        let keys: Vec<_> = ["e", "f", "g", "h"]
+            .iter()
+            .map(|id| (store.clone(), (*id).to_owned()))
+            .collect();
+        let taken = claims.take_all(&keys, hour * 5).await;
+        assert!(taken.iter().all(|t| matches!(t, Ok(Some(_)))));
+        assert_eq!(claims.held(), 3);
+        assert!(!claims.claim(&store, "h", hour).await.expect("claim"));
+    }
+
+    #[tokio::test]
     async fn a_claim_given_back_and_taken_again_keeps_its_first_time() {
         let claims = MemoryIdempotency::new();
         let store = StoreId::parse("s").expect("store");
