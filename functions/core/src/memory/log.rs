@@ -1,6 +1,6 @@
 //! The delivery log in memory, capped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -18,10 +18,38 @@ use crate::ports::DeliveryLog;
 /// Attempts and jobs in memory; past a cap the oldest attempts, and the jobs updated
 /// longest ago, are dropped, so a long-running dev server does not grow without bound.
 pub struct MemoryDeliveryLog {
-    pub(super) state: Mutex<(VecDeque<Attempt>, HashMap<Uuid, JobRecord>)>,
+    pub(super) state: Mutex<Kept>,
     /// The archive: each kept job's body as first queued, dropped with its job.
     archive: Mutex<HashMap<Uuid, String>>,
     cap: usize,
+}
+
+/// What the log keeps: the attempts in the order they were recorded, and the jobs,
+/// indexed by when each was last updated so that the ones updated longest ago go
+/// first, one for each one over the cap, as records come in (no pass over them all).
+#[derive(Default)]
+pub(super) struct Kept {
+    pub(super) attempts: VecDeque<Attempt>,
+    pub(super) jobs: HashMap<Uuid, JobRecord>,
+    by_update: BTreeSet<(DateTime<Utc>, Uuid)>,
+}
+
+impl Kept {
+    /// Keeps `job`, in the place of its earlier record if any.
+    fn keep(&mut self, job: JobRecord) {
+        let key = (job.updated_at, job.job_id);
+        if let Some(earlier) = self.jobs.insert(job.job_id, job) {
+            self.by_update.remove(&(earlier.updated_at, earlier.job_id));
+        }
+        self.by_update.insert(key);
+    }
+
+    /// Drops the job updated longest ago: its id.
+    fn drop_oldest_job(&mut self) -> Option<Uuid> {
+        let (_, id) = self.by_update.pop_first()?;
+        self.jobs.remove(&id);
+        Some(id)
+    }
 }
 
 impl Default for MemoryDeliveryLog {
@@ -31,11 +59,11 @@ impl Default for MemoryDeliveryLog {
 }
 
 impl MemoryDeliveryLog {
-    /// Keeps at most `cap` attempts, and about `cap` jobs (pruned back to `cap` once
-    /// they are a tenth over it, the ones updated longest ago first).
+    /// Keeps at most `cap` attempts, and at most `cap` jobs (the ones updated longest
+    /// ago go first).
     pub fn new(cap: usize) -> Self {
         Self {
-            state: Mutex::new((VecDeque::new(), HashMap::new())),
+            state: Mutex::new(Kept::default()),
             archive: Mutex::new(HashMap::new()),
             cap,
         }
@@ -49,7 +77,7 @@ impl MemoryDeliveryLog {
     ) -> Listed<Attempt> {
         let state = lock(&self.state);
         let mut items: Vec<Attempt> = state
-            .0
+            .attempts
             .iter()
             .filter(|a| keep(a) && filter.in_range(a.created_at))
             .cloned()
@@ -109,23 +137,21 @@ fn listed<T>(
 impl DeliveryLog for MemoryDeliveryLog {
     async fn record(&self, entries: &[LogEntry]) -> Result<()> {
         let mut state = lock(&self.state);
-        state.0.extend(entries.iter().map(|e| e.attempt.clone()));
-        while state.0.len() > self.cap {
-            state.0.pop_front();
+        state
+            .attempts
+            .extend(entries.iter().map(|e| e.attempt.clone()));
+        while state.attempts.len() > self.cap {
+            state.attempts.pop_front();
         }
         let mut archive = lock(&self.archive);
         for entry in entries {
-            state.1.insert(entry.attempt.job_id, entry.job());
+            state.keep(entry.job());
             if let Some(body) = &entry.archive {
                 archive.insert(entry.attempt.job_id, body.clone());
             }
         }
-        if state.1.len() > self.cap + self.cap / 10 {
-            let mut by_age: Vec<_> = state.1.values().map(|j| (j.updated_at, j.job_id)).collect();
-            by_age.sort_unstable();
-            let excess = state.1.len() - self.cap;
-            for (_, id) in by_age.into_iter().take(excess) {
-                state.1.remove(&id);
+        while state.jobs.len() > self.cap {
+            if let Some(id) = state.drop_oldest_job() {
                 archive.remove(&id);
             }
         }
@@ -164,7 +190,7 @@ impl DeliveryLog for MemoryDeliveryLog {
     ) -> Result<Listed<JobRecord>> {
         let state = lock(&self.state);
         let mut jobs: Vec<JobRecord> = state
-            .1
+            .jobs
             .values()
             .filter(|j| j.store_id == store.as_str() && j.integration_id == integration)
             .filter(|j| filter.in_range(j.enqueued_at))
@@ -195,7 +221,7 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(jobs
             .iter()
             .filter(|id| {
-                state.1.get(id).is_some_and(|j| {
+                state.jobs.get(id).is_some_and(|j| {
                     j.store_id == store.as_str() && j.integration_id == integration
                 })
             })
