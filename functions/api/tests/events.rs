@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use chrono::Utc;
 use herald_api::settings::Settings;
 use herald_api::tenancy::Tenancy;
 use herald_api::AppState;
 use herald_core::memory::MemoryIntegrationStore;
-use herald_core::model::{Integration, Secret, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, Secret, Target, WebhookConfig};
 use herald_core::ports::IntegrationStore;
 use herald_core::validate::Policy;
 use http_body_util::BodyExt;
@@ -50,24 +49,14 @@ async fn lambda_app() -> axum::Router {
 
 async fn lambda_app_with(tenancy: Tenancy) -> axum::Router {
     let store = Arc::new(MemoryIntegrationStore::new());
-    let now = Utc::now();
     let seeded = Integration {
         id: Uuid::parse_str(SEEDED_ID).expect("uuid"),
-        store_id: StoreId::parse("default").expect("store"),
-        name: "Seeded".into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.fulfilled".into()],
         target: Target::Webhook(WebhookConfig {
             url: "https://ilovelamp.now.sh/send-shipped-email".into(),
             secret_key: Some(Secret::new("SOME_SECRET_KEY")),
             retiring: None,
         }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..herald_core::testkit::webhook("Seeded", "default", &["order.fulfilled"], true)
     };
     store.insert(&seeded, 100).await.expect("seed");
     let settings = Settings {

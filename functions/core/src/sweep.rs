@@ -87,7 +87,7 @@ mod tests {
     use super::*;
     use crate::integrations::Integrations;
     use crate::memory::MemoryIntegrationStore;
-    use crate::model::{Integration, RetiringSecret, Secret, StoreId, Target, WebhookConfig};
+    use crate::model::{Integration, RetiringSecret, Secret, Target, WebhookConfig};
     use crate::ports::{EndedRotation, IntegrationStore};
     use crate::secrets::Vault;
     use crate::validate::Policy;
@@ -100,14 +100,7 @@ mod tests {
 
     /// A webhook (secret `SOME_SECRET_KEY`) whose previous secret signs until `until`.
     fn rotating(previous: &str, until: DateTime<Utc>) -> Integration {
-        let now = Utc::now();
         Integration {
-            id: uuid::Uuid::now_v7(),
-            store_id: StoreId::parse("store-sweep").expect("store"),
-            name: "n".into(),
-            description: String::new(),
-            enabled: true,
-            observes: vec!["order.paid".into()],
             target: Target::Webhook(WebhookConfig {
                 url: "https://example.com/hook".into(),
                 secret_key: Some(Secret::new("SOME_SECRET_KEY")),
@@ -116,11 +109,7 @@ mod tests {
                     until,
                 }),
             }),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            health: Default::default(),
-            delivery: Default::default(),
+            ..crate::testkit::webhook("n", "store-sweep", &["order.paid"], true)
         }
     }
 

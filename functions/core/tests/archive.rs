@@ -28,12 +28,13 @@ use herald_core::fanout::Fanout;
 use herald_core::filter::Filter;
 use herald_core::ingest::{EventStatus, Ingest, IngestSettings};
 use herald_core::memory::{MemoryIdempotency, MemoryIntegrationStore};
-use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, StoreId};
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
 use herald_core::ports::{DeliveryLog, EventBodies, IntegrationStore, JobSource};
 use herald_core::replay::{replay_job, replay_range, Archive, JobReplay, RangeRequest};
 use herald_core::retry::RetryPolicy;
+use herald_core::testkit::webhook_to;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -111,25 +112,7 @@ impl Peers {
         let failing = Arc::new(AtomicBool::new(false));
         let (url, seen) = receiver(failing.clone()).await;
         let store = StoreId::parse("s1").expect("store");
-        let now = Utc::now();
-        let hook = Integration {
-            id: Uuid::now_v7(),
-            store_id: store.clone(),
-            name: "hook".into(),
-            description: String::new(),
-            enabled: true,
-            observes: vec!["order.paid".into()],
-            target: Target::Webhook(WebhookConfig {
-                url,
-                secret_key: None,
-                retiring: None,
-            }),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            health: Default::default(),
-            delivery: Default::default(),
-        };
+        let hook = webhook_to("hook", store.as_str(), &url);
         let integrations = Arc::new(MemoryIntegrationStore::new());
         integrations.insert(&hook, 100).await.expect("seed");
         let cache = Arc::new(IntegrationCache::new(integrations, Duration::ZERO));

@@ -12,7 +12,8 @@ use herald_core::delivery::envelope::cloud_event;
 use herald_core::delivery::eventbridge::EventBridgeDeliverer;
 use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
-use herald_core::model::{EventBridgeConfig, Integration, Secret, SqsAuth, StoreId, Target};
+use herald_core::model::{EventBridgeConfig, Integration, Secret, SqsAuth, Target};
+use herald_core::testkit::webhook;
 use herald_testkit::http::RequestReader;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -30,25 +31,14 @@ fn keys() -> SqsAuth {
 }
 
 fn integration(bus_arn: &str, prefix: Option<&str>, auth: SqsAuth) -> Integration {
-    let now = Utc::now();
     Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: "bus".into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
         target: Target::AwsEventBridge(EventBridgeConfig {
             event_bus_arn: bus_arn.into(),
             region: "us-east-1".into(),
             detail_type_prefix: prefix.map(str::to_owned),
             auth,
         }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook("bus", "s", &["order.paid"], true)
     }
 }
 

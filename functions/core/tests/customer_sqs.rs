@@ -13,7 +13,8 @@ use herald_core::aws::local::moto_config;
 use herald_core::delivery::sqs::SqsDeliverer;
 use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
-use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Target};
+use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, Target};
+use herald_core::testkit::webhook;
 use herald_testkit::http::RequestReader;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -24,24 +25,13 @@ fn endpoint() -> String {
 }
 
 fn integration(queue_url: &str, auth: SqsAuth) -> Integration {
-    let now = Utc::now();
     Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: "queue".into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
         target: Target::AwsSqs(SqsConfig {
             url: queue_url.into(),
             region: "us-east-1".into(),
             auth,
         }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook("queue", "s", &["order.paid"], true)
     }
 }
 

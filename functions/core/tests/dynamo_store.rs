@@ -102,20 +102,15 @@ fn store_id(s: &str) -> StoreId {
 }
 
 fn integration(store: &str, target: Target) -> Integration {
-    let now = Utc::now();
     Integration {
-        id: Uuid::now_v7(),
-        store_id: store_id(store),
-        name: "An integration".into(),
         description: "with a description".into(),
-        enabled: true,
-        observes: vec!["order.paid".into(), "cart.updated".into()],
         target,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..herald_core::testkit::webhook(
+            "An integration",
+            store,
+            &["order.paid", "cart.updated"],
+            true,
+        )
     }
 }
 

@@ -25,7 +25,7 @@ use herald_core::delivery::webhook::WebhookDeliverer;
 use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::model::{
-    Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
+    Integration, Secret, SqsAuth, SqsConfig, StompConfig, Target, WebhookConfig,
 };
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_testkit::stomp::StompSink;
@@ -45,20 +45,11 @@ fn integration(
     description: &str,
     target: Target,
 ) -> Integration {
-    let now = Utc::now();
     Integration {
         id: Uuid::parse_str(id).expect("uuid"),
-        store_id: StoreId::parse(store).expect("store"),
-        name: name.into(),
         description: description.into(),
-        enabled: true,
-        observes: Vec::new(),
         target,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..herald_core::testkit::webhook(name, store, &[], true)
     }
 }
 

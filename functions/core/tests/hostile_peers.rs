@@ -19,15 +19,15 @@ use herald_core::filter::Filter;
 use herald_core::job::{DeliveryJob, Event};
 use herald_core::memory::{MemoryDeliveryLog, MemoryIntegrationStore, MemoryQueue};
 use herald_core::model::{
-    Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target, WebhookConfig,
+    Integration, Secret, SqsAuth, SqsConfig, StompConfig, Target, WebhookConfig,
 };
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
 use herald_core::ports::{DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob};
 use herald_core::retry::RetryPolicy;
+use herald_core::testkit::webhook;
 use herald_testkit::hostile::{Behaviour, Hostile};
 use serde_json::json;
-use uuid::Uuid;
 
 /// How long the tests wait, at most, for a peer's connections to close.
 const CLOSE_LIMIT: Duration = Duration::from_secs(10);
@@ -41,20 +41,9 @@ fn loopback() -> AddressGuard {
 }
 
 fn integration(store: &str, target: Target) -> Integration {
-    let now = Utc::now();
     Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse(store).expect("store"),
-        name: store.into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
         target,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook(store, store, &["order.paid"], true)
     }
 }
 

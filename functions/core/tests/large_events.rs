@@ -12,7 +12,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use chrono::Utc;
 use herald_core::aws::kms::{ensure_local_mac_key, KmsMac};
 use herald_core::aws::local::{create_queues, moto_config};
 use herald_core::aws::s3::S3Bodies;
@@ -29,6 +28,7 @@ use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StoreId, Targe
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::ports::{BodyAt, EventBodies, IntegrationStore, JobSource, MacKey};
 use herald_core::retry::RetryPolicy;
+use herald_core::testkit::webhook;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -151,20 +151,9 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Bytes>>>) {
 }
 
 fn integration(name: &str, target: Target) -> Integration {
-    let now = Utc::now();
     Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s1").expect("store"),
-        name: name.into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
         target,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook(name, "s1", &["order.paid"], true)
     }
 }
 

@@ -10,8 +10,9 @@ use herald_core::attempt::Outcome;
 use herald_core::delivery::stomp::StompDeliverer;
 use herald_core::delivery::DeliverTo;
 use herald_core::job::{DeliveryJob, Event};
-use herald_core::model::{Integration, Secret, StompConfig, StoreId, Target};
+use herald_core::model::{Integration, Secret, StompConfig, Target};
 use herald_core::net::guard::{AddressGuard, Cidr};
+use herald_core::testkit::webhook;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -20,14 +21,7 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
     let root = herald_testkit::checkout();
     let password = std::fs::read_to_string(format!("{root}/.run/activemq/password"))
         .expect("ActiveMQ is not set up: run `make test` or `infra/activemq.sh start`");
-    let now = Utc::now();
     let integration = Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: "broker".into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["order.paid".into()],
         target: Target::Stomp(StompConfig {
             addresses: vec!["stomp://127.0.0.1:61613".into()],
             destination: format!("/queue/herald.restart.{}", Uuid::new_v4().simple()),
@@ -35,11 +29,7 @@ async fn a_broker_restart_between_two_deliveries_is_survived() {
             password: Secret::new(password.trim()),
             virtual_host: None,
         }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook("broker", "s", &["order.paid"], true)
     };
     let job = |n: u32| {
         let event = Event {

@@ -19,7 +19,7 @@ use herald_core::delivery::TargetDeliverer;
 use herald_core::fanout::Fanout;
 use herald_core::filter::{Filter, Listed};
 use herald_core::job::{DeliveryJob, Event};
-use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::model::{Integration, StoreId};
 use herald_core::net::guard::{AddressGuard, Cidr};
 use herald_core::page::Page;
 use herald_core::ports::{DeliveryLog, IntegrationStore, JobQueue, JobSource, OutgoingJob};
@@ -577,22 +577,8 @@ async fn an_integration_disabled_on_moto_is_announced_through_the_queue_to_its_s
     let (watch_addr, watcher) = keeping_receiver(StatusCode::NO_CONTENT).await;
     let now = Utc::now();
     let webhook = |name: &str, addr: std::net::SocketAddr, observes: &str| Integration {
-        id: Uuid::now_v7(),
-        store_id: StoreId::parse("s").expect("store"),
-        name: name.into(),
-        description: String::new(),
-        enabled: true,
         observes: vec![observes.into()],
-        target: Target::Webhook(WebhookConfig {
-            url: format!("http://{addr}/hook"),
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..webhook_to(name, "s", &format!("http://{addr}/hook"))
     };
     let broken = webhook("gone", gone_addr, "order.paid");
     let watch = webhook("watch", watch_addr, "herald.integration.disabled");

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use chrono::Utc;
 use herald_core::aws::local::{create_queues, moto_config};
 use herald_core::aws::sqs::SqsJobQueue;
 use herald_core::config::PipelineSettings;
 use herald_core::delivery::stomp;
-use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StompConfig, StoreId, Target};
+use herald_core::model::{Integration, Secret, SqsAuth, SqsConfig, StompConfig, Target};
 use herald_core::ports::JobSource;
 use herald_core::wiring::Components;
 use uuid::Uuid;
@@ -20,20 +19,10 @@ const SQS: &str = "0192f6e4-0000-7000-8000-000000000003";
 const STOMP: &str = "0192f6e4-0000-7000-8000-000000000004";
 
 fn integration(id: &str, target: Target) -> Integration {
-    let now = Utc::now();
     Integration {
         id: Uuid::parse_str(id).expect("uuid"),
-        store_id: StoreId::parse("default").expect("store"),
-        name: id.into(),
-        description: String::new(),
-        enabled: true,
-        observes: vec!["cart.updated".into()],
         target,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..herald_core::testkit::webhook(id, "default", &["cart.updated"], true)
     }
 }
 

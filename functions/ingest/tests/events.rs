@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::Utc;
 use herald_core::access::StoreAccess;
 use herald_core::config::PipelineSettings;
-use herald_core::model::{Integration, StoreId, Target, WebhookConfig};
+use herald_core::model::Integration;
 use herald_core::wiring::Components;
 use herald_ingest::{handle, Deps};
 use lambda_runtime::{Context, LambdaEvent};
@@ -36,24 +35,9 @@ async fn world_with(access: StoreAccess) -> World {
     let components = Components::build(&PipelineSettings::memory(), false)
         .await
         .expect("components");
-    let now = Utc::now();
     let hook = Integration {
-        id: uuid::Uuid::now_v7(),
-        store_id: StoreId::parse("default").expect("store"),
-        name: "orders and carts".into(),
-        description: String::new(),
-        enabled: true,
         observes: vec!["order.paid".into(), "cart.updated".into()],
-        target: Target::Webhook(WebhookConfig {
-            url: "http://127.0.0.1:9/hook".into(),
-            secret_key: None,
-            retiring: None,
-        }),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        health: Default::default(),
-        delivery: Default::default(),
+        ..herald_core::testkit::webhook_to("orders and carts", "default", "http://127.0.0.1:9/hook")
     };
     components
         .integrations

@@ -190,7 +190,6 @@ pub fn data_ref(job: &DeliveryJob) -> Option<&(String, String)> {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use uuid::Uuid;
 
     use super::*;
     use crate::job::Event;
@@ -200,22 +199,13 @@ mod tests {
         let store = StoreId::parse("s").expect("store");
         let now = Utc::now();
         let integration = Integration {
-            id: Uuid::now_v7(),
-            store_id: store.clone(),
-            name: "Hook".into(),
             description: "d".into(),
-            enabled: true,
-            observes: vec![kind.into()],
             target: Target::Webhook(WebhookConfig {
                 url: "https://example.com".into(),
                 secret_key: Some(Secret::new("top-secret-value")),
                 retiring: None,
             }),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            health: Default::default(),
-            delivery: Default::default(),
+            ..crate::testkit::webhook("Hook", "s", &[kind], true)
         };
         let event = Event {
             id: "evt-1".into(),
