@@ -1,4 +1,5 @@
-//! Helpers for the core's own unit tests, and (feature `testkit`) for the harness.
+//! Helpers for the core's own unit tests, and (feature `testkit`) for its integration
+//! tests, the other crates' tests and the harness.
 
 use std::sync::Arc;
 
