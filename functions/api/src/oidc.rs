@@ -60,7 +60,7 @@ pub struct Metadata {
 }
 
 /// An issuer and its discovery document, fetched on first use and kept for the life
-/// of the process; a failure is kept [`RETRY_AFTER`], then tried again.
+/// of the process; a failure is kept `RETRY_AFTER`, then tried again.
 #[derive(Debug)]
 pub struct Discovery {
     issuer: String,

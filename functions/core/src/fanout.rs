@@ -1394,14 +1394,14 @@ async fn deliver(
 }
 
 /// Pollers that scale with the queue, as Lambda's event-source mapping adds pollers
-/// while messages wait. A poller takes what waits (up to [`SCALED_RECEIVE_MAX`]) as
+/// while messages wait. A poller takes what waits (up to `SCALED_RECEIVE_MAX`) as
 /// one batch. When every poller has been busy for [`SCALE_OUT_AFTER`], none coming
 /// back to the queue meanwhile, one more starts (up to `most`), so a batch held by a
 /// slow receiver keeps the others waiting that long at most; one that waited a whole
 /// receive for nothing stops while another waits. While the pollers keep up, each comes back
 /// within that time and takes what arrived meanwhile: batches grow with the load
 /// instead of pollers, and what a batch costs beyond its records is spread over them.
-/// A backlog thus forms only when the receivers (or `most` × [`SCALED_RECEIVE_MAX`]
+/// A backlog thus forms only when the receivers (or `most` × `SCALED_RECEIVE_MAX`
 /// deliveries in flight) set the pace, not the number of pollers. Returns once
 /// `shutdown` is signalled and every poller has finished its batch.
 pub async fn poll_scaled(

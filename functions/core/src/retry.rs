@@ -74,7 +74,7 @@ const MAX_WAITS: usize = 32;
 impl RetryPolicy {
     /// This schedule stretched to a retry `window` (an integration's
     /// `delivery.retry_window_minutes`): itself when the window is the delivery
-    /// budget or shorter; else its waits, then [`LONGER_WAITS`] while they fit, with
+    /// budget or shorter; else its waits, then `LONGER_WAITS` while they fit, with
     /// the last attempt due by the window less the budget's last five minutes (the
     /// time left is added to the last wait). Durations follow this schedule's scale
     /// (a [`RetryPolicy::scaled`] one stretches scaled).

@@ -462,7 +462,7 @@ const SDK_ATTEMPTS: u32 = 3;
 
 /// 5. A customer queue (SQS in moto, behind [`SqsProxy`]) that throttles the sends
 ///    of a seeded ~10 % of the events: most once (the SDK's own retry sends them
-///    again within the attempt), every fourth of them [`SDK_ATTEMPTS`] times in a row
+///    again within the attempt), every fourth of them `SDK_ATTEMPTS` times in a row
 ///    (the attempt fails and Herald's schedule retries the job). Exactly the rejected
 ///    sends are made again, none twice, and nothing reaches the queue twice. Needs
 ///    moto (`infra/with-peers.sh`).

@@ -2,8 +2,8 @@
 //! as the integrations and the event claims ([`super::claims`]).
 //!
 //! **Pages.** A write packs the attempts it records for one integration into pages
-//! ([`super::log_page`]): one item holds up to [`PAGE_MOST`](log_page::PAGE_MOST) attempts whose jobs were
-//! queued within [`PAGE_SPAN_MS`] of each other, each with its job's state after it.
+//! (`log_page`): one item holds up to `PAGE_MOST` attempts whose jobs were
+//! queued within `PAGE_SPAN_MS` of each other, each with its job's state after it.
 //! An item costs one write unit a kilobyte plus as many again for each index it lands
 //! in, so a page of a batch's attempts costs about what one attempt's item did.
 //!
@@ -14,7 +14,7 @@
 //! Times are milliseconds, written in 13 digits so that keys sort by them. A store's
 //! attempts newest first are GSI1's, an integration's GSI3's; an integration's jobs
 //! newest first are the table's own order. A job's id tells when it was queued
-//! ([`crate::job::job_time`]), and a page's jobs were queued within [`PAGE_SPAN_MS`]
+//! ([`crate::job::job_time`]), and a page's jobs were queued within `PAGE_SPAN_MS`
 //! of each other, so a job's attempts are in the pages whose key's time is in the span
 //! after it: one bounded query a shard. GSI2 holds no page.
 //!
@@ -646,7 +646,7 @@ impl Shape {
     /// The sort keys (from, to; inclusive) under which the units in `filter`'s time
     /// range lie. A page's key time is at least each of its units' (its newest
     /// attempt's, its last job's), so a page older than the start holds none. Going
-    /// the other way, a page's jobs lie within [`PAGE_SPAN_MS`] of its key and its
+    /// the other way, a page's jobs lie within `PAGE_SPAN_MS` of its key and its
     /// attempts within [`PAGE_ATTEMPTS_SPREAD_MS`], so pages are read that far past
     /// the end. Items of earlier builds are read whole (their keys are done once read
     /// past the start).

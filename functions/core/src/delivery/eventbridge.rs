@@ -2,7 +2,7 @@
 //! bus, with `Source` `herald`, `DetailType` the event key (after the integration's
 //! `detail_type_prefix`, if any), `Time` when the event happened and `Detail` the
 //! CloudEvent the queues get, through a client per integration
-//! ([`super::customer_aws`]).
+//! (`customer_aws`).
 //!
 //! `PutEvents` answers 200 even when it refuses the entry: the refusal is in the
 //! answer's entries (`FailedEntryCount`, `ErrorCode`), and is read as a failed call's

@@ -1,6 +1,6 @@
 //! The customer SNS target: the CloudEvent the queues get, published to the store
 //! owner's own topic with the message attributes `type` (the event key) and `jobid`,
-//! through a client per integration ([`super::customer_aws`]). A FIFO topic's
+//! through a client per integration (`customer_aws`). A FIFO topic's
 //! messages get a group (the resource's id) and a deduplication id (the job id), as a
 //! FIFO queue's do, so a retry inside SNS's five-minute window is not published twice.
 

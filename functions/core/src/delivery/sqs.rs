@@ -1,7 +1,7 @@
 //! The customer SQS target: the event as a CloudEvents message in the store owner's
 //! own queue, with the integration's own credentials (static keys, or a role assumed
 //! with an external id), through a client per integration
-//! ([`super::customer_aws`]).
+//! (`customer_aws`).
 
 use std::time::{Duration, Instant};
 

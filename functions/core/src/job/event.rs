@@ -91,7 +91,7 @@ impl Payload {
     }
 
     /// The payload parsed into a tree (`Null` if the text is not JSON, which cannot
-    /// happen for a payload made by [`Payload::new`] or read by [`DeliveryJob::parse`]).
+    /// happen for a payload made by [`Payload::new`] or read by [`crate::job::DeliveryJob::parse`]).
     pub fn value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }

@@ -1,6 +1,6 @@
 //! Delivery jobs: one event for one integration, the unit that is queued, delivered,
 //! retried and logged, and its wire format (the queue message's body). Events as they
-//! come in are in [`event`], timestamps in [`timestamp`].
+//! come in are in `event`, timestamps in [`timestamp`].
 
 mod event;
 mod stored;

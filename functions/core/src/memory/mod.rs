@@ -19,7 +19,7 @@ mod queue;
 mod rate;
 
 pub use bodies::MemoryBodies;
-pub use claims::MemoryIdempotency;
+pub use claims::{MemoryIdempotency, CLAIMS_HELD};
 pub use integrations::MemoryIntegrationStore;
 pub use log::MemoryDeliveryLog;
 pub use mac::MemoryMacKey;
