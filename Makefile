@@ -72,9 +72,10 @@ portal-test: setup ## the store owner's portal in headless Chromium against the 
 	$(PY) infra/portal_test.py $(TARGET)/debug/herald-local header
 	$(PY) infra/portal_test.py $(TARGET)/debug/herald-local jwt
 
-lint: ## rustfmt check, clippy with warnings as errors, no import cycle between a crate's modules, and the fuzz crate's Cargo.lock current (it builds only in `make cargo-fuzz`)
+lint: ## rustfmt check, clippy and rustdoc (every doc link resolves) with warnings as errors, no import cycle between a crate's modules, and the fuzz crate's Cargo.lock current (it builds only in `make cargo-fuzz`)
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 	python3 infra/check-cycles.py functions/*/src harness/*/src
 	cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 
