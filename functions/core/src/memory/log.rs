@@ -151,9 +151,10 @@ impl DeliveryLog for MemoryDeliveryLog {
             }
         }
         while state.jobs.len() > self.cap {
-            if let Some(id) = state.drop_oldest_job() {
-                archive.remove(&id);
-            }
+            let Some(id) = state.drop_oldest_job() else {
+                break;
+            };
+            archive.remove(&id);
         }
         Ok(())
     }
