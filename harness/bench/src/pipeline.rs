@@ -265,15 +265,11 @@ async fn webhook_store(
 async fn per_request(
     server: &DevServer,
     receiver: &Receiver,
+    setup: &reqwest::Client,
     n: usize,
     connections: usize,
 ) -> Result<PerRequest, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let store = webhook_store(server, receiver, &client).await?;
+    let store = webhook_store(server, receiver, setup).await?;
     let authority = server
         .base
         .strip_prefix("http://")
@@ -298,7 +294,7 @@ async fn per_request(
         let (authority, store, pad, next) =
             (authority.clone(), store.clone(), pad.clone(), next.clone());
         async move {
-            let mut connection = Poster::connect(&authority).await?;
+            let mut connection = Poster::connect(&authority, &store).await?;
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
@@ -308,7 +304,7 @@ async fn per_request(
                     r#"{{"data":{{"id":"{store}-{i}","type":"order.paid","payload":{{"data":{{"type":"order","id":"o-{i}","sent_us":{},"note":"{pad}"}}}}}}}}"#,
                     unix_us()
                 );
-                let (status, text) = connection.post(&authority, &store, body).await?;
+                let (status, text) = connection.post(body).await?;
                 if status != 202 {
                     return Err(format!("POST /v2/events answered {status}: {text}"));
                 }
@@ -354,6 +350,9 @@ async fn per_request(
 struct Poster {
     requests: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     driver: tokio::task::JoinHandle<()>,
+    /// The `Host` and `X-Store-Id` of every request.
+    host: http::HeaderValue,
+    store: http::HeaderValue,
 }
 
 impl Drop for Poster {
@@ -363,7 +362,10 @@ impl Drop for Poster {
 }
 
 impl Poster {
-    async fn connect(authority: &str) -> Result<Self, String> {
+    /// A connection to `authority` that posts events for `store`.
+    async fn connect(authority: &str, store: &str) -> Result<Self, String> {
+        let header = |v: &str| http::HeaderValue::from_str(v).map_err(|e| e.to_string());
+        let (host, store) = (header(authority)?, header(store)?);
         let stream = tokio::net::TcpStream::connect(authority)
             .await
             .map_err(|e| format!("connecting to {authority}: {e}"))?;
@@ -375,21 +377,20 @@ impl Poster {
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Self { requests, driver })
+        Ok(Self {
+            requests,
+            driver,
+            host,
+            store,
+        })
     }
 
-    /// `POST /v2/events` of `body` for `store`: the answer's status and body, within
-    /// a minute.
-    async fn post(
-        &mut self,
-        authority: &str,
-        store: &str,
-        body: String,
-    ) -> Result<(u16, String), String> {
+    /// `POST /v2/events` of `body`: the answer's status and body, within a minute.
+    async fn post(&mut self, body: String) -> Result<(u16, String), String> {
         use http_body_util::BodyExt;
         let request = http::Request::post("/v2/events")
-            .header(http::header::HOST, authority)
-            .header("x-store-id", store)
+            .header(http::header::HOST, self.host.clone())
+            .header("x-store-id", self.store.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .map_err(|e| e.to_string())?;
@@ -441,6 +442,12 @@ pub async fn per_request_table(
         &logs.join("herald-local-per-request.log"),
     )?;
     let forwarder = DevServer::forwarder(&logs.join("forwarder.log"))?;
+    // Creates each run's integration; the events go on the runs' own connections.
+    let setup = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
     let header = "| server | connections | accepted/s | delivered/s | delivered ÷ accepted | p50 (ms) | p99 (ms) | server CPU per event (µs) | client and receiver CPU per event (µs) | lost |\n\
          |---|---:|---|---|---|---|---|---|---|---:|\n";
     let mut out = format!(
@@ -459,8 +466,8 @@ pub async fn per_request_table(
     for connections in CONNECTIONS {
         let (mut measured, mut forwarded) = (Vec::new(), Vec::new());
         for run in 0..=runs {
-            let r = per_request(&server, receiver, n, connections).await?;
-            let f = per_request(&forwarder, receiver, n, connections).await?;
+            let r = per_request(&server, receiver, &setup, n, connections).await?;
+            let f = per_request(&forwarder, receiver, &setup, n, connections).await?;
             if run > 0 {
                 measured.push(r);
                 forwarded.push(f);
