@@ -67,7 +67,8 @@ impl MemoryIdempotency {
     }
 
     /// How many claims are held, expired ones not yet dropped included.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         lock(&self.claims).held.len()
     }
 }
